@@ -1,0 +1,322 @@
+/* tandem.h: the one public header of libtandem.
+ *
+ * A mail frontend links libtandem to store the metadata of each processed mail
+ * (a message record) and the identity of each customer (a customer record) in a
+ * node directory, and to query them. This header documents every function the
+ * way LMDB documents its own: parameters and their ownership, the error codes a
+ * caller must handle, and thread safety.
+ *
+ * Conventions:
+ * - Every function that can fail returns int: 0 on success, a negative value on
+ *   failure. Values in [-4095, -1] are negated errno values from the operating
+ *   system (-EIO, -ENOSPC, -ENOMEM, ...). tandem's own conditions live in
+ *   [-20999, -20000]. tandem_strerror() names both.
+ * - Results are written to out-parameters only on success.
+ * - Pointer parameters are borrowed for the duration of the call unless the
+ *   comment says otherwise.
+ * - Functions that take a struct tandem_diag fill it with one line naming the
+ *   cause when they fail (it may be NULL).
+ */
+#ifndef TANDEM_H
+#define TANDEM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TANDEM_VERSION_MAJOR 0
+#define TANDEM_VERSION_MINOR 1
+
+/* Error codes. Each function lists the ones that mean something specific for
+ * it; any other negative value is an operating-system error to report. */
+enum tandem_error {
+    TANDEM_EINVALID = -20001,    /* A record or argument breaks a documented limit. */
+    TANDEM_ENOTPRIMARY = -20002, /* This node is not the primary. */
+    TANDEM_ESTALEEPOCH = -20003, /* A peer spoke from an older epoch. */
+    TANDEM_ECOPIES = -20004,     /* Fewer than min_copies held the write before the deadline. */
+    TANDEM_ECORRUPT = -20005,    /* Stored or received bytes failed a checksum. */
+    TANDEM_EFAILED = -20006,     /* The node stopped accepting writes after fatal I/O. */
+    TANDEM_ECANCELED = -20007,   /* The request was cancelled because its owner closed. */
+    TANDEM_ELOCKED = -20008,     /* Another process owns the directory for writing. */
+    TANDEM_ENOTFOUND = -20009,   /* No such record. */
+    TANDEM_EREADONLY = -20010,   /* The handle was opened read-only. */
+    TANDEM_EDAMAGED = -20011,    /* The log is damaged: the range must be repaired from a replica. */
+    TANDEM_EFORMAT = -20012,     /* Not a tandem directory, or a format version this build cannot read. */
+    TANDEM_EBUSY = -20013,       /* Too many requests in flight; try again. */
+};
+
+/* Return a static, human-readable name for a tandem or errno code. Thread-safe. */
+const char *tandem_strerror(int code);
+
+/* One line of human detail beside an error code. */
+#define TANDEM_DIAG_SIZE 256
+struct tandem_diag {
+    char message[TANDEM_DIAG_SIZE]; /* NUL-terminated; empty when nothing was reported. */
+};
+
+/* Limits of a record, in bytes unless stated. The addresses follow RFC 5321
+ * (64-byte local part, '@', 255-byte domain); Message-ID and subject follow the
+ * 998-byte line limit of RFC 5322. A record that breaks one is rejected with
+ * TANDEM_EINVALID and a diag naming the field; nothing is ever truncated. */
+#define TANDEM_ADDRESS_SIZE_MAX 320      /* recipient, sender, email */
+#define TANDEM_MESSAGE_ID_SIZE_MAX 998   /* message_id */
+#define TANDEM_SUBJECT_SIZE_MAX 998      /* subject (raw bytes, any encoding) */
+#define TANDEM_THREAT_SIZE_MAX 255       /* threat */
+#define TANDEM_NAME_SIZE_MAX 128         /* first_name, last_name */
+#define TANDEM_USERNAME_SIZE_MAX 128     /* username */
+#define TANDEM_PHONE_SIZE_MAX 32         /* phone */
+#define TANDEM_POSTAL_SIZE_MAX 512       /* address (postal business address) */
+#define TANDEM_MESSAGE_SIZE_MAX (1ULL << 40) /* size: 1 TiB */
+#define TANDEM_SPAM_SCORE_MILLI_MAX 1000000000 /* |spam_score| <= 1,000,000.000 */
+#define TANDEM_APPEND_RECORDS_MAX 4096   /* records in one tandem_append() call */
+
+enum tandem_record_type {
+    TANDEM_RECORD_MESSAGE = 1,
+    TANDEM_RECORD_CUSTOMER = 2,
+};
+
+enum tandem_destination {
+    TANDEM_DESTINATION_DELIVERED = 1,
+    TANDEM_DESTINATION_QUARANTINED = 2,
+};
+
+enum tandem_classification {
+    TANDEM_CLASSIFICATION_CLEAN = 1,
+    TANDEM_CLASSIFICATION_SPAM = 2,
+    TANDEM_CLASSIFICATION_VIRUS = 3,
+    TANDEM_CLASSIFICATION_BANNED_FILE = 4,
+    TANDEM_CLASSIFICATION_BAD_HEADER = 5,
+    TANDEM_CLASSIFICATION_OVERSIZED = 6,
+};
+
+/* A byte string, not necessarily NUL-terminated nor valid UTF-8. Strings in
+ * records returned by the library are followed by a NUL byte (data[size] == 0)
+ * for convenience; strings passed in need not be. */
+struct tandem_bytes {
+    const char *data; /* May be NULL when size is 0. */
+    size_t size;      /* Bytes. */
+};
+
+/* An IPv4 or IPv6 address. */
+struct tandem_ip {
+    uint8_t family;     /* 4 or 6. */
+    uint8_t bytes[16];  /* Network order; IPv4 uses the first 4 bytes, the rest are 0. */
+};
+
+/* The metadata of one processed mail for one recipient. */
+struct tandem_message {
+    uint32_t customer_id;
+    int64_t time_ns;                           /* UTC nanoseconds since 1970; >= 0. */
+    uint64_t size;                             /* Bytes; <= TANDEM_MESSAGE_SIZE_MAX. */
+    enum tandem_destination destination;
+    enum tandem_classification classification;
+    struct tandem_bytes threat;                /* Virus or banned-file name; may be empty. */
+    struct tandem_bytes recipient;             /* Address; not empty. */
+    int32_t spam_score_milli;                  /* Spam score times 1000 (three decimals). */
+    struct tandem_bytes message_id;            /* May be empty. */
+    struct tandem_bytes sender;                /* Address; empty for bounces. */
+    struct tandem_ip relay_ip;                 /* The server that relayed the message. */
+    struct tandem_bytes subject;               /* Raw header bytes. */
+};
+
+/* The identity of one customer account. A newer record for the same
+ * customer_id replaces the older one. */
+struct tandem_customer {
+    uint32_t customer_id;
+    struct tandem_bytes first_name;
+    struct tandem_bytes last_name;
+    struct tandem_bytes email;
+    struct tandem_bytes username;
+    struct tandem_bytes phone;
+    struct tandem_bytes address; /* Postal business address. */
+};
+
+struct tandem_record {
+    enum tandem_record_type type;
+    union {
+        struct tandem_message message;   /* When type is TANDEM_RECORD_MESSAGE. */
+        struct tandem_customer customer; /* When type is TANDEM_RECORD_CUSTOMER. */
+    };
+};
+
+/* Check a record against every documented limit without storing it.
+ * Returns 0, or TANDEM_EINVALID with diag naming the field and the limit
+ * (for example "recipient: 321 bytes, limit 320"). Thread-safe. */
+int tandem_record_validate(const struct tandem_record *record, struct tandem_diag *diag);
+
+/* ------------------------------------------------------------------------
+ * Opening a node directory.
+ * ------------------------------------------------------------------------ */
+
+/* An open node directory. Thread-safe: every function below may be called from
+ * any thread once tandem_open() has returned, except tandem_close(). */
+struct tandem;
+
+#define TANDEM_OPEN_READONLY 0x1u /* Query only; take no lock; modify no file. */
+#define TANDEM_OPEN_CREATE 0x2u   /* Create the log/, index/ and quarantine/ directories. */
+
+struct tandem_options {
+    uint32_t flags;        /* TANDEM_OPEN_* bits. */
+    uint64_t segment_size; /* Bytes at which a segment is sealed; 0 = default (64 MiB). */
+};
+
+/* Fill options with the defaults. */
+void tandem_options_init(struct tandem_options *options);
+
+/* Open the node directory dir.
+ *
+ * A writer takes the directory's lock, checks the tail of the log batch by
+ * batch (cutting a torn, never-acknowledged tail into dir/quarantine/), finds
+ * any damage in sealed segments (reported by tandem_status(), never cut off)
+ * and brings the index up to date with the log. A reader (TANDEM_OPEN_READONLY)
+ * takes no lock, modifies nothing and may run beside the writer.
+ *
+ * Returns 0 and *out, or:
+ * - TANDEM_ELOCKED: another process has the directory open for writing;
+ * - TANDEM_EFORMAT: dir is not a node directory or its format is too new;
+ * - TANDEM_ECORRUPT: a file that recovery cannot interpret safely;
+ * - negative errno from the file system.
+ * The handle must be released with tandem_close(). */
+int tandem_open(const char *dir, const struct tandem_options *options, struct tandem **out,
+                struct tandem_diag *diag);
+
+/* Finish every write in flight (their callbacks run), flush, release the lock
+ * and free the handle. No other call may run on the handle during or after. */
+void tandem_close(struct tandem *t);
+
+/* ------------------------------------------------------------------------
+ * Writing.
+ * ------------------------------------------------------------------------ */
+
+/* Append count records (1..TANDEM_APPEND_RECORDS_MAX) and wait until they are
+ * durable. Records of one call get consecutive LSNs; *lsn_first receives the
+ * first. Many threads may call at once: their records share a batch and one
+ * fdatasync (group commit). The records are copied; the caller's memory is
+ * free again when the call returns.
+ *
+ * Returns 0, or:
+ * - TANDEM_EINVALID: a record breaks a limit (diag names the record's index
+ *   and the field); nothing of this call was stored;
+ * - TANDEM_EFAILED: the node stopped accepting writes after a failed write or
+ *   fdatasync (tandem_status() says why); reopen after fixing the cause;
+ * - TANDEM_EDAMAGED: the tail of the log is damaged and must be repaired;
+ * - TANDEM_EREADONLY: the handle is read-only;
+ * - TANDEM_ECANCELED: the handle is closing. */
+int tandem_append(struct tandem *t, const struct tandem_record *records, size_t count,
+                  uint64_t *lsn_first, struct tandem_diag *diag);
+
+/* Completion of tandem_append_async(). status is 0 or one of tandem_append()'s
+ * codes; lsn_first is valid only when status is 0. Runs on the engine's commit
+ * thread: it must be quick, and must not call tandem_append() nor
+ * tandem_close(). */
+typedef void (*tandem_append_cb)(void *data, int status, uint64_t lsn_first);
+
+/* Like tandem_append() but returns at once; cb runs exactly once when the
+ * records are durable or have failed. If tandem_append_async() itself returns an
+ * error (TANDEM_EINVALID, TANDEM_EREADONLY, TANDEM_EFAILED, TANDEM_ECANCELED),
+ * cb is never called. data is retained until cb runs. */
+int tandem_append_async(struct tandem *t, const struct tandem_record *records, size_t count,
+                        tandem_append_cb cb, void *data, struct tandem_diag *diag);
+
+/* ------------------------------------------------------------------------
+ * Reading. Every query sees at least every record durable before it started.
+ * Results are delivered to a callback, one record at a time, in the order
+ * documented; the record and its strings are valid only during the callback.
+ * A callback returns 0 to go on or non-zero to stop early (the query then
+ * returns 0).
+ *
+ * Queries return 0 (even when nothing matched), or:
+ * - TANDEM_EINVALID: a bad argument (diag says which);
+ * - TANDEM_ECORRUPT or TANDEM_EDAMAGED: a matching record lies in a damaged
+ *   range of the log; records before it were delivered;
+ * - negative errno.
+ * ------------------------------------------------------------------------ */
+
+typedef int (*tandem_record_cb)(void *data, uint64_t lsn, const struct tandem_record *record);
+
+/* Every message record with this Message-ID, in LSN order. */
+int tandem_get(struct tandem *t, const char *message_id, size_t message_id_size,
+               tandem_record_cb cb, void *data, struct tandem_diag *diag);
+
+/* A customer's message records with since_ns <= time < until_ns, in time order
+ * (ties in LSN order), optionally only those to one recipient and/or from one
+ * sender. */
+struct tandem_query {
+    uint32_t customer_id;
+    int64_t since_ns;           /* Inclusive. */
+    int64_t until_ns;           /* Exclusive; INT64_MAX for "no end". */
+    struct tandem_bytes recipient; /* Empty: any recipient. */
+    struct tandem_bytes sender;    /* Empty: any sender (use sender_empty for bounces). */
+    bool sender_empty;             /* Only bounces (empty sender). */
+};
+void tandem_query_init(struct tandem_query *query, uint32_t customer_id);
+int tandem_query(struct tandem *t, const struct tandem_query *query, tandem_record_cb cb,
+                 void *data, struct tandem_diag *diag);
+
+/* The current customer record of customer_id (at most one call of cb). */
+int tandem_customer_get(struct tandem *t, uint32_t customer_id, tandem_record_cb cb, void *data,
+                        struct tandem_diag *diag);
+
+/* The current customer records whose username (or email) equals value, in
+ * customer_id order. For logins. */
+enum tandem_customer_key {
+    TANDEM_CUSTOMER_KEY_USERNAME = 1,
+    TANDEM_CUSTOMER_KEY_EMAIL = 2,
+};
+int tandem_customer_find(struct tandem *t, enum tandem_customer_key key, const char *value,
+                         size_t value_size, tandem_record_cb cb, void *data,
+                         struct tandem_diag *diag);
+
+/* The record at one LSN. Returns TANDEM_ENOTFOUND outside the log. */
+int tandem_read(struct tandem *t, uint64_t lsn, tandem_record_cb cb, void *data,
+                struct tandem_diag *diag);
+
+/* ------------------------------------------------------------------------
+ * Status and maintenance.
+ * ------------------------------------------------------------------------ */
+
+#define TANDEM_STATUS_DAMAGED_MAX 16
+
+/* A range of the log whose bytes fail their checksums. */
+struct tandem_damage {
+    uint64_t lsn_first;     /* First LSN of the range (0 if unknown). */
+    uint64_t lsn_last;      /* Last LSN of the range (0 if unknown). */
+    uint64_t segment_lsn;   /* The segment file's first LSN (its name). */
+    uint64_t offset;        /* Byte offset of the damage in the segment file. */
+    bool sealed;            /* Inside a sealed segment. */
+};
+
+struct tandem_status {
+    uint64_t lsn_first;        /* First LSN in the log; 0 if empty. */
+    uint64_t lsn_last;         /* Last durable LSN; 0 if empty. */
+    uint64_t index_lsn;        /* LSN the index is current to. */
+    uint64_t epoch;            /* Epoch of the last batch; 1 on a new node. */
+    uint8_t chain_hash[16];    /* Chain hash at lsn_last. */
+    uint32_t segment_count;    /* Segment files, sealed and open. */
+    uint32_t sealed_count;     /* Sealed segments. */
+    uint64_t log_bytes;        /* Bytes in segment files. */
+    uint64_t quarantine_bytes; /* Bytes held in quarantine/. */
+    uint32_t quarantine_count; /* Files in quarantine/. */
+    bool read_only;            /* The handle is read-only. */
+    int failed_code;           /* 0, or the error that stopped writes. */
+    char failed_message[TANDEM_DIAG_SIZE]; /* Why writes stopped. */
+    uint32_t damaged_count;    /* Damaged ranges found (may exceed the array). */
+    struct tandem_damage damaged[TANDEM_STATUS_DAMAGED_MAX];
+};
+
+/* Fill status. Thread-safe. */
+int tandem_status(struct tandem *t, struct tandem_status *status);
+
+/* Rebuild the index of the node directory dir from the log, from scratch.
+ * Takes the directory's lock (TANDEM_ELOCKED if a writer holds it). */
+int tandem_reindex(const char *dir, struct tandem_diag *diag);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TANDEM_H */

@@ -1,0 +1,1 @@
+/* placeholder */ typedef int tdm_placeholder_jsonl;
