@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <zstd.h>
+
 #include "base/error.h"
 
 #define TDM_BATCH_MAGIC 0x48435442u /* "BTCH" little-endian. */
@@ -48,9 +50,11 @@ static inline uint64_t tdm_batch_lsn_last(const struct tdm_batch_header *h)
 /* Build a batch from a raw body (record_count (u32 size, record) pairs).
  * Compresses raw into out after a TDM_BATCH_HEADER_SIZE header, fills every
  * checksum and the chain hash from prev. out_size must be >=
- * tdm_batch_bound(raw_size). Returns the total bytes, or a negative code
+ * tdm_batch_bound(raw_size). cctx is the caller's compression context (one per
+ * thread). Returns the total bytes, or a negative code
  * (-ENOMEM, TANDEM_EINVALID if zstd fails). header receives the result. */
-int tdm_batch_build(const uint8_t *raw, size_t raw_size, uint32_t record_count, uint64_t epoch,
+int tdm_batch_build(ZSTD_CCtx *cctx, const uint8_t *raw, size_t raw_size, uint32_t record_count,
+                    uint64_t epoch,
                     uint64_t lsn_first, uint64_t lsn_durable, int64_t time_ns,
                     const struct tdm_chain_hash *prev, uint8_t *out, size_t out_size,
                     struct tdm_batch_header *header);

@@ -1,1 +1,808 @@
-/* placeholder */ typedef int tdm_placeholder_node;
+/* engine/node.c: struct tandem and the public API of include/tandem.h.
+ *
+ * Happy path of open:
+ *   1. With TANDEM_OPEN_CREATE, make DIR, DIR/log and DIR/quarantine durable.
+ *   2. A writer takes DIR/lock (a second writer gets TANDEM_ELOCKED).
+ *   3. Open the log: recovery checks the tail, cuts a torn tail into
+ *      quarantine, records damage (engine/recover.c).
+ *   4. Open the index; a writer brings it up to date with the log: if its
+ *      watermark is past the log's end or its chain hash differs from the
+ *      log's at that LSN, it is rebuilt from scratch; otherwise the batches
+ *      after the watermark are applied.
+ *   5. A writer starts group commit (engine/commit.c).
+ * Queries: find LSNs in the index, read their batches from the log (verifying
+ * every checksum), decode the records, filter out false candidates, call back.
+ *
+ * Failure modes: an open that fails releases everything it took; a query that
+ * meets a damaged batch returns TANDEM_ECORRUPT naming where; a writer whose
+ * log failed returns TANDEM_EFAILED until reopened.
+ *
+ * Close: stop group commit (finishing queued writes), sync and close the index,
+ * close the log, release the lock. */
+#include "node.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/assert.h"
+#include "base/bytes.h"
+#include "base/trace.h"
+#include "codec.h"
+#include "commit.h"
+#include "index.h"
+#include "log.h"
+
+#define NODE_SCAN_CHUNK 256
+#define NODE_CATCH_UP_SIZE_MAX (32u << 20)
+
+struct tandem {
+    struct tdm_fs *fs;          /* Borrowed. */
+    char dir[TDM_PATH_SIZE];
+    bool read_only;
+    int lock_fd;                /* -1 for readers. */
+    struct tdm_log log;
+    struct tdm_index *index;
+    bool commit_started;
+    struct tdm_commit commit;
+};
+
+void tandem_options_init(struct tandem_options *options)
+{
+    memset(options, 0, sizeof(*options));
+    options->segment_size = TDM_SEGMENT_SIZE_DEFAULT;
+}
+
+static void node_diag_copy(struct tandem_diag *out, const struct tdm_diag *in)
+{
+    if (out != NULL) {
+        tdm_static_assert(sizeof(out->message) == sizeof(in->message));
+        memcpy(out->message, in->message, sizeof(out->message));
+    }
+}
+
+/* ---- open -------------------------------------------------------------------- */
+
+static int node_create_dirs(struct tdm_fs *fs, const char *dir, struct tdm_diag *diag)
+{
+    static const char *const names[] = {"log", "quarantine"};
+    int rv = fs->mkdir(fs, dir);
+    if (rv != 0) {
+        tdm_diag_printf(diag, "mkdir %s: %s", dir, tandem_strerror(rv));
+        return rv;
+    }
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        char path[TDM_PATH_SIZE];
+        rv = tdm_fs_path(path, sizeof(path), dir, names[i]);
+        rv = rv != 0 ? rv : fs->mkdir(fs, path);
+        if (rv != 0) {
+            tdm_diag_printf(diag, "mkdir %s/%s: %s", dir, names[i], tandem_strerror(rv));
+            return rv;
+        }
+    }
+    rv = fs->sync_dir(fs, dir);
+    if (rv != 0) {
+        tdm_diag_printf(diag, "sync %s: %s", dir, tandem_strerror(rv));
+    }
+    return rv;
+}
+
+static int node_lock(struct tandem *t, struct tdm_diag *diag)
+{
+    char path[TDM_PATH_SIZE];
+    int rv = tdm_fs_path(path, sizeof(path), t->dir, "lock");
+    if (rv == 0) {
+        rv = t->fs->lock(t->fs, path, &t->lock_fd);
+    }
+    if (rv == -EWOULDBLOCK || rv == -EAGAIN) {
+        tdm_diag_printf(diag, "%s is locked by another process (one writer per directory)",
+                        t->dir);
+        return TANDEM_ELOCKED;
+    }
+    if (rv == -ENOENT) {
+        tdm_diag_printf(diag, "%s: not a tandem directory", t->dir);
+        return TANDEM_EFORMAT;
+    }
+    if (rv != 0) {
+        tdm_diag_printf(diag, "lock %s: %s", path, tandem_strerror(rv));
+    }
+    return rv;
+}
+
+/* Collects scanned batches and applies them to the index in groups. */
+struct node_catch_up {
+    struct tandem *t;
+    struct tdm_index_batch batches[TDM_COMMIT_INDEX_BATCHES_MAX];
+    struct tandem_record *records[TDM_COMMIT_INDEX_BATCHES_MAX];
+    uint8_t *raws[TDM_COMMIT_INDEX_BATCHES_MAX];
+    size_t count;
+    size_t size;
+    uint64_t lsn_from;
+    struct tdm_diag *diag;
+};
+
+static void node_catch_up_release(struct node_catch_up *c)
+{
+    for (size_t i = 0; i < c->count; i++) {
+        tdm_free(c->records[i]);
+        tdm_free(c->raws[i]);
+    }
+    c->count = 0;
+    c->size = 0;
+}
+
+static int node_catch_up_flush(struct node_catch_up *c)
+{
+    int rv = c->count > 0 ? tdm_index_apply(c->t->index, c->batches, c->count, c->diag) : 0;
+    node_catch_up_release(c);
+    return rv;
+}
+
+static int node_catch_up_cb(void *data, const struct tdm_batch_header *header,
+                            const struct tdm_log_location *location, const uint8_t *raw)
+{
+    struct node_catch_up *c = data;
+    if (header->lsn_first < c->lsn_from) {
+        return 0; /* Partly indexed already: cannot happen with whole batches. */
+    }
+    uint8_t *copy = tdm_malloc(header->raw_size + 1u);
+    if (copy == NULL) {
+        return -ENOMEM;
+    }
+    memcpy(copy, raw, header->raw_size);
+    struct tandem_record *records;
+    int rv = tdm_commit_decode(copy, header, &records, c->diag);
+    if (rv != 0) {
+        tdm_free(copy);
+        return rv;
+    }
+    size_t i = c->count++;
+    c->raws[i] = copy;
+    c->records[i] = records;
+    c->batches[i] = (struct tdm_index_batch){
+        .location = {header->lsn_first, header->record_count, location->segment_lsn,
+                     location->offset, location->size},
+        .chain_hash = header->chain_hash,
+        .records = records,
+    };
+    c->size += header->raw_size;
+    if (c->count == TDM_COMMIT_INDEX_BATCHES_MAX || c->size >= NODE_CATCH_UP_SIZE_MAX) {
+        return node_catch_up_flush(c);
+    }
+    return 0;
+}
+
+/* Apply every batch after lsn_from - 1 to the index. */
+static int node_index_fill(struct tandem *t, uint64_t lsn_from, struct tdm_diag *diag)
+{
+    struct node_catch_up *c = tdm_calloc(1, sizeof(*c));
+    if (c == NULL) {
+        return -ENOMEM;
+    }
+    c->t = t;
+    c->lsn_from = lsn_from;
+    c->diag = diag;
+    int rv = tdm_log_scan(&t->log, lsn_from, node_catch_up_cb, c, diag);
+    if (rv == 0) {
+        rv = node_catch_up_flush(c);
+    }
+    node_catch_up_release(c);
+    tdm_free(c);
+    return rv;
+}
+
+/* True if the index's watermark names a batch of this log with the same chain hash. */
+static bool node_index_trusted(struct tandem *t, uint64_t watermark,
+                               const struct tdm_chain_hash *chain)
+{
+    if (watermark == 0) {
+        return true;
+    }
+    if (watermark > t->log.lsn_last) {
+        return false;
+    }
+    struct tdm_index_location location;
+    if (tdm_index_locate(t->index, watermark, &location) != 0) {
+        return false;
+    }
+    struct tdm_log_location where = {location.segment_lsn, location.offset, location.size};
+    struct tdm_batch_header header;
+    uint8_t *raw = NULL;
+    if (tdm_log_read_batch(t->fs, t->log.log_dir, &where, &header, &raw, NULL) != 0) {
+        return false;
+    }
+    tdm_free(raw);
+    return tdm_batch_lsn_last(&header) == watermark &&
+           memcmp(header.chain_hash.bytes, chain->bytes, TDM_CHAIN_HASH_SIZE) == 0;
+}
+
+static int node_index_catch_up(struct tandem *t, bool rebuild, struct tdm_diag *diag)
+{
+    uint64_t watermark;
+    struct tdm_chain_hash chain;
+    int rv = tdm_index_watermark(t->index, &watermark, &chain);
+    if (rv != 0) {
+        tdm_diag_printf(diag, "index watermark: %s", tandem_strerror(rv));
+        return rv;
+    }
+    if (rebuild || !node_index_trusted(t, watermark, &chain)) {
+        if (!rebuild) {
+            tdm_tracef("index at LSN %" PRIu64 " does not match the log: rebuilding", watermark);
+        }
+        rv = tdm_index_clear(t->index, diag);
+        if (rv != 0) {
+            return rv;
+        }
+        watermark = 0;
+    }
+    if (watermark < t->log.lsn_last) {
+        rv = node_index_fill(t, watermark + 1, diag);
+        if (rv != 0) {
+            tdm_diag_wrapf(diag, "index catch-up");
+            return rv;
+        }
+    }
+    return tdm_index_sync(t->index);
+}
+
+static int node_open(const char *dir, const struct tandem_options *options, struct tdm_fs *fs,
+                     bool rebuild, struct tandem **out, struct tdm_diag *diag)
+{
+    struct tandem_options defaults;
+    tandem_options_init(&defaults);
+    uint64_t segment_size = options->segment_size != 0 ? options->segment_size
+                                                       : defaults.segment_size;
+    if (segment_size < TDM_SEGMENT_SIZE_MIN || segment_size > TDM_SEGMENT_SIZE_MAX) {
+        tdm_diag_printf(diag, "segment_size %" PRIu64 " out of range [%llu, %llu]", segment_size,
+                        TDM_SEGMENT_SIZE_MIN, TDM_SEGMENT_SIZE_MAX);
+        return TANDEM_EINVALID;
+    }
+    struct tandem *t = tdm_calloc(1, sizeof(*t));
+    if (t == NULL) {
+        return -ENOMEM;
+    }
+    t->fs = fs;
+    t->lock_fd = -1;
+    t->read_only = (options->flags & TANDEM_OPEN_READONLY) != 0;
+    int rv = 0;
+    if (snprintf(t->dir, sizeof(t->dir), "%s", dir) >= (int)sizeof(t->dir) - 64) {
+        tdm_diag_printf(diag, "%s: path too long", dir);
+        rv = -ENAMETOOLONG;
+        goto err_after_alloc;
+    }
+    if ((options->flags & TANDEM_OPEN_CREATE) && !t->read_only) {
+        rv = node_create_dirs(fs, dir, diag);
+        if (rv != 0) {
+            goto err_after_alloc;
+        }
+    }
+    if (!t->read_only) {
+        rv = node_lock(t, diag);
+        if (rv != 0) {
+            goto err_after_alloc;
+        }
+    }
+    struct tdm_log_options log_options = {.segment_size = segment_size,
+                                          .read_only = t->read_only};
+    rv = tdm_log_open(&t->log, fs, dir, &log_options, diag);
+    if (rv != 0) {
+        goto err_after_lock;
+    }
+    rv = tdm_index_open(dir, t->read_only, &t->index, diag);
+    if (rv != 0) {
+        goto err_after_log;
+    }
+    if (!t->read_only) {
+        rv = node_index_catch_up(t, rebuild, diag);
+        if (rv != 0) {
+            goto err_after_index;
+        }
+        rv = tdm_commit_start(&t->commit, &t->log, t->index, t->log.lsn_last);
+        if (rv != 0) {
+            tdm_diag_printf(diag, "start commit threads: %s", tandem_strerror(rv));
+            goto err_after_index;
+        }
+        t->commit_started = true;
+    }
+    *out = t;
+    return 0;
+
+err_after_index:
+    tdm_index_close(t->index);
+err_after_log:
+    tdm_log_close(&t->log);
+err_after_lock:
+    if (t->lock_fd >= 0) {
+        fs->close(fs, t->lock_fd);
+    }
+err_after_alloc:
+    tdm_free(t);
+    tdm_assert(rv < 0);
+    return rv;
+}
+
+int tdm_node_open(const char *dir, const struct tandem_options *options, struct tdm_fs *fs,
+                  struct tandem **out, struct tdm_diag *diag)
+{
+    return node_open(dir, options, fs, false, out, diag);
+}
+
+int tandem_open(const char *dir, const struct tandem_options *options, struct tandem **out,
+                struct tandem_diag *diag)
+{
+    struct tdm_diag d = {{0}};
+    struct tandem_options defaults;
+    tandem_options_init(&defaults);
+    if (dir == NULL || out == NULL) {
+        tdm_diag_printf(&d, "dir and out must not be NULL");
+        node_diag_copy(diag, &d);
+        return TANDEM_EINVALID;
+    }
+    int rv = node_open(dir, options != NULL ? options : &defaults, tdm_fs_posix(), false, out, &d);
+    node_diag_copy(diag, &d);
+    return rv;
+}
+
+void tandem_close(struct tandem *t)
+{
+    if (t == NULL) {
+        return;
+    }
+    if (t->commit_started) {
+        tdm_commit_stop(&t->commit);
+    }
+    if (!t->read_only) {
+        (void)tdm_index_sync(t->index);
+    }
+    tdm_index_close(t->index);
+    tdm_log_close(&t->log);
+    if (t->lock_fd >= 0) {
+        t->fs->close(t->fs, t->lock_fd);
+    }
+    tdm_free(t);
+}
+
+void tdm_node_abandon(struct tandem *t)
+{
+    /* The threads are stopped (a process that died has none), then memory is
+     * released without any final write that a crash would not have made. */
+    if (t->commit_started) {
+        tdm_commit_stop(&t->commit);
+    }
+    tdm_index_close(t->index);
+    if (t->log.progress_fd >= 0) {
+        t->fs->close(t->fs, t->log.progress_fd); /* Without close's fdatasync. */
+        t->log.progress_fd = -1;
+    }
+    tdm_log_close(&t->log);
+    if (t->lock_fd >= 0) {
+        t->fs->close(t->fs, t->lock_fd); /* A dead process holds no lock. */
+    }
+    tdm_free(t);
+}
+
+int tdm_node_reindex(const char *dir, struct tdm_fs *fs, struct tdm_diag *diag)
+{
+    struct tandem_options options;
+    tandem_options_init(&options);
+    struct tandem *t;
+    int rv = node_open(dir, &options, fs, true, &t, diag);
+    if (rv != 0) {
+        return rv;
+    }
+    tandem_close(t);
+    return 0;
+}
+
+int tandem_reindex(const char *dir, struct tandem_diag *diag)
+{
+    struct tdm_diag d = {{0}};
+    int rv = tdm_node_reindex(dir, tdm_fs_posix(), &d);
+    node_diag_copy(diag, &d);
+    return rv;
+}
+
+/* ---- append -------------------------------------------------------------------- */
+
+/* Validate and encode records into a new request (all or nothing). */
+static int node_request_make(struct tandem *t, const struct tandem_record *records, size_t count,
+                             struct tdm_commit_request *request, struct tdm_diag *diag)
+{
+    if (t->read_only) {
+        tdm_diag_printf(diag, "the node directory is open read-only");
+        return TANDEM_EREADONLY;
+    }
+    if (records == NULL || count == 0 || count > TANDEM_APPEND_RECORDS_MAX) {
+        tdm_diag_printf(diag, "record count %zu out of range [1, %d]", count,
+                        TANDEM_APPEND_RECORDS_MAX);
+        return TANDEM_EINVALID;
+    }
+    size_t size = 0;
+    for (size_t i = 0; i < count; i++) {
+        int rv = tdm_codec_validate(&records[i], diag);
+        if (rv != 0) {
+            tdm_diag_wrapf(diag, "record %zu", i);
+            return rv;
+        }
+        size += 4 + tdm_codec_size(&records[i]);
+    }
+    tdm_assert(size <= TDM_BATCH_RAW_SIZE_MAX);
+    uint8_t *raw = tdm_malloc(size);
+    if (raw == NULL) {
+        return -ENOMEM;
+    }
+    size_t offset = 0;
+    for (size_t i = 0; i < count; i++) {
+        size_t n = tdm_codec_encode(&records[i], raw + offset + 4, size - offset - 4);
+        struct tdm_writer w;
+        tdm_writer_init(&w, raw + offset, 4);
+        tdm_put_u32(&w, (uint32_t)n);
+        offset += 4 + n;
+    }
+    tdm_assert(offset == size);
+    request->raw = raw;
+    request->raw_size = size;
+    request->record_count = (uint32_t)count;
+    return 0;
+}
+
+int tandem_append(struct tandem *t, const struct tandem_record *records, size_t count,
+                  uint64_t *lsn_first, struct tandem_diag *diag)
+{
+    struct tdm_diag d = {{0}};
+    struct tdm_commit_request request;
+    memset(&request, 0, sizeof(request));
+    int rv = node_request_make(t, records, count, &request, &d);
+    if (rv == 0) {
+        rv = tdm_commit_submit(&t->commit, &request);
+        if (rv != 0) {
+            tdm_free(request.raw);
+            tdm_diag_printf(&d, "%s", tandem_strerror(rv));
+        }
+    }
+    if (rv == 0) {
+        tdm_commit_wait(&t->commit, &request);
+        rv = request.status;
+        if (rv == 0) {
+            *lsn_first = request.lsn_first;
+        } else {
+            tdm_diag_printf(&d, "%s", request.message);
+        }
+    }
+    node_diag_copy(diag, &d);
+    return rv;
+}
+
+int tandem_append_async(struct tandem *t, const struct tandem_record *records, size_t count,
+                        tandem_append_cb cb, void *data, struct tandem_diag *diag)
+{
+    struct tdm_diag d = {{0}};
+    if (cb == NULL) {
+        tdm_diag_printf(&d, "cb must not be NULL");
+        node_diag_copy(diag, &d);
+        return TANDEM_EINVALID;
+    }
+    struct tdm_commit_request *request = tdm_calloc(1, sizeof(*request));
+    if (request == NULL) {
+        return -ENOMEM;
+    }
+    int rv = node_request_make(t, records, count, request, &d);
+    if (rv == 0 && tdm_log_failed(&t->log, &d) != 0) {
+        tdm_free(request->raw);
+        rv = TANDEM_EFAILED;
+    }
+    if (rv == 0) {
+        request->cb = cb;
+        request->data = data;
+        rv = tdm_commit_submit(&t->commit, request);
+        if (rv != 0) {
+            tdm_free(request->raw);
+            tdm_diag_printf(&d, "%s", tandem_strerror(rv));
+        }
+    }
+    if (rv != 0) {
+        tdm_free(request);
+    }
+    node_diag_copy(diag, &d);
+    return rv;
+}
+
+/* ---- queries --------------------------------------------------------------------- */
+
+/* Reads records by LSN, keeping the last batch read. */
+struct node_reader {
+    struct tandem *t;
+    struct tdm_batch_header header; /* Of the cached batch. */
+    uint8_t *raw;                   /* Cached batch body, or NULL. */
+};
+
+static void node_reader_deinit(struct node_reader *r)
+{
+    tdm_free(r->raw);
+    r->raw = NULL;
+}
+
+static int node_read_record(struct node_reader *r, uint64_t lsn, struct tandem_record *record,
+                            struct tdm_diag *diag)
+{
+    if (r->raw == NULL || lsn < r->header.lsn_first || lsn > tdm_batch_lsn_last(&r->header)) {
+        node_reader_deinit(r);
+        struct tdm_index_location location;
+        int rv = tdm_index_locate(r->t->index, lsn, &location);
+        if (rv != 0) {
+            tdm_diag_printf(diag, "LSN %" PRIu64 ": %s", lsn, tandem_strerror(rv));
+            return rv;
+        }
+        struct tdm_log_location where = {location.segment_lsn, location.offset, location.size};
+        rv = tdm_log_read_batch(r->t->fs, r->t->log.log_dir, &where, &r->header, &r->raw, diag);
+        if (rv != 0) {
+            tdm_diag_wrapf(diag, "read LSN %" PRIu64, lsn);
+            return rv;
+        }
+        if (r->header.lsn_first != location.lsn_first ||
+            r->header.record_count != location.record_count) {
+            node_reader_deinit(r);
+            return TDM_CORRUPT(diag, "LSN %" PRIu64 ": batch differs from the index", lsn);
+        }
+    }
+    size_t offset = 0;
+    const uint8_t *bytes = NULL;
+    size_t size = 0;
+    for (uint64_t i = r->header.lsn_first; i <= lsn; i++) {
+        int more = tdm_batch_next(r->raw, r->header.raw_size, &offset, &bytes, &size);
+        tdm_assert(more == 1);
+    }
+    int rv = tdm_codec_decode(bytes, size, record, diag);
+    if (rv != 0) {
+        tdm_diag_wrapf(diag, "LSN %" PRIu64, lsn);
+    }
+    return rv;
+}
+
+typedef bool (*node_filter)(const void *arg, const struct tandem_record *record);
+
+static bool node_bytes_equal(const struct tandem_bytes *a, const char *data, size_t size)
+{
+    return a->size == size && (size == 0 || memcmp(a->data, data, size) == 0);
+}
+
+static int node_wait_indexed(struct tandem *t, struct tdm_diag *diag)
+{
+    return t->commit_started ? tdm_commit_wait_indexed(&t->commit, diag) : 0;
+}
+
+static int node_scan(struct tandem *t, struct tdm_index_scan *scan, node_filter filter,
+                     const void *arg, tandem_record_cb cb, void *data, struct tdm_diag *diag)
+{
+    int rv = node_wait_indexed(t, diag);
+    if (rv != 0) {
+        return rv;
+    }
+    struct node_reader reader = {.t = t};
+    uint64_t lsns[NODE_SCAN_CHUNK];
+    bool stop = false;
+    while (!stop && rv == 0) {
+        size_t count = 0;
+        rv = tdm_index_scan_next(t->index, scan, lsns, NODE_SCAN_CHUNK, &count);
+        for (size_t i = 0; rv == 0 && !stop && i < count; i++) {
+            struct tandem_record record;
+            rv = node_read_record(&reader, lsns[i], &record, diag);
+            if (rv == 0 && filter(arg, &record)) {
+                stop = cb(data, lsns[i], &record) != 0;
+            }
+        }
+        if (count < NODE_SCAN_CHUNK) {
+            break;
+        }
+    }
+    node_reader_deinit(&reader);
+    return rv;
+}
+
+struct node_key {
+    const char *data;
+    size_t size;
+};
+
+static bool node_filter_message_id(const void *arg, const struct tandem_record *record)
+{
+    const struct node_key *key = arg;
+    return record->type == TANDEM_RECORD_MESSAGE &&
+           node_bytes_equal(&record->message.message_id, key->data, key->size);
+}
+
+int tandem_get(struct tandem *t, const char *message_id, size_t message_id_size,
+               tandem_record_cb cb, void *data, struct tandem_diag *diag)
+{
+    struct tdm_diag d = {{0}};
+    int rv = 0;
+    if (cb == NULL || (message_id == NULL && message_id_size > 0) ||
+        message_id_size > TANDEM_MESSAGE_ID_SIZE_MAX) {
+        tdm_diag_printf(&d, "message_id: %zu bytes, limit %d", message_id_size,
+                        TANDEM_MESSAGE_ID_SIZE_MAX);
+        rv = TANDEM_EINVALID;
+    } else {
+        struct tdm_index_scan scan;
+        tdm_index_scan_init(&scan, TDM_INDEX_SCAN_MESSAGE_ID);
+        scan.key = message_id;
+        scan.key_size = message_id_size;
+        struct node_key key = {message_id, message_id_size};
+        rv = node_scan(t, &scan, node_filter_message_id, &key, cb, data, &d);
+    }
+    node_diag_copy(diag, &d);
+    return rv;
+}
+
+void tandem_query_init(struct tandem_query *query, uint32_t customer_id)
+{
+    memset(query, 0, sizeof(*query));
+    query->customer_id = customer_id;
+    query->since_ns = 0;
+    query->until_ns = INT64_MAX;
+}
+
+static bool node_filter_query(const void *arg, const struct tandem_record *record)
+{
+    const struct tandem_query *q = arg;
+    if (record->type != TANDEM_RECORD_MESSAGE) {
+        return false;
+    }
+    const struct tandem_message *m = &record->message;
+    if (m->customer_id != q->customer_id || m->time_ns < q->since_ns || m->time_ns >= q->until_ns) {
+        return false;
+    }
+    if (q->recipient.size > 0 &&
+        !node_bytes_equal(&m->recipient, q->recipient.data, q->recipient.size)) {
+        return false;
+    }
+    if (q->sender_empty && m->sender.size != 0) {
+        return false;
+    }
+    if (q->sender.size > 0 && !node_bytes_equal(&m->sender, q->sender.data, q->sender.size)) {
+        return false;
+    }
+    return true;
+}
+
+int tandem_query(struct tandem *t, const struct tandem_query *query, tandem_record_cb cb,
+                 void *data, struct tandem_diag *diag)
+{
+    struct tdm_diag d = {{0}};
+    int rv = 0;
+    if (cb == NULL || query == NULL || query->since_ns < 0 ||
+        query->recipient.size > TANDEM_ADDRESS_SIZE_MAX ||
+        query->sender.size > TANDEM_ADDRESS_SIZE_MAX ||
+        (query->sender_empty && query->sender.size > 0)) {
+        tdm_diag_printf(&d, "bad query: since must be >= 0, addresses at most %d bytes",
+                        TANDEM_ADDRESS_SIZE_MAX);
+        rv = TANDEM_EINVALID;
+    } else if (query->until_ns > query->since_ns) {
+        struct tdm_index_scan scan;
+        tdm_index_scan_init(&scan, TDM_INDEX_SCAN_CUSTOMER_TIME);
+        if (query->recipient.size > 0) {
+            tdm_index_scan_init(&scan, TDM_INDEX_SCAN_RECIPIENT);
+            scan.key = query->recipient.data;
+            scan.key_size = query->recipient.size;
+        } else if (query->sender.size > 0 || query->sender_empty) {
+            tdm_index_scan_init(&scan, TDM_INDEX_SCAN_SENDER);
+            scan.key = query->sender.size > 0 ? query->sender.data : "";
+            scan.key_size = query->sender.size;
+        }
+        scan.customer_id = query->customer_id;
+        scan.since_ns = query->since_ns;
+        scan.until_ns = query->until_ns;
+        rv = node_scan(t, &scan, node_filter_query, query, cb, data, &d);
+    }
+    node_diag_copy(diag, &d);
+    return rv;
+}
+
+static bool node_filter_customer(const void *arg, const struct tandem_record *record)
+{
+    const uint32_t *customer_id = arg;
+    return record->type == TANDEM_RECORD_CUSTOMER && record->customer.customer_id == *customer_id;
+}
+
+struct node_customer_key {
+    enum tandem_customer_key kind;
+    const char *data;
+    size_t size;
+};
+
+static bool node_filter_customer_key(const void *arg, const struct tandem_record *record)
+{
+    const struct node_customer_key *key = arg;
+    if (record->type != TANDEM_RECORD_CUSTOMER) {
+        return false;
+    }
+    const struct tandem_bytes *field = key->kind == TANDEM_CUSTOMER_KEY_USERNAME
+                                           ? &record->customer.username
+                                           : &record->customer.email;
+    return node_bytes_equal(field, key->data, key->size);
+}
+
+/* Deliver the one record at lsn through filter and cb. */
+static int node_deliver(struct tandem *t, uint64_t lsn, node_filter filter, const void *arg,
+                        tandem_record_cb cb, void *data, struct tdm_diag *diag)
+{
+    struct node_reader reader = {.t = t};
+    struct tandem_record record;
+    int rv = node_read_record(&reader, lsn, &record, diag);
+    if (rv == 0 && (filter == NULL || filter(arg, &record))) {
+        (void)cb(data, lsn, &record);
+    }
+    node_reader_deinit(&reader);
+    return rv;
+}
+
+int tandem_customer_get(struct tandem *t, uint32_t customer_id, tandem_record_cb cb, void *data,
+                        struct tandem_diag *diag)
+{
+    struct tdm_diag d = {{0}};
+    int rv = TANDEM_EINVALID;
+    if (cb == NULL) {
+        tdm_diag_printf(&d, "cb must not be NULL");
+    } else {
+        rv = node_wait_indexed(t, &d);
+        uint64_t lsn = 0;
+        if (rv == 0) {
+            rv = tdm_index_customer(t->index, customer_id, &lsn);
+        }
+        if (rv == 0) {
+            rv = node_deliver(t, lsn, node_filter_customer, &customer_id, cb, data, &d);
+        } else if (rv == TANDEM_ENOTFOUND) {
+            rv = 0;
+        }
+    }
+    node_diag_copy(diag, &d);
+    return rv;
+}
+
+int tandem_customer_find(struct tandem *t, enum tandem_customer_key key, const char *value,
+                         size_t value_size, tandem_record_cb cb, void *data,
+                         struct tandem_diag *diag)
+{
+    struct tdm_diag d = {{0}};
+    int rv = 0;
+    size_t limit = key == TANDEM_CUSTOMER_KEY_USERNAME ? TANDEM_USERNAME_SIZE_MAX
+                                                       : TANDEM_ADDRESS_SIZE_MAX;
+    if (cb == NULL || (value == NULL && value_size > 0) || value_size > limit ||
+        (key != TANDEM_CUSTOMER_KEY_USERNAME && key != TANDEM_CUSTOMER_KEY_EMAIL)) {
+        tdm_diag_printf(&d, "bad customer key or value (%zu bytes, limit %zu)", value_size, limit);
+        rv = TANDEM_EINVALID;
+    } else {
+        struct tdm_index_scan scan;
+        tdm_index_scan_init(&scan, key == TANDEM_CUSTOMER_KEY_USERNAME ? TDM_INDEX_SCAN_USERNAME
+                                                                        : TDM_INDEX_SCAN_EMAIL);
+        scan.key = value;
+        scan.key_size = value_size;
+        struct node_customer_key k = {key, value, value_size};
+        rv = node_scan(t, &scan, node_filter_customer_key, &k, cb, data, &d);
+    }
+    node_diag_copy(diag, &d);
+    return rv;
+}
+
+int tandem_read(struct tandem *t, uint64_t lsn, tandem_record_cb cb, void *data,
+                struct tandem_diag *diag)
+{
+    struct tdm_diag d = {{0}};
+    int rv = cb == NULL ? TANDEM_EINVALID : node_wait_indexed(t, &d);
+    if (rv == 0) {
+        rv = node_deliver(t, lsn, NULL, NULL, cb, data, &d);
+    }
+    node_diag_copy(diag, &d);
+    return rv;
+}
+
+int tandem_status(struct tandem *t, struct tandem_status *status)
+{
+    memset(status, 0, sizeof(*status));
+    tdm_log_status(&t->log, status);
+    status->read_only = t->read_only;
+    struct tdm_chain_hash chain;
+    int rv = tdm_index_watermark(t->index, &status->index_lsn, &chain);
+    return rv;
+}

@@ -1,1 +1,735 @@
-/* placeholder */ typedef int tdm_placeholder_recover;
+/* engine/recover.c: opening the log: find every segment, verify it, cut a torn
+ * tail into quarantine, record damage; and walking the batches of a segment
+ * (tdm_log_scan()).
+ *
+ * Happy path of recovery (tdm_log_recover()):
+ *   1. List the segment files of DIR/log and sort by first LSN; read the progress record.
+ *   2. For each segment: check its header, its place in the chain (first LSN
+ *      follows the previous segment's last; chain hash at lsn_first - 1 equals
+ *      the previous segment's last chain hash).
+ *   3. A segment with a valid footer is sealed: one XXH3 pass over its bytes
+ *      proves it intact. Otherwise it must be the last (open) segment: walk it
+ *      batch by batch (header checksum, LSN, chain hash, body checksum,
+ *      decompression) to its end.
+ *   4. The open segment becomes the tail that appends continue.
+ *
+ * Decision table for the first bad batch at offset P of the open (last)
+ * segment (docs/FORMAT.md "Recovery"), applied in order:
+ *
+ *   | a valid batch header after P | progress says >= that LSN durable | verdict        |
+ *   |------------------------------|-----------------------------------|----------------|
+ *   | yes                          | any                               | damage         |
+ *   | no                           | yes                               | damage         |
+ *   | no                           | no                                | torn tail: cut |
+ *
+ * A torn tail was never durable, so never acknowledged; its bytes still go to
+ * DIR/quarantine/ (never destroyed) before the segment is truncated at P.
+ * Damage is never cut: it is recorded (tandem_status), reads of its range fail
+ * with TANDEM_ECORRUPT, the rest is served, no file is modified, and appends are
+ * refused while the open segment is damaged (its chain cannot be continued).
+ * Damage inside a sealed segment does not stop appends.
+ *
+ * Failure modes: an I/O error while reading makes open fail with the error
+ * (nothing was modified before it, or the modification is idempotent: the
+ * quarantine copy is made durable before the truncation, and redoing both
+ * gives the same result). A read-only open performs no modification: a torn
+ * tail is simply ignored. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "base/assert.h"
+#include "base/trace.h"
+#include "log.h"
+
+#define RECOVER_CHUNK_SIZE (1u << 20)
+#define RECOVER_SEGMENT_NAMES_MAX TDM_LOG_SEGMENTS_MAX
+
+/* Reading the batches of one segment file. */
+struct walk {
+    struct tdm_fs *fs;
+    int fd;
+    uint64_t segment_lsn;
+    uint64_t end;              /* Bytes that may hold batches (before a footer). */
+    XXH3_state_t *checksum;    /* Fed with every verified byte, or NULL. */
+    uint8_t *body;             /* Scratch for a batch body. */
+    uint8_t *raw;              /* Scratch for its decompressed records. */
+};
+
+static int walk_init(struct walk *w, struct tdm_fs *fs, int fd, uint64_t segment_lsn,
+                     uint64_t end)
+{
+    memset(w, 0, sizeof(*w));
+    w->fs = fs;
+    w->fd = fd;
+    w->segment_lsn = segment_lsn;
+    w->end = end;
+    w->body = tdm_malloc(TDM_BATCH_BODY_SIZE_MAX);
+    w->raw = tdm_malloc(TDM_BATCH_RAW_SIZE_MAX);
+    if (w->body == NULL || w->raw == NULL) {
+        tdm_free(w->body);
+        tdm_free(w->raw);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+static void walk_deinit(struct walk *w)
+{
+    tdm_free(w->body);
+    tdm_free(w->raw);
+}
+
+/* Read and verify the batch at offset. expected_lsn (0: any) and prev (NULL:
+ * unknown) are checked when given. Returns 0, TANDEM_ECORRUPT, or an I/O error. */
+static int walk_batch(struct walk *w, uint64_t offset, uint64_t expected_lsn,
+                      const struct tdm_chain_hash *prev, struct tdm_batch_header *h,
+                      struct tdm_diag *diag)
+{
+    uint8_t head[TDM_BATCH_HEADER_SIZE];
+    if (w->end - offset < TDM_BATCH_HEADER_SIZE) {
+        return TDM_CORRUPT(diag, "partial batch header at offset %" PRIu64, offset);
+    }
+    int rv = tdm_fs_read_exact(w->fs, w->fd, head, sizeof(head), offset);
+    if (rv != 0) {
+        return rv == -ENODATA ? TDM_CORRUPT(diag, "short read") : rv;
+    }
+    rv = tdm_batch_header_decode(head, sizeof(head), h, diag);
+    if (rv != 0) {
+        return rv;
+    }
+    if (expected_lsn != 0 && h->lsn_first != expected_lsn) {
+        return TDM_CORRUPT(diag, "batch at offset %" PRIu64 " has LSN %" PRIu64 ", want %" PRIu64,
+                           offset, h->lsn_first, expected_lsn);
+    }
+    if (prev != NULL && !tdm_batch_chain_follows(h, prev)) {
+        return TDM_CORRUPT(diag, "batch %" PRIu64 ": chain hash does not follow", h->lsn_first);
+    }
+    if (w->end - offset - TDM_BATCH_HEADER_SIZE < h->body_size) {
+        return TDM_CORRUPT(diag, "batch %" PRIu64 ": body runs past the end", h->lsn_first);
+    }
+    rv = tdm_fs_read_exact(w->fs, w->fd, w->body, h->body_size, offset + TDM_BATCH_HEADER_SIZE);
+    if (rv != 0) {
+        return rv == -ENODATA ? TDM_CORRUPT(diag, "short read") : rv;
+    }
+    rv = tdm_batch_body_decode(h, w->body, w->raw, TDM_BATCH_RAW_SIZE_MAX, diag);
+    if (rv != 0) {
+        return rv;
+    }
+    if (w->checksum != NULL) {
+        XXH3_64bits_update(w->checksum, head, sizeof(head));
+        XXH3_64bits_update(w->checksum, w->body, h->body_size);
+    }
+    return 0;
+}
+
+/* Find the first offset in [from, end) where a batch header decodes. */
+static int walk_resync(struct walk *w, uint64_t from, uint64_t *found,
+                       struct tdm_batch_header *h)
+{
+    uint8_t *chunk = w->body; /* Reused: resync happens between batches. */
+    uint64_t offset = from;
+    while (offset + TDM_BATCH_HEADER_SIZE <= w->end) {
+        size_t want = RECOVER_CHUNK_SIZE;
+        if (w->end - offset < want) {
+            want = (size_t)(w->end - offset);
+        }
+        size_t got = 0;
+        int rv = w->fs->pread(w->fs, w->fd, chunk, want, offset, &got);
+        if (rv != 0) {
+            return rv;
+        }
+        if (got < TDM_BATCH_HEADER_SIZE) {
+            return 0;
+        }
+        for (size_t i = 0; i + TDM_BATCH_HEADER_SIZE <= got; i++) {
+            if (chunk[i] != (uint8_t)TDM_BATCH_MAGIC) {
+                continue;
+            }
+            if (tdm_batch_header_decode(chunk + i, TDM_BATCH_HEADER_SIZE, h, NULL) == 0) {
+                *found = offset + i;
+                return 1;
+            }
+        }
+        offset += got - TDM_BATCH_HEADER_SIZE + 1;
+    }
+    return 0;
+}
+
+/* ---- quarantine ------------------------------------------------------------ */
+
+static int recover_copy(struct tdm_fs *fs, int from_fd, uint64_t offset, uint64_t size, int to_fd)
+{
+    uint8_t *buf = tdm_malloc(RECOVER_CHUNK_SIZE);
+    if (buf == NULL) {
+        return -ENOMEM;
+    }
+    int rv = 0;
+    for (uint64_t done = 0; done < size && rv == 0;) {
+        size_t n = size - done < RECOVER_CHUNK_SIZE ? (size_t)(size - done) : RECOVER_CHUNK_SIZE;
+        rv = tdm_fs_read_exact(fs, from_fd, buf, n, offset + done);
+        if (rv == 0) {
+            rv = fs->pwrite(fs, to_fd, buf, n, done);
+        }
+        done += n;
+    }
+    tdm_free(buf);
+    return rv;
+}
+
+/* Copy bytes [offset, size) of the segment into quarantine, durably, then cut
+ * the segment at offset. Redoing it after a crash gives the same result. */
+static int recover_cut_tail(struct tdm_log *log, int fd, uint64_t segment_lsn, uint64_t offset,
+                            uint64_t size, struct tdm_diag *diag)
+{
+    struct tdm_fs *fs = log->fs;
+    char name[TDM_SEGMENT_NAME_SIZE + 32];
+    char path[TDM_PATH_SIZE];
+    char segment_path[TDM_PATH_SIZE];
+    char segment_name[TDM_SEGMENT_NAME_SIZE];
+    tdm_segment_name(segment_name, sizeof(segment_name), segment_lsn);
+    snprintf(name, sizeof(name), "%s.%" PRIu64 ".torn", segment_name, offset);
+    int rv = fs->mkdir(fs, log->quarantine_dir);
+    rv = rv != 0 ? rv : tdm_fs_path(path, sizeof(path), log->quarantine_dir, name);
+    rv = rv != 0 ? rv : tdm_fs_path(segment_path, sizeof(segment_path), log->log_dir, segment_name);
+    if (rv != 0) {
+        tdm_diag_printf(diag, "quarantine %s: %s", name, tandem_strerror(rv));
+        return rv;
+    }
+    int qfd;
+    rv = fs->open(fs, path, TDM_FS_WRITE | TDM_FS_CREATE, &qfd);
+    if (rv == 0) {
+        rv = fs->truncate(fs, qfd, 0);
+        rv = rv != 0 ? rv : recover_copy(fs, fd, offset, size - offset, qfd);
+        rv = rv != 0 ? rv : fs->fdatasync(fs, qfd);
+        fs->close(fs, qfd);
+    }
+    rv = rv != 0 ? rv : fs->sync_dir(fs, log->quarantine_dir);
+    if (rv != 0) {
+        tdm_diag_printf(diag, "quarantine %s: %s", name, tandem_strerror(rv));
+        return rv;
+    }
+    int wfd;
+    rv = fs->open(fs, segment_path, TDM_FS_WRITE, &wfd);
+    if (rv == 0) {
+        rv = fs->truncate(fs, wfd, offset);
+        rv = rv != 0 ? rv : fs->fdatasync(fs, wfd);
+        fs->close(fs, wfd);
+    }
+    if (rv != 0) {
+        tdm_diag_printf(diag, "cut torn tail of %s: %s", segment_name, tandem_strerror(rv));
+        return rv;
+    }
+    log->quarantine_bytes += size - offset;
+    log->quarantine_count++;
+    tdm_tracef("cut torn tail of %s at offset %" PRIu64 ": %" PRIu64 " bytes to quarantine",
+               segment_name, offset, size - offset);
+    return 0;
+}
+
+/* Move a whole segment file whose header never became durable into quarantine. */
+static int recover_quarantine_file(struct tdm_log *log, uint64_t segment_lsn, uint64_t size,
+                                   struct tdm_diag *diag)
+{
+    struct tdm_fs *fs = log->fs;
+    char segment_name[TDM_SEGMENT_NAME_SIZE];
+    char name[TDM_SEGMENT_NAME_SIZE + 16];
+    char from[TDM_PATH_SIZE];
+    char to[TDM_PATH_SIZE];
+    tdm_segment_name(segment_name, sizeof(segment_name), segment_lsn);
+    snprintf(name, sizeof(name), "%s.torn", segment_name);
+    int rv = fs->mkdir(fs, log->quarantine_dir);
+    rv = rv != 0 ? rv : tdm_fs_path(from, sizeof(from), log->log_dir, segment_name);
+    rv = rv != 0 ? rv : tdm_fs_path(to, sizeof(to), log->quarantine_dir, name);
+    rv = rv != 0 ? rv : fs->rename(fs, from, to);
+    rv = rv != 0 ? rv : fs->sync_dir(fs, log->quarantine_dir);
+    rv = rv != 0 ? rv : fs->sync_dir(fs, log->log_dir);
+    if (rv != 0) {
+        tdm_diag_printf(diag, "quarantine %s: %s", segment_name, tandem_strerror(rv));
+        return rv;
+    }
+    log->quarantine_bytes += size;
+    log->quarantine_count++;
+    tdm_tracef("moved torn segment %s (%" PRIu64 " bytes) to quarantine", segment_name, size);
+    return 0;
+}
+
+/* ---- recovery ------------------------------------------------------------------ */
+
+/* What recovery knows between segments. */
+struct recover_state {
+    uint64_t expected_lsn;        /* Next LSN the log should hold. */
+    struct tdm_chain_hash chain;  /* Chain hash at expected_lsn - 1. */
+    bool chain_known;             /* False after damage hid the chain. */
+    uint64_t epoch;               /* Epoch of the last batch seen. */
+};
+
+static void recover_damage(struct tdm_log *log, struct tdm_log_segment *segment, uint64_t offset,
+                           uint64_t lsn_first, uint64_t lsn_last, const char *why)
+{
+    struct tandem_damage damage = {
+        .lsn_first = lsn_first,
+        .lsn_last = lsn_last,
+        .segment_lsn = segment->lsn_first,
+        .offset = offset,
+        .sealed = segment->sealed,
+    };
+    tdm_tracef("segment %" PRIu64 ": %s", segment->lsn_first, why);
+    segment->damaged = true;
+    tdm_log_damage_add(log, &damage);
+}
+
+static int recover_checksum_range(struct tdm_fs *fs, int fd, uint64_t size, uint8_t *chunk,
+                                  uint64_t *checksum)
+{
+    XXH3_state_t *state = XXH3_createState();
+    if (state == NULL) {
+        return -ENOMEM;
+    }
+    XXH3_64bits_reset(state);
+    int rv = 0;
+    for (uint64_t done = 0; done < size && rv == 0;) {
+        size_t n = size - done < RECOVER_CHUNK_SIZE ? (size_t)(size - done) : RECOVER_CHUNK_SIZE;
+        rv = tdm_fs_read_exact(fs, fd, chunk, n, done);
+        XXH3_64bits_update(state, chunk, n);
+        done += n;
+    }
+    *checksum = XXH3_64bits_digest(state);
+    XXH3_freeState(state);
+    return rv;
+}
+
+/* Walk a sealed segment whose checksum failed, to name each damaged range. */
+static int recover_sealed_damage(struct tdm_log *log, struct walk *w,
+                                 struct tdm_log_segment *segment,
+                                 const struct tdm_segment_header *sh,
+                                 const struct tdm_segment_footer *footer)
+{
+    uint64_t offset = TDM_SEGMENT_HEADER_SIZE;
+    uint64_t expected = segment->lsn_first;
+    struct tdm_chain_hash prev = sh->chain_prev;
+    bool prev_known = true;
+    while (offset < w->end) {
+        struct tdm_batch_header h;
+        struct tdm_diag diag = {{0}};
+        int rv = walk_batch(w, offset, expected, prev_known ? &prev : NULL, &h, &diag);
+        if (rv == 0) {
+            offset += TDM_BATCH_HEADER_SIZE + h.body_size;
+            expected = tdm_batch_lsn_last(&h) + 1;
+            prev = h.chain_hash;
+            prev_known = true;
+            continue;
+        }
+        if (rv != TANDEM_ECORRUPT) {
+            return rv;
+        }
+        uint64_t next = 0;
+        struct tdm_batch_header nh;
+        rv = walk_resync(w, offset + 1, &next, &nh);
+        if (rv < 0) {
+            return rv;
+        }
+        uint64_t last = rv == 1 && nh.lsn_first > expected ? nh.lsn_first - 1 : footer->lsn_last;
+        recover_damage(log, segment, offset, expected, last, diag.message);
+        if (rv == 0) {
+            break;
+        }
+        offset = next;
+        expected = 0;
+        prev_known = false;
+    }
+    return 0;
+}
+
+/* Try the footer; returns 1 if the segment is sealed (and handled), 0 if not. */
+static int recover_try_sealed(struct tdm_log *log, struct walk *w, struct tdm_log_segment *seg,
+                              const struct tdm_segment_header *sh, struct recover_state *st)
+{
+    if (seg->size < TDM_SEGMENT_HEADER_SIZE + TDM_SEGMENT_FOOTER_SIZE) {
+        return 0;
+    }
+    uint8_t buf[TDM_SEGMENT_FOOTER_SIZE];
+    struct tdm_segment_footer f;
+    int rv = tdm_fs_read_exact(w->fs, w->fd, buf, sizeof(buf), seg->size - sizeof(buf));
+    if (rv != 0) {
+        return rv == -ENODATA ? 0 : rv;
+    }
+    if (tdm_segment_footer_decode(buf, &f, NULL) != 0 || f.lsn_first != seg->lsn_first ||
+        f.data_size != seg->size - TDM_SEGMENT_FOOTER_SIZE) {
+        return 0;
+    }
+    /* A reader trusts the footer: reads verify every batch they touch, and
+     * the writer's open (or the scrubber) proves whole segments. */
+    uint64_t checksum = f.checksum;
+    if (!log->options.read_only) {
+        rv = recover_checksum_range(w->fs, w->fd, f.data_size, w->body, &checksum);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    seg->sealed = true;
+    seg->lsn_last = f.lsn_last;
+    seg->chain_last = f.chain_last;
+    if (checksum != f.checksum) {
+        w->end = f.data_size;
+        rv = recover_sealed_damage(log, w, seg, sh, &f);
+        if (rv != 0) {
+            return rv;
+        }
+        if (!seg->damaged) {
+            recover_damage(log, seg, 0, seg->lsn_first, f.lsn_last, "segment checksum mismatch");
+        }
+    }
+    st->expected_lsn = f.lsn_last + 1;
+    st->chain = f.chain_last;
+    st->chain_known = true;
+    return 1;
+}
+
+/* The first bad batch at offset of the last segment: torn tail or damage
+ * (the decision table at the top of this file). */
+static int recover_tail_verdict(struct tdm_log *log, struct walk *w, struct tdm_log_segment *seg,
+                                uint64_t offset, uint64_t expected, const char *why,
+                                struct tdm_diag *diag)
+{
+    uint64_t next = 0;
+    struct tdm_batch_header nh;
+    int found = walk_resync(w, offset + 1, &next, &nh);
+    if (found < 0) {
+        return found;
+    }
+    if (found == 1 || log->progress_lsn >= expected) {
+        recover_damage(log, seg, offset, expected, found == 1 ? nh.lsn_first - 1 : log->progress_lsn,
+                       why);
+        log->tail_damaged = true;
+        return 0;
+    }
+    if (!log->options.read_only) {
+        int rv = recover_cut_tail(log, w->fd, seg->lsn_first, offset, seg->size, diag);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    seg->size = offset;
+    return 0;
+}
+
+/* Walk the open segment batch by batch from its header to its end. */
+static int recover_walk_open(struct tdm_log *log, struct walk *w, struct tdm_log_segment *seg,
+                             const struct tdm_segment_header *sh, bool is_last,
+                             struct recover_state *st, struct tdm_diag *diag)
+{
+    uint64_t offset = TDM_SEGMENT_HEADER_SIZE;
+    uint64_t expected = seg->lsn_first;
+    struct tdm_chain_hash prev = sh->chain_prev;
+    uint32_t batch_count = 0;
+    struct tdm_diag why = {{0}};
+    while (offset < seg->size) {
+        struct tdm_batch_header h;
+        int rv = walk_batch(w, offset, expected, &prev, &h, &why);
+        if (rv == TANDEM_ECORRUPT) {
+            break;
+        }
+        if (rv != 0) {
+            tdm_diag_printf(diag, "read segment %" PRIu64 ": %s", seg->lsn_first,
+                            tandem_strerror(rv));
+            return rv;
+        }
+        offset += TDM_BATCH_HEADER_SIZE + h.body_size;
+        expected = tdm_batch_lsn_last(&h) + 1;
+        prev = h.chain_hash;
+        st->epoch = h.epoch;
+        batch_count++;
+    }
+    seg->lsn_last = expected - 1;
+    seg->chain_last = prev;
+    if (offset < seg->size && is_last) {
+        int rv = recover_tail_verdict(log, w, seg, offset, expected, why.message, diag);
+        if (rv != 0) {
+            return rv;
+        }
+    } else if (offset < seg->size) {
+        recover_damage(log, seg, offset, expected, 0, why.message);
+    } else if (!is_last) {
+        recover_damage(log, seg, offset, 0, 0, "segment is not sealed but is not the last");
+    }
+    if (is_last) {
+        log->tail_offset = seg->size;
+        log->tail_batch_count = batch_count;
+    }
+    st->expected_lsn = expected;
+    st->chain = prev;
+    st->chain_known = true;
+    return 0;
+}
+
+/* A segment whose header does not verify: a torn creation if it is the last
+ * and holds no batch, else damage. Returns 1 if the segment was dropped. */
+static int recover_bad_header(struct tdm_log *log, struct walk *w, struct tdm_log_segment *seg,
+                              bool is_last, struct recover_state *st, struct tdm_diag *diag)
+{
+    if (is_last) {
+        uint64_t next;
+        struct tdm_batch_header nh;
+        int found = walk_resync(w, 0, &next, &nh);
+        if (found < 0) {
+            return found;
+        }
+        if (found == 0 && log->progress_lsn < st->expected_lsn) {
+            if (!log->options.read_only) {
+                int rv = recover_quarantine_file(log, seg->lsn_first, seg->size, diag);
+                if (rv != 0) {
+                    return rv;
+                }
+            }
+            return 1;
+        }
+        log->tail_damaged = true;
+    }
+    recover_damage(log, seg, 0, st->expected_lsn, 0, "segment header does not verify");
+    st->chain_known = false;
+    return 0;
+}
+
+static int recover_segment(struct tdm_log *log, uint64_t segment_lsn, bool is_last,
+                           struct recover_state *st, struct tdm_diag *diag)
+{
+    char name[TDM_SEGMENT_NAME_SIZE];
+    char path[TDM_PATH_SIZE];
+    tdm_segment_name(name, sizeof(name), segment_lsn);
+    int rv = tdm_fs_path(path, sizeof(path), log->log_dir, name);
+    tdm_assert(rv == 0);
+    int fd;
+    rv = log->fs->open(log->fs, path, TDM_FS_READ, &fd);
+    struct tdm_log_segment seg = {.lsn_first = segment_lsn, .lsn_last = segment_lsn - 1};
+    rv = rv != 0 ? rv : log->fs->size(log->fs, fd, &seg.size);
+    if (rv != 0) {
+        tdm_diag_printf(diag, "open segment %s: %s", name, tandem_strerror(rv));
+        return rv;
+    }
+    struct walk w;
+    rv = walk_init(&w, log->fs, fd, segment_lsn, seg.size);
+    if (rv != 0) {
+        log->fs->close(log->fs, fd);
+        return rv;
+    }
+    uint8_t hb[TDM_SEGMENT_HEADER_SIZE];
+    struct tdm_segment_header sh;
+    rv = tdm_fs_read_exact(log->fs, fd, hb, sizeof(hb), 0);
+    bool header_ok = rv == 0 && tdm_segment_header_decode(hb, &sh, NULL) == 0 &&
+                     sh.lsn_first == segment_lsn;
+    if (rv == -ENODATA) {
+        rv = 0;
+    }
+    if (rv == 0 && !header_ok) {
+        rv = recover_bad_header(log, &w, &seg, is_last, st, diag);
+        if (rv == 1) {
+            goto out; /* Dropped into quarantine: not a segment any more. */
+        }
+    } else if (rv == 0) {
+        if (st->expected_lsn != segment_lsn) {
+            recover_damage(log, &seg, 0, st->expected_lsn, segment_lsn - 1, "missing LSNs");
+        } else if (st->chain_known &&
+                   memcmp(st->chain.bytes, sh.chain_prev.bytes, TDM_CHAIN_HASH_SIZE) != 0) {
+            recover_damage(log, &seg, 0, segment_lsn, segment_lsn, "chain hash break");
+        }
+        if (st->epoch == 0) {
+            st->epoch = sh.epoch;
+        }
+        if (is_last && !log->options.read_only) {
+            w.checksum = log->tail_checksum;
+            XXH3_64bits_reset(w.checksum);
+            XXH3_64bits_update(w.checksum, hb, sizeof(hb));
+        }
+        rv = recover_try_sealed(log, &w, &seg, &sh, st);
+        if (rv == 0) {
+            rv = recover_walk_open(log, &w, &seg, &sh, is_last, st, diag);
+        } else if (rv == 1) {
+            rv = 0;
+        }
+    }
+    if (rv == 0) {
+        rv = tdm_log_segment_push(log, &seg);
+    }
+    if (rv == 0 && is_last && !seg.sealed && !seg.damaged && !log->options.read_only) {
+        rv = log->fs->open(log->fs, path, TDM_FS_WRITE, &log->tail_fd);
+    }
+out:
+    walk_deinit(&w);
+    log->fs->close(log->fs, fd);
+    return rv < 0 ? rv : 0;
+}
+
+/* ---- listing ------------------------------------------------------------------ */
+
+struct recover_names {
+    uint64_t *lsns;
+    uint32_t count;
+    uint32_t capacity;
+};
+
+static int recover_names_cb(void *data, const char *name)
+{
+    struct recover_names *names = data;
+    uint64_t lsn;
+    if (!tdm_segment_name_parse(name, &lsn)) {
+        return 0;
+    }
+    if (names->count == names->capacity) {
+        uint32_t capacity = names->capacity == 0 ? 64 : names->capacity * 2;
+        if (capacity > RECOVER_SEGMENT_NAMES_MAX) {
+            return -EMFILE;
+        }
+        uint64_t *p = tdm_realloc(names->lsns, capacity * sizeof(*p));
+        if (p == NULL) {
+            return -ENOMEM;
+        }
+        names->lsns = p;
+        names->capacity = capacity;
+    }
+    names->lsns[names->count++] = lsn;
+    return 0;
+}
+
+static int recover_lsn_compare(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a;
+    uint64_t y = *(const uint64_t *)b;
+    return x < y ? -1 : (x > y ? 1 : 0);
+}
+
+static int recover_quarantine_cb(void *data, const char *name)
+{
+    struct tdm_log *log = data;
+    char path[TDM_PATH_SIZE];
+    if (tdm_fs_path(path, sizeof(path), log->quarantine_dir, name) != 0) {
+        return 0;
+    }
+    int fd;
+    uint64_t size = 0;
+    if (log->fs->open(log->fs, path, TDM_FS_READ, &fd) == 0) {
+        (void)log->fs->size(log->fs, fd, &size);
+        log->fs->close(log->fs, fd);
+    }
+    log->quarantine_count++;
+    log->quarantine_bytes += size;
+    return 0;
+}
+
+int tdm_log_recover(struct tdm_log *log, struct tdm_diag *diag)
+{
+    struct recover_names names = {0};
+    int rv = log->fs->list(log->fs, log->log_dir, recover_names_cb, &names);
+    if (rv != 0) {
+        tdm_free(names.lsns);
+        if (rv == -ENOENT) {
+            tdm_diag_printf(diag, "%s: no log directory", log->log_dir);
+            return TANDEM_EFORMAT;
+        }
+        tdm_diag_printf(diag, "list %s: %s", log->log_dir, tandem_strerror(rv));
+        return rv;
+    }
+    qsort(names.lsns, names.count, sizeof(*names.lsns), recover_lsn_compare);
+    (void)log->fs->list(log->fs, log->quarantine_dir, recover_quarantine_cb, log);
+    rv = tdm_progress_read(log);
+    if (rv != 0) {
+        tdm_diag_printf(diag, "read progress: %s", tandem_strerror(rv));
+        tdm_free(names.lsns);
+        return rv;
+    }
+    struct recover_state st = {.expected_lsn = names.count > 0 ? names.lsns[0] : 1};
+    st.chain_known = names.count == 0 || names.lsns[0] == 1;
+    for (uint32_t i = 0; i < names.count && rv == 0; i++) {
+        rv = recover_segment(log, names.lsns[i], i + 1 == names.count, &st, diag);
+    }
+    tdm_free(names.lsns);
+    if (rv != 0) {
+        return rv;
+    }
+    log->lsn_last = st.expected_lsn - 1;
+    log->chain_last = st.chain;
+    log->epoch = st.epoch != 0 ? st.epoch : 1;
+    if (log->segment_count > 0 && log->lsn_last >= log->segments[0].lsn_first) {
+        log->lsn_first = log->segments[0].lsn_first;
+    }
+    return 0;
+}
+
+/* ---- scanning ------------------------------------------------------------------ */
+
+static int scan_segment(struct tdm_log *log, const struct tdm_log_segment *seg, uint64_t lsn_from,
+                        tdm_log_scan_cb cb, void *data, struct tdm_diag *diag)
+{
+    char name[TDM_SEGMENT_NAME_SIZE];
+    char path[TDM_PATH_SIZE];
+    tdm_segment_name(name, sizeof(name), seg->lsn_first);
+    int rv = tdm_fs_path(path, sizeof(path), log->log_dir, name);
+    tdm_assert(rv == 0);
+    int fd;
+    rv = log->fs->open(log->fs, path, TDM_FS_READ, &fd);
+    if (rv != 0) {
+        tdm_diag_printf(diag, "open segment %s: %s", name, tandem_strerror(rv));
+        return rv;
+    }
+    struct walk w;
+    rv = walk_init(&w, log->fs, fd, seg->lsn_first,
+                   seg->sealed ? seg->size - TDM_SEGMENT_FOOTER_SIZE : seg->size);
+    uint64_t offset = TDM_SEGMENT_HEADER_SIZE;
+    while (rv == 0 && offset < w.end) {
+        struct tdm_batch_header h;
+        rv = walk_batch(&w, offset, 0, NULL, &h, NULL);
+        if (rv == 0) {
+            if (h.lsn_first > seg->lsn_last) {
+                break; /* Written after the scan began. */
+            }
+            struct tdm_log_location location = {seg->lsn_first, offset,
+                                                TDM_BATCH_HEADER_SIZE + h.body_size};
+            offset += location.size;
+            if (tdm_batch_lsn_last(&h) >= lsn_from) {
+                rv = cb(data, &h, &location, w.raw);
+            }
+            continue;
+        }
+        if (rv != TANDEM_ECORRUPT) {
+            tdm_diag_printf(diag, "read segment %s: %s", name, tandem_strerror(rv));
+            break;
+        }
+        /* Damage that recovery reported: skip to the next batch that verifies. */
+        uint64_t next = 0;
+        int found = walk_resync(&w, offset + 1, &next, &h);
+        rv = found < 0 ? found : 0;
+        if (found != 1) {
+            break;
+        }
+        offset = next;
+    }
+    walk_deinit(&w);
+    log->fs->close(log->fs, fd);
+    return rv;
+}
+
+int tdm_log_scan(struct tdm_log *log, uint64_t lsn_from, tdm_log_scan_cb cb, void *data,
+                 struct tdm_diag *diag)
+{
+    int rv = 0;
+    for (uint32_t i = 0; rv == 0; i++) {
+        pthread_mutex_lock(&log->mutex);
+        bool more = i < log->segment_count;
+        struct tdm_log_segment seg;
+        if (more) {
+            seg = log->segments[i];
+        }
+        pthread_mutex_unlock(&log->mutex);
+        if (!more) {
+            break;
+        }
+        if (seg.lsn_last < seg.lsn_first || seg.lsn_last < lsn_from) {
+            continue;
+        }
+        rv = scan_segment(log, &seg, lsn_from, cb, data, diag);
+    }
+    return rv;
+}

@@ -75,7 +75,15 @@ void tdm_diag_wrapf(struct tdm_diag *diag, const char *format, ...)
     va_end(args);
     memcpy(old, diag->message, sizeof(old));
     old[sizeof(old) - 1] = '\0';
-    snprintf(diag->message, sizeof(diag->message), "%s: %s", prefix, old);
+    /* Join into a buffer that always fits, then keep what the diag holds. */
+    char joined[2 * TDM_DIAG_SIZE + 2];
+    size_t prefix_size = strlen(prefix);
+    memcpy(joined, prefix, prefix_size);
+    joined[prefix_size] = ':';
+    joined[prefix_size + 1] = ' ';
+    memcpy(joined + prefix_size + 2, old, strlen(old) + 1);
+    memcpy(diag->message, joined, sizeof(diag->message) - 1);
+    diag->message[sizeof(diag->message) - 1] = '\0';
 }
 
 int tdm_corrupt_at(struct tdm_diag *diag, const char *file, int line, const char *format, ...)

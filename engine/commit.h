@@ -1,0 +1,82 @@
+/* engine/commit.h: group commit. Many writer threads hand in records; a commit
+ * thread gathers them into one batch with one fdatasync; an index thread brings
+ * the LMDB index up to date behind it. This is the only multi-threaded module
+ * of the engine. */
+#ifndef TDM_ENGINE_COMMIT_H
+#define TDM_ENGINE_COMMIT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/error.h"
+#include "base/queue.h"
+#include "index.h"
+#include "log.h"
+
+/* Most bytes of decoded batches waiting for the index before writers wait. */
+#define TDM_COMMIT_INDEX_QUEUE_SIZE_MAX (64u << 20)
+/* Most batches indexed in one LMDB transaction. */
+#define TDM_COMMIT_INDEX_BATCHES_MAX 256
+/* Most requests waiting for the commit thread before submitters get TANDEM_EBUSY. */
+#define TDM_COMMIT_PENDING_MAX 65536
+
+/* One call of tandem_append() or tandem_append_async(). */
+struct tdm_commit_request {
+    struct tdm_queue link;      /* In commit->pending. */
+    uint8_t *raw;               /* Owned: record_count (u32 size, record) entries. */
+    size_t raw_size;
+    uint32_t record_count;
+    tandem_append_cb cb;        /* NULL: a blocking caller waits on done. */
+    void *data;                 /* For cb. */
+    bool done;                  /* Set under commit->mutex when status is final. */
+    int status;                 /* 0 or an error code. */
+    uint64_t lsn_first;         /* Valid when status is 0. */
+    char message[TDM_DIAG_SIZE]; /* Why, when status is not 0. */
+};
+
+/* Thread-safe: yes; every field below mutex is guarded by it. */
+struct tdm_commit {
+    struct tdm_log *log;        /* Borrowed; appended to by the commit thread only. */
+    struct tdm_index *index;    /* Borrowed; written by the index thread only; may be NULL. */
+    pthread_mutex_t mutex;
+    pthread_cond_t work_cond;   /* Commit thread: pending work or closing. */
+    pthread_cond_t done_cond;   /* Blocking writers: a request completed. */
+    pthread_cond_t index_cond;  /* Index thread, queries and backpressure. */
+    struct tdm_queue pending;   /* Requests not yet in a batch. */
+    uint32_t pending_count;
+    struct tdm_queue index_queue; /* Durable batches not yet indexed. */
+    size_t index_queue_size;    /* Bytes held in index_queue. */
+    uint64_t durable_lsn;       /* Last LSN made durable by the commit thread. */
+    uint64_t indexed_lsn;       /* Last LSN the index holds. */
+    int index_failed;           /* 0, or the error that stopped the index thread. */
+    char index_message[TDM_DIAG_SIZE];
+    bool closing;               /* No new requests; drain and stop. */
+    bool index_closing;
+    pthread_t commit_thread;
+    pthread_t index_thread;
+};
+
+/* Start the threads. indexed_lsn is where the index stands (caught up). */
+int tdm_commit_start(struct tdm_commit *commit, struct tdm_log *log, struct tdm_index *index,
+                     uint64_t indexed_lsn);
+/* Finish every queued request (callbacks run), index what is durable, stop. */
+void tdm_commit_stop(struct tdm_commit *commit);
+
+/* Queue request (whose raw the commit now owns). Returns 0, or
+ * TANDEM_ECANCELED (closing), TANDEM_EBUSY (too many pending); on error the
+ * caller still owns raw. */
+int tdm_commit_submit(struct tdm_commit *commit, struct tdm_commit_request *request);
+/* Wait until a blocking request is done. */
+void tdm_commit_wait(struct tdm_commit *commit, struct tdm_commit_request *request);
+
+/* Wait until the index holds every LSN durable now. Returns 0, or the index
+ * thread's error. */
+int tdm_commit_wait_indexed(struct tdm_commit *commit, struct tdm_diag *diag);
+
+/* Decode the records of a verified raw body into a tdm_malloc'd array whose
+ * strings point into raw. Returns 0, TANDEM_ECORRUPT or -ENOMEM. */
+int tdm_commit_decode(const uint8_t *raw, const struct tdm_batch_header *header,
+                      struct tandem_record **records, struct tdm_diag *diag);
+
+#endif

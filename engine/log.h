@@ -1,0 +1,140 @@
+/* engine/log.h: the log: segments in LSN order under DIR/log/, append with
+ * fdatasync, seal, read, and recovery on open (engine/recover.c).
+ * Format: docs/FORMAT.md.
+ *
+ * Thread: one writer thread (the commit thread) calls tdm_log_append(); any
+ * thread may call tdm_log_status(), tdm_log_read_batch() and tdm_log_scan();
+ * log->mutex guards what they share. */
+#ifndef TDM_ENGINE_LOG_H
+#define TDM_ENGINE_LOG_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <xxhash.h>
+#include <zstd.h>
+
+#include "base/error.h"
+#include "batch.h"
+#include "fs.h"
+#include "segment.h"
+
+#define TDM_LOG_SEGMENTS_MAX (1u << 20)
+#define TDM_LOG_DAMAGED_MAX TANDEM_STATUS_DAMAGED_MAX
+#define TDM_PROGRESS_SLOT_SIZE 64
+
+/* One segment file as recovery found it. */
+struct tdm_log_segment {
+    uint64_t lsn_first;               /* From the file name. */
+    uint64_t lsn_last;                /* Last LSN of a verified batch; lsn_first - 1 if none. */
+    uint64_t size;                    /* Bytes in the file. */
+    bool sealed;                      /* Has a valid footer. */
+    bool damaged;                     /* Some of its bytes failed a check. */
+    struct tdm_chain_hash chain_last; /* Chain hash at lsn_last. */
+};
+
+struct tdm_log_options {
+    uint64_t segment_size; /* Seal a segment once it holds this many bytes. */
+    bool read_only;        /* Modify no file: a torn tail is ignored, not cut. */
+};
+
+struct tdm_log {
+    struct tdm_fs *fs;                 /* Borrowed until close. */
+    char log_dir[TDM_PATH_SIZE];       /* DIR/log */
+    char quarantine_dir[TDM_PATH_SIZE]; /* DIR/quarantine */
+    struct tdm_log_options options;
+    pthread_mutex_t mutex;             /* Guards everything below that readers see. */
+
+    struct tdm_log_segment *segments;  /* segments[0 .. segment_count), in LSN order. */
+    uint32_t segment_count;
+    uint32_t segment_capacity;
+    uint64_t log_bytes;                /* Sum of segment sizes. */
+
+    uint64_t lsn_first;                /* First LSN in the log; 0 if empty. */
+    uint64_t lsn_last;                 /* Last durable LSN; 0 if empty. */
+    struct tdm_chain_hash chain_last;  /* Chain hash at lsn_last. */
+    uint64_t epoch;                    /* Epoch of the last batch (1 on a new log). */
+
+    int tail_fd;                       /* Open segment being appended to, or -1. */
+    uint64_t tail_offset;              /* Bytes written to it. */
+    uint32_t tail_batch_count;         /* Batches in it. */
+    XXH3_state_t *tail_checksum;       /* Running XXH3-64 of its bytes, for the footer. */
+
+    int progress_fd;                   /* DIR/log/progress, or -1. */
+    uint64_t progress_seq;             /* Sequence of the last progress record. */
+    uint64_t progress_lsn;             /* Durable LSN recorded there when opened. */
+
+    struct tandem_damage damaged[TDM_LOG_DAMAGED_MAX];
+    uint32_t damaged_count;            /* May exceed the array. */
+    bool tail_damaged;                 /* Damage in the open segment: no appends. */
+    uint64_t quarantine_bytes;
+    uint32_t quarantine_count;
+
+    int failed_code;                   /* Sticky: 0 or the error that stopped writes. */
+    char failed_message[TDM_DIAG_SIZE];
+
+    ZSTD_CCtx *cctx;                   /* Writer's compression context. */
+    uint8_t *buffer;                   /* Writer's batch buffer. */
+    size_t buffer_size;
+};
+
+/* Open the log of node directory dir and recover it (engine/recover.c): check
+ * the tail batch by batch, cut a torn tail into quarantine (unless read-only),
+ * record damage. Returns 0, or TANDEM_EFORMAT (no log directory), or a
+ * negative errno / TANDEM_ECORRUPT with diag when recovery cannot proceed
+ * safely. */
+int tdm_log_open(struct tdm_log *log, struct tdm_fs *fs, const char *dir,
+                 const struct tdm_log_options *options, struct tdm_diag *diag);
+void tdm_log_close(struct tdm_log *log);
+
+/* Append one batch of record_count entries (raw: (u32 size, record) pairs),
+ * write it and fdatasync it. On success header receives the batch's header and
+ * location its place. Returns 0, TANDEM_EFAILED (sticky failure: this or an
+ * earlier write or fdatasync failed), TANDEM_EDAMAGED (the open segment is
+ * damaged) or TANDEM_EREADONLY. A failed write or fdatasync makes the log failed
+ * and is never retried. Thread: writer only. */
+struct tdm_log_location {
+    uint64_t segment_lsn; /* First LSN of the segment file. */
+    uint64_t offset;      /* Byte offset of the batch header. */
+    uint32_t size;        /* Header plus body bytes. */
+};
+int tdm_log_append(struct tdm_log *log, const uint8_t *raw, size_t raw_size, uint32_t record_count,
+                   int64_t time_ns, struct tdm_batch_header *header,
+                   struct tdm_log_location *location, struct tdm_diag *diag);
+
+/* Seal the open segment (footer, fdatasync). Called by append when the
+ * segment is full and by close. Thread: writer only. */
+int tdm_log_seal(struct tdm_log *log, struct tdm_diag *diag);
+
+/* Read and verify the batch at location of the log in log_dir, decompressing
+ * its body into *raw (tdm_malloc'd; the caller frees). Works without a
+ * struct tdm_log, for read-only handles. Returns 0 or TANDEM_ECORRUPT / errno
+ * with diag. */
+int tdm_log_read_batch(struct tdm_fs *fs, const char *log_dir,
+                       const struct tdm_log_location *location, struct tdm_batch_header *header,
+                       uint8_t **raw, struct tdm_diag *diag);
+
+/* Call cb for every verified batch with lsn_last >= lsn_from, in LSN order;
+ * damaged batches are skipped (recovery reported them). raw is valid during
+ * the call only. A non-zero return of cb stops the scan and is returned. */
+typedef int (*tdm_log_scan_cb)(void *data, const struct tdm_batch_header *header,
+                               const struct tdm_log_location *location, const uint8_t *raw);
+int tdm_log_scan(struct tdm_log *log, uint64_t lsn_from, tdm_log_scan_cb cb, void *data,
+                 struct tdm_diag *diag);
+
+/* Copy the log's part of a status. Thread-safe. */
+void tdm_log_status(struct tdm_log *log, struct tandem_status *status);
+
+/* The sticky failure code (0 if none), with its message in diag. Thread-safe. */
+int tdm_log_failed(struct tdm_log *log, struct tdm_diag *diag);
+
+/* Make the log failed (sticky) with code and a message. Thread: writer. */
+void tdm_log_fail(struct tdm_log *log, int code, const char *message);
+
+/* Internal to log.c and recover.c. */
+int tdm_log_recover(struct tdm_log *log, struct tdm_diag *diag);
+void tdm_log_damage_add(struct tdm_log *log, const struct tandem_damage *damage);
+int tdm_log_segment_push(struct tdm_log *log, const struct tdm_log_segment *segment);
+int tdm_progress_read(struct tdm_log *log);
+
+#endif
