@@ -1,8 +1,8 @@
 /* engine/codec.c: records <-> compact binary, and validation against the limits
  * of include/tandem.h (DESIGN "What is stored").
  *
- * Record encoding, version 1 (docs/FORMAT.md "Record encoding" is to carry the
- * same table). Integers are little-endian; sizes are in bytes.
+ * Record encoding, version 1 (docs/FORMAT.md "Record encoding (format version
+ * 1)" has the same table). Integers are little-endian; sizes are in bytes.
  *
  *   u8   version              TDM_CODEC_VERSION
  *   u8   type                 1 message, 2 customer (enum tandem_record_type)
@@ -56,18 +56,18 @@
 #include "base/bytes.h"
 
 /* Encoded sizes of the parts of a record. */
-#define CODEC_HEADER_SIZE 2          /* version, type */
-#define CODEC_STRING_OVERHEAD_SIZE 3 /* u16 length, trailing 0 byte */
-#define CODEC_IP_SIZE_MAX 17         /* family, 16 address bytes */
-#define CODEC_MESSAGE_FIXED_SIZE (4 + 8 + 8 + 1 + 1 + 4)
-#define CODEC_CUSTOMER_FIXED_SIZE 4
+#define CODEC_HEADER_SIZE          2  /* version, type */
+#define CODEC_STRING_OVERHEAD_SIZE 3  /* u16 length, trailing 0 byte */
+#define CODEC_IP_SIZE_MAX          17 /* family, 16 address bytes */
+#define CODEC_MESSAGE_FIXED_SIZE   (4 + 8 + 8 + 1 + 1 + 4)
+#define CODEC_CUSTOMER_FIXED_SIZE  4
 
-#define CODEC_MESSAGE_SIZE_MAX                                                                    \
-    (CODEC_HEADER_SIZE + CODEC_MESSAGE_FIXED_SIZE + CODEC_IP_SIZE_MAX +                           \
+#define CODEC_MESSAGE_SIZE_MAX                                                                     \
+    (CODEC_HEADER_SIZE + CODEC_MESSAGE_FIXED_SIZE + CODEC_IP_SIZE_MAX +                            \
      5 * CODEC_STRING_OVERHEAD_SIZE + TANDEM_THREAT_SIZE_MAX + TANDEM_ADDRESS_SIZE_MAX +           \
      TANDEM_MESSAGE_ID_SIZE_MAX + TANDEM_ADDRESS_SIZE_MAX + TANDEM_SUBJECT_SIZE_MAX)
-#define CODEC_CUSTOMER_SIZE_MAX                                                                   \
-    (CODEC_HEADER_SIZE + CODEC_CUSTOMER_FIXED_SIZE + 6 * CODEC_STRING_OVERHEAD_SIZE +             \
+#define CODEC_CUSTOMER_SIZE_MAX                                                                    \
+    (CODEC_HEADER_SIZE + CODEC_CUSTOMER_FIXED_SIZE + 6 * CODEC_STRING_OVERHEAD_SIZE +              \
      2 * TANDEM_NAME_SIZE_MAX + TANDEM_ADDRESS_SIZE_MAX + TANDEM_USERNAME_SIZE_MAX +               \
      TANDEM_PHONE_SIZE_MAX + TANDEM_POSTAL_SIZE_MAX)
 
@@ -92,8 +92,8 @@ tdm_static_assert(TANDEM_SPAM_SCORE_MILLI_MAX <= INT32_MAX);
  * Validation.
  * ------------------------------------------------------------------------ */
 
-static int codec_check_bytes(const char *field, const struct tandem_bytes *bytes,
-                             size_t size_max, struct tdm_diag *diag)
+static int codec_check_bytes(const char *field, const struct tandem_bytes *bytes, size_t size_max,
+                             struct tdm_diag *diag)
 {
     tdm_assert(field != NULL);
     tdm_assert(size_max <= UINT16_MAX);
@@ -405,8 +405,7 @@ static int codec_get_ip(struct tdm_reader *r, struct tandem_ip *ip, struct tdm_d
     return 0;
 }
 
-static int codec_get_message(struct tdm_reader *r, struct tandem_message *m,
-                             struct tdm_diag *diag)
+static int codec_get_message(struct tdm_reader *r, struct tandem_message *m, struct tdm_diag *diag)
 {
     m->customer_id = tdm_get_u32(r);
     uint64_t time_ns = tdm_get_u64(r);
@@ -429,8 +428,7 @@ static int codec_get_message(struct tdm_reader *r, struct tandem_message *m,
         rv = codec_get_string(r, "recipient", TANDEM_ADDRESS_SIZE_MAX, &m->recipient, diag);
     }
     if (rv == 0) {
-        rv = codec_get_string(r, "message_id", TANDEM_MESSAGE_ID_SIZE_MAX, &m->message_id,
-                              diag);
+        rv = codec_get_string(r, "message_id", TANDEM_MESSAGE_ID_SIZE_MAX, &m->message_id, diag);
     }
     if (rv == 0) {
         rv = codec_get_string(r, "sender", TANDEM_ADDRESS_SIZE_MAX, &m->sender, diag);
@@ -528,29 +526,23 @@ static bool codec_bytes_equal(const struct tandem_bytes *a, const struct tandem_
 
 static bool codec_message_equal(const struct tandem_message *a, const struct tandem_message *b)
 {
-    return a->customer_id == b->customer_id && a->time_ns == b->time_ns &&
-           a->size == b->size && a->destination == b->destination &&
-           a->classification == b->classification &&
-           a->spam_score_milli == b->spam_score_milli &&
-           a->relay_ip.family == b->relay_ip.family &&
+    return a->customer_id == b->customer_id && a->time_ns == b->time_ns && a->size == b->size &&
+           a->destination == b->destination && a->classification == b->classification &&
+           a->spam_score_milli == b->spam_score_milli && a->relay_ip.family == b->relay_ip.family &&
            memcmp(a->relay_ip.bytes, b->relay_ip.bytes, sizeof(a->relay_ip.bytes)) == 0 &&
            codec_bytes_equal(&a->threat, &b->threat) &&
            codec_bytes_equal(&a->recipient, &b->recipient) &&
            codec_bytes_equal(&a->message_id, &b->message_id) &&
-           codec_bytes_equal(&a->sender, &b->sender) &&
-           codec_bytes_equal(&a->subject, &b->subject);
+           codec_bytes_equal(&a->sender, &b->sender) && codec_bytes_equal(&a->subject, &b->subject);
 }
 
-static bool codec_customer_equal(const struct tandem_customer *a,
-                                 const struct tandem_customer *b)
+static bool codec_customer_equal(const struct tandem_customer *a, const struct tandem_customer *b)
 {
-    return a->customer_id == b->customer_id &&
-           codec_bytes_equal(&a->first_name, &b->first_name) &&
+    return a->customer_id == b->customer_id && codec_bytes_equal(&a->first_name, &b->first_name) &&
            codec_bytes_equal(&a->last_name, &b->last_name) &&
            codec_bytes_equal(&a->email, &b->email) &&
            codec_bytes_equal(&a->username, &b->username) &&
-           codec_bytes_equal(&a->phone, &b->phone) &&
-           codec_bytes_equal(&a->address, &b->address);
+           codec_bytes_equal(&a->phone, &b->phone) && codec_bytes_equal(&a->address, &b->address);
 }
 
 int tdm_codec_equal(const struct tandem_record *a, const struct tandem_record *b)

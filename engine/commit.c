@@ -210,7 +210,9 @@ static void *commit_thread_main(void *arg)
                                 &location, &diag);
         }
         if (rv != 0) {
-            tdm_diag_printf(&diag, "%s", rv == -ENOMEM ? "out of memory" : diag.message);
+            if (rv == -ENOMEM) {
+                tdm_diag_printf(&diag, "out of memory");
+            }
             commit_complete(commit, &batch, rv, 0, diag.message);
             tdm_free(raw);
         } else {

@@ -36,9 +36,10 @@
  *
  * Happy path:
  * 1. tdm_index_open() creates DIR/index/ (writer only), opens the environment
- *    (writer: MDB_NOTLS | MDB_NOMETASYNC; reader: MDB_RDONLY | MDB_NOTLS),
- *    opens every named database in one transaction, and checks the version
- *    (the writer stores 1 in a new index).
+ *    (writer: MDB_NOTLS | MDB_NOMETASYNC; reader: MDB_RDONLY | MDB_NOTLS) with
+ *    a 64 GiB map (a sparse file: it costs address space, not disk), opens
+ *    every named database in one transaction, and checks the version (the
+ *    writer stores 1 in a new index).
  * 2. tdm_index_apply() checks that the batches follow the watermark, then in
  *    one write transaction stores each batch's location, each record's
  *    entries (a customer record first deletes the username and email entries
@@ -64,15 +65,25 @@
  * - A version above 1, or a database with the wrong flags: TANDEM_EFORMAT.
  * - A read-only open of an index that does not exist (no data file, or no
  *   named databases yet): -ENOENT, having created nothing.
+ * - mmap refuses the 64 GiB map (ulimit -v, valgrind): the open retries with
+ *   half the map, down to 1 GiB. The index then holds less before mdb_put
+ *   fails with -ENOSPC; a reader whose map is smaller than a writer's data
+ *   gets -EIO (MDB_MAP_RESIZED) and must reopen.
  * - A crash: with MDB_NOMETASYNC the last committed transactions may be lost,
  *   never half of one; the watermark goes back with them, and recovery applies
  *   the log again from there.
  *
  * Close: tdm_index_close() closes the environment (no transaction is ever open
- * between calls) and frees the handle. LMDB forbids opening one environment
- * twice in a process: a second handle on the same directory in the same
- * process works, but closing either one resets LMDB's shared lock state under
- * the other, so the other must not be used afterwards.
+ * between calls) and frees the handle.
+ *
+ * One handle per index per process (LMDB's caveat against opening an
+ * environment twice in a process): opening a second handle on the same index
+ * in the same process takes LMDB's lock file as if it were alone and resets
+ * its reader table, so a read transaction then running on the first handle is
+ * no longer protected from the writer; closing either handle drops the
+ * process's fcntl locks on lock.mdb, so another process may then reset the
+ * table too. Two handles in one process are safe only if no transaction runs
+ * while either of them opens or closes (as in the unit tests).
  *
  * Thread-safety: struct tdm_index is immutable after open; LMDB serialises
  * writers and gives each read transaction its own snapshot. MDB_NOTLS lets any
@@ -100,19 +111,21 @@
 #else
 #define INDEX_MAP_SIZE ((size_t)1 << 30)
 #endif
-#define INDEX_PATH_SIZE 4096
-#define INDEX_FIELD_SIZE_MAX 400    /* A longer field is hashed. */
-#define INDEX_FIELD_PREFIX_SIZE 384 /* Bytes of a hashed field kept as they are. */
-#define INDEX_FIELD_HASH_SIZE 16    /* XXH3-128, canonical form. */
-#define INDEX_CUSTOMER_KEY_SIZE 4
+#define INDEX_MAP_SIZE_MIN         ((size_t)1 << 30) /* Smallest map tried if mmap refuses. */
+#define INDEX_PATH_SIZE            4096
+#define INDEX_FIELD_SIZE_MAX       400 /* A longer field is hashed. */
+#define INDEX_FIELD_PREFIX_SIZE    384 /* Bytes of a hashed field kept as they are. */
+#define INDEX_FIELD_HASH_SIZE      16  /* XXH3-128, canonical form. */
+#define INDEX_CUSTOMER_KEY_SIZE    4
 #define INDEX_ADDRESS_KEY_SIZE_MAX (INDEX_CUSTOMER_KEY_SIZE + INDEX_FIELD_SIZE_MAX)
-#define INDEX_LMDB_KEY_SIZE_MAX 511 /* LMDB's default MDB_MAXKEYSIZE. */
-#define INDEX_LSN_SIZE 8
-#define INDEX_TIME_KEY_SIZE 20   /* u32 customer, u64 time_ns, u64 lsn. */
-#define INDEX_TIME_VALUE_SIZE 16 /* u64 time_ns, u64 lsn. */
-#define INDEX_LOCATION_SIZE 24
-#define INDEX_WATERMARK_SIZE (INDEX_LSN_SIZE + TDM_CHAIN_HASH_SIZE)
-#define INDEX_CUSTOMER_VALUE_SIZE_MAX (INDEX_LSN_SIZE + 2 + INDEX_FIELD_SIZE_MAX + 2 + INDEX_FIELD_SIZE_MAX)
+#define INDEX_LMDB_KEY_SIZE_MAX    511 /* LMDB's default MDB_MAXKEYSIZE. */
+#define INDEX_LSN_SIZE             8
+#define INDEX_TIME_KEY_SIZE        20 /* u32 customer, u64 time_ns, u64 lsn. */
+#define INDEX_TIME_VALUE_SIZE      16 /* u64 time_ns, u64 lsn. */
+#define INDEX_LOCATION_SIZE        24
+#define INDEX_WATERMARK_SIZE       (INDEX_LSN_SIZE + TDM_CHAIN_HASH_SIZE)
+#define INDEX_CUSTOMER_VALUE_SIZE_MAX                                                              \
+    (INDEX_LSN_SIZE + 2 + INDEX_FIELD_SIZE_MAX + 2 + INDEX_FIELD_SIZE_MAX)
 #define INDEX_SCAN_FIRST_SIZE_MAX INDEX_TIME_KEY_SIZE
 
 tdm_static_assert(INDEX_FIELD_PREFIX_SIZE + INDEX_FIELD_HASH_SIZE == INDEX_FIELD_SIZE_MAX);
@@ -216,7 +229,9 @@ static int index_error(int rc, const char *subject, const char *operation, struc
         rv = -rc;
     } else if (rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_INVALID ||
                rc == MDB_VERSION_MISMATCH) {
-        return TDM_CORRUPT(diag, "index: %s: %s: %s", subject, operation, what);
+        rv = TDM_CORRUPT(diag, "index: %s: %s: %s", subject, operation, what);
+        tdm_assert(rv == TANDEM_ECORRUPT);
+        return rv;
     } else if (rc == MDB_INCOMPATIBLE) {
         rv = TANDEM_EFORMAT;
     } else if (rc == MDB_MAP_FULL) {
@@ -256,8 +271,7 @@ static size_t index_field_key(uint8_t *out, const char *data, size_t size)
 
 /* Write the recipient or sender key (u32 customer, field(address)) into out
  * (INDEX_ADDRESS_KEY_SIZE_MAX bytes) and return its size. */
-static size_t index_address_key(uint8_t *out, uint32_t customer_id, const char *data,
-                                size_t size)
+static size_t index_address_key(uint8_t *out, uint32_t customer_id, const char *data, size_t size)
 {
     tdm_store_be32(out, customer_id);
     size_t key_size = INDEX_CUSTOMER_KEY_SIZE + index_field_key(out + 4, data, size);
@@ -267,8 +281,7 @@ static size_t index_address_key(uint8_t *out, uint32_t customer_id, const char *
 }
 
 static int index_put(struct tdm_index *index, MDB_txn *txn, enum index_db db, const void *key,
-                     size_t key_size, const void *value, size_t value_size,
-                     struct tdm_diag *diag)
+                     size_t key_size, const void *value, size_t value_size, struct tdm_diag *diag)
 {
     tdm_assert(key_size > 0);
     tdm_assert(key_size <= INDEX_LMDB_KEY_SIZE_MAX);
@@ -338,6 +351,41 @@ static int index_directory_prepare(const char *node_dir, bool read_only, struct 
     return 0;
 }
 
+/* Create and open the environment with one map size. Returns an LMDB code
+ * and the failed LMDB function in *operation; on failure nothing is left. */
+static int index_env_try(struct tdm_index *index, const char *path, size_t map_size,
+                         const char **operation)
+{
+    *operation = "mdb_env_create";
+    int rc = mdb_env_create(&index->env);
+    if (rc != MDB_SUCCESS) {
+        index->env = NULL;
+        return rc;
+    }
+    *operation = "mdb_env_set_maxdbs";
+    rc = mdb_env_set_maxdbs(index->env, INDEX_DBS_MAX);
+    if (rc == MDB_SUCCESS) {
+        *operation = "mdb_env_set_mapsize";
+        rc = mdb_env_set_mapsize(index->env, map_size);
+    }
+    if (rc == MDB_SUCCESS) {
+        /* The index is rebuilt from the log, so the writer skips the metapage
+         * fsync: LMDB stays consistent after a crash and loses at most the
+         * last transactions, which recovery applies again. */
+        unsigned int flags = index->read_only ? MDB_RDONLY | MDB_NOTLS : MDB_NOTLS | MDB_NOMETASYNC;
+        *operation = "mdb_env_open";
+        rc = mdb_env_open(index->env, path, flags, 0600);
+    }
+    if (rc != MDB_SUCCESS) {
+        mdb_env_close(index->env); /* LMDB requires it after a failed open. */
+        index->env = NULL;
+    }
+    return rc;
+}
+
+/* Open the environment with the largest map size the address space allows:
+ * INDEX_MAP_SIZE, halved while mmap refuses it (ENOMEM under a ulimit -v,
+ * EINVAL under valgrind), down to INDEX_MAP_SIZE_MIN. */
 static int index_env_open(struct tdm_index *index, const char *node_dir, struct tdm_diag *diag)
 {
     char path[INDEX_PATH_SIZE];
@@ -345,30 +393,20 @@ static int index_env_open(struct tdm_index *index, const char *node_dir, struct 
     if (rv != 0) {
         return rv;
     }
-    int rc = mdb_env_create(&index->env);
-    if (rc != MDB_SUCCESS) {
-        return index_error(rc, path, "mdb_env_create", diag);
-    }
-    const char *operation = "mdb_env_set_maxdbs";
-    rc = mdb_env_set_maxdbs(index->env, INDEX_DBS_MAX);
-    if (rc == MDB_SUCCESS) {
-        operation = "mdb_env_set_mapsize";
-        rc = mdb_env_set_mapsize(index->env, INDEX_MAP_SIZE);
-    }
-    if (rc == MDB_SUCCESS) {
-        /* The index is rebuilt from the log, so the writer skips the metapage
-         * fsync: LMDB stays consistent after a crash and loses at most the
-         * last transactions, which recovery applies again. */
-        unsigned int flags = index->read_only ? MDB_RDONLY | MDB_NOTLS : MDB_NOTLS | MDB_NOMETASYNC;
-        operation = "mdb_env_open";
-        rc = mdb_env_open(index->env, path, flags, 0600);
+    const char *operation = NULL;
+    size_t map_size = INDEX_MAP_SIZE;
+    int rc = index_env_try(index, path, map_size, &operation);
+    while ((rc == ENOMEM || rc == EINVAL) && map_size > INDEX_MAP_SIZE_MIN) {
+        map_size /= 2;
+        tdm_tracef("index: %s: %s; retrying with a map of %zu MiB", operation, mdb_strerror(rc),
+                   map_size >> 20);
+        rc = index_env_try(index, path, map_size, &operation);
     }
     if (rc != MDB_SUCCESS) {
-        rv = index_error(rc, path, operation, diag);
-        mdb_env_close(index->env);
-        index->env = NULL;
-        return rv;
+        tdm_assert(index->env == NULL);
+        return index_error(rc, path, operation, diag);
     }
+    tdm_assert(index->env != NULL);
     tdm_assert(mdb_env_get_maxkeysize(index->env) >= INDEX_ADDRESS_KEY_SIZE_MAX);
     return 0;
 }
@@ -611,8 +649,7 @@ static int index_customer_decode(const MDB_val *value, struct index_customer_val
         email = tdm_reader_take(&r, out->email_key_size);
     }
     if (lsn == NULL || username == NULL || email == NULL || r.overflow || r.offset != r.size) {
-        return TDM_CORRUPT(diag, "index: customer value of %zu bytes is malformed",
-                           value->mv_size);
+        return TDM_CORRUPT(diag, "index: customer value of %zu bytes is malformed", value->mv_size);
     }
     out->lsn = tdm_load_be64(lsn);
     memcpy(out->username_key, username, out->username_key_size);
@@ -647,7 +684,7 @@ int tdm_index_customer(struct tdm_index *index, uint32_t customer_id, uint64_t *
     if (rv != 0) {
         return rv;
     }
-    struct index_customer_value value;
+    struct index_customer_value value = {0};
     rv = index_customer_get(index, txn, customer_id, &value, NULL);
     mdb_txn_abort(txn);
     if (rv != 0) {
@@ -713,7 +750,7 @@ int tdm_index_locate(struct tdm_index *index, uint64_t lsn, struct tdm_index_loc
         mdb_txn_abort(txn);
         return index_error(rc, "batch", "mdb_cursor_open", NULL);
     }
-    struct tdm_index_location found;
+    struct tdm_index_location found = {0};
     rv = index_locate_cursor(cursor, lsn, &found);
     mdb_cursor_close(cursor);
     mdb_txn_abort(txn);
@@ -742,8 +779,7 @@ static int index_apply_message(struct tdm_index *index, MDB_txn *txn, uint64_t l
     if (message->message_id.size > 0) {
         size_t key_size = index_field_key(key, message->message_id.data, message->message_id.size);
         tdm_store_be64(value, lsn);
-        rv = index_put(index, txn, INDEX_DB_MESSAGE_ID, key, key_size, value, INDEX_LSN_SIZE,
-                       diag);
+        rv = index_put(index, txn, INDEX_DB_MESSAGE_ID, key, key_size, value, INDEX_LSN_SIZE, diag);
         if (rv != 0) {
             return rv;
         }
@@ -763,8 +799,8 @@ static int index_apply_message(struct tdm_index *index, MDB_txn *txn, uint64_t l
     if (rv != 0) {
         return rv;
     }
-    key_size = index_address_key(key, message->customer_id, message->sender.data,
-                                 message->sender.size);
+    key_size =
+        index_address_key(key, message->customer_id, message->sender.data, message->sender.size);
     return index_put(index, txn, INDEX_DB_SENDER, key, key_size, value, sizeof(value), diag);
 }
 
@@ -772,7 +808,7 @@ static int index_apply_message(struct tdm_index *index, MDB_txn *txn, uint64_t l
 static int index_customer_unlink(struct tdm_index *index, MDB_txn *txn, uint32_t customer_id,
                                  struct tdm_diag *diag)
 {
-    struct index_customer_value old;
+    struct index_customer_value old = {0};
     int rv = index_customer_get(index, txn, customer_id, &old, diag);
     if (rv == TANDEM_ENOTFOUND) {
         return 0;
@@ -824,8 +860,7 @@ static int index_apply_customer(struct tdm_index *index, MDB_txn *txn, uint64_t 
                        sizeof(id), diag);
     }
     if (rv == 0 && email_key_size > 0) {
-        rv = index_put(index, txn, INDEX_DB_EMAIL, email_key, email_key_size, id, sizeof(id),
-                       diag);
+        rv = index_put(index, txn, INDEX_DB_EMAIL, email_key, email_key_size, id, sizeof(id), diag);
     }
     return rv;
 }
@@ -1016,7 +1051,8 @@ static void index_scan_plan(const struct tdm_index_scan *scan, struct index_scan
                                                            : INDEX_DB_EMAIL;
         plan->key_size = index_field_key(plan->key, scan->key, scan->key_size);
         plan->empty = plan->key_size == 0; /* Empty fields are not indexed. */
-        plan->first_size = plan->db == INDEX_DB_MESSAGE_ID ? INDEX_LSN_SIZE : 4;
+        plan->first_size =
+            plan->db == INDEX_DB_MESSAGE_ID ? INDEX_LSN_SIZE : INDEX_CUSTOMER_KEY_SIZE;
         break; /* first is all zero: the smallest value. */
     case TDM_INDEX_SCAN_CUSTOMER_TIME:
         plan->db = INDEX_DB_CUSTOMER_TIME;
@@ -1076,7 +1112,7 @@ static int index_scan_entry(struct tdm_index *index, MDB_txn *txn,
         if (value->mv_size != INDEX_CUSTOMER_KEY_SIZE) {
             return TDM_CORRUPT(NULL, "index: customer id value of %zu bytes", value->mv_size);
         }
-        struct index_customer_value customer;
+        struct index_customer_value customer = {0};
         int rv = index_customer_get(index, txn, tdm_load_be32(v), &customer, NULL);
         if (rv == TANDEM_ENOTFOUND) {
             return TDM_CORRUPT(NULL, "index: username or email of a missing customer");

@@ -320,6 +320,9 @@ err_after_lock:
 err_after_alloc:
     tdm_free(t);
     tdm_assert(rv < 0);
+    if (diag != NULL && diag->message[0] == '\0') {
+        tdm_diag_printf(diag, "open %s: %s", dir, tandem_strerror(rv));
+    }
     return rv;
 }
 
@@ -618,9 +621,10 @@ int tandem_get(struct tandem *t, const char *message_id, size_t message_id_size,
 {
     struct tdm_diag d = {{0}};
     int rv = 0;
-    if (cb == NULL || (message_id == NULL && message_id_size > 0) ||
+    if (cb == NULL || message_id == NULL || message_id_size == 0 ||
         message_id_size > TANDEM_MESSAGE_ID_SIZE_MAX) {
-        tdm_diag_printf(&d, "message_id: %zu bytes, limit %d", message_id_size,
+        /* Records without a Message-ID are not indexed by it. */
+        tdm_diag_printf(&d, "message_id: %zu bytes, must be 1 to %d", message_id_size,
                         TANDEM_MESSAGE_ID_SIZE_MAX);
         rv = TANDEM_EINVALID;
     } else {

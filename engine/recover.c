@@ -504,15 +504,21 @@ static int recover_segment(struct tdm_log *log, uint64_t segment_lsn, bool is_la
     tdm_assert(rv == 0);
     int fd;
     rv = log->fs->open(log->fs, path, TDM_FS_READ, &fd);
-    struct tdm_log_segment seg = {.lsn_first = segment_lsn, .lsn_last = segment_lsn - 1};
-    rv = rv != 0 ? rv : log->fs->size(log->fs, fd, &seg.size);
     if (rv != 0) {
         tdm_diag_printf(diag, "open segment %s: %s", name, tandem_strerror(rv));
+        return rv;
+    }
+    struct tdm_log_segment seg = {.lsn_first = segment_lsn, .lsn_last = segment_lsn - 1};
+    rv = log->fs->size(log->fs, fd, &seg.size);
+    if (rv != 0) {
+        tdm_diag_printf(diag, "size of segment %s: %s", name, tandem_strerror(rv));
+        log->fs->close(log->fs, fd);
         return rv;
     }
     struct walk w;
     rv = walk_init(&w, log->fs, fd, segment_lsn, seg.size);
     if (rv != 0) {
+        tdm_diag_printf(diag, "recover segment %s: out of memory", name);
         log->fs->close(log->fs, fd);
         return rv;
     }
@@ -560,6 +566,9 @@ static int recover_segment(struct tdm_log *log, uint64_t segment_lsn, bool is_la
 out:
     walk_deinit(&w);
     log->fs->close(log->fs, fd);
+    if (rv < 0 && diag != NULL && diag->message[0] == '\0') {
+        tdm_diag_printf(diag, "recover segment %s: %s", name, tandem_strerror(rv));
+    }
     return rv < 0 ? rv : 0;
 }
 

@@ -238,7 +238,8 @@ int tandem_append_async(struct tandem *t, const struct tandem_record *records, s
 
 typedef int (*tandem_record_cb)(void *data, uint64_t lsn, const struct tandem_record *record);
 
-/* Every message record with this Message-ID, in LSN order. */
+/* Every message record with this Message-ID (1..TANDEM_MESSAGE_ID_SIZE_MAX
+ * bytes; records with an empty Message-ID are not indexed by it), in LSN order. */
 int tandem_get(struct tandem *t, const char *message_id, size_t message_id_size,
                tandem_record_cb cb, void *data, struct tandem_diag *diag);
 

@@ -1,0 +1,32 @@
+/* tests/lib/records.c: records kept by value for comparisons in tests. */
+#include "records.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "tdm_test.h"
+
+void tdm_kept_set(struct tdm_kept *kept, const struct tandem_record *record)
+{
+    assert_int_equal(tdm_codec_validate(record, NULL), 0);
+    kept->size = tdm_codec_encode(record, kept->bytes, sizeof(kept->bytes));
+    assert_true(kept->size > 0);
+}
+
+void tdm_kept_get(const struct tdm_kept *kept, struct tandem_record *record)
+{
+    assert_true(kept->size > 0);
+    assert_int_equal(tdm_codec_decode(kept->bytes, kept->size, record, NULL), 0);
+}
+
+int tdm_kept_equal_cb(void *data, uint64_t lsn, const struct tandem_record *record)
+{
+    const struct tdm_kept *kept = data;
+    struct tandem_record want;
+    tdm_kept_get(kept, &want);
+    if (!tdm_codec_equal(record, &want)) {
+        fprintf(stderr, "LSN %llu differs from what was written\n", (unsigned long long)lsn);
+        fail();
+    }
+    return 0;
+}

@@ -1,0 +1,24 @@
+/* tests/lib/records.h: records kept by value (their codec encoding), for tests
+ * that compare what they wrote with what they read back. */
+#ifndef TDM_TESTS_LIB_RECORDS_H
+#define TDM_TESTS_LIB_RECORDS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/codec.h"
+
+struct tdm_kept {
+    uint8_t bytes[TDM_RECORD_SIZE_MAX];
+    size_t size; /* 0: nothing kept. */
+};
+
+/* Keep a valid record (asserts validity: test data is generated valid). */
+void tdm_kept_set(struct tdm_kept *kept, const struct tandem_record *record);
+/* The kept record; its strings point into kept. */
+void tdm_kept_get(const struct tdm_kept *kept, struct tandem_record *record);
+/* tandem_record_cb that asserts the delivered record equals data (a const
+ * struct tdm_kept *). */
+int tdm_kept_equal_cb(void *data, uint64_t lsn, const struct tandem_record *record);
+
+#endif

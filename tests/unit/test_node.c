@@ -1,0 +1,550 @@
+/* tests/unit/test_node.c: the public API end to end over the real file system:
+ * group commit from many threads, asynchronous appends, every query against a
+ * brute-force scan of the log, reopen, reindex, the directory lock and
+ * read-only handles. */
+#include "tdm_test.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/base/prng.h"
+#include "engine/codec.h"
+#include "records.h"
+#include "tools/gen.h"
+
+#define THREADS 16
+#define APPENDS_PER_THREAD 60
+
+struct fixture {
+    char dir[256];
+    struct tandem *t;
+};
+
+static struct tandem *open_dir(const char *dir, uint32_t flags, uint64_t segment_size)
+{
+    struct tandem_options options;
+    tandem_options_init(&options);
+    options.flags = flags;
+    options.segment_size = segment_size;
+    struct tandem *t = NULL;
+    struct tandem_diag diag;
+    int rv = tandem_open(dir, &options, &t, &diag);
+    if (rv != 0) {
+        fprintf(stderr, "open %s: %s: %s\n", dir, tandem_strerror(rv), diag.message);
+    }
+    assert_int_equal(rv, 0);
+    return t;
+}
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    assert_int_equal(tdm_test_tmpdir_create(f->dir, sizeof(f->dir)), 0);
+    f->t = open_dir(f->dir, TANDEM_OPEN_CREATE, 64 << 10);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    if (f->t != NULL) {
+        tandem_close(f->t);
+    }
+    tdm_test_tmpdir_remove(f->dir);
+    free(f);
+    return 0;
+}
+
+/* Collects the LSNs and records a query delivers. */
+struct found {
+    uint64_t lsns[8192];
+    size_t count;
+};
+
+static int found_cb(void *data, uint64_t lsn, const struct tandem_record *record)
+{
+    struct found *found = data;
+    (void)record;
+    assert_true(found->count < 8192);
+    found->lsns[found->count++] = lsn;
+    return 0;
+}
+
+/* ---- group commit ------------------------------------------------------------ */
+
+struct writer {
+    struct tandem *t;
+    uint64_t seed;
+    uint64_t lsn_first[APPENDS_PER_THREAD];
+    uint32_t count[APPENDS_PER_THREAD];
+    struct tdm_kept *records; /* APPENDS_PER_THREAD * 3 */
+};
+
+static void *writer_main(void *arg)
+{
+    struct writer *w = arg;
+    struct tdm_gen gen;
+    tdm_gen_init(&gen, w->seed, 10);
+    for (int i = 0; i < APPENDS_PER_THREAD; i++) {
+        struct tdm_kept batch[3];
+        struct tandem_record records[3];
+        uint32_t n = 1 + (uint32_t)(w->seed + (uint64_t)i) % 3;
+        for (uint32_t j = 0; j < n; j++) {
+            struct tandem_record r;
+            tdm_gen_message(&gen, &r);
+            tdm_kept_set(&batch[j], &r);
+        }
+        for (uint32_t j = 0; j < n; j++) {
+            tdm_kept_get(&batch[j], &records[j]);
+            w->records[i * 3 + (int)j] = batch[j];
+        }
+        struct tandem_diag diag;
+        int rv = tandem_append(w->t, records, n, &w->lsn_first[i], &diag);
+        if (rv != 0) {
+            fprintf(stderr, "append: %s\n", diag.message);
+            abort();
+        }
+        w->count[i] = n;
+    }
+    return NULL;
+}
+
+static void check_writers(struct tandem *t, struct writer *writers, uint64_t total)
+{
+    uint8_t *seen = calloc(total + 1, 1);
+    for (int w = 0; w < THREADS; w++) {
+        for (int i = 0; i < APPENDS_PER_THREAD; i++) {
+            for (uint32_t j = 0; j < writers[w].count[i]; j++) {
+                uint64_t lsn = writers[w].lsn_first[i] + j;
+                assert_true(lsn >= 1);
+                assert_true(lsn <= total);
+                assert_int_equal(seen[lsn], 0);
+                seen[lsn] = 1;
+                assert_int_equal(tandem_read(t, lsn, tdm_kept_equal_cb,
+                                             &writers[w].records[i * 3 + (int)j], NULL), 0);
+            }
+        }
+    }
+    free(seen);
+}
+
+/* Sixteen threads appending at once get dense, distinct LSNs, consecutive
+ * within each call, and every record reads back equal, before and after a
+ * reopen. */
+static void test_append__threads_dense_lsns(void **state)
+{
+    struct fixture *f = *state;
+    struct writer writers[THREADS];
+    pthread_t threads[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        writers[i] = (struct writer){.t = f->t, .seed = (uint64_t)i + 1};
+        writers[i].records = calloc(APPENDS_PER_THREAD * 3, sizeof(struct tdm_kept));
+        assert_int_equal(pthread_create(&threads[i], NULL, writer_main, &writers[i]), 0);
+    }
+    uint64_t total = 0;
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(threads[i], NULL);
+        for (int j = 0; j < APPENDS_PER_THREAD; j++) {
+            total += writers[i].count[j];
+        }
+    }
+    struct tandem_status status;
+    assert_int_equal(tandem_status(f->t, &status), 0);
+    assert_int_equal(status.lsn_last, total);
+    assert_int_equal(status.lsn_first, 1);
+    assert_true(status.segment_count > 1); /* 64 KiB segments: sealed and rolled. */
+    check_writers(f->t, writers, total);
+    tandem_close(f->t);
+    f->t = open_dir(f->dir, 0, 64 << 10);
+    check_writers(f->t, writers, total);
+    assert_int_equal(tandem_status(f->t, &status), 0);
+    assert_int_equal(status.lsn_last, total);
+    assert_int_equal(status.index_lsn, total);
+    assert_int_equal(status.damaged_count, 0);
+    for (int i = 0; i < THREADS; i++) {
+        free(writers[i].records);
+    }
+}
+
+/* ---- asynchronous appends ---------------------------------------------------- */
+
+struct async_state {
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    int done;
+    int failed;
+    uint64_t lsn_sum;
+};
+
+static void async_cb(void *data, int status, uint64_t lsn_first)
+{
+    struct async_state *s = data;
+    pthread_mutex_lock(&s->mutex);
+    s->done++;
+    s->failed += status != 0;
+    s->lsn_sum += lsn_first;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->mutex);
+}
+
+/* Every asynchronous append completes exactly once, with distinct LSNs. */
+static void test_append_async__callbacks(void **state)
+{
+    struct fixture *f = *state;
+    struct async_state s = {.mutex = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    struct tdm_gen gen;
+    tdm_gen_init(&gen, 99, 5);
+    const int n = 500;
+    for (int i = 0; i < n; i++) {
+        struct tandem_record r;
+        tdm_gen_message(&gen, &r);
+        assert_int_equal(tandem_append_async(f->t, &r, 1, async_cb, &s, NULL), 0);
+    }
+    pthread_mutex_lock(&s.mutex);
+    while (s.done < n) {
+        pthread_cond_wait(&s.cond, &s.mutex);
+    }
+    pthread_mutex_unlock(&s.mutex);
+    assert_int_equal(s.failed, 0);
+    assert_int_equal(s.lsn_sum, (uint64_t)n * (n + 1) / 2); /* LSNs 1..n, each once. */
+}
+
+/* A batch with one bad record stores nothing, and the error names the
+ * record and the field. */
+static void test_append__invalid_record_stores_nothing(void **state)
+{
+    struct fixture *f = *state;
+    struct tdm_gen gen;
+    tdm_gen_init(&gen, 5, 5);
+    struct tdm_kept k[2];
+    struct tandem_record r[2];
+    for (int i = 0; i < 2; i++) {
+        struct tandem_record g;
+        tdm_gen_message(&gen, &g);
+        tdm_kept_set(&k[i], &g);
+        tdm_kept_get(&k[i], &r[i]);
+    }
+    char long_recipient[TANDEM_ADDRESS_SIZE_MAX + 1];
+    memset(long_recipient, 'a', sizeof(long_recipient));
+    r[1].message.recipient.data = long_recipient;
+    r[1].message.recipient.size = sizeof(long_recipient);
+    uint64_t lsn = 0;
+    struct tandem_diag diag;
+    assert_int_equal(tandem_append(f->t, r, 2, &lsn, &diag), TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "record 1"));
+    assert_non_null(strstr(diag.message, "recipient"));
+    struct tandem_status status;
+    assert_int_equal(tandem_status(f->t, &status), 0);
+    assert_int_equal(status.lsn_last, 0);
+    assert_int_equal(tandem_append(f->t, r, 0, &lsn, &diag), TANDEM_EINVALID);
+}
+
+/* ---- queries against a brute-force scan ------------------------------------- */
+
+struct corpus {
+    uint64_t lsn_last;
+};
+
+/* Append a realistic mixed stream: customers (some replaced) and messages. */
+static void corpus_fill(struct tandem *t, uint64_t seed, int messages)
+{
+    struct tdm_gen gen;
+    tdm_gen_init(&gen, seed, 12);
+    uint64_t lsn;
+    for (uint32_t c = 1; c <= 12; c++) {
+        struct tandem_record r;
+        tdm_gen_customer(&gen, c, &r);
+        assert_int_equal(tandem_append(t, &r, 1, &lsn, NULL), 0);
+    }
+    for (int i = 0; i < messages; i++) {
+        struct tandem_record r;
+        if (i % 500 == 250) {
+            tdm_gen_customer(&gen, (uint32_t)(1 + i % 12), &r); /* A replacement. */
+        } else {
+            tdm_gen_message(&gen, &r);
+        }
+        assert_int_equal(tandem_append(t, &r, 1, &lsn, NULL), 0);
+    }
+}
+
+/* Every record of the log, read back by LSN: the brute-force side. */
+struct all {
+    struct tdm_kept *records; /* records[1 .. count] */
+    uint64_t count;
+};
+
+static int all_cb(void *data, uint64_t lsn, const struct tandem_record *record)
+{
+    struct tdm_kept *k = data;
+    (void)lsn;
+    tdm_kept_set(k, record);
+    return 0;
+}
+
+static void all_load(struct tandem *t, struct all *all)
+{
+    struct tandem_status status;
+    assert_int_equal(tandem_status(t, &status), 0);
+    all->count = status.lsn_last;
+    all->records = calloc(all->count + 1, sizeof(struct tdm_kept));
+    for (uint64_t lsn = 1; lsn <= all->count; lsn++) {
+        assert_int_equal(tandem_read(t, lsn, all_cb, &all->records[lsn], NULL), 0);
+        assert_true(all->records[lsn].size > 0);
+    }
+    assert_int_equal(tandem_read(t, all->count + 1, all_cb, &all->records[0], NULL),
+                     TANDEM_ENOTFOUND);
+}
+
+static bool bytes_equal(const struct tandem_bytes *a, const struct tandem_bytes *b)
+{
+    return a->size == b->size && (a->size == 0 || memcmp(a->data, b->data, a->size) == 0);
+}
+
+/* The brute-force answer to a query: matching LSNs in (time, LSN) order. */
+static size_t brute_query(const struct all *all, const struct tandem_query *q, uint64_t *out)
+{
+    size_t n = 0;
+    for (uint64_t lsn = 1; lsn <= all->count; lsn++) {
+        struct tandem_record r;
+        tdm_kept_get(&all->records[lsn], &r);
+        if (r.type != TANDEM_RECORD_MESSAGE || r.message.customer_id != q->customer_id ||
+            r.message.time_ns < q->since_ns || r.message.time_ns >= q->until_ns) {
+            continue;
+        }
+        if (q->recipient.size > 0 && !bytes_equal(&r.message.recipient, &q->recipient)) {
+            continue;
+        }
+        if (q->sender.size > 0 && !bytes_equal(&r.message.sender, &q->sender)) {
+            continue;
+        }
+        if (q->sender_empty && r.message.sender.size > 0) {
+            continue;
+        }
+        /* Insertion sort by (time, lsn): the log is nearly in time order. */
+        size_t i = n++;
+        while (i > 0) {
+            struct tandem_record prev;
+            tdm_kept_get(&all->records[out[i - 1]], &prev);
+            if (prev.message.time_ns <= r.message.time_ns) {
+                break;
+            }
+            out[i] = out[i - 1];
+            i--;
+        }
+        out[i] = lsn;
+    }
+    return n;
+}
+
+static void check_query(struct tandem *t, const struct all *all, const struct tandem_query *q)
+{
+    static uint64_t want[8192];
+    size_t n = brute_query(all, q, want);
+    struct found *found = calloc(1, sizeof(*found));
+    struct tandem_diag diag;
+    assert_int_equal(tandem_query(t, q, found_cb, found, &diag), 0);
+    assert_int_equal(found->count, n);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(found->lsns[i], want[i]);
+    }
+    free(found);
+}
+
+static void check_message_id(struct tandem *t, const struct all *all,
+                             const struct tandem_bytes *id)
+{
+    if (id->size == 0) {
+        assert_int_equal(tandem_get(t, "", 0, found_cb, NULL, NULL), TANDEM_EINVALID);
+        return;
+    }
+    struct found *found = calloc(1, sizeof(*found));
+    assert_int_equal(tandem_get(t, id->data, id->size, found_cb, found, NULL), 0);
+    size_t n = 0;
+    for (uint64_t lsn = 1; lsn <= all->count; lsn++) {
+        struct tandem_record r;
+        tdm_kept_get(&all->records[lsn], &r);
+        if (r.type == TANDEM_RECORD_MESSAGE && bytes_equal(&r.message.message_id, id)) {
+            assert_true(n < found->count);
+            assert_int_equal(found->lsns[n], lsn);
+            n++;
+        }
+    }
+    assert_int_equal(found->count, n);
+    free(found);
+}
+
+/* The current record of every customer, and lookups by username and email. */
+static void check_customers(struct tandem *t, const struct all *all)
+{
+    uint64_t current[16] = {0};
+    for (uint64_t lsn = 1; lsn <= all->count; lsn++) {
+        struct tandem_record r;
+        tdm_kept_get(&all->records[lsn], &r);
+        if (r.type == TANDEM_RECORD_CUSTOMER && r.customer.customer_id < 16) {
+            current[r.customer.customer_id] = lsn;
+        }
+    }
+    for (uint32_t c = 0; c < 16; c++) {
+        struct found found = {.count = 0};
+        assert_int_equal(tandem_customer_get(t, c, found_cb, &found, NULL), 0);
+        assert_int_equal(found.count, current[c] != 0 ? 1 : 0);
+        if (current[c] == 0) {
+            continue;
+        }
+        assert_int_equal(found.lsns[0], current[c]);
+        struct tandem_record r;
+        tdm_kept_get(&all->records[current[c]], &r);
+        struct found by_name = {.count = 0};
+        assert_int_equal(tandem_customer_find(t, TANDEM_CUSTOMER_KEY_USERNAME,
+                                              r.customer.username.data, r.customer.username.size,
+                                              found_cb, &by_name, NULL), 0);
+        bool hit = false;
+        for (size_t i = 0; i < by_name.count; i++) {
+            hit = hit || by_name.lsns[i] == current[c];
+        }
+        assert_true(hit);
+        struct found by_email = {.count = 0};
+        assert_int_equal(tandem_customer_find(t, TANDEM_CUSTOMER_KEY_EMAIL, r.customer.email.data,
+                                              r.customer.email.size, found_cb, &by_email, NULL),
+                         0);
+        hit = false;
+        for (size_t i = 0; i < by_email.count; i++) {
+            hit = hit || by_email.lsns[i] == current[c];
+        }
+        assert_true(hit);
+    }
+}
+
+/* Random queries of every kind, each compared with the brute-force answer. */
+static void check_all_queries(struct tandem *t, const struct all *all, uint64_t seed)
+{
+    struct tdm_prng prng;
+    tdm_prng_init(&prng, seed);
+    for (int i = 0; i < 40; i++) {
+        uint64_t lsn = 1 + tdm_prng_below(&prng, all->count);
+        struct tandem_record r;
+        tdm_kept_get(&all->records[lsn], &r);
+        if (r.type != TANDEM_RECORD_MESSAGE) {
+            continue;
+        }
+        struct tandem_query q;
+        tandem_query_init(&q, r.message.customer_id);
+        check_query(t, all, &q);
+        q.since_ns = r.message.time_ns - (int64_t)tdm_prng_below(&prng, 3600000000000ull);
+        q.until_ns = r.message.time_ns + (int64_t)tdm_prng_below(&prng, 3600000000000ull);
+        check_query(t, all, &q);
+        q.since_ns = r.message.time_ns; /* Inclusive. */
+        q.until_ns = r.message.time_ns; /* Empty window. */
+        check_query(t, all, &q);
+        q.until_ns = r.message.time_ns + 1;
+        check_query(t, all, &q);
+        tandem_query_init(&q, r.message.customer_id);
+        q.recipient = r.message.recipient;
+        check_query(t, all, &q);
+        tandem_query_init(&q, r.message.customer_id);
+        if (r.message.sender.size > 0) {
+            q.sender = r.message.sender;
+        } else {
+            q.sender_empty = true;
+        }
+        check_query(t, all, &q);
+        check_message_id(t, all, &r.message.message_id);
+    }
+    check_customers(t, all);
+}
+
+/* Every query equals a brute-force scan of the log: while writing, after a
+ * reopen, through a read-only handle, after a reindex and after the index
+ * was deleted. */
+static void test_query__matches_brute_force(void **state)
+{
+    struct fixture *f = *state;
+    corpus_fill(f->t, 31, 2500);
+    struct all all;
+    all_load(f->t, &all);
+    check_all_queries(f->t, &all, 1);
+
+    struct tandem *reader = open_dir(f->dir, TANDEM_OPEN_READONLY, 0);
+    check_all_queries(reader, &all, 2);
+    tandem_close(reader);
+
+    tandem_close(f->t);
+    f->t = NULL;
+    struct tandem_diag diag;
+    assert_int_equal(tandem_reindex(f->dir, &diag), 0);
+    f->t = open_dir(f->dir, 0, 64 << 10);
+    check_all_queries(f->t, &all, 3);
+    tandem_close(f->t);
+    f->t = NULL;
+
+    char index[300];
+    snprintf(index, sizeof(index), "%s/index", f->dir);
+    tdm_test_tmpdir_remove(index);
+    f->t = open_dir(f->dir, 0, 64 << 10);
+    check_all_queries(f->t, &all, 4);
+    free(all.records);
+}
+
+/* A second writer is refused with TANDEM_ELOCKED while readers may open the
+ * directory beside the writer and see what it wrote. */
+static void test_open__one_writer_many_readers(void **state)
+{
+    struct fixture *f = *state;
+    struct tandem_options options;
+    tandem_options_init(&options);
+    struct tandem *second = NULL;
+    struct tandem_diag diag;
+    assert_int_equal(tandem_open(f->dir, &options, &second, &diag), TANDEM_ELOCKED);
+    assert_non_null(strstr(diag.message, "locked"));
+    corpus_fill(f->t, 8, 100);
+    struct tandem *reader = open_dir(f->dir, TANDEM_OPEN_READONLY, 0);
+    struct tandem_status status;
+    assert_int_equal(tandem_status(reader, &status), 0);
+    assert_int_equal(status.lsn_last, 112);
+    assert_true(status.read_only);
+    struct tandem_record r;
+    struct tdm_gen gen;
+    tdm_gen_init(&gen, 1, 1);
+    tdm_gen_message(&gen, &r);
+    uint64_t lsn;
+    assert_int_equal(tandem_append(reader, &r, 1, &lsn, &diag), TANDEM_EREADONLY);
+    tandem_close(reader);
+}
+
+/* Opening a directory that is not a node gives TANDEM_EFORMAT, and bad
+ * options TANDEM_EINVALID, each with a message. */
+static void test_open__errors(void **state)
+{
+    struct fixture *f = *state;
+    char path[300];
+    snprintf(path, sizeof(path), "%s/nothing-here", f->dir);
+    struct tandem *t = NULL;
+    struct tandem_diag diag;
+    struct tandem_options options;
+    tandem_options_init(&options);
+    assert_int_equal(tandem_open(path, &options, &t, &diag), TANDEM_EFORMAT);
+    assert_true(strlen(diag.message) > 0);
+    options.flags = TANDEM_OPEN_READONLY;
+    assert_true(tandem_open(path, &options, &t, &diag) < 0);
+    options.flags = TANDEM_OPEN_CREATE;
+    options.segment_size = 100;
+    assert_int_equal(tandem_open(path, &options, &t, &diag), TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "segment_size"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_append__threads_dense_lsns, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_append_async__callbacks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_append__invalid_record_stores_nothing, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_query__matches_brute_force, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open__one_writer_many_readers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open__errors, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("node", tests, NULL, NULL);
+}
