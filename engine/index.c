@@ -73,17 +73,17 @@
  *   never half of one; the watermark goes back with them, and recovery applies
  *   the log again from there.
  *
- * Close: tdm_index_close() closes the environment (no transaction is ever open
- * between calls) and frees the handle.
+ * Close: tdm_index_close() drops its reference to the shared environment,
+ * closing it with the last one (no transaction is ever open between calls),
+ * and frees the handle.
  *
- * One handle per index per process (LMDB's caveat against opening an
- * environment twice in a process): opening a second handle on the same index
- * in the same process takes LMDB's lock file as if it were alone and resets
- * its reader table, so a read transaction then running on the first handle is
- * no longer protected from the writer; closing either handle drops the
- * process's fcntl locks on lock.mdb, so another process may then reset the
- * table too. Two handles in one process are safe only if no transaction runs
- * while either of them opens or closes (as in the unit tests).
+ * One environment per index per process (LMDB's caveat against opening an
+ * environment twice in a process: a second open resets the reader table, and
+ * closing either copy drops the process's locks on lock.mdb). tdm_index_open()
+ * therefore shares one environment among every handle on the same DIR/index
+ * in a process, found by (device, inode) in a reference-counted registry; a
+ * writer handle cannot join an environment that readers opened read-only
+ * (TANDEM_EBUSY).
  *
  * Thread-safety: struct tdm_index is immutable after open; LMDB serialises
  * writers and gives each read transaction its own snapshot. MDB_NOTLS lets any
@@ -91,6 +91,7 @@
 #include "index.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -170,8 +171,26 @@ static const struct index_db_spec index_db_specs[INDEX_DB__COUNT] = {
 };
 
 /* Thread-safe: immutable after tdm_index_open(). */
+/* LMDB forbids opening one environment twice in a process: closing either
+ * copy drops the other's flock() locks and its reader table. So environments
+ * are shared, one per index directory (device, inode), counted by reference.
+ * This registry is the library's one piece of process-wide state; LMDB's rule
+ * forces it. Thread-safe: guarded by index_envs_mutex. */
+struct index_env_entry {
+    dev_t dev;                     /* Of DIR/index. */
+    ino_t ino;
+    MDB_env *env;                  /* Owned by the entry. */
+    bool read_only;                /* Opened with MDB_RDONLY. */
+    unsigned refs;                 /* struct tdm_index handles sharing env. */
+    struct index_env_entry *next;
+};
+
+static pthread_mutex_t index_envs_mutex = PTHREAD_MUTEX_INITIALIZER;
+static struct index_env_entry *index_envs;
+
 struct tdm_index {
-    MDB_env *env;                  /* Owned; closed by tdm_index_close(). */
+    MDB_env *env;                  /* Shared through entry; closed with its last handle. */
+    struct index_env_entry *entry; /* In index_envs. */
     bool read_only;                /* Opened with MDB_RDONLY. */
     MDB_dbi dbis[INDEX_DB__COUNT]; /* dbis[0] is unused: enum values start at 1. */
 };
@@ -502,6 +521,72 @@ static int index_dbs_open(struct tdm_index *index, struct tdm_diag *diag)
     return 0;
 }
 
+/* Find the shared environment of DIR/index, or open one (under the registry
+ * mutex). A writer cannot share an environment that readers opened read-only. */
+static int index_env_acquire(struct tdm_index *index, const char *node_dir,
+                             struct tdm_diag *diag)
+{
+    char path[INDEX_PATH_SIZE];
+    int rv = index_path(path, node_dir, NULL, diag);
+    if (rv != 0) {
+        return rv;
+    }
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        rv = -errno;
+        tdm_diag_printf(diag, "index: stat %s: %s", path, tandem_strerror(rv));
+        return rv;
+    }
+    for (struct index_env_entry *e = index_envs; e != NULL; e = e->next) {
+        if (e->dev != st.st_dev || e->ino != st.st_ino) {
+            continue;
+        }
+        if (e->read_only && !index->read_only) {
+            tdm_diag_printf(diag, "index: %s is open read-only in this process; close the "
+                                  "read-only handles first", path);
+            return TANDEM_EBUSY;
+        }
+        e->refs++;
+        index->env = e->env;
+        index->entry = e;
+        return 0;
+    }
+    struct index_env_entry *e = tdm_calloc(1, sizeof(*e));
+    if (e == NULL) {
+        tdm_diag_printf(diag, "index: out of memory");
+        return -ENOMEM;
+    }
+    rv = index_env_open(index, node_dir, diag);
+    if (rv != 0) {
+        tdm_free(e);
+        return rv;
+    }
+    *e = (struct index_env_entry){st.st_dev, st.st_ino, index->env, index->read_only, 1,
+                                  index_envs};
+    index_envs = e;
+    index->entry = e;
+    return 0;
+}
+
+/* Drop one reference; close the environment with the last (registry mutex held). */
+static void index_env_release(struct tdm_index *index)
+{
+    struct index_env_entry *e = index->entry;
+    tdm_assert(e != NULL);
+    tdm_assert(e->refs > 0);
+    if (--e->refs > 0) {
+        return;
+    }
+    struct index_env_entry **p = &index_envs;
+    while (*p != e) {
+        tdm_assert(*p != NULL);
+        p = &(*p)->next;
+    }
+    *p = e->next;
+    mdb_env_close(e->env);
+    tdm_free(e);
+}
+
 int tdm_index_open(const char *node_dir, bool read_only, struct tdm_index **out,
                    struct tdm_diag *diag)
 {
@@ -518,19 +603,22 @@ int tdm_index_open(const char *node_dir, bool read_only, struct tdm_index **out,
         goto err;
     }
     index->read_only = read_only;
-    rv = index_env_open(index, node_dir, diag);
+    pthread_mutex_lock(&index_envs_mutex);
+    rv = index_env_acquire(index, node_dir, diag);
     if (rv != 0) {
+        pthread_mutex_unlock(&index_envs_mutex);
         goto err_after_alloc;
     }
     rv = index_dbs_open(index, diag);
     if (rv != 0) {
-        goto err_after_env;
+        index_env_release(index);
+        pthread_mutex_unlock(&index_envs_mutex);
+        goto err_after_alloc;
     }
+    pthread_mutex_unlock(&index_envs_mutex);
     *out = index;
     return 0;
 
-err_after_env:
-    mdb_env_close(index->env);
 err_after_alloc:
     tdm_free(index);
 err:
@@ -544,7 +632,9 @@ void tdm_index_close(struct tdm_index *index)
         return;
     }
     tdm_assert(index->env != NULL);
-    mdb_env_close(index->env);
+    pthread_mutex_lock(&index_envs_mutex);
+    index_env_release(index);
+    pthread_mutex_unlock(&index_envs_mutex);
     tdm_free(index);
 }
 
