@@ -85,6 +85,22 @@ static int node_create_dirs(struct tdm_fs *fs, const char *dir, struct tdm_diag 
     rv = fs->sync_dir(fs, dir);
     if (rv != 0) {
         tdm_diag_printf(diag, "sync %s: %s", dir, tandem_strerror(rv));
+        return rv;
+    }
+    /* DIR's own entry must survive a crash too. */
+    char parent[TDM_PATH_SIZE];
+    snprintf(parent, sizeof(parent), "%s", dir);
+    char *slash = strrchr(parent, '/');
+    if (slash == parent) {
+        slash[1] = '\0';
+    } else if (slash != NULL) {
+        *slash = '\0';
+    } else {
+        snprintf(parent, sizeof(parent), ".");
+    }
+    rv = fs->sync_dir(fs, parent);
+    if (rv != 0) {
+        tdm_diag_printf(diag, "sync %s: %s", parent, tandem_strerror(rv));
     }
     return rv;
 }

@@ -97,10 +97,12 @@ void tdm_fault_fs_deinit(struct tdm_fault_fs *fs);
  *   ones); whatever is no longer reachable from "/" is freed;
  * - every file's data is its durable bytes, which are, per mode:
  *   DROP: unchanged (all unsynced writes and truncations are lost);
- *   TORN: the durable bytes with each 512-byte sector touched by a pending
- *     write replaced by the data bytes of the pending writes in that sector,
- *     or not, with probability 1/2 each (prng); the size grows to cover the
- *     last sector applied and never shrinks (unsynced truncations are lost);
+ *   TORN: the durable bytes with, for each 512-byte sector touched by a
+ *     pending write, the data bytes of the pending writes in that sector
+ *     copied over them or not, with probability 1/2 each (prng), so each
+ *     sector ends wholly old or wholly new; the size grows to the end of the
+ *     last piece applied (a gap reads as zeros) and never shrinks (unsynced
+ *     truncations are lost);
  *   KEEP: the data bytes (everything written stays);
  * - every fault rule is disarmed (counters are kept), so that recovery runs on
  *   a healthy disk unless the test arms a new rule.
@@ -163,12 +165,13 @@ int tdm_fault_fs_flip(struct tdm_fault_fs *fs, const char *path, uint64_t offset
  * ------------------------------------------------------------------------ */
 
 /* Create path and every missing ancestor as durable directories (as if they
- * existed before the test). Returns 0, -ENOTDIR, -ENAMETOOLONG or -ENOMEM. */
+ * existed before the test); existing ones are made durable too. Returns 0,
+ * -ENOTDIR, -ENAMETOOLONG or -EINVAL (a ".." component). */
 int tdm_fault_fs_mkdirs(struct tdm_fault_fs *fs, const char *path);
 
 /* Create or replace the file at path with size bytes of data, durably (entry
  * and contents), as a file planted before the test. The parent must exist.
- * Returns 0, -ENOENT, -ENOTDIR, -EISDIR, -EFBIG or -ENOMEM. */
+ * Returns 0, -ENOENT, -ENOTDIR, -EISDIR or -EFBIG. */
 int tdm_fault_fs_write_file(struct tdm_fault_fs *fs, const char *path, const void *data,
                             size_t size);
 
