@@ -5,6 +5,8 @@
 #include "tdm_test.h"
 
 #include <pthread.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -514,6 +516,59 @@ static void test_open__one_writer_many_readers(void **state)
     tandem_close(reader);
 }
 
+/* Child of the test below: open read-only, poll status and run queries while
+ * the parent writes; exit 0 only if it saw the log grow and every query
+ * succeeded. */
+static int reader_child(const char *dir)
+{
+    struct tandem_options options;
+    tandem_options_init(&options);
+    options.flags = TANDEM_OPEN_READONLY;
+    uint64_t first_seen = 0;
+    uint64_t last_seen = 0;
+    for (int i = 0; i < 400 && last_seen < 1500; i++) {
+        struct tandem *t = NULL;
+        if (tandem_open(dir, &options, &t, NULL) != 0) {
+            return 10;
+        }
+        struct tandem_status status;
+        if (tandem_status(t, &status) != 0 || status.damaged_count != 0) {
+            return 11;
+        }
+        first_seen = first_seen == 0 ? status.lsn_last : first_seen;
+        last_seen = status.lsn_last;
+        struct tandem_query q;
+        tandem_query_init(&q, 1);
+        struct found *found = calloc(1, sizeof(*found));
+        int rv = tandem_query(t, &q, found_cb, found, NULL);
+        free(found);
+        tandem_close(t);
+        if (rv != 0) {
+            return 12;
+        }
+        usleep(2000);
+    }
+    return last_seen > first_seen ? 0 : 13;
+}
+
+/* Another process opens the directory read-only and queries it while the
+ * writer appends, seeing the log grow and never a damaged or failed read. */
+static void test_open__reader_in_another_process(void **state)
+{
+    struct fixture *f = *state;
+    corpus_fill(f->t, 9, 10); /* The index exists before the reader starts. */
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        _exit(reader_child(f->dir));
+    }
+    corpus_fill(f->t, 10, 2000);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 /* Opening a directory that is not a node gives TANDEM_EFORMAT, and bad
  * options TANDEM_EINVALID, each with a message. */
 static void test_open__errors(void **state)
@@ -544,6 +599,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_query__matches_brute_force, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open__one_writer_many_readers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open__reader_in_another_process, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open__errors, setup, teardown),
     };
     return cmocka_run_group_tests_name("node", tests, NULL, NULL);
