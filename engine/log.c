@@ -191,6 +191,24 @@ static void progress_write(struct tdm_log *log)
     }
 }
 
+int tdm_log_progress_sync(struct tdm_log *log, uint64_t lsn, const struct tdm_chain_hash *chain)
+{
+    tdm_assert(log->progress_fd >= 0);
+    uint8_t buf[TDM_PROGRESS_SLOT_SIZE];
+    /* Both slots: an older slot must not keep claiming more than lsn. */
+    int rv = 0;
+    for (int i = 0; i < 2 && rv == 0; i++) {
+        log->progress_seq++;
+        progress_encode(log->progress_seq, lsn, chain, buf);
+        uint64_t offset = (log->progress_seq % 2) * TDM_PROGRESS_SLOT_SIZE;
+        rv = log->fs->pwrite(log->fs, log->progress_fd, buf, sizeof(buf), offset);
+    }
+    if (rv == 0) {
+        rv = log->fs->fdatasync(log->fs, log->progress_fd);
+    }
+    return rv;
+}
+
 /* ---- open and close --------------------------------------------------------- */
 
 int tdm_log_open(struct tdm_log *log, struct tdm_fs *fs, const char *dir,
@@ -406,12 +424,9 @@ static int log_buffer_reserve(struct tdm_log *log, size_t size)
     return 0;
 }
 
-int tdm_log_append(struct tdm_log *log, const uint8_t *raw, size_t raw_size, uint32_t record_count,
-                   int64_t time_ns, struct tdm_batch_header *header,
-                   struct tdm_log_location *location, struct tdm_diag *diag)
+/* Seal a full open segment and open a new one if none is open. */
+static int log_tail_prepare(struct tdm_log *log, struct tdm_diag *diag)
 {
-    tdm_assert(record_count > 0);
-    tdm_assert(raw_size <= TDM_BATCH_RAW_SIZE_MAX);
     int rv = log_append_check(log, diag);
     if (rv != 0) {
         return rv;
@@ -424,9 +439,61 @@ int tdm_log_append(struct tdm_log *log, const uint8_t *raw, size_t raw_size, uin
     }
     if (log->tail_fd < 0) {
         rv = log_segment_create(log, diag);
-        if (rv != 0) {
-            return rv;
-        }
+    }
+    return rv;
+}
+
+/* Write one built and verified batch at the end of the open segment, make it
+ * durable, and publish it. */
+static int log_write_batch(struct tdm_log *log, const uint8_t *bytes, size_t size,
+                           const struct tdm_batch_header *h, struct tdm_log_location *location,
+                           struct tdm_diag *diag)
+{
+    tdm_assert(log->tail_fd >= 0);
+    tdm_assert(h->lsn_first == log->lsn_last + 1);
+    tdm_assert(size == TDM_BATCH_HEADER_SIZE + (size_t)h->body_size);
+    struct tdm_log_segment *segment = &log->segments[log->segment_count - 1];
+    int rv = log->fs->pwrite(log->fs, log->tail_fd, bytes, size, log->tail_offset);
+    if (rv != 0) {
+        return log_fail_io(log, rv, diag, "write batch to", segment->lsn_first);
+    }
+#if !TDM_PLANTED_ACK_BEFORE_FDATASYNC
+    rv = log->fs->fdatasync(log->fs, log->tail_fd);
+    if (rv != 0) {
+        return log_fail_io(log, rv, diag, "fdatasync", segment->lsn_first);
+    }
+#endif
+    XXH3_64bits_update(log->tail_checksum, bytes, size);
+    location->segment_lsn = segment->lsn_first;
+    location->offset = log->tail_offset;
+    location->size = (uint32_t)size;
+    pthread_mutex_lock(&log->mutex);
+    if (log->lsn_first == 0) {
+        log->lsn_first = h->lsn_first;
+    }
+    log->lsn_last = tdm_batch_lsn_last(h);
+    log->chain_last = h->chain_hash;
+    log->epoch = h->epoch;
+    log->tail_offset += (uint64_t)size;
+    log->tail_batch_count++;
+    segment->lsn_last = log->lsn_last;
+    segment->size = log->tail_offset;
+    segment->chain_last = h->chain_hash;
+    log->log_bytes += (uint64_t)size;
+    pthread_mutex_unlock(&log->mutex);
+    progress_write(log);
+    return 0;
+}
+
+int tdm_log_append(struct tdm_log *log, const uint8_t *raw, size_t raw_size, uint32_t record_count,
+                   int64_t time_ns, struct tdm_batch_header *header,
+                   struct tdm_log_location *location, struct tdm_diag *diag)
+{
+    tdm_assert(record_count > 0);
+    tdm_assert(raw_size <= TDM_BATCH_RAW_SIZE_MAX);
+    int rv = log_tail_prepare(log, diag);
+    if (rv != 0) {
+        return rv;
     }
     rv = log_buffer_reserve(log, tdm_batch_bound(raw_size));
     if (rv != 0) {
@@ -441,37 +508,58 @@ int tdm_log_append(struct tdm_log *log, const uint8_t *raw, size_t raw_size, uin
         tdm_diag_printf(diag, "compress batch: %s", tandem_strerror(size));
         return size;
     }
-    struct tdm_log_segment *segment = &log->segments[log->segment_count - 1];
-    rv = log->fs->pwrite(log->fs, log->tail_fd, log->buffer, (size_t)size, log->tail_offset);
+    rv = log_write_batch(log, log->buffer, (size_t)size, &h, location, diag);
+    if (rv == 0) {
+        *header = h;
+    }
+    return rv;
+}
+
+int tdm_log_append_batch(struct tdm_log *log, const uint8_t *bytes, size_t size,
+                         struct tdm_batch_header *header, struct tdm_log_location *location,
+                         struct tdm_diag *diag)
+{
+    /* Untrusted bytes from a peer: every check is a return code. */
+    struct tdm_batch_header h;
+    int rv = tdm_batch_header_decode(bytes, size, &h, diag);
     if (rv != 0) {
-        return log_fail_io(log, rv, diag, "write batch to", segment->lsn_first);
+        return rv;
     }
-#if !TDM_PLANTED_ACK_BEFORE_FDATASYNC
-    rv = log->fs->fdatasync(log->fs, log->tail_fd);
+    if (size != TDM_BATCH_HEADER_SIZE + (size_t)h.body_size) {
+        return TDM_CORRUPT(diag, "batch %" PRIu64 ": %zu bytes, header says %u", h.lsn_first,
+                           size, TDM_BATCH_HEADER_SIZE + h.body_size);
+    }
+    if (h.lsn_first != log->lsn_last + 1) {
+        tdm_diag_printf(diag, "batch starts at LSN %" PRIu64 ", the log ends at %" PRIu64,
+                        h.lsn_first, log->lsn_last);
+        return TANDEM_EINVALID;
+    }
+    if (h.epoch < log->epoch) {
+        tdm_diag_printf(diag, "batch %" PRIu64 " from epoch %" PRIu64 " < %" PRIu64,
+                        h.lsn_first, h.epoch, log->epoch);
+        return TANDEM_ESTALEEPOCH;
+    }
+    if (!tdm_batch_chain_follows(&h, &log->chain_last)) {
+        return TDM_CORRUPT(diag, "batch %" PRIu64 ": chain hash does not follow LSN %" PRIu64,
+                           h.lsn_first, log->lsn_last);
+    }
+    uint8_t *raw = tdm_malloc(h.raw_size + 1u);
+    if (raw == NULL) {
+        return -ENOMEM;
+    }
+    rv = tdm_batch_body_decode(&h, bytes + TDM_BATCH_HEADER_SIZE, raw, h.raw_size, diag);
+    tdm_free(raw);
     if (rv != 0) {
-        return log_fail_io(log, rv, diag, "fdatasync", segment->lsn_first);
+        return rv;
     }
-#endif
-    XXH3_64bits_update(log->tail_checksum, log->buffer, (size_t)size);
-    location->segment_lsn = segment->lsn_first;
-    location->offset = log->tail_offset;
-    location->size = (uint32_t)size;
-    pthread_mutex_lock(&log->mutex);
-    if (log->lsn_first == 0) {
-        log->lsn_first = h.lsn_first;
+    rv = log_tail_prepare(log, diag);
+    if (rv == 0) {
+        rv = log_write_batch(log, bytes, size, &h, location, diag);
     }
-    log->lsn_last = tdm_batch_lsn_last(&h);
-    log->chain_last = h.chain_hash;
-    log->tail_offset += (uint64_t)size;
-    log->tail_batch_count++;
-    segment->lsn_last = log->lsn_last;
-    segment->size = log->tail_offset;
-    segment->chain_last = h.chain_hash;
-    log->log_bytes += (uint64_t)size;
-    pthread_mutex_unlock(&log->mutex);
-    progress_write(log);
-    *header = h;
-    return 0;
+    if (rv == 0) {
+        *header = h;
+    }
+    return rv;
 }
 
 /* ---- reading ---------------------------------------------------------------- */

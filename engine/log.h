@@ -102,6 +102,16 @@ int tdm_log_append(struct tdm_log *log, const uint8_t *raw, size_t raw_size, uin
                    int64_t time_ns, struct tdm_batch_header *header,
                    struct tdm_log_location *location, struct tdm_diag *diag);
 
+/* Append a batch built elsewhere (by the primary), exactly as received:
+ * bytes are untrusted, so the header, the body checksum, the decompression,
+ * the LSN (must follow lsn_last), the epoch (not older than the log's) and the
+ * chain hash (must follow chain_last) are all checked before a byte is
+ * written. Returns 0, TANDEM_ECORRUPT, TANDEM_EINVALID (a gap or overlap),
+ * TANDEM_ESTALEEPOCH, or tdm_log_append()'s codes. Thread: writer only. */
+int tdm_log_append_batch(struct tdm_log *log, const uint8_t *bytes, size_t size,
+                         struct tdm_batch_header *header, struct tdm_log_location *location,
+                         struct tdm_diag *diag);
+
 /* Seal the open segment (footer, fdatasync). Called by append when the
  * segment is full and by close. Thread: writer only. */
 int tdm_log_seal(struct tdm_log *log, struct tdm_diag *diag);
@@ -130,6 +140,20 @@ int tdm_log_failed(struct tdm_log *log, struct tdm_diag *diag);
 
 /* Make the log failed (sticky) with code and a message. Thread: writer. */
 void tdm_log_fail(struct tdm_log *log, int code, const char *message);
+
+/* Move every batch after lsn into DIR/quarantine/ (the divergent tail a
+ * backup cuts at the fork point). lsn must end a batch (else TANDEM_EINVALID)
+ * and not lie before the log's first LSN - 1. Order, so that a crash at any
+ * point leaves a log that recovery accepts: 1. copy the bytes after the cut
+ * into quarantine, durably; 2. lower the progress record to lsn, durably;
+ * 3. truncate the segment holding lsn + 1 and move later segments whole into
+ * quarantine; 4. fsync the directories. A segment that was sealed is open again
+ * afterwards. Returns 0, TANDEM_EINVALID, TANDEM_EREADONLY, TANDEM_EFAILED, or
+ * an I/O error, which also makes the log failed. Thread: writer only. */
+int tdm_log_cut_after(struct tdm_log *log, uint64_t lsn, struct tdm_diag *diag);
+
+/* Write the progress record (both slots) for lsn and fdatasync it. */
+int tdm_log_progress_sync(struct tdm_log *log, uint64_t lsn, const struct tdm_chain_hash *chain);
 
 /* Internal to log.c and recover.c. */
 int tdm_log_recover(struct tdm_log *log, struct tdm_diag *diag);

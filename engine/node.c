@@ -543,6 +543,30 @@ static void node_reader_deinit(struct node_reader *r)
     r->raw = NULL;
 }
 
+/* An LSN the index does not hold may lie in a range that recovery reported
+ * damaged (past the log's verified end): its read fails with TANDEM_ECORRUPT
+ * like any read of a damaged range (docs/FORMAT.md "Recovery"), not with
+ * TANDEM_ENOTFOUND. */
+static int node_read_missing(struct tandem *t, uint64_t lsn, int rv, struct tdm_diag *diag)
+{
+    tdm_assert(rv < 0);
+    struct tandem_status status;
+    tdm_log_status(&t->log, &status);
+    uint32_t n = status.damaged_count < TANDEM_STATUS_DAMAGED_MAX ? status.damaged_count
+                                                                   : TANDEM_STATUS_DAMAGED_MAX;
+    for (uint32_t i = 0; rv == TANDEM_ENOTFOUND && i < n; i++) {
+        const struct tandem_damage *d = &status.damaged[i];
+        if (d->lsn_first != 0 && lsn >= d->lsn_first && lsn <= d->lsn_last) {
+            return TDM_CORRUPT(diag,
+                               "LSN %" PRIu64 " lies in a damaged range (segment %020" PRIu64
+                               " offset %" PRIu64 "): repair it from a replica",
+                               lsn, d->segment_lsn, d->offset);
+        }
+    }
+    tdm_diag_printf(diag, "LSN %" PRIu64 ": %s", lsn, tandem_strerror(rv));
+    return rv;
+}
+
 static int node_read_record(struct node_reader *r, uint64_t lsn, struct tandem_record *record,
                             struct tdm_diag *diag)
 {
@@ -551,8 +575,7 @@ static int node_read_record(struct node_reader *r, uint64_t lsn, struct tandem_r
         struct tdm_index_location location;
         int rv = tdm_index_locate(r->t->index, lsn, &location);
         if (rv != 0) {
-            tdm_diag_printf(diag, "LSN %" PRIu64 ": %s", lsn, tandem_strerror(rv));
-            return rv;
+            return node_read_missing(r->t, lsn, rv, diag);
         }
         struct tdm_log_location where = {location.segment_lsn, location.offset, location.size};
         rv = tdm_log_read_batch(r->t->fs, r->t->log.log_dir, &where, &r->header, &r->raw, diag);

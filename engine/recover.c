@@ -3,7 +3,7 @@
  * (tdm_log_scan()).
  *
  * Happy path of recovery (tdm_log_recover()):
- *   1. List the segment files of DIR/log and sort by first LSN; read the progress record.
+ *   1. Read the progress record; list the segment files of DIR/log and sort by first LSN.
  *   2. For each segment: check its header, its place in the chain (first LSN
  *      follows the previous segment's last; chain hash at lsn_first - 1 equals
  *      the previous segment's last chain hash).
@@ -21,6 +21,11 @@
  *   | yes                          | any                               | damage         |
  *   | no                           | yes                               | damage         |
  *   | no                           | no                                | torn tail: cut |
+ *
+ * The log's end counts as such an offset P: a last segment that ends cleanly
+ * below the progress claim lost durable records (damage, never a torn tail).
+ * Batches that verify after damage in the open segment are durable and are
+ * served; only appends stop.
  *
  * A torn tail was never durable, so never acknowledged; its bytes still go to
  * DIR/quarantine/ (never destroyed) before the segment is truncated at P.
@@ -390,13 +395,15 @@ static int recover_try_sealed(struct tdm_log *log, struct walk *w, struct tdm_lo
 }
 
 /* The first bad batch at offset of the last segment: torn tail or damage
- * (the decision table at the top of this file). */
+ * (the decision table at the top of this file). *resume receives the offset
+ * of the valid batch header after the damage, or 0 if there is none. */
 static int recover_tail_verdict(struct tdm_log *log, struct walk *w, struct tdm_log_segment *seg,
                                 uint64_t offset, uint64_t expected, const char *why,
-                                struct tdm_diag *diag)
+                                uint64_t *resume, struct tdm_diag *diag)
 {
     uint64_t next = 0;
     struct tdm_batch_header nh;
+    *resume = 0;
     int found = walk_resync(w, offset + 1, &next, &nh);
     if (found < 0) {
         return found;
@@ -405,6 +412,9 @@ static int recover_tail_verdict(struct tdm_log *log, struct walk *w, struct tdm_
         recover_damage(log, seg, offset, expected, found == 1 ? nh.lsn_first - 1 : log->progress_lsn,
                        why);
         log->tail_damaged = true;
+        if (found == 1 && nh.lsn_first > expected) {
+            *resume = next;
+        }
         return 0;
     }
     if (!log->options.read_only) {
@@ -414,6 +424,50 @@ static int recover_tail_verdict(struct tdm_log *log, struct walk *w, struct tdm_
         }
     }
     seg->size = offset;
+    return 0;
+}
+
+/* Damage in the open segment followed by a batch that verifies (row 1 of the
+ * decision table): the batches from offset on are durable and are served, so
+ * walk them to the end, recording any further bad bytes as damage too.
+ * *expected and *prev advance past every batch that verifies. */
+static int recover_walk_after_damage(struct tdm_log *log, struct walk *w,
+                                     struct tdm_log_segment *seg, uint64_t offset,
+                                     uint64_t *expected, struct tdm_chain_hash *prev)
+{
+    tdm_assert(log->tail_damaged);
+    bool chain_known = false; /* The damage hides the chain into the batch at offset. */
+    while (offset < seg->size) {
+        struct tdm_batch_header h;
+        struct tdm_diag why = {{0}};
+        int rv = walk_batch(w, offset, chain_known ? *expected : 0, chain_known ? prev : NULL,
+                            &h, &why);
+        if (rv == 0 && h.lsn_first >= *expected) {
+            offset += TDM_BATCH_HEADER_SIZE + h.body_size;
+            *expected = tdm_batch_lsn_last(&h) + 1;
+            *prev = h.chain_hash;
+            chain_known = true;
+            continue;
+        }
+        if (rv != 0 && rv != TANDEM_ECORRUPT) {
+            return rv;
+        }
+        uint64_t next = 0;
+        struct tdm_batch_header nh;
+        int found = walk_resync(w, offset + 1, &next, &nh);
+        if (found < 0) {
+            return found;
+        }
+        bool ahead = found == 1 && nh.lsn_first > *expected;
+        uint64_t durable = log->progress_lsn >= *expected ? log->progress_lsn : 0;
+        recover_damage(log, seg, offset, *expected, ahead ? nh.lsn_first - 1 : durable,
+                       why.message[0] != '\0' ? why.message : "batch out of order");
+        if (!ahead) {
+            break;
+        }
+        offset = next;
+        chain_known = false;
+    }
     return 0;
 }
 
@@ -444,10 +498,12 @@ static int recover_walk_open(struct tdm_log *log, struct walk *w, struct tdm_log
         st->epoch = h.epoch;
         batch_count++;
     }
-    seg->lsn_last = expected - 1;
-    seg->chain_last = prev;
     if (offset < seg->size && is_last) {
-        int rv = recover_tail_verdict(log, w, seg, offset, expected, why.message, diag);
+        uint64_t resume = 0;
+        int rv = recover_tail_verdict(log, w, seg, offset, expected, why.message, &resume, diag);
+        if (rv == 0 && resume != 0) {
+            rv = recover_walk_after_damage(log, w, seg, resume, &expected, &prev);
+        }
         if (rv != 0) {
             return rv;
         }
@@ -456,6 +512,8 @@ static int recover_walk_open(struct tdm_log *log, struct walk *w, struct tdm_log
     } else if (!is_last) {
         recover_damage(log, seg, offset, 0, 0, "segment is not sealed but is not the last");
     }
+    seg->lsn_last = expected - 1;
+    seg->chain_last = prev;
     if (is_last) {
         log->tail_offset = seg->size;
         log->tail_batch_count = batch_count;
@@ -488,6 +546,22 @@ static int recover_bad_header(struct tdm_log *log, struct walk *w, struct tdm_lo
             return 1;
         }
         log->tail_damaged = true;
+    } else if (st->chain_known && st->expected_lsn == seg->lsn_first) {
+        /* Not the last, so sealed: its footer still names its LSN range and
+         * chain hash, and its batches verify on their own, so the damage stays
+         * inside this segment and the next one is checked as usual. */
+        struct tdm_segment_header sh = {.lsn_first = seg->lsn_first, .chain_prev = st->chain};
+        int sealed = recover_try_sealed(log, w, seg, &sh, st);
+        if (sealed < 0) {
+            return sealed;
+        }
+        if (sealed == 1) {
+            if (!seg->damaged) {
+                recover_damage(log, seg, 0, seg->lsn_first, seg->lsn_last,
+                               "segment header does not verify");
+            }
+            return 0;
+        }
     }
     recover_damage(log, seg, 0, st->expected_lsn, 0, "segment header does not verify");
     st->chain_known = false;
@@ -560,7 +634,7 @@ static int recover_segment(struct tdm_log *log, uint64_t segment_lsn, bool is_la
     if (rv == 0) {
         rv = tdm_log_segment_push(log, &seg);
     }
-    if (rv == 0 && is_last && !seg.sealed && !seg.damaged && !log->options.read_only) {
+    if (rv == 0 && is_last && !seg.sealed && !log->tail_damaged && !log->options.read_only) {
         rv = log->fs->open(log->fs, path, TDM_FS_WRITE, &log->tail_fd);
     }
 out:
@@ -628,10 +702,62 @@ static int recover_quarantine_cb(void *data, const char *name)
     return 0;
 }
 
+/* The log ends cleanly before the LSN the progress record says is durable:
+ * those records were lost, not torn (row 2 of the decision table, at the very
+ * end of the log). It is damage: appends are refused, as they would reuse LSNs
+ * that were acknowledged. */
+static void recover_check_progress(struct tdm_log *log, const struct recover_state *st)
+{
+    if (log->tail_damaged || log->progress_lsn < st->expected_lsn) {
+        return;
+    }
+    struct tandem_damage damage = {
+        .lsn_first = st->expected_lsn,
+        .lsn_last = log->progress_lsn,
+        .segment_lsn = st->expected_lsn,
+    };
+    if (log->segment_count > 0) {
+        struct tdm_log_segment *last = &log->segments[log->segment_count - 1];
+        last->damaged = true;
+        damage.segment_lsn = last->lsn_first;
+        damage.offset = last->size;
+        damage.sealed = last->sealed;
+    }
+    tdm_tracef("log ends at LSN %" PRIu64 " but LSN %" PRIu64 " was durable",
+               st->expected_lsn - 1, log->progress_lsn);
+    tdm_log_damage_add(log, &damage);
+    log->tail_damaged = true;
+}
+
+/* Every segment but the last was sealed before the next one was created, so
+ * damage there is inside a sealed segment even where its footer is the part
+ * that no longer verifies. */
+static void recover_mark_sealed(struct tdm_log *log)
+{
+    if (log->segment_count == 0) {
+        return;
+    }
+    uint64_t last_lsn = log->segments[log->segment_count - 1].lsn_first;
+    uint32_t n = log->damaged_count < TDM_LOG_DAMAGED_MAX ? log->damaged_count
+                                                          : TDM_LOG_DAMAGED_MAX;
+    for (uint32_t i = 0; i < n; i++) {
+        if (log->damaged[i].segment_lsn < last_lsn) {
+            log->damaged[i].sealed = true;
+        }
+    }
+}
+
 int tdm_log_recover(struct tdm_log *log, struct tdm_diag *diag)
 {
+    /* Progress first: whatever it claims was durable, so named, before the
+     * listing, even while a writer appends beside a read-only open. */
+    int rv = tdm_progress_read(log);
+    if (rv != 0) {
+        tdm_diag_printf(diag, "read progress: %s", tandem_strerror(rv));
+        return rv;
+    }
     struct recover_names names = {0};
-    int rv = log->fs->list(log->fs, log->log_dir, recover_names_cb, &names);
+    rv = log->fs->list(log->fs, log->log_dir, recover_names_cb, &names);
     if (rv != 0) {
         tdm_free(names.lsns);
         if (rv == -ENOENT) {
@@ -641,14 +767,10 @@ int tdm_log_recover(struct tdm_log *log, struct tdm_diag *diag)
         tdm_diag_printf(diag, "list %s: %s", log->log_dir, tandem_strerror(rv));
         return rv;
     }
-    qsort(names.lsns, names.count, sizeof(*names.lsns), recover_lsn_compare);
-    (void)log->fs->list(log->fs, log->quarantine_dir, recover_quarantine_cb, log);
-    rv = tdm_progress_read(log);
-    if (rv != 0) {
-        tdm_diag_printf(diag, "read progress: %s", tandem_strerror(rv));
-        tdm_free(names.lsns);
-        return rv;
+    if (names.count > 1) {
+        qsort(names.lsns, names.count, sizeof(*names.lsns), recover_lsn_compare); /* NULL if 0. */
     }
+    (void)log->fs->list(log->fs, log->quarantine_dir, recover_quarantine_cb, log);
     struct recover_state st = {.expected_lsn = names.count > 0 ? names.lsns[0] : 1};
     st.chain_known = names.count == 0 || names.lsns[0] == 1;
     for (uint32_t i = 0; i < names.count && rv == 0; i++) {
@@ -661,6 +783,8 @@ int tdm_log_recover(struct tdm_log *log, struct tdm_diag *diag)
     log->lsn_last = st.expected_lsn - 1;
     log->chain_last = st.chain;
     log->epoch = st.epoch != 0 ? st.epoch : 1;
+    recover_check_progress(log, &st);
+    recover_mark_sealed(log);
     if (log->segment_count > 0 && log->lsn_last >= log->segments[0].lsn_first) {
         log->lsn_first = log->segments[0].lsn_first;
     }
@@ -741,4 +865,245 @@ int tdm_log_scan(struct tdm_log *log, uint64_t lsn_from, tdm_log_scan_cb cb, voi
         rv = scan_segment(log, &seg, lsn_from, cb, data, diag);
     }
     return rv;
+}
+
+/* ---- cutting a divergent tail (tdm_log_cut_after) ------------------------------- */
+
+/* In segment seg (open as fd), find the offset of the batch that starts at
+ * lsn + 1, with the chain hash and epoch at lsn and the batches before it. */
+static int cut_find(struct tdm_log *log, const struct tdm_log_segment *seg, int fd, uint64_t lsn,
+                    uint64_t *offset, struct tdm_chain_hash *chain, uint32_t *batch_count,
+                    uint64_t *epoch, struct tdm_diag *diag)
+{
+    uint8_t hb[TDM_SEGMENT_HEADER_SIZE];
+    struct tdm_segment_header sh;
+    int rv = tdm_fs_read_exact(log->fs, fd, hb, sizeof(hb), 0);
+    if (rv == 0) {
+        rv = tdm_segment_header_decode(hb, &sh, diag);
+    }
+    if (rv != 0) {
+        tdm_diag_wrapf(diag, "cut: segment %" PRIu64, seg->lsn_first);
+        return rv;
+    }
+    *chain = sh.chain_prev;
+    *epoch = sh.epoch;
+    *batch_count = 0;
+    uint64_t at = TDM_SEGMENT_HEADER_SIZE;
+    uint64_t end = seg->sealed ? seg->size - TDM_SEGMENT_FOOTER_SIZE : seg->size;
+    while (at < end) {
+        if (seg->lsn_first == lsn + 1) {
+            break;
+        }
+        uint8_t head[TDM_BATCH_HEADER_SIZE];
+        struct tdm_batch_header h;
+        rv = tdm_fs_read_exact(log->fs, fd, head, sizeof(head), at);
+        if (rv == 0) {
+            rv = tdm_batch_header_decode(head, sizeof(head), &h, diag);
+        }
+        if (rv != 0) {
+            tdm_diag_wrapf(diag, "cut: segment %" PRIu64 " offset %" PRIu64, seg->lsn_first, at);
+            return rv;
+        }
+        if (h.lsn_first == lsn + 1) {
+            break;
+        }
+        if (tdm_batch_lsn_last(&h) > lsn) {
+            tdm_diag_printf(diag, "cut: LSN %" PRIu64 " is inside batch %" PRIu64 "..%" PRIu64,
+                            lsn, h.lsn_first, tdm_batch_lsn_last(&h));
+            return TANDEM_EINVALID;
+        }
+        *chain = h.chain_hash;
+        *epoch = h.epoch;
+        (*batch_count)++;
+        at += TDM_BATCH_HEADER_SIZE + h.body_size;
+    }
+    if (at >= end) {
+        tdm_diag_printf(diag, "cut: no batch starts at LSN %" PRIu64, lsn + 1);
+        return TANDEM_EINVALID;
+    }
+    *offset = at;
+    return 0;
+}
+
+/* Copy bytes [offset, size) of segment fd into quarantine/<name>.<offset>.cut. */
+static int cut_quarantine_copy(struct tdm_log *log, int fd, uint64_t segment_lsn,
+                               uint64_t offset, uint64_t size)
+{
+    struct tdm_fs *fs = log->fs;
+    char segment_name[TDM_SEGMENT_NAME_SIZE];
+    char name[TDM_SEGMENT_NAME_SIZE + 32];
+    char path[TDM_PATH_SIZE];
+    tdm_segment_name(segment_name, sizeof(segment_name), segment_lsn);
+    snprintf(name, sizeof(name), "%s.%" PRIu64 ".cut", segment_name, offset);
+    int rv = fs->mkdir(fs, log->quarantine_dir);
+    rv = rv != 0 ? rv : tdm_fs_path(path, sizeof(path), log->quarantine_dir, name);
+    int qfd = -1;
+    rv = rv != 0 ? rv : fs->open(fs, path, TDM_FS_WRITE | TDM_FS_CREATE, &qfd);
+    if (rv == 0) {
+        rv = fs->truncate(fs, qfd, 0);
+        rv = rv != 0 ? rv : recover_copy(fs, fd, offset, size - offset, qfd);
+        rv = rv != 0 ? rv : fs->fdatasync(fs, qfd);
+        fs->close(fs, qfd);
+    }
+    rv = rv != 0 ? rv : fs->sync_dir(fs, log->quarantine_dir);
+    if (rv == 0) {
+        log->quarantine_bytes += size - offset;
+        log->quarantine_count++;
+    }
+    return rv;
+}
+
+/* Move whole segments [from, segment_count) into quarantine, last first, so
+ * that a crash leaves the log a contiguous prefix. */
+static int cut_quarantine_segments(struct tdm_log *log, uint32_t from)
+{
+    struct tdm_fs *fs = log->fs;
+    int rv = fs->mkdir(fs, log->quarantine_dir);
+    for (uint32_t i = log->segment_count; rv == 0 && i > from; i--) {
+        const struct tdm_log_segment *seg = &log->segments[i - 1];
+        char segment_name[TDM_SEGMENT_NAME_SIZE];
+        char name[TDM_SEGMENT_NAME_SIZE + 8];
+        char src[TDM_PATH_SIZE];
+        char dst[TDM_PATH_SIZE];
+        tdm_segment_name(segment_name, sizeof(segment_name), seg->lsn_first);
+        snprintf(name, sizeof(name), "%s.cut", segment_name);
+        rv = tdm_fs_path(src, sizeof(src), log->log_dir, segment_name);
+        rv = rv != 0 ? rv : tdm_fs_path(dst, sizeof(dst), log->quarantine_dir, name);
+        rv = rv != 0 ? rv : fs->rename(fs, src, dst);
+        rv = rv != 0 ? rv : fs->sync_dir(fs, log->quarantine_dir);
+        rv = rv != 0 ? rv : fs->sync_dir(fs, log->log_dir);
+        if (rv == 0) {
+            log->quarantine_bytes += seg->size;
+            log->quarantine_count++;
+        }
+    }
+    return rv;
+}
+
+/* Reopen segment index as the open tail at offset, recomputing its checksum. */
+static int cut_reopen_tail(struct tdm_log *log, uint32_t index, uint64_t offset,
+                           uint32_t batch_count)
+{
+    struct tdm_fs *fs = log->fs;
+    char name[TDM_SEGMENT_NAME_SIZE];
+    char path[TDM_PATH_SIZE];
+    tdm_segment_name(name, sizeof(name), log->segments[index].lsn_first);
+    int rv = tdm_fs_path(path, sizeof(path), log->log_dir, name);
+    int fd = -1;
+    rv = rv != 0 ? rv : fs->open(fs, path, TDM_FS_WRITE, &fd);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = fs->truncate(fs, fd, offset);
+    rv = rv != 0 ? rv : fs->fdatasync(fs, fd);
+    uint8_t *chunk = rv == 0 ? tdm_malloc(RECOVER_CHUNK_SIZE) : NULL;
+    if (rv == 0 && chunk == NULL) {
+        rv = -ENOMEM;
+    }
+    XXH3_64bits_reset(log->tail_checksum);
+    for (uint64_t done = 0; rv == 0 && done < offset;) {
+        size_t n = offset - done < RECOVER_CHUNK_SIZE ? (size_t)(offset - done)
+                                                      : RECOVER_CHUNK_SIZE;
+        rv = tdm_fs_read_exact(fs, fd, chunk, n, done);
+        XXH3_64bits_update(log->tail_checksum, chunk, n);
+        done += n;
+    }
+    tdm_free(chunk);
+    if (rv != 0) {
+        fs->close(fs, fd);
+        return rv;
+    }
+    log->tail_fd = fd;
+    log->tail_offset = offset;
+    log->tail_batch_count = batch_count;
+    return 0;
+}
+
+int tdm_log_cut_after(struct tdm_log *log, uint64_t lsn, struct tdm_diag *diag)
+{
+    if (log->options.read_only) {
+        tdm_diag_printf(diag, "the log is open read-only");
+        return TANDEM_EREADONLY;
+    }
+    if (tdm_log_failed(log, diag) != 0) {
+        return TANDEM_EFAILED;
+    }
+    if (lsn >= log->lsn_last) {
+        return 0;
+    }
+    uint32_t index = 0;
+    while (index + 1 < log->segment_count && log->segments[index + 1].lsn_first <= lsn + 1) {
+        index++;
+    }
+    if (log->segment_count == 0 || log->segments[index].lsn_first > lsn + 1) {
+        tdm_diag_printf(diag, "cut: LSN %" PRIu64 " is before the log", lsn);
+        return TANDEM_EINVALID;
+    }
+    struct tdm_log_segment *seg = &log->segments[index];
+    char name[TDM_SEGMENT_NAME_SIZE];
+    char path[TDM_PATH_SIZE];
+    tdm_segment_name(name, sizeof(name), seg->lsn_first);
+    int rv = tdm_fs_path(path, sizeof(path), log->log_dir, name);
+    int fd = -1;
+    rv = rv != 0 ? rv : log->fs->open(log->fs, path, TDM_FS_READ, &fd);
+    if (rv != 0) {
+        tdm_diag_printf(diag, "cut: open %s: %s", name, tandem_strerror(rv));
+        return rv;
+    }
+    uint64_t offset = 0;
+    struct tdm_chain_hash chain;
+    uint32_t batch_count = 0;
+    uint64_t epoch = 0;
+    rv = cut_find(log, seg, fd, lsn, &offset, &chain, &batch_count, &epoch, diag);
+    if (rv != 0) {
+        log->fs->close(log->fs, fd);
+        return rv;
+    }
+    /* From here on a failure leaves the log in a state only recovery may judge. */
+    const char *what = "copy to quarantine";
+    rv = cut_quarantine_copy(log, fd, seg->lsn_first, offset, seg->size);
+    log->fs->close(log->fs, fd);
+    if (rv == 0) {
+        what = "lower progress record";
+        rv = tdm_log_progress_sync(log, lsn, &chain);
+    }
+    if (rv == 0) {
+        what = "move segments to quarantine";
+        rv = cut_quarantine_segments(log, index + 1);
+    }
+    if (log->tail_fd >= 0) {
+        log->fs->close(log->fs, log->tail_fd);
+        log->tail_fd = -1;
+    }
+    if (rv == 0) {
+        what = "truncate";
+        rv = cut_reopen_tail(log, index, offset, batch_count);
+    }
+    if (rv != 0) {
+        char message[TDM_DIAG_SIZE];
+        snprintf(message, sizeof(message), "cut after LSN %" PRIu64 ": %s: %s", lsn, what,
+                 tandem_strerror(rv));
+        tdm_log_fail(log, rv, message);
+        tdm_diag_printf(diag, "%s", message);
+        return TANDEM_EFAILED;
+    }
+    tdm_tracef("cut the log after LSN %" PRIu64 " into quarantine", lsn);
+    pthread_mutex_lock(&log->mutex);
+    log->segment_count = index + 1;
+    seg->lsn_last = lsn;
+    seg->size = offset;
+    seg->sealed = false;
+    seg->chain_last = chain;
+    log->log_bytes = 0;
+    for (uint32_t i = 0; i < log->segment_count; i++) {
+        log->log_bytes += log->segments[i].size;
+    }
+    log->lsn_last = lsn;
+    log->chain_last = chain;
+    log->epoch = epoch != 0 ? epoch : log->epoch;
+    if (lsn < log->lsn_first) {
+        log->lsn_first = 0;
+    }
+    pthread_mutex_unlock(&log->mutex);
+    return 0;
 }
