@@ -1,1 +1,381 @@
-int main(void) { return 0; }
+/* tools/tandem.c: the tandem command-line tool: dispatch, help and what the
+ * commands share (tools/cmd.h). Contract: DESIGN "Public contracts".
+ *
+ * 1. main() looks the first argument up in the command table and calls the
+ *    command's function with the rest (argv[0] = the command's name).
+ * 2. The command parses its options with tdm_cmd_parse(), resolves --node
+ *    with tdm_cmd_node_dir(), opens the directory with tdm_cmd_open() and
+ *    prints its results on stdout.
+ * Failure modes: every error is one line "tandem: <cause>" on stderr and an
+ * exit status: 1 when the operation failed or found nothing, 2 for a bad
+ * command line (unknown command or option, missing or malformed value).
+ * Commands that need replication (HOST:PORT addresses, ca, switchover,
+ * failover, verify) are recognised and refused with exit status 2 until
+ * net/ exists. */
+#include "cmd.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "engine/base/assert.h"
+
+struct cmd_entry {
+    const char *name;
+    int (*run)(int argc, char **argv); /* NULL: recognised but not built yet. */
+    const char *summary;               /* One line for "tandem --help". */
+    const char *usage;                 /* "tandem help NAME": synopsis and options. */
+};
+
+static const struct cmd_entry cmd_table[] = {
+    {"init", tdm_cmd_init, "create a node directory",
+     "usage: tandem init DIR --cluster NAME --node ID [--primary ID]\n"
+     "       [--listen HOST:PORT --ca CADIR] [--peer ID=HOST:PORT]...\n"
+     "\n"
+     "Create DIR (and its parents) as a standalone node of cluster NAME with node\n"
+     "id ID: DIR/tandem.conf, DIR/log/, DIR/index/, DIR/quarantine/. Refuses a\n"
+     "directory that already has a tandem.conf. NAME and ID: letters, digits, '.',\n"
+     "'_' and '-', at most 63 bytes. --listen, --ca and --peer need replication,\n"
+     "which is not built yet.\n"},
+    {"append", tdm_cmd_append, "write JSON Lines records from stdin",
+     "usage: tandem append --node DIR < records.jsonl\n"
+     "\n"
+     "Read records (JSON Lines, one object per line) from stdin as a stream and\n"
+     "write them. Prints one line {\"lsn\": N} per record, in input order, once it\n"
+     "is durable; nothing else goes to stdout. Each line is checked before it is\n"
+     "written: at the first bad line the command stops with exit status 1 and an\n"
+     "error naming the line and the field; the lines before it are stored (and\n"
+     "their LSNs printed), none after it. Empty lines are skipped.\n"},
+    {"get", tdm_cmd_get, "print the message records with a Message-ID",
+     "usage: tandem get --node DIR --message-id ID\n"
+     "\n"
+     "Print every message record with this Message-ID as JSON Lines with \"lsn\",\n"
+     "in LSN order. Exit status 1 when there is none.\n"},
+    {"query", tdm_cmd_query, "print a customer's message records",
+     "usage: tandem query --node DIR --customer N [--since T] [--until T]\n"
+     "       [--recipient ADDRESS] [--sender ADDRESS]\n"
+     "\n"
+     "Print customer N's message records with since <= time < until, in time\n"
+     "order, as JSON Lines with \"lsn\". T is RFC 3339 (2026-11-28T03:57:02Z).\n"
+     "--sender '' selects bounces (empty sender). Exit status 1 when there is none.\n"},
+    {"customer", tdm_cmd_customer, "print a customer record",
+     "usage: tandem customer --node DIR (--id N | --username U | --email E)\n"
+     "\n"
+     "Print the current customer record of customer N, or the customers with this\n"
+     "username or email (in customer_id order), as JSON Lines with \"lsn\".\n"
+     "Exit status 1 when there is none.\n"},
+    {"status", tdm_cmd_status, "show the health of the cluster as a node sees it",
+     "usage: tandem status --node DIR [--json] [--watch]\n"
+     "\n"
+     "Show health, roles, LSNs, lag, the log, the index and any damaged ranges.\n"
+     "Exit status 0 healthy, 1 degraded (damage to repair), 2 broken (writes\n"
+     "stopped) or unreachable. --json prints one JSON object (schema 1);\n"
+     "--watch repeats every 2 seconds until interrupted.\n"},
+    {"reindex", tdm_cmd_reindex, "rebuild a node's index from its log",
+     "usage: tandem reindex DIR\n"
+     "\n"
+     "Rebuild DIR/index/ from the log, from scratch. Needs the directory's lock:\n"
+     "stop the process that writes to DIR first.\n"},
+    {"generate", tdm_cmd_generate, "print synthetic records (for demos and tests)",
+     "usage: tandem generate [--seed S] [--count N] [--customers C]\n"
+     "\n"
+     "Print C customer records (default 100), then N message records (default\n"
+     "1000) as JSON Lines, the same for the same seed S (default 1).\n"},
+    {"ca", NULL, "create a cluster CA or a client certificate (not built yet)",
+     "usage: tandem ca CADIR (--cluster NAME | --client NAME)\n"},
+    {"switchover", NULL, "move the primary role (not built yet)",
+     "usage: tandem switchover --node ADDR [--to ID]\n"},
+    {"failover", NULL, "promote a backup when the primary is lost (not built yet)",
+     "usage: tandem failover --node ADDR --to ID [--force]\n"},
+    {"verify", NULL, "compare copies and check the index (not built yet)",
+     "usage: tandem verify --node ADDR [--deep]\n"},
+    {"help", NULL, "show the help of a command", "usage: tandem help [COMMAND]\n"},
+};
+
+#define CMD_COUNT (sizeof(cmd_table) / sizeof(cmd_table[0]))
+
+static const struct cmd_entry *cmd_find(const char *name)
+{
+    tdm_assert(name != NULL);
+    for (size_t i = 0; i < CMD_COUNT; i++) {
+        if (strcmp(cmd_table[i].name, name) == 0) {
+            return &cmd_table[i];
+        }
+    }
+    return NULL;
+}
+
+static void cmd_help_print(FILE *out)
+{
+    fputs("usage: tandem COMMAND [OPTIONS]\n"
+          "\n"
+          "tandem stores mail metadata and customer records in a node directory.\n"
+          "ADDR is a node directory (HOST:PORT needs replication, not built yet).\n"
+          "\n"
+          "commands:\n",
+          out);
+    for (size_t i = 0; i < CMD_COUNT; i++) {
+        fprintf(out, "  %-11s %s\n", cmd_table[i].name, cmd_table[i].summary);
+    }
+    fputs("\nRun 'tandem help COMMAND' for a command's options. Errors are one line on\n"
+          "stderr; exit status 0 success, 1 failure or nothing found, 2 bad usage.\n",
+          out);
+}
+
+static int cmd_help(int argc, char **argv)
+{
+    if (argc <= 1) {
+        cmd_help_print(stdout);
+        return TDM_CMD_EXIT_OK;
+    }
+    if (argc > 2) {
+        tdm_cmd_fail("help: expected one command name, got %d arguments", argc - 1);
+        return TDM_CMD_EXIT_USAGE;
+    }
+    const struct cmd_entry *entry = cmd_find(argv[1]);
+    if (entry == NULL) {
+        tdm_cmd_fail("help: unknown command '%s' (see tandem --help)", argv[1]);
+        return TDM_CMD_EXIT_USAGE;
+    }
+    fputs(entry->usage, stdout);
+    return TDM_CMD_EXIT_OK;
+}
+
+/* Open /dev/null on any of fds 0-2 that the caller closed. Otherwise the
+ * engine's first open(2) would get, say, fd 0, and "tandem append" would read
+ * its own lock file as input. Returns false if that is impossible. */
+static bool cmd_standard_fds_open(void)
+{
+    for (int fd = STDIN_FILENO; fd <= STDERR_FILENO; fd++) {
+        if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF) {
+            continue;
+        }
+        int null_fd = open("/dev/null", fd == STDIN_FILENO ? O_RDONLY : O_WRONLY);
+        if (null_fd != fd) {
+            return false;
+        }
+    }
+    return true;
+}
+
+int main(int argc, char **argv)
+{
+    if (!cmd_standard_fds_open()) {
+        return TDM_CMD_EXIT_FAILED;
+    }
+    if (argc < 2) {
+        tdm_cmd_fail("missing command (see tandem --help)");
+        return TDM_CMD_EXIT_USAGE;
+    }
+    const char *name = argv[1];
+    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
+        cmd_help_print(stdout);
+        return TDM_CMD_EXIT_OK;
+    }
+    if (strcmp(name, "help") == 0) {
+        return cmd_help(argc - 1, argv + 1);
+    }
+    const struct cmd_entry *entry = cmd_find(name);
+    if (entry == NULL) {
+        tdm_cmd_fail("unknown command '%s' (see tandem --help)", name);
+        return TDM_CMD_EXIT_USAGE;
+    }
+    if (entry->run == NULL) {
+        tdm_cmd_fail("%s: needs replication (not built yet)", name);
+        return TDM_CMD_EXIT_USAGE;
+    }
+    return entry->run(argc - 1, argv + 1);
+}
+
+void tdm_cmd_fail(const char *format, ...)
+{
+    char line[1024];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(line, sizeof(line), format, args);
+    va_end(args);
+    /* One line, always: a cause that carries a newline would break scripts. */
+    for (char *c = line; *c != '\0'; c++) {
+        if (*c == '\n' || *c == '\r') {
+            *c = ' ';
+        }
+    }
+    fprintf(stderr, "tandem: %s\n", line);
+}
+
+void tdm_cmd_fail_code(const char *what, int rv, const struct tandem_diag *diag)
+{
+    tdm_assert(what != NULL);
+    tdm_assert(rv < 0);
+    if (diag != NULL && diag->message[0] != '\0') {
+        tdm_cmd_fail("%s: %s: %s", what, tandem_strerror(rv), diag->message);
+    } else {
+        tdm_cmd_fail("%s: %s", what, tandem_strerror(rv));
+    }
+}
+
+/* Handle "--help" or report an unknown option. */
+static int cmd_parse_unknown(const char *command, const char *arg)
+{
+    if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+        const struct cmd_entry *entry = cmd_find(command);
+        tdm_assert(entry != NULL);
+        fputs(entry->usage, stdout);
+        return TDM_CMD_EXIT_OK;
+    }
+    tdm_cmd_fail("%s: unknown option '%s' (see tandem help %s)", command, arg, command);
+    return TDM_CMD_EXIT_USAGE;
+}
+
+/* Match argv[*index] against options; consume its value. */
+static int cmd_parse_option(int argc, char **argv, int *index, const struct tdm_cmd_option *options)
+{
+    const char *arg = argv[*index] + 2;
+    const char *equals = strchr(arg, '=');
+    size_t name_size = equals != NULL ? (size_t)(equals - arg) : strlen(arg);
+    for (const struct tdm_cmd_option *option = options; option->name != NULL; option++) {
+        if (strlen(option->name) != name_size || memcmp(option->name, arg, name_size) != 0) {
+            continue;
+        }
+        if (!option->takes_value) {
+            if (equals != NULL) {
+                tdm_cmd_fail("%s: --%s takes no value", argv[0], option->name);
+                return TDM_CMD_EXIT_USAGE;
+            }
+        } else if (equals != NULL) {
+            *option->value = equals + 1;
+        } else if (*index + 1 < argc) {
+            *index += 1;
+            *option->value = argv[*index];
+        } else {
+            tdm_cmd_fail("%s: --%s needs a value", argv[0], option->name);
+            return TDM_CMD_EXIT_USAGE;
+        }
+        if (option->present != NULL) {
+            *option->present = true;
+        }
+        return -1;
+    }
+    return cmd_parse_unknown(argv[0], argv[*index]);
+}
+
+int tdm_cmd_parse(int argc, char **argv, const struct tdm_cmd_option *options,
+                  const char **positional, size_t positional_max, size_t *positional_count)
+{
+    tdm_assert(argc >= 1);
+    tdm_assert(options != NULL);
+    size_t count = 0;
+    bool options_done = false;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (!options_done && strcmp(arg, "--") == 0) {
+            options_done = true;
+            continue;
+        }
+        if (!options_done && arg[0] == '-' && arg[1] != '\0') {
+            if (arg[1] != '-') {
+                return cmd_parse_unknown(argv[0], arg);
+            }
+            int exit_status = cmd_parse_option(argc, argv, &i, options);
+            if (exit_status >= 0) {
+                return exit_status;
+            }
+            continue;
+        }
+        if (count == positional_max) {
+            tdm_cmd_fail("%s: unexpected argument '%s' (see tandem help %s)", argv[0], arg,
+                         argv[0]);
+            return TDM_CMD_EXIT_USAGE;
+        }
+        positional[count] = arg;
+        count++;
+    }
+    if (positional_count != NULL) {
+        *positional_count = count;
+    }
+    return -1;
+}
+
+/* True if addr looks like HOST:PORT: a non-empty host, a colon and 1-5 digits. */
+static bool cmd_addr_is_host_port(const char *addr)
+{
+    const char *colon = strrchr(addr, ':');
+    if (colon == NULL || colon == addr || strchr(addr, '/') != NULL) {
+        return false;
+    }
+    size_t digits = strlen(colon + 1);
+    if (digits == 0 || digits > 5) {
+        return false;
+    }
+    return strspn(colon + 1, "0123456789") == digits;
+}
+
+int tdm_cmd_node_dir(const char *command, const char *addr, const char **dir)
+{
+    tdm_assert(command != NULL);
+    if (addr == NULL || addr[0] == '\0') {
+        tdm_cmd_fail("%s: --node ADDR is required (a node directory)", command);
+        return TDM_CMD_EXIT_USAGE;
+    }
+    struct stat st;
+    if (stat(addr, &st) != 0 && cmd_addr_is_host_port(addr)) {
+        tdm_cmd_fail("HOST:PORT addresses need replication (not built yet)");
+        return TDM_CMD_EXIT_USAGE;
+    }
+    *dir = addr;
+    return -1;
+}
+
+int tdm_cmd_open(const char *dir, uint32_t flags, struct tandem **out)
+{
+    tdm_assert(dir != NULL);
+    struct tandem_options options;
+    struct tandem_diag diag = {{0}};
+    tandem_options_init(&options);
+    options.flags = flags;
+    int rv = tandem_open(dir, &options, out, &diag);
+    if (rv != 0) {
+        char what[TDM_CMD_PATH_SIZE + 8];
+        snprintf(what, sizeof(what), "open %s", dir);
+        if (rv == TANDEM_ELOCKED && diag.message[0] == '\0') {
+            snprintf(diag.message, sizeof(diag.message),
+                     "stop the process that writes to it (tandemd or tandem append) first");
+        }
+        tdm_cmd_fail_code(what, rv, &diag);
+        tdm_assert(rv < 0);
+        return rv;
+    }
+    tdm_assert(*out != NULL);
+    return 0;
+}
+
+int tdm_cmd_parse_u64(const char *text, uint64_t *out)
+{
+    tdm_assert(text != NULL);
+    size_t size = strlen(text);
+    if (size == 0 || size > 20 || strspn(text, "0123456789") != size) {
+        return -1;
+    }
+    errno = 0;
+    unsigned long long value = strtoull(text, NULL, 10);
+    if (errno != 0) {
+        return -1;
+    }
+    *out = (uint64_t)value;
+    return 0;
+}
+
+int tdm_cmd_parse_u32(const char *text, uint32_t *out)
+{
+    uint64_t value;
+    if (tdm_cmd_parse_u64(text, &value) != 0 || value > UINT32_MAX) {
+        return -1;
+    }
+    *out = (uint32_t)value;
+    return 0;
+}

@@ -32,11 +32,11 @@
 
 #include "tandem.h"
 
-#define FRONTEND_THREAD_COUNT 4
+#define FRONTEND_THREAD_COUNT     4
 #define FRONTEND_MAILS_PER_THREAD 50
-#define FRONTEND_CUSTOMER_ID 42
-#define FRONTEND_TIME_BASE_NS 1795824000000000000LL /* 2026-11-28T00:00:00Z */
-#define FRONTEND_SECOND_NS 1000000000LL
+#define FRONTEND_CUSTOMER_ID      42
+#define FRONTEND_TIME_BASE_NS     1795824000000000000LL /* 2026-11-28T00:00:00Z */
+#define FRONTEND_SECOND_NS        1000000000LL
 
 static struct tandem *frontend_store;
 
@@ -62,10 +62,9 @@ struct frontend_mail {
 static struct tandem_record frontend_message(struct frontend_mail *mail, int thread_index,
                                              int mail_index)
 {
-    snprintf(mail->recipient, sizeof(mail->recipient), "user%d@customer42.example",
-             mail_index % 5);
-    snprintf(mail->message_id, sizeof(mail->message_id), "<%d.%d@mx%d.example.net>",
-             mail_index, thread_index, thread_index);
+    snprintf(mail->recipient, sizeof(mail->recipient), "user%d@customer42.example", mail_index % 5);
+    snprintf(mail->message_id, sizeof(mail->message_id), "<%d.%d@mx%d.example.net>", mail_index,
+             thread_index, thread_index);
     snprintf(mail->subject, sizeof(mail->subject), "Invoice %d", mail_index);
     struct tandem_record record = {.type = TANDEM_RECORD_MESSAGE};
     struct tandem_message *message = &record.message;
@@ -73,8 +72,8 @@ static struct tandem_record frontend_message(struct frontend_mail *mail, int thr
     /* One mail per second per thread: mail i of every thread at second i. */
     message->time_ns = FRONTEND_TIME_BASE_NS + mail_index * FRONTEND_SECOND_NS + thread_index;
     message->size = 2048 + (uint64_t)mail_index;
-    message->destination = mail_index % 10 == 0 ? TANDEM_DESTINATION_QUARANTINED
-                                                : TANDEM_DESTINATION_DELIVERED;
+    message->destination =
+        mail_index % 10 == 0 ? TANDEM_DESTINATION_QUARANTINED : TANDEM_DESTINATION_DELIVERED;
     message->classification =
         mail_index % 10 == 0 ? TANDEM_CLASSIFICATION_SPAM : TANDEM_CLASSIFICATION_CLEAN;
     message->recipient = (struct tandem_bytes){mail->recipient, strlen(mail->recipient)};
@@ -125,14 +124,14 @@ static void frontend_async_cb(void *data, int status, uint64_t lsn_first)
 
 static void frontend_append_async(void)
 {
-    struct frontend_async async = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false,
-                                   0, 0};
+    struct frontend_async async = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0,
+                                   0};
     struct frontend_mail mail;
     struct tandem_record record = frontend_message(&mail, FRONTEND_THREAD_COUNT, 0);
     struct tandem_diag diag = {{0}};
-    frontend_check(tandem_append_async(frontend_store, &record, 1, frontend_async_cb, &async,
-                                       &diag),
-                   "append_async", &diag);
+    frontend_check(
+        tandem_append_async(frontend_store, &record, 1, frontend_async_cb, &async, &diag),
+        "append_async", &diag);
     pthread_mutex_lock(&async.mutex);
     while (!async.done) {
         pthread_cond_wait(&async.done_cond, &async.mutex);
@@ -192,8 +191,8 @@ static void frontend_read(void)
 {
     struct tandem_diag diag = {{0}};
     uint32_t customer_id = 0;
-    frontend_check(tandem_customer_find(frontend_store, TANDEM_CUSTOMER_KEY_USERNAME, "zmartin",
-                                        7, frontend_login_cb, &customer_id, &diag),
+    frontend_check(tandem_customer_find(frontend_store, TANDEM_CUSTOMER_KEY_USERNAME, "zmartin", 7,
+                                        frontend_login_cb, &customer_id, &diag),
                    "login lookup", &diag);
     frontend_expect(customer_id == FRONTEND_CUSTOMER_ID, 1, "login of zmartin");
 
@@ -203,8 +202,8 @@ static void frontend_read(void)
     query.since_ns = FRONTEND_TIME_BASE_NS + 10 * FRONTEND_SECOND_NS;
     query.until_ns = FRONTEND_TIME_BASE_NS + 20 * FRONTEND_SECOND_NS;
     unsigned count = 0;
-    frontend_check(tandem_query(frontend_store, &query, frontend_count_cb, &count, &diag),
-                   "query", &diag);
+    frontend_check(tandem_query(frontend_store, &query, frontend_count_cb, &count, &diag), "query",
+                   &diag);
     frontend_expect(count, 10 * FRONTEND_THREAD_COUNT, "customer 42, seconds 10 to 19");
 
     const char *message_id = "<7.2@mx2.example.net>";
@@ -251,8 +250,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < FRONTEND_THREAD_COUNT; i++) {
         pthread_join(threads[i], NULL);
     }
-    printf("%d threads appended %d mails each\n", FRONTEND_THREAD_COUNT,
-           FRONTEND_MAILS_PER_THREAD);
+    printf("%d threads appended %d mails each\n", FRONTEND_THREAD_COUNT, FRONTEND_MAILS_PER_THREAD);
     frontend_append_async();
     frontend_read();
 

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# tests/cli/contract.sh: end-to-end checks of the tandem CLI contract (DESIGN
+# "Public contracts"): exit codes, stdout/stderr shapes, streaming append, the
+# first-bad-line rule, round trips, status health. Usage: contract.sh TANDEM
+set -uo pipefail
+T=$1
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fail=0
+check() { # check DESCRIPTION EXPECTED ACTUAL
+    if [[ "$2" == "$3" ]]; then echo "ok   $1"; else echo "FAIL $1: expected [$2] got [$3]"; fail=1; fi
+}
+N=$work/a/b/node
+"$T" init "$N" --cluster c1 --node n1 >/dev/null; check "init rc" 0 $?
+"$T" init "$N" --cluster c1 --node n1 2>/dev/null; check "init twice rc" 1 $?
+"$T" generate --seed 7 --customers 5 --count 100 > "$work/r.jsonl"; check "generate rc" 0 $?
+check "generate lines" 105 "$(wc -l < "$work/r.jsonl")"
+check "generate deterministic" "$(md5sum < "$work/r.jsonl")" "$("$T" generate --seed 7 --customers 5 --count 100 | md5sum)"
+"$T" append --node "$N" < "$work/r.jsonl" > "$work/lsn"; check "append rc" 0 $?
+check "append lsn lines" 105 "$(wc -l < "$work/lsn")"
+check "append first/last" '{"lsn": 1} {"lsn": 105}' "$(head -1 "$work/lsn") $(tail -1 "$work/lsn")"
+# A bad 7th line (with an empty 3rd line counted).
+{ sed -n 6,7p "$work/r.jsonl"; echo; sed -n 8,10p "$work/r.jsonl"; echo '{"type":"message","customer_id":1}'; sed -n 11p "$work/r.jsonl"; } > "$work/bad.jsonl"
+"$T" append --node "$N" < "$work/bad.jsonl" > "$work/lsn2" 2> "$work/err"; check "bad line rc" 1 $?
+check "bad line lsns" 5 "$(wc -l < "$work/lsn2")"
+check "bad line error" 1 "$(grep -c '^tandem: line 7: ' "$work/err")"
+check "bad line error lines" 1 "$(wc -l < "$work/err")"
+# Round trip: what get prints equals the input with lsn added.
+mid=$(sed -n 50p "$work/r.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["message_id"])')
+"$T" get --node "$N" --message-id "$mid" > "$work/get"; check "get rc" 0 $?
+python3 - "$work/r.jsonl" "$work/get" "$mid" <<'PY' ; check "get round trip" 0 $?
+import json, sys
+want = [json.loads(l) for l in open(sys.argv[1]) if json.loads(l).get("message_id") == sys.argv[3]]
+got = [json.loads(l) for l in open(sys.argv[2])]
+for g in got: g.pop("lsn")
+sys.exit(0 if want == got[:len(want)] else 1)
+PY
+"$T" get --node "$N" --message-id '<nope@x>' > "$work/none"; check "get nothing rc" 1 $?
+check "get nothing output" 0 "$(wc -c < "$work/none")"
+"$T" query --node "$N" --customer 1 > "$work/q"; check "query rc" 0 $?
+python3 -c '
+import json,sys
+rs=[json.loads(l) for l in open(sys.argv[1])]
+ts=[r["time"] for r in rs]
+sys.exit(0 if ts==sorted(ts) and all(r["customer_id"]==1 for r in rs) else 1)' "$work/q"; check "query time order" 0 $?
+"$T" query --node "$N" --customer x 2>/dev/null; check "query bad customer rc" 2 $?
+"$T" query --node "$N" --customer 1 --since nope 2>/dev/null; check "query bad time rc" 2 $?
+"$T" customer --node "$N" --id 3 | grep -c '"customer_id":3' > "$work/c"; check "customer" 1 "$(cat "$work/c")"
+"$T" customer --node "$N" --id 99 >/dev/null; check "customer none rc" 1 $?
+"$T" status --node "$N" >/dev/null; check "status rc" 0 $?
+"$T" status --node "$N" --json | python3 -c '
+import json,sys
+s=json.load(sys.stdin); n=s["nodes"][0]
+assert s["schema"]==1 and s["cluster"]=="c1" and s["health"]=="healthy" and s["primary"]=="n1"
+assert n["id"]=="n1" and n["role"]=="primary" and n["last_lsn"]==110 and n["link"]=="up"
+assert set(n["lag"])=={"records","bytes","seconds"}'; check "status json" 0 $?
+"$T" status --node "$work/nothing" >/dev/null 2>&1; check "status broken rc" 2 $?
+"$T" append --node example.com:7000 </dev/null 2>/dev/null; check "host:port rc" 2 $?
+"$T" frob 2>/dev/null; check "unknown command rc" 2 $?
+"$T" get --node "$N" --frob 2>/dev/null; check "unknown option rc" 2 $?
+# Streaming: the first LSN arrives while the producer still holds the pipe open.
+{ sed -n 12p "$work/r.jsonl"; sleep 2; sed -n 13p "$work/r.jsonl"; } | "$T" append --node "$N" | {
+    start=$(date +%s%N); read -r first; t=$(( ($(date +%s%N) - start) / 1000000 )); cat >/dev/null
+    [[ $t -lt 1500 ]]; echo $?; } > "$work/stream"
+check "streaming" 0 "$(cat "$work/stream")"
+"$T" query --node "$N" --customer 1 > "$work/q1"
+"$T" reindex "$N" >/dev/null; check "reindex rc" 0 $?
+"$T" query --node "$N" --customer 1 | cmp -s - "$work/q1"; check "query after reindex" 0 $?
+exit $fail

@@ -1,0 +1,86 @@
+/* tools/cmd.h: what the commands of the tandem CLI share (tools/tandem.c) and the
+ * entry point of each command (tools/cmd_*.c).
+ *
+ * Every command is a function (argc, argv) -> exit status, where argv[0] is the
+ * command's name. The CLI is a boundary in the sense of STYLE B4.3: it turns
+ * each error code into one line on stderr ("tandem: <cause>") and an exit status:
+ * 0 success, 1 failure or nothing found, 2 bad usage (or, for status, broken). */
+#ifndef TDM_TOOLS_CMD_H
+#define TDM_TOOLS_CMD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tandem.h"
+
+enum tdm_cmd_exit {
+    TDM_CMD_EXIT_OK = 0,     /* Success. */
+    TDM_CMD_EXIT_FAILED = 1, /* The operation failed, or nothing was found. */
+    TDM_CMD_EXIT_USAGE = 2,  /* Bad command line; status: broken or unreachable. */
+};
+
+/* Longest node id or cluster name, in bytes (a DNS label). */
+#define TDM_CMD_NAME_SIZE_MAX 63
+/* Longest path the CLI builds under a node directory, in bytes. */
+#define TDM_CMD_PATH_SIZE 4096
+
+/* One --option of a command. An option without a value is a flag. */
+struct tdm_cmd_option {
+    const char *name;   /* Without the leading "--". */
+    bool takes_value;   /* "--name VALUE" or "--name=VALUE". */
+    const char **value; /* Receives the (last) value; borrowed from argv. */
+    bool *present;      /* Set to true when the option is seen; may be NULL. */
+};
+
+/* Parse argv[1..argc-1] of command argv[0]: options from options (terminated by
+ * an entry whose name is NULL) and up to positional_max positional arguments
+ * into positional. "--help" prints the command's help. Returns -1 when the
+ * command should go on, else the exit status to return at once (after printing
+ * a one-line error or the help). */
+int tdm_cmd_parse(int argc, char **argv, const struct tdm_cmd_option *options,
+                  const char **positional, size_t positional_max, size_t *positional_count);
+
+/* Print "tandem: <formatted cause>" as one line on stderr. */
+void tdm_cmd_fail(const char *format, ...) __attribute__((format(printf, 1, 2)));
+
+/* Print "tandem: <what>: <name of rv>[: <diag>]" on stderr. */
+void tdm_cmd_fail_code(const char *what, int rv, const struct tandem_diag *diag);
+
+/* Resolve the --node ADDR of command: a node directory is returned as is; a
+ * HOST:PORT address is refused (replication is not built yet). Returns -1 when
+ * *dir is set, else the exit status after printing the error. */
+int tdm_cmd_node_dir(const char *command, const char *addr, const char **dir);
+
+/* Open the node directory dir with TANDEM_OPEN_* flags. Returns 0 and *out, or
+ * the negative code after printing "tandem: open DIR: <cause>". */
+int tdm_cmd_open(const char *dir, uint32_t flags, struct tandem **out);
+
+/* Strict decimal parsers for command-line values (no sign, no spaces, no
+ * overflow). Return 0 and *out, or -1. */
+int tdm_cmd_parse_u64(const char *text, uint64_t *out);
+int tdm_cmd_parse_u32(const char *text, uint32_t *out);
+
+/* tandem.conf of a node directory (docs/OPERATIONS.md "Configuration"). */
+struct tdm_cmd_conf {
+    char cluster[TDM_CMD_NAME_SIZE_MAX + 1]; /* [node] cluster; empty if unset. */
+    char id[TDM_CMD_NAME_SIZE_MAX + 1];      /* [node] id; empty if unset. */
+    char primary[TDM_CMD_NAME_SIZE_MAX + 1]; /* [replication] primary; empty if unset. */
+    uint32_t min_copies;                     /* [replication] min_copies; 0 if unset. */
+};
+
+/* Read dir/tandem.conf into conf. Returns 0, -ENOENT when the file is missing,
+ * or another negative value with diag naming the line. */
+int tdm_cmd_conf_read(const char *dir, struct tdm_cmd_conf *conf, struct tandem_diag *diag);
+
+/* The commands. */
+int tdm_cmd_init(int argc, char **argv);
+int tdm_cmd_reindex(int argc, char **argv);
+int tdm_cmd_append(int argc, char **argv);
+int tdm_cmd_get(int argc, char **argv);
+int tdm_cmd_query(int argc, char **argv);
+int tdm_cmd_customer(int argc, char **argv);
+int tdm_cmd_status(int argc, char **argv);
+int tdm_cmd_generate(int argc, char **argv);
+
+#endif
