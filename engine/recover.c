@@ -185,27 +185,21 @@ static int recover_copy(struct tdm_fs *fs, int from_fd, uint64_t offset, uint64_
     return rv;
 }
 
-/* Copy bytes [offset, size) of the segment into quarantine, durably, then cut
- * the segment at offset. Redoing it after a crash gives the same result. */
-static int recover_cut_tail(struct tdm_log *log, int fd, uint64_t segment_lsn, uint64_t offset,
-                            uint64_t size, struct tdm_diag *diag)
+/* Copy bytes [offset, size) of segment fd into quarantine/<segment>.<offset>.<suffix>,
+ * durably (file fdatasync'd, directory fsync'd). Redoing it gives the same file. */
+static int quarantine_copy(struct tdm_log *log, int fd, uint64_t segment_lsn, uint64_t offset,
+                           uint64_t size, const char *suffix)
 {
     struct tdm_fs *fs = log->fs;
+    char segment_name[TDM_SEGMENT_NAME_SIZE];
     char name[TDM_SEGMENT_NAME_SIZE + 32];
     char path[TDM_PATH_SIZE];
-    char segment_path[TDM_PATH_SIZE];
-    char segment_name[TDM_SEGMENT_NAME_SIZE];
     tdm_segment_name(segment_name, sizeof(segment_name), segment_lsn);
-    snprintf(name, sizeof(name), "%s.%" PRIu64 ".torn", segment_name, offset);
+    snprintf(name, sizeof(name), "%s.%" PRIu64 ".%s", segment_name, offset, suffix);
     int rv = fs->mkdir(fs, log->quarantine_dir);
     rv = rv != 0 ? rv : tdm_fs_path(path, sizeof(path), log->quarantine_dir, name);
-    rv = rv != 0 ? rv : tdm_fs_path(segment_path, sizeof(segment_path), log->log_dir, segment_name);
-    if (rv != 0) {
-        tdm_diag_printf(diag, "quarantine %s: %s", name, tandem_strerror(rv));
-        return rv;
-    }
-    int qfd;
-    rv = fs->open(fs, path, TDM_FS_WRITE | TDM_FS_CREATE, &qfd);
+    int qfd = -1;
+    rv = rv != 0 ? rv : fs->open(fs, path, TDM_FS_WRITE | TDM_FS_CREATE, &qfd);
     if (rv == 0) {
         rv = fs->truncate(fs, qfd, 0);
         rv = rv != 0 ? rv : recover_copy(fs, fd, offset, size - offset, qfd);
@@ -213,12 +207,56 @@ static int recover_cut_tail(struct tdm_log *log, int fd, uint64_t segment_lsn, u
         fs->close(fs, qfd);
     }
     rv = rv != 0 ? rv : fs->sync_dir(fs, log->quarantine_dir);
+    if (rv == 0) {
+        log->quarantine_bytes += size - offset;
+        log->quarantine_count++;
+    }
+    return rv;
+}
+
+/* Move the whole segment file into quarantine/<segment>.<suffix>: rename, then
+ * fsync both directories. */
+static int quarantine_move(struct tdm_log *log, uint64_t segment_lsn, uint64_t size,
+                           const char *suffix)
+{
+    struct tdm_fs *fs = log->fs;
+    char segment_name[TDM_SEGMENT_NAME_SIZE];
+    char name[TDM_SEGMENT_NAME_SIZE + 16];
+    char from[TDM_PATH_SIZE];
+    char to[TDM_PATH_SIZE];
+    tdm_segment_name(segment_name, sizeof(segment_name), segment_lsn);
+    snprintf(name, sizeof(name), "%s.%s", segment_name, suffix);
+    int rv = fs->mkdir(fs, log->quarantine_dir);
+    rv = rv != 0 ? rv : tdm_fs_path(from, sizeof(from), log->log_dir, segment_name);
+    rv = rv != 0 ? rv : tdm_fs_path(to, sizeof(to), log->quarantine_dir, name);
+    rv = rv != 0 ? rv : fs->rename(fs, from, to);
+    rv = rv != 0 ? rv : fs->sync_dir(fs, log->quarantine_dir);
+    rv = rv != 0 ? rv : fs->sync_dir(fs, log->log_dir);
+    if (rv == 0) {
+        log->quarantine_bytes += size;
+        log->quarantine_count++;
+    }
+    return rv;
+}
+
+/* Copy bytes [offset, size) of the segment into quarantine, durably, then cut
+ * the segment at offset. Redoing it after a crash gives the same result. */
+static int recover_cut_tail(struct tdm_log *log, int fd, uint64_t segment_lsn, uint64_t offset,
+                            uint64_t size, struct tdm_diag *diag)
+{
+    struct tdm_fs *fs = log->fs;
+    char segment_name[TDM_SEGMENT_NAME_SIZE];
+    char segment_path[TDM_PATH_SIZE];
+    tdm_segment_name(segment_name, sizeof(segment_name), segment_lsn);
+    int rv = quarantine_copy(log, fd, segment_lsn, offset, size, "torn");
     if (rv != 0) {
-        tdm_diag_printf(diag, "quarantine %s: %s", name, tandem_strerror(rv));
+        tdm_diag_printf(diag, "quarantine torn tail of %s: %s", segment_name,
+                        tandem_strerror(rv));
         return rv;
     }
-    int wfd;
-    rv = fs->open(fs, segment_path, TDM_FS_WRITE, &wfd);
+    rv = tdm_fs_path(segment_path, sizeof(segment_path), log->log_dir, segment_name);
+    int wfd = -1;
+    rv = rv != 0 ? rv : fs->open(fs, segment_path, TDM_FS_WRITE, &wfd);
     if (rv == 0) {
         rv = fs->truncate(fs, wfd, offset);
         rv = rv != 0 ? rv : fs->fdatasync(fs, wfd);
@@ -228,8 +266,6 @@ static int recover_cut_tail(struct tdm_log *log, int fd, uint64_t segment_lsn, u
         tdm_diag_printf(diag, "cut torn tail of %s: %s", segment_name, tandem_strerror(rv));
         return rv;
     }
-    log->quarantine_bytes += size - offset;
-    log->quarantine_count++;
     tdm_tracef("cut torn tail of %s at offset %" PRIu64 ": %" PRIu64 " bytes to quarantine",
                segment_name, offset, size - offset);
     return 0;
@@ -239,26 +275,14 @@ static int recover_cut_tail(struct tdm_log *log, int fd, uint64_t segment_lsn, u
 static int recover_quarantine_file(struct tdm_log *log, uint64_t segment_lsn, uint64_t size,
                                    struct tdm_diag *diag)
 {
-    struct tdm_fs *fs = log->fs;
-    char segment_name[TDM_SEGMENT_NAME_SIZE];
-    char name[TDM_SEGMENT_NAME_SIZE + 16];
-    char from[TDM_PATH_SIZE];
-    char to[TDM_PATH_SIZE];
-    tdm_segment_name(segment_name, sizeof(segment_name), segment_lsn);
-    snprintf(name, sizeof(name), "%s.torn", segment_name);
-    int rv = fs->mkdir(fs, log->quarantine_dir);
-    rv = rv != 0 ? rv : tdm_fs_path(from, sizeof(from), log->log_dir, segment_name);
-    rv = rv != 0 ? rv : tdm_fs_path(to, sizeof(to), log->quarantine_dir, name);
-    rv = rv != 0 ? rv : fs->rename(fs, from, to);
-    rv = rv != 0 ? rv : fs->sync_dir(fs, log->quarantine_dir);
-    rv = rv != 0 ? rv : fs->sync_dir(fs, log->log_dir);
+    int rv = quarantine_move(log, segment_lsn, size, "torn");
     if (rv != 0) {
-        tdm_diag_printf(diag, "quarantine %s: %s", segment_name, tandem_strerror(rv));
+        tdm_diag_printf(diag, "quarantine segment %" PRIu64 ": %s", segment_lsn,
+                        tandem_strerror(rv));
         return rv;
     }
-    log->quarantine_bytes += size;
-    log->quarantine_count++;
-    tdm_tracef("moved torn segment %s (%" PRIu64 " bytes) to quarantine", segment_name, size);
+    tdm_tracef("moved torn segment %" PRIu64 " (%" PRIu64 " bytes) to quarantine", segment_lsn,
+               size);
     return 0;
 }
 
@@ -925,57 +949,14 @@ static int cut_find(struct tdm_log *log, const struct tdm_log_segment *seg, int 
     return 0;
 }
 
-/* Copy bytes [offset, size) of segment fd into quarantine/<name>.<offset>.cut. */
-static int cut_quarantine_copy(struct tdm_log *log, int fd, uint64_t segment_lsn,
-                               uint64_t offset, uint64_t size)
-{
-    struct tdm_fs *fs = log->fs;
-    char segment_name[TDM_SEGMENT_NAME_SIZE];
-    char name[TDM_SEGMENT_NAME_SIZE + 32];
-    char path[TDM_PATH_SIZE];
-    tdm_segment_name(segment_name, sizeof(segment_name), segment_lsn);
-    snprintf(name, sizeof(name), "%s.%" PRIu64 ".cut", segment_name, offset);
-    int rv = fs->mkdir(fs, log->quarantine_dir);
-    rv = rv != 0 ? rv : tdm_fs_path(path, sizeof(path), log->quarantine_dir, name);
-    int qfd = -1;
-    rv = rv != 0 ? rv : fs->open(fs, path, TDM_FS_WRITE | TDM_FS_CREATE, &qfd);
-    if (rv == 0) {
-        rv = fs->truncate(fs, qfd, 0);
-        rv = rv != 0 ? rv : recover_copy(fs, fd, offset, size - offset, qfd);
-        rv = rv != 0 ? rv : fs->fdatasync(fs, qfd);
-        fs->close(fs, qfd);
-    }
-    rv = rv != 0 ? rv : fs->sync_dir(fs, log->quarantine_dir);
-    if (rv == 0) {
-        log->quarantine_bytes += size - offset;
-        log->quarantine_count++;
-    }
-    return rv;
-}
-
 /* Move whole segments [from, segment_count) into quarantine, last first, so
  * that a crash leaves the log a contiguous prefix. */
 static int cut_quarantine_segments(struct tdm_log *log, uint32_t from)
 {
-    struct tdm_fs *fs = log->fs;
-    int rv = fs->mkdir(fs, log->quarantine_dir);
+    int rv = 0;
     for (uint32_t i = log->segment_count; rv == 0 && i > from; i--) {
-        const struct tdm_log_segment *seg = &log->segments[i - 1];
-        char segment_name[TDM_SEGMENT_NAME_SIZE];
-        char name[TDM_SEGMENT_NAME_SIZE + 8];
-        char src[TDM_PATH_SIZE];
-        char dst[TDM_PATH_SIZE];
-        tdm_segment_name(segment_name, sizeof(segment_name), seg->lsn_first);
-        snprintf(name, sizeof(name), "%s.cut", segment_name);
-        rv = tdm_fs_path(src, sizeof(src), log->log_dir, segment_name);
-        rv = rv != 0 ? rv : tdm_fs_path(dst, sizeof(dst), log->quarantine_dir, name);
-        rv = rv != 0 ? rv : fs->rename(fs, src, dst);
-        rv = rv != 0 ? rv : fs->sync_dir(fs, log->quarantine_dir);
-        rv = rv != 0 ? rv : fs->sync_dir(fs, log->log_dir);
-        if (rv == 0) {
-            log->quarantine_bytes += seg->size;
-            log->quarantine_count++;
-        }
+        rv = quarantine_move(log, log->segments[i - 1].lsn_first, log->segments[i - 1].size,
+                             "cut");
     }
     return rv;
 }
@@ -1061,7 +1042,7 @@ int tdm_log_cut_after(struct tdm_log *log, uint64_t lsn, struct tdm_diag *diag)
     }
     /* From here on a failure leaves the log in a state only recovery may judge. */
     const char *what = "copy to quarantine";
-    rv = cut_quarantine_copy(log, fd, seg->lsn_first, offset, seg->size);
+    rv = quarantine_copy(log, fd, seg->lsn_first, offset, seg->size, "cut");
     log->fs->close(log->fs, fd);
     if (rv == 0) {
         what = "lower progress record";
