@@ -92,14 +92,7 @@ static void *writer_main(void *arg)
         struct tdm_kept kept[3];
         struct tandem_record records[3];
         uint32_t n = 1 + (uint32_t)((w->seed + (uint64_t)i) % 3);
-        for (uint32_t j = 0; j < n; j++) {
-            struct tandem_record g;
-            tdm_gen_message(&gen, &g);
-            tdm_kept_set(&kept[j], &g);
-        }
-        for (uint32_t j = 0; j < n; j++) {
-            tdm_kept_get(&kept[j], &records[j]);
-        }
+        tdm_kept_generate(&gen, n, kept, records);
         uint64_t lsn = 0;
         struct tandem_diag diag;
         int rv = tandem_append(w->t, records, n, &lsn, &diag);

@@ -30,3 +30,17 @@ int tdm_kept_equal_cb(void *data, uint64_t lsn, const struct tandem_record *reco
     }
     return 0;
 }
+
+void tdm_kept_generate(struct tdm_gen *gen, uint32_t n, struct tdm_kept *kept,
+                       struct tandem_record *records)
+{
+    /* The generator's strings live until its next call: keep each first. */
+    for (uint32_t i = 0; i < n; i++) {
+        struct tandem_record generated;
+        tdm_gen_message(gen, &generated);
+        tdm_kept_set(&kept[i], &generated);
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        tdm_kept_get(&kept[i], &records[i]);
+    }
+}

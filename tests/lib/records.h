@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "engine/codec.h"
+#include "tools/gen.h"
 
 struct tdm_kept {
     uint8_t bytes[TDM_RECORD_SIZE_MAX];
@@ -20,5 +21,10 @@ void tdm_kept_get(const struct tdm_kept *kept, struct tandem_record *record);
 /* tandem_record_cb that asserts the delivered record equals data (a const
  * struct tdm_kept *). */
 int tdm_kept_equal_cb(void *data, uint64_t lsn, const struct tandem_record *record);
+
+/* Generate n message records from gen, keep them in kept[0..n) and point
+ * records[0..n) at the kept copies (valid while kept is). */
+void tdm_kept_generate(struct tdm_gen *gen, uint32_t n, struct tdm_kept *kept,
+                       struct tandem_record *records);
 
 #endif

@@ -94,13 +94,8 @@ static void *writer_main(void *arg)
         struct tdm_kept batch[3];
         struct tandem_record records[3];
         uint32_t n = 1 + (uint32_t)(w->seed + (uint64_t)i) % 3;
+        tdm_kept_generate(&gen, n, batch, records);
         for (uint32_t j = 0; j < n; j++) {
-            struct tandem_record r;
-            tdm_gen_message(&gen, &r);
-            tdm_kept_set(&batch[j], &r);
-        }
-        for (uint32_t j = 0; j < n; j++) {
-            tdm_kept_get(&batch[j], &records[j]);
             w->records[i * 3 + (int)j] = batch[j];
         }
         struct tandem_diag diag;
@@ -223,12 +218,7 @@ static void test_append__invalid_record_stores_nothing(void **state)
     tdm_gen_init(&gen, 5, 5);
     struct tdm_kept k[2];
     struct tandem_record r[2];
-    for (int i = 0; i < 2; i++) {
-        struct tandem_record g;
-        tdm_gen_message(&gen, &g);
-        tdm_kept_set(&k[i], &g);
-        tdm_kept_get(&k[i], &r[i]);
-    }
+    tdm_kept_generate(&gen, 2, k, r);
     char long_recipient[TANDEM_ADDRESS_SIZE_MAX + 1];
     memset(long_recipient, 'a', sizeof(long_recipient));
     r[1].message.recipient.data = long_recipient;
