@@ -241,24 +241,6 @@ static int teardown(void **state)
 
 /* ---- checks ------------------------------------------------------------------- */
 
-/* Compares a delivered record with what was written, and counts deliveries. */
-struct delivery {
-    const struct tdm_kept *want;
-    int count;
-};
-
-static int delivery_cb(void *data, uint64_t lsn, const struct tandem_record *record)
-{
-    struct delivery *d = data;
-    d->count++;
-    struct tandem_record want;
-    tdm_kept_get(d->want, &want);
-    if (!tdm_codec_equal(record, &want)) {
-        fprintf(stderr, "LSN %" PRIu64 " delivered with wrong bytes\n", lsn);
-        fail();
-    }
-    return 0;
-}
 
 static bool in_range(uint64_t lsn, uint64_t first, uint64_t last)
 {
@@ -289,9 +271,9 @@ static void read_all(struct fixture *f, struct tandem *t, const struct tandem_st
                      bool exact_ranges, uint8_t *failed)
 {
     for (uint64_t lsn = 1; lsn <= f->lsn_last; lsn++) {
-        struct delivery d = {&f->kept[lsn], 0};
+        struct tdm_delivery d = {&f->kept[lsn], 0};
         struct tandem_diag diag = {{0}};
-        int rv = tandem_read(t, lsn, delivery_cb, &d, &diag);
+        int rv = tandem_read(t, lsn, tdm_delivery_cb, &d, &diag);
         failed[lsn] = rv != 0;
         if (rv == 0) {
             assert_int_equal(d.count, 1);
@@ -643,8 +625,8 @@ static void test_append__after_sealed_damage(void **state)
         assert_int_equal(status.damaged_count, 0);
         assert_int_equal(status.lsn_last, f->lsn_last);
         for (uint64_t lsn = 1; lsn <= f->lsn_last; lsn++) {
-            struct delivery d = {&f->kept[lsn], 0};
-            assert_int_equal(tandem_read(t, lsn, delivery_cb, &d, NULL), 0);
+            struct tdm_delivery d = {&f->kept[lsn], 0};
+            assert_int_equal(tandem_read(t, lsn, tdm_delivery_cb, &d, NULL), 0);
             assert_int_equal(d.count, 1);
         }
         tandem_close(t);

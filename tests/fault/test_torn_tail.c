@@ -198,31 +198,12 @@ static void plant(struct fixture *f, const uint8_t *segment, size_t segment_size
         tdm_fault_fs_write_file(&f->fs, f->progress_path, progress->data, progress->size), 0);
 }
 
-/* Counts deliveries of tandem_read() and compares them with what was kept. */
-struct delivery {
-    const struct tdm_kept *want;
-    int count;
-};
-
-static int delivery_cb(void *data, uint64_t lsn, const struct tandem_record *record)
-{
-    struct delivery *d = data;
-    d->count++;
-    struct tandem_record want;
-    assert_non_null(d->want);
-    tdm_kept_get(d->want, &want);
-    if (!tdm_codec_equal(record, &want)) {
-        fprintf(stderr, "LSN %" PRIu64 " differs from what was written\n", lsn);
-        fail();
-    }
-    return 0;
-}
 
 static void check_read_equal(struct tandem *t, const struct tdm_kept *want, uint64_t lsn)
 {
-    struct delivery d = {want, 0};
+    struct tdm_delivery d = {want, 0};
     struct tandem_diag diag;
-    int rv = tandem_read(t, lsn, delivery_cb, &d, &diag);
+    int rv = tandem_read(t, lsn, tdm_delivery_cb, &d, &diag);
     if (rv != 0) {
         fprintf(stderr, "read LSN %" PRIu64 ": %s: %s\n", lsn, tandem_strerror(rv), diag.message);
     }
@@ -276,8 +257,8 @@ static void check_torn(struct fixture *f, const uint8_t *planted, size_t planted
     }
 
     check_earlier_records(f, t);
-    struct delivery d = {NULL, 0};
-    assert_int_equal(tandem_read(t, f->lsn_before + 1, delivery_cb, &d, NULL), TANDEM_ENOTFOUND);
+    struct tdm_delivery d = {NULL, 0};
+    assert_int_equal(tandem_read(t, f->lsn_before + 1, tdm_delivery_cb, &d, NULL), TANDEM_ENOTFOUND);
     assert_int_equal(d.count, 0);
 
     /* A new append continues the log right after the cut. */
@@ -395,8 +376,8 @@ static void test_open__durable_tail_cut_is_damage(void **state)
 
         check_earlier_records(f, t);
         for (uint64_t l = f->lsn_before + 1; l <= f->lsn_full; l++) {
-            struct delivery d = {&f->kept[l], 0};
-            int rv = tandem_read(t, l, delivery_cb, &d, &diag);
+            struct tdm_delivery d = {&f->kept[l], 0};
+            int rv = tandem_read(t, l, tdm_delivery_cb, &d, &diag);
             if (rv != TANDEM_ECORRUPT && rv != TANDEM_EDAMAGED) {
                 fprintf(stderr, "cut at %" PRIu64 ": read of damaged LSN %" PRIu64 ": %s\n", cut, l,
                         tandem_strerror(rv));

@@ -19,15 +19,29 @@ void tdm_kept_get(const struct tdm_kept *kept, struct tandem_record *record)
     assert_int_equal(tdm_codec_decode(kept->bytes, kept->size, record, NULL), 0);
 }
 
-int tdm_kept_equal_cb(void *data, uint64_t lsn, const struct tandem_record *record)
+static void kept_compare(const struct tdm_kept *kept, uint64_t lsn,
+                         const struct tandem_record *record)
 {
-    const struct tdm_kept *kept = data;
     struct tandem_record want;
     tdm_kept_get(kept, &want);
     if (!tdm_codec_equal(record, &want)) {
         fprintf(stderr, "LSN %llu differs from what was written\n", (unsigned long long)lsn);
         fail();
     }
+}
+
+int tdm_kept_equal_cb(void *data, uint64_t lsn, const struct tandem_record *record)
+{
+    kept_compare(data, lsn, record);
+    return 0;
+}
+
+int tdm_delivery_cb(void *data, uint64_t lsn, const struct tandem_record *record)
+{
+    struct tdm_delivery *d = data;
+    d->count++;
+    assert_non_null(d->want);
+    kept_compare(d->want, lsn, record);
     return 0;
 }
 

@@ -22,6 +22,16 @@ void tdm_kept_get(const struct tdm_kept *kept, struct tandem_record *record);
  * struct tdm_kept *). */
 int tdm_kept_equal_cb(void *data, uint64_t lsn, const struct tandem_record *record);
 
+/* Counts deliveries of a query and compares each with what was kept. */
+struct tdm_delivery {
+    const struct tdm_kept *want; /* The record every delivery must equal. */
+    int count;                   /* Deliveries so far. */
+};
+
+/* tandem_record_cb for a struct tdm_delivery *: counts, and fails the test if
+ * the record differs from want. */
+int tdm_delivery_cb(void *data, uint64_t lsn, const struct tandem_record *record);
+
 /* Generate n message records from gen, keep them in kept[0..n) and point
  * records[0..n) at the kept copies (valid while kept is). */
 void tdm_kept_generate(struct tdm_gen *gen, uint32_t n, struct tdm_kept *kept,
