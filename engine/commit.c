@@ -11,7 +11,9 @@
  *      gets its LSNs, blocking writers wake, asynchronous callbacks run on the
  *      commit thread.
  *   4. The batch's body goes to the index thread, which applies up to
- *      TDM_COMMIT_INDEX_BATCHES_MAX batches per LMDB transaction.
+ *      TDM_COMMIT_INDEX_BATCHES_MAX batches per LMDB transaction, at most one
+ *      transaction per TDM_COMMIT_INDEX_INTERVAL_MS unless a query waits (each
+ *      LMDB commit costs an fdatasync that competes with the log's).
  *
  * Failure modes:
  *   - The append fails: every request of the batch completes with the error;
@@ -178,6 +180,7 @@ static void commit_to_index(struct tdm_commit *commit, const struct tdm_batch_he
     item->raw = raw;
     tdm_queue_insert_tail(&commit->index_queue, &item->link);
     commit->index_queue_size += header->raw_size;
+    commit->index_queue_count++;
     pthread_cond_broadcast(&commit->index_cond);
     pthread_mutex_unlock(&commit->mutex);
 }
@@ -265,6 +268,27 @@ static int commit_index_apply(struct tdm_commit *commit, struct tdm_queue *items
     return rv;
 }
 
+/* Let more batches gather for one LMDB commit (under the mutex): wait until
+ * TDM_COMMIT_INDEX_INTERVAL_MS after the first arrived, unless closing, a
+ * query waits, or a full group is queued. */
+static void commit_index_gather(struct tdm_commit *commit)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_nsec += TDM_COMMIT_INDEX_INTERVAL_MS * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    while (!commit->index_closing && !commit->index_urgent &&
+           commit->index_queue_count < TDM_COMMIT_INDEX_BATCHES_MAX) {
+        if (pthread_cond_timedwait(&commit->index_cond, &commit->mutex, &deadline) != 0) {
+            break; /* The interval is over. */
+        }
+    }
+    commit->index_urgent = false;
+}
+
 static void *commit_index_main(void *arg)
 {
     struct tdm_commit *commit = arg;
@@ -276,6 +300,7 @@ static void *commit_index_main(void *arg)
         if (tdm_queue_empty(&commit->index_queue)) {
             break;
         }
+        commit_index_gather(commit);
         struct tdm_queue items;
         tdm_queue_init(&items);
         size_t count = 0;
@@ -286,6 +311,7 @@ static void *commit_index_main(void *arg)
             struct commit_indexable *item = TDM_QUEUE_DATA(e, struct commit_indexable, link);
             tdm_queue_remove(e);
             tdm_queue_insert_tail(&items, e);
+            commit->index_queue_count--;
             size += item->header.raw_size;
             lsn_last = tdm_batch_lsn_last(&item->header);
             count++;
@@ -331,7 +357,11 @@ int tdm_commit_start(struct tdm_commit *commit, struct tdm_log *log, struct tdm_
     pthread_mutex_init(&commit->mutex, NULL);
     pthread_cond_init(&commit->work_cond, NULL);
     pthread_cond_init(&commit->done_cond, NULL);
-    pthread_cond_init(&commit->index_cond, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&commit->index_cond, &attr);
+    pthread_condattr_destroy(&attr);
     int rv = pthread_create(&commit->index_thread, NULL, commit_index_main, commit);
     if (rv != 0) {
         return -rv;
@@ -402,6 +432,8 @@ int tdm_commit_wait_indexed(struct tdm_commit *commit, struct tdm_diag *diag)
     pthread_mutex_lock(&commit->mutex);
     uint64_t target = commit->durable_lsn;
     while (commit->indexed_lsn < target && commit->index_failed == 0) {
+        commit->index_urgent = true; /* Do not make a query wait for the interval. */
+        pthread_cond_broadcast(&commit->index_cond);
         pthread_cond_wait(&commit->index_cond, &commit->mutex);
     }
     int rv = commit->index_failed;

@@ -18,6 +18,10 @@
 #define TDM_COMMIT_INDEX_QUEUE_SIZE_MAX (64u << 20)
 /* Most batches indexed in one LMDB transaction. */
 #define TDM_COMMIT_INDEX_BATCHES_MAX 256
+/* The index thread commits at most once per this interval unless a query
+ * waits for it or TDM_COMMIT_INDEX_BATCHES_MAX batches are queued: each LMDB
+ * commit costs an fdatasync that competes with the log's on the same disk. */
+#define TDM_COMMIT_INDEX_INTERVAL_MS 10
 /* Most requests waiting for the commit thread before submitters get TANDEM_EBUSY. */
 #define TDM_COMMIT_PENDING_MAX 65536
 
@@ -53,6 +57,8 @@ struct tdm_commit {
     char index_message[TDM_DIAG_SIZE];
     bool closing;               /* No new requests; drain and stop. */
     bool index_closing;
+    bool index_urgent;          /* A query waits for the index: commit now. */
+    uint32_t index_queue_count; /* Batches in index_queue. */
     pthread_t commit_thread;
     pthread_t index_thread;
 };
