@@ -99,12 +99,12 @@
 #define BENCH_PEER_COUNT               3u
 #define BENCH_SQLITE_BUSY_TIMEOUT_MS   60000
 /* LMDB's map is address space only: the file grows as it is written. */
-#define BENCH_LMDB_MAP_SIZE            (64ULL << 30)
-#define BENCH_LMDB_FIELD_SIZE_MAX      400u /* As tandem's index: keys below LMDB's 511. */
-#define BENCH_LMDB_VALUE_SIZE_MAX      4096u
-#define BENCH_FDATASYNC_COUNT          200u
-#define BENCH_CHUNK_SIZE               (16u << 20)
-#define BENCH_PATH_SIZE                4096u
+#define BENCH_LMDB_MAP_SIZE       (64ULL << 30)
+#define BENCH_LMDB_FIELD_SIZE_MAX 400u /* As tandem's index: keys below LMDB's 511. */
+#define BENCH_LMDB_VALUE_SIZE_MAX 4096u
+#define BENCH_FDATASYNC_COUNT     200u
+#define BENCH_CHUNK_SIZE          (16u << 20)
+#define BENCH_PATH_SIZE           4096u
 
 /* ---- small helpers ------------------------------------------------------------- */
 

@@ -36,7 +36,7 @@
 #include "base/assert.h"
 #include "base/bytes.h"
 
-#define BATCH_CHAIN_OFFSET 64
+#define BATCH_CHAIN_OFFSET    64
 #define BATCH_CHECKSUM_OFFSET 88
 
 tdm_static_assert(BATCH_CHECKSUM_OFFSET + 8 == TDM_BATCH_HEADER_SIZE);
@@ -208,8 +208,8 @@ static int batch_entries_check(const struct tdm_batch_header *header, const uint
     return 0;
 }
 
-int tdm_batch_body_decode(const struct tdm_batch_header *header, const uint8_t *body,
-                          uint8_t *raw, size_t raw_size, struct tdm_diag *diag)
+int tdm_batch_body_decode(const struct tdm_batch_header *header, const uint8_t *body, uint8_t *raw,
+                          size_t raw_size, struct tdm_diag *diag)
 {
     tdm_assert(raw_size >= header->raw_size);
     if (XXH3_64bits(body, header->body_size) != header->body_checksum) {

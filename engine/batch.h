@@ -16,13 +16,13 @@
 
 #include "base/error.h"
 
-#define TDM_BATCH_MAGIC 0x48435442u /* "BTCH" little-endian. */
-#define TDM_BATCH_VERSION 1
-#define TDM_BATCH_HEADER_SIZE 96
-#define TDM_BATCH_RECORDS_MAX 8192
-#define TDM_BATCH_RAW_SIZE_MAX (8u << 20)   /* Uncompressed body bytes. */
-#define TDM_BATCH_BODY_SIZE_MAX (9u << 20)  /* Compressed body bytes (zstd bound). */
-#define TDM_CHAIN_HASH_SIZE 16
+#define TDM_BATCH_MAGIC         0x48435442u /* "BTCH" little-endian. */
+#define TDM_BATCH_VERSION       1
+#define TDM_BATCH_HEADER_SIZE   96
+#define TDM_BATCH_RECORDS_MAX   8192
+#define TDM_BATCH_RAW_SIZE_MAX  (8u << 20) /* Uncompressed body bytes. */
+#define TDM_BATCH_BODY_SIZE_MAX (9u << 20) /* Compressed body bytes (zstd bound). */
+#define TDM_CHAIN_HASH_SIZE     16
 
 struct tdm_chain_hash {
     uint8_t bytes[TDM_CHAIN_HASH_SIZE];
@@ -30,15 +30,15 @@ struct tdm_chain_hash {
 
 /* The decoded, verified header of a batch. */
 struct tdm_batch_header {
-    uint64_t epoch;             /* Epoch of the primary that wrote the batch. */
-    uint64_t lsn_first;         /* LSN of the first record. */
-    uint32_t record_count;      /* Records; lsn_last = lsn_first + record_count - 1. */
-    uint32_t body_size;         /* Compressed body bytes that follow the header. */
-    uint32_t raw_size;          /* Uncompressed body bytes. */
-    uint32_t flags;             /* Reserved, 0. */
-    int64_t time_ns;            /* Wall-clock time the batch was made (data only). */
-    uint64_t lsn_durable;       /* LSN known durable when the batch was written (recovery hint). */
-    uint64_t body_checksum;     /* XXH3-64 of the compressed body. */
+    uint64_t epoch;         /* Epoch of the primary that wrote the batch. */
+    uint64_t lsn_first;     /* LSN of the first record. */
+    uint32_t record_count;  /* Records; lsn_last = lsn_first + record_count - 1. */
+    uint32_t body_size;     /* Compressed body bytes that follow the header. */
+    uint32_t raw_size;      /* Uncompressed body bytes. */
+    uint32_t flags;         /* Reserved, 0. */
+    int64_t time_ns;        /* Wall-clock time the batch was made (data only). */
+    uint64_t lsn_durable;   /* LSN known durable when the batch was written (recovery hint). */
+    uint64_t body_checksum; /* XXH3-64 of the compressed body. */
     struct tdm_chain_hash chain_hash; /* XXH3-128 over the previous chain hash and this header. */
 };
 
@@ -54,8 +54,7 @@ static inline uint64_t tdm_batch_lsn_last(const struct tdm_batch_header *h)
  * thread). Returns the total bytes, or a negative code
  * (-ENOMEM, TANDEM_EINVALID if zstd fails). header receives the result. */
 int tdm_batch_build(ZSTD_CCtx *cctx, const uint8_t *raw, size_t raw_size, uint32_t record_count,
-                    uint64_t epoch,
-                    uint64_t lsn_first, uint64_t lsn_durable, int64_t time_ns,
+                    uint64_t epoch, uint64_t lsn_first, uint64_t lsn_durable, int64_t time_ns,
                     const struct tdm_chain_hash *prev, uint8_t *out, size_t out_size,
                     struct tdm_batch_header *header);
 
@@ -74,8 +73,8 @@ bool tdm_batch_chain_follows(const struct tdm_batch_header *header,
 /* Verify the body checksum and decompress it into raw (raw_size >=
  * header->raw_size). Untrusted: TANDEM_ECORRUPT on any mismatch, including a
  * body that does not hold exactly record_count well-formed entries. */
-int tdm_batch_body_decode(const struct tdm_batch_header *header, const uint8_t *body,
-                          uint8_t *raw, size_t raw_size, struct tdm_diag *diag);
+int tdm_batch_body_decode(const struct tdm_batch_header *header, const uint8_t *body, uint8_t *raw,
+                          size_t raw_size, struct tdm_diag *diag);
 
 /* Walk the entries of a verified raw body: *offset starts at 0; returns 1 and
  * the next record's bytes, or 0 at the end. */

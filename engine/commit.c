@@ -209,8 +209,8 @@ static void *commit_thread_main(void *arg)
         uint8_t *raw = commit_join(&batch, size);
         int rv = raw == NULL ? -ENOMEM : 0;
         if (rv == 0) {
-            rv = tdm_log_append(commit->log, raw, size, count, commit_now_ns(), &header,
-                                &location, &diag);
+            rv = tdm_log_append(commit->log, raw, size, count, commit_now_ns(), &header, &location,
+                                &diag);
         }
         if (rv != 0) {
             if (rv == -ENOMEM) {

@@ -27,35 +27,35 @@
 
 /* One call of tandem_append() or tandem_append_async(). */
 struct tdm_commit_request {
-    struct tdm_queue link;      /* In commit->pending. */
-    uint8_t *raw;               /* Owned: record_count (u32 size, record) entries. */
+    struct tdm_queue link; /* In commit->pending. */
+    uint8_t *raw;          /* Owned: record_count (u32 size, record) entries. */
     size_t raw_size;
     uint32_t record_count;
-    tandem_append_cb cb;        /* NULL: a blocking caller waits on done. */
-    void *data;                 /* For cb. */
-    bool done;                  /* Set under commit->mutex when status is final. */
-    int status;                 /* 0 or an error code. */
-    uint64_t lsn_first;         /* Valid when status is 0. */
+    tandem_append_cb cb;         /* NULL: a blocking caller waits on done. */
+    void *data;                  /* For cb. */
+    bool done;                   /* Set under commit->mutex when status is final. */
+    int status;                  /* 0 or an error code. */
+    uint64_t lsn_first;          /* Valid when status is 0. */
     char message[TDM_DIAG_SIZE]; /* Why, when status is not 0. */
 };
 
 /* Thread-safe: yes; every field below mutex is guarded by it. */
 struct tdm_commit {
-    struct tdm_log *log;        /* Borrowed; appended to by the commit thread only. */
-    struct tdm_index *index;    /* Borrowed; written by the index thread only; may be NULL. */
+    struct tdm_log *log;     /* Borrowed; appended to by the commit thread only. */
+    struct tdm_index *index; /* Borrowed; written by the index thread only; may be NULL. */
     pthread_mutex_t mutex;
-    pthread_cond_t work_cond;   /* Commit thread: pending work or closing. */
-    pthread_cond_t done_cond;   /* Blocking writers: a request completed. */
-    pthread_cond_t index_cond;  /* Index thread, queries and backpressure. */
-    struct tdm_queue pending;   /* Requests not yet in a batch. */
+    pthread_cond_t work_cond;  /* Commit thread: pending work or closing. */
+    pthread_cond_t done_cond;  /* Blocking writers: a request completed. */
+    pthread_cond_t index_cond; /* Index thread, queries and backpressure. */
+    struct tdm_queue pending;  /* Requests not yet in a batch. */
     uint32_t pending_count;
     struct tdm_queue index_queue; /* Durable batches not yet indexed. */
-    size_t index_queue_size;    /* Bytes held in index_queue. */
-    uint64_t durable_lsn;       /* Last LSN made durable by the commit thread. */
-    uint64_t indexed_lsn;       /* Last LSN the index holds. */
-    int index_failed;           /* 0, or the error that stopped the index thread. */
+    size_t index_queue_size;      /* Bytes held in index_queue. */
+    uint64_t durable_lsn;         /* Last LSN made durable by the commit thread. */
+    uint64_t indexed_lsn;         /* Last LSN the index holds. */
+    int index_failed;             /* 0, or the error that stopped the index thread. */
     char index_message[TDM_DIAG_SIZE];
-    bool closing;               /* No new requests; drain and stop. */
+    bool closing; /* No new requests; drain and stop. */
     bool index_closing;
     bool index_urgent;          /* A query waits for the index: commit now. */
     uint32_t index_queue_count; /* Batches in index_queue. */

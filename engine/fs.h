@@ -35,9 +35,9 @@ enum tdm_fs_op {
 };
 
 /* open() flags. */
-#define TDM_FS_READ 0x1u      /* Open for reading only. */
-#define TDM_FS_WRITE 0x2u     /* Open for reading and writing. */
-#define TDM_FS_CREATE 0x4u    /* Create if missing. */
+#define TDM_FS_READ      0x1u /* Open for reading only. */
+#define TDM_FS_WRITE     0x2u /* Open for reading and writing. */
+#define TDM_FS_CREATE    0x4u /* Create if missing. */
 #define TDM_FS_EXCLUSIVE 0x8u /* With CREATE: fail with -EEXIST if present. */
 
 /* Called once per directory entry name (not "." nor ".."); a non-zero return

@@ -177,11 +177,11 @@ static const struct index_db_spec index_db_specs[INDEX_DB__COUNT] = {
  * This registry is the library's one piece of process-wide state; LMDB's rule
  * forces it. Thread-safe: guarded by index_envs_mutex. */
 struct index_env_entry {
-    dev_t dev;                     /* Of DIR/index. */
+    dev_t dev; /* Of DIR/index. */
     ino_t ino;
-    MDB_env *env;                  /* Owned by the entry. */
-    bool read_only;                /* Opened with MDB_RDONLY. */
-    unsigned refs;                 /* struct tdm_index handles sharing env. */
+    MDB_env *env;   /* Owned by the entry. */
+    bool read_only; /* Opened with MDB_RDONLY. */
+    unsigned refs;  /* struct tdm_index handles sharing env. */
     struct index_env_entry *next;
 };
 
@@ -523,8 +523,7 @@ static int index_dbs_open(struct tdm_index *index, struct tdm_diag *diag)
 
 /* Find the shared environment of DIR/index, or open one (under the registry
  * mutex). A writer cannot share an environment that readers opened read-only. */
-static int index_env_acquire(struct tdm_index *index, const char *node_dir,
-                             struct tdm_diag *diag)
+static int index_env_acquire(struct tdm_index *index, const char *node_dir, struct tdm_diag *diag)
 {
     char path[INDEX_PATH_SIZE];
     int rv = index_path(path, node_dir, NULL, diag);
@@ -542,8 +541,10 @@ static int index_env_acquire(struct tdm_index *index, const char *node_dir,
             continue;
         }
         if (e->read_only && !index->read_only) {
-            tdm_diag_printf(diag, "index: %s is open read-only in this process; close the "
-                                  "read-only handles first", path);
+            tdm_diag_printf(diag,
+                            "index: %s is open read-only in this process; close the "
+                            "read-only handles first",
+                            path);
             return TANDEM_EBUSY;
         }
         e->refs++;
@@ -561,8 +562,8 @@ static int index_env_acquire(struct tdm_index *index, const char *node_dir,
         tdm_free(e);
         return rv;
     }
-    *e = (struct index_env_entry){st.st_dev, st.st_ino, index->env, index->read_only, 1,
-                                  index_envs};
+    *e =
+        (struct index_env_entry){st.st_dev, st.st_ino, index->env, index->read_only, 1, index_envs};
     index_envs = e;
     index->entry = e;
     return 0;

@@ -43,8 +43,8 @@ struct tdm_index_location {
  * hold LSNs location.lsn_first .. + record_count - 1 in order. */
 struct tdm_index_batch {
     struct tdm_index_location location;
-    struct tdm_chain_hash chain_hash;      /* Chain hash at the batch's last LSN. */
-    const struct tandem_record *records;   /* record_count records, borrowed. */
+    struct tdm_chain_hash chain_hash;    /* Chain hash at the batch's last LSN. */
+    const struct tandem_record *records; /* record_count records, borrowed. */
 };
 
 /* Open (creating if needed and not read_only) the index in node_dir/index.
@@ -93,7 +93,7 @@ struct tdm_index_scan {
     uint32_t customer_id;
     int64_t since_ns;
     int64_t until_ns;
-    const char *key;     /* Borrowed for the scan's life. */
+    const char *key; /* Borrowed for the scan's life. */
     size_t key_size;
     /* Position: internal. */
     bool started;

@@ -38,7 +38,7 @@
 #include "base/trace.h"
 
 #define PROGRESS_MAGIC 0x474f5250u /* "PROG" */
-#define PROGRESS_NAME "progress"
+#define PROGRESS_NAME  "progress"
 
 static void log_path(const struct tdm_log *log, uint64_t segment_lsn, char *path)
 {
@@ -80,8 +80,7 @@ void tdm_log_damage_add(struct tdm_log *log, const struct tandem_damage *damage)
     }
     log->damaged_count++;
     pthread_mutex_unlock(&log->mutex);
-    tdm_tracef("damage: segment %" PRIu64 " offset %" PRIu64 " lsn %" PRIu64 "..%" PRIu64
-               "%s",
+    tdm_tracef("damage: segment %" PRIu64 " offset %" PRIu64 " lsn %" PRIu64 "..%" PRIu64 "%s",
                damage->segment_lsn, damage->offset, damage->lsn_first, damage->lsn_last,
                damage->sealed ? " (sealed)" : "");
 }
@@ -526,8 +525,8 @@ int tdm_log_append_batch(struct tdm_log *log, const uint8_t *bytes, size_t size,
         return rv;
     }
     if (size != TDM_BATCH_HEADER_SIZE + (size_t)h.body_size) {
-        return TDM_CORRUPT(diag, "batch %" PRIu64 ": %zu bytes, header says %u", h.lsn_first,
-                           size, TDM_BATCH_HEADER_SIZE + h.body_size);
+        return TDM_CORRUPT(diag, "batch %" PRIu64 ": %zu bytes, header says %u", h.lsn_first, size,
+                           TDM_BATCH_HEADER_SIZE + h.body_size);
     }
     if (h.lsn_first != log->lsn_last + 1) {
         tdm_diag_printf(diag, "batch starts at LSN %" PRIu64 ", the log ends at %" PRIu64,
@@ -535,8 +534,8 @@ int tdm_log_append_batch(struct tdm_log *log, const uint8_t *bytes, size_t size,
         return TANDEM_EINVALID;
     }
     if (h.epoch < log->epoch) {
-        tdm_diag_printf(diag, "batch %" PRIu64 " from epoch %" PRIu64 " < %" PRIu64,
-                        h.lsn_first, h.epoch, log->epoch);
+        tdm_diag_printf(diag, "batch %" PRIu64 " from epoch %" PRIu64 " < %" PRIu64, h.lsn_first,
+                        h.epoch, log->epoch);
         return TANDEM_ESTALEEPOCH;
     }
     if (!tdm_batch_chain_follows(&h, &log->chain_last)) {
@@ -640,7 +639,7 @@ void tdm_log_status(struct tdm_log *log, struct tandem_status *status)
     snprintf(status->failed_message, sizeof(status->failed_message), "%s", log->failed_message);
     status->damaged_count = log->damaged_count;
     uint32_t n = log->damaged_count < TANDEM_STATUS_DAMAGED_MAX ? log->damaged_count
-                                                                 : TANDEM_STATUS_DAMAGED_MAX;
+                                                                : TANDEM_STATUS_DAMAGED_MAX;
     memcpy(status->damaged, log->damaged, n * sizeof(status->damaged[0]));
     pthread_mutex_unlock(&log->mutex);
 }

@@ -19,8 +19,8 @@
 #include "fs.h"
 #include "segment.h"
 
-#define TDM_LOG_SEGMENTS_MAX (1u << 20)
-#define TDM_LOG_DAMAGED_MAX TANDEM_STATUS_DAMAGED_MAX
+#define TDM_LOG_SEGMENTS_MAX   (1u << 20)
+#define TDM_LOG_DAMAGED_MAX    TANDEM_STATUS_DAMAGED_MAX
 #define TDM_PROGRESS_SLOT_SIZE 64
 
 /* One segment file as recovery found it. */
@@ -39,42 +39,42 @@ struct tdm_log_options {
 };
 
 struct tdm_log {
-    struct tdm_fs *fs;                 /* Borrowed until close. */
-    char log_dir[TDM_PATH_SIZE];       /* DIR/log */
+    struct tdm_fs *fs;                  /* Borrowed until close. */
+    char log_dir[TDM_PATH_SIZE];        /* DIR/log */
     char quarantine_dir[TDM_PATH_SIZE]; /* DIR/quarantine */
     struct tdm_log_options options;
-    pthread_mutex_t mutex;             /* Guards everything below that readers see. */
+    pthread_mutex_t mutex; /* Guards everything below that readers see. */
 
-    struct tdm_log_segment *segments;  /* segments[0 .. segment_count), in LSN order. */
+    struct tdm_log_segment *segments; /* segments[0 .. segment_count), in LSN order. */
     uint32_t segment_count;
     uint32_t segment_capacity;
-    uint64_t log_bytes;                /* Sum of segment sizes. */
+    uint64_t log_bytes; /* Sum of segment sizes. */
 
-    uint64_t lsn_first;                /* First LSN in the log; 0 if empty. */
-    uint64_t lsn_last;                 /* Last durable LSN; 0 if empty. */
-    struct tdm_chain_hash chain_last;  /* Chain hash at lsn_last. */
-    uint64_t epoch;                    /* Epoch of the last batch (1 on a new log). */
+    uint64_t lsn_first;               /* First LSN in the log; 0 if empty. */
+    uint64_t lsn_last;                /* Last durable LSN; 0 if empty. */
+    struct tdm_chain_hash chain_last; /* Chain hash at lsn_last. */
+    uint64_t epoch;                   /* Epoch of the last batch (1 on a new log). */
 
-    int tail_fd;                       /* Open segment being appended to, or -1. */
-    uint64_t tail_offset;              /* Bytes written to it. */
-    uint32_t tail_batch_count;         /* Batches in it. */
-    XXH3_state_t *tail_checksum;       /* Running XXH3-64 of its bytes, for the footer. */
+    int tail_fd;                 /* Open segment being appended to, or -1. */
+    uint64_t tail_offset;        /* Bytes written to it. */
+    uint32_t tail_batch_count;   /* Batches in it. */
+    XXH3_state_t *tail_checksum; /* Running XXH3-64 of its bytes, for the footer. */
 
-    int progress_fd;                   /* DIR/log/progress, or -1. */
-    uint64_t progress_seq;             /* Sequence of the last progress record. */
-    uint64_t progress_lsn;             /* Durable LSN recorded there when opened. */
+    int progress_fd;       /* DIR/log/progress, or -1. */
+    uint64_t progress_seq; /* Sequence of the last progress record. */
+    uint64_t progress_lsn; /* Durable LSN recorded there when opened. */
 
     struct tandem_damage damaged[TDM_LOG_DAMAGED_MAX];
-    uint32_t damaged_count;            /* May exceed the array. */
-    bool tail_damaged;                 /* Damage in the open segment: no appends. */
+    uint32_t damaged_count; /* May exceed the array. */
+    bool tail_damaged;      /* Damage in the open segment: no appends. */
     uint64_t quarantine_bytes;
     uint32_t quarantine_count;
 
-    int failed_code;                   /* Sticky: 0 or the error that stopped writes. */
+    int failed_code; /* Sticky: 0 or the error that stopped writes. */
     char failed_message[TDM_DIAG_SIZE];
 
-    ZSTD_CCtx *cctx;                   /* Writer's compression context. */
-    uint8_t *buffer;                   /* Writer's batch buffer. */
+    ZSTD_CCtx *cctx; /* Writer's compression context. */
+    uint8_t *buffer; /* Writer's batch buffer. */
     size_t buffer_size;
 };
 

@@ -35,14 +35,14 @@
 #include "index.h"
 #include "log.h"
 
-#define NODE_SCAN_CHUNK 256
+#define NODE_SCAN_CHUNK        256
 #define NODE_CATCH_UP_SIZE_MAX (32u << 20)
 
 struct tandem {
-    struct tdm_fs *fs;          /* Borrowed. */
+    struct tdm_fs *fs; /* Borrowed. */
     char dir[TDM_PATH_SIZE];
     bool read_only;
-    int lock_fd;                /* -1 for readers. */
+    int lock_fd; /* -1 for readers. */
     struct tdm_log log;
     struct tdm_index *index;
     bool commit_started;
@@ -113,8 +113,7 @@ static int node_lock(struct tandem *t, struct tdm_diag *diag)
         rv = t->fs->lock(t->fs, path, &t->lock_fd);
     }
     if (rv == -EWOULDBLOCK || rv == -EAGAIN) {
-        tdm_diag_printf(diag, "%s is locked by another process (one writer per directory)",
-                        t->dir);
+        tdm_diag_printf(diag, "%s is locked by another process (one writer per directory)", t->dir);
         return TANDEM_ELOCKED;
     }
     if (rv == -ENOENT) {
@@ -268,8 +267,8 @@ static int node_open(const char *dir, const struct tandem_options *options, stru
 {
     struct tandem_options defaults;
     tandem_options_init(&defaults);
-    uint64_t segment_size = options->segment_size != 0 ? options->segment_size
-                                                       : defaults.segment_size;
+    uint64_t segment_size =
+        options->segment_size != 0 ? options->segment_size : defaults.segment_size;
     if (segment_size < TDM_SEGMENT_SIZE_MIN || segment_size > TDM_SEGMENT_SIZE_MAX) {
         tdm_diag_printf(diag, "segment_size %" PRIu64 " out of range [%llu, %llu]", segment_size,
                         TDM_SEGMENT_SIZE_MIN, TDM_SEGMENT_SIZE_MAX);
@@ -300,8 +299,7 @@ static int node_open(const char *dir, const struct tandem_options *options, stru
             goto err_after_alloc;
         }
     }
-    struct tdm_log_options log_options = {.segment_size = segment_size,
-                                          .read_only = t->read_only};
+    struct tdm_log_options log_options = {.segment_size = segment_size, .read_only = t->read_only};
     rv = tdm_log_open(&t->log, fs, dir, &log_options, diag);
     if (rv != 0) {
         goto err_after_lock;
@@ -553,7 +551,7 @@ static int node_read_missing(struct tandem *t, uint64_t lsn, int rv, struct tdm_
     struct tandem_status status;
     tdm_log_status(&t->log, &status);
     uint32_t n = status.damaged_count < TANDEM_STATUS_DAMAGED_MAX ? status.damaged_count
-                                                                   : TANDEM_STATUS_DAMAGED_MAX;
+                                                                  : TANDEM_STATUS_DAMAGED_MAX;
     for (uint32_t i = 0; rv == TANDEM_ENOTFOUND && i < n; i++) {
         const struct tandem_damage *d = &status.damaged[i];
         if (d->lsn_first != 0 && lsn >= d->lsn_first && lsn <= d->lsn_last) {
@@ -809,8 +807,8 @@ int tandem_customer_find(struct tandem *t, enum tandem_customer_key key, const c
 {
     struct tdm_diag d = {{0}};
     int rv = 0;
-    size_t limit = key == TANDEM_CUSTOMER_KEY_USERNAME ? TANDEM_USERNAME_SIZE_MAX
-                                                       : TANDEM_ADDRESS_SIZE_MAX;
+    size_t limit =
+        key == TANDEM_CUSTOMER_KEY_USERNAME ? TANDEM_USERNAME_SIZE_MAX : TANDEM_ADDRESS_SIZE_MAX;
     if (cb == NULL || (value == NULL && value_size > 0) || value_size > limit ||
         (key != TANDEM_CUSTOMER_KEY_USERNAME && key != TANDEM_CUSTOMER_KEY_EMAIL)) {
         tdm_diag_printf(&d, "bad customer key or value (%zu bytes, limit %zu)", value_size, limit);
@@ -818,7 +816,7 @@ int tandem_customer_find(struct tandem *t, enum tandem_customer_key key, const c
     } else {
         struct tdm_index_scan scan;
         tdm_index_scan_init(&scan, key == TANDEM_CUSTOMER_KEY_USERNAME ? TDM_INDEX_SCAN_USERNAME
-                                                                        : TDM_INDEX_SCAN_EMAIL);
+                                                                       : TDM_INDEX_SCAN_EMAIL);
         scan.key = value;
         scan.key_size = value_size;
         struct node_customer_key k = {key, value, value_size};

@@ -50,7 +50,7 @@
 #include "base/trace.h"
 #include "log.h"
 
-#define RECOVER_CHUNK_SIZE (1u << 20)
+#define RECOVER_CHUNK_SIZE        (1u << 20)
 #define RECOVER_SEGMENT_NAMES_MAX TDM_LOG_SEGMENTS_MAX
 
 /* Reading the batches of one segment file. */
@@ -58,14 +58,13 @@ struct walk {
     struct tdm_fs *fs;
     int fd;
     uint64_t segment_lsn;
-    uint64_t end;              /* Bytes that may hold batches (before a footer). */
-    XXH3_state_t *checksum;    /* Fed with every verified byte, or NULL. */
-    uint8_t *body;             /* Scratch for a batch body. */
-    uint8_t *raw;              /* Scratch for its decompressed records. */
+    uint64_t end;           /* Bytes that may hold batches (before a footer). */
+    XXH3_state_t *checksum; /* Fed with every verified byte, or NULL. */
+    uint8_t *body;          /* Scratch for a batch body. */
+    uint8_t *raw;           /* Scratch for its decompressed records. */
 };
 
-static int walk_init(struct walk *w, struct tdm_fs *fs, int fd, uint64_t segment_lsn,
-                     uint64_t end)
+static int walk_init(struct walk *w, struct tdm_fs *fs, int fd, uint64_t segment_lsn, uint64_t end)
 {
     memset(w, 0, sizeof(*w));
     w->fs = fs;
@@ -132,8 +131,7 @@ static int walk_batch(struct walk *w, uint64_t offset, uint64_t expected_lsn,
 }
 
 /* Find the first offset in [from, end) where a batch header decodes. */
-static int walk_resync(struct walk *w, uint64_t from, uint64_t *found,
-                       struct tdm_batch_header *h)
+static int walk_resync(struct walk *w, uint64_t from, uint64_t *found, struct tdm_batch_header *h)
 {
     uint8_t *chunk = w->body; /* Reused: resync happens between batches. */
     uint64_t offset = from;
@@ -250,8 +248,7 @@ static int recover_cut_tail(struct tdm_log *log, int fd, uint64_t segment_lsn, u
     tdm_segment_name(segment_name, sizeof(segment_name), segment_lsn);
     int rv = quarantine_copy(log, fd, segment_lsn, offset, size, "torn");
     if (rv != 0) {
-        tdm_diag_printf(diag, "quarantine torn tail of %s: %s", segment_name,
-                        tandem_strerror(rv));
+        tdm_diag_printf(diag, "quarantine torn tail of %s: %s", segment_name, tandem_strerror(rv));
         return rv;
     }
     rv = tdm_fs_path(segment_path, sizeof(segment_path), log->log_dir, segment_name);
@@ -290,10 +287,10 @@ static int recover_quarantine_file(struct tdm_log *log, uint64_t segment_lsn, ui
 
 /* What recovery knows between segments. */
 struct recover_state {
-    uint64_t expected_lsn;        /* Next LSN the log should hold. */
-    struct tdm_chain_hash chain;  /* Chain hash at expected_lsn - 1. */
-    bool chain_known;             /* False after damage hid the chain. */
-    uint64_t epoch;               /* Epoch of the last batch seen. */
+    uint64_t expected_lsn;       /* Next LSN the log should hold. */
+    struct tdm_chain_hash chain; /* Chain hash at expected_lsn - 1. */
+    bool chain_known;            /* False after damage hid the chain. */
+    uint64_t epoch;              /* Epoch of the last batch seen. */
 };
 
 static void recover_damage(struct tdm_log *log, struct tdm_log_segment *segment, uint64_t offset,
@@ -433,8 +430,8 @@ static int recover_tail_verdict(struct tdm_log *log, struct walk *w, struct tdm_
         return found;
     }
     if (found == 1 || log->progress_lsn >= expected) {
-        recover_damage(log, seg, offset, expected, found == 1 ? nh.lsn_first - 1 : log->progress_lsn,
-                       why);
+        recover_damage(log, seg, offset, expected,
+                       found == 1 ? nh.lsn_first - 1 : log->progress_lsn, why);
         log->tail_damaged = true;
         if (found == 1 && nh.lsn_first > expected) {
             *resume = next;
@@ -464,8 +461,8 @@ static int recover_walk_after_damage(struct tdm_log *log, struct walk *w,
     while (offset < seg->size) {
         struct tdm_batch_header h;
         struct tdm_diag why = {{0}};
-        int rv = walk_batch(w, offset, chain_known ? *expected : 0, chain_known ? prev : NULL,
-                            &h, &why);
+        int rv =
+            walk_batch(w, offset, chain_known ? *expected : 0, chain_known ? prev : NULL, &h, &why);
         if (rv == 0 && h.lsn_first >= *expected) {
             offset += TDM_BATCH_HEADER_SIZE + h.body_size;
             *expected = tdm_batch_lsn_last(&h) + 1;
@@ -623,8 +620,8 @@ static int recover_segment(struct tdm_log *log, uint64_t segment_lsn, bool is_la
     uint8_t hb[TDM_SEGMENT_HEADER_SIZE];
     struct tdm_segment_header sh;
     rv = tdm_fs_read_exact(log->fs, fd, hb, sizeof(hb), 0);
-    bool header_ok = rv == 0 && tdm_segment_header_decode(hb, &sh, NULL) == 0 &&
-                     sh.lsn_first == segment_lsn;
+    bool header_ok =
+        rv == 0 && tdm_segment_header_decode(hb, &sh, NULL) == 0 && sh.lsn_first == segment_lsn;
     if (rv == -ENODATA) {
         rv = 0;
     }
@@ -747,8 +744,8 @@ static void recover_check_progress(struct tdm_log *log, const struct recover_sta
         damage.offset = last->size;
         damage.sealed = last->sealed;
     }
-    tdm_tracef("log ends at LSN %" PRIu64 " but LSN %" PRIu64 " was durable",
-               st->expected_lsn - 1, log->progress_lsn);
+    tdm_tracef("log ends at LSN %" PRIu64 " but LSN %" PRIu64 " was durable", st->expected_lsn - 1,
+               log->progress_lsn);
     tdm_log_damage_add(log, &damage);
     log->tail_damaged = true;
 }
@@ -762,8 +759,8 @@ static void recover_mark_sealed(struct tdm_log *log)
         return;
     }
     uint64_t last_lsn = log->segments[log->segment_count - 1].lsn_first;
-    uint32_t n = log->damaged_count < TDM_LOG_DAMAGED_MAX ? log->damaged_count
-                                                          : TDM_LOG_DAMAGED_MAX;
+    uint32_t n =
+        log->damaged_count < TDM_LOG_DAMAGED_MAX ? log->damaged_count : TDM_LOG_DAMAGED_MAX;
     for (uint32_t i = 0; i < n; i++) {
         if (log->damaged[i].segment_lsn < last_lsn) {
             log->damaged[i].sealed = true;
@@ -932,8 +929,8 @@ static int cut_find(struct tdm_log *log, const struct tdm_log_segment *seg, int 
             break;
         }
         if (tdm_batch_lsn_last(&h) > lsn) {
-            tdm_diag_printf(diag, "cut: LSN %" PRIu64 " is inside batch %" PRIu64 "..%" PRIu64,
-                            lsn, h.lsn_first, tdm_batch_lsn_last(&h));
+            tdm_diag_printf(diag, "cut: LSN %" PRIu64 " is inside batch %" PRIu64 "..%" PRIu64, lsn,
+                            h.lsn_first, tdm_batch_lsn_last(&h));
             return TANDEM_EINVALID;
         }
         *chain = h.chain_hash;
@@ -955,8 +952,7 @@ static int cut_quarantine_segments(struct tdm_log *log, uint32_t from)
 {
     int rv = 0;
     for (uint32_t i = log->segment_count; rv == 0 && i > from; i--) {
-        rv = quarantine_move(log, log->segments[i - 1].lsn_first, log->segments[i - 1].size,
-                             "cut");
+        rv = quarantine_move(log, log->segments[i - 1].lsn_first, log->segments[i - 1].size, "cut");
     }
     return rv;
 }
@@ -983,8 +979,8 @@ static int cut_reopen_tail(struct tdm_log *log, uint32_t index, uint64_t offset,
     }
     XXH3_64bits_reset(log->tail_checksum);
     for (uint64_t done = 0; rv == 0 && done < offset;) {
-        size_t n = offset - done < RECOVER_CHUNK_SIZE ? (size_t)(offset - done)
-                                                      : RECOVER_CHUNK_SIZE;
+        size_t n =
+            offset - done < RECOVER_CHUNK_SIZE ? (size_t)(offset - done) : RECOVER_CHUNK_SIZE;
         rv = tdm_fs_read_exact(fs, fd, chunk, n, done);
         XXH3_64bits_update(log->tail_checksum, chunk, n);
         done += n;

@@ -10,30 +10,30 @@
 #include "base/error.h"
 #include "batch.h"
 
-#define TDM_SEGMENT_MAGIC 0x4d474553u /* "SEGM" */
-#define TDM_FOOTER_MAGIC 0x544f4f46u  /* "FOOT" */
-#define TDM_SEGMENT_VERSION 1
-#define TDM_SEGMENT_HEADER_SIZE 64
-#define TDM_SEGMENT_FOOTER_SIZE 80
-#define TDM_SEGMENT_NAME_SIZE 32      /* "%020llu.seg" and a NUL. */
+#define TDM_SEGMENT_MAGIC        0x4d474553u /* "SEGM" */
+#define TDM_FOOTER_MAGIC         0x544f4f46u /* "FOOT" */
+#define TDM_SEGMENT_VERSION      1
+#define TDM_SEGMENT_HEADER_SIZE  64
+#define TDM_SEGMENT_FOOTER_SIZE  80
+#define TDM_SEGMENT_NAME_SIZE    32 /* "%020llu.seg" and a NUL. */
 #define TDM_SEGMENT_SIZE_DEFAULT (64ull << 20)
-#define TDM_SEGMENT_SIZE_MIN (4ull << 10)
-#define TDM_SEGMENT_SIZE_MAX (1ull << 30)
+#define TDM_SEGMENT_SIZE_MIN     (4ull << 10)
+#define TDM_SEGMENT_SIZE_MAX     (1ull << 30)
 
 struct tdm_segment_header {
-    uint64_t lsn_first;                 /* LSN of the first batch the segment holds. */
-    uint64_t epoch;                     /* Epoch when the segment was created. */
-    struct tdm_chain_hash chain_prev;   /* Chain hash at lsn_first - 1 (zero at LSN 1). */
-    int64_t time_ns;                    /* Creation time (data only). */
+    uint64_t lsn_first;               /* LSN of the first batch the segment holds. */
+    uint64_t epoch;                   /* Epoch when the segment was created. */
+    struct tdm_chain_hash chain_prev; /* Chain hash at lsn_first - 1 (zero at LSN 1). */
+    int64_t time_ns;                  /* Creation time (data only). */
 };
 
 struct tdm_segment_footer {
-    uint64_t lsn_first;                 /* Equal to the header's. */
-    uint64_t lsn_last;                  /* Last LSN in the segment. */
-    uint32_t batch_count;               /* Batches in the segment. */
-    uint64_t data_size;                 /* Bytes before the footer (header + batches). */
-    uint64_t checksum;                  /* XXH3-64 of those data_size bytes. */
-    struct tdm_chain_hash chain_last;   /* Chain hash at lsn_last. */
+    uint64_t lsn_first;               /* Equal to the header's. */
+    uint64_t lsn_last;                /* Last LSN in the segment. */
+    uint32_t batch_count;             /* Batches in the segment. */
+    uint64_t data_size;               /* Bytes before the footer (header + batches). */
+    uint64_t checksum;                /* XXH3-64 of those data_size bytes. */
+    struct tdm_chain_hash chain_last; /* Chain hash at lsn_last. */
 };
 
 void tdm_segment_name(char *out, size_t size, uint64_t lsn_first);

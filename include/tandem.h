@@ -44,9 +44,10 @@ enum tandem_error {
     TANDEM_ELOCKED = -20008,     /* Another process owns the directory for writing. */
     TANDEM_ENOTFOUND = -20009,   /* No such record. */
     TANDEM_EREADONLY = -20010,   /* The handle was opened read-only. */
-    TANDEM_EDAMAGED = -20011,    /* The log is damaged: the range must be repaired from a replica. */
-    TANDEM_EFORMAT = -20012,     /* Not a tandem directory, or a format version this build cannot read. */
-    TANDEM_EBUSY = -20013,       /* Too many requests in flight; try again. */
+    TANDEM_EDAMAGED = -20011, /* The log is damaged: the range must be repaired from a replica. */
+    TANDEM_EFORMAT =
+        -20012,            /* Not a tandem directory, or a format version this build cannot read. */
+    TANDEM_EBUSY = -20013, /* Too many requests in flight; try again. */
 };
 
 /* Return a static, human-readable name for a tandem or errno code. Thread-safe. */
@@ -62,17 +63,17 @@ struct tandem_diag {
  * (64-byte local part, '@', 255-byte domain); Message-ID and subject follow the
  * 998-byte line limit of RFC 5322. A record that breaks one is rejected with
  * TANDEM_EINVALID and a diag naming the field; nothing is ever truncated. */
-#define TANDEM_ADDRESS_SIZE_MAX 320      /* recipient, sender, email */
-#define TANDEM_MESSAGE_ID_SIZE_MAX 998   /* message_id */
-#define TANDEM_SUBJECT_SIZE_MAX 998      /* subject (raw bytes, any encoding) */
-#define TANDEM_THREAT_SIZE_MAX 255       /* threat */
-#define TANDEM_NAME_SIZE_MAX 128         /* first_name, last_name */
-#define TANDEM_USERNAME_SIZE_MAX 128     /* username */
-#define TANDEM_PHONE_SIZE_MAX 32         /* phone */
-#define TANDEM_POSTAL_SIZE_MAX 512       /* address (postal business address) */
-#define TANDEM_MESSAGE_SIZE_MAX (1ULL << 40) /* size: 1 TiB */
-#define TANDEM_SPAM_SCORE_MILLI_MAX 1000000000 /* |spam_score| <= 1,000,000.000 */
-#define TANDEM_APPEND_RECORDS_MAX 4096   /* records in one tandem_append() call */
+#define TANDEM_ADDRESS_SIZE_MAX     320          /* recipient, sender, email */
+#define TANDEM_MESSAGE_ID_SIZE_MAX  998          /* message_id */
+#define TANDEM_SUBJECT_SIZE_MAX     998          /* subject (raw bytes, any encoding) */
+#define TANDEM_THREAT_SIZE_MAX      255          /* threat */
+#define TANDEM_NAME_SIZE_MAX        128          /* first_name, last_name */
+#define TANDEM_USERNAME_SIZE_MAX    128          /* username */
+#define TANDEM_PHONE_SIZE_MAX       32           /* phone */
+#define TANDEM_POSTAL_SIZE_MAX      512          /* address (postal business address) */
+#define TANDEM_MESSAGE_SIZE_MAX     (1ULL << 40) /* size: 1 TiB */
+#define TANDEM_SPAM_SCORE_MILLI_MAX 1000000000   /* |spam_score| <= 1,000,000.000 */
+#define TANDEM_APPEND_RECORDS_MAX   4096         /* records in one tandem_append() call */
 
 enum tandem_record_type {
     TANDEM_RECORD_MESSAGE = 1,
@@ -103,24 +104,24 @@ struct tandem_bytes {
 
 /* An IPv4 or IPv6 address. */
 struct tandem_ip {
-    uint8_t family;     /* 4 or 6. */
-    uint8_t bytes[16];  /* Network order; IPv4 uses the first 4 bytes, the rest are 0. */
+    uint8_t family;    /* 4 or 6. */
+    uint8_t bytes[16]; /* Network order; IPv4 uses the first 4 bytes, the rest are 0. */
 };
 
 /* The metadata of one processed mail for one recipient. */
 struct tandem_message {
     uint32_t customer_id;
-    int64_t time_ns;                           /* UTC nanoseconds since 1970; >= 0. */
-    uint64_t size;                             /* Bytes; <= TANDEM_MESSAGE_SIZE_MAX. */
+    int64_t time_ns; /* UTC nanoseconds since 1970; >= 0. */
+    uint64_t size;   /* Bytes; <= TANDEM_MESSAGE_SIZE_MAX. */
     enum tandem_destination destination;
     enum tandem_classification classification;
-    struct tandem_bytes threat;                /* Virus or banned-file name; may be empty. */
-    struct tandem_bytes recipient;             /* Address; not empty. */
-    int32_t spam_score_milli;                  /* Spam score times 1000 (three decimals). */
-    struct tandem_bytes message_id;            /* May be empty. */
-    struct tandem_bytes sender;                /* Address; empty for bounces. */
-    struct tandem_ip relay_ip;                 /* The server that relayed the message. */
-    struct tandem_bytes subject;               /* Raw header bytes. */
+    struct tandem_bytes threat;     /* Virus or banned-file name; may be empty. */
+    struct tandem_bytes recipient;  /* Address; not empty. */
+    int32_t spam_score_milli;       /* Spam score times 1000 (three decimals). */
+    struct tandem_bytes message_id; /* May be empty. */
+    struct tandem_bytes sender;     /* Address; empty for bounces. */
+    struct tandem_ip relay_ip;      /* The server that relayed the message. */
+    struct tandem_bytes subject;    /* Raw header bytes. */
 };
 
 /* The identity of one customer account. A newer record for the same
@@ -157,7 +158,7 @@ int tandem_record_validate(const struct tandem_record *record, struct tandem_dia
 struct tandem;
 
 #define TANDEM_OPEN_READONLY 0x1u /* Query only; take no lock; modify no file. */
-#define TANDEM_OPEN_CREATE 0x2u   /* Create the log/, index/ and quarantine/ directories. */
+#define TANDEM_OPEN_CREATE   0x2u /* Create the log/, index/ and quarantine/ directories. */
 
 struct tandem_options {
     uint32_t flags;        /* TANDEM_OPEN_* bits. */
@@ -248,8 +249,8 @@ int tandem_get(struct tandem *t, const char *message_id, size_t message_id_size,
  * sender. */
 struct tandem_query {
     uint32_t customer_id;
-    int64_t since_ns;           /* Inclusive. */
-    int64_t until_ns;           /* Exclusive; INT64_MAX for "no end". */
+    int64_t since_ns;              /* Inclusive. */
+    int64_t until_ns;              /* Exclusive; INT64_MAX for "no end". */
     struct tandem_bytes recipient; /* Empty: any recipient. */
     struct tandem_bytes sender;    /* Empty: any sender (use sender_empty for bounces). */
     bool sender_empty;             /* Only bounces (empty sender). */
@@ -284,28 +285,28 @@ int tandem_read(struct tandem *t, uint64_t lsn, tandem_record_cb cb, void *data,
 
 /* A range of the log whose bytes fail their checksums. */
 struct tandem_damage {
-    uint64_t lsn_first;     /* First LSN of the range (0 if unknown). */
-    uint64_t lsn_last;      /* Last LSN of the range (0 if unknown). */
-    uint64_t segment_lsn;   /* The segment file's first LSN (its name). */
-    uint64_t offset;        /* Byte offset of the damage in the segment file. */
-    bool sealed;            /* Inside a sealed segment. */
+    uint64_t lsn_first;   /* First LSN of the range (0 if unknown). */
+    uint64_t lsn_last;    /* Last LSN of the range (0 if unknown). */
+    uint64_t segment_lsn; /* The segment file's first LSN (its name). */
+    uint64_t offset;      /* Byte offset of the damage in the segment file. */
+    bool sealed;          /* Inside a sealed segment. */
 };
 
 struct tandem_status {
-    uint64_t lsn_first;        /* First LSN in the log; 0 if empty. */
-    uint64_t lsn_last;         /* Last durable LSN; 0 if empty. */
-    uint64_t index_lsn;        /* LSN the index is current to. */
-    uint64_t epoch;            /* Epoch of the last batch; 1 on a new node. */
-    uint8_t chain_hash[16];    /* Chain hash at lsn_last. */
-    uint32_t segment_count;    /* Segment files, sealed and open. */
-    uint32_t sealed_count;     /* Sealed segments. */
-    uint64_t log_bytes;        /* Bytes in segment files. */
-    uint64_t quarantine_bytes; /* Bytes held in quarantine/. */
-    uint32_t quarantine_count; /* Files in quarantine/. */
-    bool read_only;            /* The handle is read-only. */
-    int failed_code;           /* 0, or the error that stopped writes. */
+    uint64_t lsn_first;                    /* First LSN in the log; 0 if empty. */
+    uint64_t lsn_last;                     /* Last durable LSN; 0 if empty. */
+    uint64_t index_lsn;                    /* LSN the index is current to. */
+    uint64_t epoch;                        /* Epoch of the last batch; 1 on a new node. */
+    uint8_t chain_hash[16];                /* Chain hash at lsn_last. */
+    uint32_t segment_count;                /* Segment files, sealed and open. */
+    uint32_t sealed_count;                 /* Sealed segments. */
+    uint64_t log_bytes;                    /* Bytes in segment files. */
+    uint64_t quarantine_bytes;             /* Bytes held in quarantine/. */
+    uint32_t quarantine_count;             /* Files in quarantine/. */
+    bool read_only;                        /* The handle is read-only. */
+    int failed_code;                       /* 0, or the error that stopped writes. */
     char failed_message[TANDEM_DIAG_SIZE]; /* Why writes stopped. */
-    uint32_t damaged_count;    /* Damaged ranges found (may exceed the array). */
+    uint32_t damaged_count;                /* Damaged ranges found (may exceed the array). */
     struct tandem_damage damaged[TANDEM_STATUS_DAMAGED_MAX];
 };
 

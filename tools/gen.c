@@ -41,19 +41,19 @@
 
 #define GEN_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
-#define GEN_MAIL_GAP_NS_MEAN 25000000.0     /* 25 ms between mails. */
+#define GEN_MAIL_GAP_NS_MEAN     25000000.0 /* 25 ms between mails. */
 #define GEN_RECIPIENT_GAP_US_MIN 50         /* Between records of one mail. */
 #define GEN_RECIPIENT_GAP_US_MAX 999
-#define GEN_SIZE_MIN 300                    /* Smallest mail, bytes. */
-#define GEN_SIZE_MAX (45ULL << 20)          /* Largest mail not oversized. */
-#define GEN_OVERSIZED_MIN (50ULL << 20)
-#define GEN_OVERSIZED_SPAN (100ULL << 20)
-#define GEN_USERS_MIN 20                    /* >= the largest recipient count. */
-#define GEN_USERS_SPAN 300
-#define GEN_RECIPIENTS_MAX 20
-#define GEN_SUBJECT_LONG_MAX 990            /* Below TANDEM_SUBJECT_SIZE_MAX. */
-#define GEN_SPAM_SCORE_MAX 60.0
-#define GEN_LN2 0.69314718055994530942
+#define GEN_SIZE_MIN             300           /* Smallest mail, bytes. */
+#define GEN_SIZE_MAX             (45ULL << 20) /* Largest mail not oversized. */
+#define GEN_OVERSIZED_MIN        (50ULL << 20)
+#define GEN_OVERSIZED_SPAN       (100ULL << 20)
+#define GEN_USERS_MIN            20 /* >= the largest recipient count. */
+#define GEN_USERS_SPAN           300
+#define GEN_RECIPIENTS_MAX       20
+#define GEN_SUBJECT_LONG_MAX     990 /* Below TANDEM_SUBJECT_SIZE_MAX. */
+#define GEN_SPAM_SCORE_MAX       60.0
+#define GEN_LN2                  0.69314718055994530942
 
 tdm_static_assert(GEN_RECIPIENTS_MAX <= GEN_USERS_MIN);
 tdm_static_assert(GEN_SUBJECT_LONG_MAX <= TANDEM_SUBJECT_SIZE_MAX);
@@ -76,24 +76,23 @@ enum gen_salt {
  * ------------------------------------------------------------------------ */
 
 static const char *const gen_first_names[] = {
-    "Ada",    "Alan",    "Grace",   "Edsger", "Barbara",  "Donald", "Frances", "John",
-    "Margaret", "Niklaus", "Radia", "Ken",    "Dennis",   "Leslie", "Tony",    "Hedy",
-    "Katherine", "Linus", "Sophie", "Karen",  "Mary",     "Adele",  "Jean",    "Annie",
-    "Bjarne", "Guido",   "Ivan",    "Lena",   "Omar",     "Priya",  "Chen",    "Fatima",
-    "Tomasz", "Ingrid",  "Mateo",   "Noor",
+    "Ada",     "Alan",  "Grace", "Edsger", "Barbara", "Donald", "Frances", "John",      "Margaret",
+    "Niklaus", "Radia", "Ken",   "Dennis", "Leslie",  "Tony",   "Hedy",    "Katherine", "Linus",
+    "Sophie",  "Karen", "Mary",  "Adele",  "Jean",    "Annie",  "Bjarne",  "Guido",     "Ivan",
+    "Lena",    "Omar",  "Priya", "Chen",   "Fatima",  "Tomasz", "Ingrid",  "Mateo",     "Noor",
 };
 
 static const char *const gen_last_names[] = {
-    "Lovelace", "Turing",   "Hopper",    "Dijkstra", "Liskov",     "Knuth",    "Allen",
-    "Backus",   "Hamilton", "Wirth",     "Perlman",  "Thompson",   "Ritchie",  "Lamport",
-    "Hoare",    "Lamarr",   "Johnson",   "Torvalds", "Wilson",     "Jones",    "Keller",
-    "Goldberg", "Sammet",   "Easley",    "Stroustrup", "Rossum",   "Sutherland", "Nowak",
-    "Haddad",   "Sharma",   "Wei",       "Okafor",   "Kowalski",   "Berg",     "Garcia",
+    "Lovelace", "Turing",   "Hopper",  "Dijkstra",   "Liskov",   "Knuth",      "Allen",
+    "Backus",   "Hamilton", "Wirth",   "Perlman",    "Thompson", "Ritchie",    "Lamport",
+    "Hoare",    "Lamarr",   "Johnson", "Torvalds",   "Wilson",   "Jones",      "Keller",
+    "Goldberg", "Sammet",   "Easley",  "Stroustrup", "Rossum",   "Sutherland", "Nowak",
+    "Haddad",   "Sharma",   "Wei",     "Okafor",     "Kowalski", "Berg",       "Garcia",
 };
 
 static const char *const gen_company_words[] = {
-    "northwind", "contoso",  "fabrikam", "tailspin",   "wingtip",      "adventure-works",
-    "alpine",    "blue-yonder", "coho",  "litware",    "lucerne",      "margie-travel",
+    "northwind", "contoso",       "fabrikam",   "tailspin",      "wingtip", "adventure-works",
+    "alpine",    "blue-yonder",   "coho",       "litware",       "lucerne", "margie-travel",
     "proseware", "trey-research", "wide-world", "fourth-coffee",
 };
 
@@ -102,8 +101,8 @@ static const char *const gen_tlds[] = {
 };
 
 static const char *const gen_external_domains[] = {
-    "mail.example.net", "example.org",      "partners.example.com",
-    "post.example",     "mx.example.test",  "users.example.net",
+    "mail.example.net", "example.org",     "partners.example.com",
+    "post.example",     "mx.example.test", "users.example.net",
 };
 
 static const char *const gen_role_names[] = {
@@ -115,14 +114,14 @@ static const char *const gen_spam_words[] = {
 };
 
 static const char *const gen_virus_names[] = {
-    "Eicar-Test-Signature",        "Win.Trojan.Agent-1234567",   "Doc.Downloader.Emotet-7001",
-    "Html.Phishing.Bank-4242",     "Xls.Dropper.Agent-9001",     "Js.Trojan.Nemucod-6543",
+    "Eicar-Test-Signature",        "Win.Trojan.Agent-1234567", "Doc.Downloader.Emotet-7001",
+    "Html.Phishing.Bank-4242",     "Xls.Dropper.Agent-9001",   "Js.Trojan.Nemucod-6543",
     "Pdf.Exploit.CVE_2023_1234-1", "Win.Ransomware.Locky-88",
 };
 
 static const char *const gen_banned_files[] = {
-    "invoice.exe", "scan_0412.js", "payment.scr",  "document.pdf.exe", "order.vbs",
-    "archive.iso", "setup.msi",    "statement.bat", "photo.jpg.lnk",   "update.hta",
+    "invoice.exe", "scan_0412.js", "payment.scr",   "document.pdf.exe", "order.vbs",
+    "archive.iso", "setup.msi",    "statement.bat", "photo.jpg.lnk",    "update.hta",
 };
 
 static const char *const gen_streets[] = {
@@ -130,8 +129,8 @@ static const char *const gen_streets[] = {
 };
 
 static const char *const gen_cities[] = {
-    "Springfield", "Riverton", "Lakeside", "Fairview", "Greenville", "Kingsport", "Millbrook",
-    "Oakridge",
+    "Springfield", "Riverton",  "Lakeside",  "Fairview",
+    "Greenville",  "Kingsport", "Millbrook", "Oakridge",
 };
 
 /* A subject: prefix, then a number if wanted, then suffix. Raw bytes. */
@@ -157,25 +156,22 @@ static const struct gen_subject gen_subjects_clean[] = {
 };
 
 static const struct gen_subject gen_subjects_spam[] = {
-    {"You have won ", true, " EUR!!!"},
-    {"Limited offer: ", true, "% discount"},
-    {"URGENT: verify your account ", true, ""},
-    {"Re: your parcel is waiting", false, ""},
-    {"Your mailbox is full", false, ""},
-    {"Investment opportunity ", true, "x returns"},
+    {"You have won ", true, " EUR!!!"},         {"Limited offer: ", true, "% discount"},
+    {"URGENT: verify your account ", true, ""}, {"Re: your parcel is waiting", false, ""},
+    {"Your mailbox is full", false, ""},        {"Investment opportunity ", true, "x returns"},
 };
 
 /* ISO-8859-1 bytes: none of these is valid UTF-8. */
 static const struct gen_subject gen_subjects_latin1[] = {
-    {"Rechnung f\xfcr M\xe4rz ", true, ""},
-    {"R\xe9sum\xe9 de la r\xe9union ", true, ""},
-    {"Se\xf1or, su pedido ", true, ""},
-    {"\xc4nderung der Lieferadresse", false, ""},
+    {"Rechnung f\xfcr M\xe4rz ", true, ""}, {"R\xe9sum\xe9 de la r\xe9union ", true, ""},
+    {"Se\xf1or, su pedido ", true, ""},     {"\xc4nderung der Lieferadresse", false, ""},
     {"Caf\xe9 cr\xe8me ", true, ""},
 };
 
 static const struct gen_subject gen_subjects_utf8[] = {
-    {"Gr\xc3\xb6\xc3\x9f" "e ", true, ""},
+    {"Gr\xc3\xb6\xc3\x9f"
+     "e ",
+     true, ""},
     {"\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e report ", true, ""},
     {"Caf\xc3\xa9 order ", true, ""},
     {"\xd0\x9f\xd1\x80\xd0\xb8\xd0\xb2\xd0\xb5\xd1\x82 ", true, ""},
@@ -193,18 +189,15 @@ static const char *const gen_subjects_bounce[] = {
 };
 
 static const char *const gen_words[] = {
-    "quarterly", "update", "regarding", "the", "shipment", "and", "invoice", "for",
-    "project",   "status", "meeting",   "notes", "budget", "review", "action", "items",
+    "quarterly", "update", "regarding", "the",   "shipment", "and",    "invoice", "for",
+    "project",   "status", "meeting",   "notes", "budget",   "review", "action",  "items",
 };
 
 /* Classification per mille, in enum order (clean first). */
 static const unsigned gen_classification_per_mille[] = {
-    [TANDEM_CLASSIFICATION_CLEAN] = 620,
-    [TANDEM_CLASSIFICATION_SPAM] = 300,
-    [TANDEM_CLASSIFICATION_VIRUS] = 4,
-    [TANDEM_CLASSIFICATION_BANNED_FILE] = 11,
-    [TANDEM_CLASSIFICATION_BAD_HEADER] = 55,
-    [TANDEM_CLASSIFICATION_OVERSIZED] = 10,
+    [TANDEM_CLASSIFICATION_CLEAN] = 620,     [TANDEM_CLASSIFICATION_SPAM] = 300,
+    [TANDEM_CLASSIFICATION_VIRUS] = 4,       [TANDEM_CLASSIFICATION_BANNED_FILE] = 11,
+    [TANDEM_CLASSIFICATION_BAD_HEADER] = 55, [TANDEM_CLASSIFICATION_OVERSIZED] = 10,
 };
 
 /* ------------------------------------------------------------------------
@@ -664,8 +657,8 @@ static void mail_make_message_id(struct tdm_gen *gen)
         return;
     }
     /* A bijection of the mail's index: unique within this generator. */
-    uint32_t unique = gen_mix32((uint32_t)gen->mail.index ^
-                                (uint32_t)gen_hash(gen, 0, 0, GEN_SALT_MESSAGE_ID));
+    uint32_t unique =
+        gen_mix32((uint32_t)gen->mail.index ^ (uint32_t)gen_hash(gen, 0, 0, GEN_SALT_MESSAGE_ID));
     const char *domain = "mailer.example.net";
     if (gen->mail.sender_size > 0) {
         domain = strchr(gen->mail.sender, '@');
@@ -718,8 +711,7 @@ static void mail_make_subject(struct tdm_gen *gen, bool bounce)
     text_init(&text, gen->mail.subject, sizeof(gen->mail.subject));
     uint64_t r = gen_below(gen, 1000);
     if (bounce) {
-        text_append(&text,
-                    gen_pick(gen, gen_subjects_bounce, GEN_ARRAY_SIZE(gen_subjects_bounce)));
+        text_append(&text, gen_pick(gen, gen_subjects_bounce, GEN_ARRAY_SIZE(gen_subjects_bounce)));
     } else if (r < 10) {
         /* Empty. */
     } else if (r < 15) {
@@ -797,9 +789,10 @@ void tdm_gen_message(struct tdm_gen *gen, struct tandem_record *out)
     if (mail->recipients_left == 0) {
         mail_start(gen);
     } else {
-        gen->time_ns += 1000 * (int64_t)(GEN_RECIPIENT_GAP_US_MIN +
-                                         gen_below(gen, GEN_RECIPIENT_GAP_US_MAX -
-                                                            GEN_RECIPIENT_GAP_US_MIN + 1));
+        gen->time_ns +=
+            1000 *
+            (int64_t)(GEN_RECIPIENT_GAP_US_MIN +
+                      gen_below(gen, GEN_RECIPIENT_GAP_US_MAX - GEN_RECIPIENT_GAP_US_MIN + 1));
     }
 
     /* Step 2: consecutive users, so one mail never repeats a recipient. */

@@ -20,21 +20,21 @@
 
 /* The mail whose records tdm_gen_message() is handing out, one per recipient. */
 struct tdm_gen_mail {
-    uint64_t index;                            /* Mails started so far, this one included. */
-    uint32_t recipient_count;                  /* Records of this mail: 1 .. 20. */
-    uint32_t recipients_left;                  /* Records of this mail still to come. */
-    uint32_t user_first;                       /* Customer's user of the first record. */
+    uint64_t index;           /* Mails started so far, this one included. */
+    uint32_t recipient_count; /* Records of this mail: 1 .. 20. */
+    uint32_t recipients_left; /* Records of this mail still to come. */
+    uint32_t user_first;      /* Customer's user of the first record. */
     uint32_t customer_id;
-    uint64_t size;                             /* Bytes. */
+    uint64_t size; /* Bytes. */
     enum tandem_destination destination;
     enum tandem_classification classification;
     int32_t spam_score_milli;
     struct tandem_ip relay_ip;
-    size_t threat_size;                        /* Bytes in threat. */
+    size_t threat_size; /* Bytes in threat. */
     size_t message_id_size;
     size_t sender_size;
     size_t subject_size;
-    char threat[TANDEM_THREAT_SIZE_MAX + 1];   /* NUL-terminated, like the others. */
+    char threat[TANDEM_THREAT_SIZE_MAX + 1]; /* NUL-terminated, like the others. */
     char message_id[TANDEM_MESSAGE_ID_SIZE_MAX + 1];
     char sender[TANDEM_ADDRESS_SIZE_MAX + 1];
     char subject[TANDEM_SUBJECT_SIZE_MAX + 1]; /* Raw bytes; may hold Latin-1. */
@@ -42,12 +42,12 @@ struct tdm_gen_mail {
 
 /* A generator. Plain memory: no deinit. Thread: one thread at a time. */
 struct tdm_gen {
-    uint64_t seed;                  /* As given to tdm_gen_init(). */
-    uint32_t customer_count;        /* Messages go to customers 1 .. customer_count. */
-    struct tdm_prng prng;           /* Everything random except identities. */
-    int64_t time_ns;                /* Time of the last message record. */
-    uint64_t message_count;         /* Message records generated. */
-    struct tdm_gen_mail mail;       /* The current mail. */
+    uint64_t seed;            /* As given to tdm_gen_init(). */
+    uint32_t customer_count;  /* Messages go to customers 1 .. customer_count. */
+    struct tdm_prng prng;     /* Everything random except identities. */
+    int64_t time_ns;          /* Time of the last message record. */
+    uint64_t message_count;   /* Message records generated. */
+    struct tdm_gen_mail mail; /* The current mail. */
     size_t recipient_size;
     char recipient[TANDEM_ADDRESS_SIZE_MAX + 1];
     /* The last customer record's strings (NUL-terminated). */

@@ -21,7 +21,7 @@ void tdm_assert_hook_set(tdm_assert_hook hook);
 #define tdm_verify(expr) ((void)sizeof(expr))
 #endif
 
-#define tdm_unreachable() tdm_assert_fail("unreachable", __FILE__, __LINE__, __func__)
+#define tdm_unreachable()       tdm_assert_fail("unreachable", __FILE__, __LINE__, __func__)
 #define tdm_static_assert(expr) _Static_assert(expr, #expr)
 
 #endif

@@ -10,10 +10,10 @@
 #include <string.h>
 
 struct tdm_writer {
-    uint8_t *data;  /* Borrowed buffer. */
-    size_t size;    /* Capacity in bytes. */
-    size_t offset;  /* Bytes written so far. */
-    bool overflow;  /* Sticky: a write did not fit. */
+    uint8_t *data; /* Borrowed buffer. */
+    size_t size;   /* Capacity in bytes. */
+    size_t offset; /* Bytes written so far. */
+    bool overflow; /* Sticky: a write did not fit. */
 };
 
 struct tdm_reader {

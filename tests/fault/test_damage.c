@@ -241,7 +241,6 @@ static int teardown(void **state)
 
 /* ---- checks ------------------------------------------------------------------- */
 
-
 static bool in_range(uint64_t lsn, uint64_t first, uint64_t last)
 {
     return lsn >= first && lsn <= last;

@@ -88,8 +88,7 @@ static void check_intact(struct fixture *f, const char *what, uint64_t n)
     int rv;
     struct tandem *t = node_open(f, 0, &rv, &diag);
     if (t == NULL) {
-        fprintf(stderr, "%s %llu: reopen failed: %s\n", what, (unsigned long long)n,
-                diag.message);
+        fprintf(stderr, "%s %llu: reopen failed: %s\n", what, (unsigned long long)n, diag.message);
         fail();
     }
     struct tandem_status status;

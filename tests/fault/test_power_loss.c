@@ -144,8 +144,7 @@ static void run_check(struct run *r, uint64_t point)
     struct tandem_diag diag;
     struct tandem *t = run_open(r, 0, &diag);
     if (t == NULL) {
-        fprintf(stderr, "point %llu: reopen failed: %s\n", (unsigned long long)point,
-                diag.message);
+        fprintf(stderr, "point %llu: reopen failed: %s\n", (unsigned long long)point, diag.message);
         fail();
     }
     struct tandem_status status;

@@ -198,7 +198,6 @@ static void plant(struct fixture *f, const uint8_t *segment, size_t segment_size
         tdm_fault_fs_write_file(&f->fs, f->progress_path, progress->data, progress->size), 0);
 }
 
-
 static void check_read_equal(struct tandem *t, const struct tdm_kept *want, uint64_t lsn)
 {
     struct tdm_delivery d = {want, 0};
@@ -258,7 +257,8 @@ static void check_torn(struct fixture *f, const uint8_t *planted, size_t planted
 
     check_earlier_records(f, t);
     struct tdm_delivery d = {NULL, 0};
-    assert_int_equal(tandem_read(t, f->lsn_before + 1, tdm_delivery_cb, &d, NULL), TANDEM_ENOTFOUND);
+    assert_int_equal(tandem_read(t, f->lsn_before + 1, tdm_delivery_cb, &d, NULL),
+                     TANDEM_ENOTFOUND);
     assert_int_equal(d.count, 0);
 
     /* A new append continues the log right after the cut. */

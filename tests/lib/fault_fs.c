@@ -79,11 +79,11 @@
 #include "engine/base/alloc.h"
 #include "engine/base/assert.h"
 
-#define FAULT_FS_FD_FIRST 3
+#define FAULT_FS_FD_FIRST         3
 #define FAULT_FS_BUF_CAPACITY_MIN 4096
-#define FAULT_FS_DEPTH_MAX (TDM_PATH_SIZE / 2) /* Components in a path. */
-#define FAULT_FS_FNV_OFFSET 0xcbf29ce484222325ULL
-#define FAULT_FS_FNV_PRIME 0x100000001b3ULL
+#define FAULT_FS_DEPTH_MAX        (TDM_PATH_SIZE / 2) /* Components in a path. */
+#define FAULT_FS_FNV_OFFSET       0xcbf29ce484222325ULL
+#define FAULT_FS_FNV_PRIME        0x100000001b3ULL
 
 /* A growable byte string. */
 struct fault_buf {
@@ -114,17 +114,17 @@ struct fault_table {
 struct tdm_fault_inode {
     struct tdm_fault_inode *next; /* Next in fs->inodes. */
     bool is_dir;
-    bool marked;                  /* Reached from "/" (crash sweep only). */
-    int lock_fd;                  /* Descriptor holding the lock; 0 if none. */
+    bool marked; /* Reached from "/" (crash sweep only). */
+    int lock_fd; /* Descriptor holding the lock; 0 if none. */
     /* Files only. */
     struct fault_buf data;        /* Current contents. */
     struct fault_buf durable;     /* Contents after a power loss. */
     struct fault_extent *pending; /* Writes since the last fdatasync. */
     size_t pending_count;
     size_t pending_capacity;
-    uint64_t truncated_size;      /* Lowest truncate() size since then; UINT64_MAX if none. */
+    uint64_t truncated_size; /* Lowest truncate() size since then; UINT64_MAX if none. */
     /* Directories only. */
-    struct fault_table current;   /* Entries lookups see. */
+    struct fault_table current;         /* Entries lookups see. */
     struct fault_table durable_entries; /* Entries after a power loss. */
 };
 
@@ -161,8 +161,8 @@ static void buf_reserve(struct fault_buf *buf, uint64_t size)
     if (size <= buf->capacity) {
         return;
     }
-    uint64_t capacity = buf->capacity < FAULT_FS_BUF_CAPACITY_MIN ? FAULT_FS_BUF_CAPACITY_MIN
-                                                                  : buf->capacity;
+    uint64_t capacity =
+        buf->capacity < FAULT_FS_BUF_CAPACITY_MIN ? FAULT_FS_BUF_CAPACITY_MIN : buf->capacity;
     while (capacity < size) {
         capacity *= 2;
     }
@@ -672,8 +672,7 @@ static struct tdm_fault_file *fault_fs_file(struct tdm_fault_fs *fs, int fd)
     return NULL;
 }
 
-static int fault_fs_file_add(struct tdm_fault_fs *fs, struct tdm_fault_inode *inode,
-                             unsigned flags)
+static int fault_fs_file_add(struct tdm_fault_fs *fs, struct tdm_fault_inode *inode, unsigned flags)
 {
     tdm_assert(!inode->is_dir);
     tdm_assert(fs->fd_next < INT_MAX);
@@ -1413,8 +1412,7 @@ int tdm_fault_fs_read_all(struct tdm_fault_fs *fs, const char *path, void **data
     return helper_read(fs, path, false, data, size);
 }
 
-int tdm_fault_fs_read_durable(struct tdm_fault_fs *fs, const char *path, void **data,
-                              size_t *size)
+int tdm_fault_fs_read_durable(struct tdm_fault_fs *fs, const char *path, void **data, size_t *size)
 {
     return helper_read(fs, path, true, data, size);
 }

@@ -29,10 +29,10 @@
 #include "engine/base/prng.h"
 #include "engine/fs.h"
 
-#define TDM_FAULT_FS_SECTOR_SIZE 512                /* Unit of a torn write. */
-#define TDM_FAULT_FS_RULES_MAX 8                    /* Fault rules armed at once. */
-#define TDM_FAULT_FS_FILE_SIZE_MAX (1ULL << 30)     /* Larger files: -EFBIG. */
-#define TDM_FAULT_FS_NAME_SIZE_MAX 255              /* One path component. */
+#define TDM_FAULT_FS_SECTOR_SIZE   512          /* Unit of a torn write. */
+#define TDM_FAULT_FS_RULES_MAX     8            /* Fault rules armed at once. */
+#define TDM_FAULT_FS_FILE_SIZE_MAX (1ULL << 30) /* Larger files: -EFBIG. */
+#define TDM_FAULT_FS_NAME_SIZE_MAX 255          /* One path component. */
 
 enum tdm_fault_crash_mode {
     TDM_FAULT_CRASH_DROP = 1, /* Power loss: every write not fdatasync'd is lost. */
@@ -57,19 +57,19 @@ struct tdm_fault_file;
  * tdm_fault_fs_init() and pass &fs->base to the engine. All fields are
  * private to fault_fs.c. Thread-safe: guarded by mutex. */
 struct tdm_fault_fs {
-    struct tdm_fs base;                  /* MUST stay first: the engine sees this. */
-    pthread_mutex_t mutex;               /* Guards everything below. */
-    struct tdm_fault_inode *root;        /* "/": always present. */
-    struct tdm_fault_inode *inodes;      /* Every inode, linked by inode->next. */
-    struct tdm_fault_file *files;        /* Open descriptors, unordered. */
-    size_t file_count;                   /* Used entries of files. */
-    size_t file_capacity;                /* Allocated entries of files. */
-    int fd_next;                         /* Next descriptor number; never reused. */
+    struct tdm_fs base;                   /* MUST stay first: the engine sees this. */
+    pthread_mutex_t mutex;                /* Guards everything below. */
+    struct tdm_fault_inode *root;         /* "/": always present. */
+    struct tdm_fault_inode *inodes;       /* Every inode, linked by inode->next. */
+    struct tdm_fault_file *files;         /* Open descriptors, unordered. */
+    size_t file_count;                    /* Used entries of files. */
+    size_t file_capacity;                 /* Allocated entries of files. */
+    int fd_next;                          /* Next descriptor number; never reused. */
     uint64_t op_counts[TDM_FS_OP__COUNT]; /* Calls per op since init; [0] = all. */
-    uint64_t fired_count;                /* Calls failed by a rule since init. */
+    uint64_t fired_count;                 /* Calls failed by a rule since init. */
     struct tdm_fault_rule rules[TDM_FAULT_FS_RULES_MAX];
-    bool pwrite_fail_torn;               /* A failed pwrite applies a random prefix. */
-    struct tdm_prng prng;                /* For torn failed pwrites. */
+    bool pwrite_fail_torn; /* A failed pwrite applies a random prefix. */
+    struct tdm_prng prng;  /* For torn failed pwrites. */
 };
 
 /* ------------------------------------------------------------------------
@@ -182,8 +182,7 @@ int tdm_fault_fs_read_all(struct tdm_fault_fs *fs, const char *path, void **data
 
 /* Like tdm_fault_fs_read_all(), for what a power loss now would leave: the
  * path resolves through the durable entries and the durable bytes are read. */
-int tdm_fault_fs_read_durable(struct tdm_fault_fs *fs, const char *path, void **data,
-                              size_t *size);
+int tdm_fault_fs_read_durable(struct tdm_fault_fs *fs, const char *path, void **data, size_t *size);
 
 /* Current size of the file at path. Returns 0, -ENOENT, -ENOTDIR or -EISDIR. */
 int tdm_fault_fs_file_size(struct tdm_fault_fs *fs, const char *path, uint64_t *size);

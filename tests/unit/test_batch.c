@@ -76,8 +76,8 @@ static void test_batch_build__round_trip(void **state)
     assert_int_equal(h.raw_size, f->raw_size);
     assert_memory_equal(h.chain_hash.bytes, f->header.chain_hash.bytes, TDM_CHAIN_HASH_SIZE);
     uint8_t raw[4096];
-    assert_int_equal(tdm_batch_body_decode(&h, f->out + TDM_BATCH_HEADER_SIZE, raw, sizeof(raw),
-                                           &diag), 0);
+    assert_int_equal(
+        tdm_batch_body_decode(&h, f->out + TDM_BATCH_HEADER_SIZE, raw, sizeof(raw), &diag), 0);
     assert_memory_equal(raw, f->raw, f->raw_size);
     size_t offset = 0;
     const uint8_t *record;
@@ -164,13 +164,14 @@ static void test_batch_body_decode__entry_count_mismatch(void **state)
     uint8_t out[8192];
     struct tdm_batch_header h;
     /* Built honestly with a record_count that does not match the entries. */
-    int size = tdm_batch_build(f->cctx, f->raw, f->raw_size, f->record_count + 1, 3, 1000, 999,
-                               1, &f->prev, out, sizeof(out), &h);
+    int size = tdm_batch_build(f->cctx, f->raw, f->raw_size, f->record_count + 1, 3, 1000, 999, 1,
+                               &f->prev, out, sizeof(out), &h);
     assert_true(size > 0);
     uint8_t raw[4096];
     struct tdm_diag diag;
-    assert_int_equal(tdm_batch_body_decode(&h, out + TDM_BATCH_HEADER_SIZE, raw, sizeof(raw),
-                                           &diag), TANDEM_ECORRUPT);
+    assert_int_equal(
+        tdm_batch_body_decode(&h, out + TDM_BATCH_HEADER_SIZE, raw, sizeof(raw), &diag),
+        TANDEM_ECORRUPT);
     assert_non_null(strstr(diag.message, "entries"));
 }
 
@@ -180,8 +181,8 @@ static void test_batch_header_decode__lsn_overflow(void **state)
     struct fixture *f = *state;
     uint8_t out[8192];
     struct tdm_batch_header h;
-    int size = tdm_batch_build(f->cctx, f->raw, f->raw_size, f->record_count, 3,
-                               UINT64_MAX - 5, 0, 1, &f->prev, out, sizeof(out), &h);
+    int size = tdm_batch_build(f->cctx, f->raw, f->raw_size, f->record_count, 3, UINT64_MAX - 5, 0,
+                               1, &f->prev, out, sizeof(out), &h);
     assert_true(size > 0);
     assert_int_equal(tdm_batch_header_decode(out, (size_t)size, &h, NULL), TANDEM_ECORRUPT);
 }

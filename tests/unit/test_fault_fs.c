@@ -87,13 +87,13 @@ static void assert_contents(struct fixture *f, const char *path, bool durable, c
  * The model.
  * ------------------------------------------------------------------------ */
 
-#define MODEL_DIR_COUNT 2
-#define MODEL_NAME_COUNT 4
-#define MODEL_FILES_MAX 128
+#define MODEL_DIR_COUNT     2
+#define MODEL_NAME_COUNT    4
+#define MODEL_FILES_MAX     128
 #define MODEL_FILE_SIZE_MAX 6000
-#define MODEL_FDS_MAX 8
-#define MODEL_SEED_COUNT 500
-#define MODEL_STEP_COUNT 400
+#define MODEL_FDS_MAX       8
+#define MODEL_SEED_COUNT    500
+#define MODEL_STEP_COUNT    400
 
 static const char *const model_dirs[MODEL_DIR_COUNT] = {"/n/a", "/n/b"};
 static const char *const model_names[MODEL_NAME_COUNT] = {"f0", "f1", "f2", "f3"};
@@ -106,8 +106,8 @@ struct model_file {
 };
 
 struct model_fd {
-    int fd;          /* The fake's descriptor. */
-    int file_index;  /* Into model.files. */
+    int fd;         /* The fake's descriptor. */
+    int file_index; /* Into model.files. */
     bool writable;
 };
 
@@ -122,14 +122,14 @@ struct model {
     int fd_count;
 };
 
-#define MODEL_CHECK(model, a, b)                                                               \
-    do {                                                                                       \
-        long long a_ = (long long)(a);                                                         \
-        long long b_ = (long long)(b);                                                         \
-        if (a_ != b_) {                                                                        \
-            fail_msg("seed %" PRIu64 " step %d: %s = %lld but %s = %lld", (model)->seed,       \
-                     (model)->step_index, #a, a_, #b, b_);                                     \
-        }                                                                                      \
+#define MODEL_CHECK(model, a, b)                                                                   \
+    do {                                                                                           \
+        long long a_ = (long long)(a);                                                             \
+        long long b_ = (long long)(b);                                                             \
+        if (a_ != b_) {                                                                            \
+            fail_msg("seed %" PRIu64 " step %d: %s = %lld but %s = %lld", (model)->seed,           \
+                     (model)->step_index, #a, a_, #b, b_);                                         \
+        }                                                                                          \
     } while (0)
 
 static void model_path(char *path, size_t size, int dir_index, int name_index)
@@ -483,9 +483,9 @@ static void test_open__errors(void **state)
     int fd = -1;
     assert_int_equal(f->base->open(f->base, "/n/x", TDM_FS_WRITE, &fd), -ENOENT);
     fd = open_file(f, "/n/x", TDM_FS_WRITE | TDM_FS_CREATE | TDM_FS_EXCLUSIVE);
-    assert_int_equal(f->base->open(f->base, "/n/x", TDM_FS_WRITE | TDM_FS_CREATE | TDM_FS_EXCLUSIVE,
-                                   &fd),
-                     -EEXIST);
+    assert_int_equal(
+        f->base->open(f->base, "/n/x", TDM_FS_WRITE | TDM_FS_CREATE | TDM_FS_EXCLUSIVE, &fd),
+        -EEXIST);
     assert_int_equal(f->base->open(f->base, "/n", TDM_FS_READ, &fd), -EISDIR);
     assert_int_equal(f->base->open(f->base, "/", TDM_FS_READ, &fd), -EISDIR);
     assert_int_equal(f->base->open(f->base, "/missing/x", TDM_FS_CREATE, &fd), -ENOENT);
@@ -511,8 +511,7 @@ static void test_pwrite__too_large_fails(void **state)
 {
     struct fixture *f = *state;
     int fd = open_file(f, "/n/x", TDM_FS_WRITE | TDM_FS_CREATE);
-    assert_int_equal(f->base->pwrite(f->base, fd, "ab", 2, TDM_FAULT_FS_FILE_SIZE_MAX - 1),
-                     -EFBIG);
+    assert_int_equal(f->base->pwrite(f->base, fd, "ab", 2, TDM_FAULT_FS_FILE_SIZE_MAX - 1), -EFBIG);
     assert_int_equal(f->base->pwrite(f->base, fd, "a", 1, UINT64_MAX), -EFBIG);
     assert_int_equal(f->base->truncate(f->base, fd, TDM_FAULT_FS_FILE_SIZE_MAX + 1), -EFBIG);
     uint64_t size = 1;
@@ -841,8 +840,8 @@ static void test_crash__keep_keeps_everything(void **state)
     assert_int_equal(tdm_fault_fs_open_count(&f->fs), 0);
 }
 
-#define TORN_OLD_SIZE 4096
-#define TORN_NEW_SIZE 5300
+#define TORN_OLD_SIZE   4096
+#define TORN_NEW_SIZE   5300
 #define TORN_SEED_COUNT 64
 
 /* Run one TORN crash over a synced file of 0xAA bytes with unaligned pending
@@ -907,8 +906,8 @@ static void test_crash__torn_is_sector_granular(void **state)
         size_t new_count = 0;
         size_t old_count = 0;
         for (size_t start = 0; start < size; start += TDM_FAULT_FS_SECTOR_SIZE) {
-            size_t length = size - start < TDM_FAULT_FS_SECTOR_SIZE ? size - start
-                                                                    : TDM_FAULT_FS_SECTOR_SIZE;
+            size_t length =
+                size - start < TDM_FAULT_FS_SECTOR_SIZE ? size - start : TDM_FAULT_FS_SECTOR_SIZE;
             bool is_old = memcmp(result + start, old + start, length) == 0;
             bool is_new = memcmp(result + start, expected_new + start, length) == 0;
             if (!is_old && !is_new) {
@@ -1286,7 +1285,7 @@ static void test_write_file__plants_durable_file(void **state)
  * Threads.
  * ------------------------------------------------------------------------ */
 
-#define THREAD_COUNT 4
+#define THREAD_COUNT       4
 #define THREAD_WRITE_COUNT 300
 #define THREAD_RECORD_SIZE 64
 
@@ -1323,8 +1322,7 @@ static void test_threads__concurrent_writers(void **state)
     for (int i = 0; i < THREAD_COUNT; i++) {
         char path[32];
         snprintf(path, sizeof(path), "/n/t%d", i);
-        args[i] = (struct thread_arg){f->base, open_file(f, path, TDM_FS_WRITE | TDM_FS_CREATE),
-                                      i};
+        args[i] = (struct thread_arg){f->base, open_file(f, path, TDM_FS_WRITE | TDM_FS_CREATE), i};
     }
     assert_int_equal(f->base->sync_dir(f->base, "/n"), 0);
     for (int i = 0; i < THREAD_COUNT; i++) {

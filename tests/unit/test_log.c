@@ -66,8 +66,8 @@ static void fill(struct fixture *f, struct tdm_log *log, uint64_t seed)
             tdm_put_u32(&w, (uint32_t)n);
             size += 4 + n;
         }
-        assert_int_equal(tdm_log_append(log, raw, size, count, 1, &f->headers[b],
-                                        &f->locations[b], NULL), 0);
+        assert_int_equal(
+            tdm_log_append(log, raw, size, count, 1, &f->headers[b], &f->locations[b], NULL), 0);
     }
 }
 

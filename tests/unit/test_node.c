@@ -16,7 +16,7 @@
 #include "records.h"
 #include "tools/gen.h"
 
-#define THREADS 16
+#define THREADS            16
 #define APPENDS_PER_THREAD 60
 
 struct fixture {
@@ -121,7 +121,8 @@ static void check_writers(struct tandem *t, struct writer *writers, uint64_t tot
                 assert_int_equal(seen[lsn], 0);
                 seen[lsn] = 1;
                 assert_int_equal(tandem_read(t, lsn, tdm_kept_equal_cb,
-                                             &writers[w].records[i * 3 + (int)j], NULL), 0);
+                                             &writers[w].records[i * 3 + (int)j], NULL),
+                                 0);
             }
         }
     }
@@ -345,8 +346,7 @@ static void check_query(struct tandem *t, const struct all *all, const struct ta
     free(found);
 }
 
-static void check_message_id(struct tandem *t, const struct all *all,
-                             const struct tandem_bytes *id)
+static void check_message_id(struct tandem *t, const struct all *all, const struct tandem_bytes *id)
 {
     if (id->size == 0) {
         assert_int_equal(tandem_get(t, "", 0, found_cb, NULL, NULL), TANDEM_EINVALID);
@@ -392,7 +392,8 @@ static void check_customers(struct tandem *t, const struct all *all)
         struct found by_name = {.count = 0};
         assert_int_equal(tandem_customer_find(t, TANDEM_CUSTOMER_KEY_USERNAME,
                                               r.customer.username.data, r.customer.username.size,
-                                              found_cb, &by_name, NULL), 0);
+                                              found_cb, &by_name, NULL),
+                         0);
         bool hit = false;
         for (size_t i = 0; i < by_name.count; i++) {
             hit = hit || by_name.lsns[i] == current[c];

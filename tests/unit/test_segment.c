@@ -19,9 +19,14 @@ static void test_segment_name__round_trip_and_rejects(void **state)
     tdm_segment_name(name, sizeof(name), UINT64_MAX);
     assert_true(tdm_segment_name_parse(name, &lsn));
     assert_true(lsn == UINT64_MAX);
-    const char *bad[] = {"progress", "00000000000000000042.se", "0000000000000000004x.seg",
-                         "00000000000000000000.seg", "99999999999999999999.seg",
-                         "000000000000000000042.seg", ".seg", ""};
+    const char *bad[] = {"progress",
+                         "00000000000000000042.se",
+                         "0000000000000000004x.seg",
+                         "00000000000000000000.seg",
+                         "99999999999999999999.seg",
+                         "000000000000000000042.seg",
+                         ".seg",
+                         ""};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         assert_false(tdm_segment_name_parse(bad[i], &lsn));
     }
