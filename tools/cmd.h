@@ -41,6 +41,13 @@ struct tdm_cmd_option {
 int tdm_cmd_parse(int argc, char **argv, const struct tdm_cmd_option *options,
                   const char **positional, size_t positional_max, size_t *positional_count);
 
+/* Collect, in order, every value of the repeatable option name (one that takes
+ * a value) from argv, as tdm_cmd_parse() reads them; call it after
+ * tdm_cmd_parse() accepted argv. Sets *count and returns 0, or returns -1 if
+ * there are more than values_max. Values are borrowed from argv. */
+int tdm_cmd_collect(int argc, char **argv, const struct tdm_cmd_option *options, const char *name,
+                    const char **values, size_t values_max, size_t *count);
+
 /* Print "tandem: <formatted cause>" as one line on stderr. */
 void tdm_cmd_fail(const char *format, ...) __attribute__((format(printf, 1, 2)));
 
@@ -82,5 +89,6 @@ int tdm_cmd_query(int argc, char **argv);
 int tdm_cmd_customer(int argc, char **argv);
 int tdm_cmd_status(int argc, char **argv);
 int tdm_cmd_generate(int argc, char **argv);
+int tdm_cmd_ca(int argc, char **argv);
 
 #endif

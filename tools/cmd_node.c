@@ -1,21 +1,29 @@
 /* tools/cmd_node.c: "tandem init" and "tandem reindex", and reading tandem.conf.
  *
  * init, happy path:
- * 1. Check the names and refuse options that need replication (not built yet).
+ * 1. Check the names; with --listen, check HOST:PORT, every --peer ID=HOST:PORT
+ *    (no duplicate, not this node), --primary (this node or a peer; default
+ *    the first id in sorted order) and that --ca CADIR holds the CA of this
+ *    cluster (tdm_pki_ca_cluster).
  * 2. Create DIR and its parents; refuse a DIR that already has a tandem.conf.
  * 3. Create the store: tandem_open(DIR, TANDEM_OPEN_CREATE), tandem_close().
- * 4. Write DIR/tandem.conf.tmp, fsync it, rename it to tandem.conf and fsync
+ * 4. With --listen: issue DIR/tls/{node.key,node.crt,ca.crt} from the CA
+ *    (tdm_pki_issue, CN = node id), replacing what an interrupted init left.
+ * 5. Write DIR/tandem.conf.tmp, fsync it, rename it to tandem.conf and fsync
  *    DIR, so that a crash leaves either no tandem.conf or a whole one.
- * Failure modes: a failed step prints its cause and exits 1; what steps 2 and 3
- * created stays (init can be run again, since tandem.conf is written last).
+ * Failure modes: a bad command line exits 2 before anything is created; a
+ * failed step prints its cause and exits 1; what steps 2-4 created stays (init
+ * can be run again, since tandem.conf is written last).
  *
  * reindex: tandem_reindex(DIR), then a read-only open to say how far the new
  * index reaches. It needs the directory's lock, so it fails (exit 1) while a
  * writer runs.
  *
  * tandem.conf is INI (read with inih): [node] cluster, id; [replication]
- * primary, min_copies, write_deadline_ms. Unknown keys are ignored so that
- * newer files stay readable. */
+ * primary, min_copies, write_deadline_ms, and for a replicated node listen,
+ * peer.<ID> = HOST:PORT (one line per other node) and tls_key, tls_cert,
+ * tls_ca (paths relative to DIR). Unknown keys are ignored so that newer files
+ * stay readable. */
 #include "cmd.h"
 
 #include <errno.h>
@@ -29,10 +37,15 @@
 #include <unistd.h>
 
 #include "engine/base/assert.h"
+#include "net/tls.h"
 
 #define NODE_DIR_MODE      0750 /* Node directories hold customer data. */
 #define NODE_CONF_MODE     0640
-#define NODE_CONF_SIZE_MAX 2048
+#define NODE_CONF_SIZE_MAX 8192
+#define NODE_PEERS_MAX     7   /* Other nodes: a cluster has at most 8 (PROTOCOL.md §2). */
+#define NODE_ADDR_SIZE_MAX 263 /* "[" host "]:" port: a DNS name of 253 bytes and 5 digits. */
+#define NODE_TLS_DIR       "tls"
+#define NODE_DEADLINE_MS   10000 /* Default write deadline of a replicated node. */
 
 /* A cluster name or node id: 1..63 bytes of [A-Za-z0-9._-], so that it is safe
  * in tandem.conf, in file names and in certificate names. */
@@ -147,21 +160,190 @@ static void node_conf_format(char *text, size_t size, const char *cluster, const
     tdm_assert((size_t)n < size);
 }
 
+/* One --peer ID=HOST:PORT. */
+struct node_peer {
+    char id[TDM_CMD_NAME_SIZE_MAX + 1];
+    const char *addr; /* Borrowed from argv. */
+};
+
 struct node_init_args {
     const char *dir;
     const char *cluster;
     const char *id;
     const char *primary;
+    const char *listen; /* NULL: a standalone node. */
+    const char *ca;
+    struct node_peer peers[NODE_PEERS_MAX];
+    size_t peer_count;
 };
 
-/* Check the command line of init (step 1). Returns -1 to go on, or an exit status. */
-static int node_init_check(struct node_init_args *args, bool listen, bool ca, bool peer)
+/* True if text is 1-5 digits of a port in 1..65535. */
+static bool node_port_valid(const char *text)
 {
-    if (listen || ca || peer) {
-        tdm_cmd_fail("init: --%s needs replication (not built yet)",
-                     listen ? "listen" : (ca ? "ca" : "peer"));
+    size_t size = strlen(text);
+    if (size == 0 || size > 5 || strspn(text, "0123456789") != size) {
+        return false;
+    }
+    long port = strtol(text, NULL, 10);
+    return port >= 1 && port <= 65535;
+}
+
+/* HOST:PORT with HOST a DNS name or IPv4 address, or [IPv6]:PORT. */
+static bool node_addr_valid(const char *addr)
+{
+    size_t size = strlen(addr);
+    if (size == 0 || size > NODE_ADDR_SIZE_MAX) {
+        return false;
+    }
+    if (addr[0] == '[') {
+        const char *close = strchr(addr, ']');
+        if (close == NULL || close == addr + 1 || close[1] != ':') {
+            return false;
+        }
+        size_t host = (size_t)(close - addr - 1);
+        return strspn(addr + 1, "0123456789abcdefABCDEF:.") == host &&
+               memchr(addr + 1, ':', host) != NULL && node_port_valid(close + 2);
+    }
+    const char *colon = strchr(addr, ':');
+    if (colon == NULL || colon == addr || strchr(colon + 1, ':') != NULL) {
+        return false;
+    }
+    size_t host = (size_t)(colon - addr);
+    return strspn(addr, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") ==
+               host &&
+           node_port_valid(colon + 1);
+}
+
+/* Parse one --peer ID=HOST:PORT into peer. Returns -1 or an exit status. */
+static int node_peer_parse(const char *text, struct node_peer *peer)
+{
+    const char *equals = strchr(text, '=');
+    size_t id_size = equals != NULL ? (size_t)(equals - text) : 0;
+    if (equals == NULL || id_size == 0 || id_size > TDM_CMD_NAME_SIZE_MAX) {
+        tdm_cmd_fail("init: --peer '%s': expected ID=HOST:PORT", text);
         return TDM_CMD_EXIT_USAGE;
     }
+    memcpy(peer->id, text, id_size);
+    peer->id[id_size] = '\0';
+    peer->addr = equals + 1;
+    if (!node_name_valid(peer->id)) {
+        tdm_cmd_fail("init: --peer '%s': id: use 1-63 letters, digits, '.', '_' or '-'", text);
+        return TDM_CMD_EXIT_USAGE;
+    }
+    if (!node_addr_valid(peer->addr)) {
+        tdm_cmd_fail("init: --peer '%s': bad HOST:PORT (port 1-65535; IPv6 as [::1]:7000)", text);
+        return TDM_CMD_EXIT_USAGE;
+    }
+    return -1;
+}
+
+/* Parse the peers and check that ids are unique and not this node's. */
+static int node_peers_check(struct node_init_args *args, const char **texts, size_t count)
+{
+    tdm_assert(count <= NODE_PEERS_MAX);
+    for (size_t i = 0; i < count; i++) {
+        int exit_status = node_peer_parse(texts[i], &args->peers[i]);
+        if (exit_status >= 0) {
+            return exit_status;
+        }
+        if (strcmp(args->peers[i].id, args->id) == 0) {
+            tdm_cmd_fail("init: --peer %s: that is this node's own id", args->peers[i].id);
+            return TDM_CMD_EXIT_USAGE;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(args->peers[i].id, args->peers[j].id) == 0) {
+                tdm_cmd_fail("init: --peer %s given twice", args->peers[i].id);
+                return TDM_CMD_EXIT_USAGE;
+            }
+        }
+    }
+    args->peer_count = count;
+    return -1;
+}
+
+/* The primary of epoch 1: --primary (this node or a peer), or the first id in
+ * sorted order, so that every node's init computes the same one. */
+static int node_primary_check(struct node_init_args *args)
+{
+    if (args->primary == NULL) {
+        args->primary = args->id;
+        for (size_t i = 0; i < args->peer_count; i++) {
+            if (strcmp(args->peers[i].id, args->primary) < 0) {
+                args->primary = args->peers[i].id;
+            }
+        }
+        return -1;
+    }
+    if (strcmp(args->primary, args->id) == 0) {
+        return -1;
+    }
+    for (size_t i = 0; i < args->peer_count; i++) {
+        if (strcmp(args->primary, args->peers[i].id) == 0) {
+            return -1;
+        }
+    }
+    tdm_cmd_fail("init: --primary %s: unknown id (not this node nor any --peer)", args->primary);
+    return TDM_CMD_EXIT_USAGE;
+}
+
+/* --ca must hold the CA of this very cluster. */
+static int node_ca_check(const struct node_init_args *args)
+{
+    char cluster[TDM_CMD_NAME_SIZE_MAX + 1];
+    struct tdm_diag diag = {{0}};
+    int rv = tdm_pki_ca_cluster(args->ca, cluster, sizeof(cluster), &diag);
+    if (rv == -ENOENT || rv == -ENOTDIR) {
+        tdm_cmd_fail("init: --ca %s: no CA there (create it with: tandem ca %s --cluster %s)",
+                     args->ca, args->ca, args->cluster);
+        return TDM_CMD_EXIT_USAGE;
+    }
+    if (rv != 0) {
+        tdm_cmd_fail("init: --ca %s: %s", args->ca, diag.message);
+        return TDM_CMD_EXIT_FAILED;
+    }
+    if (strcmp(cluster, args->cluster) != 0) {
+        tdm_cmd_fail("init: --ca %s is the CA of cluster %s, not %s", args->ca, cluster,
+                     args->cluster);
+        return TDM_CMD_EXIT_USAGE;
+    }
+    return -1;
+}
+
+/* The options of a replicated node (step 1 of the header). */
+static int node_init_check_replication(struct node_init_args *args, const char **peers,
+                                       size_t peer_count)
+{
+    if (args->listen == NULL) {
+        if (args->ca != NULL || peer_count > 0) {
+            tdm_cmd_fail("init: --%s needs --listen HOST:PORT", args->ca != NULL ? "ca" : "peer");
+            return TDM_CMD_EXIT_USAGE;
+        }
+        return -1;
+    }
+    if (!node_addr_valid(args->listen)) {
+        tdm_cmd_fail("init: --listen '%s': bad HOST:PORT (port 1-65535; IPv6 as [::1]:7000)",
+                     args->listen);
+        return TDM_CMD_EXIT_USAGE;
+    }
+    if (args->ca == NULL) {
+        tdm_cmd_fail("init: --listen needs --ca CADIR (create one with tandem ca CADIR "
+                     "--cluster %s)",
+                     args->cluster);
+        return TDM_CMD_EXIT_USAGE;
+    }
+    int exit_status = node_peers_check(args, peers, peer_count);
+    if (exit_status < 0) {
+        exit_status = node_primary_check(args);
+    }
+    if (exit_status < 0) {
+        exit_status = node_ca_check(args);
+    }
+    return exit_status;
+}
+
+/* Check the command line of init (step 1). Returns -1 to go on, or an exit status. */
+static int node_init_check(struct node_init_args *args, const char **peers, size_t peer_count)
+{
     if (args->dir == NULL) {
         tdm_cmd_fail("init: missing DIR (see tandem help init)");
         return TDM_CMD_EXIT_USAGE;
@@ -179,19 +361,93 @@ static int node_init_check(struct node_init_args *args, bool listen, bool ca, bo
             return TDM_CMD_EXIT_USAGE;
         }
     }
+    int exit_status = node_init_check_replication(args, peers, peer_count);
+    if (exit_status >= 0 || args->listen != NULL) {
+        return exit_status;
+    }
     if (args->primary == NULL) {
         args->primary = args->id;
     }
     if (strcmp(args->primary, args->id) != 0) {
         tdm_cmd_fail("init: --primary %s: a standalone node is its own primary "
-                     "(--peer needs replication, not built yet)",
+                     "(name the other nodes with --listen, --ca and --peer)",
                      args->primary);
         return TDM_CMD_EXIT_USAGE;
     }
     return -1;
 }
 
-/* Steps 2-4 of the header. */
+/* tandem.conf of a replicated node (step 5). */
+static void node_conf_format_replicated(char *text, size_t size, const struct node_init_args *args)
+{
+    int n = snprintf(text, size,
+                     "# tandem.conf: the configuration of one tandem node (docs/OPERATIONS.md).\n"
+                     "# Written by 'tandem init'; read by tandemd and the tandem CLI.\n"
+                     "\n"
+                     "[node]\n"
+                     "cluster = %s\n"
+                     "id = %s\n"
+                     "\n"
+                     "[replication]\n"
+                     "# The primary of epoch 1: the same in every node's tandem.conf.\n"
+                     "primary = %s\n"
+                     "# Where this node accepts links from its peers and from clients.\n"
+                     "listen = %s\n"
+                     "# The other nodes of the cluster: peer.<ID> = HOST:PORT.\n",
+                     args->cluster, args->id, args->primary, args->listen);
+    tdm_assert(n > 0);
+    size_t used = (size_t)n;
+    for (size_t i = 0; i < args->peer_count; i++) {
+        tdm_assert(used < size);
+        n = snprintf(text + used, size - used, "peer.%s = %s\n", args->peers[i].id,
+                     args->peers[i].addr);
+        tdm_assert(n > 0);
+        used += (size_t)n;
+    }
+    tdm_assert(used < size);
+    n = snprintf(text + used, size - used,
+                 "# Nodes, this one included, that must hold a write durably before it\n"
+                 "# is acknowledged.\n"
+                 "min_copies = 2\n"
+                 "# How long a write waits for min_copies before it fails.\n"
+                 "write_deadline_ms = %d\n"
+                 "# This node's TLS credentials from the cluster CA (relative to this\n"
+                 "# directory). Links are mutual TLS 1.3; peers are pinned by node id.\n"
+                 "tls_key = %s/%s\n"
+                 "tls_cert = %s/%s\n"
+                 "tls_ca = %s/%s\n",
+                 NODE_DEADLINE_MS, NODE_TLS_DIR, TDM_TLS_KEY_FILE, NODE_TLS_DIR, TDM_TLS_CERT_FILE,
+                 NODE_TLS_DIR, TDM_TLS_CA_FILE);
+    tdm_assert(n > 0);
+    tdm_assert(used + (size_t)n < size);
+}
+
+/* Step 4: DIR/tls from the CA. A tandem.conf-less DIR may hold the files of
+ * an interrupted init: they are replaced. */
+static int node_init_tls(const struct node_init_args *args)
+{
+    tdm_assert(args->listen != NULL);
+    char tls_dir[TDM_CMD_PATH_SIZE];
+    char path[TDM_CMD_PATH_SIZE + 16];
+    snprintf(tls_dir, sizeof(tls_dir), "%s/%s", args->dir, NODE_TLS_DIR);
+    const char *files[] = {TDM_TLS_KEY_FILE, TDM_TLS_CERT_FILE, TDM_TLS_CA_FILE};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(path, sizeof(path), "%s/%s", tls_dir, files[i]);
+        if (unlink(path) != 0 && errno != ENOENT) {
+            tdm_cmd_fail("init: remove %s: %s", path, strerror(errno));
+            return TDM_CMD_EXIT_FAILED;
+        }
+    }
+    struct tdm_diag diag = {{0}};
+    int rv = tdm_pki_issue(args->ca, args->id, tls_dir, &diag);
+    if (rv != 0) {
+        tdm_cmd_fail("init: issue the certificate of %s: %s", args->id, diag.message);
+        return TDM_CMD_EXIT_FAILED;
+    }
+    return TDM_CMD_EXIT_OK;
+}
+
+/* Steps 2-5 of the header. */
 static int node_init_create(const struct node_init_args *args)
 {
     tdm_assert(node_name_valid(args->cluster));
@@ -219,9 +475,16 @@ static int node_init_create(const struct node_init_args *args)
         return TDM_CMD_EXIT_FAILED;
     }
     tandem_close(t);
+    if (args->listen != NULL && node_init_tls(args) != TDM_CMD_EXIT_OK) {
+        return TDM_CMD_EXIT_FAILED;
+    }
     char text[NODE_CONF_SIZE_MAX];
     char what[TDM_CMD_PATH_SIZE + 32];
-    node_conf_format(text, sizeof(text), args->cluster, args->id, args->primary);
+    if (args->listen != NULL) {
+        node_conf_format_replicated(text, sizeof(text), args);
+    } else {
+        node_conf_format(text, sizeof(text), args->cluster, args->id, args->primary);
+    }
     rv = node_conf_write(args->dir, text, what, sizeof(what));
     if (rv != 0) {
         tdm_cmd_fail("init: %s: %s", what, tandem_strerror(rv));
@@ -230,22 +493,30 @@ static int node_init_create(const struct node_init_args *args)
     return TDM_CMD_EXIT_OK;
 }
 
+static void node_init_print(const struct node_init_args *args)
+{
+    if (args->listen == NULL) {
+        printf("initialised %s: node %s of cluster %s, standalone primary\n", args->dir, args->id,
+               args->cluster);
+        return;
+    }
+    printf("initialised %s: node %s of cluster %s, listening on %s, %zu peer%s, primary %s, "
+           "TLS credentials in %s/%s\n",
+           args->dir, args->id, args->cluster, args->listen, args->peer_count,
+           args->peer_count == 1 ? "" : "s", args->primary, args->dir, NODE_TLS_DIR);
+}
+
 int tdm_cmd_init(int argc, char **argv)
 {
     struct node_init_args args = {0};
-    const char *listen = NULL;
-    const char *ca = NULL;
     const char *peer = NULL;
-    bool has_listen = false;
-    bool has_ca = false;
-    bool has_peer = false;
     const struct tdm_cmd_option options[] = {
         {"cluster", true, &args.cluster, NULL},
         {"node", true, &args.id, NULL},
         {"primary", true, &args.primary, NULL},
-        {"listen", true, &listen, &has_listen},
-        {"ca", true, &ca, &has_ca},
-        {"peer", true, &peer, &has_peer},
+        {"listen", true, &args.listen, NULL},
+        {"ca", true, &args.ca, NULL},
+        {"peer", true, &peer, NULL},
         {NULL, false, NULL, NULL},
     };
     const char *positional[1] = {NULL};
@@ -254,7 +525,14 @@ int tdm_cmd_init(int argc, char **argv)
         return exit_status;
     }
     args.dir = positional[0];
-    exit_status = node_init_check(&args, has_listen, has_ca, has_peer);
+    const char *peers[NODE_PEERS_MAX];
+    size_t peer_count = 0;
+    if (tdm_cmd_collect(argc, argv, options, "peer", peers, NODE_PEERS_MAX, &peer_count) != 0) {
+        tdm_cmd_fail("init: more than %d --peer: a cluster has at most %d nodes", NODE_PEERS_MAX,
+                     NODE_PEERS_MAX + 1);
+        return TDM_CMD_EXIT_USAGE;
+    }
+    exit_status = node_init_check(&args, peers, peer_count);
     if (exit_status >= 0) {
         return exit_status;
     }
@@ -262,8 +540,7 @@ int tdm_cmd_init(int argc, char **argv)
     if (exit_status != TDM_CMD_EXIT_OK) {
         return exit_status;
     }
-    printf("initialised %s: node %s of cluster %s, standalone primary\n", args.dir, args.id,
-           args.cluster);
+    node_init_print(&args);
     return TDM_CMD_EXIT_OK;
 }
 

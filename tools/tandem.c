@@ -9,9 +9,9 @@
  * Failure modes: every error is one line "tandem: <cause>" on stderr and an
  * exit status: 1 when the operation failed or found nothing, 2 for a bad
  * command line (unknown command or option, missing or malformed value).
- * Commands that need replication (HOST:PORT addresses, ca, switchover,
- * failover, verify) are recognised and refused with exit status 2 until
- * net/ exists. */
+ * Commands that need the replication daemon (HOST:PORT addresses,
+ * switchover, failover, verify) are recognised and refused with exit status 2
+ * until net/uv exists. */
 #include "cmd.h"
 
 #include <errno.h>
@@ -37,11 +37,15 @@ static const struct cmd_entry cmd_table[] = {
      "usage: tandem init DIR --cluster NAME --node ID [--primary ID]\n"
      "       [--listen HOST:PORT --ca CADIR] [--peer ID=HOST:PORT]...\n"
      "\n"
-     "Create DIR (and its parents) as a standalone node of cluster NAME with node\n"
-     "id ID: DIR/tandem.conf, DIR/log/, DIR/index/, DIR/quarantine/. Refuses a\n"
-     "directory that already has a tandem.conf. NAME and ID: letters, digits, '.',\n"
-     "'_' and '-', at most 63 bytes. --listen, --ca and --peer need replication,\n"
-     "which is not built yet.\n"},
+     "Create DIR (and its parents) as node ID of cluster NAME: DIR/tandem.conf,\n"
+     "DIR/log/, DIR/index/, DIR/quarantine/. Refuses a directory that already has\n"
+     "a tandem.conf. NAME and ID: letters, digits, '.', '_' and '-', at most 63\n"
+     "bytes. Without --listen the node is standalone (its own primary).\n"
+     "With --listen HOST:PORT --ca CADIR the node replicates: its key and\n"
+     "certificate (CN ID) are issued from the cluster CA into DIR/tls/, and\n"
+     "tandem.conf lists the other nodes (--peer ID=HOST:PORT, repeatable) and the\n"
+     "primary of epoch 1 (--primary ID, default the first id in sorted order of\n"
+     "this node and its peers). IPv6 hosts go in brackets: [::1]:7000.\n"},
     {"append", tdm_cmd_append, "write JSON Lines records from stdin",
      "usage: tandem append --node DIR < records.jsonl\n"
      "\n"
@@ -86,8 +90,16 @@ static const struct cmd_entry cmd_table[] = {
      "\n"
      "Print C customer records (default 100), then N message records (default\n"
      "1000) as JSON Lines, the same for the same seed S (default 1).\n"},
-    {"ca", NULL, "create a cluster CA or a client certificate (not built yet)",
-     "usage: tandem ca CADIR (--cluster NAME | --client NAME)\n"},
+    {"ca", tdm_cmd_ca, "create a cluster CA or a client certificate",
+     "usage: tandem ca CADIR --cluster NAME\n"
+     "       tandem ca CADIR --client NAME [--out DIR]\n"
+     "\n"
+     "--cluster: create the private CA of cluster NAME in CADIR (and its parents):\n"
+     "CADIR/ca.key (mode 0600: keep it private) and CADIR/ca.crt. Refuses a CADIR\n"
+     "that already holds a CA. Node certificates come from 'tandem init --ca'.\n"
+     "--client: issue a client certificate (CN client:NAME) into DIR, by default\n"
+     "CADIR/clients/NAME: node.key, node.crt, ca.crt. Give DIR to the CLI as\n"
+     "--cert DIR or TANDEM_CERT. Keys are EC P-256; certificates last 10 years.\n"},
     {"switchover", NULL, "move the primary role (not built yet)",
      "usage: tandem switchover --node ADDR [--to ID]\n"},
     {"failover", NULL, "promote a backup when the primary is lost (not built yet)",
@@ -299,6 +311,53 @@ int tdm_cmd_parse(int argc, char **argv, const struct tdm_cmd_option *options,
         *positional_count = count;
     }
     return -1;
+}
+
+/* The option of options that arg ("--name" or "--name=value") names, or NULL. */
+static const struct tdm_cmd_option *cmd_option_find(const struct tdm_cmd_option *options,
+                                                    const char *arg)
+{
+    const char *name = arg + 2;
+    const char *equals = strchr(name, '=');
+    size_t name_size = equals != NULL ? (size_t)(equals - name) : strlen(name);
+    for (const struct tdm_cmd_option *option = options; option->name != NULL; option++) {
+        if (strlen(option->name) == name_size && memcmp(option->name, name, name_size) == 0) {
+            return option;
+        }
+    }
+    return NULL;
+}
+
+int tdm_cmd_collect(int argc, char **argv, const struct tdm_cmd_option *options, const char *name,
+                    const char **values, size_t values_max, size_t *count)
+{
+    tdm_assert(name != NULL);
+    tdm_assert(count != NULL);
+    *count = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--") == 0) {
+            break;
+        }
+        if (arg[0] != '-' || arg[1] != '-') {
+            continue;
+        }
+        const struct tdm_cmd_option *option = cmd_option_find(options, arg);
+        if (option == NULL || !option->takes_value) {
+            continue;
+        }
+        const char *equals = strchr(arg, '=');
+        const char *value = equals != NULL ? equals + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        if (value == NULL || strcmp(option->name, name) != 0) {
+            continue;
+        }
+        if (*count == values_max) {
+            return -1;
+        }
+        values[*count] = value;
+        *count += 1;
+    }
+    return 0;
 }
 
 /* True if addr looks like HOST:PORT: a non-empty host, a colon and 1-5 digits. */

@@ -66,4 +66,60 @@ check "streaming" 0 "$(cat "$work/stream")"
 "$T" query --node "$N" --customer 1 > "$work/q1"
 "$T" reindex "$N" >/dev/null; check "reindex rc" 0 $?
 "$T" query --node "$N" --customer 1 | cmp -s - "$work/q1"; check "query after reindex" 0 $?
+# tandem ca and tandem init --listen: the cluster CA, node and client credentials
+# (DESIGN "Public contracts"; docs/PROTOCOL.md §2).
+CA=$work/pki/ca
+"$T" ca "$CA" --cluster c1 >/dev/null; check "ca rc" 0 $?
+check "ca file modes" "600 644" "$(stat -c %a "$CA/ca.key") $(stat -c %a "$CA/ca.crt")"
+"$T" ca "$CA" --cluster c1 2>"$work/err"; check "ca twice rc" 1 $?
+check "ca twice error" 1 "$(grep -c '^tandem: ca: .*already holds a CA' "$work/err")"
+"$T" ca "$CA" 2>/dev/null; check "ca without --cluster/--client rc" 2 $?
+"$T" ca "$CA" --cluster 'bad name' 2>/dev/null; check "ca bad cluster rc" 2 $?
+"$T" ca "$CA" --client alice >/dev/null; check "ca client rc" 0 $?
+check "ca client cn" "subject=O = tandem, CN = client:alice" \
+    "$(openssl x509 -in "$CA/clients/alice/node.crt" -noout -subject)"
+check "ca client verifies" "OK" "$(openssl verify -CAfile "$CA/ca.crt" "$CA/clients/alice/node.crt" | awk '{print $2}')"
+"$T" ca "$CA" --client bob --out "$work/pki/bob" >/dev/null; check "ca client --out" 600 "$(stat -c %a "$work/pki/bob/node.key")"
+"$T" ca "$CA" --client alice 2>/dev/null; check "ca client twice rc" 1 $?
+R=$work/cluster
+"$T" init "$R/n2" --cluster c1 --node n2 --listen 127.0.0.1:7002 --ca "$CA" \
+    --peer n3=127.0.0.1:7003 --peer n1=[::1]:7001 >/dev/null; check "init --listen rc" 0 $?
+check "init tls key mode" 600 "$(stat -c %a "$R/n2/tls/node.key")"
+check "init tls cert verifies" "OK" "$(openssl verify -CAfile "$CA/ca.crt" "$R/n2/tls/node.crt" | awk '{print $2}')"
+check "init tls cn" "subject=O = tandem, CN = n2" "$(openssl x509 -in "$R/n2/tls/node.crt" -noout -subject)"
+cmp -s "$CA/ca.crt" "$R/n2/tls/ca.crt"; check "init tls ca copy" 0 $?
+python3 - "$R/n2" <<'PY' ; check "init --listen tandem.conf" 0 $?
+import configparser, os, sys
+c = configparser.ConfigParser(); c.read(os.path.join(sys.argv[1], "tandem.conf"))
+r = c["replication"]
+assert c["node"]["cluster"] == "c1" and c["node"]["id"] == "n2"
+assert r["primary"] == "n1", r["primary"]          # first id in sorted order
+assert r["listen"] == "127.0.0.1:7002"
+assert r["peer.n3"] == "127.0.0.1:7003" and r["peer.n1"] == "[::1]:7001"
+assert r["min_copies"] == "2" and r["write_deadline_ms"] == "10000"
+for k in ("tls_key", "tls_cert", "tls_ca"):
+    assert os.path.isfile(os.path.join(sys.argv[1], r[k])), k
+PY
+"$T" init "$R/n3" --cluster c1 --node n3 --listen 127.0.0.1:7003 --ca "$CA" \
+    --peer n1=[::1]:7001 --peer n2=127.0.0.1:7002 --primary n3 >/dev/null; check "init --primary rc" 0 $?
+check "init --primary" "primary = n3" "$(grep '^primary' "$R/n3/tandem.conf")"
+"$T" status --node "$R/n2" >/dev/null; check "status of a replicated node dir rc" 0 $?
+bad() { # bad DESCRIPTION EXPECTED_RC ARGS...: refused with one line, nothing created
+    local want=$2; shift 2
+    "$T" init "$R/bad" --cluster c1 --node n9 "$@" >/dev/null 2>"$work/err"
+    check "init $1 rc" "$want" $?
+    check "init $1 one line" 1 "$(wc -l < "$work/err")"
+    [[ ! -e "$R/bad" ]]; check "init $1 creates nothing" 0 $?
+}
+bad "bad listen port" 2 --listen 127.0.0.1:70000 --ca "$CA"
+bad "bad listen host" 2 --listen 'a b:7000' --ca "$CA"
+bad "bad peer address" 2 --listen 127.0.0.1:7009 --ca "$CA" --peer n1=nohostport
+bad "peer without id" 2 --listen 127.0.0.1:7009 --ca "$CA" --peer =127.0.0.1:1
+bad "duplicate peer" 2 --listen 127.0.0.1:7009 --ca "$CA" --peer n1=h:1 --peer n1=h:2
+bad "peer is self" 2 --listen 127.0.0.1:7009 --ca "$CA" --peer n9=h:1
+bad "unknown primary" 2 --listen 127.0.0.1:7009 --ca "$CA" --peer n1=h:1 --primary n7
+bad "missing CA" 2 --listen 127.0.0.1:7009 --ca "$work/pki/none" --peer n1=h:1
+bad "CA of another cluster" 2 --listen 127.0.0.1:7009 --ca "$CA" --peer n1=h:1 --cluster c2
+bad "listen without ca" 2 --listen 127.0.0.1:7009
+bad "peer without listen" 2 --peer n1=h:1
 exit $fail
