@@ -1,0 +1,30 @@
+/* tests/sim/sim.h: a deterministic cluster of real tdm_replicas over a
+ * simulated network and simulated disks, driven by one seed (STYLE B8,
+ * RELIABILITY S7). See sim.c for the model and the invariants. */
+#ifndef TDM_TESTS_SIM_SIM_H
+#define TDM_TESTS_SIM_SIM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Totals over every seed run so far: evidence that the faults and the
+ * protocol's branches were exercised. */
+struct sim_stats {
+    uint64_t writes_acked;
+    uint64_t writes_forwarded_acked;
+    uint64_t writes_failed;
+    uint64_t crashes;
+    uint64_t partitions;
+    uint64_t cuts;            /* Divergent tails cut into quarantine. */
+    uint64_t quarantined;     /* Batches cut. */
+    uint64_t catch_up_ranges; /* APPENDs of a range older than the primary's ring. */
+};
+
+void sim_stats_get(struct sim_stats *stats);
+
+/* Run one seed. verbose prints a readable event trace on stdout. Returns 0
+ * if every invariant held, else 1 with the reason in message. */
+int sim_run(uint64_t seed, bool verbose, char *message, size_t message_size, uint64_t *steps);
+
+#endif
