@@ -14,6 +14,7 @@
 
 #include <zstd.h>
 
+#include "base/chain.h"
 #include "base/error.h"
 
 #define TDM_BATCH_MAGIC         0x48435442u /* "BTCH" little-endian. */
@@ -22,12 +23,6 @@
 #define TDM_BATCH_RECORDS_MAX   8192
 #define TDM_BATCH_RAW_SIZE_MAX  (8u << 20) /* Uncompressed body bytes. */
 #define TDM_BATCH_BODY_SIZE_MAX (9u << 20) /* Compressed body bytes (zstd bound). */
-#define TDM_CHAIN_HASH_SIZE     16
-
-struct tdm_chain_hash {
-    uint8_t bytes[TDM_CHAIN_HASH_SIZE];
-};
-
 /* The decoded, verified header of a batch. */
 struct tdm_batch_header {
     uint64_t epoch;         /* Epoch of the primary that wrote the batch. */

@@ -148,8 +148,10 @@ void tdm_log_fail(struct tdm_log *log, int code, const char *message);
  * into quarantine, durably; 2. lower the progress record to lsn, durably;
  * 3. truncate the segment holding lsn + 1 and move later segments whole into
  * quarantine; 4. fsync the directories. A segment that was sealed is open again
- * afterwards. Returns 0, TANDEM_EINVALID, TANDEM_EREADONLY, TANDEM_EFAILED, or
- * an I/O error, which also makes the log failed. Thread: writer only. */
+ * afterwards. On success log->lsn_last, log->epoch (of the last batch kept) and
+ * log->chain_last describe the log after the cut. Returns 0, TANDEM_EINVALID,
+ * TANDEM_EREADONLY, TANDEM_EFAILED, or an I/O error, which also makes the log
+ * failed. Thread: writer only. */
 int tdm_log_cut_after(struct tdm_log *log, uint64_t lsn, struct tdm_diag *diag);
 
 /* Write the progress record (both slots) for lsn and fdatasync it. */
