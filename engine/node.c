@@ -276,6 +276,7 @@ static int node_open(const char *dir, const struct tandem_options *options, stru
     }
     struct tandem *t = tdm_calloc(1, sizeof(*t));
     if (t == NULL) {
+        tdm_diag_printf(diag, "open %s: out of memory", dir);
         return -ENOMEM;
     }
     t->fs = fs;
@@ -448,6 +449,7 @@ static int node_request_make(struct tandem *t, const struct tandem_record *recor
     tdm_assert(size <= TDM_BATCH_RAW_SIZE_MAX);
     uint8_t *raw = tdm_malloc(size);
     if (raw == NULL) {
+        tdm_diag_printf(diag, "out of memory for %zu records (%zu bytes)", count, size);
         return -ENOMEM;
     }
     size_t offset = 0;
@@ -503,6 +505,8 @@ int tandem_append_async(struct tandem *t, const struct tandem_record *records, s
     }
     struct tdm_commit_request *request = tdm_calloc(1, sizeof(*request));
     if (request == NULL) {
+        tdm_diag_printf(&d, "out of memory");
+        node_diag_copy(diag, &d);
         return -ENOMEM;
     }
     int rv = node_request_make(t, records, count, request, &d);
