@@ -2,7 +2,7 @@
  * (docs/PROTOCOL.md §3, §5, §6).
  *
  * These are plain structs: no encoding lives here. net/proto decodes bytes into
- * its own struct tdm_proto_msg and the adapter (net/uv) converts that into a
+ * its own struct tdm_proto_msg and net/frame_proto.h converts that into a
  * struct tdm_frame (node ids -> node indexes, batch headers -> struct
  * tdm_frame_batch), and back for the frames the replica sends. Everything in a
  * received frame is untrusted: net/replica filters it (the *_ignore_* handlers)

@@ -346,7 +346,26 @@ static const char *proto_hello_check(const struct tdm_proto_hello *hello)
     if (hello->durable_lsn > hello->last_lsn) {
         return "durable_lsn: past last_lsn";
     }
+    if ((hello->last_lsn == 0) != (hello->last_epoch == 0)) {
+        return "last_epoch: must be 0 exactly when last_lsn is 0";
+    }
     return proto_history_check(&hello->history);
+}
+
+static const char *proto_ready_check(const struct tdm_proto_ready *ready)
+{
+    if (ready->durable_lsn > ready->last_lsn) {
+        return "durable_lsn: past last_lsn";
+    }
+    return NULL;
+}
+
+static const char *proto_ack_check(const struct tdm_proto_ack *ack)
+{
+    if (ack->durable_lsn > ack->received_lsn) {
+        return "durable_lsn: past received_lsn";
+    }
+    return NULL;
 }
 
 static const char *proto_append_check(const struct tdm_proto_append *append)
@@ -481,8 +500,12 @@ static const char *proto_msg_check(const struct tdm_proto_msg *msg)
         return proto_hello_check(&msg->hello);
     case TDM_PROTO_START:
         return proto_history_check(&msg->start.history);
+    case TDM_PROTO_READY:
+        return proto_ready_check(&msg->ready);
     case TDM_PROTO_APPEND:
         return proto_append_check(&msg->append);
+    case TDM_PROTO_ACK:
+        return proto_ack_check(&msg->ack);
     case TDM_PROTO_HEARTBEAT:
         return proto_heartbeat_check(&msg->heartbeat);
     case TDM_PROTO_FORWARD:
@@ -505,8 +528,6 @@ static const char *proto_msg_check(const struct tdm_proto_msg *msg)
         return proto_text_result_check(&msg->query_result, TDM_PROTO_RESULT_MORE);
     case TDM_PROTO_STATUS_RESULT:
         return proto_text_result_check(&msg->status_result, 0);
-    case TDM_PROTO_READY:
-    case TDM_PROTO_ACK:
     case TDM_PROTO_STATUS:
         return NULL;
     }
@@ -583,8 +604,10 @@ static void dec_hello(struct proto_dec *d, struct tdm_proto_hello *hello)
     hello->role = tdm_get_u8(&d->r);
     dec_name(d, hello->cluster, "cluster: bad name");
     dec_name(d, hello->node, "node: bad id");
+    hello->hello_id = tdm_get_u64(&d->r);
     hello->last_lsn = tdm_get_u64(&d->r);
     hello->durable_lsn = tdm_get_u64(&d->r);
+    hello->last_epoch = tdm_get_u64(&d->r);
     tdm_get_bytes(&d->r, hello->chain_hash, sizeof(hello->chain_hash));
     dec_history(d, &hello->history);
 }
@@ -595,7 +618,7 @@ static void dec_append(struct proto_dec *d, struct tdm_proto_append *append)
     uint32_t count = tdm_get_u32(&d->r);
     append->batch_count = 0;
     if (count > TDM_PROTO_APPEND_BATCHES_MAX) {
-        dec_fail(d, "batch count: over 256");
+        dec_fail(d, "batch count: over 64");
         return;
     }
     for (uint32_t i = 0; i < count && !d->r.overflow; i++) {
@@ -620,8 +643,13 @@ static void dec_heartbeat(struct proto_dec *d, struct tdm_proto_heartbeat *heart
         dec_name(d, lag->node, "lag table: bad node id");
         lag->durable_lsn = tdm_get_u64(&d->r);
         lag->records = tdm_get_u64(&d->r);
-        lag->bytes = tdm_get_u64(&d->r);
+        lag->size = tdm_get_u64(&d->r);
         lag->ms = tdm_get_u64(&d->r);
+        uint8_t link_up = tdm_get_u8(&d->r);
+        if (link_up > 1) {
+            dec_fail(d, "lag table: link_up not 0 or 1");
+        }
+        lag->link_up = link_up == 1;
     }
     heartbeat->lag_count = count;
 }
@@ -689,11 +717,14 @@ static void dec_payload(struct proto_dec *d, struct tdm_proto_msg *msg)
         dec_hello(d, &msg->hello);
         return;
     case TDM_PROTO_START:
+        msg->start.hello_id = tdm_get_u64(&d->r);
         msg->start.fork_lsn = tdm_get_u64(&d->r);
         dec_history(d, &msg->start.history);
         return;
     case TDM_PROTO_READY:
+        msg->ready.hello_id = tdm_get_u64(&d->r);
         msg->ready.last_lsn = tdm_get_u64(&d->r);
+        msg->ready.durable_lsn = tdm_get_u64(&d->r);
         dec_chain_hash(d, msg->ready.chain_hash);
         return;
     case TDM_PROTO_APPEND:
@@ -701,7 +732,7 @@ static void dec_payload(struct proto_dec *d, struct tdm_proto_msg *msg)
         return;
     case TDM_PROTO_ACK:
         msg->ack.durable_lsn = tdm_get_u64(&d->r);
-        msg->ack.durable_bytes = tdm_get_u64(&d->r);
+        msg->ack.received_lsn = tdm_get_u64(&d->r);
         msg->ack.echo_ms = tdm_get_u64(&d->r);
         return;
     case TDM_PROTO_HEARTBEAT:
@@ -821,12 +852,12 @@ static size_t enc_payload_size(const struct tdm_proto_msg *msg)
     size_t size = 0;
     switch ((enum tdm_proto_type)msg->type) {
     case TDM_PROTO_HELLO:
-        return 2 + 1 + enc_name_size(msg->hello.cluster) + enc_name_size(msg->hello.node) + 8 + 8 +
+        return 2 + 1 + enc_name_size(msg->hello.cluster) + enc_name_size(msg->hello.node) + 4 * 8 +
                TDM_PROTO_CHAIN_HASH_SIZE + enc_history_size(&msg->hello.history);
     case TDM_PROTO_START:
-        return 8 + enc_history_size(&msg->start.history);
+        return 8 + 8 + enc_history_size(&msg->start.history);
     case TDM_PROTO_READY:
-        return 8 + TDM_PROTO_CHAIN_HASH_SIZE;
+        return 3 * 8 + TDM_PROTO_CHAIN_HASH_SIZE;
     case TDM_PROTO_APPEND:
         size = 8 + 4;
         for (uint32_t i = 0; i < msg->append.batch_count && i < TDM_PROTO_APPEND_BATCHES_MAX; i++) {
@@ -838,7 +869,7 @@ static size_t enc_payload_size(const struct tdm_proto_msg *msg)
     case TDM_PROTO_HEARTBEAT:
         size = 3 * 8 + 1;
         for (uint32_t i = 0; i < msg->heartbeat.lag_count && i < TDM_PROTO_PEERS_MAX; i++) {
-            size += enc_name_size(msg->heartbeat.lags[i].node) + 4 * 8;
+            size += enc_name_size(msg->heartbeat.lags[i].node) + 4 * 8 + 1;
         }
         return size;
     case TDM_PROTO_FORWARD:
@@ -912,8 +943,10 @@ static void enc_hello(struct tdm_writer *w, const struct tdm_proto_hello *hello)
     tdm_put_u8(w, hello->role);
     enc_name(w, hello->cluster);
     enc_name(w, hello->node);
+    tdm_put_u64(w, hello->hello_id);
     tdm_put_u64(w, hello->last_lsn);
     tdm_put_u64(w, hello->durable_lsn);
+    tdm_put_u64(w, hello->last_epoch);
     tdm_put_bytes(w, hello->chain_hash, TDM_PROTO_CHAIN_HASH_SIZE);
     enc_history(w, &hello->history);
 }
@@ -938,8 +971,9 @@ static void enc_heartbeat(struct tdm_writer *w, const struct tdm_proto_heartbeat
         enc_name(w, lag->node);
         tdm_put_u64(w, lag->durable_lsn);
         tdm_put_u64(w, lag->records);
-        tdm_put_u64(w, lag->bytes);
+        tdm_put_u64(w, lag->size);
         tdm_put_u64(w, lag->ms);
+        tdm_put_u8(w, lag->link_up ? 1 : 0);
     }
 }
 
@@ -983,11 +1017,14 @@ static void enc_payload(struct tdm_writer *w, const struct tdm_proto_msg *msg)
         enc_hello(w, &msg->hello);
         return;
     case TDM_PROTO_START:
+        tdm_put_u64(w, msg->start.hello_id);
         tdm_put_u64(w, msg->start.fork_lsn);
         enc_history(w, &msg->start.history);
         return;
     case TDM_PROTO_READY:
+        tdm_put_u64(w, msg->ready.hello_id);
         tdm_put_u64(w, msg->ready.last_lsn);
+        tdm_put_u64(w, msg->ready.durable_lsn);
         tdm_put_bytes(w, msg->ready.chain_hash, TDM_PROTO_CHAIN_HASH_SIZE);
         return;
     case TDM_PROTO_APPEND:
@@ -995,7 +1032,7 @@ static void enc_payload(struct tdm_writer *w, const struct tdm_proto_msg *msg)
         return;
     case TDM_PROTO_ACK:
         tdm_put_u64(w, msg->ack.durable_lsn);
-        tdm_put_u64(w, msg->ack.durable_bytes);
+        tdm_put_u64(w, msg->ack.received_lsn);
         tdm_put_u64(w, msg->ack.echo_ms);
         return;
     case TDM_PROTO_HEARTBEAT:

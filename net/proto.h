@@ -19,7 +19,7 @@
  *    buffer of tdm_proto_encoded_size() bytes.
  *
  * The names here are tdm_proto_* so that they never meet the decoded-frame
- * structs of net/replica*.h; the adapter converts between the two.
+ * structs of net/frame.h; net/frame_proto.h converts between the two.
  *
  * Thread: none of this keeps global state; a reader belongs to one thread. */
 #ifndef TDM_NET_PROTO_H
@@ -44,11 +44,11 @@
 /* A receive buffer that holds any frame. */
 #define TDM_PROTO_BUFFER_SIZE (TDM_PROTO_FRAME_SIZE_MAX + 4)
 
-#define TDM_PROTO_NAME_SIZE_MAX          63   /* Cluster names and node ids, bytes. */
-#define TDM_PROTO_CHAIN_HASH_SIZE        16   /* == TDM_CHAIN_HASH_SIZE (engine/batch.h). */
-#define TDM_PROTO_HISTORY_MAX            128  /* Epoch history entries in one frame. */
-#define TDM_PROTO_PEERS_MAX              8    /* Nodes in a cluster (PROTOCOL.md §2). */
-#define TDM_PROTO_APPEND_BATCHES_MAX     256  /* Batches in one APPEND. */
+#define TDM_PROTO_NAME_SIZE_MAX          63  /* Cluster names and node ids, bytes. */
+#define TDM_PROTO_CHAIN_HASH_SIZE        16  /* == TDM_CHAIN_HASH_SIZE (engine/batch.h). */
+#define TDM_PROTO_HISTORY_MAX            128 /* Epoch history entries in one frame. */
+#define TDM_PROTO_PEERS_MAX              8   /* Nodes in a cluster (PROTOCOL.md §2). */
+#define TDM_PROTO_APPEND_BATCHES_MAX     64  /* Batches in one APPEND (== TDM_FRAME_BATCHES_MAX). */
 #define TDM_PROTO_RECORDS_MAX            4096 /* == TANDEM_APPEND_RECORDS_MAX. */
 #define TDM_PROTO_RECORD_SIZE_MAX        4096 /* == TDM_RECORD_SIZE_MAX (engine/codec.h). */
 #define TDM_PROTO_MESSAGE_SIZE_MAX       255  /* Error text in a result frame. */
@@ -123,23 +123,28 @@ struct tdm_proto_history {
 };
 
 struct tdm_proto_hello {
-    uint16_t version;                              /* TDM_PROTO_VERSION. */
-    uint8_t role;                                  /* enum tdm_proto_role. */
-    char cluster[TDM_PROTO_NAME_SIZE_MAX + 1];     /* Must equal the receiver's. */
-    char node[TDM_PROTO_NAME_SIZE_MAX + 1];        /* Must equal the TLS peer name. */
-    uint64_t last_lsn;                             /* Last LSN in the sender's log; 0 if empty. */
-    uint64_t durable_lsn;                          /* Last LSN fdatasync'd; <= last_lsn. */
+    uint16_t version;                          /* TDM_PROTO_VERSION. */
+    uint8_t role;                              /* enum tdm_proto_role. */
+    char cluster[TDM_PROTO_NAME_SIZE_MAX + 1]; /* Must equal the receiver's. */
+    char node[TDM_PROTO_NAME_SIZE_MAX + 1];    /* Must equal the TLS peer name. */
+    uint64_t hello_id;    /* Sender's handshake attempt (increasing); echoed by START, READY. */
+    uint64_t last_lsn;    /* Last LSN in the sender's log; 0 if empty. */
+    uint64_t durable_lsn; /* Last LSN fdatasync'd; <= last_lsn. */
+    uint64_t last_epoch;  /* Epoch of the batch ending at last_lsn; 0 iff last_lsn is 0. */
     uint8_t chain_hash[TDM_PROTO_CHAIN_HASH_SIZE]; /* At last_lsn. */
     struct tdm_proto_history history;
 };
 
 struct tdm_proto_start {
+    uint64_t hello_id;                /* Echo of the HELLO this answers. */
     uint64_t fork_lsn;                /* The backup keeps (1..fork_lsn]. */
     struct tdm_proto_history history; /* The primary's. */
 };
 
 struct tdm_proto_ready {
+    uint64_t hello_id;                             /* Echo of the START's. */
     uint64_t last_lsn;                             /* After the cut. */
+    uint64_t durable_lsn;                          /* <= last_lsn. */
     uint8_t chain_hash[TDM_PROTO_CHAIN_HASH_SIZE]; /* At last_lsn. */
 };
 
@@ -151,9 +156,9 @@ struct tdm_proto_append {
 };
 
 struct tdm_proto_ack {
-    uint64_t durable_lsn;   /* The backup's durable LSN. */
-    uint64_t durable_bytes; /* Bytes of log it holds durably (lag in bytes). */
-    uint64_t echo_ms;       /* send_ms of the last HEARTBEAT seen; 0 if none. */
+    uint64_t durable_lsn;  /* The backup's durable LSN; <= received_lsn. */
+    uint64_t received_lsn; /* The backup's last written LSN: resending resumes after it. */
+    uint64_t echo_ms;      /* send_ms of the last HEARTBEAT seen; 0 if none. */
 };
 
 /* One row of the primary's lag table, measured on its own clock (§6). */
@@ -161,15 +166,16 @@ struct tdm_proto_lag {
     char node[TDM_PROTO_NAME_SIZE_MAX + 1];
     uint64_t durable_lsn; /* The node's durable LSN as the primary knows it. */
     uint64_t records;     /* LSNs behind the primary's last_lsn. */
-    uint64_t bytes;       /* Bytes behind. */
+    uint64_t size;        /* Bytes behind (a lower bound when far behind). */
     uint64_t ms;          /* Milliseconds behind. */
+    bool link_up;         /* The primary's link to the node (its own row: true). */
 };
 
 struct tdm_proto_heartbeat {
     uint64_t last_lsn;   /* The primary's. */
     uint64_t commit_lsn; /* Acknowledged up to here. */
     uint64_t send_ms;    /* The primary's monotonic clock; echoed by ACK. */
-    uint32_t lag_count;  /* 0..TDM_PROTO_PEERS_MAX. */
+    uint32_t lag_count;  /* 0..TDM_PROTO_PEERS_MAX; row i is the node of index i (§3.3). */
     struct tdm_proto_lag lags[TDM_PROTO_PEERS_MAX];
 };
 

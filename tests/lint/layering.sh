@@ -3,7 +3,8 @@
 # cannot enforce, because system headers are always on the include path.
 #   - engine/base/ is a leaf: it includes only system headers and include/tandem.h;
 #   - engine/ knows nothing of the network: no libuv, no OpenSSL, no net/;
-#   - net/replica* and net/proto* include nothing that does I/O or reads a clock.
+#   - net/replica*, net/proto* and net/frame_proto* include nothing that does I/O
+#     or reads a clock.
 # Prints each violation as file:line: reason, and fails if there is any.
 root=${1:?usage: layering.sh ROOT}
 cd "$root" || exit 2
@@ -21,10 +22,11 @@ for f in engine/*.c engine/*.h; do
         report "$f" "engine/ must not include libuv, OpenSSL or net/"
     fi
 done
-for f in net/replica*.c net/replica*.h net/proto*.c net/proto*.h; do
+for f in net/replica*.c net/replica*.h net/proto*.c net/proto*.h net/frame_proto*.c \
+    net/frame_proto*.h; do
     [ -e "$f" ] || continue
     if grep -n -E '#include <(uv\.h|lmdb\.h|pthread\.h|time\.h|unistd\.h|fcntl\.h|sys/)' "$f"; then
-        report "$f" "net/replica and net/proto must not include I/O, threads or clocks"
+        report "$f" "net/replica, net/proto and net/frame_proto must not include I/O, threads or clocks"
     fi
 done
 if [ "$status" -eq 0 ]; then

@@ -81,8 +81,10 @@ static void sample_hello(struct tdm_proto_hello *hello)
     hello->role = TDM_PROTO_ROLE_BACKUP;
     snprintf(hello->cluster, sizeof(hello->cluster), "eu-mail.1");
     snprintf(hello->node, sizeof(hello->node), "node_2");
+    hello->hello_id = 0x0102030405060708ULL;
     hello->last_lsn = 1000;
     hello->durable_lsn = 990;
+    hello->last_epoch = 5;
     memset(hello->chain_hash, 0xa5, sizeof(hello->chain_hash));
     sample_history(&hello->history, 4);
 }
@@ -109,8 +111,9 @@ static void sample_heartbeat(struct tdm_proto_heartbeat *heartbeat)
         snprintf(lag->node, sizeof(lag->node), "n%u", i);
         lag->durable_lsn = 400 + i;
         lag->records = 100 - i;
-        lag->bytes = 4096 * i;
+        lag->size = 4096 * i;
         lag->ms = 3 * i;
+        lag->link_up = i != 1;
     }
 }
 
@@ -159,18 +162,21 @@ static void sample_msg(uint16_t type, struct tdm_proto_msg *msg)
         sample_hello(&msg->hello);
         return;
     case TDM_PROTO_START:
+        msg->start.hello_id = 12;
         msg->start.fork_lsn = 300;
         sample_history(&msg->start.history, 2);
         return;
     case TDM_PROTO_READY:
+        msg->ready.hello_id = 12;
         msg->ready.last_lsn = 300;
+        msg->ready.durable_lsn = 290;
         memset(msg->ready.chain_hash, 0x11, sizeof(msg->ready.chain_hash));
         return;
     case TDM_PROTO_APPEND:
         sample_append(&msg->append);
         return;
     case TDM_PROTO_ACK:
-        msg->ack = (struct tdm_proto_ack){.durable_lsn = 5, .durable_bytes = 6, .echo_ms = 7};
+        msg->ack = (struct tdm_proto_ack){.durable_lsn = 5, .received_lsn = 6, .echo_ms = 7};
         return;
     case TDM_PROTO_HEARTBEAT:
         sample_heartbeat(&msg->heartbeat);
@@ -279,9 +285,29 @@ static void test_proto_decode__fields(void **state)
     assert_string_equal(msg_b.hello.cluster, "eu-mail.1");
     assert_string_equal(msg_b.hello.node, "node_2");
     assert_int_equal(msg_b.hello.durable_lsn, 990);
+    assert_int_equal(msg_b.hello.hello_id, 0x0102030405060708ULL);
+    assert_int_equal(msg_b.hello.last_epoch, 5);
     assert_int_equal(msg_b.hello.history.count, 4);
     assert_string_equal(msg_b.hello.history.entries[3].primary, "node-0");
     assert_int_equal(msg_b.hello.history.entries[3].lsn_first, 301);
+    size = encode_sample(TDM_PROTO_START, frame_a, sizeof(frame_a));
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), 0);
+    assert_int_equal(msg_b.start.hello_id, 12);
+    size = encode_sample(TDM_PROTO_READY, frame_a, sizeof(frame_a));
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), 0);
+    assert_int_equal(msg_b.ready.hello_id, 12);
+    assert_int_equal(msg_b.ready.durable_lsn, 290);
+    size = encode_sample(TDM_PROTO_ACK, frame_a, sizeof(frame_a));
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), 0);
+    assert_int_equal(msg_b.ack.durable_lsn, 5);
+    assert_int_equal(msg_b.ack.received_lsn, 6);
+    assert_int_equal(msg_b.ack.echo_ms, 7);
+    size = encode_sample(TDM_PROTO_HEARTBEAT, frame_a, sizeof(frame_a));
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), 0);
+    assert_int_equal(msg_b.heartbeat.lag_count, 3);
+    assert_true(msg_b.heartbeat.lags[0].link_up);
+    assert_false(msg_b.heartbeat.lags[1].link_up);
+    assert_int_equal(msg_b.heartbeat.lags[2].size, 8192);
     size = encode_sample(TDM_PROTO_APPEND_REQUEST, frame_a, sizeof(frame_a));
     assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), 0);
     size_t offset = 0;
@@ -497,6 +523,43 @@ static void test_proto_decode__semantic_checks(void **state)
     msg_a.hello.durable_lsn = msg_a.hello.last_lsn + 1;
     assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag),
                      TANDEM_EINVALID);
+    sample_msg(TDM_PROTO_HELLO, &msg_a);
+    msg_a.hello.last_epoch = 0;
+    assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag),
+                     TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "last_epoch"));
+    msg_a.hello.last_lsn = 0;
+    msg_a.hello.durable_lsn = 0;
+    assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag), 0);
+    msg_a.hello.last_epoch = 1;
+    assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag),
+                     TANDEM_EINVALID);
+    sample_msg(TDM_PROTO_READY, &msg_a);
+    msg_a.ready.durable_lsn = msg_a.ready.last_lsn + 1;
+    assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag),
+                     TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "READY frame: durable_lsn"));
+    sample_msg(TDM_PROTO_ACK, &msg_a);
+    msg_a.ack.durable_lsn = msg_a.ack.received_lsn + 1;
+    assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag),
+                     TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "ACK frame: durable_lsn"));
+    /* Patch the last lag row's link_up byte (the frame's last byte) to 2. */
+    size = encode_sample(TDM_PROTO_HEARTBEAT, frame_a, sizeof(frame_a));
+    assert_int_equal(frame_a[size - 1], 1);
+    frame_a[size - 1] = 2;
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), TANDEM_ECORRUPT);
+    assert_non_null(strstr(diag.message, "HEARTBEAT frame: lag table: link_up"));
+    sample_msg(TDM_PROTO_APPEND, &msg_a);
+    msg_a.append.batch_count = TDM_PROTO_APPEND_BATCHES_MAX + 1;
+    assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag),
+                     TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "batch count"));
+    /* Patch APPEND's batch count (after commit_lsn) to 65: refused by count. */
+    size = encode_sample(TDM_PROTO_APPEND, frame_a, sizeof(frame_a));
+    frame_a[TDM_PROTO_FRAME_HEADER_SIZE + 8] = TDM_PROTO_APPEND_BATCHES_MAX + 1;
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), TANDEM_ECORRUPT);
+    assert_non_null(strstr(diag.message, "APPEND frame: batch count: over 64"));
     sample_msg(TDM_PROTO_START, &msg_a);
     msg_a.start.history.entries[1].epoch = msg_a.start.history.entries[0].epoch;
     assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag),
