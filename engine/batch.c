@@ -33,6 +33,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "base/alloc.h"
 #include "base/assert.h"
 #include "base/bytes.h"
 
@@ -222,6 +223,32 @@ int tdm_batch_body_decode(const struct tdm_batch_header *header, const uint8_t *
                            (unsigned long long)header->lsn_first, header->raw_size);
     }
     return batch_entries_check(header, raw, diag);
+}
+
+int tdm_batch_verify(const uint8_t *bytes, size_t size, struct tdm_batch_header *header,
+                     struct tdm_diag *diag)
+{
+    struct tdm_batch_header h;
+    int rv = tdm_batch_header_decode(bytes, size, &h, diag);
+    if (rv != 0) {
+        return rv;
+    }
+    if (size != TDM_BATCH_HEADER_SIZE + (size_t)h.body_size) {
+        return TDM_CORRUPT(diag, "batch %llu: %zu bytes, header says %u",
+                           (unsigned long long)h.lsn_first, size,
+                           TDM_BATCH_HEADER_SIZE + h.body_size);
+    }
+    uint8_t *raw = tdm_malloc(h.raw_size + 1u);
+    if (raw == NULL) {
+        tdm_diag_printf(diag, "out of memory");
+        return -ENOMEM;
+    }
+    rv = tdm_batch_body_decode(&h, bytes + TDM_BATCH_HEADER_SIZE, raw, h.raw_size, diag);
+    tdm_free(raw);
+    if (rv == 0) {
+        *header = h;
+    }
+    return rv;
 }
 
 int tdm_batch_next(const uint8_t *raw, size_t raw_size, size_t *offset, const uint8_t **record,

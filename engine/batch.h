@@ -71,6 +71,12 @@ bool tdm_batch_chain_follows(const struct tdm_batch_header *header,
 int tdm_batch_body_decode(const struct tdm_batch_header *header, const uint8_t *body, uint8_t *raw,
                           size_t raw_size, struct tdm_diag *diag);
 
+/* Verify a whole batch as received from a peer, before anything is written:
+ * header, size, body checksum, decompression and entry count. Untrusted:
+ * returns 0 and the header, or TANDEM_ECORRUPT / -ENOMEM with diag. */
+int tdm_batch_verify(const uint8_t *bytes, size_t size, struct tdm_batch_header *header,
+                     struct tdm_diag *diag);
+
 /* Walk the entries of a verified raw body: *offset starts at 0; returns 1 and
  * the next record's bytes, or 0 at the end. */
 int tdm_batch_next(const uint8_t *raw, size_t raw_size, size_t *offset, const uint8_t **record,

@@ -187,6 +187,25 @@ static void test_batch_header_decode__lsn_overflow(void **state)
     assert_int_equal(tdm_batch_header_decode(out, (size_t)size, &h, NULL), TANDEM_ECORRUPT);
 }
 
+/* A whole batch as a peer sends it verifies; every truncation, every length
+ * beyond it and a flipped bit anywhere are refused as corruption. */
+static void test_batch_verify__whole_batch(void **state)
+{
+    struct fixture *f = *state;
+    struct tdm_batch_header h;
+    assert_int_equal(tdm_batch_verify(f->out, (size_t)f->size, &h, NULL), 0);
+    assert_int_equal(h.lsn_first, 1000);
+    for (size_t size = 0; size < (size_t)f->size; size++) {
+        assert_int_equal(tdm_batch_verify(f->out, size, &h, NULL), TANDEM_ECORRUPT);
+    }
+    assert_int_equal(tdm_batch_verify(f->out, (size_t)f->size + 1, &h, NULL), TANDEM_ECORRUPT);
+    for (size_t bit = 0; bit < (size_t)f->size * 8; bit += 5) {
+        f->out[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+        assert_int_equal(tdm_batch_verify(f->out, (size_t)f->size, &h, NULL), TANDEM_ECORRUPT);
+        f->out[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -200,6 +219,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_batch_body_decode__entry_count_mismatch, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_batch_header_decode__lsn_overflow, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_verify__whole_batch, setup, teardown),
     };
     return cmocka_run_group_tests_name("batch", tests, NULL, NULL);
 }
