@@ -53,17 +53,22 @@ def control(path, line):
 
 
 def roundtrip(sock, payload, timeout):
+    """Send payload and read the echo: the bytes read, or None if the
+    connection was closed or reset (a refused or cut connection may show as
+    either, depending on timing)."""
     sock.settimeout(timeout)
-    sock.sendall(payload)
     got = b""
     try:
+        sock.sendall(payload)
         while len(got) < len(payload):
             chunk = sock.recv(65536)
             if not chunk:
-                return None  # closed
+                return None
             got += chunk
     except socket.timeout:
         return got
+    except (ConnectionResetError, BrokenPipeError):
+        return None
     return got
 
 
