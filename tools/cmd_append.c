@@ -33,7 +33,14 @@
  *   stored, so that line k of the output is always the LSN of record k; exit 1.
  * - TANDEM_EBUSY from the engine: wait for a batch in flight (or 1 ms) and
  *   retry, at most APPEND_BUSY_RETRY_MAX times.
- * Close: tandem_close() after the last batch completed. */
+ * Through tandemd: when a tandemd answers on DIR/tandemd.sock (tools/client.h)
+ * the directory is its, so each batch goes to it as one APPEND_REQUEST
+ * (PROTOCOL.md §7) instead of to tandem_append_async(): lines are parsed and
+ * validated here exactly as above, the wake-up descriptor is the socket, and an
+ * APPEND_RESULT completes its batch (matched by request_id). A lost connection
+ * fails every batch in flight: no LSN is printed for them.
+ * Close: tandem_close() (or closing the connection) after the last batch
+ * completed. */
 #include "cmd.h"
 
 #include <errno.h>
@@ -47,8 +54,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "client.h"
 #include "engine/base/alloc.h"
 #include "engine/base/assert.h"
+#include "engine/base/bytes.h"
+#include "engine/codec.h"
 #include "jsonl.h"
 
 #define APPEND_BATCH_RECORDS_MAX  1000       /* Records per tandem_append_async() call. */
@@ -78,6 +88,8 @@ struct append_batch {
     int status;                                               /* Completion code. */
     uint64_t lsn_first;                                       /* Valid when status is 0. */
     int wake_fd;                                              /* Write end of the pipe. */
+    uint64_t request_id;       /* Through tandemd: the APPEND_REQUEST's id. */
+    struct tandem_diag remote; /* Through tandemd: why it failed. */
 };
 
 /* The input buffer: bytes [start, end) of data are read and not yet parsed. */
@@ -92,7 +104,10 @@ struct append_input {
 
 /* Thread: main thread only, except what struct append_batch says. */
 struct append {
-    struct tandem *t;
+    struct tandem *t;          /* The open directory; NULL when tandemd writes. */
+    struct tdm_client *client; /* The connection to tandemd; NULL when t is open. */
+    struct tdm_proto_msg *msg; /* Frame scratch, with client. */
+    uint8_t *entries;          /* Encoded records of one request, with client. */
     struct append_batch *ring; /* APPEND_INFLIGHT_MAX + 1 batches. */
     size_t head;               /* Oldest batch not yet printed. */
     size_t inflight;           /* Batches submitted and not yet printed. */
@@ -167,6 +182,9 @@ static void append_print_head(struct append *append)
     tdm_assert(batch->count > 0);
     tdm_assert(atomic_load(&batch->state) == APPEND_BATCH_DONE);
     if (batch->status != 0) {
+        if (append->failed_status == 0 || batch->line_first < append->failed_line) {
+            append->failed_diag = batch->remote;
+        }
         append_failed(append, batch->status, batch->line_first);
         append->print_stopped = true;
     }
@@ -179,6 +197,100 @@ static void append_print_head(struct append *append)
     append_batch_release(batch);
     append->head = (append->head + 1) % APPEND_RING_SIZE;
     append->inflight--;
+}
+
+/* The descriptor that becomes readable when a batch completes. */
+static int append_wake_fd(const struct append *append)
+{
+    return append->client != NULL ? append->client->fd : append->wake_fds[0];
+}
+
+/* A batch in flight through tandemd completed with status. */
+static void append_remote_done(struct append_batch *batch, int status, uint64_t lsn_first,
+                               const char *message)
+{
+    tdm_assert(atomic_load(&batch->state) == APPEND_BATCH_INFLIGHT);
+    batch->status = status;
+    batch->lsn_first = lsn_first;
+    snprintf(batch->remote.message, sizeof(batch->remote.message), "%s", message);
+    atomic_store(&batch->state, APPEND_BATCH_DONE);
+}
+
+/* Take every APPEND_RESULT tandemd has sent. A broken connection fails every
+ * batch in flight: their records may be stored, but are not acknowledged. */
+static void append_drain_remote(struct append *append)
+{
+    for (;;) {
+        struct tdm_diag diag = {{0}};
+        int rv = tdm_client_receive(append->client, append->msg, false, &diag);
+        if (rv == -EAGAIN) {
+            return;
+        }
+        const struct tdm_proto_result *result = &append->msg->append_result;
+        if (rv == 0 && append->msg->type != TDM_PROTO_APPEND_RESULT) {
+            tdm_diag_printf(&diag, "tandemd answered %s", tdm_proto_type_name(append->msg->type));
+            rv = TANDEM_ECORRUPT;
+        }
+        for (size_t i = 0; i < append->inflight; i++) {
+            struct append_batch *batch = &append->ring[(append->head + i) % APPEND_RING_SIZE];
+            if (atomic_load(&batch->state) != APPEND_BATCH_INFLIGHT) {
+                continue;
+            }
+            if (rv != 0) {
+                append_remote_done(batch, rv, 0, diag.message);
+            } else if (batch->request_id == result->request_id) {
+                append_remote_done(batch, result->status, result->lsn_first, result->message);
+            }
+        }
+        if (rv != 0) {
+            return;
+        }
+    }
+}
+
+/* After a wake-up: drain the pipe, or take tandemd's answers. */
+static void append_drain(struct append *append)
+{
+    if (append->client != NULL) {
+        append_drain_remote(append);
+        return;
+    }
+    char drain[256];
+    while (read(append->wake_fds[0], drain, sizeof(drain)) > 0) {
+    }
+}
+
+/* Send batch to tandemd as one APPEND_REQUEST (records encoded as the engine
+ * encodes them; each was validated when parsed). Returns 0 or a negative code
+ * with batch->remote saying why. */
+static int append_submit_remote(struct append *append, struct append_batch *batch)
+{
+    struct tdm_writer w;
+    tdm_writer_init(&w, append->entries,
+                    (size_t)APPEND_BATCH_RECORDS_MAX * (4 + TDM_RECORD_SIZE_MAX));
+    for (size_t i = 0; i < batch->count; i++) {
+        size_t size = tdm_codec_size(&batch->records[i]);
+        tdm_assert(size <= TDM_RECORD_SIZE_MAX);
+        tdm_put_u32(&w, (uint32_t)size);
+        uint8_t *out = tdm_writer_reserve(&w, size);
+        tdm_assert(out != NULL);
+        size_t written = tdm_codec_encode(&batch->records[i], out, size);
+        tdm_assert(written == size);
+    }
+    struct tdm_proto_msg *msg = append->msg;
+    memset(msg, 0, sizeof(*msg));
+    msg->type = TDM_PROTO_APPEND_REQUEST;
+    batch->request_id = append->client->request_id_next++;
+    msg->append_request.request_id = batch->request_id;
+    msg->append_request.record_count = (uint32_t)batch->count;
+    msg->append_request.entries.data = append->entries;
+    msg->append_request.entries.size = w.offset;
+    struct tdm_diag diag = {{0}};
+    int rv = tdm_client_send(append->client, msg, &diag);
+    if (rv != 0) {
+        snprintf(batch->remote.message, sizeof(batch->remote.message), "%s", diag.message);
+    }
+    return rv;
 }
 
 /* Print every completed batch at the head of the ring; with wait, block until
@@ -199,11 +311,9 @@ static void append_reap(struct append *append, bool wait)
             break;
         }
         /* An interrupted poll just goes round the loop again. */
-        struct pollfd wake = {.fd = append->wake_fds[0], .events = POLLIN};
+        struct pollfd wake = {.fd = append_wake_fd(append), .events = POLLIN};
         (void)poll(&wake, 1, -1);
-        char drain[256];
-        while (read(append->wake_fds[0], drain, sizeof(drain)) > 0) {
-        }
+        append_drain(append);
     }
     if (printed) {
         fflush(stdout);
@@ -224,6 +334,17 @@ static int append_submit(struct append *append)
         append_reap(append, true);
     }
     tdm_assert(append->inflight < APPEND_INFLIGHT_MAX);
+    if (append->client != NULL) {
+        int rv = append_submit_remote(append, batch);
+        if (rv != 0) {
+            append_failed(append, rv, batch->line_first);
+            append->failed_diag = batch->remote;
+            return rv;
+        }
+        atomic_store(&batch->state, APPEND_BATCH_INFLIGHT);
+        append->inflight++;
+        return 0;
+    }
     struct tandem_diag diag = {{0}};
     for (unsigned retry = 0;; retry++) {
         atomic_store(&batch->state, APPEND_BATCH_INFLIGHT);
@@ -367,7 +488,7 @@ static int append_wait(struct append *append)
 {
     struct pollfd fds[2] = {
         {.fd = STDIN_FILENO, .events = POLLIN},
-        {.fd = append->wake_fds[0], .events = POLLIN},
+        {.fd = append_wake_fd(append), .events = POLLIN},
     };
     tdm_assert(!append->input.eof);
     /* An interrupted poll just goes round the caller's loop again. */
@@ -375,9 +496,7 @@ static int append_wait(struct append *append)
         return 0;
     }
     if (append->inflight > 0 && fds[1].revents != 0) {
-        char drain[256];
-        while (read(append->wake_fds[0], drain, sizeof(drain)) > 0) {
-        }
+        append_drain(append);
         append_reap(append, false);
     }
     if (fds[0].revents != 0) {
@@ -437,7 +556,8 @@ static void append_report_write_failure(struct append *append)
      * diag of a refused submission may only say that they did. */
     struct tandem_status status;
     const char *detail = append->failed_diag.message;
-    if (tandem_status(append->t, &status) == 0 && status.failed_message[0] != '\0') {
+    if (append->t != NULL && tandem_status(append->t, &status) == 0 &&
+        status.failed_message[0] != '\0') {
         detail = status.failed_message;
     }
     tdm_cmd_fail("append: line %llu: %s%s%s (no LSN printed for it or any later line)",
@@ -527,6 +647,8 @@ static void append_teardown(struct append *append)
     }
     tdm_free(append->ring);
     tdm_free(append->input.data);
+    tdm_free(append->msg);
+    tdm_free(append->entries);
     if (append->wake_fds[0] >= 0) {
         close(append->wake_fds[0]);
         close(append->wake_fds[1]);
@@ -558,13 +680,36 @@ int tdm_cmd_append(int argc, char **argv)
         append_teardown(&append);
         return TDM_CMD_EXIT_FAILED;
     }
-    if (tdm_cmd_open(dir, 0, &append.t) != 0) {
+    struct tdm_client client;
+    struct tdm_diag diag = {{0}};
+    rv = tdm_client_connect(dir, &client, &diag);
+    if (rv < 0) {
+        tdm_cmd_fail("append: %s: %s", tandem_strerror(rv), diag.message);
+        append_teardown(&append);
+        return TDM_CMD_EXIT_FAILED;
+    }
+    if (rv == 0) {
+        /* tandemd runs there and owns the directory: write through it. */
+        append.client = &client;
+        append.msg = tdm_calloc(1, sizeof(*append.msg));
+        append.entries = tdm_malloc((size_t)APPEND_BATCH_RECORDS_MAX * (4 + TDM_RECORD_SIZE_MAX));
+        if (append.msg == NULL || append.entries == NULL) {
+            tdm_cmd_fail_code("append", -ENOMEM, NULL);
+            tdm_client_close(&client);
+            append_teardown(&append);
+            return TDM_CMD_EXIT_FAILED;
+        }
+    } else if (tdm_cmd_open(dir, 0, &append.t) != 0) {
         append_teardown(&append);
         return TDM_CMD_EXIT_FAILED;
     }
     exit_status = append_run(&append);
     tdm_assert(append.inflight == 0);
-    tandem_close(append.t);
+    if (append.t != NULL) {
+        tandem_close(append.t);
+    } else {
+        tdm_client_close(&client);
+    }
     append_teardown(&append);
     return exit_status;
 }

@@ -2,7 +2,9 @@
  *
  * Happy path:
  * 1. Parse and check the arguments (a bad number or time: exit 2).
- * 2. Open the node directory read-only (TANDEM_OPEN_READONLY): no lock, no
+ * 2. When a tandemd answers on DIR/tandemd.sock, send it one QUERY and print
+ *    the JSON Lines text of its QUERY_RESULT frames (PROTOCOL.md §7.2); else
+ *    open the node directory read-only (TANDEM_OPEN_READONLY): no lock, no
  *    file modified, so a query runs beside the process that writes.
  * 3. Run the query; its callback formats each record as one JSON Lines object
  *    with "lsn" (tdm_jsonl_format) and writes it to stdout.
@@ -12,11 +14,13 @@
  * Close: tandem_close() before exit. */
 #include "cmd.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine/base/alloc.h"
+#include "client.h"
 #include "engine/base/assert.h"
 #include "jsonl.h"
 
@@ -82,6 +86,84 @@ static int query_dispatch(struct tandem *t, const struct query_request *request,
     tdm_unreachable();
 }
 
+/* The QUERY frame of request (PROTOCOL.md §3.3). */
+static void query_frame(const struct query_request *request, uint64_t request_id,
+                        struct tdm_proto_msg *msg)
+{
+    struct tdm_proto_query *q = &msg->query;
+    msg->type = TDM_PROTO_QUERY;
+    q->request_id = request_id;
+    q->kind = (uint8_t)request->kind; /* enum query_kind follows the QUERY kinds. */
+    q->customer_id = request->customer_id;
+    if (request->text != NULL) {
+        q->key.data = (const uint8_t *)request->text;
+        q->key.size = strlen(request->text);
+    }
+    if (request->kind != QUERY_CUSTOMER_MESSAGES) {
+        return;
+    }
+    const struct tandem_query *query = &request->query;
+    q->since_ns = query->since_ns;
+    q->until_ns = query->until_ns;
+    if (query->recipient.size > 0) {
+        q->flags |= TDM_PROTO_QUERY_HAS_RECIPIENT;
+        q->recipient.data = (const uint8_t *)query->recipient.data;
+        q->recipient.size = query->recipient.size;
+    }
+    if (query->sender.size > 0 || query->sender_empty) {
+        q->flags |= TDM_PROTO_QUERY_HAS_SENDER;
+        q->sender.data = (const uint8_t *)query->sender.data;
+        q->sender.size = query->sender.size;
+    }
+}
+
+tdm_static_assert((int)QUERY_MESSAGE_ID == TDM_PROTO_QUERY_MESSAGE_ID);
+tdm_static_assert((int)QUERY_CUSTOMER_MESSAGES == TDM_PROTO_QUERY_CUSTOMER_MESSAGES);
+tdm_static_assert((int)QUERY_CUSTOMER_ID == TDM_PROTO_QUERY_CUSTOMER_ID);
+tdm_static_assert((int)QUERY_CUSTOMER_USERNAME == TDM_PROTO_QUERY_USERNAME);
+tdm_static_assert((int)QUERY_CUSTOMER_EMAIL == TDM_PROTO_QUERY_EMAIL);
+
+/* Steps 2-4 through tandemd: send QUERY, print the text of every QUERY_RESULT
+ * until one without the MORE flag. Returns 0 or the failure's code (diag). */
+static int query_remote(struct tdm_client *client, const struct query_request *request,
+                        struct query_output *output, struct tandem_diag *diag)
+{
+    struct tdm_proto_msg *msg = tdm_calloc(1, sizeof(*msg));
+    if (msg == NULL) {
+        return -ENOMEM;
+    }
+    uint64_t request_id = client->request_id_next++;
+    query_frame(request, request_id, msg);
+    int rv = tdm_client_send(client, msg, (struct tdm_diag *)diag);
+    bool more = rv == 0;
+    while (more) {
+        rv = tdm_client_receive(client, msg, true, (struct tdm_diag *)diag);
+        if (rv != 0) {
+            break;
+        }
+        const struct tdm_proto_text_result *result = &msg->query_result;
+        if (msg->type != TDM_PROTO_QUERY_RESULT || result->request_id != request_id) {
+            tdm_diag_printf((struct tdm_diag *)diag, "tandemd answered %s",
+                            tdm_proto_type_name(msg->type));
+            rv = TANDEM_ECORRUPT;
+            break;
+        }
+        if (result->status != 0) {
+            snprintf(diag->message, sizeof(diag->message), "%.*s", (int)result->text.size,
+                     (const char *)result->text.data);
+            rv = result->status;
+            break;
+        }
+        fwrite(result->text.data, 1, result->text.size, stdout);
+        for (size_t i = 0; i < result->text.size; i++) {
+            output->printed += result->text.data[i] == '\n';
+        }
+        more = (result->flags & TDM_PROTO_RESULT_MORE) != 0;
+    }
+    tdm_free(msg);
+    return rv;
+}
+
 /* Steps 2-4 of the header. */
 static int query_run(const char *command, const char *addr, const struct query_request *request)
 {
@@ -92,16 +174,24 @@ static int query_run(const char *command, const char *addr, const struct query_r
     if (exit_status >= 0) {
         return exit_status;
     }
-    struct tandem *t;
-    if (tdm_cmd_open(dir, TANDEM_OPEN_READONLY, &t) != 0) {
-        return TDM_CMD_EXIT_FAILED;
-    }
     static char stdout_buffer[QUERY_STDOUT_BUFFER_SIZE];
-    setvbuf(stdout, stdout_buffer, _IOFBF, sizeof(stdout_buffer));
     struct query_output output = {0};
     struct tandem_diag diag = {{0}};
-    int rv = query_dispatch(t, request, &output, &diag);
-    tandem_close(t);
+    struct tdm_client client;
+    int rv = tdm_client_connect(dir, &client, (struct tdm_diag *)&diag);
+    if (rv == 0) {
+        setvbuf(stdout, stdout_buffer, _IOFBF, sizeof(stdout_buffer));
+        rv = query_remote(&client, request, &output, &diag);
+        tdm_client_close(&client);
+    } else if (rv == 1) {
+        struct tandem *t;
+        if (tdm_cmd_open(dir, TANDEM_OPEN_READONLY, &t) != 0) {
+            return TDM_CMD_EXIT_FAILED;
+        }
+        setvbuf(stdout, stdout_buffer, _IOFBF, sizeof(stdout_buffer));
+        rv = query_dispatch(t, request, &output, &diag);
+        tandem_close(t);
+    }
     fflush(stdout);
     if (rv == 0 && output.rv != 0) {
         rv = output.rv;

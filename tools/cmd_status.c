@@ -11,89 +11,45 @@
  * 4. Print the view as text (a table an on-call engineer reads at a glance)
  *    or as one JSON object (schema 1, DESIGN "Public contracts"), and exit
  *    0 healthy, 1 degraded, 2 broken.
+ * When a tandemd answers on DIR/tandemd.sock, steps 1-3 are its: it answers
+ * STATUS with the document (tools/status_doc.c), printed as is with --json and
+ * read back for the text view; a tandemd that cannot answer means broken.
  * With --watch, steps 1-4 repeat every STATUS_WATCH_INTERVAL_S seconds until
  * interrupted (text: the screen is redrawn on a terminal; JSON: one object per
  * line).
- * Until replication exists the cluster as the node sees it is the node
- * itself: a standalone primary, verified_lsn 0, no lag, link up.
  * Failure modes: an unopenable directory is itself the answer (broken, exit
  * 2), with the cause on stderr as well. */
 #include "cmd.h"
 
 #include <errno.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "client.h"
+#include "engine/base/alloc.h"
 #include "engine/base/assert.h"
+#include "status_doc.h"
 
-#define STATUS_SCHEMA           1
 #define STATUS_WATCH_INTERVAL_S 2
 
-enum status_health {
-    STATUS_HEALTHY = 1,
-    STATUS_DEGRADED,
-    STATUS_BROKEN,
-};
-
-/* What the command learned about the node. */
-struct status_view {
-    const char *dir;
-    struct tdm_cmd_conf conf;
-    bool conf_found;
-    bool opened;                                           /* status is valid. */
-    char open_error[TANDEM_DIAG_SIZE + TDM_CMD_PATH_SIZE]; /* When !opened. */
-    struct tandem_status status;
-    enum status_health health;
-};
-
-static const char *status_health_name(enum status_health health)
+static int status_exit(enum tdm_status_health health)
 {
     switch (health) {
-    case STATUS_HEALTHY:
-        return "healthy";
-    case STATUS_DEGRADED:
-        return "degraded";
-    case STATUS_BROKEN:
-        return "broken";
-    }
-    tdm_unreachable();
-}
-
-static int status_exit(enum status_health health)
-{
-    switch (health) {
-    case STATUS_HEALTHY:
+    case TDM_STATUS_HEALTHY:
         return TDM_CMD_EXIT_OK;
-    case STATUS_DEGRADED:
+    case TDM_STATUS_DEGRADED:
         return TDM_CMD_EXIT_FAILED;
-    case STATUS_BROKEN:
+    case TDM_STATUS_BROKEN:
         return TDM_CMD_EXIT_USAGE;
     }
     tdm_unreachable();
 }
 
-static bool status_failed(const struct status_view *view)
-{
-    return !view->opened || view->status.failed_code != 0;
-}
-
-static const char *status_failed_message(const struct status_view *view)
-{
-    if (!view->opened) {
-        return view->open_error;
-    }
-    if (view->status.failed_message[0] != '\0') {
-        return view->status.failed_message;
-    }
-    return tandem_strerror(view->status.failed_code);
-}
-
 /* Steps 1-3 of the header. */
-static void status_collect(struct status_view *view)
+static void status_collect(struct tdm_status_view *view)
 {
     tdm_assert(view->dir != NULL);
     tdm_assert(!view->opened);
@@ -111,114 +67,78 @@ static void status_collect(struct status_view *view)
     if (rv != 0) {
         snprintf(view->open_error, sizeof(view->open_error), "open %s: %s%s%s", view->dir,
                  tandem_strerror(rv), diag.message[0] != '\0' ? ": " : "", diag.message);
-        view->health = STATUS_BROKEN;
+        view->health = TDM_STATUS_BROKEN;
         return;
     }
     view->opened = true;
-    if (view->status.failed_code != 0) {
-        view->health = STATUS_BROKEN;
-    } else if (view->status.damaged_count > 0) {
-        view->health = STATUS_DEGRADED;
-    } else {
-        view->health = STATUS_HEALTHY;
+    tdm_status_judge(view);
+}
+
+/* Ask the tandemd of view->dir for its status document (STATUS). Returns 0 with
+ * view filled and *text the document (tdm_malloc'd), 1 when no tandemd runs
+ * there (the caller opens the directory), or -1 when tandemd could not answer:
+ * view then says broken, with the cause. */
+static int status_collect_remote(struct tdm_status_view *view, char *dir_storage, char **text)
+{
+    tdm_assert(view->dir != NULL);
+    struct tdm_client client;
+    struct tdm_diag diag = {{0}};
+    int rv = tdm_client_connect(view->dir, &client, &diag);
+    if (rv == 1) {
+        return 1;
     }
-}
-
-static void status_chain_hash_hex(const struct tandem_status *status, char *hex, size_t size)
-{
-    tdm_assert(size >= 2 * sizeof(status->chain_hash) + 1);
-    for (size_t i = 0; i < sizeof(status->chain_hash); i++) {
-        snprintf(hex + 2 * i, 3, "%02x", status->chain_hash[i]);
+    struct tdm_proto_msg *msg = tdm_calloc(1, sizeof(*msg));
+    if (rv == 0 && msg == NULL) {
+        rv = -ENOMEM;
     }
-}
-
-static json_t *status_json_damaged(const struct tandem_status *status)
-{
-    json_t *damaged = json_array();
-    uint32_t count = status->damaged_count;
-    if (count > TANDEM_STATUS_DAMAGED_MAX) {
-        count = TANDEM_STATUS_DAMAGED_MAX;
+    if (rv == 0) {
+        msg->type = TDM_PROTO_STATUS;
+        msg->status.request_id = client.request_id_next++;
+        rv = tdm_client_send(&client, msg, &diag);
     }
-    for (uint32_t i = 0; i < count; i++) {
-        const struct tandem_damage *damage = &status->damaged[i];
-        json_array_append_new(damaged,
-                              json_pack("{s:I, s:I, s:I, s:I, s:b}", "segment",
-                                        (json_int_t)damage->segment_lsn, "offset",
-                                        (json_int_t)damage->offset, "lsn_first",
-                                        (json_int_t)damage->lsn_first, "lsn_last",
-                                        (json_int_t)damage->lsn_last, "sealed", damage->sealed));
+    if (rv == 0) {
+        rv = tdm_client_receive(&client, msg, true, &diag);
     }
-    return damaged;
-}
-
-/* The extra fields of the node object, beyond the contract's. */
-static void status_json_node_log(json_t *node, const struct tandem_status *status)
-{
-    char hex[2 * sizeof(status->chain_hash) + 1];
-    status_chain_hash_hex(status, hex, sizeof(hex));
-    json_object_set_new(node, "lsn_first", json_integer((json_int_t)status->lsn_first));
-    json_object_set_new(node, "index_lsn", json_integer((json_int_t)status->index_lsn));
-    json_object_set_new(node, "segments", json_integer(status->segment_count));
-    json_object_set_new(node, "sealed_segments", json_integer(status->sealed_count));
-    json_object_set_new(node, "log_bytes", json_integer((json_int_t)status->log_bytes));
-    json_object_set_new(node, "quarantine",
-                        json_pack("{s:I, s:I}", "files", (json_int_t)status->quarantine_count,
-                                  "bytes", (json_int_t)status->quarantine_bytes));
-    json_object_set_new(node, "chain_hash", json_string(hex));
-    json_object_set_new(node, "damaged_count", json_integer(status->damaged_count));
-    json_object_set_new(node, "damaged", status_json_damaged(status));
-}
-
-static json_t *status_json_node(const struct status_view *view)
-{
-    const struct tandem_status *status = &view->status;
-    tdm_assert(view->health >= STATUS_HEALTHY);
-    bool failed = status_failed(view);
-    tdm_assert(!failed || view->health == STATUS_BROKEN);
-    uint64_t lsn_last = view->opened ? status->lsn_last : 0;
-    json_t *node = json_object();
-    json_object_set_new(node, "id", json_string(view->conf.id));
-    json_object_set_new(node, "role", json_string(failed ? "failed" : "primary"));
-    json_object_set_new(node, "epoch", json_integer(view->opened ? (json_int_t)status->epoch : 0));
-    json_object_set_new(node, "last_lsn", json_integer((json_int_t)lsn_last));
-    json_object_set_new(node, "durable_lsn", json_integer((json_int_t)lsn_last));
-    json_object_set_new(node, "verified_lsn", json_integer(0));
-    json_object_set_new(node, "lag",
-                        json_pack("{s:i, s:i, s:f}", "records", 0, "bytes", 0, "seconds", 0.0));
-    json_object_set_new(node, "link", json_string(view->opened ? "up" : "down"));
-    json_object_set_new(node, "state", json_string(failed ? "failed" : "ok"));
-    json_object_set_new(node, "failed",
-                        failed ? json_string(status_failed_message(view)) : json_null());
-    json_object_set_new(node, "dir", json_string(view->dir));
-    if (view->opened) {
-        status_json_node_log(node, status);
+    if (rv == 0 && (msg->type != TDM_PROTO_STATUS_RESULT || msg->status_result.status != 0)) {
+        tdm_diag_printf(&diag, "tandemd answered %s %s", tdm_proto_type_name(msg->type),
+                        tandem_strerror(msg->status_result.status));
+        rv = TANDEM_ECORRUPT;
     }
-    return node;
+    if (rv == 0) {
+        const struct tdm_proto_slice *doc = &msg->status_result.text;
+        *text = tdm_malloc(doc->size + 1);
+        rv = *text == NULL ? -ENOMEM : 0;
+        if (rv == 0) {
+            memcpy(*text, doc->data, doc->size);
+            (*text)[doc->size] = '\0';
+            const char *dir = view->dir;
+            rv = tdm_status_parse(*text, doc->size, view, dir_storage);
+            view->dir = dir;
+        }
+    }
+    tdm_free(msg);
+    if (client.fd >= 0) {
+        tdm_client_close(&client);
+    }
+    if (rv != 0) {
+        tdm_free(*text);
+        *text = NULL;
+        snprintf(view->open_error, sizeof(view->open_error), "tandemd on %s: %s%s%s", view->dir,
+                 tandem_strerror(rv), diag.message[0] != '\0' ? ": " : "", diag.message);
+        view->opened = false;
+        view->health = TDM_STATUS_BROKEN;
+        return -1;
+    }
+    return 0;
 }
 
-/* The primary named in tandem.conf; a standalone node is its own. */
-static const char *status_primary(const struct status_view *view)
+static int status_print_json(const struct tdm_status_view *view)
 {
-    return view->conf.primary[0] != '\0' ? view->conf.primary : view->conf.id;
-}
-
-static int status_print_json(const struct status_view *view)
-{
-    json_t *root = json_object();
-    json_object_set_new(root, "schema", json_integer(STATUS_SCHEMA));
-    json_object_set_new(root, "cluster", json_string(view->conf.cluster));
-    json_object_set_new(root, "health", json_string(status_health_name(view->health)));
-    json_object_set_new(root, "primary", json_string(status_primary(view)));
-    json_object_set_new(root, "epoch",
-                        json_integer(view->opened ? (json_int_t)view->status.epoch : 0));
-    json_t *nodes = json_array();
-    json_array_append_new(nodes, status_json_node(view));
-    json_object_set_new(root, "nodes", nodes);
-    char *text = json_dumps(root, 0);
-    json_decref(root);
-    if (text == NULL) {
-        tdm_cmd_fail("status: format JSON: %s", tandem_strerror(-ENOMEM));
-        return -ENOMEM;
+    char *text = NULL;
+    int rv = tdm_status_json(view, &text);
+    if (rv != 0) {
+        tdm_cmd_fail("status: format JSON: %s", tandem_strerror(rv));
+        return rv;
     }
     puts(text);
     free(text);
@@ -242,32 +162,32 @@ static void status_bytes_human(uint64_t bytes, char *buf, size_t size)
     }
 }
 
-static void status_print_health(const struct status_view *view)
+static void status_print_health(const struct tdm_status_view *view)
 {
     const struct tandem_status *status = &view->status;
     switch (view->health) {
-    case STATUS_HEALTHY:
+    case TDM_STATUS_HEALTHY:
         printf("health      HEALTHY\n");
         break;
-    case STATUS_DEGRADED:
+    case TDM_STATUS_DEGRADED:
         printf("health      DEGRADED: %u damaged range%s in the log; repair from a replica\n",
                status->damaged_count, status->damaged_count == 1 ? "" : "s");
         break;
-    case STATUS_BROKEN:
+    case TDM_STATUS_BROKEN:
         printf("health      BROKEN: %s%s\n", view->opened ? "writes stopped: " : "",
-               status_failed_message(view));
+               tdm_status_failed_message(view));
         break;
     }
     printf("cluster     %s    primary %s    epoch %llu\n",
            view->conf_found ? view->conf.cluster : "? (no tandem.conf)",
-           view->conf_found ? status_primary(view) : "?",
+           view->conf_found ? tdm_status_primary(view) : "?",
            (unsigned long long)(view->opened ? status->epoch : 0));
 }
 
-static void status_print_nodes(const struct status_view *view)
+static void status_print_nodes(const struct tdm_status_view *view)
 {
     const struct tandem_status *status = &view->status;
-    bool failed = status_failed(view);
+    bool failed = tdm_status_failed(view);
     char last[24] = "-";
     if (view->opened) {
         snprintf(last, sizeof(last), "%llu", (unsigned long long)status->lsn_last);
@@ -280,7 +200,7 @@ static void status_print_nodes(const struct status_view *view)
            view->opened ? "up" : "down", view->dir);
 }
 
-static void status_print_log(const struct status_view *view)
+static void status_print_log(const struct tdm_status_view *view)
 {
     const struct tandem_status *status = &view->status;
     char size[32];
@@ -304,7 +224,7 @@ static void status_print_log(const struct status_view *view)
                (unsigned long long)(status->lsn_last - status->index_lsn));
     }
     char hex[2 * sizeof(status->chain_hash) + 1];
-    status_chain_hash_hex(status, hex, sizeof(hex));
+    tdm_status_chain_hash_hex(status, hex, sizeof(hex));
     printf("chain hash  %s at lsn %llu\n", hex, (unsigned long long)status->lsn_last);
     status_bytes_human(status->quarantine_bytes, size, sizeof(size));
     if (status->quarantine_count == 0) {
@@ -334,7 +254,7 @@ static void status_print_damaged(const struct tandem_status *status)
     }
 }
 
-static void status_print_text(const struct status_view *view)
+static void status_print_text(const struct tdm_status_view *view)
 {
     status_print_health(view);
     status_print_nodes(view);
@@ -366,16 +286,24 @@ int tdm_cmd_status(int argc, char **argv)
     }
     bool redraw = watch && !json && isatty(STDOUT_FILENO);
     for (;;) {
-        struct status_view view = {.dir = dir};
-        status_collect(&view);
+        struct tdm_status_view view = {.dir = dir};
+        static char remote_dir[TDM_CMD_PATH_SIZE];
+        char *remote_text = NULL;
+        if (status_collect_remote(&view, remote_dir, &remote_text) == 1) {
+            status_collect(&view);
+        }
         if (redraw) {
             fputs("\033[H\033[2J", stdout);
         }
-        if (json) {
+        if (json && remote_text != NULL) {
+            puts(remote_text);
+            tdm_free(remote_text);
+        } else if (json) {
             if (status_print_json(&view) != 0) {
                 return TDM_CMD_EXIT_USAGE;
             }
         } else {
+            tdm_free(remote_text);
             status_print_text(&view);
         }
         fflush(stdout);

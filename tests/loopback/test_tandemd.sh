@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# tests/loopback/test_tandemd.sh: a standalone tandemd serves its local socket
+# (DESIGN "Public contracts": tandemd DIR; ADDR = a node directory goes through
+# its socket when a tandemd runs there). Usage: test_tandemd.sh TANDEM TANDEMD
+#
+# Proves, against real processes in a fresh random directory:
+# - tandemd creates DIR/tandemd.sock with mode 0600 and a second tandemd on the
+#   same DIR fails (exit 1, the lock named);
+# - appends through the socket (the directory is locked by tandemd, so the CLI
+#   cannot have opened it) stream LSNs in input order while another CLI
+#   queries; a bad line stops with its line number, the lines before it stored;
+# - get/query/customer/status through the socket print what a direct open
+#   prints after tandemd stopped;
+# - a malformed frame closes only that connection, is traced, and the daemon
+#   goes on serving;
+# - SIGTERM during a streaming append: tandemd exits 0 within 5 s and every LSN
+#   the CLI printed is in the log afterwards.
+# Every process started here is killed in teardown.
+set -uo pipefail
+T=$1
+D=$2
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    wait 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
+fail=0
+check() { # check DESCRIPTION EXPECTED ACTUAL
+    if [[ "$2" == "$3" ]]; then echo "ok   $1"; else echo "FAIL $1: expected [$2] got [$3]"; fail=1; fi
+}
+# Start tandemd on $N, logging to $work/$1.err; sets daemon to its pid.
+start_daemon() {
+    "$D" "$N" 2> "$work/$1.err" &
+    daemon=$!
+    pids+=("$daemon")
+    for _ in $(seq 100); do
+        [[ -S "$N/tandemd.sock" ]] && return 0
+        sleep 0.05
+    done
+    echo "FAIL tandemd did not create its socket"; cat "$work/$1.err"; exit 1
+}
+# Stop tandemd with SIGTERM; sets stop_rc and stop_ms.
+stop_daemon() {
+    local t0 t1
+    t0=$(date +%s%N)
+    kill -TERM "$daemon"
+    for _ in $(seq 100); do kill -0 "$daemon" 2>/dev/null || break; sleep 0.05; done
+    wait "$daemon"; stop_rc=$?
+    t1=$(date +%s%N)
+    stop_ms=$(( (t1 - t0) / 1000000 ))
+}
+
+N=$work/node
+"$T" init "$N" --cluster c1 --node n1 >/dev/null; check "init rc" 0 $?
+"$T" generate --seed 3 --customers 20 --count 4000 > "$work/r.jsonl"
+start_daemon d1
+check "socket mode" 600 "$(stat -c %a "$N/tandemd.sock")"
+"$D" "$N" 2> "$work/second.err"; check "second tandemd rc" 1 $?
+check "second tandemd names the lock" 1 "$(grep -c -i 'lock' "$work/second.err")"
+
+# Append through the socket while another CLI queries.
+# The input arrives in 20 pieces over about a second (a pipe, not a file).
+feed() {
+    for i in $(seq 0 19); do
+        sed -n "$((i * 201 + 1)),$((i * 201 + 201))p" "$work/r.jsonl"
+        sleep 0.05
+    done
+}
+feed | "$T" append --node "$N" > "$work/lsn" 2> "$work/append.err" &
+append_pid=$!
+pids+=("$append_pid")
+queries=0
+while kill -0 "$append_pid" 2>/dev/null; do
+    "$T" status --node "$N" --json > /dev/null; rc=$?
+    [[ $rc -eq 0 ]] || { echo "FAIL status during append rc $rc"; fail=1; }
+    "$T" query --node "$N" --customer 2 > "$work/during"; rc=$?
+    # Nothing found (1) is fine early on; anything printed must be JSON Lines.
+    [[ $rc -le 1 ]] || { echo "FAIL query during append rc $rc"; fail=1; }
+    python3 -c 'import json,sys; [json.loads(l) for l in open(sys.argv[1])]' "$work/during" ||
+        { echo "FAIL query during append printed no JSON Lines"; fail=1; }
+    queries=$((queries + 1))
+done
+wait "$append_pid"; check "append through tandemd rc" 0 $?
+check "append lsn lines" 4020 "$(wc -l < "$work/lsn")"
+check "append lsns in order" "$(seq 1 4020 | sed 's/.*/{"lsn": &}/' | md5sum)" "$(md5sum < "$work/lsn")"
+echo "     ($queries status and query pairs ran during the append)"
+
+# First bad line through the socket: line 3 lacks fields.
+{ sed -n 1,2p "$work/r.jsonl"; echo '{"type":"message","customer_id":1}'; sed -n 3p "$work/r.jsonl"; } > "$work/bad.jsonl"
+"$T" append --node "$N" < "$work/bad.jsonl" > "$work/lsn2" 2> "$work/err2"; check "bad line rc" 1 $?
+check "bad line lsns" 2 "$(wc -l < "$work/lsn2")"
+check "bad line error" 1 "$(grep -c '^tandem: line 3: ' "$work/err2")"
+
+# Queries through the socket.
+mid=$(sed -n 100p "$work/r.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["message_id"])')
+"$T" get --node "$N" --message-id "$mid" > "$work/get.d"; check "get rc" 0 $?
+"$T" query --node "$N" --customer 4 > "$work/query.d"; check "query rc" 0 $?
+"$T" query --node "$N" --customer 4 --since 2026-11-28T00:00:30Z --until 2026-11-28T00:01:00Z > "$work/window.d"
+"$T" customer --node "$N" --id 4 > "$work/customer.d"; check "customer rc" 0 $?
+"$T" customer --node "$N" --id 4000000 > "$work/none.d"; check "customer none rc" 1 $?
+check "customer none output" 0 "$(wc -c < "$work/none.d")"
+"$T" status --node "$N" --json > "$work/status.d"; check "status rc" 0 $?
+
+# A malformed frame: a size field of 5 (below the 12-byte header) and garbage.
+python3 - "$N/tandemd.sock" <<'PY'; check "malformed frame sent" 0 $?
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+s.sendall(b"\x05\x00\x00\x00garbage-garbage")
+s.settimeout(5)
+sys.exit(0 if s.recv(1) == b"" else 1)  # tandemd closes the connection
+PY
+# Clients that vanish before their answer (the write must fail with EPIPE, not
+# kill tandemd with SIGPIPE), and one that half-closes and still gets its answer.
+python3 - "$N/tandemd.sock" <<'PY'; check "vanishing and half-closed clients" 0 $?
+import socket, struct, sys
+def status_frame(request_id):
+    payload = struct.pack("<Q", request_id)
+    return struct.pack("<IHHQ", 12 + len(payload), 36, 0, 0) + payload
+for i in range(50):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(sys.argv[1])
+    s.sendall(status_frame(i) * 8)
+    s.close()
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+s.sendall(status_frame(7))
+s.shutdown(socket.SHUT_WR)
+s.settimeout(5)
+data = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+size, kind = struct.unpack_from("<IH", data)
+sys.exit(0 if kind == 37 and size + 4 == len(data) else 1)
+PY
+check "daemon alive after malformed frame" 0 "$(kill -0 "$daemon" 2>/dev/null; echo $?)"
+check "malformed frame traced" 1 "$(grep -c 'closing connection' "$work/d1.err")"
+"$T" customer --node "$N" --id 4 > /dev/null; check "served after malformed frame" 0 $?
+
+# SIGTERM on an idle daemon.
+stop_daemon
+check "SIGTERM exit status" 0 "$stop_rc"
+check "SIGTERM within 5 s" 1 "$(( stop_ms < 5000 ))"
+check "stopped traced" 1 "$(grep -c '^tandemd: stopped' "$work/d1.err")"
+check "socket removed" 1 "$([[ -e "$N/tandemd.sock" ]]; echo $?)"
+
+# After the stop: a direct open prints what tandemd served.
+"$T" get --node "$N" --message-id "$mid" > "$work/get.o"
+"$T" query --node "$N" --customer 4 > "$work/query.o"
+"$T" query --node "$N" --customer 4 --since 2026-11-28T00:00:30Z --until 2026-11-28T00:01:00Z > "$work/window.o"
+"$T" customer --node "$N" --id 4 > "$work/customer.o"
+check "get equal" "$(md5sum < "$work/get.d")" "$(md5sum < "$work/get.o")"
+check "query equal" "$(md5sum < "$work/query.d")" "$(md5sum < "$work/query.o")"
+check "query window equal" "$(md5sum < "$work/window.d")" "$(md5sum < "$work/window.o")"
+check "customer equal" "$(md5sum < "$work/customer.d")" "$(md5sum < "$work/customer.o")"
+"$T" status --node "$N" --json > "$work/status.o"
+check "status equal" "$(md5sum < "$work/status.d")" "$(md5sum < "$work/status.o")"
+
+# SIGTERM while a streaming append through a restarted tandemd waits for input.
+start_daemon d2
+{ sed -n 1,500p "$work/r.jsonl"; sleep 1.5; sed -n 501,1000p "$work/r.jsonl"; } |
+    "$T" append --node "$N" > "$work/lsn3" 2> "$work/err3" &
+stream_pid=$!
+pids+=("$stream_pid")
+for _ in $(seq 100); do [[ $(wc -l < "$work/lsn3") -ge 500 ]] && break; sleep 0.02; done
+stop_daemon
+check "SIGTERM mid-stream exit status" 0 "$stop_rc"
+check "SIGTERM mid-stream within 5 s" 1 "$(( stop_ms < 5000 ))"
+wait "$stream_pid"; stream_rc=$?
+printed=$(wc -l < "$work/lsn3")
+check "streaming append printed its first 500 LSNs" 1 "$(( printed >= 500 ))"
+echo "     (streaming append exited $stream_rc after printing $printed LSNs: $(head -c 200 "$work/err3"))"
+last=$("$T" status --node "$N" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["nodes"][0]["last_lsn"])')
+max_printed=$(sed 's/[^0-9]//g' "$work/lsn3" | sort -n | tail -1)
+check "every printed LSN is in the log" 1 "$(( max_printed <= last ))"
+check "printed LSNs are consecutive" "$(seq 4023 $((4022 + printed)) | md5sum)" \
+    "$(sed 's/[^0-9]//g' "$work/lsn3" | md5sum)"
+check "direct read of the last printed LSN's customer" 0 \
+    "$("$T" customer --node "$N" --id 4 > /dev/null; echo $?)"
+
+# SIGTERM while appends are in flight: tandemd finishes what it took, exits 0,
+# and every LSN the CLI printed is in the log.
+start_daemon d3
+base=$("$T" status --node "$N" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["nodes"][0]["last_lsn"])')
+"$T" generate --seed 5 --customers 50 --count 40000 > "$work/big.jsonl"
+"$T" append --node "$N" < "$work/big.jsonl" > "$work/lsn4" 2> "$work/err4" &
+big_pid=$!
+pids+=("$big_pid")
+for _ in $(seq 500); do [[ -s "$work/lsn4" ]] && break; sleep 0.01; done
+stop_daemon
+check "SIGTERM with appends in flight exit status" 0 "$stop_rc"
+check "SIGTERM with appends in flight within 5 s" 1 "$(( stop_ms < 5000 ))"
+wait "$big_pid"; big_rc=$?
+printed=$(wc -l < "$work/lsn4")
+echo "     (big append exited $big_rc after printing $printed of 40050 LSNs)"
+last=$("$T" status --node "$N" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["nodes"][0]["last_lsn"])')
+check "every printed LSN of the big append is in the log" 1 "$(( base + printed <= last ))"
+check "big append LSNs are consecutive" "$(seq $((base + 1)) $((base + printed)) | md5sum)" \
+    "$(sed 's/[^0-9]//g' "$work/lsn4" | md5sum)"
+
+exit $fail

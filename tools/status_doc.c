@@ -1,0 +1,270 @@
+/* tools/status_doc.c: the status document (tools/status_doc.h), with Jansson.
+ *
+ * 1. The caller fills a view: tandem.conf, and tandem_status() of an open
+ *    handle (or why the node could not be opened); tdm_status_judge() sets the
+ *    health.
+ * 2. tdm_status_json() writes the document of DESIGN "Public contracts" (schema
+ *    1) plus the log's details under the node object.
+ * 3. tdm_status_parse() reads that document back (the CLI, when tandemd
+ *    answered STATUS), so that the text view is printed from the same fields.
+ * Until replication exists the cluster as the node sees it is the node itself:
+ * a standalone primary, verified_lsn 0, no lag, link up.
+ * Failure modes: -ENOMEM from Jansson; a document that is not ours is
+ * TANDEM_ECORRUPT. */
+#include "status_doc.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/base/assert.h"
+
+#define STATUS_SCHEMA 1
+
+void tdm_status_judge(struct tdm_status_view *view)
+{
+    tdm_assert(view != NULL);
+    if (!view->opened || view->status.failed_code != 0) {
+        view->health = TDM_STATUS_BROKEN;
+    } else if (view->status.damaged_count > 0) {
+        view->health = TDM_STATUS_DEGRADED;
+    } else {
+        view->health = TDM_STATUS_HEALTHY;
+    }
+}
+
+const char *tdm_status_health_name(enum tdm_status_health health)
+{
+    switch (health) {
+    case TDM_STATUS_HEALTHY:
+        return "healthy";
+    case TDM_STATUS_DEGRADED:
+        return "degraded";
+    case TDM_STATUS_BROKEN:
+        return "broken";
+    }
+    tdm_unreachable();
+}
+
+bool tdm_status_failed(const struct tdm_status_view *view)
+{
+    return !view->opened || view->status.failed_code != 0;
+}
+
+const char *tdm_status_failed_message(const struct tdm_status_view *view)
+{
+    if (!view->opened) {
+        return view->open_error;
+    }
+    if (view->status.failed_message[0] != '\0') {
+        return view->status.failed_message;
+    }
+    return tandem_strerror(view->status.failed_code);
+}
+
+void tdm_status_chain_hash_hex(const struct tandem_status *status, char *hex, size_t size)
+{
+    tdm_assert(size >= 2 * sizeof(status->chain_hash) + 1);
+    for (size_t i = 0; i < sizeof(status->chain_hash); i++) {
+        snprintf(hex + 2 * i, 3, "%02x", status->chain_hash[i]);
+    }
+}
+
+static json_t *status_json_damaged(const struct tandem_status *status)
+{
+    json_t *damaged = json_array();
+    uint32_t count = status->damaged_count;
+    if (count > TANDEM_STATUS_DAMAGED_MAX) {
+        count = TANDEM_STATUS_DAMAGED_MAX;
+    }
+    for (uint32_t i = 0; i < count; i++) {
+        const struct tandem_damage *damage = &status->damaged[i];
+        json_array_append_new(damaged,
+                              json_pack("{s:I, s:I, s:I, s:I, s:b}", "segment",
+                                        (json_int_t)damage->segment_lsn, "offset",
+                                        (json_int_t)damage->offset, "lsn_first",
+                                        (json_int_t)damage->lsn_first, "lsn_last",
+                                        (json_int_t)damage->lsn_last, "sealed", damage->sealed));
+    }
+    return damaged;
+}
+
+/* The extra fields of the node object, beyond the contract's. */
+static void status_json_node_log(json_t *node, const struct tandem_status *status)
+{
+    char hex[2 * sizeof(status->chain_hash) + 1];
+    tdm_status_chain_hash_hex(status, hex, sizeof(hex));
+    json_object_set_new(node, "lsn_first", json_integer((json_int_t)status->lsn_first));
+    json_object_set_new(node, "index_lsn", json_integer((json_int_t)status->index_lsn));
+    json_object_set_new(node, "segments", json_integer(status->segment_count));
+    json_object_set_new(node, "sealed_segments", json_integer(status->sealed_count));
+    json_object_set_new(node, "log_bytes", json_integer((json_int_t)status->log_bytes));
+    json_object_set_new(node, "quarantine",
+                        json_pack("{s:I, s:I}", "files", (json_int_t)status->quarantine_count,
+                                  "bytes", (json_int_t)status->quarantine_bytes));
+    json_object_set_new(node, "chain_hash", json_string(hex));
+    json_object_set_new(node, "damaged_count", json_integer(status->damaged_count));
+    json_object_set_new(node, "damaged", status_json_damaged(status));
+}
+
+static json_t *status_json_node(const struct tdm_status_view *view)
+{
+    const struct tandem_status *status = &view->status;
+    tdm_assert(view->health >= TDM_STATUS_HEALTHY);
+    bool failed = tdm_status_failed(view);
+    tdm_assert(!failed || view->health == TDM_STATUS_BROKEN);
+    uint64_t lsn_last = view->opened ? status->lsn_last : 0;
+    json_t *node = json_object();
+    json_object_set_new(node, "id", json_string(view->conf.id));
+    json_object_set_new(node, "role", json_string(failed ? "failed" : "primary"));
+    json_object_set_new(node, "epoch", json_integer(view->opened ? (json_int_t)status->epoch : 0));
+    json_object_set_new(node, "last_lsn", json_integer((json_int_t)lsn_last));
+    json_object_set_new(node, "durable_lsn", json_integer((json_int_t)lsn_last));
+    json_object_set_new(node, "verified_lsn", json_integer(0));
+    json_object_set_new(node, "lag",
+                        json_pack("{s:i, s:i, s:f}", "records", 0, "bytes", 0, "seconds", 0.0));
+    json_object_set_new(node, "link", json_string(view->opened ? "up" : "down"));
+    json_object_set_new(node, "state", json_string(failed ? "failed" : "ok"));
+    json_object_set_new(node, "failed",
+                        failed ? json_string(tdm_status_failed_message(view)) : json_null());
+    json_object_set_new(node, "dir", json_string(view->dir));
+    if (view->opened) {
+        status_json_node_log(node, status);
+    }
+    return node;
+}
+
+/* The primary named in tandem.conf; a standalone node is its own. */
+const char *tdm_status_primary(const struct tdm_status_view *view)
+{
+    return view->conf.primary[0] != '\0' ? view->conf.primary : view->conf.id;
+}
+
+int tdm_status_json(const struct tdm_status_view *view, char **out)
+{
+    tdm_assert(view->health >= TDM_STATUS_HEALTHY);
+    tdm_assert(out != NULL);
+    json_t *root = json_object();
+    json_object_set_new(root, "schema", json_integer(STATUS_SCHEMA));
+    json_object_set_new(root, "cluster", json_string(view->conf.cluster));
+    json_object_set_new(root, "health", json_string(tdm_status_health_name(view->health)));
+    json_object_set_new(root, "primary", json_string(tdm_status_primary(view)));
+    json_object_set_new(root, "epoch",
+                        json_integer(view->opened ? (json_int_t)view->status.epoch : 0));
+    json_t *nodes = json_array();
+    json_array_append_new(nodes, status_json_node(view));
+    json_object_set_new(root, "nodes", nodes);
+    char *text = json_dumps(root, 0);
+    json_decref(root);
+    if (text == NULL) {
+        return -ENOMEM;
+    }
+    *out = text;
+    return 0;
+}
+
+static uint64_t status_get_u64(json_t *object, const char *key)
+{
+    json_t *value = json_object_get(object, key);
+    return json_is_integer(value) ? (uint64_t)json_integer_value(value) : 0;
+}
+
+static void status_get_string(json_t *object, const char *key, char *out, size_t size)
+{
+    const char *text = json_string_value(json_object_get(object, key));
+    snprintf(out, size, "%s", text != NULL ? text : "");
+}
+
+static void status_parse_hex(const char *hex, uint8_t *out, size_t size)
+{
+    for (size_t i = 0; i < size && hex[2 * i] != '\0' && hex[2 * i + 1] != '\0'; i++) {
+        unsigned byte = 0;
+        if (sscanf(hex + 2 * i, "%2x", &byte) != 1) {
+            return;
+        }
+        out[i] = (uint8_t)byte;
+    }
+}
+
+static void status_parse_damaged(json_t *node, struct tandem_status *status)
+{
+    json_t *damaged = json_object_get(node, "damaged");
+    size_t index;
+    json_t *damage;
+    json_array_foreach(damaged, index, damage)
+    {
+        if (index >= TANDEM_STATUS_DAMAGED_MAX) {
+            break;
+        }
+        status->damaged[index].segment_lsn = status_get_u64(damage, "segment");
+        status->damaged[index].offset = status_get_u64(damage, "offset");
+        status->damaged[index].lsn_first = status_get_u64(damage, "lsn_first");
+        status->damaged[index].lsn_last = status_get_u64(damage, "lsn_last");
+        status->damaged[index].sealed = json_is_true(json_object_get(damage, "sealed"));
+    }
+}
+
+/* The node object's log fields (status_json_node_log) back into status. */
+static void status_parse_node(json_t *node, struct tdm_status_view *view, char *dir_storage)
+{
+    struct tandem_status *status = &view->status;
+    status_get_string(node, "id", view->conf.id, sizeof(view->conf.id));
+    status_get_string(node, "dir", dir_storage, TDM_CMD_PATH_SIZE);
+    view->dir = dir_storage;
+    view->opened = strcmp(json_string_value(json_object_get(node, "link")) != NULL
+                              ? json_string_value(json_object_get(node, "link"))
+                              : "",
+                          "up") == 0;
+    status->lsn_last = status_get_u64(node, "last_lsn");
+    status->lsn_first = status_get_u64(node, "lsn_first");
+    status->index_lsn = status_get_u64(node, "index_lsn");
+    status->segment_count = (uint32_t)status_get_u64(node, "segments");
+    status->sealed_count = (uint32_t)status_get_u64(node, "sealed_segments");
+    status->log_bytes = status_get_u64(node, "log_bytes");
+    json_t *quarantine = json_object_get(node, "quarantine");
+    status->quarantine_count = (uint32_t)status_get_u64(quarantine, "files");
+    status->quarantine_bytes = status_get_u64(quarantine, "bytes");
+    status->damaged_count = (uint32_t)status_get_u64(node, "damaged_count");
+    status_parse_damaged(node, status);
+    const char *hex = json_string_value(json_object_get(node, "chain_hash"));
+    if (hex != NULL) {
+        status_parse_hex(hex, status->chain_hash, sizeof(status->chain_hash));
+    }
+    const char *failed = json_string_value(json_object_get(node, "failed"));
+    if (failed != NULL && view->opened) {
+        status->failed_code = TANDEM_EFAILED;
+        snprintf(status->failed_message, sizeof(status->failed_message), "%s", failed);
+    } else if (failed != NULL) {
+        snprintf(view->open_error, sizeof(view->open_error), "%s", failed);
+    }
+}
+
+int tdm_status_parse(const char *text, size_t size, struct tdm_status_view *view, char *dir_storage)
+{
+    tdm_assert(text != NULL);
+    tdm_assert(dir_storage != NULL);
+    memset(view, 0, sizeof(*view));
+    json_error_t error;
+    json_t *root = json_loadb(text, size, 0, &error);
+    json_t *node = json_array_get(json_object_get(root, "nodes"), 0);
+    if (root == NULL || status_get_u64(root, "schema") != STATUS_SCHEMA || !json_is_object(node)) {
+        json_decref(root);
+        return TANDEM_ECORRUPT;
+    }
+    view->conf_found = true;
+    status_get_string(root, "cluster", view->conf.cluster, sizeof(view->conf.cluster));
+    status_get_string(root, "primary", view->conf.primary, sizeof(view->conf.primary));
+    view->status.epoch = status_get_u64(root, "epoch");
+    status_parse_node(node, view, dir_storage);
+    const char *health = json_string_value(json_object_get(root, "health"));
+    view->health = TDM_STATUS_BROKEN;
+    if (health != NULL && strcmp(health, "healthy") == 0) {
+        view->health = TDM_STATUS_HEALTHY;
+    } else if (health != NULL && strcmp(health, "degraded") == 0) {
+        view->health = TDM_STATUS_DEGRADED;
+    }
+    json_decref(root);
+    return 0;
+}

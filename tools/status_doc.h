@@ -1,0 +1,54 @@
+/* tools/status_doc.h: the status document of a node (DESIGN "Public contracts",
+ * "tandem status --json"), built once for the CLI (tools/cmd_status.c) and for
+ * tandemd (answering STATUS on its local socket), and read back by the CLI when
+ * tandemd answered. */
+#ifndef TDM_TOOLS_STATUS_DOC_H
+#define TDM_TOOLS_STATUS_DOC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "cmd.h"
+
+enum tdm_status_health {
+    TDM_STATUS_HEALTHY = 1,
+    TDM_STATUS_DEGRADED,
+    TDM_STATUS_BROKEN,
+};
+
+/* What is known about the node. */
+struct tdm_status_view {
+    const char *dir;          /* Borrowed. */
+    struct tdm_cmd_conf conf; /* From tandem.conf (empty fields when not found). */
+    bool conf_found;
+    bool opened;                                           /* status is valid. */
+    char open_error[TANDEM_DIAG_SIZE + TDM_CMD_PATH_SIZE]; /* When !opened. */
+    struct tandem_status status;
+    enum tdm_status_health health;
+};
+
+/* Set view->health from opened and status: broken when the node could not be
+ * opened or writes stopped, degraded when the log has damaged ranges. */
+void tdm_status_judge(struct tdm_status_view *view);
+
+const char *tdm_status_health_name(enum tdm_status_health health);
+/* True when the node cannot write (not opened, or writes stopped). */
+bool tdm_status_failed(const struct tdm_status_view *view);
+/* Why tdm_status_failed() is true. */
+const char *tdm_status_failed_message(const struct tdm_status_view *view);
+/* The primary named in tandem.conf; a standalone node is its own. */
+const char *tdm_status_primary(const struct tdm_status_view *view);
+/* status->chain_hash in hex; size >= 33. */
+void tdm_status_chain_hash_hex(const struct tandem_status *status, char *hex, size_t size);
+
+/* The status document (schema 1) as one line of JSON without a newline, in a
+ * malloc'd string (release with free()). Returns 0 or -ENOMEM. Thread-safe. */
+int tdm_status_json(const struct tdm_status_view *view, char **out);
+
+/* Read a status document written by tdm_status_json() back into view (dir
+ * borrowed from dir_storage, which must hold TDM_CMD_PATH_SIZE bytes). Returns
+ * 0, or TANDEM_ECORRUPT when text is not such a document. */
+int tdm_status_parse(const char *text, size_t size, struct tdm_status_view *view,
+                     char *dir_storage);
+
+#endif
