@@ -34,6 +34,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "engine/base/path.h"
 #include "engine/base/assert.h"
 #include "net/proto.h"
 #include "net/tls.h"
@@ -46,33 +47,6 @@
 #define PKI_KEY_MODE    0600
 #define PKI_CERT_MODE   0644
 #define PKI_PATH_SIZE   4096
-
-/* mkdir -p path; the last component gets PKI_DIR_MODE. Returns 0 or -errno. */
-static int pki_mkdir_parents(const char *path)
-{
-    char buf[PKI_PATH_SIZE];
-    size_t size = strlen(path);
-    if (size == 0 || size >= sizeof(buf)) {
-        return -ENAMETOOLONG;
-    }
-    memcpy(buf, path, size + 1);
-    for (size_t i = 1; i <= size; i++) {
-        if (buf[i] != '/' && buf[i] != '\0') {
-            continue;
-        }
-        char saved = buf[i];
-        buf[i] = '\0';
-        if (mkdir(buf, i == size ? PKI_DIR_MODE : 0755) != 0 && errno != EEXIST) {
-            return -errno;
-        }
-        buf[i] = saved;
-    }
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        return -errno;
-    }
-    return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
-}
 
 static int pki_path(char *out, const char *dir, const char *name)
 {
@@ -218,7 +192,7 @@ int tdm_pki_ca_create(const char *cadir, const char *cluster, struct tdm_diag *d
                         cluster);
         return TANDEM_EINVALID;
     }
-    int rv = pki_mkdir_parents(cadir);
+    int rv = tdm_mkdir_parents(cadir, PKI_DIR_MODE);
     if (rv != 0) {
         tdm_diag_printf(diag, "create %s: %s", cadir, strerror(-rv));
         return rv;
@@ -395,7 +369,7 @@ int tdm_pki_issue(const char *cadir, const char *name, const char *outdir, struc
     if (rv != 0) {
         return rv;
     }
-    rv = pki_mkdir_parents(outdir);
+    rv = tdm_mkdir_parents(outdir, PKI_DIR_MODE);
     if (rv != 0) {
         tdm_diag_printf(diag, "create %s: %s", outdir, strerror(-rv));
         goto err_after_ca;

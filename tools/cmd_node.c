@@ -24,6 +24,7 @@
  * peer.<ID> = HOST:PORT (one line per other node) and tls_key, tls_cert,
  * tls_ca (paths relative to DIR). Unknown keys are ignored so that newer files
  * stay readable. */
+#include "engine/base/path.h"
 #include "cmd.h"
 
 #include <errno.h>
@@ -57,33 +58,6 @@ static bool node_name_valid(const char *name)
     }
     return strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") ==
            size;
-}
-
-/* mkdir -p path. Returns 0 or -errno. */
-static int node_mkdir_parents(const char *path)
-{
-    char buf[TDM_CMD_PATH_SIZE];
-    size_t size = strlen(path);
-    if (size == 0 || size >= sizeof(buf)) {
-        return -ENAMETOOLONG;
-    }
-    memcpy(buf, path, size + 1);
-    for (size_t i = 1; i <= size; i++) {
-        if (buf[i] != '/' && buf[i] != '\0') {
-            continue;
-        }
-        char saved = buf[i];
-        buf[i] = '\0';
-        if (mkdir(buf, i == size ? NODE_DIR_MODE : 0755) != 0 && errno != EEXIST) {
-            return -errno;
-        }
-        buf[i] = saved;
-    }
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        return -errno;
-    }
-    return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
 }
 
 static int node_fsync_path(const char *path, int flags)
@@ -452,7 +426,7 @@ static int node_init_create(const struct node_init_args *args)
 {
     tdm_assert(node_name_valid(args->cluster));
     tdm_assert(node_name_valid(args->id));
-    int rv = node_mkdir_parents(args->dir);
+    int rv = tdm_mkdir_parents(args->dir, NODE_DIR_MODE);
     if (rv != 0) {
         tdm_cmd_fail("init: create %s: %s", args->dir, tandem_strerror(rv));
         return TDM_CMD_EXIT_FAILED;

@@ -1,0 +1,13 @@
+/* engine/base/path.h: directory helpers shared by the tools and the CA code. */
+#ifndef TDM_ENGINE_BASE_PATH_H
+#define TDM_ENGINE_BASE_PATH_H
+
+#include <sys/types.h>
+
+/* mkdir -p path: missing parents get mode 0755, the last component mode
+ * (subject to the umask); existing directories are left as they are.
+ * Returns 0, -ENOTDIR when path exists but is not a directory, -ENAMETOOLONG,
+ * or another -errno from mkdir(2)/stat(2). */
+int tdm_mkdir_parents(const char *path, mode_t mode);
+
+#endif
