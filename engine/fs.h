@@ -31,6 +31,7 @@ enum tdm_fs_op {
     TDM_FS_OP_SYNC_DIR,
     TDM_FS_OP_LIST,
     TDM_FS_OP_LOCK,
+    TDM_FS_OP_ADVISE,
     TDM_FS_OP__COUNT,
 };
 
@@ -65,6 +66,11 @@ struct tdm_fs {
     /* Takes an exclusive, non-blocking lock on path (created if missing);
      * -EWOULDBLOCK when another process holds it. Released by close(fd). */
     int (*lock)(struct tdm_fs *fs, const char *path, int *fd);
+    /* Drops the file's cached clean pages (posix_fadvise POSIX_FADV_DONTNEED),
+     * so that the next reads come from the device, not the page cache: the
+     * scrubber (engine/scrub.c) calls it before it re-reads a segment. Only
+     * pages already written back are dropped: call it on durable files. */
+    int (*advise_dontneed)(struct tdm_fs *fs, int fd);
 };
 
 /* The real file system. Stateless: one shared instance. */

@@ -207,6 +207,16 @@ static int posix_lock(struct tdm_fs *fs, const char *path, int *fd)
     return 0;
 }
 
+static int posix_advise_dontneed(struct tdm_fs *fs, int fd)
+{
+    (void)fs;
+    tdm_assert(fd >= 0);
+    /* posix_fadvise returns the error number instead of setting errno. */
+    int rv = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    tdm_assert(rv >= 0);
+    return -rv;
+}
+
 static struct tdm_fs fs_posix = {
     .open = posix_open,
     .close = posix_close,
@@ -221,6 +231,7 @@ static struct tdm_fs fs_posix = {
     .sync_dir = posix_sync_dir,
     .list = posix_list,
     .lock = posix_lock,
+    .advise_dontneed = posix_advise_dontneed,
 };
 
 struct tdm_fs *tdm_fs_posix(void)

@@ -96,6 +96,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <lmdb.h>
 #include <xxhash.h>
@@ -333,12 +334,13 @@ static int index_delete(struct tdm_index *index, MDB_txn *txn, enum index_db db,
  * Opening and closing.
  * ------------------------------------------------------------------------ */
 
-static int index_path(char *path, const char *node_dir, const char *name, struct tdm_diag *diag)
+/* env_dir/name, or env_dir itself when name is NULL. */
+static int index_path(char *path, const char *env_dir, const char *name, struct tdm_diag *diag)
 {
-    int n = name != NULL ? snprintf(path, INDEX_PATH_SIZE, "%s/index/%s", node_dir, name)
-                         : snprintf(path, INDEX_PATH_SIZE, "%s/index", node_dir);
+    int n = name != NULL ? snprintf(path, INDEX_PATH_SIZE, "%s/%s", env_dir, name)
+                         : snprintf(path, INDEX_PATH_SIZE, "%s", env_dir);
     if (n < 0 || n >= INDEX_PATH_SIZE) {
-        tdm_diag_printf(diag, "index: path under %s too long", node_dir);
+        tdm_diag_printf(diag, "index: path under %s too long", env_dir);
         return -ENAMETOOLONG;
     }
     return 0;
@@ -346,10 +348,10 @@ static int index_path(char *path, const char *node_dir, const char *name, struct
 
 /* Writer: create DIR/index/ unless it exists. Reader: require its data file,
  * so that a missing index is reported before LMDB creates a lock file. */
-static int index_directory_prepare(const char *node_dir, bool read_only, struct tdm_diag *diag)
+static int index_directory_prepare(const char *env_dir, bool read_only, struct tdm_diag *diag)
 {
     char path[INDEX_PATH_SIZE];
-    int rv = index_path(path, node_dir, read_only ? "data.mdb" : NULL, diag);
+    int rv = index_path(path, env_dir, read_only ? "data.mdb" : NULL, diag);
     if (rv != 0) {
         return rv;
     }
@@ -405,10 +407,10 @@ static int index_env_try(struct tdm_index *index, const char *path, size_t map_s
 /* Open the environment with the largest map size the address space allows:
  * INDEX_MAP_SIZE, halved while mmap refuses it (ENOMEM under a ulimit -v,
  * EINVAL under valgrind), down to INDEX_MAP_SIZE_MIN. */
-static int index_env_open(struct tdm_index *index, const char *node_dir, struct tdm_diag *diag)
+static int index_env_open(struct tdm_index *index, const char *env_dir, struct tdm_diag *diag)
 {
     char path[INDEX_PATH_SIZE];
-    int rv = index_path(path, node_dir, NULL, diag);
+    int rv = index_path(path, env_dir, NULL, diag);
     if (rv != 0) {
         return rv;
     }
@@ -523,10 +525,10 @@ static int index_dbs_open(struct tdm_index *index, struct tdm_diag *diag)
 
 /* Find the shared environment of DIR/index, or open one (under the registry
  * mutex). A writer cannot share an environment that readers opened read-only. */
-static int index_env_acquire(struct tdm_index *index, const char *node_dir, struct tdm_diag *diag)
+static int index_env_acquire(struct tdm_index *index, const char *env_dir, struct tdm_diag *diag)
 {
     char path[INDEX_PATH_SIZE];
-    int rv = index_path(path, node_dir, NULL, diag);
+    int rv = index_path(path, env_dir, NULL, diag);
     if (rv != 0) {
         return rv;
     }
@@ -557,7 +559,7 @@ static int index_env_acquire(struct tdm_index *index, const char *node_dir, stru
         tdm_diag_printf(diag, "index: out of memory");
         return -ENOMEM;
     }
-    rv = index_env_open(index, node_dir, diag);
+    rv = index_env_open(index, env_dir, diag);
     if (rv != 0) {
         tdm_free(e);
         return rv;
@@ -591,9 +593,21 @@ static void index_env_release(struct tdm_index *index)
 int tdm_index_open(const char *node_dir, bool read_only, struct tdm_index **out,
                    struct tdm_diag *diag)
 {
+    return tdm_index_open_at(node_dir, "index", read_only, out, diag);
+}
+
+int tdm_index_open_at(const char *node_dir, const char *name, bool read_only,
+                      struct tdm_index **out, struct tdm_diag *diag)
+{
     tdm_assert(node_dir != NULL);
+    tdm_assert(name != NULL);
     tdm_assert(out != NULL);
-    int rv = index_directory_prepare(node_dir, read_only, diag);
+    char env_dir[INDEX_PATH_SIZE];
+    int rv = index_path(env_dir, node_dir, name, diag);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = index_directory_prepare(env_dir, read_only, diag);
     if (rv != 0) {
         goto err;
     }
@@ -605,7 +619,7 @@ int tdm_index_open(const char *node_dir, bool read_only, struct tdm_index **out,
     }
     index->read_only = read_only;
     pthread_mutex_lock(&index_envs_mutex);
-    rv = index_env_acquire(index, node_dir, diag);
+    rv = index_env_acquire(index, env_dir, diag);
     if (rv != 0) {
         pthread_mutex_unlock(&index_envs_mutex);
         goto err_after_alloc;
@@ -1334,6 +1348,121 @@ int tdm_index_scan_next(struct tdm_index *index, struct tdm_index_scan *scan, ui
     mdb_txn_abort(txn);
     if (rv != 0) {
         *scan = saved; /* The position moves only on success. */
+    }
+    return rv;
+}
+
+/* ------------------------------------------------------------------------
+ * Verification: comparing two indexes, removing a scratch one.
+ * ------------------------------------------------------------------------ */
+
+static bool index_val_equal(const MDB_val *a, const MDB_val *b)
+{
+    return a->mv_size == b->mv_size &&
+           (a->mv_size == 0 || memcmp(a->mv_data, b->mv_data, a->mv_size) == 0);
+}
+
+/* Walk database db of both indexes side by side, duplicates included, up to
+ * the first entry that differs. *entry_index receives the 0-based position of
+ * that entry, or the entry count when both hold the same entries. */
+static int index_db_compare(struct tdm_index *a, MDB_txn *ta, struct tdm_index *b, MDB_txn *tb,
+                            enum index_db db, bool *equal, uint64_t *entry_index,
+                            struct tdm_diag *diag)
+{
+    const char *name = index_db_specs[db].name;
+    MDB_cursor *ca = NULL;
+    MDB_cursor *cb = NULL;
+    int rc = mdb_cursor_open(ta, a->dbis[db], &ca);
+    if (rc == MDB_SUCCESS) {
+        rc = mdb_cursor_open(tb, b->dbis[db], &cb);
+    }
+    if (rc != MDB_SUCCESS) {
+        if (ca != NULL) {
+            mdb_cursor_close(ca);
+        }
+        return index_error(rc, name, "mdb_cursor_open", diag);
+    }
+    MDB_val ka, va, kb, vb;
+    int ra = mdb_cursor_get(ca, &ka, &va, MDB_FIRST);
+    int rb = mdb_cursor_get(cb, &kb, &vb, MDB_FIRST);
+    uint64_t n = 0;
+    while (ra == MDB_SUCCESS && rb == MDB_SUCCESS) {
+        if (!index_val_equal(&ka, &kb) || !index_val_equal(&va, &vb)) {
+            break;
+        }
+        n++;
+        ra = mdb_cursor_get(ca, &ka, &va, MDB_NEXT);
+        rb = mdb_cursor_get(cb, &kb, &vb, MDB_NEXT);
+    }
+    mdb_cursor_close(ca);
+    mdb_cursor_close(cb);
+    if (ra != MDB_SUCCESS && ra != MDB_NOTFOUND) {
+        return index_error(ra, name, "mdb_cursor_get", diag);
+    }
+    if (rb != MDB_SUCCESS && rb != MDB_NOTFOUND) {
+        return index_error(rb, name, "mdb_cursor_get", diag);
+    }
+    *equal = ra == MDB_NOTFOUND && rb == MDB_NOTFOUND;
+    *entry_index = n;
+    return 0;
+}
+
+int tdm_index_compare(struct tdm_index *index, struct tdm_index *reference, bool *equal,
+                      char *difference, size_t difference_size, struct tdm_diag *diag)
+{
+    tdm_assert(index != NULL);
+    tdm_assert(reference != NULL);
+    tdm_assert(index->env != reference->env);
+    MDB_txn *ta = NULL;
+    MDB_txn *tb = NULL;
+    int rv = index_read_begin(index, &ta, diag);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = index_read_begin(reference, &tb, diag);
+    if (rv != 0) {
+        mdb_txn_abort(ta);
+        return rv;
+    }
+    bool same = true;
+    for (int db = INDEX_DB_META; db < INDEX_DB__COUNT && rv == 0 && same; db++) {
+        uint64_t entry_index = 0;
+        rv = index_db_compare(index, ta, reference, tb, (enum index_db)db, &same, &entry_index,
+                              diag);
+        if (rv == 0 && !same && difference != NULL) {
+            snprintf(difference, difference_size,
+                     "database %s differs from a rebuild at entry %" PRIu64,
+                     index_db_specs[db].name, entry_index);
+        }
+    }
+    mdb_txn_abort(ta);
+    mdb_txn_abort(tb);
+    if (rv == 0) {
+        *equal = same;
+    }
+    return rv;
+}
+
+/* LMDB's two files in an environment directory. */
+static const char *const index_file_names[] = {"data.mdb", "lock.mdb"};
+
+int tdm_index_remove_at(const char *node_dir, const char *name, struct tdm_diag *diag)
+{
+    tdm_assert(node_dir != NULL);
+    tdm_assert(name != NULL);
+    char env_dir[INDEX_PATH_SIZE];
+    int rv = index_path(env_dir, node_dir, name, diag);
+    for (size_t i = 0; rv == 0 && i < sizeof(index_file_names) / sizeof(index_file_names[0]); i++) {
+        char path[INDEX_PATH_SIZE];
+        rv = index_path(path, env_dir, index_file_names[i], diag);
+        if (rv == 0 && unlink(path) != 0 && errno != ENOENT) {
+            rv = -errno;
+            tdm_diag_printf(diag, "index: unlink %s: %s", path, tandem_strerror(rv));
+        }
+    }
+    if (rv == 0 && rmdir(env_dir) != 0 && errno != ENOENT) {
+        rv = -errno;
+        tdm_diag_printf(diag, "index: rmdir %s: %s", env_dir, tandem_strerror(rv));
     }
     return rv;
 }

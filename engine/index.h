@@ -54,6 +54,25 @@ int tdm_index_open(const char *node_dir, bool read_only, struct tdm_index **out,
                    struct tdm_diag *diag);
 void tdm_index_close(struct tdm_index *index);
 
+/* tdm_index_open() of the environment in node_dir/name instead of
+ * node_dir/index: a scratch index (tandem_verify() rebuilds one in
+ * DIR/index.verify to compare with DIR/index). */
+int tdm_index_open_at(const char *node_dir, const char *name, bool read_only,
+                      struct tdm_index **out, struct tdm_diag *diag);
+
+/* Remove the environment node_dir/name (its two LMDB files and the
+ * directory); a missing one is not an error. No handle on it may be open in
+ * this process. Returns 0 or a negative errno with diag. */
+int tdm_index_remove_at(const char *node_dir, const char *name, struct tdm_diag *diag);
+
+/* Compare every named database of index with those of reference, entry by
+ * entry, duplicates included, each in one read transaction. Returns 0 and
+ * *equal; when they differ, difference (if not NULL) receives the first
+ * database that does and the entry's position. Or an LMDB failure as
+ * tdm_index_open() maps them. The two must be different environments. */
+int tdm_index_compare(struct tdm_index *index, struct tdm_index *reference, bool *equal,
+                      char *difference, size_t difference_size, struct tdm_diag *diag);
+
 /* The LSN the index is current to (0 when empty) and the chain hash there. */
 int tdm_index_watermark(struct tdm_index *index, uint64_t *lsn, struct tdm_chain_hash *chain);
 

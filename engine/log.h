@@ -36,6 +36,8 @@ struct tdm_log_segment {
 struct tdm_log_options {
     uint64_t segment_size; /* Seal a segment once it holds this many bytes. */
     bool read_only;        /* Modify no file: a torn tail is ignored, not cut. */
+    bool scrub; /* Prove every sealed segment whole even read-only: every batch (checksums,
+                 * LSNs, chain hash) and the footer (engine/scrub.c). */
 };
 
 struct tdm_log {

@@ -34,9 +34,18 @@
 #include "commit.h"
 #include "index.h"
 #include "log.h"
+#include "scrub.h"
 
 #define NODE_SCAN_CHUNK        256
 #define NODE_CATCH_UP_SIZE_MAX (32u << 20)
+#define NODE_VERIFY_INDEX_NAME "index.verify" /* Scratch rebuild of tandem_verify(). */
+
+/* What a writer's open does with the index. */
+enum node_index_mode {
+    NODE_INDEX_CATCH_UP = 1, /* Apply the log after a trusted watermark, else rebuild. */
+    NODE_INDEX_REBUILD,      /* Rebuild from scratch (tandem_reindex). */
+    NODE_INDEX_VERIFY,       /* Leave it as found, start no commit thread (tandem_verify). */
+};
 
 struct tandem {
     struct tdm_fs *fs; /* Borrowed. */
@@ -129,6 +138,7 @@ static int node_lock(struct tandem *t, struct tdm_diag *diag)
 /* Collects scanned batches and applies them to the index in groups. */
 struct node_catch_up {
     struct tandem *t;
+    struct tdm_index *index; /* The index to fill: t->index or a scratch one. */
     struct tdm_index_batch batches[TDM_COMMIT_INDEX_BATCHES_MAX];
     struct tandem_record *records[TDM_COMMIT_INDEX_BATCHES_MAX];
     uint8_t *raws[TDM_COMMIT_INDEX_BATCHES_MAX];
@@ -150,7 +160,7 @@ static void node_catch_up_release(struct node_catch_up *c)
 
 static int node_catch_up_flush(struct node_catch_up *c)
 {
-    int rv = c->count > 0 ? tdm_index_apply(c->t->index, c->batches, c->count, c->diag) : 0;
+    int rv = c->count > 0 ? tdm_index_apply(c->index, c->batches, c->count, c->diag) : 0;
     node_catch_up_release(c);
     return rv;
 }
@@ -189,14 +199,16 @@ static int node_catch_up_cb(void *data, const struct tdm_batch_header *header,
     return 0;
 }
 
-/* Apply every batch after lsn_from - 1 to the index. */
-static int node_index_fill(struct tandem *t, uint64_t lsn_from, struct tdm_diag *diag)
+/* Apply every batch of t's log after lsn_from - 1 to index. */
+static int node_index_fill(struct tandem *t, struct tdm_index *index, uint64_t lsn_from,
+                           struct tdm_diag *diag)
 {
     struct node_catch_up *c = tdm_calloc(1, sizeof(*c));
     if (c == NULL) {
         return -ENOMEM;
     }
     c->t = t;
+    c->index = index;
     c->lsn_from = lsn_from;
     c->diag = diag;
     int rv = tdm_log_scan(&t->log, lsn_from, node_catch_up_cb, c, diag);
@@ -208,29 +220,48 @@ static int node_index_fill(struct tandem *t, uint64_t lsn_from, struct tdm_diag 
     return rv;
 }
 
-/* True if the index's watermark names a batch of this log with the same chain hash. */
-static bool node_index_trusted(struct tandem *t, uint64_t watermark,
-                               const struct tdm_chain_hash *chain)
+/* Set *trusted if the index's watermark names a batch of this log with the
+ * same chain hash. Returns 0, or an I/O error (or -ENOMEM) met while reading
+ * that batch: bytes that fail their checksum or a batch the index does not
+ * hold just mean "not trusted". */
+static int node_index_check(struct tandem *t, uint64_t watermark,
+                            const struct tdm_chain_hash *chain, bool *trusted,
+                            struct tdm_diag *diag)
 {
-    if (watermark == 0) {
-        return true;
-    }
-    if (watermark > t->log.lsn_last) {
-        return false;
+    *trusted = watermark == 0;
+    if (watermark == 0 || watermark > t->log.lsn_last) {
+        return 0;
     }
     struct tdm_index_location location;
-    if (tdm_index_locate(t->index, watermark, &location) != 0) {
-        return false;
+    int rv = tdm_index_locate(t->index, watermark, &location);
+    if (rv != 0) {
+        return rv == TANDEM_ENOTFOUND || rv == TANDEM_ECORRUPT ? 0 : rv;
     }
     struct tdm_log_location where = {location.segment_lsn, location.offset, location.size};
     struct tdm_batch_header header;
     uint8_t *raw = NULL;
-    if (tdm_log_read_batch(t->fs, t->log.log_dir, &where, &header, &raw, NULL) != 0) {
-        return false;
+    struct tdm_diag why = {{0}};
+    rv = tdm_log_read_batch(t->fs, t->log.log_dir, &where, &header, &raw, &why);
+    if (rv == TANDEM_ECORRUPT || rv == -ENOENT) {
+        return 0;
+    }
+    if (rv != 0) {
+        tdm_diag_printf(diag, "%s", why.message);
+        return rv;
     }
     tdm_free(raw);
-    return tdm_batch_lsn_last(&header) == watermark &&
-           memcmp(header.chain_hash.bytes, chain->bytes, TDM_CHAIN_HASH_SIZE) == 0;
+    *trusted = tdm_batch_lsn_last(&header) == watermark &&
+               memcmp(header.chain_hash.bytes, chain->bytes, TDM_CHAIN_HASH_SIZE) == 0;
+    return 0;
+}
+
+/* True if the index's watermark names a batch of this log with the same chain
+ * hash. On open, any doubt (an I/O error included) means a rebuild. */
+static bool node_index_trusted(struct tandem *t, uint64_t watermark,
+                               const struct tdm_chain_hash *chain)
+{
+    bool trusted = false;
+    return node_index_check(t, watermark, chain, &trusted, NULL) == 0 && trusted;
 }
 
 static int node_index_catch_up(struct tandem *t, bool rebuild, struct tdm_diag *diag)
@@ -253,7 +284,7 @@ static int node_index_catch_up(struct tandem *t, bool rebuild, struct tdm_diag *
         watermark = 0;
     }
     if (watermark < t->log.lsn_last) {
-        rv = node_index_fill(t, watermark + 1, diag);
+        rv = node_index_fill(t, t->index, watermark + 1, diag);
         if (rv != 0) {
             tdm_diag_wrapf(diag, "index catch-up");
             return rv;
@@ -263,7 +294,7 @@ static int node_index_catch_up(struct tandem *t, bool rebuild, struct tdm_diag *
 }
 
 static int node_open(const char *dir, const struct tandem_options *options, struct tdm_fs *fs,
-                     bool rebuild, struct tandem **out, struct tdm_diag *diag)
+                     enum node_index_mode mode, struct tandem **out, struct tdm_diag *diag)
 {
     struct tandem_options defaults;
     tandem_options_init(&defaults);
@@ -309,8 +340,8 @@ static int node_open(const char *dir, const struct tandem_options *options, stru
     if (rv != 0) {
         goto err_after_log;
     }
-    if (!t->read_only) {
-        rv = node_index_catch_up(t, rebuild, diag);
+    if (!t->read_only && mode != NODE_INDEX_VERIFY) {
+        rv = node_index_catch_up(t, mode == NODE_INDEX_REBUILD, diag);
         if (rv != 0) {
             goto err_after_index;
         }
@@ -344,7 +375,7 @@ err_after_alloc:
 int tdm_node_open(const char *dir, const struct tandem_options *options, struct tdm_fs *fs,
                   struct tandem **out, struct tdm_diag *diag)
 {
-    return node_open(dir, options, fs, false, out, diag);
+    return node_open(dir, options, fs, NODE_INDEX_CATCH_UP, out, diag);
 }
 
 int tandem_open(const char *dir, const struct tandem_options *options, struct tandem **out,
@@ -358,7 +389,8 @@ int tandem_open(const char *dir, const struct tandem_options *options, struct ta
         node_diag_copy(diag, &d);
         return TANDEM_EINVALID;
     }
-    int rv = node_open(dir, options != NULL ? options : &defaults, tdm_fs_posix(), false, out, &d);
+    int rv = node_open(dir, options != NULL ? options : &defaults, tdm_fs_posix(),
+                       NODE_INDEX_CATCH_UP, out, &d);
     node_diag_copy(diag, &d);
     return rv;
 }
@@ -406,7 +438,7 @@ int tdm_node_reindex(const char *dir, struct tdm_fs *fs, struct tdm_diag *diag)
     struct tandem_options options;
     tandem_options_init(&options);
     struct tandem *t;
-    int rv = node_open(dir, &options, fs, true, &t, diag);
+    int rv = node_open(dir, &options, fs, NODE_INDEX_REBUILD, &t, diag);
     if (rv != 0) {
         return rv;
     }
@@ -418,6 +450,164 @@ int tandem_reindex(const char *dir, struct tandem_diag *diag)
 {
     struct tdm_diag d = {{0}};
     int rv = tdm_node_reindex(dir, tdm_fs_posix(), &d);
+    node_diag_copy(diag, &d);
+    return rv;
+}
+
+/* ---- verify -------------------------------------------------------------------- */
+
+/* Re-read every segment of t's directory from the medium (engine/scrub.c). */
+static int node_verify_scrub(struct tandem *t, const struct tdm_scrub_options *options,
+                             struct tandem_verify_report *report, struct tdm_diag *diag)
+{
+    struct tdm_scrub *scrub = tdm_malloc(sizeof(*scrub));
+    struct tdm_scrub_report *found = tdm_malloc(sizeof(*found));
+    int rv = scrub != NULL && found != NULL ? 0 : -ENOMEM;
+    if (rv != 0) {
+        tdm_diag_printf(diag, "verify: out of memory");
+    }
+    if (rv == 0) {
+        rv = tdm_scrub_open(scrub, t->fs, t->dir, options, diag);
+        if (rv == 0) {
+            rv = tdm_scrub_pass(scrub, found, diag);
+            tdm_scrub_close(scrub);
+        }
+    }
+    if (rv == 0) {
+        report->segment_count = found->segment_count;
+        report->sealed_count = found->sealed_count;
+        report->segment_bytes = found->segment_bytes;
+        report->read_bytes = found->read_bytes;
+        report->lsn_first = found->lsn_first;
+        report->lsn_last = found->lsn_last;
+        report->damaged_count = found->damaged_count;
+        tdm_static_assert(sizeof(report->damaged) == sizeof(found->damaged));
+        memcpy(report->damaged, found->damaged, sizeof(report->damaged));
+    }
+    tdm_free(found);
+    tdm_free(scrub);
+    return rv;
+}
+
+/* Rebuild t's log into the scratch index DIR/index.verify and compare every
+ * named database of t's index with it. The scratch index is removed after. */
+static int node_verify_compare(struct tandem *t, bool *equal, char *difference,
+                               size_t difference_size, struct tdm_diag *diag)
+{
+    /* A verify that died left its scratch index: start from nothing. */
+    int rv = tdm_index_remove_at(t->dir, NODE_VERIFY_INDEX_NAME, diag);
+    struct tdm_index *scratch = NULL;
+    if (rv == 0) {
+        rv = tdm_index_open_at(t->dir, NODE_VERIFY_INDEX_NAME, false, &scratch, diag);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    rv = node_index_fill(t, scratch, 1, diag);
+    if (rv == 0) {
+        rv = tdm_index_compare(t->index, scratch, equal, difference, difference_size, diag);
+    }
+    tdm_index_close(scratch);
+    struct tdm_diag ignored = {{0}};
+    int removed = tdm_index_remove_at(t->dir, NODE_VERIFY_INDEX_NAME, rv == 0 ? diag : &ignored);
+    return rv != 0 ? rv : removed;
+}
+
+/* Prove t's index equal to a rebuild from its log; rebuild it if not. */
+static int node_verify_index(struct tandem *t, struct tandem_verify_report *report,
+                             struct tdm_diag *diag)
+{
+    uint64_t watermark = 0;
+    struct tdm_chain_hash chain;
+    int rv = tdm_index_watermark(t->index, &watermark, &chain);
+    if (rv != 0) {
+        tdm_diag_printf(diag, "index watermark: %s", tandem_strerror(rv));
+        return rv;
+    }
+    bool trusted = false;
+    rv = node_index_check(t, watermark, &chain, &trusted, diag);
+    if (rv != 0) {
+        tdm_diag_wrapf(diag, "index watermark LSN %" PRIu64, watermark);
+        return rv;
+    }
+    report->index_checked = true;
+    report->index_lsn = watermark;
+    bool equal = false;
+    if (!trusted) {
+        snprintf(report->index_difference, sizeof(report->index_difference),
+                 "the index is current to LSN %" PRIu64
+                 ", whose batch and chain hash are not the log's",
+                 watermark);
+    } else {
+        /* Behind but in agreement: what any open does first. */
+        rv = watermark < t->log.lsn_last ? node_index_fill(t, t->index, watermark + 1, diag) : 0;
+        if (rv == 0) {
+            rv = node_verify_compare(t, &equal, report->index_difference,
+                                     sizeof(report->index_difference), diag);
+        }
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    if (equal) {
+        report->index_equal = true;
+        report->index_difference[0] = '\0';
+        return tdm_index_sync(t->index);
+    }
+    tdm_tracef("verify %s: %s: rebuilding the index", t->dir, report->index_difference);
+    rv = node_index_catch_up(t, true, diag);
+    if (rv == 0) {
+        report->index_rebuilt = true;
+    }
+    return rv;
+}
+
+int tdm_node_verify(const char *dir, unsigned flags, struct tdm_fs *fs,
+                    const struct tdm_scrub_options *scrub_options,
+                    struct tandem_verify_report *report, struct tdm_diag *diag)
+{
+    tdm_assert(dir != NULL);
+    tdm_assert(report != NULL);
+    if ((flags & ~TANDEM_VERIFY_DEEP) != 0) {
+        tdm_diag_printf(diag, "verify: unknown flags 0x%x", flags);
+        return TANDEM_EINVALID;
+    }
+    struct tdm_scrub_options unthrottled;
+    if (scrub_options == NULL) {
+        tdm_scrub_options_init(&unthrottled);
+        unthrottled.rate_bytes_per_second = 0; /* The operator asked for it now. */
+        scrub_options = &unthrottled;
+    }
+    struct tandem_options options;
+    tandem_options_init(&options);
+    struct tandem *t = NULL;
+    int rv = node_open(dir, &options, fs, NODE_INDEX_VERIFY, &t, diag);
+    if (rv != 0) {
+        return rv;
+    }
+    struct tandem_verify_report found;
+    memset(&found, 0, sizeof(found));
+    rv = node_verify_scrub(t, scrub_options, &found, diag);
+    if (rv == 0 && (flags & TANDEM_VERIFY_DEEP) != 0 && found.damaged_count == 0) {
+        rv = node_verify_index(t, &found, diag);
+    }
+    tandem_close(t);
+    if (rv == 0) {
+        *report = found;
+    }
+    return rv;
+}
+
+int tandem_verify(const char *dir, unsigned flags, struct tandem_verify_report *report,
+                  struct tandem_diag *diag)
+{
+    struct tdm_diag d = {{0}};
+    int rv = TANDEM_EINVALID;
+    if (dir == NULL || report == NULL) {
+        tdm_diag_printf(&d, "dir and report must not be NULL");
+    } else {
+        rv = tdm_node_verify(dir, flags, tdm_fs_posix(), NULL, report, &d);
+    }
     node_diag_copy(diag, &d);
     return rv;
 }

@@ -13,6 +13,13 @@ int tdm_node_open(const char *dir, const struct tandem_options *options, struct 
 /* tandem_reindex() over fs. */
 int tdm_node_reindex(const char *dir, struct tdm_fs *fs, struct tdm_diag *diag);
 
+/* tandem_verify() over fs, scrubbing with scrub_options (NULL: unthrottled,
+ * the real clock). */
+struct tdm_scrub_options;
+int tdm_node_verify(const char *dir, unsigned flags, struct tdm_fs *fs,
+                    const struct tdm_scrub_options *scrub_options,
+                    struct tandem_verify_report *report, struct tdm_diag *diag);
+
 /* Abandon the handle as a crash would: stop the threads without closing the
  * log or the index cleanly, release memory. For power-loss tests only. */
 void tdm_node_abandon(struct tandem *t);

@@ -13,6 +13,11 @@
  *      decompression) to its end.
  *   4. The open segment becomes the tail that appends continue.
  *
+ * Scrub mode (options.scrub; engine/scrub.c, docs/FORMAT.md "Scrub"): step 3
+ * does more for a sealed segment, read-only or not: every batch is walked
+ * (recover_sealed_damage) while its bytes feed a fresh XXH3 state, and the
+ * footer must agree with the walk (checksum, last LSN, last chain hash).
+ *
  * Decision table for the first bad batch at offset P of the open (last)
  * segment (docs/FORMAT.md "Recovery"), applied in order:
  *
@@ -328,16 +333,25 @@ static int recover_checksum_range(struct tdm_fs *fs, int fd, uint64_t size, uint
     return rv;
 }
 
-/* Walk a sealed segment whose checksum failed, to name each damaged range. */
+/* Where a walk of a sealed segment ended: for the footer's checks. */
+struct recover_sealed_end {
+    uint64_t expected;           /* LSN after the last batch that verified. */
+    struct tdm_chain_hash chain; /* Chain hash of that batch. */
+};
+
+/* Walk a sealed segment batch by batch, to name each damaged range. */
 static int recover_sealed_damage(struct tdm_log *log, struct walk *w,
                                  struct tdm_log_segment *segment,
                                  const struct tdm_segment_header *sh,
-                                 const struct tdm_segment_footer *footer)
+                                 const struct tdm_segment_footer *footer,
+                                 struct recover_sealed_end *end)
 {
     uint64_t offset = TDM_SEGMENT_HEADER_SIZE;
     uint64_t expected = segment->lsn_first;
     struct tdm_chain_hash prev = sh->chain_prev;
     bool prev_known = true;
+    end->expected = expected;
+    end->chain = prev;
     while (offset < w->end) {
         struct tdm_batch_header h;
         struct tdm_diag diag = {{0}};
@@ -347,6 +361,8 @@ static int recover_sealed_damage(struct tdm_log *log, struct walk *w,
             expected = tdm_batch_lsn_last(&h) + 1;
             prev = h.chain_hash;
             prev_known = true;
+            end->expected = expected;
+            end->chain = prev;
             continue;
         }
         if (rv != TANDEM_ECORRUPT) {
@@ -370,6 +386,48 @@ static int recover_sealed_damage(struct tdm_log *log, struct walk *w,
     return 0;
 }
 
+/* Scrub (log->options.scrub): prove a sealed segment whole however it looks.
+ * Walk every batch (header and body checksums, LSNs, chain hash from the
+ * segment header), feeding the verified bytes to a fresh XXH3 state, then
+ * check the footer against the walk: data checksum, last LSN, last chain hash.
+ * The first failed check is recorded like any damage recovery finds. */
+static int recover_sealed_scrub(struct tdm_log *log, struct walk *w, struct tdm_log_segment *seg,
+                                const struct tdm_segment_header *sh,
+                                const struct tdm_segment_footer *f)
+{
+    tdm_assert(log->options.scrub);
+    tdm_assert(w->checksum == NULL);
+    uint8_t hb[TDM_SEGMENT_HEADER_SIZE];
+    int rv = tdm_fs_read_exact(w->fs, w->fd, hb, sizeof(hb), 0);
+    if (rv != 0) {
+        return rv == -ENODATA ? 0 : rv;
+    }
+    XXH3_state_t *state = XXH3_createState();
+    if (state == NULL) {
+        return -ENOMEM;
+    }
+    XXH3_64bits_reset(state);
+    XXH3_64bits_update(state, hb, sizeof(hb));
+    w->checksum = state;
+    w->end = f->data_size;
+    struct recover_sealed_end end;
+    rv = recover_sealed_damage(log, w, seg, sh, f, &end);
+    w->checksum = NULL;
+    uint64_t checksum = XXH3_64bits_digest(state);
+    XXH3_freeState(state);
+    if (rv != 0 || seg->damaged) {
+        return rv;
+    }
+    if (checksum != f->checksum) {
+        recover_damage(log, seg, 0, seg->lsn_first, f->lsn_last, "segment checksum mismatch");
+    } else if (end.expected != f->lsn_last + 1 ||
+               memcmp(end.chain.bytes, f->chain_last.bytes, TDM_CHAIN_HASH_SIZE) != 0) {
+        recover_damage(log, seg, f->data_size, seg->lsn_first, f->lsn_last,
+                       "footer does not match the segment's batches");
+    }
+    return 0;
+}
+
 /* Try the footer; returns 1 if the segment is sealed (and handled), 0 if not. */
 static int recover_try_sealed(struct tdm_log *log, struct walk *w, struct tdm_log_segment *seg,
                               const struct tdm_segment_header *sh, struct recover_state *st)
@@ -387,6 +445,19 @@ static int recover_try_sealed(struct tdm_log *log, struct walk *w, struct tdm_lo
         f.data_size != seg->size - TDM_SEGMENT_FOOTER_SIZE) {
         return 0;
     }
+    seg->sealed = true;
+    seg->lsn_last = f.lsn_last;
+    seg->chain_last = f.chain_last;
+    if (log->options.scrub) {
+        rv = recover_sealed_scrub(log, w, seg, sh, &f);
+        if (rv != 0) {
+            return rv;
+        }
+        st->expected_lsn = f.lsn_last + 1;
+        st->chain = f.chain_last;
+        st->chain_known = true;
+        return 1;
+    }
     /* A reader trusts the footer: reads verify every batch they touch, and
      * the writer's open (or the scrubber) proves whole segments. */
     uint64_t checksum = f.checksum;
@@ -396,12 +467,10 @@ static int recover_try_sealed(struct tdm_log *log, struct walk *w, struct tdm_lo
             return rv;
         }
     }
-    seg->sealed = true;
-    seg->lsn_last = f.lsn_last;
-    seg->chain_last = f.chain_last;
     if (checksum != f.checksum) {
         w->end = f.data_size;
-        rv = recover_sealed_damage(log, w, seg, sh, &f);
+        struct recover_sealed_end end;
+        rv = recover_sealed_damage(log, w, seg, sh, &f, &end);
         if (rv != 0) {
             return rv;
         }

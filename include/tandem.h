@@ -317,6 +317,54 @@ int tandem_status(struct tandem *t, struct tandem_status *status);
  * Takes the directory's lock (TANDEM_ELOCKED if a writer holds it). */
 int tandem_reindex(const char *dir, struct tandem_diag *diag);
 
+/* ------------------------------------------------------------------------
+ * Verification.
+ * ------------------------------------------------------------------------ */
+
+#define TANDEM_VERIFY_DEEP 0x1u /* Also prove the index equals a rebuild from the log. */
+
+/* What tandem_verify() found. */
+struct tandem_verify_report {
+    uint32_t segment_count; /* Segment files checked, sealed and open. */
+    uint32_t sealed_count;  /* Of which sealed. */
+    uint64_t segment_bytes; /* Bytes in those files. */
+    uint64_t read_bytes;    /* Bytes re-read from the medium. */
+    uint64_t lsn_first;     /* LSN range of the log; 0 if empty. */
+    uint64_t lsn_last;      /* Last LSN of the log; 0 if empty. */
+    uint32_t damaged_count; /* Damaged ranges found (may exceed the array). */
+    struct tandem_damage damaged[TANDEM_STATUS_DAMAGED_MAX];
+    bool index_checked; /* DEEP ran the index comparison (skipped when damaged). */
+    bool index_equal;   /* The index equalled a rebuild from the log. */
+    bool index_rebuilt; /* It did not, and was rebuilt from the log. */
+    uint64_t index_lsn; /* LSN the index was current to when found. */
+    char index_difference[TANDEM_DIAG_SIZE]; /* Why it was not equal; empty if it was. */
+};
+
+/* Verify the node directory dir now, with no tandemd running there: take the
+ * directory's lock (as tandem_reindex() does), open and recover the log, then
+ * re-read every segment, sealed and open, from the medium (not the page
+ * cache), unthrottled, recomputing every batch checksum, the chain hash across
+ * batches and segments, and every footer. Damaged ranges are reported as
+ * tandem_status() reports them; nothing in the log is modified.
+ *
+ * With TANDEM_VERIFY_DEEP and an undamaged log, also prove that the index
+ * (DIR/index) equals a rebuild from the log: a rebuild goes into a scratch
+ * environment, DIR/index.verify (removed afterwards), and every named
+ * database is compared entry by entry. An index that is behind the log but
+ * agrees with it is first brought up to date, as an open would. An index that
+ * differs is rebuilt from the log (tandem_reindex()) and the report says so.
+ * With damage in the log the comparison is skipped: a rebuild would drop the
+ * damaged records' entries, which repair from a replica restores.
+ *
+ * Returns 0 and *report whatever was found (a damaged log or a rebuilt index
+ * is a result, not an error), or:
+ * - TANDEM_ELOCKED: a tandemd (or another writer) has the directory open;
+ * - TANDEM_EFORMAT: dir is not a node directory;
+ * - TANDEM_EINVALID: unknown flags;
+ * - negative errno (I/O) or an index failure, with diag. */
+int tandem_verify(const char *dir, unsigned flags, struct tandem_verify_report *report,
+                  struct tandem_diag *diag);
+
 #ifdef __cplusplus
 }
 #endif

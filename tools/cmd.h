@@ -90,5 +90,6 @@ int tdm_cmd_customer(int argc, char **argv);
 int tdm_cmd_status(int argc, char **argv);
 int tdm_cmd_generate(int argc, char **argv);
 int tdm_cmd_ca(int argc, char **argv);
+int tdm_cmd_verify(int argc, char **argv);
 
 #endif

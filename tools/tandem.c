@@ -10,8 +10,8 @@
  * exit status: 1 when the operation failed or found nothing, 2 for a bad
  * command line (unknown command or option, missing or malformed value).
  * Commands that need the replication daemon (HOST:PORT addresses,
- * switchover, failover, verify) are recognised and refused with exit status 2
- * until net/uv exists. */
+ * switchover, failover) are recognised and refused with exit status 2 until
+ * net/uv exists; verify works on a node directory. */
 #include "cmd.h"
 
 #include <errno.h>
@@ -104,8 +104,17 @@ static const struct cmd_entry cmd_table[] = {
      "usage: tandem switchover --node ADDR [--to ID]\n"},
     {"failover", NULL, "promote a backup when the primary is lost (not built yet)",
      "usage: tandem failover --node ADDR --to ID [--force]\n"},
-    {"verify", NULL, "compare copies and check the index (not built yet)",
-     "usage: tandem verify --node ADDR [--deep]\n"},
+    {"verify", tdm_cmd_verify, "re-read a node's log from disk and check every checksum",
+     "usage: tandem verify --node DIR [--deep]\n"
+     "\n"
+     "Re-read every segment of DIR/log/ from the disk (not the page cache) and\n"
+     "recompute every batch checksum, the chain hash and every footer; print what\n"
+     "was checked and every damaged range. --deep also proves DIR/index/ equal to\n"
+     "a rebuild from the log, and rebuilds it when it is not. Needs the\n"
+     "directory's lock: stop the process that writes to DIR first. Exit status 0\n"
+     "intact, 1 damage found (or the index differed and was rebuilt), 2 error.\n"
+     "Comparing the copies of a cluster (HOST:PORT) needs replication (not built\n"
+     "yet).\n"},
     {"help", NULL, "show the help of a command", "usage: tandem help [COMMAND]\n"},
 };
 

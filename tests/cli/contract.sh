@@ -66,6 +66,50 @@ check "streaming" 0 "$(cat "$work/stream")"
 "$T" query --node "$N" --customer 1 > "$work/q1"
 "$T" reindex "$N" >/dev/null; check "reindex rc" 0 $?
 "$T" query --node "$N" --customer 1 | cmp -s - "$work/q1"; check "query after reindex" 0 $?
+# tandem verify --node DIR [--deep] (docs/OPERATIONS.md "Verifying a node").
+"$T" verify --node "$N" > "$work/v" 2> "$work/verr"; check "verify intact rc" 0 $?
+check "verify intact" 1 "$(grep -c '^verify .*: log intact$' "$work/v")"
+check "verify summary line" 1 "$(grep -c '^tandem: verify .*: intact' "$work/verr")"
+"$T" verify --node "$N" --deep > "$work/v" 2>/dev/null; check "verify --deep intact rc" 0 $?
+check "verify --deep index equal" 1 "$(grep -c '^index  *equal to a rebuild' "$work/v")"
+flock "$N/lock" "$T" verify --node "$N" 2>"$work/err"; check "verify locked rc" 2 $?
+check "verify locked one line" 1 "$(wc -l < "$work/err")"
+"$T" verify --node example.com:7000 2>/dev/null; check "verify host:port rc" 2 $?
+# A stale index (another node's, planted while nothing runs): --deep rebuilds it.
+W=$work/w
+"$T" init "$W" --cluster c1 --node n2 >/dev/null
+"$T" generate --seed 8 --customers 3 --count 40 | "$T" append --node "$W" >/dev/null
+cp "$W/index/data.mdb" "$N/index/data.mdb" && rm -f "$N/index/lock.mdb"
+"$T" verify --node "$N" --deep > "$work/v" 2>/dev/null; check "verify --deep stale index rc" 1 $?
+check "verify --deep stale index rebuilt" 1 "$(grep -c '^index .*; rebuilt$' "$work/v")"
+"$T" verify --node "$N" --deep >/dev/null 2>&1; check "verify --deep after rebuild rc" 0 $?
+"$T" query --node "$N" --customer 1 | cmp -s - "$work/q1"; check "query after verify rebuild" 0 $?
+# A flipped byte in a sealed segment (64 MiB of incompressible records seal one).
+V=$work/v1
+"$T" init "$V" --cluster c1 --node n3 >/dev/null
+python3 - <<'PY' | "$T" append --node "$V" >/dev/null; check "append 64 MiB rc" 0 $?
+import base64, json, random, sys
+r = random.Random(5)
+for i in range(39000):
+    sys.stdout.write(json.dumps({"type": "message", "customer_id": 1 + i % 7,
+        "time": "2026-11-28T00:00:%02d.%09dZ" % (i % 60, i), "size": 100 + i,
+        "destination": "delivered", "classification": "clean", "threat": "",
+        "recipient": "r%d@example.net" % (i % 13), "spam_score": 0.5,
+        "message_id": "<" + base64.b32encode(r.randbytes(560)).decode().lower() + "@x.example>",
+        "sender": "s@example.org", "relay_ip": "203.0.113.7",
+        "subject_base64": base64.b64encode(r.randbytes(990)).decode()}) + "\n")
+PY
+check "sealed segments" 2 "$(ls "$V/log" | grep -c '\.seg$')"
+flip() { python3 -c 'import sys; p=sys.argv[1]; f=open(p,"r+b"); f.seek(int(sys.argv[2])); b=f.read(1); f.seek(int(sys.argv[2])); f.write(bytes([b[0]^1]))' "$@"; }
+S=$V/log/00000000000000000001.seg
+flip "$S" 33554432
+"$T" verify --node "$V" > "$work/v" 2> "$work/verr"; check "verify sealed flip rc" 1 $?
+check "verify sealed flip range" 1 \
+    "$(grep -cE '^damaged +log/00000000000000000001\.seg offset [0-9]+: lsn [1-9][0-9]*\.\.[1-9][0-9]* \(sealed segment\)$' "$work/v")"
+check "verify sealed flip summary" 1 "$(grep -c '^tandem: verify .*: DAMAGED: 1 range$' "$work/verr")"
+flip "$S" 33554432
+"$T" verify --node "$V" >/dev/null 2>&1; check "verify after flip back rc" 0 $?
+rm -rf "$V"
 # tandem ca and tandem init --listen: the cluster CA, node and client credentials
 # (DESIGN "Public contracts"; docs/PROTOCOL.md §2).
 CA=$work/pki/ca

@@ -1054,6 +1054,21 @@ static int fault_fs_lock(struct tdm_fs *base, const char *path, int *fd)
     return fault_fs_leave(fs, 0);
 }
 
+/* The fake has no page cache: dropping it is a no-op, but the call is counted
+ * (op_counts[TDM_FS_OP_ADVISE]) so that a test can prove the scrubber asked
+ * for reads from the medium, and a rule can fail it. */
+static int fault_fs_advise_dontneed(struct tdm_fs *base, int fd)
+{
+    struct tdm_fault_fs *fs = fault_fs_of(base);
+    fault_fs_enter(fs, TDM_FS_OP_ADVISE);
+    struct tdm_fault_file *file = fault_fs_file(fs, fd);
+    if (file == NULL) {
+        return fault_fs_leave(fs, -EBADF);
+    }
+    int rv = fault_fs_trip(fs, TDM_FS_OP_ADVISE);
+    return fault_fs_leave(fs, rv);
+}
+
 /* ------------------------------------------------------------------------
  * Lifecycle and crash.
  * ------------------------------------------------------------------------ */
@@ -1077,6 +1092,7 @@ void tdm_fault_fs_init(struct tdm_fault_fs *fs)
                 .sync_dir = fault_fs_sync_dir,
                 .list = fault_fs_list,
                 .lock = fault_fs_lock,
+                .advise_dontneed = fault_fs_advise_dontneed,
             },
         .fd_next = FAULT_FS_FD_FIRST,
     };

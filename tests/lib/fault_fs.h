@@ -146,7 +146,9 @@ void tdm_fault_fs_set_pwrite_torn(struct tdm_fault_fs *fs, bool on);
 void tdm_fault_fs_seed(struct tdm_fault_fs *fs, uint64_t seed);
 
 /* Calls of op (enum tdm_fs_op) since init, including failed ones; op 0 gives
- * the calls of every operation. */
+ * the calls of every operation. advise_dontneed (TDM_FS_OP_ADVISE) is a no-op
+ * here (there is no page cache), counted so that a test can prove the
+ * scrubber asked for reads from the medium. */
 uint64_t tdm_fault_fs_count(struct tdm_fault_fs *fs, unsigned op);
 
 /* Calls failed by a rule since init. A test that loops "fail the 1st, 2nd,

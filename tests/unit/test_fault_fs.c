@@ -975,6 +975,22 @@ static void test_fail_after__fails_nth_call_once(void **state)
     assert_contents(f, "/n/x", false, "abd");
 }
 
+/* advise_dontneed is a counted no-op (there is no page cache to drop): the
+ * data stays, a rule can fail it, and an unknown descriptor is -EBADF. */
+static void test_advise_dontneed__counted(void **state)
+{
+    struct fixture *f = *state;
+    int fd = open_file(f, "/n/x", TDM_FS_WRITE | TDM_FS_CREATE);
+    assert_int_equal(f->base->pwrite(f->base, fd, "abc", 3, 0), 0);
+    assert_int_equal(f->base->advise_dontneed(f->base, fd), 0);
+    assert_int_equal(tdm_fault_fs_fail_next(&f->fs, TDM_FS_OP_ADVISE, -EIO), 0);
+    assert_int_equal(f->base->advise_dontneed(f->base, fd), -EIO);
+    assert_int_equal(f->base->advise_dontneed(f->base, 9999), -EBADF);
+    assert_int_equal(tdm_fault_fs_count(&f->fs, TDM_FS_OP_ADVISE), 3);
+    assert_contents(f, "/n/x", false, "abc");
+    assert_int_equal(f->base->close(f->base, fd), 0);
+}
+
 /* A persistent rule keeps failing every matching call until cleared. */
 static void test_fail_after__persistent(void **state)
 {
@@ -1376,6 +1392,7 @@ int main(void)
         T(test_crash__torn_is_sector_granular),
         T(test_crash__repeated),
         T(test_fail_after__fails_nth_call_once),
+        T(test_advise_dontneed__counted),
         T(test_fail_after__persistent),
         T(test_fail_after__any_op),
         T(test_fail_after__bad_fd_does_not_trip),
