@@ -92,4 +92,8 @@ int tdm_cmd_generate(int argc, char **argv);
 int tdm_cmd_ca(int argc, char **argv);
 int tdm_cmd_verify(int argc, char **argv);
 
+/* Print damaged ranges (at most TANDEM_STATUS_DAMAGED_MAX, then a count of the
+ * rest) in the words `tandem status` and `tandem verify` share. */
+void tdm_cmd_print_damaged(const struct tandem_damage *damaged, uint32_t damaged_count);
+
 #endif

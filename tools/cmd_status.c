@@ -235,22 +235,22 @@ static void status_print_log(const struct tdm_status_view *view)
     }
 }
 
-static void status_print_damaged(const struct tandem_status *status)
+void tdm_cmd_print_damaged(const struct tandem_damage *damaged, uint32_t damaged_count)
 {
-    uint32_t count = status->damaged_count;
+    uint32_t count = damaged_count;
     if (count > TANDEM_STATUS_DAMAGED_MAX) {
         count = TANDEM_STATUS_DAMAGED_MAX;
     }
     for (uint32_t i = 0; i < count; i++) {
-        const struct tandem_damage *damage = &status->damaged[i];
+        const struct tandem_damage *damage = &damaged[i];
         /* Segment files are named by their first LSN (docs/FORMAT.md "Node directory"). */
         printf("damaged     log/%020llu.seg offset %llu: lsn %llu..%llu (%s)\n",
                (unsigned long long)damage->segment_lsn, (unsigned long long)damage->offset,
                (unsigned long long)damage->lsn_first, (unsigned long long)damage->lsn_last,
                damage->sealed ? "sealed segment" : "open segment");
     }
-    if (status->damaged_count > count) {
-        printf("damaged     ... and %u more\n", status->damaged_count - count);
+    if (damaged_count > count) {
+        printf("damaged     ... and %u more\n", damaged_count - count);
     }
 }
 
@@ -260,7 +260,7 @@ static void status_print_text(const struct tdm_status_view *view)
     status_print_nodes(view);
     if (view->opened) {
         status_print_log(view);
-        status_print_damaged(&view->status);
+        tdm_cmd_print_damaged(view->status.damaged, view->status.damaged_count);
     }
 }
 

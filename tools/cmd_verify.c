@@ -31,25 +31,6 @@ static double verify_seconds_since(const struct timespec *start)
     return (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) / 1e9;
 }
 
-static void verify_print_damaged(const struct tandem_verify_report *report)
-{
-    uint32_t count = report->damaged_count;
-    if (count > TANDEM_STATUS_DAMAGED_MAX) {
-        count = TANDEM_STATUS_DAMAGED_MAX;
-    }
-    for (uint32_t i = 0; i < count; i++) {
-        const struct tandem_damage *damage = &report->damaged[i];
-        /* The same words as tandem status (tools/cmd_status.c). */
-        printf("damaged     log/%020llu.seg offset %llu: lsn %llu..%llu (%s)\n",
-               (unsigned long long)damage->segment_lsn, (unsigned long long)damage->offset,
-               (unsigned long long)damage->lsn_first, (unsigned long long)damage->lsn_last,
-               damage->sealed ? "sealed segment" : "open segment");
-    }
-    if (report->damaged_count > count) {
-        printf("damaged     ... and %u more\n", report->damaged_count - count);
-    }
-}
-
 static void verify_print_index(const struct tandem_verify_report *report, bool deep)
 {
     if (!deep) {
@@ -79,7 +60,7 @@ static void verify_print(const char *dir, const struct tandem_verify_report *rep
     }
     printf("checked     %llu bytes of segments, %llu bytes read from the disk\n",
            (unsigned long long)report->segment_bytes, (unsigned long long)report->read_bytes);
-    verify_print_damaged(report);
+    tdm_cmd_print_damaged(report->damaged, report->damaged_count);
     verify_print_index(report, deep);
 }
 
