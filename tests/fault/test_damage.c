@@ -99,18 +99,7 @@ struct flip {
 
 static struct tandem *node_open(struct fixture *f, uint32_t flags)
 {
-    struct tandem_options options;
-    tandem_options_init(&options);
-    options.flags = flags;
-    options.segment_size = SEGMENT_SIZE;
-    struct tandem *t = NULL;
-    struct tdm_diag diag = {{0}};
-    int rv = tdm_node_open(f->dir, &options, &f->fs.base, &t, &diag);
-    if (rv != 0) {
-        fprintf(stderr, "open %s: %s: %s\n", f->dir, tandem_strerror(rv), diag.message);
-    }
-    assert_int_equal(rv, 0);
-    return t;
+    return tdm_test_node_open(&f->fs.base, f->dir, flags, SEGMENT_SIZE);
 }
 
 static void fill(struct fixture *f, struct tandem *t)

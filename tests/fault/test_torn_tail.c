@@ -70,17 +70,7 @@ static void path_join(char *out, const char *dir, const char *name)
 
 static struct tandem *node_open(struct fixture *f, uint32_t flags)
 {
-    struct tandem_options options;
-    tandem_options_init(&options);
-    options.flags = flags;
-    struct tandem *t = NULL;
-    struct tdm_diag diag = {{0}};
-    int rv = tdm_node_open(f->dir, &options, &f->fs.base, &t, &diag);
-    if (rv != 0) {
-        fprintf(stderr, "open %s: %s: %s\n", f->dir, tandem_strerror(rv), diag.message);
-    }
-    assert_int_equal(rv, 0);
-    return t;
+    return tdm_test_node_open(&f->fs.base, f->dir, flags, 0);
 }
 
 static void image_read(struct fixture *f, const char *path, struct image *image)

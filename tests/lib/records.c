@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "engine/node.h"
 #include "tdm_test.h"
 
 void tdm_kept_set(struct tdm_kept *kept, const struct tandem_record *record)
@@ -57,4 +58,23 @@ void tdm_kept_generate(struct tdm_gen *gen, uint32_t n, struct tdm_kept *kept,
     for (uint32_t i = 0; i < n; i++) {
         tdm_kept_get(&kept[i], &records[i]);
     }
+}
+
+struct tandem *tdm_test_node_open(struct tdm_fs *fs, const char *dir, uint32_t flags,
+                                  uint64_t segment_size)
+{
+    struct tandem_options options;
+    tandem_options_init(&options);
+    options.flags = flags;
+    if (segment_size != 0) {
+        options.segment_size = segment_size;
+    }
+    struct tandem *t = NULL;
+    struct tdm_diag diag = {{0}};
+    int rv = tdm_node_open(dir, &options, fs, &t, &diag);
+    if (rv != 0) {
+        fprintf(stderr, "open %s: %s: %s\n", dir, tandem_strerror(rv), diag.message);
+    }
+    assert_int_equal(rv, 0);
+    return t;
 }

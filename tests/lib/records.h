@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "engine/codec.h"
+#include "engine/fs.h"
 #include "tools/gen.h"
 
 struct tdm_kept {
@@ -31,6 +32,11 @@ struct tdm_delivery {
 /* tandem_record_cb for a struct tdm_delivery *: counts, and fails the test if
  * the record differs from want. */
 int tdm_delivery_cb(void *data, uint64_t lsn, const struct tandem_record *record);
+
+/* Open the node in dir over fs (tdm_node_open) with flags and segment_size
+ * (0: the default); fails the test, printing the cause, if it cannot. */
+struct tandem *tdm_test_node_open(struct tdm_fs *fs, const char *dir, uint32_t flags,
+                                  uint64_t segment_size);
 
 /* Generate n message records from gen, keep them in kept[0..n) and point
  * records[0..n) at the kept copies (valid while kept is). */
