@@ -720,6 +720,64 @@ int tandem_append_async(struct tandem *t, const struct tandem_record *records, s
     return rv;
 }
 
+/* ---- replication accessors (engine/node.h) ------------------------------------ */
+
+struct tdm_log *tdm_node_log(struct tandem *t)
+{
+    return &t->log;
+}
+
+struct tdm_fs *tdm_node_fs(struct tandem *t)
+{
+    return t->fs;
+}
+
+int tdm_node_append_raw_async(struct tandem *t, const uint8_t *raw, size_t raw_size,
+                              uint32_t record_count, uint64_t epoch, tandem_append_cb cb,
+                              void *data, struct tdm_diag *diag)
+{
+    if (t->read_only) {
+        tdm_diag_printf(diag, "the node directory is open read-only");
+        return TANDEM_EREADONLY;
+    }
+    if (cb == NULL || raw_size == 0 || raw_size > TDM_BATCH_RAW_SIZE_MAX || record_count == 0 ||
+        record_count > TANDEM_APPEND_RECORDS_MAX) {
+        tdm_diag_printf(diag, "bad raw append: %zu bytes, %" PRIu32 " records", raw_size,
+                        record_count);
+        return TANDEM_EINVALID;
+    }
+    int rv = tdm_log_failed(&t->log, diag);
+    if (rv != 0) {
+        return TANDEM_EFAILED;
+    }
+    struct tdm_commit_request *request = tdm_calloc(1, sizeof(*request));
+    uint8_t *copy = tdm_malloc(raw_size);
+    if (request == NULL || copy == NULL) {
+        tdm_free(request);
+        tdm_free(copy);
+        tdm_diag_printf(diag, "out of memory");
+        return -ENOMEM;
+    }
+    memcpy(copy, raw, raw_size);
+    pthread_mutex_lock(&t->log.mutex);
+    if (epoch > t->log.epoch) {
+        t->log.epoch = epoch;
+    }
+    pthread_mutex_unlock(&t->log.mutex);
+    request->raw = copy;
+    request->raw_size = raw_size;
+    request->record_count = record_count;
+    request->cb = cb;
+    request->data = data;
+    rv = tdm_commit_submit(&t->commit, request);
+    if (rv != 0) {
+        tdm_free(copy);
+        tdm_free(request);
+        tdm_diag_printf(diag, "%s", tandem_strerror(rv));
+    }
+    return rv;
+}
+
 /* ---- queries --------------------------------------------------------------------- */
 
 /* Reads records by LSN, keeping the last batch read. */

@@ -13,6 +13,8 @@
 
 #include "engine/base/prng.h"
 #include "engine/codec.h"
+#include "engine/log.h"
+#include "engine/node.h"
 #include "records.h"
 #include "tools/gen.h"
 
@@ -208,6 +210,50 @@ static void test_append_async__callbacks(void **state)
     pthread_mutex_unlock(&s.mutex);
     assert_int_equal(s.failed, 0);
     assert_int_equal(s.lsn_sum, (uint64_t)n * (n + 1) / 2); /* LSNs 1..n, each once. */
+}
+
+/* The replication accessors (engine/node.h): a raw body appended through
+ * group commit gets its LSNs, carries the raised epoch, and reads back; a
+ * lower epoch never lowers the log's; bad arguments are refused. */
+static void test_append_raw_async__epoch_and_records(void **state)
+{
+    struct fixture *f = *state;
+    struct async_state s = {.mutex = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    struct tdm_gen gen;
+    tdm_gen_init(&gen, 7, 5);
+    struct tandem_record r;
+    tdm_gen_message(&gen, &r);
+    struct tdm_kept kept;
+    tdm_kept_set(&kept, &r);
+    uint8_t raw[4 + TDM_RECORD_SIZE_MAX];
+    size_t n = tdm_codec_encode(&r, raw + 4, sizeof(raw) - 4);
+    raw[0] = (uint8_t)n;
+    raw[1] = (uint8_t)(n >> 8);
+    raw[2] = 0;
+    raw[3] = 0;
+    struct tdm_diag diag = {{0}};
+    assert_int_equal(tdm_node_append_raw_async(f->t, raw, 4 + n, 0, 3, async_cb, &s, &diag),
+                     TANDEM_EINVALID);
+    for (uint64_t epoch = 3; epoch >= 2; epoch--) { /* The second (2) must not lower it. */
+        assert_int_equal(tdm_node_append_raw_async(f->t, raw, 4 + n, 1, epoch, async_cb, &s, &diag),
+                         0);
+    }
+    pthread_mutex_lock(&s.mutex);
+    while (s.done < 2) {
+        pthread_cond_wait(&s.cond, &s.mutex);
+    }
+    pthread_mutex_unlock(&s.mutex);
+    assert_int_equal(s.failed, 0);
+    assert_int_equal(s.lsn_sum, 1 + 2);
+    struct tandem_status status;
+    assert_int_equal(tandem_status(f->t, &status), 0);
+    assert_int_equal(status.lsn_last, 2);
+    assert_int_equal(status.epoch, 3);
+    assert_ptr_not_equal(tdm_node_log(f->t), NULL);
+    assert_ptr_not_equal(tdm_node_fs(f->t), NULL);
+    struct tdm_delivery delivery = {.want = &kept};
+    assert_int_equal(tandem_read(f->t, 2, tdm_delivery_cb, &delivery, NULL), 0);
+    assert_int_equal(delivery.count, 1);
 }
 
 /* A batch with one bad record stores nothing, and the error names the
@@ -586,6 +632,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_append__threads_dense_lsns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_append_async__callbacks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_append_raw_async__epoch_and_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_append__invalid_record_stores_nothing, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_query__matches_brute_force, setup, teardown),

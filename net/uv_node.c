@@ -1,0 +1,1298 @@
+/* net/uv_node.c: the replication adapter of one node. See net/uv_node.h for
+ * the order of actions and what each becomes; docs/PROTOCOL.md §2-§6 for the
+ * protocol; docs/FORMAT.md "Epoch history" for DIR/epochs.
+ *
+ * Happy path, primary: a client write is encoded and SUBMITted; the replica
+ * hands it back as a LOCAL write once its epoch is persisted; group commit
+ * appends it; the commit thread's callback queues the completion (with the
+ * log's end after the batch) and wakes the loop (uv_async); the loop reports
+ * APPENDED, PERSISTED(LOG) and PERSISTED(WRITE); the replica asks for APPEND
+ * sends, which read the batches from the log on the threadpool and go out on
+ * the backup's link; ACKs come back; the replica's results call the write's
+ * callback.
+ * Backup: HELLO, START (maybe a cut and a history to persist), READY, then
+ * APPENDs whose batches are verified, appended on the threadpool one disk job
+ * at a time, reported PERSISTED(LOG), and ACKed by the replica.
+ *
+ * Failure modes: a frame that does not convert closes its link; a HELLO whose
+ * node is not the TLS peer closes the link; a failed disk job is reported with
+ * its status (the replica then stops: role FAILED). */
+#include "net/uv_node.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/base/alloc.h"
+#include "engine/base/assert.h"
+#include "engine/base/bytes.h"
+#include "engine/base/trace.h"
+#include "engine/batch.h"
+#include "engine/codec.h"
+#include "engine/log.h"
+#include "engine/node.h"
+#include "engine/segment.h"
+#include "net/uv_link.h"
+
+#define NODE_EPOCHS_NAME     "epochs"
+#define NODE_EPOCHS_MAGIC    "tandem-epochs 1"
+#define NODE_APPEND_SIZE_MAX ((16u << 20) - 4096u) /* Batch bytes in one APPEND frame. */
+
+struct tdm_uv_node;
+
+/* A client write the adapter holds (SUBMIT), until its result. */
+struct node_write {
+    struct node_write *next;
+    uint64_t write_id;
+    uint8_t *raw; /* (u32 size, record) entries. */
+    size_t raw_size;
+    uint32_t record_count;
+    tdm_uv_node_write_cb cb;
+    void *data;
+};
+
+/* A LOCAL write handed to group commit; completed on the commit thread. */
+struct node_commit {
+    struct node_commit *next;
+    struct tdm_uv_node *node;
+    uint64_t write_id;
+    uint32_t record_count;
+    int status;
+    uint64_t lsn_first;
+    struct tandem_status log; /* The log right after the batch. */
+};
+
+enum node_job_kind {
+    NODE_JOB_EPOCHS = 1,
+    NODE_JOB_CUT,
+    NODE_JOB_APPEND,
+};
+
+/* One disk action, run on the threadpool; jobs run one at a time, in order. */
+struct node_job {
+    uv_work_t work;
+    struct node_job *next;
+    struct tdm_uv_node *node;
+    enum node_job_kind kind;
+    struct tdm_epoch_history history; /* EPOCHS. */
+    uint64_t cut_after_lsn;           /* CUT. */
+    uint32_t batch_count;             /* APPEND: copies of the batches. */
+    uint8_t *bytes;
+    uint32_t sizes[TDM_FRAME_BATCHES_MAX];
+    /* Result. */
+    int status;
+    struct tdm_diag diag;
+    uint64_t lsn_last;
+    uint64_t last_epoch;
+    struct tdm_frame_chain_hash chain_hash;
+};
+
+/* One APPEND send: read the range from the log on the threadpool, then send. */
+struct node_read {
+    uv_work_t work;
+    struct tdm_uv_node *node;
+    uint32_t node_index;
+    uint64_t link_generation;
+    uint64_t epoch;
+    uint64_t lsn_first;
+    uint64_t lsn_last;
+    uint64_t commit_lsn;
+    int status;
+    struct tdm_diag diag;
+    uint32_t batch_count;
+    uint32_t batch_capacity;
+    struct tdm_log_location *locations;
+    struct tdm_batch_header *headers;
+    uint8_t **bytes;
+};
+
+struct node_peer {
+    struct tdm_uv_node *node;
+    uint32_t index;
+    struct tdm_uv_link *link; /* Up (authenticated) link, or NULL. */
+    struct tdm_uv_link *dialing;
+    uint64_t generation; /* Bumped whenever link changes. */
+    bool has_address;
+    bool held;
+    struct sockaddr_storage address;
+};
+
+struct tdm_uv_node {
+    uv_loop_t *loop;
+    struct tandem *t;
+    struct tdm_log *log;
+    struct tdm_fs *fs;
+    struct tdm_tls_config *tls;
+    char dir[TDM_PATH_SIZE];
+    struct tdm_frame_cluster cluster;
+    uint32_t reconnect_ms;
+    struct tdm_uv_listener *listener;
+    uv_timer_t deadline_timer;
+    uv_timer_t reconnect_timer;
+    uv_async_t async;
+    uint32_t handles_open;
+    struct node_peer peers[TDM_REPLICA_NODES_MAX];
+    struct tdm_replica replica;
+    struct tdm_actions actions;
+    struct tdm_frame frame; /* Scratch: received or to send. */
+    struct tdm_proto_msg msg;
+    bool stepping;
+    bool closing;
+    bool failed;
+    tdm_uv_node_close_cb close_cb;
+    void *close_data;
+    uint64_t write_id_next;
+    struct node_write *writes;
+    uint32_t write_count;
+    /* SUBMIT events that arrived during a step. */
+    uint64_t deferred_ids[TDM_REPLICA_WRITES_MAX];
+    uint32_t deferred_count;
+    /* Disk jobs. */
+    struct node_job *jobs_head;
+    struct node_job *jobs_tail;
+    bool job_running;
+    uint32_t reads_running;
+    uint32_t links_open; /* Links (dialing or up) whose on_close has not run. */
+    /* Group commit completions (commit thread -> loop). */
+    pthread_mutex_t mutex;
+    struct node_commit *done_head;
+    struct node_commit *done_tail;
+    uint32_t commits_running;
+    uint64_t appended_lsn;
+    uint64_t appended_bytes;
+};
+
+static void node_step(struct tdm_uv_node *node, struct tdm_event *event);
+static void node_maybe_finish(struct tdm_uv_node *node);
+
+static uint64_t node_now(struct tdm_uv_node *node)
+{
+    uv_update_time(node->loop);
+    return uv_now(node->loop) + 1; /* Never 0. */
+}
+
+/* ---- DIR/epochs (docs/FORMAT.md "Epoch history") ----------------------------- */
+
+static int epochs_path(char *out, size_t size, const char *dir, const char *name)
+{
+    int n = snprintf(out, size, "%s/%s", dir, name);
+    return n > 0 && (size_t)n < size ? 0 : -ENAMETOOLONG;
+}
+
+/* Load DIR/epochs into history. Returns 0, -ENOENT (no file) or
+ * TANDEM_ECORRUPT / errno with diag. */
+static int epochs_load(const char *dir, const struct tdm_frame_cluster *cluster,
+                       struct tdm_epoch_history *history, struct tdm_diag *diag)
+{
+    char path[TDM_PATH_SIZE];
+    int rv = epochs_path(path, sizeof(path), dir, NODE_EPOCHS_NAME);
+    if (rv != 0) {
+        return rv;
+    }
+    FILE *file = fopen(path, "r");
+    if (file == NULL) {
+        rv = -errno;
+        if (rv != -ENOENT) {
+            tdm_diag_printf(diag, "open %s: %s", path, strerror(-rv));
+        }
+        return rv;
+    }
+    char line[256];
+    memset(history, 0, sizeof(*history));
+    rv = 0;
+    if (fgets(line, sizeof(line), file) == NULL || strcmp(line, NODE_EPOCHS_MAGIC "\n") != 0) {
+        tdm_diag_printf(diag, "%s: bad first line", path);
+        rv = TANDEM_ECORRUPT;
+    }
+    while (rv == 0 && fgets(line, sizeof(line), file) != NULL) {
+        unsigned long long epoch;
+        unsigned long long lsn_first;
+        char id[TDM_PROTO_NAME_SIZE_MAX + 1];
+        uint32_t index;
+        if (history->count == TDM_REPLICA_EPOCHS_MAX ||
+            sscanf(line, "%llu %63s %llu", &epoch, id, &lsn_first) != 3 ||
+            !tdm_frame_cluster_index(cluster, id, &index)) {
+            tdm_diag_printf(diag, "%s: bad entry %" PRIu32, path, history->count + 1);
+            rv = TANDEM_ECORRUPT;
+            break;
+        }
+        history->entries[history->count++] = (struct tdm_epoch_entry){
+            .epoch = epoch, .lsn_first = lsn_first, .primary_index = index};
+    }
+    fclose(file);
+    if (rv == 0 && !tdm_replica_history_valid(history, cluster->node_count)) {
+        tdm_diag_printf(diag, "%s: not a valid history", path);
+        rv = TANDEM_ECORRUPT;
+    }
+    return rv;
+}
+
+/* Write history to DIR/epochs durably: DIR/epochs.tmp, fdatasync, rename,
+ * fsync DIR. Runs on the threadpool. */
+static int epochs_store(const char *dir, const struct tdm_frame_cluster *cluster,
+                        const struct tdm_epoch_history *history, struct tdm_diag *diag)
+{
+    char path[TDM_PATH_SIZE];
+    char tmp[TDM_PATH_SIZE];
+    int rv = epochs_path(path, sizeof(path), dir, NODE_EPOCHS_NAME);
+    rv = rv != 0 ? rv : epochs_path(tmp, sizeof(tmp), dir, NODE_EPOCHS_NAME ".tmp");
+    if (rv != 0) {
+        tdm_diag_printf(diag, "path too long");
+        return rv;
+    }
+    size_t capacity = 32 + (size_t)history->count * (TDM_PROTO_NAME_SIZE_MAX + 48);
+    char *text = tdm_malloc(capacity);
+    if (text == NULL) {
+        tdm_diag_printf(diag, "out of memory");
+        return -ENOMEM;
+    }
+    size_t size = (size_t)snprintf(text, capacity, "%s\n", NODE_EPOCHS_MAGIC);
+    for (uint32_t i = 0; i < history->count; i++) {
+        const struct tdm_epoch_entry *e = &history->entries[i];
+        size += (size_t)snprintf(text + size, capacity - size, "%" PRIu64 " %s %" PRIu64 "\n",
+                                 e->epoch, cluster->node_ids[e->primary_index], e->lsn_first);
+    }
+    tdm_assert(size < capacity);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        rv = -errno;
+        tdm_diag_printf(diag, "open %s: %s", tmp, strerror(-rv));
+        tdm_free(text);
+        return rv;
+    }
+    size_t done = 0;
+    while (rv == 0 && done < size) {
+        ssize_t n = write(fd, text + done, size - done);
+        if (n < 0 && errno != EINTR) {
+            rv = -errno;
+        } else if (n > 0) {
+            done += (size_t)n;
+        }
+    }
+    tdm_free(text);
+    if (rv == 0 && fdatasync(fd) != 0) {
+        rv = -errno;
+    }
+    if (close(fd) != 0 && rv == 0) {
+        rv = -errno;
+    }
+    if (rv == 0 && rename(tmp, path) != 0) {
+        rv = -errno;
+    }
+    if (rv == 0) {
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0) {
+            rv = -errno;
+        } else {
+            if (fsync(dfd) != 0) {
+                rv = -errno;
+            }
+            close(dfd);
+        }
+    }
+    if (rv != 0) {
+        tdm_diag_printf(diag, "persist %s: %s", path, strerror(-rv));
+    }
+    return rv;
+}
+
+/* ---- disk jobs ----------------------------------------------------------------- */
+
+static void hash_from_log(struct tdm_frame_chain_hash *out, const uint8_t bytes[16])
+{
+    tdm_static_assert(sizeof(out->bytes) == 16);
+    memcpy(out->bytes, bytes, sizeof(out->bytes));
+}
+
+static void job_work(uv_work_t *work)
+{
+    struct node_job *job = work->data;
+    struct tdm_uv_node *node = job->node;
+    switch (job->kind) {
+    case NODE_JOB_EPOCHS:
+        job->status = epochs_store(node->dir, &node->cluster, &job->history, &job->diag);
+        break;
+    case NODE_JOB_CUT: {
+        job->status = tdm_log_cut_after(node->log, job->cut_after_lsn, &job->diag);
+        struct tandem_status st;
+        tdm_log_status(node->log, &st);
+        job->lsn_last = st.lsn_last;
+        job->last_epoch = st.lsn_last == 0 ? 0 : st.epoch;
+        hash_from_log(&job->chain_hash, st.chain_hash);
+        break;
+    }
+    case NODE_JOB_APPEND: {
+        size_t offset = 0;
+        for (uint32_t i = 0; i < job->batch_count && job->status == 0; i++) {
+            struct tdm_batch_header header;
+            struct tdm_log_location location;
+            job->status = tdm_log_append_batch(node->log, job->bytes + offset, job->sizes[i],
+                                               &header, &location, &job->diag);
+            if (job->status == 0) {
+                job->lsn_last = tdm_batch_lsn_last(&header);
+                job->last_epoch = header.epoch;
+                memcpy(job->chain_hash.bytes, header.chain_hash.bytes,
+                       sizeof(job->chain_hash.bytes));
+            }
+            offset += job->sizes[i];
+        }
+        break;
+    }
+    }
+}
+
+static void job_start_next(struct tdm_uv_node *node);
+
+static void job_done(uv_work_t *work, int status)
+{
+    struct node_job *job = work->data;
+    struct tdm_uv_node *node = job->node;
+    node->job_running = false;
+    if (status != 0 && job->status == 0) {
+        job->status = status;
+    }
+    if (job->status != 0) {
+        tdm_tracef("node %s: disk job %d failed: %s",
+                   node->cluster.node_ids[node->cluster.self_index], (int)job->kind,
+                   job->diag.message);
+    }
+    struct tdm_event event = {.type = TDM_EVENT_PERSISTED};
+    event.persisted.status = job->status;
+    switch (job->kind) {
+    case NODE_JOB_EPOCHS:
+        event.persisted.kind = TDM_PERSISTED_EPOCHS;
+        break;
+    case NODE_JOB_CUT:
+        event.persisted.kind = TDM_PERSISTED_CUT;
+        event.persisted.lsn_last = job->lsn_last;
+        event.persisted.last_epoch = job->last_epoch;
+        event.persisted.chain_hash = job->chain_hash;
+        break;
+    case NODE_JOB_APPEND:
+        event.persisted.kind = TDM_PERSISTED_LOG;
+        event.persisted.lsn_last = job->lsn_last;
+        event.persisted.chain_hash = job->chain_hash;
+        break;
+    }
+    bool report = job->kind != NODE_JOB_APPEND || job->status != 0 || job->lsn_last != 0;
+    tdm_free(job->bytes);
+    tdm_free(job);
+    if (report && !node->closing) {
+        node_step(node, &event);
+    }
+    job_start_next(node);
+    node_maybe_finish(node);
+}
+
+static void job_start_next(struct tdm_uv_node *node)
+{
+    if (node->job_running || node->jobs_head == NULL) {
+        return;
+    }
+    struct node_job *job = node->jobs_head;
+    node->jobs_head = job->next;
+    if (node->jobs_head == NULL) {
+        node->jobs_tail = NULL;
+    }
+    job->work.data = job;
+    int rv = uv_queue_work(node->loop, &job->work, job_work, job_done);
+    tdm_assert(rv == 0);
+    node->job_running = true;
+}
+
+static struct node_job *job_new(struct tdm_uv_node *node, enum node_job_kind kind)
+{
+    struct node_job *job = tdm_calloc(1, sizeof(*job));
+    tdm_assert(job != NULL); /* Small and bounded; out of memory here is fatal. */
+    job->node = node;
+    job->kind = kind;
+    return job;
+}
+
+static void job_push(struct tdm_uv_node *node, struct node_job *job)
+{
+    if (node->jobs_tail == NULL) {
+        node->jobs_head = job;
+    } else {
+        node->jobs_tail->next = job;
+    }
+    node->jobs_tail = job;
+    job_start_next(node);
+}
+
+/* ---- group commit (primary LOCAL writes) ---------------------------------------- */
+
+/* Commit thread. */
+static void commit_cb(void *data, int status, uint64_t lsn_first)
+{
+    struct node_commit *c = data;
+    struct tdm_uv_node *node = c->node;
+    c->status = status;
+    c->lsn_first = lsn_first;
+    tdm_log_status(node->log, &c->log);
+    pthread_mutex_lock(&node->mutex);
+    if (node->done_tail == NULL) {
+        node->done_head = c;
+    } else {
+        node->done_tail->next = c;
+    }
+    node->done_tail = c;
+    pthread_mutex_unlock(&node->mutex);
+    uv_async_send(&node->async);
+}
+
+static void async_cb(uv_async_t *async)
+{
+    struct tdm_uv_node *node = async->data;
+    pthread_mutex_lock(&node->mutex);
+    struct node_commit *c = node->done_head;
+    node->done_head = NULL;
+    node->done_tail = NULL;
+    pthread_mutex_unlock(&node->mutex);
+    while (c != NULL) {
+        struct node_commit *next = c->next;
+        node->commits_running--;
+        if (!node->closing) {
+            if (c->status == 0 && c->log.lsn_last > node->appended_lsn) {
+                struct tdm_event event = {.type = TDM_EVENT_APPENDED};
+                event.appended.lsn_last = c->log.lsn_last;
+                event.appended.size = c->log.log_bytes > node->appended_bytes
+                                          ? c->log.log_bytes - node->appended_bytes
+                                          : 1;
+                event.appended.epoch = c->log.epoch;
+                hash_from_log(&event.appended.chain_hash, c->log.chain_hash);
+                node->appended_lsn = c->log.lsn_last;
+                node->appended_bytes = c->log.log_bytes;
+                node_step(node, &event);
+                struct tdm_event log = {.type = TDM_EVENT_PERSISTED};
+                log.persisted.kind = TDM_PERSISTED_LOG;
+                log.persisted.lsn_last = c->log.lsn_last;
+                hash_from_log(&log.persisted.chain_hash, c->log.chain_hash);
+                node_step(node, &log);
+            }
+            struct tdm_event event = {.type = TDM_EVENT_PERSISTED};
+            event.persisted.kind = TDM_PERSISTED_WRITE;
+            event.persisted.status = c->status;
+            event.persisted.write_id = c->write_id;
+            if (c->status == 0) {
+                event.persisted.lsn_first = c->lsn_first;
+                event.persisted.lsn_last = c->lsn_first + c->record_count - 1;
+            }
+            node_step(node, &event);
+        }
+        tdm_free(c);
+        c = next;
+    }
+    node_maybe_finish(node);
+}
+
+/* ---- held writes ------------------------------------------------------------------ */
+
+static struct node_write *write_find(struct tdm_uv_node *node, uint64_t write_id)
+{
+    for (struct node_write *w = node->writes; w != NULL; w = w->next) {
+        if (w->write_id == write_id) {
+            return w;
+        }
+    }
+    return NULL;
+}
+
+static void write_complete(struct tdm_uv_node *node, uint64_t write_id, int status,
+                           uint64_t lsn_first, uint64_t lsn_last)
+{
+    struct node_write **p = &node->writes;
+    while (*p != NULL && (*p)->write_id != write_id) {
+        p = &(*p)->next;
+    }
+    if (*p == NULL) {
+        return; /* A forwarded write of another node: its result went as a send. */
+    }
+    struct node_write *w = *p;
+    *p = w->next;
+    node->write_count--;
+    w->cb(w->data, status, lsn_first, lsn_last);
+    tdm_free(w->raw);
+    tdm_free(w);
+}
+
+/* ---- sends ------------------------------------------------------------------------- */
+
+static void link_send_frame(struct tdm_uv_node *node, uint32_t index, const struct tdm_frame *frame)
+{
+    struct node_peer *peer = &node->peers[index];
+    if (peer->link == NULL) {
+        return; /* Down: dropped (net/replica.h, 4). */
+    }
+    struct tdm_diag diag = {{0}};
+    int rv = tdm_frame_to_proto(frame, &node->cluster, &node->msg, &diag);
+    if (rv == 0) {
+        rv = tdm_uv_link_send(peer->link, &node->msg, &diag);
+    }
+    if (rv != 0 && rv != TANDEM_EBUSY && rv != TANDEM_ECANCELED) {
+        tdm_tracef("node %s: send type %u to %s: %s",
+                   node->cluster.node_ids[node->cluster.self_index], (unsigned)frame->type,
+                   node->cluster.node_ids[index], diag.message);
+    }
+    /* TANDEM_EBUSY: dropped; the replica retransmits (go-back-N, PROTOCOL.md §5.4). */
+}
+
+static int read_scan_cb(void *data, const struct tdm_batch_header *header,
+                        const struct tdm_log_location *location, const uint8_t *raw)
+{
+    (void)raw;
+    struct node_read *r = data;
+    if (header->lsn_first > r->lsn_last) {
+        return 1;
+    }
+    if (tdm_batch_lsn_last(header) < r->lsn_first) {
+        return 0;
+    }
+    if (r->batch_count == r->batch_capacity) {
+        uint32_t capacity = r->batch_capacity == 0 ? 16 : r->batch_capacity * 2;
+        struct tdm_log_location *l = tdm_malloc(capacity * sizeof(*l));
+        struct tdm_batch_header *h = tdm_malloc(capacity * sizeof(*h));
+        if (l == NULL || h == NULL) {
+            tdm_free(l);
+            tdm_free(h);
+            return -ENOMEM;
+        }
+        if (r->batch_count > 0) {
+            memcpy(l, r->locations, r->batch_count * sizeof(*l));
+            memcpy(h, r->headers, r->batch_count * sizeof(*h));
+        }
+        tdm_free(r->locations);
+        tdm_free(r->headers);
+        r->locations = l;
+        r->headers = h;
+        r->batch_capacity = capacity;
+    }
+    r->locations[r->batch_count] = *location;
+    r->headers[r->batch_count] = *header;
+    r->batch_count++;
+    return tdm_batch_lsn_last(header) >= r->lsn_last ? 1 : 0;
+}
+
+static void read_work_real(uv_work_t *work)
+{
+    struct node_read *r = work->data;
+    struct tdm_uv_node *node = r->node;
+    int rv = tdm_log_scan(node->log, r->lsn_first, read_scan_cb, r, &r->diag);
+    if (rv == 1) {
+        rv = 0;
+    }
+    if (rv == 0 && r->batch_count > 0) {
+        r->bytes = tdm_calloc(r->batch_count, sizeof(*r->bytes));
+        if (r->bytes == NULL) {
+            rv = -ENOMEM;
+        }
+    }
+    for (uint32_t i = 0; rv == 0 && i < r->batch_count; i++) {
+        const struct tdm_log_location *l = &r->locations[i];
+        char name[64];
+        char path[TDM_PATH_SIZE];
+        tdm_segment_name(name, sizeof(name), l->segment_lsn);
+        rv = tdm_fs_path(path, sizeof(path), node->log->log_dir, name);
+        int fd = -1;
+        rv = rv != 0 ? rv : node->fs->open(node->fs, path, TDM_FS_READ, &fd);
+        if (rv == 0) {
+            r->bytes[i] = tdm_malloc(l->size);
+            rv = r->bytes[i] == NULL
+                     ? -ENOMEM
+                     : tdm_fs_read_exact(node->fs, fd, r->bytes[i], l->size, l->offset);
+            node->fs->close(node->fs, fd);
+        }
+        if (rv != 0) {
+            tdm_diag_printf(&r->diag, "read %s at %" PRIu64 ": %s", path, l->offset,
+                            tandem_strerror(rv));
+        }
+    }
+    r->status = rv;
+}
+
+static void read_free(struct node_read *r)
+{
+    for (uint32_t i = 0; r->bytes != NULL && i < r->batch_count; i++) {
+        tdm_free(r->bytes[i]);
+    }
+    tdm_free(r->bytes);
+    tdm_free(r->locations);
+    tdm_free(r->headers);
+    tdm_free(r);
+}
+
+static void read_done(uv_work_t *work, int status)
+{
+    struct node_read *r = work->data;
+    struct tdm_uv_node *node = r->node;
+    node->reads_running--;
+    struct node_peer *peer = &node->peers[r->node_index];
+    if (status == 0 && r->status != 0) {
+        tdm_tracef("node %s: APPEND %" PRIu64 "..%" PRIu64 ": %s",
+                   node->cluster.node_ids[node->cluster.self_index], r->lsn_first, r->lsn_last,
+                   r->diag.message);
+    }
+    if (status == 0 && r->status == 0 && !node->closing && peer->link != NULL &&
+        peer->generation == r->link_generation) {
+        uint32_t i = 0;
+        while (i < r->batch_count) {
+            struct tdm_frame *frame = &node->frame;
+            memset(frame, 0, sizeof(*frame));
+            frame->type = TDM_FRAME_APPEND;
+            frame->epoch = r->epoch;
+            frame->append.commit_lsn = r->commit_lsn;
+            size_t size = 0;
+            while (i < r->batch_count && frame->append.batch_count < TDM_FRAME_BATCHES_MAX &&
+                   (frame->append.batch_count == 0 ||
+                    size + r->locations[i].size <= NODE_APPEND_SIZE_MAX)) {
+                const struct tdm_batch_header *h = &r->headers[i];
+                struct tdm_frame_batch *b = &frame->append.batches[frame->append.batch_count++];
+                b->lsn_first = h->lsn_first;
+                b->lsn_last = tdm_batch_lsn_last(h);
+                b->epoch = h->epoch;
+                b->size = r->locations[i].size;
+                memcpy(b->chain_hash.bytes, h->chain_hash.bytes, sizeof(b->chain_hash.bytes));
+                b->bytes = r->bytes[i];
+                size += r->locations[i].size;
+                i++;
+            }
+            link_send_frame(node, r->node_index, frame);
+        }
+    }
+    read_free(r);
+    node_maybe_finish(node);
+}
+
+static void send_append(struct tdm_uv_node *node, const struct tdm_send *send)
+{
+    struct node_read *r = tdm_calloc(1, sizeof(*r));
+    tdm_assert(r != NULL);
+    r->node = node;
+    r->node_index = send->node_index;
+    r->link_generation = node->peers[send->node_index].generation;
+    r->epoch = send->epoch;
+    r->lsn_first = send->append.lsn_first;
+    r->lsn_last = send->append.lsn_last;
+    r->commit_lsn = send->append.commit_lsn;
+    r->work.data = r;
+    int rv = uv_queue_work(node->loop, &r->work, read_work_real, read_done);
+    tdm_assert(rv == 0);
+    node->reads_running++;
+}
+
+static void send_one(struct tdm_uv_node *node, const struct tdm_actions *actions,
+                     const struct tdm_send *send)
+{
+    if (send->type == TDM_FRAME_APPEND) {
+        send_append(node, send);
+        return;
+    }
+    struct tdm_frame *frame = &node->frame;
+    memset(frame, 0, offsetof(struct tdm_frame, hello));
+    frame->type = send->type;
+    frame->epoch = send->epoch;
+    switch (send->type) {
+    case TDM_FRAME_HELLO:
+        frame->hello.version = TDM_FRAME_VERSION;
+        frame->hello.role = send->hello.role;
+        frame->hello.hello_id = send->hello.hello_id;
+        frame->hello.last_lsn = send->hello.last_lsn;
+        frame->hello.durable_lsn = send->hello.durable_lsn;
+        frame->hello.last_epoch = send->hello.last_epoch;
+        frame->hello.chain_hash = send->hello.chain_hash;
+        frame->hello.history = *actions->history;
+        break;
+    case TDM_FRAME_START:
+        frame->start.hello_id = send->start.hello_id;
+        frame->start.fork_lsn = send->start.fork_lsn;
+        frame->start.history = *actions->history;
+        break;
+    case TDM_FRAME_READY:
+        frame->ready = send->ready;
+        break;
+    case TDM_FRAME_ACK:
+        frame->ack = send->ack;
+        break;
+    case TDM_FRAME_HEARTBEAT:
+        frame->heartbeat.last_lsn = send->heartbeat.last_lsn;
+        frame->heartbeat.commit_lsn = send->heartbeat.commit_lsn;
+        frame->heartbeat.send_ms = send->heartbeat.send_ms;
+        frame->heartbeat.node_count = actions->lag_count;
+        for (uint32_t i = 0; i < actions->lag_count && i < TDM_REPLICA_NODES_MAX; i++) {
+            frame->heartbeat.lags[i] = actions->lags[i];
+        }
+        break;
+    case TDM_FRAME_FORWARD: {
+        struct node_write *w = write_find(node, send->forward.request_id);
+        if (w == NULL) {
+            return;
+        }
+        frame->forward.request_id = send->forward.request_id;
+        frame->forward.record_count = w->record_count;
+        frame->forward.size = (uint32_t)w->raw_size;
+        frame->forward.records = w->raw;
+        break;
+    }
+    case TDM_FRAME_FORWARD_RESULT:
+        frame->forward_result = send->forward_result;
+        break;
+    default:
+        tdm_unreachable();
+    }
+    link_send_frame(node, send->node_index, frame);
+}
+
+/* ---- carrying out actions -------------------------------------------------------- */
+
+/* Backup: verify every batch of a RECEIVED write, copy them into a disk job.
+ * A bad batch closes the link to the primary (PROTOCOL.md §3.4). */
+static void write_received(struct tdm_uv_node *node, const struct tdm_action_write *write)
+{
+    size_t total = 0;
+    for (uint32_t i = 0; i < write->batch_count; i++) {
+        struct tdm_batch_header header;
+        struct tdm_diag diag = {{0}};
+        const struct tdm_frame_batch *b = &write->batches[i];
+        int rv = tdm_batch_verify(b->bytes, b->size, &header, &diag);
+        if (rv != 0) {
+            uint32_t primary = node->replica.primary_index;
+            tdm_tracef("node %s: batch %" PRIu64 " from %s refused: %s",
+                       node->cluster.node_ids[node->cluster.self_index], b->lsn_first,
+                       node->cluster.node_ids[primary], diag.message);
+            if (node->peers[primary].link != NULL) {
+                tdm_uv_link_close(node->peers[primary].link);
+            }
+            return;
+        }
+        total += b->size;
+    }
+    struct node_job *job = job_new(node, NODE_JOB_APPEND);
+    job->bytes = tdm_malloc(total == 0 ? 1 : total);
+    tdm_assert(job->bytes != NULL);
+    size_t offset = 0;
+    for (uint32_t i = 0; i < write->batch_count; i++) {
+        memcpy(job->bytes + offset, write->batches[i].bytes, write->batches[i].size);
+        job->sizes[i] = write->batches[i].size;
+        offset += write->batches[i].size;
+    }
+    job->batch_count = write->batch_count;
+    job_push(node, job);
+}
+
+static void write_local(struct tdm_uv_node *node, const struct tdm_action_write *write)
+{
+    const uint8_t *raw = write->records;
+    size_t raw_size = write->size;
+    if (raw == NULL) {
+        struct node_write *w = write_find(node, write->write_id);
+        tdm_assert(w != NULL);
+        raw = w->raw;
+        raw_size = w->raw_size;
+    }
+    struct node_commit *c = tdm_calloc(1, sizeof(*c));
+    tdm_assert(c != NULL);
+    c->node = node;
+    c->write_id = write->write_id;
+    c->record_count = write->record_count;
+    struct tdm_diag diag = {{0}};
+    int rv = tdm_node_append_raw_async(node->t, raw, raw_size, write->record_count, write->epoch,
+                                       commit_cb, c, &diag);
+    if (rv == 0) {
+        node->commits_running++;
+        return;
+    }
+    /* Report the failure as a completion, from the loop (never re-enter the step). */
+    c->status = rv;
+    pthread_mutex_lock(&node->mutex);
+    if (node->done_tail == NULL) {
+        node->done_head = c;
+    } else {
+        node->done_tail->next = c;
+    }
+    node->done_tail = c;
+    pthread_mutex_unlock(&node->mutex);
+    node->commits_running++;
+    uv_async_send(&node->async);
+}
+
+static void deadline_cb(uv_timer_t *timer)
+{
+    struct tdm_uv_node *node = timer->data;
+    struct tdm_event event = {.type = TDM_EVENT_TICK};
+    node_step(node, &event);
+}
+
+static void node_apply(struct tdm_uv_node *node)
+{
+    const struct tdm_actions *a = &node->actions;
+    if (a->history_to_persist != NULL) { /* 1 */
+        struct node_job *job = job_new(node, NODE_JOB_EPOCHS);
+        job->history = *a->history_to_persist;
+        job_push(node, job);
+    }
+    if (a->cut) { /* 2 */
+        struct node_job *job = job_new(node, NODE_JOB_CUT);
+        job->cut_after_lsn = a->cut_after_lsn;
+        job_push(node, job);
+    }
+    for (uint32_t i = 0; i < a->write_count; i++) { /* 3 */
+        if (a->writes[i].kind == TDM_WRITE_LOCAL) {
+            write_local(node, &a->writes[i]);
+        } else {
+            write_received(node, &a->writes[i]);
+        }
+    }
+    for (uint32_t i = 0; i < a->send_count; i++) { /* 4 */
+        send_one(node, a, &a->sends[i]);
+    }
+    for (uint32_t i = 0; i < a->result_count; i++) { /* 5 */
+        const struct tdm_action_result *r = &a->results[i];
+        write_complete(node, r->write_id, r->status, r->lsn_first, r->lsn_last);
+    }
+    if (!node->closing) { /* 6 */
+        uint64_t now = node_now(node);
+        uint64_t timeout = a->deadline_ms > now ? a->deadline_ms - now : 0;
+        uv_timer_start(&node->deadline_timer, deadline_cb, timeout, 0);
+    }
+}
+
+static void node_step(struct tdm_uv_node *node, struct tdm_event *event)
+{
+    tdm_assert(!node->stepping);
+    event->now_ms = node_now(node);
+    if (event->now_ms < node->replica.now_ms) {
+        event->now_ms = node->replica.now_ms;
+    }
+    node->stepping = true;
+    tdm_replica_step(&node->replica, event, &node->actions);
+    node_apply(node);
+    node->stepping = false;
+    while (node->deferred_count > 0 && !node->stepping) {
+        uint64_t id = node->deferred_ids[0];
+        node->deferred_count--;
+        memmove(node->deferred_ids, node->deferred_ids + 1,
+                node->deferred_count * sizeof(node->deferred_ids[0]));
+        struct node_write *w = write_find(node, id);
+        if (w != NULL) {
+            struct tdm_event submit = {.type = TDM_EVENT_SUBMIT};
+            submit.submit.write_id = id;
+            submit.submit.record_count = w->record_count;
+            submit.submit.size = (uint32_t)w->raw_size;
+            node_step(node, &submit);
+        }
+    }
+}
+
+/* ---- links ------------------------------------------------------------------------- */
+
+static void peer_up(struct node_peer *peer, struct tdm_uv_link *link)
+{
+    struct tdm_uv_node *node = peer->node;
+    if (peer->link != NULL) {
+        struct tdm_uv_link *old = peer->link;
+        peer->link = NULL;
+        peer->generation++;
+        tdm_uv_link_close(old);
+        struct tdm_event down = {.type = TDM_EVENT_PEER_DOWN};
+        down.peer.node_index = peer->index;
+        node_step(node, &down);
+    }
+    peer->link = link;
+    peer->generation++;
+    tdm_uv_link_set_data(link, peer);
+    struct tdm_event up = {.type = TDM_EVENT_PEER_UP};
+    up.peer.node_index = peer->index;
+    node_step(node, &up);
+}
+
+static void on_frame(struct tdm_uv_link *link, const struct tdm_proto_msg *msg, void *data)
+{
+    struct node_peer *peer = data;
+    struct tdm_uv_node *node = peer->node;
+    if (peer->link != link || node->closing) {
+        return;
+    }
+    struct tdm_diag diag = {{0}};
+    int rv = tdm_frame_from_proto(msg, &node->cluster, &node->frame, &diag);
+    if (rv == 0 && msg->type == TDM_FRAME_HELLO &&
+        strcmp(msg->hello.node, node->cluster.node_ids[peer->index]) != 0) {
+        tdm_diag_printf(&diag, "HELLO frame: node %s, link to %s", msg->hello.node,
+                        node->cluster.node_ids[peer->index]);
+        rv = TANDEM_ECORRUPT;
+    }
+    if (rv != 0) {
+        tdm_tracef("node %s: closing link to %s: %s",
+                   node->cluster.node_ids[node->cluster.self_index],
+                   node->cluster.node_ids[peer->index], diag.message);
+        tdm_uv_link_close(link);
+        return;
+    }
+    struct tdm_event event = {.type = TDM_EVENT_RECEIVE};
+    event.receive.node_index = peer->index;
+    event.receive.frame = &node->frame;
+    node_step(node, &event);
+}
+
+static void on_close(struct tdm_uv_link *link, int status, const struct tdm_diag *diag, void *data)
+{
+    (void)status;
+    (void)diag;
+    struct node_peer *peer = data;
+    struct tdm_uv_node *node = peer->node;
+    node->links_open--;
+    if (peer->dialing == link) {
+        peer->dialing = NULL;
+    }
+    if (peer->link == link) {
+        peer->link = NULL;
+        peer->generation++;
+        if (!node->closing) {
+            struct tdm_event event = {.type = TDM_EVENT_PEER_DOWN};
+            event.peer.node_index = peer->index;
+            node_step(node, &event);
+        }
+    }
+    node_maybe_finish(node);
+}
+
+static void on_open(struct tdm_uv_link *link, void *data)
+{
+    struct node_peer *peer = data;
+    if (peer->dialing == link) {
+        peer->dialing = NULL;
+    }
+    if (peer->node->closing || peer->held) {
+        tdm_uv_link_close(link);
+        return;
+    }
+    peer_up(peer, link);
+}
+
+static void on_accept(struct tdm_uv_listener *listener, struct tdm_uv_link *link, int status,
+                      const struct tdm_diag *diag, void *data)
+{
+    (void)listener;
+    (void)diag;
+    struct tdm_uv_node *node = ((struct node_peer *)data)->node;
+    if (status != 0) {
+        return;
+    }
+    node->links_open++;
+    uint32_t index;
+    if (node->closing ||
+        !tdm_frame_cluster_index(&node->cluster, tdm_uv_link_peer_name(link), &index) ||
+        index >= node->cluster.self_index || node->peers[index].held) {
+        tdm_uv_link_close(link);
+        return; /* Data stays peers[self_index], which never holds a link. */
+    }
+    peer_up(&node->peers[index], link);
+}
+
+static void reconnect_cb(uv_timer_t *timer)
+{
+    struct tdm_uv_node *node = timer->data;
+    if (node->closing) {
+        return;
+    }
+    for (uint32_t i = node->cluster.self_index + 1; i < node->cluster.node_count; i++) {
+        struct node_peer *peer = &node->peers[i];
+        if (peer->link != NULL || peer->dialing != NULL || !peer->has_address || peer->held) {
+            continue;
+        }
+        struct tdm_uv_link_dial_config config = {
+            .address = (const struct sockaddr *)&peer->address,
+            .tls = node->tls,
+            .expected = node->cluster.node_ids[i],
+            .callbacks = {.on_open = on_open,
+                          .on_frame = on_frame,
+                          .on_close = on_close,
+                          .data = peer},
+        };
+        struct tdm_diag diag = {{0}};
+        if (tdm_uv_link_dial(node->loop, &config, &peer->dialing, &diag) == 0) {
+            node->links_open++;
+        } else {
+            peer->dialing = NULL;
+        }
+    }
+}
+
+static void replica_trace(void *data, const char *line)
+{
+    const struct tdm_uv_node *node = data;
+    tdm_tracef("node %s: %s", node->cluster.node_ids[node->cluster.self_index], line);
+}
+
+/* ---- public ------------------------------------------------------------------------ */
+
+int tdm_uv_node_start(uv_loop_t *loop, const struct tdm_uv_node_config *config,
+                      struct tdm_uv_node **out, struct tdm_diag *diag)
+{
+    if (!tdm_frame_cluster_valid(&config->cluster) ||
+        config->initial_primary_index >= config->cluster.node_count) {
+        tdm_diag_printf(diag, "bad cluster configuration");
+        return TANDEM_EINVALID;
+    }
+    struct tdm_uv_node *node = tdm_calloc(1, sizeof(*node));
+    if (node == NULL) {
+        tdm_diag_printf(diag, "out of memory");
+        return -ENOMEM;
+    }
+    node->loop = loop;
+    node->t = config->t;
+    node->log = tdm_node_log(config->t);
+    node->fs = tdm_node_fs(config->t);
+    node->tls = config->tls;
+    node->cluster = config->cluster;
+    node->reconnect_ms =
+        config->reconnect_ms != 0 ? config->reconnect_ms : TDM_UV_NODE_RECONNECT_MS_DEFAULT;
+    snprintf(node->dir, sizeof(node->dir), "%s", config->dir);
+    for (uint32_t i = 0; i < TDM_REPLICA_NODES_MAX; i++) {
+        node->peers[i].node = node;
+        node->peers[i].index = i;
+    }
+    static struct tdm_epoch_history history; /* Loop thread; copied by init. */
+    int rv = epochs_load(node->dir, &node->cluster, &history, diag);
+    if (rv == -ENOENT) {
+        memset(&history, 0, sizeof(history));
+        history.count = 1;
+        history.entries[0] = (struct tdm_epoch_entry){
+            .epoch = 1, .lsn_first = 1, .primary_index = config->initial_primary_index};
+        rv = 0;
+    }
+    if (rv != 0) {
+        tdm_free(node);
+        return rv;
+    }
+    struct tandem_status st;
+    tdm_log_status(node->log, &st);
+    struct tdm_replica_config rc = {
+        .node_count = node->cluster.node_count,
+        .self_index = node->cluster.self_index,
+        .min_copies = config->min_copies,
+        .write_deadline_ms = config->write_deadline_ms,
+        .heartbeat_ms = config->heartbeat_ms,
+        .retransmit_ms = config->retransmit_ms,
+        .handshake_ms = config->handshake_ms,
+        .pipeline_batches_max = TDM_PIPELINE_BATCHES_MAX,
+        .pipeline_size_max = TDM_PIPELINE_BYTES_MAX,
+        .history = &history,
+        .last_lsn = st.lsn_last,
+        .last_epoch = st.lsn_last == 0 ? 0 : st.epoch,
+        .trace = replica_trace,
+        .trace_data = node,
+    };
+    hash_from_log(&rc.chain_hash, st.chain_hash);
+    tdm_replica_init(&node->replica, &rc);
+    node->appended_lsn = st.lsn_last;
+    node->appended_bytes = st.log_bytes;
+    node->write_id_next = 1;
+    pthread_mutex_init(&node->mutex, NULL);
+
+    const char *allowed[TDM_REPLICA_NODES_MAX];
+    for (uint32_t i = 0; i < node->cluster.self_index; i++) {
+        allowed[i] = node->cluster.node_ids[i];
+    }
+    struct tdm_uv_listen_config listen = {
+        .address = config->listen_address,
+        .tls = node->tls,
+        .allowed = allowed,
+        .allowed_count = node->cluster.self_index,
+        .on_accept = on_accept,
+        .callbacks = {.on_frame = on_frame,
+                      .on_close = on_close,
+                      .data = &node->peers[node->cluster.self_index]},
+    };
+    rv = tdm_uv_link_listen(loop, &listen, &node->listener, diag);
+    if (rv != 0) {
+        pthread_mutex_destroy(&node->mutex);
+        tdm_free(node);
+        return rv;
+    }
+    uv_timer_init(loop, &node->deadline_timer);
+    node->deadline_timer.data = node;
+    uv_timer_init(loop, &node->reconnect_timer);
+    node->reconnect_timer.data = node;
+    uv_async_init(loop, &node->async, async_cb);
+    node->async.data = node;
+    node->handles_open = 3;
+    uv_timer_start(&node->reconnect_timer, reconnect_cb, 0, node->reconnect_ms);
+    struct tdm_event first = {.type = TDM_EVENT_TICK};
+    node_step(node, &first);
+    *out = node;
+    return 0;
+}
+
+int tdm_uv_node_address(const struct tdm_uv_node *node, struct sockaddr_storage *address)
+{
+    return tdm_uv_listener_address(node->listener, address);
+}
+
+void tdm_uv_node_peer_address(struct tdm_uv_node *node, uint32_t index,
+                              const struct sockaddr *address)
+{
+    tdm_assert(index < node->cluster.node_count && index != node->cluster.self_index);
+    struct node_peer *peer = &node->peers[index];
+    memset(&peer->address, 0, sizeof(peer->address));
+    memcpy(&peer->address, address,
+           address->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                          : sizeof(struct sockaddr_in));
+    peer->has_address = true;
+}
+
+void tdm_uv_node_peer_drop(struct tdm_uv_node *node, uint32_t index, bool hold)
+{
+    struct node_peer *peer = &node->peers[index];
+    peer->held = hold;
+    if (peer->link != NULL) {
+        tdm_uv_link_close(peer->link); /* on_close reports PEER_DOWN. */
+    }
+    if (peer->dialing != NULL) {
+        tdm_uv_link_close(peer->dialing);
+    }
+}
+
+void tdm_uv_node_peer_release(struct tdm_uv_node *node, uint32_t index)
+{
+    node->peers[index].held = false;
+}
+
+int tdm_uv_node_submit(struct tdm_uv_node *node, const struct tandem_record *records, size_t count,
+                       tdm_uv_node_write_cb cb, void *data, struct tdm_diag *diag)
+{
+    if (node->closing) {
+        tdm_diag_printf(diag, "closing");
+        return TANDEM_ECANCELED;
+    }
+    if (count == 0 || count > TANDEM_APPEND_RECORDS_MAX || cb == NULL) {
+        tdm_diag_printf(diag, "record count %zu out of range", count);
+        return TANDEM_EINVALID;
+    }
+    if (node->write_count >= TDM_REPLICA_WRITES_MAX) {
+        tdm_diag_printf(diag, "%u writes in flight", (unsigned)node->write_count);
+        return TANDEM_EBUSY;
+    }
+    size_t size = 0;
+    for (size_t i = 0; i < count; i++) {
+        int rv = tdm_codec_validate(&records[i], diag);
+        if (rv != 0) {
+            return rv;
+        }
+        size += 4 + tdm_codec_size(&records[i]);
+    }
+    if (size > TDM_BATCH_RAW_SIZE_MAX) {
+        tdm_diag_printf(diag, "%zu bytes of records", size);
+        return TANDEM_EINVALID;
+    }
+    struct node_write *w = tdm_calloc(1, sizeof(*w));
+    uint8_t *raw = tdm_malloc(size);
+    if (w == NULL || raw == NULL) {
+        tdm_free(w);
+        tdm_free(raw);
+        tdm_diag_printf(diag, "out of memory");
+        return -ENOMEM;
+    }
+    size_t offset = 0;
+    for (size_t i = 0; i < count; i++) {
+        size_t n = tdm_codec_encode(&records[i], raw + offset + 4, size - offset - 4);
+        struct tdm_writer writer;
+        tdm_writer_init(&writer, raw + offset, 4);
+        tdm_put_u32(&writer, (uint32_t)n);
+        offset += 4 + n;
+    }
+    w->write_id = node->write_id_next++;
+    w->raw = raw;
+    w->raw_size = size;
+    w->record_count = (uint32_t)count;
+    w->cb = cb;
+    w->data = data;
+    w->next = node->writes;
+    node->writes = w;
+    node->write_count++;
+    if (node->stepping) {
+        node->deferred_ids[node->deferred_count++] = w->write_id;
+        return 0;
+    }
+    struct tdm_event event = {.type = TDM_EVENT_SUBMIT};
+    event.submit.write_id = w->write_id;
+    event.submit.record_count = w->record_count;
+    event.submit.size = (uint32_t)size;
+    node_step(node, &event);
+    return 0;
+}
+
+void tdm_uv_node_status(const struct tdm_uv_node *node, struct tdm_replica_status *status)
+{
+    tdm_replica_status(&node->replica, status);
+}
+
+static void handle_closed(uv_handle_t *handle)
+{
+    struct tdm_uv_node *node = handle->data;
+    node->handles_open--;
+    node_maybe_finish(node);
+}
+
+static void listener_closed(void *data)
+{
+    struct tdm_uv_node *node = data;
+    node->listener = NULL;
+    node_maybe_finish(node);
+}
+
+static void node_maybe_finish(struct tdm_uv_node *node)
+{
+    if (!node->closing || node->listener != NULL || node->links_open > 0 || node->job_running ||
+        node->jobs_head != NULL || node->reads_running > 0 || node->commits_running > 0) {
+        return;
+    }
+    if (!uv_is_closing((uv_handle_t *)&node->async)) {
+        uv_close((uv_handle_t *)&node->async, handle_closed);
+        return;
+    }
+    if (node->handles_open > 0) {
+        return;
+    }
+    while (node->writes != NULL) {
+        write_complete(node, node->writes->write_id, TANDEM_ECANCELED, 0, 0);
+    }
+    pthread_mutex_destroy(&node->mutex);
+    tdm_uv_node_close_cb cb = node->close_cb;
+    void *data = node->close_data;
+    tdm_free(node);
+    if (cb != NULL) {
+        cb(data);
+    }
+}
+
+void tdm_uv_node_close(struct tdm_uv_node *node, tdm_uv_node_close_cb cb, void *data)
+{
+    tdm_assert(!node->closing);
+    node->closing = true;
+    node->close_cb = cb;
+    node->close_data = data;
+    uv_close((uv_handle_t *)&node->deadline_timer, handle_closed);
+    uv_close((uv_handle_t *)&node->reconnect_timer, handle_closed);
+    for (uint32_t i = 0; i < node->cluster.node_count; i++) {
+        if (node->peers[i].link != NULL) {
+            tdm_uv_link_close(node->peers[i].link);
+        }
+        if (node->peers[i].dialing != NULL) {
+            tdm_uv_link_close(node->peers[i].dialing);
+        }
+    }
+    /* Queued disk jobs that have not started are dropped: the node is closing. */
+    while (node->jobs_head != NULL) {
+        struct node_job *job = node->jobs_head;
+        node->jobs_head = job->next;
+        tdm_free(job->bytes);
+        tdm_free(job);
+    }
+    node->jobs_tail = NULL;
+    tdm_uv_listener_close(node->listener, listener_closed, node);
+}

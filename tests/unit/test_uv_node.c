@@ -1,0 +1,612 @@
+/* tests/unit/test_uv_node.c: the replication adapter (net/uv_node.c) end to
+ * end: two nodes in one process and one loop over 127.0.0.1, real TLS
+ * certificates, real node directories.
+ *
+ * Method: the group setup makes a cluster CA and certificates for node1 and
+ * node2 in a tmpdir. Each test opens each node directory (tandem_open), starts
+ * a tdm_uv_node on it (node1, the first id, is the primary and dials node2),
+ * submits writes on the primary, and waits in the loop for their results;
+ * then closes the adapters, the handles and the loop (uv_loop_close() == 0),
+ * and reads both logs again, read-only, to compare their ends: the same last
+ * LSN and the same chain hash there. A watchdog timer (unreferenced) fails a
+ * test that hangs. Not the cmocka heap: the engine's threads allocate too. */
+#include "tdm_test.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "engine/batch.h"
+#include "engine/codec.h"
+#include "net/tls.h"
+#include "net/uv_link.h"
+#include "net/uv_node.h"
+
+#define PATH_SIZE   1200
+#define WATCHDOG_MS 60000u
+#define WRITES      20u /* Writes per phase. */
+#define NODES       2u
+
+static char tmp_dir[1024];
+static char ca_dir[PATH_SIZE];
+
+struct fixture;
+
+struct member {
+    struct fixture *f;
+    uint32_t index;
+    char dir[PATH_SIZE];
+    struct tandem *t;
+    struct tdm_tls_config tls;
+    struct tdm_uv_node *node; /* NULL once closed. */
+    bool started;
+};
+
+struct fixture {
+    uv_loop_t loop;
+    uv_timer_t watchdog;
+    uv_timer_t timer; /* Scenario steps. */
+    struct member members[NODES];
+    uint32_t min_copies;
+    uint64_t write_deadline_ms;
+    uint32_t results;  /* Results seen. */
+    uint32_t acked;    /* With status 0. */
+    uint32_t ecopies;  /* With TANDEM_ECOPIES. */
+    uint32_t expected; /* Results to wait for before the next phase. */
+    uint64_t lsn_max;
+    int phase;
+};
+
+static void path_make(char *out, const char *name)
+{
+    int n = snprintf(out, PATH_SIZE, "%s/%s", tmp_dir, name);
+    assert_true(n > 0 && n < PATH_SIZE);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    assert_int_equal(tdm_test_tmpdir_create(tmp_dir, sizeof(tmp_dir)), 0);
+    struct tdm_diag diag = {{0}};
+    path_make(ca_dir, "ca");
+    assert_int_equal(tdm_pki_ca_create(ca_dir, "c1", &diag), 0);
+    char out[PATH_SIZE];
+    path_make(out, "tls-node1");
+    assert_int_equal(tdm_pki_issue(ca_dir, "node1", out, &diag), 0);
+    path_make(out, "tls-node2");
+    assert_int_equal(tdm_pki_issue(ca_dir, "node2", out, &diag), 0);
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    tdm_test_tmpdir_remove(tmp_dir);
+    return 0;
+}
+
+static void watchdog_cb(uv_timer_t *timer)
+{
+    (void)timer;
+    fail_msg("test did not finish within %u ms", WATCHDOG_MS);
+}
+
+static int setup(void **state)
+{
+    static int test_number;
+    test_number++;
+    struct fixture *f = calloc(1, sizeof(*f));
+    assert_non_null(f);
+    assert_int_equal(uv_loop_init(&f->loop), 0);
+    assert_int_equal(uv_timer_init(&f->loop, &f->watchdog), 0);
+    assert_int_equal(uv_timer_start(&f->watchdog, watchdog_cb, WATCHDOG_MS, 0), 0);
+    uv_unref((uv_handle_t *)&f->watchdog);
+    assert_int_equal(uv_timer_init(&f->loop, &f->timer), 0);
+    f->timer.data = f;
+    f->min_copies = 2;
+    f->write_deadline_ms = 10000;
+    for (uint32_t i = 0; i < NODES; i++) {
+        struct member *m = &f->members[i];
+        m->f = f;
+        m->index = i;
+        char name[64];
+        snprintf(name, sizeof(name), "t%d-node%u", test_number, i + 1);
+        path_make(m->dir, name);
+        struct tandem_options options;
+        tandem_options_init(&options);
+        options.flags = TANDEM_OPEN_CREATE;
+        struct tandem_diag diag = {{0}};
+        assert_int_equal(tandem_open(m->dir, &options, &m->t, &diag), 0);
+        char tls_dir[PATH_SIZE];
+        snprintf(name, sizeof(name), "tls-node%u", i + 1);
+        path_make(tls_dir, name);
+        struct tdm_diag d = {{0}};
+        assert_int_equal(tdm_tls_config_init_dir(&m->tls, tls_dir, &d), 0);
+    }
+    *state = f;
+    return 0;
+}
+
+static void log_end(const char *dir, uint64_t *lsn_last, uint8_t hash[16])
+{
+    struct tandem_options options;
+    tandem_options_init(&options);
+    options.flags = TANDEM_OPEN_READONLY;
+    struct tandem *t;
+    struct tandem_diag diag = {{0}};
+    assert_int_equal(tandem_open(dir, &options, &t, &diag), 0);
+    struct tandem_status st;
+    assert_int_equal(tandem_status(t, &st), 0);
+    *lsn_last = st.lsn_last;
+    memcpy(hash, st.chain_hash, 16);
+    tandem_close(t);
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    uv_close((uv_handle_t *)&f->watchdog, NULL);
+    uv_close((uv_handle_t *)&f->timer, NULL);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+    for (uint32_t i = 0; i < NODES; i++) {
+        assert_null(f->members[i].node);
+        tandem_close(f->members[i].t);
+        tdm_tls_config_close(&f->members[i].tls);
+    }
+    free(f);
+    return 0;
+}
+
+/* ---- nodes ---- */
+
+static void member_start(struct fixture *f, uint32_t i)
+{
+    struct member *m = &f->members[i];
+    struct sockaddr_in any;
+    assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &any), 0);
+    struct tdm_uv_node_config config = {
+        .dir = m->dir,
+        .t = m->t,
+        .tls = &m->tls,
+        .listen_address = (const struct sockaddr *)&any,
+        .initial_primary_index = 0,
+        .min_copies = f->min_copies,
+        .write_deadline_ms = f->write_deadline_ms,
+        .heartbeat_ms = 100,
+        .retransmit_ms = 300,
+        .handshake_ms = 300,
+        .reconnect_ms = 50,
+    };
+    snprintf(config.cluster.name, sizeof(config.cluster.name), "c1");
+    config.cluster.node_count = NODES;
+    config.cluster.self_index = i;
+    for (uint32_t j = 0; j < NODES; j++) {
+        snprintf(config.cluster.node_ids[j], sizeof(config.cluster.node_ids[j]), "node%u", j + 1);
+    }
+    struct tdm_diag diag = {{0}};
+    int rv = tdm_uv_node_start(&f->loop, &config, &m->node, &diag);
+    if (rv != 0) {
+        fail_msg("start node%u: %s", i + 1, diag.message);
+    }
+    m->started = true;
+}
+
+/* Tell node1 where node2 listens (node1 dials). */
+static void member_connect(struct fixture *f)
+{
+    struct sockaddr_storage address;
+    assert_int_equal(tdm_uv_node_address(f->members[1].node, &address), 0);
+    tdm_uv_node_peer_address(f->members[0].node, 1, (const struct sockaddr *)&address);
+}
+
+static void member_closed(void *data)
+{
+    struct member *m = data;
+    m->node = NULL;
+}
+
+static void close_all(struct fixture *f)
+{
+    for (uint32_t i = 0; i < NODES; i++) {
+        if (f->members[i].node != NULL) {
+            tdm_uv_node_close(f->members[i].node, member_closed, &f->members[i]);
+        }
+    }
+}
+
+/* ---- writes ---- */
+
+static void write_cb(void *data, int status, uint64_t lsn_first, uint64_t lsn_last);
+
+static void submit(struct fixture *f, uint32_t n, uint32_t seed)
+{
+    for (uint32_t k = 0; k < n; k++) {
+        char recipient[64];
+        char message_id[64];
+        int rn = snprintf(recipient, sizeof(recipient), "user%u@example.com", seed + k);
+        int mn = snprintf(message_id, sizeof(message_id), "<%u@example.com>", seed + k);
+        struct tandem_record records[2];
+        memset(records, 0, sizeof(records));
+        for (int r = 0; r < 2; r++) {
+            records[r].type = TANDEM_RECORD_MESSAGE;
+            struct tandem_message *msg = &records[r].message;
+            msg->customer_id = 7;
+            msg->time_ns = 1700000000000000000 + (int64_t)(seed + k);
+            msg->size = 1000 + k;
+            msg->destination = TANDEM_DESTINATION_DELIVERED;
+            msg->classification = TANDEM_CLASSIFICATION_CLEAN;
+            msg->recipient = (struct tandem_bytes){recipient, (size_t)rn};
+            msg->message_id = (struct tandem_bytes){message_id, (size_t)mn};
+            msg->relay_ip.family = 4;
+        }
+        struct tdm_diag diag = {{0}};
+        int rv = tdm_uv_node_submit(f->members[0].node, records, 2, write_cb, f, &diag);
+        if (rv != 0) {
+            fail_msg("submit: %s", diag.message);
+        }
+    }
+}
+
+static void phase_next(struct fixture *f);
+
+static void write_cb(void *data, int status, uint64_t lsn_first, uint64_t lsn_last)
+{
+    struct fixture *f = data;
+    f->results++;
+    if (status == 0) {
+        f->acked++;
+        assert_int_equal(lsn_last, lsn_first + 1);
+        if (lsn_last > f->lsn_max) {
+            f->lsn_max = lsn_last;
+        }
+    } else if (status == TANDEM_ECOPIES) {
+        f->ecopies++;
+    } else if (status != TANDEM_ECANCELED) {
+        fail_msg("write failed: %s", tandem_strerror(status));
+    }
+    if (f->results == f->expected) {
+        phase_next(f);
+    }
+}
+
+static void timer_cb(uv_timer_t *timer)
+{
+    struct fixture *f = timer->data;
+    phase_next(f);
+}
+
+/* Scenario "replicate": phase 0 submit; 1 all acked -> close. */
+/* Scenario "catch-up": 0 submit; 1 acked -> drop the link (held) and submit
+ * more; the timer (2) releases the link; 3 all acked -> close. */
+/* Scenario "copies": only node1; 0 submit one write; 1 ECOPIES -> close. */
+static int scenario;
+
+static void phase_next(struct fixture *f)
+{
+    f->phase++;
+    if (scenario == 1) {
+        assert_int_equal(f->acked, WRITES);
+        close_all(f);
+    } else if (scenario == 2) {
+        if (f->phase == 1) {
+            assert_int_equal(f->acked, WRITES);
+            tdm_uv_node_peer_drop(f->members[0].node, 1, true);
+            f->expected = 2 * WRITES;
+            submit(f, WRITES, 1000);
+            uv_timer_start(&f->timer, timer_cb, 500, 0);
+        } else if (f->phase == 2) {
+            assert_int_equal(f->acked, WRITES); /* Nothing more without the backup. */
+            tdm_uv_node_peer_release(f->members[0].node, 1);
+        } else {
+            assert_int_equal(f->acked, 2 * WRITES);
+            close_all(f);
+        }
+    } else {
+        assert_int_equal(f->ecopies, 1);
+        close_all(f);
+    }
+}
+
+static void check_same_logs(struct fixture *f, uint64_t lsn_want)
+{
+    uint64_t lsn[NODES];
+    uint8_t hash[NODES][16];
+    for (uint32_t i = 0; i < NODES; i++) {
+        tandem_close(f->members[i].t);
+        log_end(f->members[i].dir, &lsn[i], hash[i]);
+        struct tandem_options options;
+        tandem_options_init(&options);
+        struct tandem_diag diag = {{0}};
+        assert_int_equal(tandem_open(f->members[i].dir, &options, &f->members[i].t, &diag), 0);
+    }
+    assert_int_equal(lsn[0], lsn_want);
+    assert_int_equal(lsn[1], lsn[0]);
+    assert_memory_equal(hash[0], hash[1], 16);
+}
+
+/* DIR/epochs of member i equals want (docs/FORMAT.md "Epoch history"). */
+static void check_epochs(struct fixture *f, uint32_t i, const char *want)
+{
+    char path[PATH_SIZE + 16];
+    snprintf(path, sizeof(path), "%s/epochs", f->members[i].dir);
+    FILE *file = fopen(path, "r");
+    assert_non_null(file);
+    char text[512];
+    size_t n = fread(text, 1, sizeof(text) - 1, file);
+    fclose(file);
+    text[n] = '\0';
+    assert_string_equal(text, want);
+}
+
+static void test_uv_node__replicate(void **state)
+{
+    struct fixture *f = *state;
+    scenario = 1;
+    member_start(f, 0);
+    member_start(f, 1);
+    member_connect(f);
+    f->expected = WRITES;
+    submit(f, WRITES, 0);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(f->acked, WRITES);
+    assert_int_equal(f->lsn_max, 2 * WRITES);
+    check_same_logs(f, 2 * WRITES);
+    /* The primary opened epoch 2 (PROTOCOL.md §4); the backup took its history. */
+    check_epochs(f, 0, "tandem-epochs 1\n1 node1 1\n2 node1 1\n");
+    check_epochs(f, 1, "tandem-epochs 1\n1 node1 1\n2 node1 1\n");
+}
+
+/* Both nodes stop and start again: the primary opens epoch 3 at LSN 41, the
+ * backup rejoins through a new handshake, and new writes replicate. */
+static void test_uv_node__restart(void **state)
+{
+    struct fixture *f = *state;
+    scenario = 1;
+    member_start(f, 0);
+    member_start(f, 1);
+    member_connect(f);
+    f->expected = WRITES;
+    submit(f, WRITES, 0);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    check_same_logs(f, 2 * WRITES); /* Reopens both handles. */
+    f->results = 0;
+    f->acked = 0;
+    f->phase = 0;
+    member_start(f, 1); /* The backup first this time. */
+    member_start(f, 0);
+    member_connect(f);
+    submit(f, WRITES, 500);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(f->acked, WRITES);
+    check_same_logs(f, 4 * WRITES);
+    check_epochs(f, 0, "tandem-epochs 1\n1 node1 1\n2 node1 1\n3 node1 41\n");
+    check_epochs(f, 1, "tandem-epochs 1\n1 node1 1\n2 node1 1\n3 node1 41\n");
+}
+
+/* A DIR/epochs that does not parse stops the start, naming the file. */
+static void test_uv_node__bad_epochs_file(void **state)
+{
+    struct fixture *f = *state;
+    char path[PATH_SIZE + 16];
+    snprintf(path, sizeof(path), "%s/epochs", f->members[0].dir);
+    FILE *file = fopen(path, "w");
+    assert_non_null(file);
+    fputs("tandem-epochs 1\n1 node9 1\n", file);
+    fclose(file);
+    struct sockaddr_in any;
+    assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &any), 0);
+    struct tdm_uv_node_config config = {
+        .dir = f->members[0].dir,
+        .t = f->members[0].t,
+        .tls = &f->members[0].tls,
+        .listen_address = (const struct sockaddr *)&any,
+        .min_copies = 2,
+        .write_deadline_ms = 1000,
+        .heartbeat_ms = 100,
+        .retransmit_ms = 300,
+        .handshake_ms = 300,
+    };
+    snprintf(config.cluster.name, sizeof(config.cluster.name), "c1");
+    config.cluster.node_count = NODES;
+    snprintf(config.cluster.node_ids[0], sizeof(config.cluster.node_ids[0]), "node1");
+    snprintf(config.cluster.node_ids[1], sizeof(config.cluster.node_ids[1]), "node2");
+    struct tdm_diag diag = {{0}};
+    struct tdm_uv_node *node = NULL;
+    assert_int_equal(tdm_uv_node_start(&f->loop, &config, &node, &diag), TANDEM_ECORRUPT);
+    assert_null(node);
+    assert_non_null(strstr(diag.message, "epochs: bad entry 1"));
+}
+
+/* ---- a fake primary that sends a batch whose body is corrupt ---- */
+
+struct fake {
+    struct fixture *f;
+    struct tdm_frame_cluster cluster; /* As node1. */
+    struct tdm_uv_link *link;
+    bool appended; /* The bad APPEND went out. */
+    bool closed;
+    int close_status;
+    struct tdm_frame frame;
+    struct tdm_proto_msg msg;
+    uint8_t batch[4096];
+};
+
+static void fake_history(struct tdm_epoch_history *h)
+{
+    memset(h, 0, sizeof(*h));
+    h->count = 2;
+    h->entries[0] = (struct tdm_epoch_entry){.epoch = 1, .lsn_first = 1, .primary_index = 0};
+    h->entries[1] = (struct tdm_epoch_entry){.epoch = 2, .lsn_first = 1, .primary_index = 0};
+}
+
+static void fake_send(struct fake *k)
+{
+    struct tdm_diag diag = {{0}};
+    assert_int_equal(tdm_frame_to_proto(&k->frame, &k->cluster, &k->msg, &diag), 0);
+    assert_int_equal(tdm_uv_link_send(k->link, &k->msg, &diag), 0);
+}
+
+/* One valid batch (epoch 2, LSN 1) with one byte of its body flipped. */
+static size_t fake_bad_batch(struct fake *k, struct tdm_batch_header *h)
+{
+    struct tandem_record r;
+    memset(&r, 0, sizeof(r));
+    r.type = TANDEM_RECORD_MESSAGE;
+    r.message.customer_id = 1;
+    r.message.destination = TANDEM_DESTINATION_DELIVERED;
+    r.message.classification = TANDEM_CLASSIFICATION_CLEAN;
+    r.message.recipient = (struct tandem_bytes){"a@example.com", 13};
+    r.message.relay_ip.family = 4;
+    uint8_t raw[512];
+    size_t n = tdm_codec_encode(&r, raw + 4, sizeof(raw) - 4);
+    raw[0] = (uint8_t)n;
+    raw[1] = raw[2] = raw[3] = 0;
+    ZSTD_CCtx *cctx = ZSTD_createCCtx();
+    assert_non_null(cctx);
+    struct tdm_chain_hash prev;
+    memset(&prev, 0, sizeof(prev));
+    assert_true(tdm_batch_bound(4 + n) <= sizeof(k->batch));
+    int size =
+        tdm_batch_build(cctx, raw, 4 + n, 1, 2, 1, 0, 1, &prev, k->batch, sizeof(k->batch), h);
+    ZSTD_freeCCtx(cctx);
+    assert_true(size > TDM_BATCH_HEADER_SIZE);
+    k->batch[size - 1] ^= 0x55; /* Body: the header still decodes. */
+    return (size_t)size;
+}
+
+static void fake_on_frame(struct tdm_uv_link *link, const struct tdm_proto_msg *msg, void *data)
+{
+    (void)link;
+    struct fake *k = data;
+    struct tdm_diag diag = {{0}};
+    struct tdm_frame in;
+    assert_int_equal(tdm_frame_from_proto(msg, &k->cluster, &in, &diag), 0);
+    memset(&k->frame, 0, sizeof(k->frame));
+    k->frame.epoch = 2;
+    if (in.type == TDM_FRAME_HELLO) {
+        k->frame.type = TDM_FRAME_START;
+        k->frame.start.hello_id = in.hello.hello_id;
+        k->frame.start.fork_lsn = 0;
+        fake_history(&k->frame.start.history);
+        fake_send(k);
+    } else if (in.type == TDM_FRAME_READY && !k->appended) {
+        struct tdm_batch_header h;
+        size_t size = fake_bad_batch(k, &h);
+        k->frame.type = TDM_FRAME_APPEND;
+        k->frame.append.batch_count = 1;
+        struct tdm_frame_batch *b = &k->frame.append.batches[0];
+        b->lsn_first = 1;
+        b->lsn_last = 1;
+        b->epoch = 2;
+        b->size = (uint32_t)size;
+        memcpy(b->chain_hash.bytes, h.chain_hash.bytes, sizeof(b->chain_hash.bytes));
+        b->bytes = k->batch;
+        fake_send(k);
+        k->appended = true;
+    }
+}
+
+static void fake_on_open(struct tdm_uv_link *link, void *data)
+{
+    struct fake *k = data;
+    k->link = link;
+}
+
+static void fake_on_close(struct tdm_uv_link *link, int status, const struct tdm_diag *diag,
+                          void *data)
+{
+    (void)link;
+    (void)diag;
+    struct fake *k = data;
+    k->closed = true;
+    k->close_status = status;
+    k->link = NULL;
+    close_all(k->f); /* The backup dropped us: done. */
+}
+
+/* A backup verifies every received batch before appending it: a corrupt body
+ * closes the link to the primary, and nothing is written. */
+static void test_uv_node__bad_batch_drops_link(void **state)
+{
+    struct fixture *f = *state;
+    member_start(f, 1); /* node2, a backup of epoch 1 (primary node1). */
+    static struct fake k;
+    memset(&k, 0, sizeof(k));
+    k.f = f;
+    snprintf(k.cluster.name, sizeof(k.cluster.name), "c1");
+    k.cluster.node_count = NODES;
+    k.cluster.self_index = 0;
+    snprintf(k.cluster.node_ids[0], sizeof(k.cluster.node_ids[0]), "node1");
+    snprintf(k.cluster.node_ids[1], sizeof(k.cluster.node_ids[1]), "node2");
+    struct sockaddr_storage address;
+    assert_int_equal(tdm_uv_node_address(f->members[1].node, &address), 0);
+    struct tdm_uv_link_dial_config config = {
+        .address = (const struct sockaddr *)&address,
+        .tls = &f->members[0].tls,
+        .expected = "node2",
+        .callbacks = {.on_open = fake_on_open,
+                      .on_frame = fake_on_frame,
+                      .on_close = fake_on_close,
+                      .data = &k},
+    };
+    struct tdm_diag diag = {{0}};
+    struct tdm_uv_link *link = NULL;
+    assert_int_equal(tdm_uv_link_dial(&f->loop, &config, &link, &diag), 0);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    assert_true(k.appended);
+    assert_true(k.closed);
+    assert_int_not_equal(k.close_status, TANDEM_ECANCELED); /* The backup closed it. */
+    uint64_t lsn;
+    uint8_t hash[16];
+    tandem_close(f->members[1].t);
+    log_end(f->members[1].dir, &lsn, hash);
+    assert_int_equal(lsn, 0);
+    struct tandem_options options;
+    tandem_options_init(&options);
+    struct tandem_diag tdiag = {{0}};
+    assert_int_equal(tandem_open(f->members[1].dir, &options, &f->members[1].t, &tdiag), 0);
+}
+
+static void test_uv_node__catch_up(void **state)
+{
+    struct fixture *f = *state;
+    scenario = 2;
+    member_start(f, 0);
+    member_start(f, 1);
+    member_connect(f);
+    f->expected = WRITES;
+    submit(f, WRITES, 0);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(f->acked, 2 * WRITES);
+    check_same_logs(f, 4 * WRITES);
+}
+
+static void test_uv_node__copies_deadline(void **state)
+{
+    struct fixture *f = *state;
+    scenario = 3;
+    f->write_deadline_ms = 300;
+    member_start(f, 0); /* node2 never runs. */
+    f->expected = 1;
+    uint64_t start = uv_now(&f->loop);
+    submit(f, 1, 0);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    uv_update_time(&f->loop);
+    assert_int_equal(f->ecopies, 1);
+    assert_true(uv_now(&f->loop) - start >= 300);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_uv_node__replicate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_uv_node__catch_up, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_uv_node__restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_uv_node__bad_epochs_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_uv_node__bad_batch_drops_link, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_uv_node__copies_deadline, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
