@@ -389,3 +389,55 @@ void tdm_replica_status(const struct tdm_replica *replica, struct tdm_replica_st
         node->link = peer->link;
     }
 }
+
+void tdm_replica_frame_from_send(const struct tdm_actions *actions, const struct tdm_send *send,
+                                 struct tdm_frame *frame)
+{
+    tdm_assert(actions->lag_count <= TDM_REPLICA_NODES_MAX);
+    frame->type = send->type;
+    frame->epoch = send->epoch;
+    switch (send->type) {
+    case TDM_FRAME_HELLO:
+        frame->hello.version = TDM_FRAME_VERSION;
+        frame->hello.role = send->hello.role;
+        frame->hello.hello_id = send->hello.hello_id;
+        frame->hello.last_lsn = send->hello.last_lsn;
+        frame->hello.durable_lsn = send->hello.durable_lsn;
+        frame->hello.last_epoch = send->hello.last_epoch;
+        frame->hello.chain_hash = send->hello.chain_hash;
+        frame->hello.history = *actions->history;
+        break;
+    case TDM_FRAME_START:
+        frame->start.hello_id = send->start.hello_id;
+        frame->start.fork_lsn = send->start.fork_lsn;
+        frame->start.history = *actions->history;
+        break;
+    case TDM_FRAME_READY:
+        frame->ready = send->ready;
+        break;
+    case TDM_FRAME_APPEND:
+        break; /* The batches come from the log: the adapter's part. */
+    case TDM_FRAME_ACK:
+        frame->ack = send->ack;
+        break;
+    case TDM_FRAME_HEARTBEAT:
+        frame->heartbeat.last_lsn = send->heartbeat.last_lsn;
+        frame->heartbeat.commit_lsn = send->heartbeat.commit_lsn;
+        frame->heartbeat.send_ms = send->heartbeat.send_ms;
+        frame->heartbeat.node_count = actions->lag_count;
+        for (uint32_t i = 0; i < actions->lag_count; i++) {
+            frame->heartbeat.lags[i] = actions->lags[i];
+        }
+        break;
+    case TDM_FRAME_FORWARD:
+        frame->forward.request_id = send->forward.request_id;
+        frame->forward.record_count = send->forward.record_count;
+        frame->forward.size = send->forward.size;
+        break; /* The record bytes are the adapter's part. */
+    case TDM_FRAME_FORWARD_RESULT:
+        frame->forward_result = send->forward_result;
+        break;
+    default:
+        tdm_unreachable(); /* The replica only emits the types above. */
+    }
+}

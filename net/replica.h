@@ -361,6 +361,13 @@ void tdm_replica_status(const struct tdm_replica *replica, struct tdm_replica_st
 /* "primary", "backup", ... */
 const char *tdm_replica_role_name(enum tdm_role role);
 
+/* Fill frame with everything send and actions say (header, and the payload of
+ * every type). What only the adapter holds is left for it: APPEND's batches
+ * (read from the log) and FORWARD's record bytes. Pure; both the libuv adapter
+ * and the simulator build their frames this way. */
+void tdm_replica_frame_from_send(const struct tdm_actions *actions, const struct tdm_send *send,
+                                 struct tdm_frame *frame);
+
 /* --- Epoch histories and the fork point (net/replica_fork.c) ----------------- */
 
 /* True if history is well formed for a cluster of node_count nodes: 1..MAX

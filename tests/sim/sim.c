@@ -692,50 +692,9 @@ static void sim_send(struct sim *sim, uint32_t from, const struct tdm_actions *a
         return;
     }
     struct tdm_frame *frame = &message->frame;
-    frame->type = send->type;
-    frame->epoch = send->epoch;
-    switch (send->type) {
-    case TDM_FRAME_HELLO:
-        frame->hello.version = TDM_FRAME_VERSION;
-        frame->hello.role = send->hello.role;
-        frame->hello.hello_id = send->hello.hello_id;
-        frame->hello.last_lsn = send->hello.last_lsn;
-        frame->hello.durable_lsn = send->hello.durable_lsn;
-        frame->hello.last_epoch = send->hello.last_epoch;
-        frame->hello.chain_hash = send->hello.chain_hash;
-        frame->hello.history = *actions->history;
-        break;
-    case TDM_FRAME_START:
-        frame->start.hello_id = send->start.hello_id;
-        frame->start.fork_lsn = send->start.fork_lsn;
-        frame->start.history = *actions->history;
-        break;
-    case TDM_FRAME_READY:
-        frame->ready = send->ready;
-        break;
-    case TDM_FRAME_ACK:
-        frame->ack = send->ack;
-        break;
-    case TDM_FRAME_HEARTBEAT:
-        frame->heartbeat.last_lsn = send->heartbeat.last_lsn;
-        frame->heartbeat.commit_lsn = send->heartbeat.commit_lsn;
-        frame->heartbeat.send_ms = send->heartbeat.send_ms;
-        frame->heartbeat.node_count = actions->lag_count;
-        memcpy(frame->heartbeat.lags, actions->lags, sizeof(actions->lags[0]) * actions->lag_count);
-        break;
-    case TDM_FRAME_FORWARD:
-        frame->forward.request_id = send->forward.request_id;
-        frame->forward.record_count = send->forward.record_count;
-        frame->forward.size = send->forward.size;
+    tdm_replica_frame_from_send(actions, send, frame);
+    if (send->type == TDM_FRAME_FORWARD) {
         message->forward_payload = send->forward.request_id; /* The client's write id. */
-        break;
-    case TDM_FRAME_FORWARD_RESULT:
-        frame->forward_result = send->forward_result;
-        break;
-    default:
-        sim_fail(sim, "n%u sends unknown frame type %u", from, send->type);
-        message->used = false;
-        return;
     }
     sim_transmit(sim, index);
 }
