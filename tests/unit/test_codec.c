@@ -16,6 +16,7 @@
 #include "engine/base/assert.h"
 #include "engine/base/prng.h"
 #include "engine/codec.h"
+#include "heap.h"
 
 #define TEST_SEED         0x74616e64656d01ULL
 #define TEST_ROUNDS       2000
@@ -220,30 +221,6 @@ static int test_decode_copy(const uint8_t *data, size_t size)
     }
     test_free(copy);
     return rv;
-}
-
-static void *test_heap_malloc(void *data, size_t size)
-{
-    (void)data;
-    return test_malloc(size);
-}
-
-static void *test_heap_calloc(void *data, size_t count, size_t size)
-{
-    (void)data;
-    return test_calloc(count, size);
-}
-
-static void *test_heap_realloc(void *data, void *ptr, size_t size)
-{
-    (void)data;
-    return test_realloc(ptr, size);
-}
-
-static void test_heap_free(void *data, void *ptr)
-{
-    (void)data;
-    test_free(ptr);
 }
 
 static void test_assert_hook(const char *expr, const char *file, int line)
@@ -862,13 +839,6 @@ static void test_codec_equal__every_field(void **state)
 
 int main(void)
 {
-    const struct tdm_heap heap = {
-        .malloc = test_heap_malloc,
-        .calloc = test_heap_calloc,
-        .realloc = test_heap_realloc,
-        .free = test_heap_free,
-        .data = NULL,
-    };
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_codec_validate__valid_records),
         cmocka_unit_test(test_codec_validate__string_limits),
@@ -895,8 +865,8 @@ int main(void)
         cmocka_unit_test(test_codec_decode__garbage),
         cmocka_unit_test(test_codec_equal__every_field),
     };
-    tdm_heap_set(&heap);
+    tdm_test_heap_install();
     int failed = cmocka_run_group_tests_name("codec", tests, NULL, NULL);
-    tdm_heap_set(NULL);
+    tdm_test_heap_uninstall();
     return failed;
 }

@@ -18,6 +18,7 @@
 #include "engine/base/prng.h"
 #include "engine/codec.h"
 #include "tools/jsonl.h"
+#include "heap.h"
 
 #define TEST_SEED         0x6a736f6e6c01ULL
 #define TEST_ROUNDS       2000
@@ -28,32 +29,6 @@
 /* ------------------------------------------------------------------------
  * Fixtures.
  * ------------------------------------------------------------------------ */
-
-static bool test_heap_failing; /* Every allocation of the library fails. */
-
-static void *test_heap_malloc(void *data, size_t size)
-{
-    (void)data;
-    return test_heap_failing ? NULL : test_malloc(size);
-}
-
-static void *test_heap_calloc(void *data, size_t count, size_t size)
-{
-    (void)data;
-    return test_heap_failing ? NULL : test_calloc(count, size);
-}
-
-static void *test_heap_realloc(void *data, void *ptr, size_t size)
-{
-    (void)data;
-    return test_heap_failing ? NULL : test_realloc(ptr, size);
-}
-
-static void test_heap_free(void *data, void *ptr)
-{
-    (void)data;
-    test_free(ptr);
-}
 
 /* The keys and raw JSON values of a valid message line, in DESIGN order. */
 static const char *const test_message_pairs[][2] = {
@@ -1157,10 +1132,10 @@ static void test_jsonl_parse__out_of_memory(void **state)
 
     test_message_line(line, sizeof(line), NULL, NULL);
     test_message_init(&record);
-    test_heap_failing = true;
+    tdm_test_heap_fail(true);
     int parse_rv = test_parse(line, &parsed, &diag);
     int format_rv = tdm_jsonl_format(&record, 1, &text, &size);
-    test_heap_failing = false;
+    tdm_test_heap_fail(false);
     assert_int_equal(parse_rv, -ENOMEM);
     assert_null(parsed.storage);
     assert_string_equal(diag.message, "out of memory");
@@ -1170,13 +1145,6 @@ static void test_jsonl_parse__out_of_memory(void **state)
 
 int main(void)
 {
-    const struct tdm_heap heap = {
-        .malloc = test_heap_malloc,
-        .calloc = test_heap_calloc,
-        .realloc = test_heap_realloc,
-        .free = test_heap_free,
-        .data = NULL,
-    };
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_jsonl_format__round_trip_random),
         cmocka_unit_test(test_jsonl_format__message_field_order),
@@ -1209,8 +1177,8 @@ int main(void)
         cmocka_unit_test(test_tdm_time_format__round_trip),
         cmocka_unit_test(test_jsonl_parse__out_of_memory),
     };
-    tdm_heap_set(&heap);
+    tdm_test_heap_install();
     int failed = cmocka_run_group_tests_name("jsonl", tests, NULL, NULL);
-    tdm_heap_set(NULL);
+    tdm_test_heap_uninstall();
     return failed;
 }
