@@ -387,6 +387,15 @@ void tdm_replica_status(const struct tdm_replica *replica, struct tdm_replica_st
             replica->role == TDM_ROLE_PRIMARY ? peer->durable_lsn : lags[i].durable_lsn;
         node->link_up = peer->link != TDM_LINK_DOWN;
         node->link = peer->link;
+        if (replica->role != TDM_ROLE_PRIMARY && i != replica->primary_index) {
+            /* Backups hold no links to each other: report the primary's. */
+            node->link_up = lags[i].link_up;
+            node->link = lags[i].link_up ? TDM_LINK_LIVE : TDM_LINK_DOWN;
+            if (lags[i].link_up) {
+                node->role = TDM_ROLE_BACKUP; /* The primary links only to backups. */
+                node->epoch = replica->epoch;
+            }
+        }
     }
 }
 

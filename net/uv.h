@@ -12,6 +12,7 @@
 #ifndef TDM_NET_UV_H
 #define TDM_NET_UV_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -20,6 +21,7 @@
 /* libuv's loop, declared and not included: callers outside net/uv* (tandemd)
  * never see libuv (STYLE B1.3). */
 struct uv_loop_s;
+struct tdm_uv_server;
 
 #define TDM_UV_CLIENTS_MAX        64         /* Default: connections served at once. */
 #define TDM_UV_REQUESTS_MAX       16         /* Default: requests in flight per connection. */
@@ -34,7 +36,24 @@ typedef int (*tdm_uv_format_cb)(const struct tandem_record *record, uint64_t lsn
 /* Build the status document (one JSON object, no newline) of the node open as t
  * into a tdm_malloc'd string. Returns 0 or a negative code. Runs on a threadpool
  * thread. data is config->data. */
-typedef int (*tdm_uv_status_cb)(void *data, struct tandem *t, char **out, size_t *size);
+typedef int (*tdm_uv_status_cb)(void *data, struct tandem *t, const void *snapshot, char **out,
+                                size_t *size);
+
+/* A replicated node's write path (net/uv_node): the outcome of one submitted
+ * append, on the loop thread, exactly once: status 0 and lsn_first once the
+ * records are acknowledged, else the code and a message naming the cause. */
+typedef void (*tdm_uv_submit_done_cb)(void *done_data, int status, uint64_t lsn_first,
+                                      const char *message);
+
+/* Submit count records (borrowed during the call only). Returns 0, after which
+ * done runs later (never from this call), or a negative code with diag (then
+ * done never runs). Loop thread. data is config->data. */
+typedef int (*tdm_uv_submit_cb)(void *data, const struct tandem_record *records, size_t count,
+                                tdm_uv_submit_done_cb done, void *done_data, struct tdm_diag *diag);
+
+/* Copy what the status callback needs of loop-thread state (a replica's view
+ * of the cluster) into snapshot, config->snapshot_size bytes. Loop thread. */
+typedef void (*tdm_uv_snapshot_cb)(void *data, void *snapshot);
 
 /* What the server serves. Every pointer is borrowed until the server's close
  * callback has run. */
@@ -46,10 +65,28 @@ struct tdm_uv_server_config {
     uint32_t frame_size_max; /* Bytes; 0: TDM_UV_FRAME_SIZE_DEFAULT. */
     tdm_uv_format_cb format; /* Required. */
     tdm_uv_status_cb status; /* Required. */
-    void *data;              /* Passed to status. */
+    void *data;              /* Passed to status, submit and snapshot. */
+    /* NULL: appends go to tandem_append_async() (a standalone node). Else every
+     * append is submitted through it (a replicated node). */
+    tdm_uv_submit_cb submit;
+    /* NULL: status gets snapshot NULL. Else run before each status request. */
+    tdm_uv_snapshot_cb snapshot;
+    size_t snapshot_size;
 };
 
-struct tdm_uv_server;
+/* What tdm_uv_serve() runs beside the server on its loop (a replicated node's
+ * links), all on the loop thread. Any may be NULL. */
+struct tdm_uv_serve_hooks {
+    /* After the server started: start the rest. A non-zero return closes the
+     * server and makes tdm_uv_serve() return it (diag says why). */
+    int (*start)(void *data, struct uv_loop_s *loop, struct tdm_uv_server *server,
+                 struct tdm_diag *diag);
+    /* After SIGTERM or SIGINT, once the server has closed (every request in
+     * flight answered): close the rest. The loop ends when every handle is
+     * closed. */
+    void (*stop)(void *data);
+    void *data;
+};
 
 /* Called once on the loop thread when every handle of the server is closed, its
  * socket file removed and the server freed. */
@@ -74,6 +111,75 @@ void tdm_uv_server_close(struct tdm_uv_server *server, tdm_uv_server_close_cb cb
  * mask) loses no signal sent during startup. SIGPIPE is ignored. Logs "listening", "stopping" and
  * "stopped" lines through tdm_tracef. Returns 0 after a clean stop, or the
  * error of tdm_uv_server_start() (diag says why). Blocks the calling thread. */
-int tdm_uv_serve(const struct tdm_uv_server_config *config, struct tdm_diag *diag);
+int tdm_uv_serve(const struct tdm_uv_server_config *config, const struct tdm_uv_serve_hooks *hooks,
+                 struct tdm_diag *diag);
+
+/* ---- A replicated node (net/uv_daemon.c) ---------------------------------------- */
+
+#define TDM_UV_NAME_SIZE_MAX 63  /* Cluster names and node ids, bytes. */
+#define TDM_UV_ADDR_SIZE_MAX 263 /* "HOST:PORT", "[IPv6]:PORT". */
+#define TDM_UV_PATH_SIZE     4096
+#define TDM_UV_NODES_MAX     8 /* Nodes in a cluster, self included (PROTOCOL.md §2). */
+
+/* One node of the cluster as tandem.conf names it. */
+struct tdm_uv_cluster_node {
+    char id[TDM_UV_NAME_SIZE_MAX + 1];
+    char addr[TDM_UV_ADDR_SIZE_MAX + 1]; /* HOST:PORT; this node's: its listen address. */
+};
+
+/* A replicated node's settings (tandem.conf [node] and [replication]). */
+struct tdm_uv_cluster_config {
+    char cluster[TDM_UV_NAME_SIZE_MAX + 1];
+    char self_id[TDM_UV_NAME_SIZE_MAX + 1];
+    char primary[TDM_UV_NAME_SIZE_MAX + 1]; /* Of epoch 1. */
+    uint32_t node_count;                    /* Self included; any order. */
+    struct tdm_uv_cluster_node nodes[TDM_UV_NODES_MAX];
+    uint32_t min_copies;        /* 1..node_count. */
+    uint64_t write_deadline_ms; /* 1..60000. */
+    char tls_key[TDM_UV_PATH_SIZE];
+    char tls_cert[TDM_UV_PATH_SIZE];
+    char tls_ca[TDM_UV_PATH_SIZE];
+    const char *dir; /* The node directory (DIR/epochs). */
+};
+
+/* One node as this node sees it: the snapshot handed to the status callback
+ * of a replicated node (tdm_uv_status_cb's snapshot). */
+struct tdm_uv_node_view {
+    char id[TDM_UV_NAME_SIZE_MAX + 1];
+    bool self;
+    char role[16]; /* "primary", "backup", "recovering", "holding", "failed". */
+    uint64_t epoch;
+    uint64_t last_lsn;
+    uint64_t durable_lsn;
+    uint64_t lag_records;
+    uint64_t lag_bytes;
+    uint64_t lag_ms;
+    bool link_up;
+    char link[16]; /* "up" (self), "down", "handshake", "syncing", "live". */
+};
+
+struct tdm_uv_cluster_view {
+    char role[16]; /* This node's. */
+    uint64_t epoch;
+    char primary[TDM_UV_NAME_SIZE_MAX + 1]; /* Of the current epoch. */
+    uint64_t commit_lsn;
+    uint32_t min_copies;
+    uint32_t writes_in_flight;
+    uint32_t node_count;
+    struct tdm_uv_node_view nodes[TDM_UV_NODES_MAX]; /* Sorted by id. */
+};
+
+/* Check cluster (ids, addresses, primary, min_copies, deadline); on failure a
+ * one-line diag naming the setting. Returns 0 or TANDEM_EINVALID. */
+int tdm_uv_cluster_check(const struct tdm_uv_cluster_config *cluster, struct tdm_diag *diag);
+
+/* tdm_uv_serve() for a replicated node: the local socket of server_config
+ * (whose submit and snapshot are set here: every append is replicated, and
+ * status gets a struct tdm_uv_cluster_view), plus the node's links and its
+ * listener at its address, which also serves clients with certificates of the
+ * cluster CA. Blocks until SIGTERM or SIGINT; then answers what is in flight,
+ * closes the links and returns 0. */
+int tdm_uv_serve_replicated(const struct tdm_uv_server_config *server_config,
+                            const struct tdm_uv_cluster_config *cluster, struct tdm_diag *diag);
 
 #endif

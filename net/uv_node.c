@@ -131,6 +131,8 @@ struct tdm_uv_node {
     char dir[TDM_PATH_SIZE];
     struct tdm_frame_cluster cluster;
     uint32_t reconnect_ms;
+    void (*config_on_client)(void *data, struct tdm_uv_link *link); /* May be NULL. */
+    void *config_client_data;
     struct tdm_uv_listener *listener;
     uv_timer_t deadline_timer;
     uv_timer_t reconnect_timer;
@@ -942,6 +944,18 @@ static void on_accept(struct tdm_uv_listener *listener, struct tdm_uv_link *link
     if (status != 0) {
         return;
     }
+    const char *name = tdm_uv_link_peer_name(link);
+    if (strncmp(name, TDM_TLS_CLIENT_PREFIX, strlen(TDM_TLS_CLIENT_PREFIX)) == 0) {
+        /* Only a listener with on_client accepts client certificates. */
+        tdm_assert(node->config_on_client != NULL);
+        if (node->closing) {
+            tdm_uv_link_close(link); /* on_close: data is peers[self_index]. */
+            node->links_open++;
+            return;
+        }
+        node->config_on_client(node->config_client_data, link);
+        return;
+    }
     node->links_open++;
     uint32_t index;
     if (node->closing ||
@@ -1011,6 +1025,8 @@ int tdm_uv_node_start(uv_loop_t *loop, const struct tdm_uv_node_config *config,
     node->cluster = config->cluster;
     node->reconnect_ms =
         config->reconnect_ms != 0 ? config->reconnect_ms : TDM_UV_NODE_RECONNECT_MS_DEFAULT;
+    node->config_on_client = config->on_client;
+    node->config_client_data = config->client_data;
     snprintf(node->dir, sizeof(node->dir), "%s", config->dir);
     for (uint32_t i = 0; i < TDM_REPLICA_NODES_MAX; i++) {
         node->peers[i].node = node;
@@ -1063,6 +1079,7 @@ int tdm_uv_node_start(uv_loop_t *loop, const struct tdm_uv_node_config *config,
         .tls = node->tls,
         .allowed = allowed,
         .allowed_count = node->cluster.self_index,
+        .clients = config->on_client != NULL,
         .on_accept = on_accept,
         .callbacks = {.on_frame = on_frame,
                       .on_close = on_close,

@@ -4,12 +4,15 @@
  * replica's actions in the documented order (net/replica.h):
  *   1. epoch history -> DIR/epochs (tmp + fdatasync + rename + dir fsync,
  *      docs/FORMAT.md "Epoch history"), then PERSISTED(EPOCHS);
- *   2. cut -> tdm_log_cut_after(), then PERSISTED(CUT);
+ *   2. cut -> tdm_node_cut_after() (the commit thread cuts; the index is
+ *      rebuilt behind it), then PERSISTED(CUT);
  *   3. writes: LOCAL -> group commit (tdm_node_append_raw_async), then
  *      APPENDED, PERSISTED(LOG) and PERSISTED(WRITE); RECEIVED -> every batch
  *      checked with tdm_batch_verify() first (a bad one closes the link to the
  *      primary and nothing of the step's write is appended), then
- *      tdm_log_append_batch(), then PERSISTED(LOG);
+ *      tdm_node_append_received() (the commit thread appends, the index
+ *      thread indexes: queries on a backup see the batch), then
+ *      PERSISTED(LOG);
  *   4. sends: converted with net/frame_proto; an APPEND range is read from the
  *      log first (whole batches, as on disk) and sent in frames of at most
  *      TDM_FRAME_BATCHES_MAX batches;
@@ -46,6 +49,7 @@
 #define TDM_UV_NODE_RECONNECT_MS_DEFAULT 200u
 
 struct tdm_uv_node;
+struct tdm_uv_link;
 
 struct tdm_uv_node_config {
     const char *dir;                  /* The node directory (DIR/epochs); copied. */
@@ -60,6 +64,12 @@ struct tdm_uv_node_config {
     uint64_t retransmit_ms;
     uint64_t handshake_ms;
     uint32_t reconnect_ms; /* 0: TDM_UV_NODE_RECONNECT_MS_DEFAULT. */
+    /* NULL: client certificates are refused. Else the listener also accepts
+     * "client:<name>" certificates of the cluster CA and hands each such link,
+     * authenticated, to on_client (which owns it from then on: it must install
+     * its own callbacks, e.g. tdm_uv_server_adopt()). */
+    void (*on_client)(void *data, struct tdm_uv_link *link);
+    void *client_data;
 };
 
 /* A submitted write's outcome (net/replica.h struct tdm_action_result). */

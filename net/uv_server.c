@@ -90,6 +90,7 @@ struct request {
     uint32_t chunk_count;    /* <= chunk_capacity <= SERVER_CHUNKS_MAX. */
     uint32_t chunk_capacity; /* Entries allocated in chunks and chunk_sizes. */
     int format_rv;           /* The formatter's failure, or 0. */
+    void *snapshot;          /* Status: config.snapshot's copy, or NULL. */
 };
 
 /* One client connection. Freed once closed and every request has completed. */
@@ -246,6 +247,7 @@ static void request_free(struct request *request)
     }
     tdm_free(request->chunks);
     tdm_free(request->chunk_sizes);
+    tdm_free(request->snapshot);
     tdm_free(request);
 }
 
@@ -355,6 +357,23 @@ static void message_sanitize(char *message)
     }
 }
 
+/* tdm_uv_submit_done_cb: a replicated append's outcome, on the loop thread. */
+static void submit_done_cb(void *done_data, int status, uint64_t lsn_first, const char *message)
+{
+    struct request *request = done_data;
+    struct server *server = request->conn->server;
+    request->status = status;
+    request->lsn_first = lsn_first;
+    if (status != 0) {
+        snprintf(request->message, sizeof(request->message), "%s",
+                 message != NULL && message[0] != '\0' ? message : tandem_strerror(status));
+        message_sanitize(request->message);
+    }
+    send_append_result(request->conn, request);
+    request_done(request);
+    server_maybe_finish(server);
+}
+
 /* Decode the records of an APPEND_REQUEST and submit them. Returns 0 when the
  * request is in flight or already answered (a refused append), or
  * TANDEM_ECORRUPT when a record does not decode (the connection is closed). */
@@ -397,8 +416,13 @@ static int conn_append(struct conn *conn, const struct tdm_proto_records *record
     request->record_count = count;
     conn->inflight++;
     struct tandem_diag append_diag = {{0}};
-    rv = tandem_append_async(conn->server->config.t, decoded, count, append_done_cb, request,
-                             &append_diag);
+    const struct tdm_uv_server_config *config = &conn->server->config;
+    if (config->submit != NULL) {
+        rv = config->submit(config->data, decoded, count, submit_done_cb, request,
+                            (struct tdm_diag *)&append_diag);
+    } else {
+        rv = tandem_append_async(config->t, decoded, count, append_done_cb, request, &append_diag);
+    }
     tdm_free(decoded); /* The engine copied the records. */
     if (rv != 0) {
         /* Refused before submission: the callback never runs. Answer now. */
@@ -491,7 +515,8 @@ static void text_work_cb(uv_work_t *work)
     if (request->type == TDM_PROTO_STATUS) {
         char *text = NULL;
         size_t size = 0;
-        rv = server->config.status(server->config.data, server->config.t, &text, &size);
+        rv = server->config.status(server->config.data, server->config.t, request->snapshot, &text,
+                                   &size);
         if (rv == 0) {
             rv = request_chunk_add(request, 1);
             if (rv == 0) {
@@ -553,10 +578,20 @@ static int conn_text_request(struct conn *conn, const struct tdm_proto_msg *msg)
     } else {
         tdm_assert(msg->type == TDM_PROTO_STATUS);
         request->request_id = msg->status.request_id;
+        const struct tdm_uv_server_config *config = &conn->server->config;
+        if (config->snapshot != NULL) {
+            request->snapshot = tdm_malloc(config->snapshot_size);
+            if (request->snapshot == NULL) {
+                tdm_free(request);
+                return -ENOMEM;
+            }
+            config->snapshot(config->data, request->snapshot);
+        }
     }
     request->work.data = request;
     int rv = uv_queue_work(conn->server->loop, &request->work, text_work_cb, text_after_work_cb);
     if (rv != 0) {
+        tdm_free(request->snapshot);
         tdm_free(request);
         return rv;
     }
@@ -988,14 +1023,25 @@ void tdm_uv_server_close(struct tdm_uv_server *handle, tdm_uv_server_close_cb cb
 struct serve {
     uv_signal_t signals[2]; /* SIGTERM, SIGINT. */
     struct tdm_uv_server *server;
+    const struct tdm_uv_serve_hooks *hooks; /* NULL: none. */
     bool stopping;
 };
 
 static void serve_closed_cb(void *data)
 {
     struct serve *serve = data;
-    (void)serve;
     tdm_tracef("stopped: every acknowledged append is durable");
+    if (serve->hooks != NULL && serve->hooks->stop != NULL) {
+        serve->hooks->stop(serve->hooks->data);
+    }
+}
+
+static void serve_start_failed_cb(void *data)
+{
+    struct serve *serve = data;
+    for (size_t i = 0; i < 2; i++) {
+        uv_close((uv_handle_t *)&serve->signals[i], NULL);
+    }
 }
 
 static void serve_signal_cb(uv_signal_t *signal, int signum)
@@ -1013,7 +1059,8 @@ static void serve_signal_cb(uv_signal_t *signal, int signum)
     tdm_uv_server_close(serve->server, serve_closed_cb, serve);
 }
 
-int tdm_uv_serve(const struct tdm_uv_server_config *config, struct tdm_diag *diag)
+int tdm_uv_serve(const struct tdm_uv_server_config *config, const struct tdm_uv_serve_hooks *hooks,
+                 struct tdm_diag *diag)
 { /* A client that goes away before its answer must not kill the node: the
    * write then fails with EPIPE, which the server handles. */
     (void)signal(SIGPIPE, SIG_IGN);
@@ -1023,7 +1070,7 @@ int tdm_uv_serve(const struct tdm_uv_server_config *config, struct tdm_diag *dia
         tdm_diag_printf(diag, "uv_loop_init: %s", uv_strerror(rv));
         return rv;
     }
-    struct serve serve = {0};
+    struct serve serve = {.hooks = hooks};
     rv = tdm_uv_server_start(&loop, config, &serve.server, diag);
     if (rv == 0) {
         const int signums[2] = {SIGTERM, SIGINT};
@@ -1035,6 +1082,13 @@ int tdm_uv_serve(const struct tdm_uv_server_config *config, struct tdm_diag *dia
             tdm_assert(r == 0);
         }
         tdm_tracef("listening on %s", config->socket_path);
+        if (hooks != NULL && hooks->start != NULL) {
+            rv = hooks->start(hooks->data, &loop, serve.server, diag);
+            if (rv != 0) {
+                serve.stopping = true;
+                tdm_uv_server_close(serve.server, serve_start_failed_cb, &serve);
+            }
+        }
     }
     /* A caller may have blocked these while it opened the node, so that a
      * SIGTERM then is not lost: it is delivered now, to the handlers above. */

@@ -162,6 +162,26 @@ static void status_bytes_human(uint64_t bytes, char *buf, size_t size)
     }
 }
 
+/* Why a replicated node without damage is degraded (tdm_status_judge). */
+static const char *status_degraded_reason(const struct tdm_status_view *view)
+{
+    static char reason[256];
+    snprintf(reason, sizeof(reason), "see the nodes below");
+    for (uint32_t i = 0; i < view->cluster.node_count; i++) {
+        const struct tdm_uv_node_view *node = &view->cluster.nodes[i];
+        if (!node->self && strcmp(node->link, "live") != 0) {
+            snprintf(reason, sizeof(reason), "node %s: link %s", node->id, node->link);
+            break;
+        }
+        if (node->lag_ms > TDM_STATUS_LAG_MS_DEGRADED) {
+            snprintf(reason, sizeof(reason), "node %s: %.1f s behind the primary", node->id,
+                     (double)node->lag_ms / 1000.0);
+            break;
+        }
+    }
+    return reason;
+}
+
 static void status_print_health(const struct tdm_status_view *view)
 {
     const struct tandem_status *status = &view->status;
@@ -170,8 +190,12 @@ static void status_print_health(const struct tdm_status_view *view)
         printf("health      HEALTHY\n");
         break;
     case TDM_STATUS_DEGRADED:
-        printf("health      DEGRADED: %u damaged range%s in the log; repair from a replica\n",
-               status->damaged_count, status->damaged_count == 1 ? "" : "s");
+        if (status->damaged_count > 0) {
+            printf("health      DEGRADED: %u damaged range%s in the log; repair from a replica\n",
+                   status->damaged_count, status->damaged_count == 1 ? "" : "s");
+        } else {
+            printf("health      DEGRADED: %s\n", status_degraded_reason(view));
+        }
         break;
     case TDM_STATUS_BROKEN:
         printf("health      BROKEN: %s%s\n", view->opened ? "writes stopped: " : "",
@@ -181,7 +205,16 @@ static void status_print_health(const struct tdm_status_view *view)
     printf("cluster     %s    primary %s    epoch %llu\n",
            view->conf_found ? view->conf.cluster : "? (no tandem.conf)",
            view->conf_found ? tdm_status_primary(view) : "?",
-           (unsigned long long)(view->opened ? status->epoch : 0));
+           (unsigned long long)(view->replicated ? view->cluster.epoch
+                                : view->opened   ? status->epoch
+                                                 : 0));
+    if (view->replicated) {
+        printf("this node   %s, %s, min_copies %u, acknowledged to lsn %llu, %u write%s in "
+               "flight\n",
+               view->conf.id, view->cluster.role, view->cluster.min_copies,
+               (unsigned long long)view->cluster.commit_lsn, view->cluster.writes_in_flight,
+               view->cluster.writes_in_flight == 1 ? "" : "s");
+    }
 }
 
 static void status_print_nodes(const struct tdm_status_view *view)
@@ -194,6 +227,19 @@ static void status_print_nodes(const struct tdm_status_view *view)
     }
     printf("\n%-12s %-8s %6s %12s %12s %12s %8s  %-5s %s\n", "NODE", "ROLE", "EPOCH", "LAST_LSN",
            "DURABLE_LSN", "VERIFIED_LSN", "LAG", "LINK", "DIR");
+    if (view->replicated) {
+        for (uint32_t i = 0; i < view->cluster.node_count; i++) {
+            const struct tdm_uv_node_view *node = &view->cluster.nodes[i];
+            char lag[48];
+            snprintf(lag, sizeof(lag), "%llu", (unsigned long long)node->lag_records);
+            printf("%-12s %-8s %6llu %12llu %12llu %12s %8s  %-5s %s\n", node->id,
+                   node->self && failed ? "failed" : node->role, (unsigned long long)node->epoch,
+                   (unsigned long long)node->last_lsn, (unsigned long long)node->durable_lsn, "-",
+                   lag, node->self || node->link_up ? "up" : "down",
+                   node->self ? view->dir : node->link);
+        }
+        return;
+    }
     printf("%-12s %-8s %6llu %12s %12s %12s %8s  %-5s %s\n",
            view->conf.id[0] != '\0' ? view->conf.id : "?", failed ? "failed" : "primary",
            (unsigned long long)(view->opened ? status->epoch : 0), last, last, "-", "0",

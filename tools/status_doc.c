@@ -26,12 +26,24 @@
 void tdm_status_judge(struct tdm_status_view *view)
 {
     tdm_assert(view != NULL);
-    if (!view->opened || view->status.failed_code != 0) {
+    if (!view->opened || view->status.failed_code != 0 ||
+        (view->replicated && strcmp(view->cluster.role, "failed") == 0)) {
         view->health = TDM_STATUS_BROKEN;
     } else if (view->status.damaged_count > 0) {
         view->health = TDM_STATUS_DEGRADED;
     } else {
         view->health = TDM_STATUS_HEALTHY;
+    }
+    if (view->health != TDM_STATUS_HEALTHY || !view->replicated) {
+        return;
+    }
+    for (uint32_t i = 0; i < view->cluster.node_count; i++) {
+        const struct tdm_uv_node_view *node = &view->cluster.nodes[i];
+        bool live = node->self || strcmp(node->link, "live") == 0;
+        if (!live || node->lag_ms > TDM_STATUS_LAG_MS_DEGRADED ||
+            strcmp(node->role, "failed") == 0) {
+            view->health = TDM_STATUS_DEGRADED;
+        }
     }
 }
 
@@ -109,12 +121,69 @@ static void status_json_node_log(json_t *node, const struct tandem_status *statu
     json_object_set_new(node, "damaged", status_json_damaged(status));
 }
 
+/* The node object of a replicated node's cluster entry i. */
+static json_t *status_json_peer(const struct tdm_uv_node_view *node)
+{
+    json_t *object = json_object();
+    json_object_set_new(object, "id", json_string(node->id));
+    json_object_set_new(object, "role", json_string(node->role));
+    json_object_set_new(object, "epoch", json_integer((json_int_t)node->epoch));
+    json_object_set_new(object, "last_lsn", json_integer((json_int_t)node->last_lsn));
+    json_object_set_new(object, "durable_lsn", json_integer((json_int_t)node->durable_lsn));
+    json_object_set_new(object, "verified_lsn", json_integer(0));
+    json_object_set_new(object, "lag",
+                        json_pack("{s:I, s:I, s:f}", "records", (json_int_t)node->lag_records,
+                                  "bytes", (json_int_t)node->lag_bytes, "seconds",
+                                  (double)node->lag_ms / 1000.0));
+    json_object_set_new(object, "link", json_string(node->self || node->link_up ? "up" : "down"));
+    json_object_set_new(object, "link_state", json_string(node->link));
+    json_object_set_new(object, "self", json_boolean(node->self));
+    return object;
+}
+
+static json_t *status_json_self(const struct tdm_status_view *view, bool failed);
+
+/* A replicated node: every node of the cluster, this one with its log details. */
+static json_t *status_json_cluster_node(const struct tdm_status_view *view, json_t *self)
+{
+    json_t *nodes = json_array();
+    for (uint32_t i = 0; i < view->cluster.node_count; i++) {
+        const struct tdm_uv_node_view *node = &view->cluster.nodes[i];
+        json_t *object = status_json_peer(node);
+        if (node->self) {
+            json_object_update(object, self);
+            json_object_set_new(object, "role",
+                                json_string(tdm_status_failed(view) ? "failed" : node->role));
+        }
+        json_array_append_new(nodes, object);
+    }
+    json_decref(self);
+    return nodes;
+}
+
+/* The self fields beyond the cluster entry's: state, failure, dir, log. */
+static json_t *status_json_self(const struct tdm_status_view *view, bool failed)
+{
+    json_t *node = json_object();
+    json_object_set_new(node, "state", json_string(failed ? "failed" : "ok"));
+    json_object_set_new(node, "failed",
+                        failed ? json_string(tdm_status_failed_message(view)) : json_null());
+    json_object_set_new(node, "dir", json_string(view->dir));
+    if (view->opened) {
+        status_json_node_log(node, &view->status);
+    }
+    return node;
+}
+
 static json_t *status_json_node(const struct tdm_status_view *view)
 {
     const struct tandem_status *status = &view->status;
     tdm_assert(view->health >= TDM_STATUS_HEALTHY);
     bool failed = tdm_status_failed(view);
     tdm_assert(!failed || view->health == TDM_STATUS_BROKEN);
+    if (view->replicated) {
+        return status_json_cluster_node(view, status_json_self(view, failed));
+    }
     uint64_t lsn_last = view->opened ? status->lsn_last : 0;
     json_t *node = json_object();
     json_object_set_new(node, "id", json_string(view->conf.id));
@@ -139,6 +208,9 @@ static json_t *status_json_node(const struct tdm_status_view *view)
 /* The primary named in tandem.conf; a standalone node is its own. */
 const char *tdm_status_primary(const struct tdm_status_view *view)
 {
+    if (view->replicated) {
+        return view->cluster.primary;
+    }
     return view->conf.primary[0] != '\0' ? view->conf.primary : view->conf.id;
 }
 
@@ -152,10 +224,21 @@ int tdm_status_json(const struct tdm_status_view *view, char **out)
     json_object_set_new(root, "health", json_string(tdm_status_health_name(view->health)));
     json_object_set_new(root, "primary", json_string(tdm_status_primary(view)));
     json_object_set_new(root, "epoch",
-                        json_integer(view->opened ? (json_int_t)view->status.epoch : 0));
-    json_t *nodes = json_array();
-    json_array_append_new(nodes, status_json_node(view));
-    json_object_set_new(root, "nodes", nodes);
+                        json_integer(view->replicated ? (json_int_t)view->cluster.epoch
+                                     : view->opened   ? (json_int_t)view->status.epoch
+                                                      : 0));
+    json_object_set_new(root, "self", json_string(view->conf.id));
+    if (view->replicated) {
+        json_object_set_new(root, "role", json_string(view->cluster.role));
+        json_object_set_new(root, "min_copies", json_integer(view->cluster.min_copies));
+        json_object_set_new(root, "commit_lsn", json_integer((json_int_t)view->cluster.commit_lsn));
+        json_object_set_new(root, "writes_in_flight", json_integer(view->cluster.writes_in_flight));
+        json_object_set_new(root, "nodes", status_json_node(view));
+    } else {
+        json_t *nodes = json_array();
+        json_array_append_new(nodes, status_json_node(view));
+        json_object_set_new(root, "nodes", nodes);
+    }
     char *text = json_dumps(root, 0);
     json_decref(root);
     if (text == NULL) {
@@ -241,6 +324,44 @@ static void status_parse_node(json_t *node, struct tdm_status_view *view, char *
     }
 }
 
+/* A replicated node's cluster view back from the document. */
+static void status_parse_cluster(json_t *root, json_t *nodes, struct tdm_status_view *view)
+{
+    struct tdm_uv_cluster_view *cluster = &view->cluster;
+    view->replicated = true;
+    status_get_string(root, "role", cluster->role, sizeof(cluster->role));
+    status_get_string(root, "primary", cluster->primary, sizeof(cluster->primary));
+    cluster->epoch = status_get_u64(root, "epoch");
+    cluster->min_copies = (uint32_t)status_get_u64(root, "min_copies");
+    cluster->commit_lsn = status_get_u64(root, "commit_lsn");
+    cluster->writes_in_flight = (uint32_t)status_get_u64(root, "writes_in_flight");
+    size_t index;
+    json_t *entry;
+    json_array_foreach(nodes, index, entry)
+    {
+        if (index >= TDM_UV_NODES_MAX) {
+            break;
+        }
+        struct tdm_uv_node_view *node = &cluster->nodes[index];
+        status_get_string(entry, "id", node->id, sizeof(node->id));
+        status_get_string(entry, "role", node->role, sizeof(node->role));
+        status_get_string(entry, "link_state", node->link, sizeof(node->link));
+        node->self = json_is_true(json_object_get(entry, "self"));
+        node->epoch = status_get_u64(entry, "epoch");
+        node->last_lsn = status_get_u64(entry, "last_lsn");
+        node->durable_lsn = status_get_u64(entry, "durable_lsn");
+        json_t *lag = json_object_get(entry, "lag");
+        node->lag_records = status_get_u64(lag, "records");
+        node->lag_bytes = status_get_u64(lag, "bytes");
+        json_t *seconds = json_object_get(lag, "seconds");
+        node->lag_ms =
+            json_is_number(seconds) ? (uint64_t)(json_number_value(seconds) * 1000.0) : 0;
+        const char *link = json_string_value(json_object_get(entry, "link"));
+        node->link_up = link != NULL && strcmp(link, "up") == 0;
+        cluster->node_count = (uint32_t)index + 1;
+    }
+}
+
 int tdm_status_parse(const char *text, size_t size, struct tdm_status_view *view, char *dir_storage)
 {
     tdm_assert(text != NULL);
@@ -248,7 +369,16 @@ int tdm_status_parse(const char *text, size_t size, struct tdm_status_view *view
     memset(view, 0, sizeof(*view));
     json_error_t error;
     json_t *root = json_loadb(text, size, 0, &error);
-    json_t *node = json_array_get(json_object_get(root, "nodes"), 0);
+    json_t *nodes = json_object_get(root, "nodes");
+    json_t *node = json_array_get(nodes, 0);
+    size_t index;
+    json_t *entry;
+    json_array_foreach(nodes, index, entry)
+    {
+        if (json_is_true(json_object_get(entry, "self"))) {
+            node = entry;
+        }
+    }
     if (root == NULL || status_get_u64(root, "schema") != STATUS_SCHEMA || !json_is_object(node)) {
         json_decref(root);
         return TANDEM_ECORRUPT;
@@ -258,6 +388,9 @@ int tdm_status_parse(const char *text, size_t size, struct tdm_status_view *view
     status_get_string(root, "primary", view->conf.primary, sizeof(view->conf.primary));
     view->status.epoch = status_get_u64(root, "epoch");
     status_parse_node(node, view, dir_storage);
+    if (json_is_string(json_object_get(root, "role"))) {
+        status_parse_cluster(root, nodes, view);
+    }
     const char *health = json_string_value(json_object_get(root, "health"));
     view->health = TDM_STATUS_BROKEN;
     if (health != NULL && strcmp(health, "healthy") == 0) {

@@ -9,6 +9,9 @@
 #include <stddef.h>
 
 #include "cmd.h"
+#include "net/uv.h"
+
+#define TDM_STATUS_LAG_MS_DEGRADED 10000 /* A node this far behind is degraded. */
 
 enum tdm_status_health {
     TDM_STATUS_HEALTHY = 1,
@@ -24,11 +27,16 @@ struct tdm_status_view {
     bool opened;                                           /* status is valid. */
     char open_error[TANDEM_DIAG_SIZE + TDM_CMD_PATH_SIZE]; /* When !opened. */
     struct tandem_status status;
+    /* A replicated node served by tandemd: the cluster as it sees it. */
+    bool replicated;
+    struct tdm_uv_cluster_view cluster;
     enum tdm_status_health health;
 };
 
-/* Set view->health from opened and status: broken when the node could not be
- * opened or writes stopped, degraded when the log has damaged ranges. */
+/* Set view->health from opened, status and the cluster: broken when the node
+ * could not be opened, writes stopped or its role is failed; degraded when the
+ * log has damaged ranges or, on a replicated node, a node's link is down or
+ * not live, or a node lags more than TDM_STATUS_LAG_MS_DEGRADED behind. */
 void tdm_status_judge(struct tdm_status_view *view);
 
 const char *tdm_status_health_name(enum tdm_status_health health);

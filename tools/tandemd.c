@@ -1,14 +1,18 @@
 /* tools/tandemd.c: "tandemd DIR", the node daemon (DESIGN "Public contracts").
  *
  * Happy path:
- * 1. Read DIR/tandem.conf (inih): [node] cluster and id. Replication settings
- *    (listen, peer.*) are noted with one line and otherwise ignored: the node
- *    runs standalone until net/uv drives net/replica.
+ * 1. Read DIR/tandem.conf (inih): [node] cluster and id; for a replicated node
+ *    (listen or peer.* set) also [replication] listen, peer.<ID>, primary,
+ *    min_copies, write_deadline_ms, tls_key, tls_cert, tls_ca (paths relative
+ *    to DIR), checked with tdm_uv_cluster_check().
  * 2. Open the node for writing (tandem_open). That takes the directory's lock,
  *    so a second tandemd (or a tandem append) on DIR fails here: exit 1.
  * 3. Serve the local client socket DIR/tandemd.sock (net/uv.h, tdm_uv_serve)
  *    until SIGTERM or SIGINT: then stop accepting, finish the appends in
- *    flight (their answers are written), close every handle.
+ *    flight (their answers are written), close every handle. A replicated
+ *    node (tdm_uv_serve_replicated) also runs its links and serves TLS
+ *    clients on its listen address; every append is acknowledged only once
+ *    min_copies nodes hold it durably.
  * 4. tandem_close() (flushes, releases the lock), exit 0.
  * SIGTERM and SIGINT are blocked from the start until the server's handlers
  * are installed, so that one sent while the node opens stops it cleanly too.
@@ -38,7 +42,81 @@
 struct tandemd_conf {
     struct tdm_cmd_conf conf; /* cluster, id, primary. */
     bool replicated;          /* listen or peer.* is set. */
+    struct tdm_uv_cluster_config cluster;
+    char listen[TDM_UV_ADDR_SIZE_MAX + 1];
+    const char *dir;
+    bool too_many_peers;
+    char bad_key[128]; /* A [replication] value that does not parse. */
 };
+
+/* A decimal number in [min, max]. */
+static bool tandemd_number(const char *value, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long long number = strtoull(value, &end, 10);
+    if (errno != 0 || end == value || *end != '\0' || value[0] == '-' || number < min ||
+        number > max) {
+        return false;
+    }
+    *out = number;
+    return true;
+}
+
+/* A path in tandem.conf: relative to DIR unless absolute. */
+static void tandemd_path(const struct tandemd_conf *conf, const char *value, char *out, size_t size)
+{
+    if (value[0] == '/') {
+        snprintf(out, size, "%s", value);
+    } else {
+        snprintf(out, size, "%s/%s", conf->dir, value);
+    }
+}
+
+/* The [replication] keys of a replicated node. Returns false on a bad value. */
+static bool tandemd_conf_replication(struct tandemd_conf *conf, const char *name, const char *value)
+{
+    struct tdm_uv_cluster_config *cluster = &conf->cluster;
+    uint64_t number = 0;
+    if (strcmp(name, "listen") == 0) {
+        conf->replicated = true;
+        snprintf(conf->listen, sizeof(conf->listen), "%s", value);
+        return strlen(value) <= TDM_UV_ADDR_SIZE_MAX;
+    }
+    if (strncmp(name, "peer.", 5) == 0) {
+        conf->replicated = true;
+        if (cluster->node_count + 1 >= TDM_UV_NODES_MAX) {
+            conf->too_many_peers = true;
+            return true;
+        }
+        struct tdm_uv_cluster_node *node = &cluster->nodes[cluster->node_count++];
+        snprintf(node->id, sizeof(node->id), "%s", name + 5);
+        snprintf(node->addr, sizeof(node->addr), "%s", value);
+        return strlen(name + 5) <= TDM_UV_NAME_SIZE_MAX && strlen(value) <= TDM_UV_ADDR_SIZE_MAX;
+    }
+    if (strcmp(name, "min_copies") == 0) {
+        if (!tandemd_number(value, 1, TDM_UV_NODES_MAX, &number)) {
+            return false;
+        }
+        cluster->min_copies = (uint32_t)number;
+        return true;
+    }
+    if (strcmp(name, "write_deadline_ms") == 0) {
+        if (!tandemd_number(value, 1, 60000, &number)) {
+            return false;
+        }
+        cluster->write_deadline_ms = number;
+        return true;
+    }
+    if (strcmp(name, "tls_key") == 0) {
+        tandemd_path(conf, value, cluster->tls_key, sizeof(cluster->tls_key));
+    } else if (strcmp(name, "tls_cert") == 0) {
+        tandemd_path(conf, value, cluster->tls_cert, sizeof(cluster->tls_cert));
+    } else if (strcmp(name, "tls_ca") == 0) {
+        tandemd_path(conf, value, cluster->tls_ca, sizeof(cluster->tls_ca));
+    }
+    return true;
+}
 
 static void tandemd_log(const char *format, ...) __attribute__((format(printf, 1, 2)));
 
@@ -65,8 +143,9 @@ static int tandemd_conf_handler(void *user, const char *section, const char *nam
     } else if (strcmp(section, "replication") == 0 && strcmp(name, "primary") == 0) {
         target = conf->conf.primary;
     } else if (strcmp(section, "replication") == 0 &&
-               (strcmp(name, "listen") == 0 || strncmp(name, "peer.", 5) == 0)) {
-        conf->replicated = true;
+               !tandemd_conf_replication(conf, name, value)) {
+        snprintf(conf->bad_key, sizeof(conf->bad_key), "[replication] %s = %s", name, value);
+        return 0;
     }
     if (target != NULL) {
         if (strlen(value) > TDM_CMD_NAME_SIZE_MAX) {
@@ -75,6 +154,53 @@ static int tandemd_conf_handler(void *user, const char *section, const char *nam
         snprintf(target, TDM_CMD_NAME_SIZE_MAX + 1, "%s", value);
     }
     return 1;
+}
+
+/* A replicated node's settings, completed and checked. Returns 0 or -1. */
+static int tandemd_conf_cluster(struct tandemd_conf *conf, const char *path)
+{
+    struct tdm_uv_cluster_config *cluster = &conf->cluster;
+    if (conf->too_many_peers) {
+        tandemd_log("%s: more than %d peers: a cluster has at most %d nodes", path,
+                    TDM_UV_NODES_MAX - 1, TDM_UV_NODES_MAX);
+        return -1;
+    }
+    if (conf->listen[0] == '\0') {
+        tandemd_log("%s: [replication] listen is required with peers", path);
+        return -1;
+    }
+    if (cluster->tls_key[0] == '\0' || cluster->tls_cert[0] == '\0' || cluster->tls_ca[0] == '\0') {
+        tandemd_log("%s: [replication] tls_key, tls_cert and tls_ca are required", path);
+        return -1;
+    }
+    struct tdm_uv_cluster_node *self = &cluster->nodes[cluster->node_count++];
+    snprintf(self->id, sizeof(self->id), "%s", conf->conf.id);
+    snprintf(self->addr, sizeof(self->addr), "%s", conf->listen);
+    snprintf(cluster->cluster, sizeof(cluster->cluster), "%s", conf->conf.cluster);
+    snprintf(cluster->self_id, sizeof(cluster->self_id), "%s", conf->conf.id);
+    if (conf->conf.primary[0] == '\0') { /* Default: the first id in sorted order. */
+        const char *first = cluster->nodes[0].id;
+        for (uint32_t i = 1; i < cluster->node_count; i++) {
+            if (strcmp(cluster->nodes[i].id, first) < 0) {
+                first = cluster->nodes[i].id;
+            }
+        }
+        snprintf(conf->conf.primary, sizeof(conf->conf.primary), "%s", first);
+    }
+    snprintf(cluster->primary, sizeof(cluster->primary), "%s", conf->conf.primary);
+    if (cluster->min_copies == 0) {
+        cluster->min_copies = cluster->node_count < 2 ? cluster->node_count : 2;
+    }
+    if (cluster->write_deadline_ms == 0) {
+        cluster->write_deadline_ms = 60000;
+    }
+    cluster->dir = conf->dir;
+    struct tdm_diag diag = {{0}};
+    if (tdm_uv_cluster_check(cluster, &diag) != 0) {
+        tandemd_log("%s: %s", path, diag.message);
+        return -1;
+    }
+    return 0;
 }
 
 /* Step 1. Returns 0, or -1 after logging the cause. */
@@ -89,6 +215,10 @@ static int tandemd_conf_read(const char *dir, struct tandemd_conf *conf)
     }
     int line = ini_parse_file(file, tandemd_conf_handler, conf);
     fclose(file);
+    if (line != 0 && conf->bad_key[0] != '\0') {
+        tandemd_log("%s: line %d: bad value: %s", path, line, conf->bad_key);
+        return -1;
+    }
     if (line != 0) {
         tandemd_log("%s: line %d: bad value", path, line);
         return -1;
@@ -97,7 +227,10 @@ static int tandemd_conf_read(const char *dir, struct tandemd_conf *conf)
         tandemd_log("%s: [node] cluster and id are required", path);
         return -1;
     }
-    return 0;
+    if (!conf->replicated) {
+        return 0;
+    }
+    return tandemd_conf_cluster(conf, path);
 }
 
 /* What the status callback needs: the directory and its configuration. */
@@ -107,10 +240,15 @@ struct tandemd {
 };
 
 /* tdm_uv_status_cb: the status document of the open node (threadpool). */
-static int tandemd_status_cb(void *data, struct tandem *t, char **out, size_t *size)
+static int tandemd_status_cb(void *data, struct tandem *t, const void *snapshot, char **out,
+                             size_t *size)
 {
     struct tandemd *d = data;
     struct tdm_status_view view = {.dir = d->dir, .conf = d->conf.conf, .conf_found = true};
+    if (snapshot != NULL) {
+        view.replicated = true;
+        memcpy(&view.cluster, snapshot, sizeof(view.cluster));
+    }
     int rv = tandem_status(t, &view.status);
     if (rv != 0) {
         return rv;
@@ -170,11 +308,9 @@ int main(int argc, char **argv)
     sigaddset(&stop, SIGINT);
     (void)sigprocmask(SIG_BLOCK, &stop, NULL);
     struct tandemd d = {.dir = argv[1]};
+    d.conf.dir = d.dir;
     if (tandemd_conf_read(d.dir, &d.conf) != 0) {
         return 1;
-    }
-    if (d.conf.replicated) {
-        tandemd_log("replication not built yet: running standalone");
     }
     struct tandem *t = NULL;
     if (tandemd_open(d.dir, &t) != 0) {
@@ -196,7 +332,8 @@ int main(int argc, char **argv)
                     d.conf.conf.cluster, d.dir, (unsigned long long)status.lsn_last);
     }
     struct tdm_diag diag = {{0}};
-    int rv = tdm_uv_serve(&config, &diag);
+    int rv = d.conf.replicated ? tdm_uv_serve_replicated(&config, &d.conf.cluster, &diag)
+                               : tdm_uv_serve(&config, NULL, &diag);
     tandem_close(t);
     if (rv != 0) {
         tandemd_log("serve %s: %s%s%s", socket_path, tandem_strerror(rv),

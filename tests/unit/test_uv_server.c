@@ -39,10 +39,11 @@ static int format_stub(const struct tandem_record *record, uint64_t lsn, char **
     return 0;
 }
 
-static int status_stub(void *data, struct tandem *t, char **out, size_t *size)
+static int status_stub(void *data, struct tandem *t, const void *snapshot, char **out, size_t *size)
 {
     (void)data;
     (void)t;
+    (void)snapshot;
     static const char doc[] = "{\"schema\": 1}";
     *out = tdm_malloc(sizeof(doc));
     memcpy(*out, doc, sizeof(doc));

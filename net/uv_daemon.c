@@ -1,0 +1,475 @@
+/* net/uv_daemon.c: a replicated node on one libuv loop (net/uv.h,
+ * tdm_uv_serve_replicated): the local client socket (net/uv_server.c), the
+ * replication adapter (net/uv_node.c) and, on the node's listen address, both
+ * its peers' links and TLS clients.
+ *
+ * Happy path:
+ * 1. tdm_uv_cluster_check() the settings; load the TLS credentials; resolve
+ *    every HOST:PORT (getaddrinfo, once, at start); sort the node ids into the
+ *    cluster's indexes (PROTOCOL.md §2).
+ * 2. tdm_uv_serve() with hooks: once the local socket serves, start the
+ *    replication adapter on the same loop with this node's listen address, the
+ *    peers' addresses and the primary of epoch 1.
+ * 3. Appends on the local socket and from TLS clients are submitted to the
+ *    adapter (tdm_uv_node_submit): the answer comes when the write is
+ *    acknowledged (durable on min_copies nodes) or has failed (its deadline).
+ * 4. Status requests get a struct tdm_uv_cluster_view taken on the loop thread.
+ * 5. SIGTERM: the server answers what is in flight (the adapter still runs, so
+ *    appends complete), then the adapter closes its links, then the loop ends.
+ *
+ * Failure modes: a bad setting, unreadable credentials or an address that does
+ * not resolve fail the start with a diag naming it; a listen address in use
+ * likewise. A client link that the server cannot adopt is closed. */
+#include <errno.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include "engine/base/alloc.h"
+#include "engine/base/assert.h"
+#include "engine/base/trace.h"
+#include "net/replica.h"
+#include "net/tls.h"
+#include "net/uv.h"
+#include "net/uv_link.h"
+#include "net/uv_node.h"
+
+tdm_static_assert(TDM_UV_NODES_MAX == TDM_REPLICA_NODES_MAX);
+tdm_static_assert(TDM_UV_NAME_SIZE_MAX == TDM_PROTO_NAME_SIZE_MAX);
+
+/* Replica timers (PROTOCOL.md §6): a heartbeat every 100 ms measures lag; a
+ * range is resent after 1 s without progress; a HELLO is repeated after 2 s. */
+#define DAEMON_HEARTBEAT_MS  100u
+#define DAEMON_RETRANSMIT_MS 1000u
+#define DAEMON_HANDSHAKE_MS  2000u
+
+struct daemon {
+    struct tdm_uv_server_config server_config; /* With submit and snapshot set. */
+    const struct tdm_uv_cluster_config *cluster;
+    tdm_uv_status_cb status; /* The caller's. */
+    void *status_data;
+    struct tdm_tls_config tls;
+    struct tdm_frame_cluster frame_cluster;
+    uint32_t primary_index;
+    struct sockaddr_storage addresses[TDM_UV_NODES_MAX]; /* By index. */
+    uv_loop_t *loop;
+    struct tdm_uv_server *server;
+    struct tdm_uv_node *node;
+};
+
+/* One append in flight through the adapter. */
+struct daemon_write {
+    tdm_uv_submit_done_cb done;
+    void *done_data;
+    struct daemon *daemon;
+};
+
+static bool name_valid(const char *name)
+{
+    size_t size = strlen(name);
+    if (size == 0 || size > TDM_UV_NAME_SIZE_MAX) {
+        return false;
+    }
+    for (size_t i = 0; i < size; i++) {
+        char c = name[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '_' || c == '-';
+        if (!ok) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Split "HOST:PORT" or "[IPv6]:PORT". Returns true and host, port. */
+static bool addr_split(const char *addr, char *host, size_t host_size, char *port, size_t port_size)
+{
+    const char *colon;
+    const char *host_start = addr;
+    size_t host_length;
+    if (addr[0] == '[') {
+        const char *close = strchr(addr, ']');
+        if (close == NULL || close[1] != ':') {
+            return false;
+        }
+        host_start = addr + 1;
+        host_length = (size_t)(close - host_start);
+        colon = close + 1;
+    } else {
+        colon = strrchr(addr, ':');
+        if (colon == NULL) {
+            return false;
+        }
+        host_length = (size_t)(colon - addr);
+    }
+    if (host_length == 0 || host_length >= host_size) {
+        return false;
+    }
+    const char *digits = colon + 1;
+    size_t digit_count = strlen(digits);
+    if (digit_count == 0 || digit_count > 5 || digit_count >= port_size) {
+        return false;
+    }
+    unsigned long value = 0;
+    for (size_t i = 0; i < digit_count; i++) {
+        if (digits[i] < '0' || digits[i] > '9') {
+            return false;
+        }
+        value = value * 10 + (unsigned long)(digits[i] - '0');
+    }
+    if (value == 0 || value > 65535) {
+        return false;
+    }
+    memcpy(host, host_start, host_length);
+    host[host_length] = '\0';
+    snprintf(port, port_size, "%s", digits);
+    return true;
+}
+
+int tdm_uv_cluster_check(const struct tdm_uv_cluster_config *cluster, struct tdm_diag *diag)
+{
+    if (!name_valid(cluster->cluster)) {
+        tdm_diag_printf(diag, "[node] cluster '%s': use 1-63 letters, digits, '.', '_' or '-'",
+                        cluster->cluster);
+        return TANDEM_EINVALID;
+    }
+    if (cluster->node_count < 1 || cluster->node_count > TDM_UV_NODES_MAX) {
+        tdm_diag_printf(diag, "%" PRIu32 " nodes: a cluster has 1 to %d", cluster->node_count,
+                        TDM_UV_NODES_MAX);
+        return TANDEM_EINVALID;
+    }
+    bool self_found = false;
+    bool primary_found = false;
+    for (uint32_t i = 0; i < cluster->node_count; i++) {
+        const struct tdm_uv_cluster_node *node = &cluster->nodes[i];
+        char host[TDM_UV_ADDR_SIZE_MAX + 1];
+        char port[8];
+        if (!name_valid(node->id)) {
+            tdm_diag_printf(diag, "node id '%s': use 1-63 letters, digits, '.', '_' or '-'",
+                            node->id);
+            return TANDEM_EINVALID;
+        }
+        if (!addr_split(node->addr, host, sizeof(host), port, sizeof(port))) {
+            tdm_diag_printf(diag, "%s '%s': expected HOST:PORT (port 1-65535; IPv6 as [::1]:7000)",
+                            strcmp(node->id, cluster->self_id) == 0 ? "[replication] listen"
+                                                                    : "[replication] peer",
+                            node->addr);
+            return TANDEM_EINVALID;
+        }
+        for (uint32_t j = 0; j < i; j++) {
+            if (strcmp(cluster->nodes[j].id, node->id) == 0) {
+                tdm_diag_printf(diag, "node id '%s' given twice", node->id);
+                return TANDEM_EINVALID;
+            }
+        }
+        self_found = self_found || strcmp(node->id, cluster->self_id) == 0;
+        primary_found = primary_found || strcmp(node->id, cluster->primary) == 0;
+    }
+    if (!self_found) {
+        tdm_diag_printf(diag, "[replication] listen is not set for this node (%s)",
+                        cluster->self_id);
+        return TANDEM_EINVALID;
+    }
+    if (!primary_found) {
+        tdm_diag_printf(diag, "[replication] primary '%s': not this node nor any peer",
+                        cluster->primary);
+        return TANDEM_EINVALID;
+    }
+    if (cluster->min_copies < 1 || cluster->min_copies > cluster->node_count) {
+        tdm_diag_printf(diag,
+                        "[replication] min_copies %" PRIu32 ": must be 1 to the %" PRIu32
+                        " nodes of the cluster",
+                        cluster->min_copies, cluster->node_count);
+        return TANDEM_EINVALID;
+    }
+    if (cluster->write_deadline_ms < 1 ||
+        cluster->write_deadline_ms > TDM_REPLICA_WRITE_DEADLINE_MS_MAX) {
+        tdm_diag_printf(diag, "[replication] write_deadline_ms %" PRIu64 ": must be 1 to %d",
+                        cluster->write_deadline_ms, TDM_REPLICA_WRITE_DEADLINE_MS_MAX);
+        return TANDEM_EINVALID;
+    }
+    return 0;
+}
+
+/* Resolve addr into *out (the first answer). Returns 0 or TANDEM_EINVALID. */
+static int addr_resolve(const char *what, const char *addr, struct sockaddr_storage *out,
+                        struct tdm_diag *diag)
+{
+    char host[TDM_UV_ADDR_SIZE_MAX + 1];
+    char port[8];
+    if (!addr_split(addr, host, sizeof(host), port, sizeof(port))) {
+        tdm_diag_printf(diag, "%s '%s': expected HOST:PORT", what, addr);
+        return TANDEM_EINVALID;
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *result = NULL;
+    int rv = getaddrinfo(host, port, &hints, &result);
+    if (rv != 0 || result == NULL) {
+        tdm_diag_printf(diag, "%s '%s': %s", what, addr, gai_strerror(rv));
+        return TANDEM_EINVALID;
+    }
+    tdm_assert(result->ai_addrlen <= sizeof(*out));
+    memset(out, 0, sizeof(*out));
+    memcpy(out, result->ai_addr, result->ai_addrlen);
+    freeaddrinfo(result);
+    return 0;
+}
+
+/* Step 1: indexes (sorted ids), addresses, credentials. */
+static int daemon_prepare(struct daemon *d, struct tdm_diag *diag)
+{
+    const struct tdm_uv_cluster_config *cluster = d->cluster;
+    int rv = tdm_uv_cluster_check(cluster, diag);
+    if (rv != 0) {
+        return rv;
+    }
+    struct tdm_frame_cluster *fc = &d->frame_cluster;
+    memset(fc, 0, sizeof(*fc));
+    snprintf(fc->name, sizeof(fc->name), "%s", cluster->cluster);
+    fc->node_count = cluster->node_count;
+    uint32_t order[TDM_UV_NODES_MAX];
+    for (uint32_t i = 0; i < cluster->node_count; i++) {
+        order[i] = i;
+    }
+    for (uint32_t i = 1; i < cluster->node_count; i++) { /* Insertion sort by id. */
+        for (uint32_t j = i;
+             j > 0 && strcmp(cluster->nodes[order[j - 1]].id, cluster->nodes[order[j]].id) > 0;
+             j--) {
+            uint32_t swap = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = swap;
+        }
+    }
+    for (uint32_t index = 0; index < cluster->node_count; index++) {
+        const struct tdm_uv_cluster_node *node = &cluster->nodes[order[index]];
+        snprintf(fc->node_ids[index], sizeof(fc->node_ids[index]), "%s", node->id);
+        bool self = strcmp(node->id, cluster->self_id) == 0;
+        if (self) {
+            fc->self_index = index;
+        }
+        if (strcmp(node->id, cluster->primary) == 0) {
+            d->primary_index = index;
+        }
+        rv = addr_resolve(self ? "[replication] listen" : "[replication] peer", node->addr,
+                          &d->addresses[index], diag);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    tdm_assert(tdm_frame_cluster_valid(fc));
+    return tdm_tls_config_init(&d->tls, cluster->tls_key, cluster->tls_cert, cluster->tls_ca, diag);
+}
+
+/* ---- Appends and status, for the server --------------------------------------------- */
+
+static void daemon_write_cb(void *data, int status, uint64_t lsn_first, uint64_t lsn_last)
+{
+    struct daemon_write *write = data;
+    (void)lsn_last;
+    char message[TANDEM_DIAG_SIZE];
+    message[0] = '\0';
+    if (status == TANDEM_ECOPIES) {
+        snprintf(message, sizeof(message),
+                 "not acknowledged: fewer than min_copies=%" PRIu32
+                 " nodes held the write durably within the write deadline (%" PRIu64
+                 " ms); it may still be stored",
+                 write->daemon->cluster->min_copies, write->daemon->cluster->write_deadline_ms);
+    } else if (status == TANDEM_ECANCELED) {
+        snprintf(message, sizeof(message), "not acknowledged: the node is stopping");
+    }
+    write->done(write->done_data, status, lsn_first, message);
+    tdm_free(write);
+}
+
+static int daemon_submit(void *data, const struct tandem_record *records, size_t count,
+                         tdm_uv_submit_done_cb done, void *done_data, struct tdm_diag *diag)
+{
+    struct daemon *d = data;
+    struct daemon_write *write = tdm_malloc(sizeof(*write));
+    if (write == NULL) {
+        tdm_diag_printf(diag, "out of memory");
+        return -ENOMEM;
+    }
+    *write = (struct daemon_write){.done = done, .done_data = done_data, .daemon = d};
+    int rv = tdm_uv_node_submit(d->node, records, count, daemon_write_cb, write, diag);
+    if (rv != 0) {
+        tdm_free(write);
+    }
+    return rv;
+}
+
+static const char *link_name(enum tdm_link_state link)
+{
+    switch (link) {
+    case TDM_LINK_DOWN:
+        return "down";
+    case TDM_LINK_UP:
+    case TDM_LINK_STARTED:
+        return "handshake";
+    case TDM_LINK_SYNCING:
+        return "syncing";
+    case TDM_LINK_LIVE:
+        return "live";
+    }
+    return "down";
+}
+
+static void daemon_snapshot(void *data, void *snapshot)
+{
+    struct daemon *d = data;
+    struct tdm_uv_cluster_view *view = snapshot;
+    struct tdm_replica_status status;
+    tdm_uv_node_status(d->node, &status);
+    memset(view, 0, sizeof(*view));
+    snprintf(view->role, sizeof(view->role), "%s", tdm_replica_role_name(status.role));
+    view->epoch = status.epoch;
+    snprintf(view->primary, sizeof(view->primary), "%s",
+             d->frame_cluster.node_ids[status.primary_index]);
+    view->commit_lsn = status.commit_lsn;
+    view->min_copies = d->cluster->min_copies;
+    view->writes_in_flight = status.writes_in_flight;
+    view->node_count = status.node_count;
+    for (uint32_t i = 0; i < status.node_count; i++) {
+        const struct tdm_replica_node_status *n = &status.nodes[i];
+        struct tdm_uv_node_view *v = &view->nodes[i];
+        snprintf(v->id, sizeof(v->id), "%s", d->frame_cluster.node_ids[i]);
+        v->self = i == status.self_index;
+        snprintf(v->role, sizeof(v->role), "%s", tdm_replica_role_name(n->role));
+        v->epoch = n->epoch;
+        v->last_lsn = n->last_lsn;
+        v->durable_lsn = n->durable_lsn;
+        v->lag_records = n->lag_records;
+        v->lag_bytes = n->lag_size;
+        v->lag_ms = n->lag_ms;
+        v->link_up = n->link_up;
+        snprintf(v->link, sizeof(v->link), "%s",
+                 v->self ? "up" : (n->link_up ? link_name(n->link) : "down"));
+    }
+}
+
+static int daemon_status(void *data, struct tandem *t, const void *snapshot, char **out,
+                         size_t *size)
+{
+    struct daemon *d = data;
+    return d->status(d->status_data, t, snapshot, out, size);
+}
+
+/* ---- The adapter beside the server ------------------------------------------------ */
+
+#ifndef TDM_UV_DAEMON_CLIENTS
+#define TDM_UV_DAEMON_CLIENTS 0 /* TEMPORARY until tdm_uv_server_adopt() lands. */
+#endif
+
+static void daemon_client(void *data, struct tdm_uv_link *link)
+{
+#if TDM_UV_DAEMON_CLIENTS
+    struct daemon *d = data;
+    struct tdm_diag diag = {{0}};
+    int rv = tdm_uv_server_adopt(d->server, link, &diag);
+    if (rv != 0) {
+        tdm_tracef("client %s: refused: %s%s%s", tdm_uv_link_peer_name(link), tandem_strerror(rv),
+                   diag.message[0] != '\0' ? ": " : "", diag.message);
+        tdm_uv_link_close(link);
+    }
+#else
+    (void)data;
+    tdm_uv_link_close(link);
+#endif
+}
+
+static const char *daemon_self_addr(const struct daemon *d)
+{
+    for (uint32_t i = 0; i < d->cluster->node_count; i++) {
+        if (strcmp(d->cluster->nodes[i].id, d->cluster->self_id) == 0) {
+            return d->cluster->nodes[i].addr;
+        }
+    }
+    tdm_unreachable();
+}
+
+static int daemon_start(void *data, struct uv_loop_s *loop, struct tdm_uv_server *server,
+                        struct tdm_diag *diag)
+{
+    struct daemon *d = data;
+    d->loop = loop;
+    d->server = server;
+    const struct tdm_uv_cluster_config *cluster = d->cluster;
+    uint32_t self = d->frame_cluster.self_index;
+    struct tdm_uv_node_config config = {
+        .dir = cluster->dir,
+        .t = d->server_config.t,
+        .tls = &d->tls,
+        .cluster = d->frame_cluster,
+        .listen_address = (const struct sockaddr *)&d->addresses[self],
+        .initial_primary_index = d->primary_index,
+        .min_copies = cluster->min_copies,
+        .write_deadline_ms = cluster->write_deadline_ms,
+        .heartbeat_ms = DAEMON_HEARTBEAT_MS,
+        .retransmit_ms = DAEMON_RETRANSMIT_MS,
+        .handshake_ms = DAEMON_HANDSHAKE_MS,
+        .on_client = TDM_UV_DAEMON_CLIENTS ? daemon_client : NULL,
+        .client_data = d,
+    };
+    int rv = tdm_uv_node_start(loop, &config, &d->node, diag);
+    if (rv != 0) {
+        tdm_diag_wrapf(diag, "listen %s", daemon_self_addr(d));
+        return rv;
+    }
+    for (uint32_t i = 0; i < d->frame_cluster.node_count; i++) {
+        if (i != self) {
+            tdm_uv_node_peer_address(d->node, i, (const struct sockaddr *)&d->addresses[i]);
+        }
+    }
+    tdm_tracef("node %s of cluster %s: listening on %s, %" PRIu32 " nodes, min_copies %" PRIu32,
+               cluster->self_id, cluster->cluster, daemon_self_addr(d), cluster->node_count,
+               cluster->min_copies);
+    return 0;
+}
+
+static void daemon_node_closed(void *data)
+{
+    struct daemon *d = data;
+    d->node = NULL;
+    tdm_tracef("replication stopped: links closed");
+}
+
+static void daemon_stop(void *data)
+{
+    struct daemon *d = data;
+    if (d->node != NULL) {
+        tdm_uv_node_close(d->node, daemon_node_closed, d);
+    }
+}
+
+int tdm_uv_serve_replicated(const struct tdm_uv_server_config *server_config,
+                            const struct tdm_uv_cluster_config *cluster, struct tdm_diag *diag)
+{
+    struct daemon *d = tdm_calloc(1, sizeof(*d));
+    if (d == NULL) {
+        tdm_diag_printf(diag, "out of memory");
+        return -ENOMEM;
+    }
+    d->cluster = cluster;
+    d->status = server_config->status;
+    d->status_data = server_config->data;
+    int rv = daemon_prepare(d, diag);
+    if (rv != 0) {
+        tdm_free(d);
+        return rv;
+    }
+    d->server_config = *server_config;
+    d->server_config.data = d;
+    d->server_config.status = daemon_status;
+    d->server_config.submit = daemon_submit;
+    d->server_config.snapshot = daemon_snapshot;
+    d->server_config.snapshot_size = sizeof(struct tdm_uv_cluster_view);
+    struct tdm_uv_serve_hooks hooks = {.start = daemon_start, .stop = daemon_stop, .data = d};
+    rv = tdm_uv_serve(&d->server_config, &hooks, diag);
+    tdm_tls_config_close(&d->tls);
+    tdm_free(d);
+    return rv;
+}
