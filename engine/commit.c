@@ -14,13 +14,30 @@
  *      TDM_COMMIT_INDEX_BATCHES_MAX batches per LMDB transaction, at most one
  *      transaction per TDM_COMMIT_INDEX_INTERVAL_MS unless a query waits (each
  *      LMDB commit costs an fdatasync that competes with the log's).
+ * On a backup (engine/node.h tdm_node_append_received, tdm_node_cut_after):
+ *   5. A received batch is a request of its own in the same queue: the commit
+ *      thread appends it as received (tdm_log_append_batch), completes it and
+ *      hands its body to the index thread exactly as in 3-4. Local and
+ *      received batches thus never interleave inside the log, whatever the
+ *      node's role, and the index sees them in LSN order.
+ *   6. A cut is a request too: the commit thread lets the index thread go
+ *      idle, cuts the log, and queues a rebuild marker; the index thread
+ *      empties the index and fills it from the cut log (the index cannot be
+ *      rolled back in place: a customer record replaced its predecessor), then
+ *      applies what was appended after the cut. Cuts are rare (a backup's
+ *      divergent tail after its primary restarted), so the cost of a rebuild,
+ *      one pass over the log, is paid rarely; queries wait for it.
  *
  * Failure modes:
  *   - The append fails: every request of the batch completes with the error;
  *     the log is now failed (sticky), so later batches fail at once with
  *     TANDEM_EFAILED. Nothing is retried.
- *   - The index fails: the index thread stops and records why; queries report
- *     it; the log is unaffected and the next open rebuilds what is missing.
+ *   - The index fails (a rebuild after a cut included): the index thread
+ *     stops and records why; queries report it; the log is unaffected and the
+ *     next open rebuilds what is missing.
+ *   - A received batch fails a check: its request completes with the code
+ *     (TANDEM_ECORRUPT, TANDEM_EINVALID, TANDEM_ESTALEEPOCH) and nothing is
+ *     written. A failed write, fdatasync or cut makes the log failed (sticky).
  *   - Too many queued requests: TANDEM_EBUSY to the submitter (backpressure).
  *   - The index falls behind by TDM_COMMIT_INDEX_QUEUE_SIZE_MAX bytes: the
  *     commit thread waits for it (backpressure).
@@ -30,6 +47,7 @@
 #include "commit.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -39,12 +57,14 @@
 #include "base/trace.h"
 #include "codec.h"
 
-/* A durable batch waiting for the index thread. */
+/* A durable batch waiting for the index thread, or a rebuild marker. */
 struct commit_indexable {
     struct tdm_queue link;
+    bool rebuild;         /* Empty the index and fill it from the log up to rebuild_lsn. */
+    uint64_t rebuild_lsn; /* The log's end right after a cut. */
     struct tdm_batch_header header;
     struct tdm_log_location location;
-    uint8_t *raw; /* Owned. */
+    uint8_t *raw; /* Owned; NULL for a rebuild marker. */
 };
 
 int tdm_commit_decode(const uint8_t *raw, const struct tdm_batch_header *header,
@@ -71,6 +91,109 @@ int tdm_commit_decode(const uint8_t *raw, const struct tdm_batch_header *header,
     return 0;
 }
 
+/* ---- filling the index from the log (open, verify, rebuild after a cut) ------ */
+
+#define COMMIT_FILL_SIZE_MAX (32u << 20) /* Decoded bytes held before applying a group. */
+
+/* Collects scanned batches and applies them to the index in groups. */
+struct commit_fill {
+    struct tdm_index *index;
+    struct tdm_index_batch batches[TDM_COMMIT_INDEX_BATCHES_MAX];
+    struct tandem_record *records[TDM_COMMIT_INDEX_BATCHES_MAX];
+    uint8_t *raws[TDM_COMMIT_INDEX_BATCHES_MAX];
+    size_t count;
+    size_t size;
+    uint64_t lsn_first;
+    uint64_t lsn_last;
+    struct tdm_diag *diag;
+};
+
+static void commit_fill_release(struct commit_fill *c)
+{
+    for (size_t i = 0; i < c->count; i++) {
+        tdm_free(c->records[i]);
+        tdm_free(c->raws[i]);
+    }
+    c->count = 0;
+    c->size = 0;
+}
+
+static int commit_fill_flush(struct commit_fill *c)
+{
+    int rv = c->count > 0 ? tdm_index_apply(c->index, c->batches, c->count, c->diag) : 0;
+    commit_fill_release(c);
+    return rv;
+}
+
+#define COMMIT_FILL_STOP 1 /* The scan passed lsn_last: not an error. */
+
+static int commit_fill_cb(void *data, const struct tdm_batch_header *header,
+                          const struct tdm_log_location *location, const uint8_t *raw)
+{
+    struct commit_fill *c = data;
+    if (header->lsn_first < c->lsn_first) {
+        return 0; /* Partly indexed already: cannot happen with whole batches. */
+    }
+    if (header->lsn_first > c->lsn_last) {
+        return COMMIT_FILL_STOP;
+    }
+    uint8_t *copy = tdm_malloc(header->raw_size + 1u);
+    if (copy == NULL) {
+        return -ENOMEM;
+    }
+    memcpy(copy, raw, header->raw_size);
+    struct tandem_record *records;
+    int rv = tdm_commit_decode(copy, header, &records, c->diag);
+    if (rv != 0) {
+        tdm_free(copy);
+        return rv;
+    }
+    tdm_assert(c->count < TDM_COMMIT_INDEX_BATCHES_MAX);
+    size_t i = c->count++;
+    c->raws[i] = copy;
+    c->records[i] = records;
+    c->batches[i] = (struct tdm_index_batch){
+        .location = {header->lsn_first, header->record_count, location->segment_lsn,
+                     location->offset, location->size},
+        .chain_hash = header->chain_hash,
+        .records = records,
+    };
+    c->size += header->raw_size;
+    if (c->count == TDM_COMMIT_INDEX_BATCHES_MAX || c->size >= COMMIT_FILL_SIZE_MAX) {
+        return commit_fill_flush(c);
+    }
+    return 0;
+}
+
+int tdm_commit_index_fill(struct tdm_log *log, struct tdm_index *index, uint64_t lsn_first,
+                          uint64_t lsn_last, struct tdm_diag *diag)
+{
+    tdm_assert(lsn_first >= 1);
+    tdm_assert(lsn_first <= lsn_last);
+    struct commit_fill *c = tdm_calloc(1, sizeof(*c));
+    if (c == NULL) {
+        tdm_diag_printf(diag, "out of memory");
+        return -ENOMEM;
+    }
+    c->index = index;
+    c->lsn_first = lsn_first;
+    c->lsn_last = lsn_last;
+    c->diag = diag;
+    int rv = tdm_log_scan(log, lsn_first, commit_fill_cb, c, diag);
+    if (rv == COMMIT_FILL_STOP) {
+        rv = 0;
+    }
+    if (rv == 0) {
+        rv = commit_fill_flush(c);
+    }
+    commit_fill_release(c);
+    tdm_free(c);
+    tdm_assert(rv <= 0);
+    return rv;
+}
+
+/* ---- the commit thread ------------------------------------------------------------ */
+
 static int64_t commit_now_ns(void)
 {
     struct timespec ts;
@@ -87,6 +210,9 @@ static void commit_take(struct tdm_commit *commit, struct tdm_queue *batch, uint
     while (!tdm_queue_empty(&commit->pending)) {
         struct tdm_queue *head = tdm_queue_head(&commit->pending);
         struct tdm_commit_request *r = TDM_QUEUE_DATA(head, struct tdm_commit_request, link);
+        if (r->kind != TDM_COMMIT_LOCAL) {
+            break; /* It runs alone, after this batch. */
+        }
         if (*count > 0 && (*count + r->record_count > TDM_BATCH_RECORDS_MAX ||
                            *size + r->raw_size > TDM_BATCH_RAW_SIZE_MAX)) {
             break;
@@ -98,6 +224,7 @@ static void commit_take(struct tdm_commit *commit, struct tdm_queue *batch, uint
         *size += r->raw_size;
     }
     tdm_assert(*count <= TDM_BATCH_RECORDS_MAX);
+    tdm_assert(*count > 0 || tdm_queue_empty(batch));
 }
 
 /* Join the entries of the batch's requests into one buffer. */
@@ -155,11 +282,10 @@ static void commit_complete(struct tdm_commit *commit, struct tdm_queue *batch, 
     }
 }
 
-/* Hand a durable batch to the index thread, waiting while it is far behind. */
-static void commit_to_index(struct tdm_commit *commit, const struct tdm_batch_header *header,
-                            const struct tdm_log_location *location, uint8_t *raw)
+/* Queue item (taken) for the index thread, waiting while it is far behind.
+ * Without an index, or once it failed, the item is dropped. */
+static void commit_index_push(struct tdm_commit *commit, struct commit_indexable *item)
 {
-    struct commit_indexable *item = tdm_malloc(sizeof(*item));
     pthread_mutex_lock(&commit->mutex);
     if (item == NULL || commit->index == NULL || commit->index_failed != 0) {
         if (item == NULL && commit->index_failed == 0) {
@@ -167,22 +293,143 @@ static void commit_to_index(struct tdm_commit *commit, const struct tdm_batch_he
             snprintf(commit->index_message, sizeof(commit->index_message), "out of memory");
         }
         pthread_mutex_unlock(&commit->mutex);
-        tdm_free(item);
-        tdm_free(raw);
+        if (item != NULL) {
+            tdm_free(item->raw);
+            tdm_free(item);
+        }
         return;
     }
     while (commit->index_queue_size > TDM_COMMIT_INDEX_QUEUE_SIZE_MAX &&
            commit->index_failed == 0) {
         pthread_cond_wait(&commit->index_cond, &commit->mutex);
     }
-    item->header = *header;
-    item->location = *location;
-    item->raw = raw;
     tdm_queue_insert_tail(&commit->index_queue, &item->link);
-    commit->index_queue_size += header->raw_size;
+    commit->index_queue_size += item->header.raw_size;
     commit->index_queue_count++;
     pthread_cond_broadcast(&commit->index_cond);
     pthread_mutex_unlock(&commit->mutex);
+}
+
+/* Hand a durable batch (and raw, taken) to the index thread. */
+static void commit_to_index(struct tdm_commit *commit, const struct tdm_batch_header *header,
+                            const struct tdm_log_location *location, uint8_t *raw)
+{
+    tdm_assert(raw != NULL);
+    tdm_assert(header->record_count > 0);
+    struct commit_indexable *item = tdm_calloc(1, sizeof(*item));
+    if (item == NULL) {
+        tdm_free(raw);
+    } else {
+        item->header = *header;
+        item->location = *location;
+        item->raw = raw;
+    }
+    commit_index_push(commit, item);
+}
+
+/* Complete a blocking RECEIVED or CUT request (under no lock). The waiter may
+ * free request as soon as done is set: nothing touches it after. */
+static void commit_complete_one(struct tdm_commit *commit, struct tdm_commit_request *request,
+                                int status, const struct tdm_diag *diag)
+{
+    tdm_assert(request->cb == NULL);
+    tdm_assert(request->kind != TDM_COMMIT_LOCAL);
+    pthread_mutex_lock(&commit->mutex);
+    request->status = status;
+    snprintf(request->message, sizeof(request->message), "%s", status == 0 ? "" : diag->message);
+    request->done = true;
+    pthread_cond_broadcast(&commit->done_cond);
+    pthread_mutex_unlock(&commit->mutex);
+}
+
+/* RECEIVED: append the batch as received, then index it like a local batch. */
+static void commit_received(struct tdm_commit *commit, struct tdm_commit_request *request)
+{
+    tdm_assert(request->kind == TDM_COMMIT_RECEIVED);
+    tdm_assert(request->raw != NULL);
+    struct tdm_diag diag = {{0}};
+    struct tdm_batch_header header;
+    struct tdm_log_location location;
+    int rv = tdm_log_append_batch(commit->log, request->batch, request->batch_size, &header,
+                                  &location, &diag);
+    uint8_t *raw = request->raw;
+    request->raw = NULL;
+    if (rv != 0) {
+        tdm_free(raw);
+        commit_complete_one(commit, request, rv, &diag);
+        return;
+    }
+    /* raw was decoded from the same bytes (tdm_node_append_received). */
+    tdm_assert(header.raw_size == request->raw_size);
+    tdm_assert(header.record_count == request->record_count);
+    request->header = header;
+    request->lsn_first = header.lsn_first;
+    pthread_mutex_lock(&commit->mutex);
+    commit->durable_lsn = tdm_batch_lsn_last(&header);
+    pthread_mutex_unlock(&commit->mutex);
+    commit_complete_one(commit, request, 0, &diag);
+    commit_to_index(commit, &header, &location, raw);
+}
+
+/* Wait (under the mutex) until the index thread holds every durable LSN and
+ * has no rebuild pending, or has failed (then it touches neither the index nor
+ * the log any more). */
+static void commit_index_drain(struct tdm_commit *commit)
+{
+    while (commit->index != NULL && commit->index_failed == 0 &&
+           (commit->indexed_lsn < commit->durable_lsn || commit->index_rebuild_count > 0)) {
+        commit->index_urgent = true; /* Do not wait for the interval. */
+        pthread_cond_broadcast(&commit->index_cond);
+        pthread_cond_wait(&commit->index_cond, &commit->mutex);
+    }
+}
+
+/* CUT: let the index thread go idle (a rebuild reads the log, which the cut
+ * truncates), cut, then queue a rebuild if the log lost LSNs. The rebuild is
+ * counted from before the cut, so that no query that starts after the cut
+ * began uses the index until it is rebuilt. */
+static void commit_cut(struct tdm_commit *commit, struct tdm_commit_request *request)
+{
+    tdm_assert(request->kind == TDM_COMMIT_CUT);
+    pthread_mutex_lock(&commit->mutex);
+    commit_index_drain(commit);
+    commit->index_rebuild_count++;
+    pthread_mutex_unlock(&commit->mutex);
+
+    uint64_t lsn_before = commit->log->lsn_last; /* The commit thread is the writer. */
+    struct tdm_diag diag = {{0}};
+    int rv = tdm_log_cut_after(commit->log, request->cut_after_lsn, &diag);
+    uint64_t lsn_after = commit->log->lsn_last;
+    tdm_assert(rv != 0 || lsn_after <= lsn_before);
+    bool cut = rv == 0 && lsn_after < lsn_before;
+    struct commit_indexable *marker = cut ? tdm_calloc(1, sizeof(*marker)) : NULL;
+
+    pthread_mutex_lock(&commit->mutex);
+    if (cut) {
+        tdm_assert(lsn_after == request->cut_after_lsn);
+        commit->durable_lsn = lsn_after;
+    }
+    if (marker != NULL && commit->index != NULL && commit->index_failed == 0) {
+        /* The queue is empty (drained above, and only this thread fills it). */
+        tdm_assert(tdm_queue_empty(&commit->index_queue));
+        marker->rebuild = true;
+        marker->rebuild_lsn = lsn_after;
+        tdm_queue_insert_tail(&commit->index_queue, &marker->link);
+        commit->index_queue_count++;
+        marker = NULL;
+        tdm_tracef("cut after LSN %" PRIu64 ": rebuilding the index from the log", lsn_after);
+    } else {
+        commit->index_rebuild_count--;
+        if (cut && commit->index != NULL && commit->index_failed == 0) {
+            commit->index_failed = -ENOMEM; /* The marker's allocation failed. */
+            snprintf(commit->index_message, sizeof(commit->index_message),
+                     "rebuild after a cut: out of memory");
+        }
+    }
+    pthread_cond_broadcast(&commit->index_cond);
+    pthread_mutex_unlock(&commit->mutex);
+    tdm_free(marker);
+    commit_complete_one(commit, request, rv, &diag);
 }
 
 static void *commit_thread_main(void *arg)
@@ -195,6 +442,20 @@ static void *commit_thread_main(void *arg)
         }
         if (tdm_queue_empty(&commit->pending)) {
             break;
+        }
+        struct tdm_commit_request *head =
+            TDM_QUEUE_DATA(tdm_queue_head(&commit->pending), struct tdm_commit_request, link);
+        if (head->kind != TDM_COMMIT_LOCAL) {
+            tdm_queue_remove(&head->link);
+            commit->pending_count--;
+            pthread_mutex_unlock(&commit->mutex);
+            if (head->kind == TDM_COMMIT_RECEIVED) {
+                commit_received(commit, head);
+            } else {
+                commit_cut(commit, head);
+            }
+            pthread_mutex_lock(&commit->mutex);
+            continue;
         }
         struct tdm_queue batch;
         tdm_queue_init(&batch);
@@ -289,6 +550,52 @@ static void commit_index_gather(struct tdm_commit *commit)
     commit->index_urgent = false;
 }
 
+/* Take (under the mutex) the next group from the index queue into items: up
+ * to TDM_COMMIT_INDEX_BATCHES_MAX batches, or one rebuild marker alone. Sets
+ * *rebuild, *count, *size and *lsn_last (the LSN the index holds once the
+ * group is applied). */
+static void commit_index_take(struct tdm_commit *commit, struct tdm_queue *items, bool *rebuild,
+                              size_t *count, size_t *size, uint64_t *lsn_last)
+{
+    *rebuild = false;
+    *count = 0;
+    *size = 0;
+    *lsn_last = 0;
+    while (!tdm_queue_empty(&commit->index_queue) && *count < TDM_COMMIT_INDEX_BATCHES_MAX) {
+        struct tdm_queue *e = tdm_queue_head(&commit->index_queue);
+        struct commit_indexable *item = TDM_QUEUE_DATA(e, struct commit_indexable, link);
+        if (item->rebuild && *count > 0) {
+            break; /* A marker runs alone, after the batches before it. */
+        }
+        tdm_queue_remove(e);
+        tdm_queue_insert_tail(items, e);
+        commit->index_queue_count--;
+        (*count)++;
+        if (item->rebuild) {
+            *rebuild = true;
+            *lsn_last = item->rebuild_lsn;
+            break;
+        }
+        *size += item->header.raw_size;
+        *lsn_last = tdm_batch_lsn_last(&item->header);
+    }
+    tdm_assert(*count > 0);
+    tdm_assert(!*rebuild || *count == 1);
+}
+
+/* Empty the index and fill it from the log up to lsn_last (after a cut). */
+static int commit_index_rebuild(struct tdm_commit *commit, uint64_t lsn_last, struct tdm_diag *diag)
+{
+    int rv = tdm_index_clear(commit->index, diag);
+    if (rv == 0 && lsn_last > 0) {
+        rv = tdm_commit_index_fill(commit->log, commit->index, 1, lsn_last, diag);
+    }
+    if (rv != 0) {
+        tdm_diag_wrapf(diag, "rebuild after a cut");
+    }
+    return rv;
+}
+
 static void *commit_index_main(void *arg)
 {
     struct tdm_commit *commit = arg;
@@ -303,22 +610,19 @@ static void *commit_index_main(void *arg)
         commit_index_gather(commit);
         struct tdm_queue items;
         tdm_queue_init(&items);
-        size_t count = 0;
-        size_t size = 0;
-        uint64_t lsn_last = 0;
-        while (!tdm_queue_empty(&commit->index_queue) && count < TDM_COMMIT_INDEX_BATCHES_MAX) {
-            struct tdm_queue *e = tdm_queue_head(&commit->index_queue);
-            struct commit_indexable *item = TDM_QUEUE_DATA(e, struct commit_indexable, link);
-            tdm_queue_remove(e);
-            tdm_queue_insert_tail(&items, e);
-            commit->index_queue_count--;
-            size += item->header.raw_size;
-            lsn_last = tdm_batch_lsn_last(&item->header);
-            count++;
-        }
+        bool rebuild;
+        size_t count;
+        size_t size;
+        uint64_t lsn_last;
+        commit_index_take(commit, &items, &rebuild, &count, &size, &lsn_last);
+        bool failed = commit->index_failed != 0;
         pthread_mutex_unlock(&commit->mutex);
         struct tdm_diag diag = {{0}};
-        int rv = commit->index_failed == 0 ? commit_index_apply(commit, &items, count, &diag) : 0;
+        int rv = 0;
+        if (!failed) {
+            rv = rebuild ? commit_index_rebuild(commit, lsn_last, &diag)
+                         : commit_index_apply(commit, &items, count, &diag);
+        }
         while (!tdm_queue_empty(&items)) {
             struct tdm_queue *e = tdm_queue_head(&items);
             struct commit_indexable *item = TDM_QUEUE_DATA(e, struct commit_indexable, link);
@@ -328,13 +632,17 @@ static void *commit_index_main(void *arg)
         }
         pthread_mutex_lock(&commit->mutex);
         commit->index_queue_size -= size;
+        if (rebuild) {
+            tdm_assert(commit->index_rebuild_count > 0);
+            commit->index_rebuild_count--;
+        }
         if (rv != 0 && commit->index_failed == 0) {
             commit->index_failed = rv;
             snprintf(commit->index_message, sizeof(commit->index_message), "index: %s",
                      diag.message[0] != '\0' ? diag.message : tandem_strerror(rv));
             tdm_tracef("%s", commit->index_message);
-        } else if (rv == 0) {
-            commit->indexed_lsn = lsn_last;
+        } else if (rv == 0 && !failed) {
+            commit->indexed_lsn = lsn_last; /* After a rebuild: lower than before. */
         }
         pthread_cond_broadcast(&commit->index_cond);
     }
@@ -400,7 +708,17 @@ void tdm_commit_stop(struct tdm_commit *commit)
 
 int tdm_commit_submit(struct tdm_commit *commit, struct tdm_commit_request *request)
 {
-    tdm_assert(request->record_count > 0);
+    tdm_assert(request->kind >= TDM_COMMIT_LOCAL);
+    tdm_assert(request->kind <= TDM_COMMIT_CUT);
+    if (request->kind != TDM_COMMIT_CUT) {
+        tdm_assert(request->record_count > 0);
+        tdm_assert(request->raw != NULL);
+    }
+    if (request->kind == TDM_COMMIT_RECEIVED) {
+        tdm_assert(request->batch != NULL);
+        tdm_assert(request->batch_size >= TDM_BATCH_HEADER_SIZE);
+    }
+    tdm_assert(request->kind == TDM_COMMIT_LOCAL || request->cb == NULL);
     request->done = false;
     pthread_mutex_lock(&commit->mutex);
     int rv = 0;
@@ -431,7 +749,8 @@ int tdm_commit_wait_indexed(struct tdm_commit *commit, struct tdm_diag *diag)
 {
     pthread_mutex_lock(&commit->mutex);
     uint64_t target = commit->durable_lsn;
-    while (commit->indexed_lsn < target && commit->index_failed == 0) {
+    while ((commit->indexed_lsn < target || commit->index_rebuild_count > 0) &&
+           commit->index_failed == 0) {
         commit->index_urgent = true; /* Do not make a query wait for the interval. */
         pthread_cond_broadcast(&commit->index_cond);
         pthread_cond_wait(&commit->index_cond, &commit->mutex);

@@ -1,7 +1,9 @@
 /* engine/commit.h: group commit. Many writer threads hand in records; a commit
  * thread gathers them into one batch with one fdatasync; an index thread brings
- * the LMDB index up to date behind it. This is the only multi-threaded module
- * of the engine. */
+ * the LMDB index up to date behind it. On a backup the same commit thread also
+ * appends the batches received from the primary and cuts a divergent tail, so
+ * the commit thread is the log's only writer whatever the node's role. This is
+ * the only multi-threaded module of the engine. */
 #ifndef TDM_ENGINE_COMMIT_H
 #define TDM_ENGINE_COMMIT_H
 
@@ -25,18 +27,35 @@
 /* Most requests waiting for the commit thread before submitters get TANDEM_EBUSY. */
 #define TDM_COMMIT_PENDING_MAX 65536
 
-/* One call of tandem_append() or tandem_append_async(). */
+/* What a request asks of the commit thread. Requests run in the order they
+ * were submitted; consecutive LOCAL requests share one batch, the other kinds
+ * run alone, so a received batch or a cut never interleaves with a local
+ * batch. */
+enum tdm_commit_kind {
+    TDM_COMMIT_LOCAL = 1, /* Records to gather into a new batch (group commit). */
+    TDM_COMMIT_RECEIVED,  /* One whole batch built by the primary, appended as received. */
+    TDM_COMMIT_CUT,       /* Cut the log after cut_after_lsn; the index is rebuilt behind. */
+};
+
+/* One call of tandem_append(), tandem_append_async(), or of the replication
+ * calls of engine/node.h. RECEIVED and CUT requests are blocking (cb NULL). */
 struct tdm_commit_request {
     struct tdm_queue link; /* In commit->pending. */
-    uint8_t *raw;          /* Owned: record_count (u32 size, record) entries. */
+    enum tdm_commit_kind kind;
+    uint8_t *raw; /* Owned. LOCAL: record_count (u32 size, record) entries. RECEIVED:
+                     the batch's verified, decompressed body, which goes to the index. */
     size_t raw_size;
-    uint32_t record_count;
-    tandem_append_cb cb;         /* NULL: a blocking caller waits on done. */
-    void *data;                  /* For cb. */
-    bool done;                   /* Set under commit->mutex when status is final. */
-    int status;                  /* 0 or an error code. */
-    uint64_t lsn_first;          /* Valid when status is 0. */
-    char message[TDM_DIAG_SIZE]; /* Why, when status is not 0. */
+    uint32_t record_count;          /* LOCAL, RECEIVED: >= 1. */
+    const uint8_t *batch;           /* RECEIVED: the batch as received; borrowed until done. */
+    size_t batch_size;              /* RECEIVED: bytes of batch. */
+    uint64_t cut_after_lsn;         /* CUT. */
+    tandem_append_cb cb;            /* NULL: a blocking caller waits on done. */
+    void *data;                     /* For cb. */
+    bool done;                      /* Set under commit->mutex when status is final. */
+    int status;                     /* 0 or an error code. */
+    uint64_t lsn_first;             /* LOCAL, RECEIVED: valid when status is 0. */
+    struct tdm_batch_header header; /* RECEIVED: the appended batch, when status is 0. */
+    char message[TDM_DIAG_SIZE];    /* Why, when status is not 0. */
 };
 
 /* Thread-safe: yes; every field below mutex is guarded by it. */
@@ -51,8 +70,9 @@ struct tdm_commit {
     uint32_t pending_count;
     struct tdm_queue index_queue; /* Durable batches not yet indexed. */
     size_t index_queue_size;      /* Bytes held in index_queue. */
-    uint64_t durable_lsn;         /* Last LSN made durable by the commit thread. */
-    uint64_t indexed_lsn;         /* Last LSN the index holds. */
+    uint64_t durable_lsn; /* Last LSN made durable by the commit thread (lowered by a cut). */
+    uint64_t indexed_lsn; /* Last LSN the index holds (lowered by a rebuild). */
+    uint32_t index_rebuild_count; /* Rebuilds queued after cuts, not yet done. */
     int index_failed;             /* 0, or the error that stopped the index thread. */
     char index_message[TDM_DIAG_SIZE];
     bool closing; /* No new requests; drain and stop. */
@@ -71,18 +91,38 @@ void tdm_commit_stop(struct tdm_commit *commit);
 
 /* Queue request (whose raw the commit now owns). Returns 0, or
  * TANDEM_ECANCELED (closing), TANDEM_EBUSY (too many pending); on error the
- * caller still owns raw. */
+ * caller still owns raw.
+ * RECEIVED: the commit thread appends request->batch with
+ * tdm_log_append_batch() (every check of it first), completes the request with
+ * the batch's header and hands raw to the index thread, as for a local batch.
+ * CUT: the commit thread waits until the index thread is idle (it reads the
+ * log while rebuilding), cuts with tdm_log_cut_after() and, if the log lost
+ * LSNs, queues a rebuild of the index from the cut log: the index thread
+ * empties the index and fills it again up to the cut point, then goes on with
+ * the batches appended after the cut. Queries wait for that rebuild
+ * (tdm_commit_wait_indexed()), so they never see a cut LSN. A crash before the
+ * rebuild is finished leaves an index whose watermark the next open does not
+ * trust (past the log's end, or another chain hash): open rebuilds it. */
 int tdm_commit_submit(struct tdm_commit *commit, struct tdm_commit_request *request);
 /* Wait until a blocking request is done. */
 void tdm_commit_wait(struct tdm_commit *commit, struct tdm_commit_request *request);
 
-/* Wait until the index holds every LSN durable now. Returns 0, or the index
- * thread's error. */
+/* Wait until the index holds every LSN durable now and no rebuild is
+ * pending. Returns 0, or the index thread's error. */
 int tdm_commit_wait_indexed(struct tdm_commit *commit, struct tdm_diag *diag);
 
 /* Decode the records of a verified raw body into a tdm_malloc'd array whose
  * strings point into raw. Returns 0, TANDEM_ECORRUPT or -ENOMEM. */
 int tdm_commit_decode(const uint8_t *raw, const struct tdm_batch_header *header,
                       struct tandem_record **records, struct tdm_diag *diag);
+
+/* Apply to index every verified batch of log whose LSNs lie in lsn_first ..
+ * lsn_last (whole batches: none may straddle either bound), in groups of up to
+ * TDM_COMMIT_INDEX_BATCHES_MAX per LMDB transaction. Used by open (catch-up,
+ * rebuild), by tandem_verify() and by the index thread after a cut. Returns 0,
+ * or the first error of the scan, the decoding or the index, with diag.
+ * Thread: the index's writer. */
+int tdm_commit_index_fill(struct tdm_log *log, struct tdm_index *index, uint64_t lsn_first,
+                          uint64_t lsn_last, struct tdm_diag *diag);
 
 #endif

@@ -91,6 +91,7 @@
 #include "index.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -429,6 +430,22 @@ static int index_env_open(struct tdm_index *index, const char *env_dir, struct t
     }
     tdm_assert(index->env != NULL);
     tdm_assert(mdb_env_get_maxkeysize(index->env) >= INDEX_ADDRESS_KEY_SIZE_MAX);
+    if (!index->read_only) {
+        /* LMDB may just have created data.mdb and lock.mdb: make their names
+         * durable, or a power cut could leave a directory without them. */
+        int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0 || fsync(fd) != 0) {
+            int err = errno;
+            if (fd >= 0) {
+                close(fd);
+            }
+            mdb_env_close(index->env);
+            index->env = NULL;
+            tdm_diag_printf(diag, "fsync %s: %s", path, strerror(err));
+            return -err;
+        }
+        close(fd);
+    }
     return 0;
 }
 

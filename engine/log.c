@@ -13,7 +13,20 @@
  *      directory so that the new name survives a crash.
  *   3. Build the batch (compress, checksums, chain hash) after lsn_last.
  *   4. pwrite it at the end of the open segment and fdatasync.
- *   5. Publish the new lsn_last under the mutex; write a progress record.
+ *   5. Publish the new lsn_last under the mutex, list the batch in the open
+ *      segment's batch table; write a progress record.
+ *
+ * Locating a batch by LSN (tdm_log_locate(), for the replication adapter that
+ * ships ranges to backups): the batch tables (struct tdm_log_table, log.h)
+ * list where each batch of the open segment is, and of a few more segments
+ * (the most recently used: those sealed just before and those walked), so a
+ * range is found with a binary search. A segment without a table is walked
+ * header by header, bodies skipped, and a sealed segment's walk is kept as its
+ * table. A table only ever lists a prefix of its segment's batches: recovery
+ * lists the open segment's batches as it verifies them (so a torn tail it cuts
+ * was never listed), a cut lists the batches it kept, and a table that runs
+ * out of memory stops growing (locating walks on from its end). The bytes are
+ * read back with tdm_log_read_located(): one pread per run of batches.
  *
  * Failure modes: any failed pwrite, fdatasync or file creation on the write
  * path makes the log failed (sticky, LMDB's poisoning): the error is reported
@@ -286,6 +299,10 @@ void tdm_log_close(struct tdm_log *log)
     tdm_free(log->segments);
     log->segments = NULL;
     log->segment_count = 0;
+    for (uint32_t i = 0; i < TDM_LOG_TABLES_MAX; i++) {
+        tdm_free(log->tables[i].entries);
+        log->tables[i] = (struct tdm_log_table){0};
+    }
     pthread_mutex_destroy(&log->mutex);
 }
 
@@ -442,8 +459,11 @@ static int log_tail_prepare(struct tdm_log *log, struct tdm_diag *diag)
     return rv;
 }
 
+static void log_table_note_locked(struct tdm_log *log, uint64_t segment_lsn, uint64_t lsn_first,
+                                  uint64_t lsn_last, uint64_t offset, uint32_t size);
+
 /* Write one built and verified batch at the end of the open segment, make it
- * durable, and publish it. */
+ * durable, publish it, and list it in the segment's batch table. */
 static int log_write_batch(struct tdm_log *log, const uint8_t *bytes, size_t size,
                            const struct tdm_batch_header *h, struct tdm_log_location *location,
                            struct tdm_diag *diag)
@@ -473,6 +493,8 @@ static int log_write_batch(struct tdm_log *log, const uint8_t *bytes, size_t siz
     log->lsn_last = tdm_batch_lsn_last(h);
     log->chain_last = h->chain_hash;
     log->epoch = h->epoch;
+    log_table_note_locked(log, segment->lsn_first, h->lsn_first, log->lsn_last, log->tail_offset,
+                          (uint32_t)size);
     log->tail_offset += (uint64_t)size;
     log->tail_batch_count++;
     segment->lsn_last = log->lsn_last;
@@ -629,4 +651,465 @@ void tdm_log_status(struct tdm_log *log, struct tandem_status *status)
                                                                 : TANDEM_STATUS_DAMAGED_MAX;
     memcpy(status->damaged, log->damaged, n * sizeof(status->damaged[0]));
     pthread_mutex_unlock(&log->mutex);
+}
+
+/* ---- batch tables and locating batches -------------------------------------- */
+
+#define LOG_TABLE_GROWTH_MIN 256u        /* Entries of a table's first allocation. */
+#define LOG_WALK_BUFFER_SIZE (64u << 10) /* Read ahead of a header walk. */
+
+tdm_static_assert(TDM_SEGMENT_SIZE_MAX + TDM_BATCH_HEADER_SIZE + TDM_BATCH_BODY_SIZE_MAX <
+                  UINT32_MAX); /* struct tdm_log_entry's u32 offset. */
+
+/* Batches a segment can hold: it grows to segment_size plus one batch, and a
+ * batch takes at least a header and one body byte. */
+static uint32_t log_table_entries_max(const struct tdm_log *log)
+{
+    uint64_t bytes = log->options.segment_size + TDM_BATCH_HEADER_SIZE + TDM_BATCH_BODY_SIZE_MAX;
+    return (uint32_t)(bytes / (TDM_BATCH_HEADER_SIZE + 1) + 1);
+}
+
+static void log_table_reset(struct tdm_log_table *t, uint64_t segment_lsn)
+{
+    t->segment_lsn = segment_lsn;
+    t->lsn_next = segment_lsn;
+    t->end = TDM_SEGMENT_HEADER_SIZE;
+    t->frozen = false;
+    t->count = 0; /* The entries stay allocated for the next segment. */
+}
+
+void tdm_log_table_add(struct tdm_log *log, struct tdm_log_table *table, uint64_t lsn_first,
+                       uint64_t lsn_last, uint64_t offset, uint32_t size)
+{
+    tdm_assert(lsn_first <= lsn_last);
+    tdm_assert(size >= TDM_BATCH_HEADER_SIZE);
+    if (table->frozen || table->end != offset || table->lsn_next != lsn_first ||
+        offset + size > UINT32_MAX) {
+        table->frozen = true; /* The prefix listed so far stays true. */
+        return;
+    }
+    if (table->count == table->capacity) {
+        uint32_t max = log_table_entries_max(log);
+        uint32_t capacity = table->capacity == 0 ? LOG_TABLE_GROWTH_MIN : table->capacity * 2;
+        capacity = capacity > max ? max : capacity;
+        void *p = capacity > table->count
+                      ? tdm_realloc(table->entries, capacity * sizeof(*table->entries))
+                      : NULL;
+        if (p == NULL) {
+            table->frozen = true;
+            return;
+        }
+        table->entries = p;
+        table->capacity = capacity;
+    }
+    table->entries[table->count++] =
+        (struct tdm_log_entry){.lsn_first = lsn_first, .offset = (uint32_t)offset, .size = size};
+    table->end = offset + size;
+    table->lsn_next = lsn_last + 1;
+}
+
+static struct tdm_log_table *log_table_find_locked(struct tdm_log *log, uint64_t segment_lsn)
+{
+    tdm_assert(segment_lsn != 0);
+    for (uint32_t i = 0; i < TDM_LOG_TABLES_MAX; i++) {
+        if (log->tables[i].segment_lsn == segment_lsn) {
+            return &log->tables[i];
+        }
+    }
+    return NULL;
+}
+
+/* The slot to reuse: free, else the least recently used one, never the open
+ * segment's (it is kept for as long as the segment is open). */
+static struct tdm_log_table *log_table_slot_locked(struct tdm_log *log)
+{
+    uint64_t open_lsn = 0;
+    if (log->segment_count > 0 && !log->segments[log->segment_count - 1].sealed) {
+        open_lsn = log->segments[log->segment_count - 1].lsn_first;
+    }
+    struct tdm_log_table *slot = NULL;
+    for (uint32_t i = 0; i < TDM_LOG_TABLES_MAX; i++) {
+        struct tdm_log_table *t = &log->tables[i];
+        if (t->segment_lsn == 0) {
+            return t;
+        }
+        if (t->segment_lsn != open_lsn && (slot == NULL || t->used < slot->used)) {
+            slot = t;
+        }
+    }
+    tdm_assert(slot != NULL); /* TDM_LOG_TABLES_MAX >= 2. */
+    return slot;
+}
+
+static void log_table_note_locked(struct tdm_log *log, uint64_t segment_lsn, uint64_t lsn_first,
+                                  uint64_t lsn_last, uint64_t offset, uint32_t size)
+{
+    struct tdm_log_table *t = log_table_find_locked(log, segment_lsn);
+    if (t == NULL) {
+        if (offset != TDM_SEGMENT_HEADER_SIZE) {
+            return; /* Its table was dropped: locating walks its headers. */
+        }
+        t = log_table_slot_locked(log);
+        log_table_reset(t, segment_lsn);
+    }
+    tdm_log_table_add(log, t, lsn_first, lsn_last, offset, size);
+    t->used = ++log->table_clock;
+}
+
+void tdm_log_table_note(struct tdm_log *log, uint64_t segment_lsn, uint64_t lsn_first,
+                        uint64_t lsn_last, uint64_t offset, uint32_t size)
+{
+    pthread_mutex_lock(&log->mutex);
+    log_table_note_locked(log, segment_lsn, lsn_first, lsn_last, offset, size);
+    pthread_mutex_unlock(&log->mutex);
+}
+
+void tdm_log_tables_cut_locked(struct tdm_log *log, struct tdm_log_table *built)
+{
+    tdm_assert(built->segment_lsn != 0);
+    log->cut_count++;
+    struct tdm_log_table *slot = NULL;
+    for (uint32_t i = 0; i < TDM_LOG_TABLES_MAX; i++) {
+        struct tdm_log_table *t = &log->tables[i];
+        if (t->segment_lsn >= built->segment_lsn) {
+            log_table_reset(t, 0); /* Cut, or moved to quarantine. */
+            slot = slot == NULL ? t : slot;
+        }
+    }
+    slot = slot != NULL ? slot : log_table_slot_locked(log);
+    struct tdm_log_entry *entries = slot->entries;
+    uint32_t capacity = slot->capacity;
+    *slot = *built;
+    slot->used = ++log->table_clock;
+    built->entries = entries; /* The caller frees what the slot held. */
+    built->capacity = capacity;
+    built->count = 0;
+}
+
+/* ---- locating ---- */
+
+/* What a tdm_log_locate() call still wants, and what it found so far. */
+struct locate_want {
+    uint64_t lsn;      /* Next LSN to locate. */
+    uint64_t lsn_last; /* Last LSN wanted (within the log). */
+    struct tdm_log_batch *out;
+    uint32_t capacity;
+    uint32_t count;
+};
+
+static bool locate_done(const struct locate_want *want)
+{
+    return want->count == want->capacity || want->lsn > want->lsn_last;
+}
+
+static void locate_found(struct locate_want *want, uint64_t segment_lsn, uint64_t lsn_first,
+                         uint64_t lsn_last, uint64_t offset, uint32_t size)
+{
+    tdm_assert(!locate_done(want));
+    tdm_assert(lsn_first <= want->lsn && want->lsn <= lsn_last);
+    want->out[want->count++] = (struct tdm_log_batch){
+        .lsn_first = lsn_first,
+        .lsn_last = lsn_last,
+        .location = {.segment_lsn = segment_lsn, .offset = offset, .size = size},
+    };
+    want->lsn = lsn_last + 1;
+}
+
+/* Copy from table t what want asks for, from the entry holding want->lsn on.
+ * Returns false if t does not list want->lsn. */
+static bool locate_from_table_locked(struct tdm_log *log, struct tdm_log_table *t,
+                                     struct locate_want *want)
+{
+    if (t->count == 0 || want->lsn >= t->lsn_next || want->lsn < t->entries[0].lsn_first) {
+        return false;
+    }
+    uint32_t low = 0; /* Binary search: the last entry with lsn_first <= want->lsn. */
+    uint32_t high = t->count;
+    while (high - low > 1) {
+        uint32_t middle = low + (high - low) / 2;
+        if (t->entries[middle].lsn_first <= want->lsn) {
+            low = middle;
+        } else {
+            high = middle;
+        }
+    }
+    for (uint32_t i = low; i < t->count && !locate_done(want); i++) {
+        const struct tdm_log_entry *e = &t->entries[i];
+        uint64_t next = i + 1 < t->count ? t->entries[i + 1].lsn_first : t->lsn_next;
+        locate_found(want, t->segment_lsn, e->lsn_first, next - 1, e->offset, e->size);
+    }
+    t->used = ++log->table_clock;
+    return true;
+}
+
+/* Reading the batch headers of one segment, bodies skipped. */
+struct locate_walk {
+    struct tdm_fs *fs;
+    int fd;
+    struct tdm_log_segment seg; /* As published when the walk began. */
+    uint64_t end;               /* Bytes that may hold batches. */
+    uint8_t *buffer;            /* LOG_WALK_BUFFER_SIZE bytes read ahead... */
+    uint64_t buffer_offset;     /* ...from this offset of the file... */
+    size_t buffer_size;         /* ...of which this many are valid. */
+};
+
+/* Decode the batch header at offset, reading ahead when it is not buffered. */
+static int locate_walk_header(struct locate_walk *w, uint64_t offset, struct tdm_batch_header *h,
+                              struct tdm_diag *diag)
+{
+    tdm_assert(offset < w->end);
+    if (w->end - offset < TDM_BATCH_HEADER_SIZE) {
+        return TDM_CORRUPT(diag, "partial batch header");
+    }
+    if (offset < w->buffer_offset ||
+        offset + TDM_BATCH_HEADER_SIZE > w->buffer_offset + w->buffer_size) {
+        uint64_t want = w->end - offset;
+        size_t size = want < LOG_WALK_BUFFER_SIZE ? (size_t)want : LOG_WALK_BUFFER_SIZE;
+        w->buffer_offset = offset;
+        w->buffer_size = 0;
+        int rv = w->fs->pread(w->fs, w->fd, w->buffer, size, offset, &w->buffer_size);
+        if (rv != 0) {
+            tdm_diag_printf(diag, "read: %s", tandem_strerror(rv));
+            return rv;
+        }
+        if (w->buffer_size < TDM_BATCH_HEADER_SIZE) {
+            return TDM_CORRUPT(diag, "short read");
+        }
+    }
+    const uint8_t *head = w->buffer + (offset - w->buffer_offset);
+    return tdm_batch_header_decode(head, TDM_BATCH_HEADER_SIZE, h, diag);
+}
+
+/* Walk the headers of w's segment from offset (where LSN lsn starts), giving
+ * want what it asks for. keep (or NULL) is a table of the whole segment being
+ * built: the walk then goes on to the segment's end. A header that does not
+ * verify ends the walk; it is an error only if want still wanted it. */
+static int locate_walk_run(struct tdm_log *log, struct locate_walk *w, uint64_t offset,
+                           uint64_t lsn, struct tdm_log_table *keep, struct locate_want *want,
+                           struct tdm_diag *diag)
+{
+    int rv = 0;
+    while (offset < w->end && lsn <= w->seg.lsn_last) {
+        if (keep == NULL && locate_done(want)) {
+            break;
+        }
+        struct tdm_batch_header h;
+        rv = locate_walk_header(w, offset, &h, diag);
+        if (rv == 0 && h.lsn_first != lsn) {
+            rv = TDM_CORRUPT(diag, "batch has LSN %" PRIu64 ", want %" PRIu64, h.lsn_first, lsn);
+        }
+        if (rv == 0 && w->end - offset - TDM_BATCH_HEADER_SIZE < h.body_size) {
+            rv = TDM_CORRUPT(diag, "batch %" PRIu64 ": body runs past the end", h.lsn_first);
+        }
+        if (rv != 0) {
+            tdm_diag_wrapf(diag, "segment %" PRIu64 " offset %" PRIu64, w->seg.lsn_first, offset);
+            break;
+        }
+        uint32_t size = TDM_BATCH_HEADER_SIZE + h.body_size;
+        uint64_t lsn_last = tdm_batch_lsn_last(&h);
+        if (!locate_done(want) && lsn_last >= want->lsn) {
+            locate_found(want, w->seg.lsn_first, h.lsn_first, lsn_last, offset, size);
+        }
+        if (keep != NULL) {
+            tdm_log_table_add(log, keep, h.lsn_first, lsn_last, offset, size);
+        }
+        offset += size;
+        lsn = lsn_last + 1;
+    }
+    if (rv != 0 && locate_done(want)) {
+        rv = 0; /* Past what was wanted: recovery or a scrub reports damage. */
+    }
+    return rv;
+}
+
+/* Keep the table a walk built, unless a cut came in between or another
+ * locate kept one first. */
+static void locate_keep(struct tdm_log *log, struct tdm_log_table *built, uint64_t cut_count)
+{
+    pthread_mutex_lock(&log->mutex);
+    if (log->cut_count == cut_count && log_table_find_locked(log, built->segment_lsn) == NULL) {
+        struct tdm_log_table *slot = log_table_slot_locked(log);
+        struct tdm_log_entry *entries = slot->entries;
+        *slot = *built;
+        slot->used = ++log->table_clock;
+        built->entries = entries; /* Freed below, outside the mutex. */
+    }
+    pthread_mutex_unlock(&log->mutex);
+    tdm_free(built->entries);
+    built->entries = NULL;
+}
+
+/* Walk segment seg (as published) from offset, where LSN lsn starts. */
+static int locate_walk(struct tdm_log *log, const struct tdm_log_segment *seg, uint64_t offset,
+                       uint64_t lsn, bool keep, uint64_t cut_count, struct locate_want *want,
+                       struct tdm_diag *diag)
+{
+    struct locate_walk w = {.fs = log->fs, .fd = -1, .seg = *seg};
+    w.end = seg->sealed ? seg->size - TDM_SEGMENT_FOOTER_SIZE : seg->size;
+    char path[TDM_PATH_SIZE];
+    log_path(log, seg->lsn_first, path);
+    int rv = log->fs->open(log->fs, path, TDM_FS_READ, &w.fd);
+    if (rv != 0) {
+        tdm_diag_printf(diag, "open segment %" PRIu64 ": %s", seg->lsn_first, tandem_strerror(rv));
+        return rv;
+    }
+    w.buffer = tdm_malloc(LOG_WALK_BUFFER_SIZE);
+    if (w.buffer == NULL) {
+        log->fs->close(log->fs, w.fd);
+        tdm_diag_printf(diag, "out of memory");
+        return -ENOMEM;
+    }
+    struct tdm_log_table built = {0};
+    log_table_reset(&built, seg->lsn_first);
+    uint32_t count = want->count;
+    rv = locate_walk_run(log, &w, offset, lsn, keep ? &built : NULL, want, diag);
+    log->fs->close(log->fs, w.fd);
+    tdm_free(w.buffer);
+    if (keep && !built.frozen) {
+        locate_keep(log, &built, cut_count);
+    }
+    tdm_free(built.entries);
+    if (rv == 0 && want->count == count) {
+        rv = TDM_CORRUPT(diag, "LSN %" PRIu64 " not found in segment %" PRIu64, want->lsn,
+                         seg->lsn_first);
+    }
+    return rv;
+}
+
+/* Locate from want->lsn on within the segment that holds it. */
+static int locate_step(struct tdm_log *log, struct locate_want *want, struct tdm_diag *diag)
+{
+    pthread_mutex_lock(&log->mutex);
+    uint32_t low = 0; /* Binary search: the last segment with lsn_first <= want->lsn. */
+    uint32_t high = log->segment_count;
+    while (high - low > 1) {
+        uint32_t middle = low + (high - low) / 2;
+        if (log->segments[middle].lsn_first <= want->lsn) {
+            low = middle;
+        } else {
+            high = middle;
+        }
+    }
+    if (log->segment_count == 0 || log->segments[low].lsn_first > want->lsn ||
+        log->segments[low].lsn_last < want->lsn) {
+        pthread_mutex_unlock(&log->mutex);
+        return TDM_CORRUPT(diag, "LSN %" PRIu64 " is in no segment that verifies", want->lsn);
+    }
+    struct tdm_log_segment seg = log->segments[low];
+    uint64_t cut_count = log->cut_count;
+    struct tdm_log_table *t = log_table_find_locked(log, seg.lsn_first);
+    bool found = t != NULL && locate_from_table_locked(log, t, want);
+    uint64_t offset = t != NULL ? t->end : TDM_SEGMENT_HEADER_SIZE;
+    uint64_t lsn = t != NULL ? t->lsn_next : seg.lsn_first;
+    pthread_mutex_unlock(&log->mutex);
+    if (found) {
+        return 0;
+    }
+    /* Not listed: walk the headers past the table, keeping a whole sealed one. */
+    return locate_walk(log, &seg, offset, lsn, t == NULL && seg.sealed, cut_count, want, diag);
+}
+
+int tdm_log_locate(struct tdm_log *log, uint64_t lsn_first, uint64_t lsn_last,
+                   struct tdm_log_batch *out, uint32_t capacity, uint32_t *count,
+                   struct tdm_diag *diag)
+{
+    tdm_assert(capacity >= 1);
+    tdm_assert(lsn_first <= lsn_last);
+    struct locate_want want = {
+        .lsn = lsn_first, .lsn_last = lsn_last, .out = out, .capacity = capacity};
+    pthread_mutex_lock(&log->mutex);
+    uint64_t log_first = log->lsn_first;
+    uint64_t log_last = log->lsn_last;
+    pthread_mutex_unlock(&log->mutex);
+    *count = 0;
+    if (log_first == 0 || lsn_first < log_first || lsn_first > log_last) {
+        tdm_diag_printf(diag, "LSN %" PRIu64 " is not in the log (%" PRIu64 "..%" PRIu64 ")",
+                        lsn_first, log_first, log_last);
+        return TANDEM_ENOTFOUND;
+    }
+    want.lsn_last = lsn_last < log_last ? lsn_last : log_last;
+    int rv = 0;
+    while (rv == 0 && !locate_done(&want)) {
+        rv = locate_step(log, &want, diag);
+    }
+    *count = want.count;
+    tdm_assert(rv != 0 || *count >= 1);
+    return rv;
+}
+
+/* Check one batch read back from a located place: header, LSNs, size, body
+ * checksum. */
+static int read_located_check(const struct tdm_log_batch *b, const uint8_t *bytes,
+                              struct tdm_batch_header *h, struct tdm_diag *diag)
+{
+    int rv = tdm_batch_header_decode(bytes, b->location.size, h, diag);
+    if (rv != 0) {
+        return rv;
+    }
+    if (h->lsn_first != b->lsn_first || tdm_batch_lsn_last(h) != b->lsn_last) {
+        return TDM_CORRUPT(
+            diag, "batch %" PRIu64 "..%" PRIu64 " found where %" PRIu64 "..%" PRIu64 " was",
+            h->lsn_first, tdm_batch_lsn_last(h), b->lsn_first, b->lsn_last);
+    }
+    if (TDM_BATCH_HEADER_SIZE + (uint64_t)h->body_size != b->location.size) {
+        return TDM_CORRUPT(diag, "batch %" PRIu64 ": size differs", h->lsn_first);
+    }
+    if (XXH3_64bits(bytes + TDM_BATCH_HEADER_SIZE, h->body_size) != h->body_checksum) {
+        return TDM_CORRUPT(diag, "batch %" PRIu64 ": body checksum mismatch", h->lsn_first);
+    }
+    return 0;
+}
+
+/* Read batches[0 .. count), back to back in one segment, with one pread. */
+static int read_located_run(struct tdm_log *log, const struct tdm_log_batch *batches,
+                            uint32_t count, uint8_t *buffer, struct tdm_diag *diag)
+{
+    tdm_assert(count >= 1);
+    const struct tdm_log_location *first = &batches[0].location;
+    const struct tdm_log_location *last = &batches[count - 1].location;
+    tdm_assert(last->offset >= first->offset);
+    size_t size = (size_t)(last->offset - first->offset) + last->size;
+    char path[TDM_PATH_SIZE];
+    log_path(log, first->segment_lsn, path);
+    int fd;
+    int rv = log->fs->open(log->fs, path, TDM_FS_READ, &fd);
+    if (rv == 0) {
+        rv = tdm_fs_read_exact(log->fs, fd, buffer, size, first->offset);
+        log->fs->close(log->fs, fd);
+    }
+    if (rv == -ENODATA) {
+        return TDM_CORRUPT(diag, "segment %" PRIu64 ": batches past the end of the file",
+                           first->segment_lsn);
+    }
+    if (rv != 0) {
+        tdm_diag_printf(diag, "read segment %" PRIu64 " at %" PRIu64 ": %s", first->segment_lsn,
+                        first->offset, tandem_strerror(rv));
+    }
+    return rv;
+}
+
+int tdm_log_read_located(struct tdm_log *log, const struct tdm_log_batch *batches, uint32_t count,
+                         uint8_t *buffer, struct tdm_batch_header *headers, struct tdm_diag *diag)
+{
+    size_t done = 0;
+    uint32_t i = 0;
+    while (i < count) {
+        uint32_t n = 1; /* The run: batches back to back in one segment. */
+        while (i + n < count &&
+               batches[i + n].location.segment_lsn == batches[i].location.segment_lsn &&
+               batches[i + n].location.offset ==
+                   batches[i + n - 1].location.offset + batches[i + n - 1].location.size) {
+            n++;
+        }
+        int rv = read_located_run(log, batches + i, n, buffer + done, diag);
+        for (uint32_t j = i; rv == 0 && j < i + n; j++) {
+            rv = read_located_check(&batches[j], buffer + done, &headers[j], diag);
+            done += batches[j].location.size;
+        }
+        if (rv != 0) {
+            return rv;
+        }
+        i += n;
+    }
+    return 0;
 }

@@ -2,9 +2,11 @@
  * fdatasync, seal, read, and recovery on open (engine/recover.c).
  * Format: docs/FORMAT.md.
  *
- * Thread: one writer thread (the commit thread) calls tdm_log_append(); any
- * thread may call tdm_log_status(), tdm_log_read_batch() and tdm_log_scan();
- * log->mutex guards what they share. */
+ * Thread: one writer thread (the commit thread, engine/commit.c) calls
+ * tdm_log_append(), tdm_log_append_batch() and tdm_log_cut_after(); any thread
+ * may call tdm_log_status(), tdm_log_read_batch(), tdm_log_scan(),
+ * tdm_log_locate() and tdm_log_read_located(); log->mutex guards what they
+ * share. */
 #ifndef TDM_ENGINE_LOG_H
 #define TDM_ENGINE_LOG_H
 
@@ -22,6 +24,7 @@
 #define TDM_LOG_SEGMENTS_MAX   (1u << 20)
 #define TDM_LOG_DAMAGED_MAX    TANDEM_STATUS_DAMAGED_MAX
 #define TDM_PROGRESS_SLOT_SIZE 64
+#define TDM_LOG_TABLES_MAX     4 /* Batch tables kept: the open segment's and 3 others. */
 
 /* One segment file as recovery found it. */
 struct tdm_log_segment {
@@ -31,6 +34,54 @@ struct tdm_log_segment {
     bool sealed;                      /* Has a valid footer. */
     bool damaged;                     /* Some of its bytes failed a check. */
     struct tdm_chain_hash chain_last; /* Chain hash at lsn_last. */
+};
+
+/* One batch in a batch table: 16 bytes (the memory bound of struct
+ * tdm_log_table counts on it). */
+struct tdm_log_entry {
+    uint64_t lsn_first; /* Its last LSN is the next entry's lsn_first - 1. */
+    uint32_t offset;    /* Of its header; a segment stays below 4 GiB (log.c). */
+    uint32_t size;      /* Header plus body bytes. */
+};
+
+/* Where the batches of one segment are, so that tdm_log_locate() finds a batch
+ * by LSN with a binary search instead of a walk. A table lists a prefix of its
+ * segment: the batches back to back from the segment header up to end, in LSN
+ * order; LSNs from lsn_next on are found by walking the headers from end.
+ * Kept for the open segment (filled as batches are written, and by recovery
+ * on open) and for up to TDM_LOG_TABLES_MAX - 1 other segments: the most
+ * recently used of those sealed before it and of those a locate walked.
+ * Memory: 16 bytes per batch, and a batch takes at least
+ * TDM_BATCH_HEADER_SIZE + 1 bytes on disk, so a table takes at most a sixth of
+ * the bytes of its segment (at most segment_size plus one batch; capacity is
+ * capped there too): the tables of a log hold at most TDM_LOG_TABLES_MAX *
+ * (segment_size + 9 MiB) / 6 bytes, plus one such table per locate walking a
+ * sealed segment at that moment. That is 49 MiB for 64 MiB segments in
+ * theory; one-record batches of ~300 bytes take ~13 MiB, group commit's larger
+ * batches far less. Guarded by log->mutex. */
+struct tdm_log_table {
+    uint64_t segment_lsn;          /* First LSN of the segment; 0: the slot is free. */
+    uint64_t lsn_next;             /* LSN after the last entry (segment_lsn if none). */
+    uint64_t end;                  /* Offset after the last entry. */
+    uint64_t used;                 /* log->table_clock at the last use (LRU). */
+    bool frozen;                   /* Out of memory once: no more entries are added. */
+    struct tdm_log_entry *entries; /* entries[0 .. count), tdm_malloc'd. */
+    uint32_t count;
+    uint32_t capacity;
+};
+
+/* Where one batch is: its segment file and bytes. */
+struct tdm_log_location {
+    uint64_t segment_lsn; /* First LSN of the segment file. */
+    uint64_t offset;      /* Byte offset of the batch header. */
+    uint32_t size;        /* Header plus body bytes. */
+};
+
+/* One batch as tdm_log_locate() finds it: its LSNs and where it is. */
+struct tdm_log_batch {
+    uint64_t lsn_first;
+    uint64_t lsn_last;
+    struct tdm_log_location location;
 };
 
 struct tdm_log_options {
@@ -75,6 +126,11 @@ struct tdm_log {
     int failed_code; /* Sticky: 0 or the error that stopped writes. */
     char failed_message[TDM_DIAG_SIZE];
 
+    /* Batch tables (struct tdm_log_table); guarded by mutex. */
+    struct tdm_log_table tables[TDM_LOG_TABLES_MAX];
+    uint64_t table_clock; /* Counts table uses (LRU). */
+    uint64_t cut_count;   /* Cuts so far: a table walked across a cut is not kept. */
+
     ZSTD_CCtx *cctx; /* Writer's compression context. */
     uint8_t *buffer; /* Writer's batch buffer. */
     size_t buffer_size;
@@ -95,11 +151,6 @@ void tdm_log_close(struct tdm_log *log);
  * earlier write or fdatasync failed), TANDEM_EDAMAGED (the open segment is
  * damaged) or TANDEM_EREADONLY. A failed write or fdatasync makes the log failed
  * and is never retried. Thread: writer only. */
-struct tdm_log_location {
-    uint64_t segment_lsn; /* First LSN of the segment file. */
-    uint64_t offset;      /* Byte offset of the batch header. */
-    uint32_t size;        /* Header plus body bytes. */
-};
 int tdm_log_append(struct tdm_log *log, const uint8_t *raw, size_t raw_size, uint32_t record_count,
                    int64_t time_ns, struct tdm_batch_header *header,
                    struct tdm_log_location *location, struct tdm_diag *diag);
@@ -134,6 +185,32 @@ typedef int (*tdm_log_scan_cb)(void *data, const struct tdm_batch_header *header
 int tdm_log_scan(struct tdm_log *log, uint64_t lsn_from, tdm_log_scan_cb cb, void *data,
                  struct tdm_diag *diag);
 
+/* Locate the whole batches that hold LSNs lsn_first .. lsn_last (lsn_last is
+ * clamped to the log's end), in LSN order, into out[0 .. *count): out[0] holds
+ * lsn_first and each batch follows the one before; batches of one segment are
+ * back to back in it. At most capacity (>= 1) batches: call again from
+ * out[*count - 1].lsn_last + 1 for the rest. Cost: a binary search in the
+ * segment's batch table (struct tdm_log_table) when it has one, else one walk
+ * of the segment's batch headers (each header's checksum is verified; bodies
+ * are skipped: not read, not checksummed, not decompressed), whose table is
+ * then kept if the segment is sealed. So a batch's body is not proven: read
+ * it with tdm_log_read_located(). No I/O happens under log->mutex.
+ * Returns 0 (*count >= 1), TANDEM_ENOTFOUND (lsn_first is not in the log),
+ * TANDEM_ECORRUPT (a header on the way does not verify, or the LSN lies in a
+ * damaged range), or an I/O error, with diag. Thread-safe. */
+int tdm_log_locate(struct tdm_log *log, uint64_t lsn_first, uint64_t lsn_last,
+                   struct tdm_log_batch *out, uint32_t capacity, uint32_t *count,
+                   struct tdm_diag *diag);
+
+/* Read the bytes of located batches batches[0 .. count) (tdm_log_locate())
+ * into buffer, back to back (the caller sizes it: the sum of their sizes), with
+ * one pread per run of batches that are back to back in one segment, and check
+ * each: header checksum, its LSNs and size as located, body checksum (the body
+ * is not decompressed). headers[0 .. count) receives the decoded headers.
+ * Returns 0, TANDEM_ECORRUPT, or an I/O error, with diag. Thread-safe. */
+int tdm_log_read_located(struct tdm_log *log, const struct tdm_log_batch *batches, uint32_t count,
+                         uint8_t *buffer, struct tdm_batch_header *headers, struct tdm_diag *diag);
+
 /* Copy the log's part of a status. Thread-safe. */
 void tdm_log_status(struct tdm_log *log, struct tandem_status *status);
 
@@ -164,5 +241,17 @@ int tdm_log_recover(struct tdm_log *log, struct tdm_diag *diag);
 void tdm_log_damage_add(struct tdm_log *log, const struct tandem_damage *damage);
 int tdm_log_segment_push(struct tdm_log *log, const struct tdm_log_segment *segment);
 int tdm_progress_read(struct tdm_log *log);
+/* Batch tables (log.c). tdm_log_table_note: batch lsn_first .. lsn_last at
+ * offset of segment segment_lsn was written or verified (recovery); takes the
+ * mutex. tdm_log_table_add: append to a table nobody else sees yet (or under
+ * the mutex); freezes it instead when out of memory or out of order.
+ * tdm_log_tables_cut_locked: after a cut that kept segments up to
+ * segment_lsn, whose batches are now exactly those of built (taken over),
+ * drop the tables of later segments; under the mutex. */
+void tdm_log_table_note(struct tdm_log *log, uint64_t segment_lsn, uint64_t lsn_first,
+                        uint64_t lsn_last, uint64_t offset, uint32_t size);
+void tdm_log_table_add(struct tdm_log *log, struct tdm_log_table *table, uint64_t lsn_first,
+                       uint64_t lsn_last, uint64_t offset, uint32_t size);
+void tdm_log_tables_cut_locked(struct tdm_log *log, struct tdm_log_table *built);
 
 #endif

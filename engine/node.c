@@ -37,7 +37,6 @@
 #include "scrub.h"
 
 #define NODE_SCAN_CHUNK        256
-#define NODE_CATCH_UP_SIZE_MAX (32u << 20)
 #define NODE_VERIFY_INDEX_NAME "index.verify" /* Scratch rebuild of tandem_verify(). */
 
 /* What a writer's open does with the index. */
@@ -135,89 +134,11 @@ static int node_lock(struct tandem *t, struct tdm_diag *diag)
     return rv;
 }
 
-/* Collects scanned batches and applies them to the index in groups. */
-struct node_catch_up {
-    struct tandem *t;
-    struct tdm_index *index; /* The index to fill: t->index or a scratch one. */
-    struct tdm_index_batch batches[TDM_COMMIT_INDEX_BATCHES_MAX];
-    struct tandem_record *records[TDM_COMMIT_INDEX_BATCHES_MAX];
-    uint8_t *raws[TDM_COMMIT_INDEX_BATCHES_MAX];
-    size_t count;
-    size_t size;
-    uint64_t lsn_from;
-    struct tdm_diag *diag;
-};
-
-static void node_catch_up_release(struct node_catch_up *c)
-{
-    for (size_t i = 0; i < c->count; i++) {
-        tdm_free(c->records[i]);
-        tdm_free(c->raws[i]);
-    }
-    c->count = 0;
-    c->size = 0;
-}
-
-static int node_catch_up_flush(struct node_catch_up *c)
-{
-    int rv = c->count > 0 ? tdm_index_apply(c->index, c->batches, c->count, c->diag) : 0;
-    node_catch_up_release(c);
-    return rv;
-}
-
-static int node_catch_up_cb(void *data, const struct tdm_batch_header *header,
-                            const struct tdm_log_location *location, const uint8_t *raw)
-{
-    struct node_catch_up *c = data;
-    if (header->lsn_first < c->lsn_from) {
-        return 0; /* Partly indexed already: cannot happen with whole batches. */
-    }
-    uint8_t *copy = tdm_malloc(header->raw_size + 1u);
-    if (copy == NULL) {
-        return -ENOMEM;
-    }
-    memcpy(copy, raw, header->raw_size);
-    struct tandem_record *records;
-    int rv = tdm_commit_decode(copy, header, &records, c->diag);
-    if (rv != 0) {
-        tdm_free(copy);
-        return rv;
-    }
-    size_t i = c->count++;
-    c->raws[i] = copy;
-    c->records[i] = records;
-    c->batches[i] = (struct tdm_index_batch){
-        .location = {header->lsn_first, header->record_count, location->segment_lsn,
-                     location->offset, location->size},
-        .chain_hash = header->chain_hash,
-        .records = records,
-    };
-    c->size += header->raw_size;
-    if (c->count == TDM_COMMIT_INDEX_BATCHES_MAX || c->size >= NODE_CATCH_UP_SIZE_MAX) {
-        return node_catch_up_flush(c);
-    }
-    return 0;
-}
-
 /* Apply every batch of t's log after lsn_from - 1 to index. */
 static int node_index_fill(struct tandem *t, struct tdm_index *index, uint64_t lsn_from,
                            struct tdm_diag *diag)
 {
-    struct node_catch_up *c = tdm_calloc(1, sizeof(*c));
-    if (c == NULL) {
-        return -ENOMEM;
-    }
-    c->t = t;
-    c->index = index;
-    c->lsn_from = lsn_from;
-    c->diag = diag;
-    int rv = tdm_log_scan(&t->log, lsn_from, node_catch_up_cb, c, diag);
-    if (rv == 0) {
-        rv = node_catch_up_flush(c);
-    }
-    node_catch_up_release(c);
-    tdm_free(c);
-    return rv;
+    return tdm_commit_index_fill(&t->log, index, lsn_from, UINT64_MAX, diag);
 }
 
 /* Set *trusted if the index's watermark names a batch of this log with the
@@ -651,6 +572,7 @@ static int node_request_make(struct tandem *t, const struct tandem_record *recor
         offset += 4 + n;
     }
     tdm_assert(offset == size);
+    request->kind = TDM_COMMIT_LOCAL;
     request->raw = raw;
     request->raw_size = size;
     request->record_count = (uint32_t)count;
@@ -764,6 +686,7 @@ int tdm_node_append_raw_async(struct tandem *t, const uint8_t *raw, size_t raw_s
         t->log.epoch = epoch;
     }
     pthread_mutex_unlock(&t->log.mutex);
+    request->kind = TDM_COMMIT_LOCAL;
     request->raw = copy;
     request->raw_size = raw_size;
     request->record_count = record_count;
@@ -776,6 +699,106 @@ int tdm_node_append_raw_async(struct tandem *t, const uint8_t *raw, size_t raw_s
         tdm_diag_printf(diag, "%s", tandem_strerror(rv));
     }
     return rv;
+}
+
+/* Check a received batch before it reaches the commit thread: its header, its
+ * body (decompressed into *raw, tdm_malloc'd) and every record in it, so that
+ * nothing the index could not take is ever written. Untrusted bytes: codes,
+ * never assertions. */
+static int node_received_decode(const uint8_t *bytes, size_t size, struct tdm_batch_header *header,
+                                uint8_t **raw, struct tdm_diag *diag)
+{
+    int rv = tdm_batch_header_decode(bytes, size, header, diag);
+    if (rv != 0) {
+        return rv;
+    }
+    if (size != TDM_BATCH_HEADER_SIZE + (size_t)header->body_size) {
+        return TDM_CORRUPT(diag, "batch %" PRIu64 ": %zu bytes, its header says %zu",
+                           header->lsn_first, size,
+                           TDM_BATCH_HEADER_SIZE + (size_t)header->body_size);
+    }
+    uint8_t *body = tdm_malloc((size_t)header->raw_size + 1u);
+    if (body == NULL) {
+        tdm_diag_printf(diag, "out of memory for a batch of %" PRIu32 " bytes", header->raw_size);
+        return -ENOMEM;
+    }
+    rv = tdm_batch_body_decode(header, bytes + TDM_BATCH_HEADER_SIZE, body, header->raw_size, diag);
+    struct tandem_record *records = NULL;
+    if (rv == 0) {
+        rv = tdm_commit_decode(body, header, &records, diag);
+    }
+    tdm_free(records);
+    if (rv != 0) {
+        tdm_free(body);
+        tdm_diag_wrapf(diag, "batch %" PRIu64, header->lsn_first);
+        return rv;
+    }
+    *raw = body;
+    return 0;
+}
+
+/* Hand a blocking RECEIVED or CUT request to the commit thread and wait. */
+static int node_commit_blocking(struct tandem *t, struct tdm_commit_request *request,
+                                struct tdm_diag *diag)
+{
+    tdm_assert(request->cb == NULL);
+    tdm_assert(request->kind != TDM_COMMIT_LOCAL);
+    tdm_assert(t->commit_started); /* A writer's handle (not read-only). */
+    int rv = tdm_commit_submit(&t->commit, request);
+    if (rv != 0) {
+        tdm_free(request->raw);
+        request->raw = NULL;
+        tdm_diag_printf(diag, "%s", tandem_strerror(rv));
+        return rv;
+    }
+    tdm_commit_wait(&t->commit, request);
+    tdm_assert(request->raw == NULL); /* The commit thread took it. */
+    if (request->status != 0) {
+        tdm_diag_printf(diag, "%s", request->message);
+    }
+    return request->status;
+}
+
+int tdm_node_append_received(struct tandem *t, const uint8_t *bytes, size_t size,
+                             struct tdm_batch_header *header, struct tdm_diag *diag)
+{
+    tdm_assert(t != NULL);
+    tdm_assert(bytes != NULL);
+    if (t->read_only) {
+        tdm_diag_printf(diag, "the node directory is open read-only");
+        return TANDEM_EREADONLY;
+    }
+    struct tdm_commit_request request;
+    memset(&request, 0, sizeof(request));
+    int rv = node_received_decode(bytes, size, &request.header, &request.raw, diag);
+    if (rv != 0) {
+        return rv;
+    }
+    request.kind = TDM_COMMIT_RECEIVED;
+    request.raw_size = request.header.raw_size;
+    request.record_count = request.header.record_count;
+    request.batch = bytes;
+    request.batch_size = size;
+    rv = node_commit_blocking(t, &request, diag);
+    if (rv == 0) {
+        tdm_assert(request.lsn_first == request.header.lsn_first);
+        *header = request.header;
+    }
+    return rv;
+}
+
+int tdm_node_cut_after(struct tandem *t, uint64_t lsn, struct tdm_diag *diag)
+{
+    tdm_assert(t != NULL);
+    if (t->read_only) {
+        tdm_diag_printf(diag, "the node directory is open read-only");
+        return TANDEM_EREADONLY;
+    }
+    struct tdm_commit_request request;
+    memset(&request, 0, sizeof(request));
+    request.kind = TDM_COMMIT_CUT;
+    request.cut_after_lsn = lsn;
+    return node_commit_blocking(t, &request, diag);
 }
 
 /* ---- queries --------------------------------------------------------------------- */

@@ -23,14 +23,48 @@ int tdm_node_verify(const char *dir, unsigned flags, struct tdm_fs *fs,
 /* --- Replication accessors (net/uv_node.c). Internal; not in tandem.h. --- */
 
 /* The handle's log and file-system table, for the replication adapter: it
- * reads batches (tdm_log_scan, any thread) and, on a backup, appends received
- * batches (tdm_log_append_batch, tdm_log_cut_after) on one thread at a time
- * while no local write is in flight (a backup submits none). Borrowed until
- * tandem_close(). Note: batches appended this way reach the index on the next
- * open (index catch-up), not at once. */
+ * reads batches (tdm_log_scan, tdm_log_status, any thread). It never writes
+ * the log itself: the commit thread is the log's only writer, and a backup
+ * hands it received batches and cuts through tdm_node_append_received() and
+ * tdm_node_cut_after(). Borrowed until tandem_close(). */
 struct tdm_log;
 struct tdm_log *tdm_node_log(struct tandem *t);
 struct tdm_fs *tdm_node_fs(struct tandem *t);
+
+/* Append one batch built by the primary, exactly as received (a backup's
+ * RECEIVED write, docs/PROTOCOL.md §5.5), and index it like a local batch.
+ * bytes (size bytes: header and compressed body, as on disk) are borrowed
+ * during the call. The header, body and every record are checked on the
+ * calling thread; then the commit thread appends the batch with
+ * tdm_log_append_batch() (LSN, epoch and chain hash checked against the log),
+ * in turn with local group commit, so that the two never interleave (a node
+ * may change role while open), and hands the body to the index thread: the
+ * same LMDB groups, watermark LSN and chain hash as local batches, so
+ * tandem_query()/tandem_get() on this handle see the batch without a reopen.
+ * Blocks until the batch is durable (fdatasync'd) or refused; on success
+ * header receives its header. Returns 0, or TANDEM_ECORRUPT (bad bytes or a
+ * chain hash that does not follow: nothing written), TANDEM_EINVALID (the
+ * batch does not start right after the log's last LSN), TANDEM_ESTALEEPOCH,
+ * TANDEM_EFAILED (the log is failed: sticky), TANDEM_EDAMAGED,
+ * TANDEM_EREADONLY, TANDEM_ECANCELED (closing), TANDEM_EBUSY, -ENOMEM; with
+ * diag. Thread: any thread but the commit thread (it blocks: the adapter's
+ * threadpool). */
+struct tdm_batch_header;
+int tdm_node_append_received(struct tandem *t, const uint8_t *bytes, size_t size,
+                             struct tdm_batch_header *header, struct tdm_diag *diag);
+
+/* Cut the log after lsn into DIR/quarantine/ (tdm_log_cut_after(): a backup's
+ * divergent tail beyond the fork point) on the commit thread, in turn with
+ * every append, and keep the index consistent: the index thread first catches
+ * up, then, if LSNs were cut, the index is emptied and filled again from the
+ * cut log (engine/commit.c step 6), and queries on this handle wait for that
+ * rebuild, so no query returns a cut record once this returns. lsn at or past
+ * the log's end changes nothing. Blocks until done. Returns 0, or
+ * tdm_log_cut_after()'s codes (TANDEM_EINVALID, TANDEM_EFAILED, ...),
+ * TANDEM_EREADONLY, TANDEM_ECANCELED (closing), TANDEM_EBUSY; with diag. A
+ * failed rebuild does not fail the cut: it stops the index (queries report it)
+ * and the next open rebuilds. Thread: any but the commit thread; blocking. */
+int tdm_node_cut_after(struct tandem *t, uint64_t lsn, struct tdm_diag *diag);
 
 /* tandem_append_async() for records already encoded as a batch body (raw:
  * record_count (u32 size, record) entries, e.g. a FORWARD frame's), copied.

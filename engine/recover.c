@@ -582,7 +582,12 @@ static int recover_walk_open(struct tdm_log *log, struct walk *w, struct tdm_log
                             tandem_strerror(rv));
             return rv;
         }
-        offset += TDM_BATCH_HEADER_SIZE + h.body_size;
+        uint32_t size = TDM_BATCH_HEADER_SIZE + h.body_size;
+        if (is_last) {
+            tdm_log_table_note(log, seg->lsn_first, h.lsn_first, tdm_batch_lsn_last(&h), offset,
+                               size);
+        }
+        offset += size;
         expected = tdm_batch_lsn_last(&h) + 1;
         prev = h.chain_hash;
         st->epoch = h.epoch;
@@ -960,10 +965,11 @@ int tdm_log_scan(struct tdm_log *log, uint64_t lsn_from, tdm_log_scan_cb cb, voi
 /* ---- cutting a divergent tail (tdm_log_cut_after) ------------------------------- */
 
 /* In segment seg (open as fd), find the offset of the batch that starts at
- * lsn + 1, with the chain hash and epoch at lsn and the batches before it. */
+ * lsn + 1, with the chain hash and epoch at lsn and the batches before it,
+ * which are listed in table (the segment's batch table after the cut). */
 static int cut_find(struct tdm_log *log, const struct tdm_log_segment *seg, int fd, uint64_t lsn,
                     uint64_t *offset, struct tdm_chain_hash *chain, uint32_t *batch_count,
-                    uint64_t *epoch, struct tdm_diag *diag)
+                    uint64_t *epoch, struct tdm_log_table *table, struct tdm_diag *diag)
 {
     uint8_t hb[TDM_SEGMENT_HEADER_SIZE];
     struct tdm_segment_header sh;
@@ -1005,6 +1011,8 @@ static int cut_find(struct tdm_log *log, const struct tdm_log_segment *seg, int 
         *chain = h.chain_hash;
         *epoch = h.epoch;
         (*batch_count)++;
+        tdm_log_table_add(log, table, h.lsn_first, tdm_batch_lsn_last(&h), at,
+                          TDM_BATCH_HEADER_SIZE + h.body_size);
         at += TDM_BATCH_HEADER_SIZE + h.body_size;
     }
     if (at >= end) {
@@ -1065,6 +1073,30 @@ static int cut_reopen_tail(struct tdm_log *log, uint32_t index, uint64_t offset,
     return 0;
 }
 
+/* A cut failed after it began to modify files: make the log failed, and let
+ * the batch tables list nothing from the cut segment on (which batches are
+ * where is for recovery to judge). Returns TANDEM_EFAILED. */
+static int cut_fail(struct tdm_log *log, uint64_t lsn, const char *what, int rv,
+                    struct tdm_log_table *table, struct tdm_diag *diag)
+{
+    tdm_assert(rv < 0);
+    table->count = 0;
+    table->lsn_next = table->segment_lsn;
+    table->end = TDM_SEGMENT_HEADER_SIZE;
+    table->frozen = true;
+    pthread_mutex_lock(&log->mutex);
+    tdm_log_tables_cut_locked(log, table);
+    pthread_mutex_unlock(&log->mutex);
+    tdm_free(table->entries);
+    table->entries = NULL;
+    char message[TDM_DIAG_SIZE];
+    snprintf(message, sizeof(message), "cut after LSN %" PRIu64 ": %s: %s", lsn, what,
+             tandem_strerror(rv));
+    tdm_log_fail(log, rv, message);
+    tdm_diag_printf(diag, "%s", message);
+    return TANDEM_EFAILED;
+}
+
 int tdm_log_cut_after(struct tdm_log *log, uint64_t lsn, struct tdm_diag *diag)
 {
     if (log->options.read_only) {
@@ -1100,9 +1132,12 @@ int tdm_log_cut_after(struct tdm_log *log, uint64_t lsn, struct tdm_diag *diag)
     struct tdm_chain_hash chain;
     uint32_t batch_count = 0;
     uint64_t epoch = 0;
-    rv = cut_find(log, seg, fd, lsn, &offset, &chain, &batch_count, &epoch, diag);
+    struct tdm_log_table table = {
+        .segment_lsn = seg->lsn_first, .lsn_next = seg->lsn_first, .end = TDM_SEGMENT_HEADER_SIZE};
+    rv = cut_find(log, seg, fd, lsn, &offset, &chain, &batch_count, &epoch, &table, diag);
     if (rv != 0) {
         log->fs->close(log->fs, fd);
+        tdm_free(table.entries);
         return rv;
     }
     /* From here on a failure leaves the log in a state only recovery may judge. */
@@ -1126,12 +1161,7 @@ int tdm_log_cut_after(struct tdm_log *log, uint64_t lsn, struct tdm_diag *diag)
         rv = cut_reopen_tail(log, index, offset, batch_count);
     }
     if (rv != 0) {
-        char message[TDM_DIAG_SIZE];
-        snprintf(message, sizeof(message), "cut after LSN %" PRIu64 ": %s: %s", lsn, what,
-                 tandem_strerror(rv));
-        tdm_log_fail(log, rv, message);
-        tdm_diag_printf(diag, "%s", message);
-        return TANDEM_EFAILED;
+        return cut_fail(log, lsn, what, rv, &table, diag);
     }
     tdm_tracef("cut the log after LSN %" PRIu64 " into quarantine", lsn);
     pthread_mutex_lock(&log->mutex);
@@ -1150,6 +1180,8 @@ int tdm_log_cut_after(struct tdm_log *log, uint64_t lsn, struct tdm_diag *diag)
     if (lsn < log->lsn_first) {
         log->lsn_first = 0;
     }
+    tdm_log_tables_cut_locked(log, &table);
     pthread_mutex_unlock(&log->mutex);
+    tdm_free(table.entries);
     return 0;
 }

@@ -365,6 +365,83 @@ struct tandem_verify_report {
 int tandem_verify(const char *dir, unsigned flags, struct tandem_verify_report *report,
                   struct tandem_diag *diag);
 
+/* ------------------------------------------------------------------------
+ * Client of a running node (tandemd), local or remote.
+ *
+ * The functions above open a node directory in this process. A client instead
+ * talks to the tandemd that owns a node (docs/PROTOCOL.md §7): through the
+ * node directory's local socket on the same host, or over TCP with mutual
+ * TLS 1.3 to the node's listen address (the port its peers use). A remote
+ * client holds a client certificate of the cluster CA (`tandem ca CADIR
+ * --client NAME` writes node.key, node.crt and ca.crt into a directory) and
+ * accepts any node of that CA as the server.
+ *
+ * Thread: a client belongs to one thread at a time; it is not shared (open
+ * one per thread). Every call blocks until the node answers.
+ * ------------------------------------------------------------------------ */
+
+struct tandem_client;
+
+/* Connect to the node at addr:
+ * - "HOST:PORT" (an IPv4 address, a DNS name, or [IPv6]:PORT): TCP + mutual
+ *   TLS 1.3 with the credentials in cert_dir (node.key, node.crt, ca.crt; a
+ *   client certificate, CN "client:NAME"); cert_dir NULL: the directory named
+ *   by the environment variable TANDEM_CERT. Connect and handshake are bounded
+ *   by 10 seconds.
+ * - a node directory: its local socket DIR/tandemd.sock (cert_dir unused).
+ * An existing file or directory named addr is always taken as a directory.
+ * Returns 0 and *out (release with tandem_client_close()), or a negative code
+ * with diag naming the cause in one line:
+ * - TANDEM_EINVALID: addr is neither; no cert_dir nor TANDEM_CERT for
+ *   HOST:PORT; cert_dir holds a node's certificate rather than a client's, or
+ *   a certificate not issued by its ca.crt;
+ * - -ENOENT: no tandemd runs in the directory (no socket), or a credential
+ *   file is missing; -ECONNREFUSED: nothing listens (a stale socket, a closed
+ *   port); -EHOSTUNREACH: the host does not resolve or cannot be reached;
+ * - -ETIMEDOUT: no connection or no handshake within 10 seconds;
+ * - -EACCES: the node's certificate is not from the cluster CA (or is not a
+ *   node's), or the node refused ours during the handshake;
+ * - -EPROTO: the peer does not speak TLS 1.3 (not a tandem node).
+ * In TLS 1.3 a node checks the client's certificate after the client's side of
+ * the handshake is complete, so a node that refuses it may be heard only by
+ * the first request, which then fails with -EACCES ("peer refused our
+ * certificate (...)"). */
+int tandem_client_open(const char *addr, const char *cert_dir, struct tandem_client **out,
+                       struct tandem_diag *diag);
+
+/* Append count records (1..TANDEM_APPEND_RECORDS_MAX) as one request and wait
+ * for the node's answer: returns 0 once the records are acknowledged (durable
+ * on min_copies nodes; on a standalone node, fdatasync'd) and sets *lsn_first
+ * (the records hold lsn_first .. lsn_first + count - 1, in order). Every record
+ * is checked against the limits here first, and the encoded request must fit
+ * one client frame (8 MiB, about 2000 records of the largest size): larger
+ * calls are refused whole. The records are copied; the caller's memory is
+ * free again when the call returns.
+ *
+ * Returns 0, or the node's code with its message in diag:
+ * - TANDEM_EINVALID: a record breaks a limit (diag names its index and the
+ *   field), or the request is too large; nothing of this call was sent;
+ * - TANDEM_ECOPIES: fewer than min_copies nodes held the records before the
+ *   write deadline: they are not acknowledged (they may still be stored);
+ * - TANDEM_ENOTPRIMARY, TANDEM_EFAILED, TANDEM_EDAMAGED, TANDEM_EBUSY, ...:
+ *   as the node reports them;
+ * or a failure of the connection (-ECONNRESET: the node closed it, -EACCES,
+ * -EPROTO, TANDEM_ECORRUPT: a garbled answer, -errno): the outcome of this
+ * append is then unknown, and every later call on this client returns the
+ * same code: close it and open a new one. */
+int tandem_client_append(struct tandem_client *client, const struct tandem_record *records,
+                         size_t count, uint64_t *lsn_first, struct tandem_diag *diag);
+
+/* The node's status document: the JSON object `tandem status --json` prints
+ * (schema 1; DESIGN "Public contracts": cluster, health, primary, epoch, nodes
+ * with roles, LSNs, lag and links), NUL-terminated, in *json, which the caller
+ * releases with free(). Returns 0, a code the node reports with diag, or a
+ * failure of the connection (as for tandem_client_append()). */
+int tandem_client_status(struct tandem_client *client, char **json, struct tandem_diag *diag);
+
+/* Close the connection and free the client. client may be NULL. */
+void tandem_client_close(struct tandem_client *client);
+
 #ifdef __cplusplus
 }
 #endif

@@ -5,8 +5,9 @@
  * Happy path of one step:
  * 1. Reset the caller's actions (counts only: the arrays are not cleared).
  * 2. On the first step, start the role the persisted history gives: the
- *    primary of the last entry opens a new epoch (replica_primary.c), any other
- *    node becomes a backup (replica_backup.c).
+ *    primary of the last entry opens a new epoch, or, as a new cluster's first
+ *    primary, acts in epoch 1 at once (replica_primary.c); any other node
+ *    becomes a backup (replica_backup.c).
  * 3. Hand the event to the role's handlers; they filter untrusted frames
  *    (*_ignore_*), then change state and append actions.
  * 4. Compute the next deadline, then check replica_invariants().
@@ -72,7 +73,7 @@ void tdm_replica_tracef(const struct tdm_replica *replica, const char *format, .
     }
     char line[TDM_REPLICA_TRACE_SIZE];
     int prefix =
-        snprintf(line, sizeof(line), "%" PRIu64 " n%u %s e%" PRIu64 ": ", replica->now_ms,
+        snprintf(line, sizeof(line), "%" PRIu64 " #%u %s e%" PRIu64 ": ", replica->now_ms,
                  replica->config.self_index, tdm_replica_role_name(replica->role), replica->epoch);
     if (prefix < 0 || (size_t)prefix >= sizeof(line)) {
         return;
@@ -394,6 +395,7 @@ void tdm_replica_status(const struct tdm_replica *replica, struct tdm_replica_st
             if (lags[i].link_up) {
                 node->role = TDM_ROLE_BACKUP; /* The primary links only to backups. */
                 node->epoch = replica->epoch;
+                node->last_lsn = lags[i].durable_lsn; /* What the primary knows. */
             }
         }
     }

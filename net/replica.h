@@ -284,7 +284,7 @@ struct tdm_replica_write {
 struct tdm_replica {
     struct tdm_replica_config config; /* config.history points at history below. */
     enum tdm_role role;
-    bool started;         /* The first step ran (a primary opens its epoch there). */
+    bool started;         /* The first step ran (a primary starts its epoch there). */
     bool history_pending; /* history_next is being persisted. */
     bool cut_pending;
     struct tdm_epoch_history history;       /* Persisted. */

@@ -158,7 +158,7 @@ static bool backup_ignore_start(const struct tdm_replica *replica, uint32_t node
         why = "fork point beyond our log";
     }
     if (why != NULL) {
-        tdm_replica_tracef(replica, "ignore START from n%u: %s", node_index, why);
+        tdm_replica_tracef(replica, "ignore START from #%u: %s", node_index, why);
         return true;
     }
     return false;
@@ -225,7 +225,7 @@ static bool backup_ignore_append(const struct tdm_replica *replica, uint32_t nod
         why = "too many batches";
     }
     if (why != NULL) {
-        tdm_replica_tracef(replica, "ignore APPEND from n%u: %s", node_index, why);
+        tdm_replica_tracef(replica, "ignore APPEND from #%u: %s", node_index, why);
         return true;
     }
     return false;
@@ -288,7 +288,7 @@ static bool backup_ignore_heartbeat(const struct tdm_replica *replica, uint32_t 
         why = "lag table too long";
     }
     if (why != NULL) {
-        tdm_replica_tracef(replica, "ignore HEARTBEAT from n%u: %s", node_index, why);
+        tdm_replica_tracef(replica, "ignore HEARTBEAT from #%u: %s", node_index, why);
         return true;
     }
     return false;
@@ -326,7 +326,7 @@ static void backup_on_forward_result(struct tdm_replica *replica, uint32_t node_
         why = "LSN range";
     }
     if (why != NULL) {
-        tdm_replica_tracef(replica, "ignore FORWARD_RESULT from n%u: %s", node_index, why);
+        tdm_replica_tracef(replica, "ignore FORWARD_RESULT from #%u: %s", node_index, why);
         return;
     }
     tdm_replica_result(actions, write->write_id, result->status, result->lsn_first,
@@ -341,7 +341,7 @@ static void backup_on_hello(struct tdm_replica *replica, uint32_t node_index,
     struct tdm_replica_peer *peer = &replica->peers[node_index];
     if (hello->version != TDM_FRAME_VERSION ||
         !tdm_replica_history_valid(&hello->history, replica->config.node_count)) {
-        tdm_replica_tracef(replica, "ignore HELLO from n%u: malformed", node_index);
+        tdm_replica_tracef(replica, "ignore HELLO from #%u: malformed", node_index);
         return;
     }
     peer->role = hello->role;
@@ -388,7 +388,7 @@ static void backup_on_receive(struct tdm_replica *replica, const struct tdm_even
         break;
     }
     default:
-        tdm_replica_tracef(replica, "ignore frame type %u from n%u: not for a backup",
+        tdm_replica_tracef(replica, "ignore frame type %u from #%u: not for a backup",
                            (unsigned)frame->type, node_index);
         break;
     }
@@ -494,7 +494,7 @@ static void backup_timers(struct tdm_replica *replica, struct tdm_actions *actio
             retry = true; /* READY lost, or the primary stopped talking to us. */
         }
         if (retry) {
-            tdm_replica_tracef(replica, "handshake with n%u again", replica->primary_index);
+            tdm_replica_tracef(replica, "handshake with #%u again", replica->primary_index);
             backup_hello_send(replica, actions);
         }
     }

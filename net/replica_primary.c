@@ -4,10 +4,14 @@
  *
  * Happy path:
  * 1. First step: open epoch E+1 beginning at last_lsn + 1 and ask for the
- *    history to be persisted. Every start of a primary opens a new epoch, so
+ *    history to be persisted. Every restart of a primary opens a new epoch, so
  *    that batches it wrote, shipped and then lost in a crash (never durable
  *    here, so never acknowledged) can be told apart from the batches it writes
  *    next at the same LSNs: backups cut that tail at the fork point.
+ *    One exception, a new cluster's first primary (PROTOCOL.md §4): with the
+ *    init history (1, self, 1) and an empty log it acts in epoch 1 at once
+ *    (primary_first_epoch() says why that is safe), and while it acts in
+ *    epoch 1 it ships only batches durable here.
  * 2. PERSISTED(EPOCHS): act as primary: HELLO to every linked node, hand held
  *    writes to the engine (WRITE_LOCAL).
  * 3. HELLO from a backup: compute the fork point (replica_fork.c) and answer
@@ -98,10 +102,66 @@ static uint32_t primary_boundary_search(const struct tdm_replica *replica, uint6
     return low;
 }
 
+/* True if this primary may act in epoch 1, the epoch of the cluster's init
+ * history, without opening a new one: its persisted history is only the init
+ * entry (1, self, 1) and its log is empty.
+ *
+ * Why that is safe. A new epoch exists to tell apart batches that a primary
+ * shipped and then lost in a crash from the different batches it writes next
+ * at the same LSNs. In epoch 1 there is nothing to tell apart:
+ * - only this node can have written batches of epoch 1: the init history names
+ *   it on every node, every other epoch is opened by a persisted history entry
+ *   (epoch + 1), and a backup appends only what its primary sent;
+ * - while acting in epoch 1 it ships only batches durable in its own log
+ *   (primary_ship_lsn()), and durable batches survive a crash;
+ * - so if its log is empty, no batch of epoch 1 ever left it: whatever it
+ *   wrote before a crash was never durable here, hence never shipped (and
+ *   never acknowledged), and no backup holds an epoch-1 batch that the
+ *   batches it writes now could contradict. A restart that finds the log
+ *   still empty (it crashed having made nothing durable) acts in epoch 1
+ *   again, by the same argument.
+ * Any other restart opens epoch + 1: with a non-empty log, batches may have
+ * left before a crash cut the local tail, so the fence is needed. (A node
+ * whose directory was wiped while its backups kept epoch-1 batches breaks the
+ * premise "durable batches survive"; that is an operator error, as it is for
+ * any primary.) */
+static bool primary_first_epoch(const struct tdm_replica *replica)
+{
+    const struct tdm_epoch_history *history = &replica->history;
+    if (history->count != 1 || replica->last_lsn != 0) {
+        return false;
+    }
+    const struct tdm_epoch_entry *entry = &history->entries[0];
+    return entry->epoch == 1 && entry->lsn_first == 1 &&
+           entry->primary_index == replica->config.self_index;
+}
+
+/* The last LSN the primary may ship: in epoch 1 only what is durable here
+ * (primary_first_epoch()), else everything written (PROTOCOL.md §5.4: the
+ * local fdatasync runs in parallel with the backups'). */
+static uint64_t primary_ship_lsn(const struct tdm_replica *replica)
+{
+    tdm_assert(replica->durable_lsn <= replica->last_lsn);
+    return replica->epoch == 1 ? replica->durable_lsn : replica->last_lsn;
+}
+
+static void primary_act(struct tdm_replica *replica, struct tdm_actions *actions);
+
 void tdm_replica_primary_start(struct tdm_replica *replica, struct tdm_actions *actions)
 {
     tdm_assert(replica->role == TDM_ROLE_RECOVERING);
     tdm_assert(!replica->history_pending);
+    /* Boundary ring starts at the recovered log end, of known size 0. */
+    replica->boundary_head = 0;
+    replica->boundary_count = 0;
+    primary_boundary_push(replica, replica->last_lsn, 0);
+    if (primary_first_epoch(replica)) {
+        tdm_assert(replica->epoch == 1);
+        tdm_assert(replica->durable_lsn == 0);
+        tdm_replica_tracef(replica, "act in epoch 1 of the cluster's init history");
+        primary_act(replica, actions);
+        return;
+    }
     replica->history_next = replica->history;
     struct tdm_epoch_history *next = &replica->history_next;
     if (next->count == TDM_REPLICA_EPOCHS_MAX) {
@@ -117,10 +177,7 @@ void tdm_replica_primary_start(struct tdm_replica *replica, struct tdm_actions *
     entry->primary_index = replica->config.self_index;
     replica->history_pending = true;
     actions->history_to_persist = &replica->history_next;
-    /* Boundary ring starts at the recovered log end, of known size 0. */
-    replica->boundary_head = 0;
-    replica->boundary_count = 0;
-    primary_boundary_push(replica, replica->last_lsn, 0);
+    tdm_assert(entry->epoch >= 2);
     tdm_replica_tracef(replica, "open epoch %" PRIu64 " at lsn %" PRIu64, entry->epoch,
                        entry->lsn_first);
 }
@@ -178,6 +235,15 @@ static void primary_on_epoch_persisted(struct tdm_replica *replica, struct tdm_a
     replica->history = replica->history_next;
     replica->history_pending = false;
     replica->epoch = replica->history.entries[replica->history.count - 1].epoch;
+    primary_act(replica, actions);
+}
+
+/* Act as primary in replica->epoch: HELLO to every linked node, hand held
+ * writes to the engine. */
+static void primary_act(struct tdm_replica *replica, struct tdm_actions *actions)
+{
+    tdm_assert(replica->role == TDM_ROLE_RECOVERING);
+    tdm_assert(!replica->history_pending);
     tdm_replica_role_move(replica, TDM_ROLE_PRIMARY);
     for (uint32_t i = 0; i < replica->config.node_count; i++) {
         if (i != replica->config.self_index && replica->peers[i].link != TDM_LINK_DOWN) {
@@ -270,14 +336,17 @@ static bool primary_ship_one(struct tdm_replica *replica, struct tdm_actions *ac
     const struct tdm_replica_config *config = &replica->config;
     tdm_assert(peer->link == TDM_LINK_LIVE);
     tdm_assert(peer->next_lsn >= 1);
-    if (peer->next_lsn > replica->last_lsn ||
-        peer->inflight_count >= config->pipeline_batches_max ||
+    uint64_t ship_lsn = primary_ship_lsn(replica);
+    if (peer->next_lsn > ship_lsn || peer->inflight_count >= config->pipeline_batches_max ||
         peer->inflight_size >= config->pipeline_size_max) {
         return false;
     }
     uint32_t position = primary_boundary_search(replica, peer->next_lsn);
     tdm_assert(position < replica->boundary_count); /* The newest is last_lsn. */
     const struct tdm_replica_boundary *end = primary_boundary_at(replica, position);
+    if (end->lsn_last > ship_lsn) {
+        return false; /* Epoch 1: the batch is not durable here yet. */
+    }
     uint64_t size = 0;
     if (position > 0 &&
         primary_boundary_at(replica, position - 1)->lsn_last == peer->next_lsn - 1) {
@@ -285,6 +354,7 @@ static bool primary_ship_one(struct tdm_replica *replica, struct tdm_actions *ac
         uint64_t base = primary_boundary_at(replica, position - 1)->size_total;
         uint64_t budget = config->pipeline_size_max - peer->inflight_size;
         while (position + 1 < replica->boundary_count &&
+               primary_boundary_at(replica, position + 1)->lsn_last <= ship_lsn &&
                primary_boundary_at(replica, position + 1)->size_total - base <= budget) {
             position++;
         }
@@ -352,7 +422,7 @@ static bool primary_ignore_hello(const struct tdm_replica *replica, uint32_t nod
         why = "stale hello_id";
     }
     if (why != NULL) {
-        tdm_replica_tracef(replica, "ignore HELLO from n%u: %s", node_index, why);
+        tdm_replica_tracef(replica, "ignore HELLO from #%u: %s", node_index, why);
         return true;
     }
     return false;
@@ -383,7 +453,7 @@ static void primary_on_hello(struct tdm_replica *replica, uint32_t node_index,
     struct tdm_send *send = tdm_replica_send(replica, actions, node_index, TDM_FRAME_START);
     send->start.hello_id = hello->hello_id;
     send->start.fork_lsn = fork;
-    tdm_replica_tracef(replica, "START n%u: hello %" PRIu64 " last %" PRIu64 " fork %" PRIu64,
+    tdm_replica_tracef(replica, "START #%u: hello %" PRIu64 " last %" PRIu64 " fork %" PRIu64,
                        node_index, hello->hello_id, hello->last_lsn, fork);
 }
 
@@ -405,7 +475,7 @@ static bool primary_ignore_ready(const struct tdm_replica *replica, uint32_t nod
         why = "durable_lsn beyond last_lsn";
     }
     if (why != NULL) {
-        tdm_replica_tracef(replica, "ignore READY from n%u: %s", node_index, why);
+        tdm_replica_tracef(replica, "ignore READY from #%u: %s", node_index, why);
         return true;
     }
     return false;
@@ -429,7 +499,7 @@ static void primary_on_ready(struct tdm_replica *replica, uint32_t node_index,
     peer->next_lsn = frame->ready.last_lsn + 1;
     peer->progress_ms = replica->now_ms;
     peer->heartbeat_ms = 0; /* A heartbeat now tells it the commit LSN. */
-    tdm_replica_tracef(replica, "n%u LIVE from lsn %" PRIu64, node_index, peer->next_lsn);
+    tdm_replica_tracef(replica, "#%u LIVE from lsn %" PRIu64, node_index, peer->next_lsn);
     primary_commit_advance(replica, actions);
     primary_ship(replica, actions, node_index);
 }
@@ -452,7 +522,7 @@ static bool primary_ignore_ack(const struct tdm_replica *replica, uint32_t node_
         why = "echo from the future";
     }
     if (why != NULL) {
-        tdm_replica_tracef(replica, "ignore ACK from n%u: %s", node_index, why);
+        tdm_replica_tracef(replica, "ignore ACK from #%u: %s", node_index, why);
         return true;
     }
     return false;
@@ -497,7 +567,7 @@ static bool primary_ignore_forward(const struct tdm_replica *replica, uint32_t n
         why = "link is down";
     }
     if (why != NULL) {
-        tdm_replica_tracef(replica, "ignore FORWARD from n%u: %s", node_index, why);
+        tdm_replica_tracef(replica, "ignore FORWARD from #%u: %s", node_index, why);
         return true;
     }
     return false;
@@ -553,7 +623,7 @@ static void primary_on_receive(struct tdm_replica *replica, const struct tdm_eve
         primary_on_forward(replica, node_index, frame, actions);
         break;
     default:
-        tdm_replica_tracef(replica, "ignore frame type %u from n%u: not for a primary",
+        tdm_replica_tracef(replica, "ignore frame type %u from #%u: not for a primary",
                            (unsigned)frame->type, node_index);
         break;
     }
@@ -638,6 +708,9 @@ static void primary_on_persisted(struct tdm_replica *replica, const struct tdm_e
         replica->durable_lsn = event->persisted.lsn_last;
     }
     primary_commit_advance(replica, actions);
+    if (replica->epoch == 1) {
+        primary_ship_all(replica, actions); /* What just became durable may leave. */
+    }
 }
 
 void tdm_replica_primary_lags(const struct tdm_replica *replica, struct tdm_frame_lag *lags)
@@ -696,7 +769,7 @@ static void primary_timers(struct tdm_replica *replica, struct tdm_actions *acti
             continue;
         }
         if (peer->inflight_count > 0 && now >= peer->progress_ms + replica->config.retransmit_ms) {
-            tdm_replica_tracef(replica, "n%u stalled: resend from lsn %" PRIu64, i,
+            tdm_replica_tracef(replica, "#%u stalled: resend from lsn %" PRIu64, i,
                                peer->received_lsn + 1);
             peer->inflight_head = 0;
             peer->inflight_count = 0;

@@ -1,6 +1,7 @@
-/* net/uv.h: the libuv adapter. Today: the server of a node's local client socket
- * (DIR/tandemd.sock), which serves the client frames of docs/PROTOCOL.md §7 on a
- * standalone node. Replication plugs in here later.
+/* net/uv.h: the libuv adapter. The server of a node's client frames
+ * (docs/PROTOCOL.md §7): on its local socket (DIR/tandemd.sock), and on the
+ * client links that the node's TLS listener authenticates and hands over
+ * (tdm_uv_server_adopt, §7.4).
  *
  * This is the only layer that knows libuv (STYLE B1.3). tools/tandemd.c calls
  * tdm_uv_serve(), which owns the loop and the signal handlers; tests and later
@@ -22,6 +23,8 @@
  * never see libuv (STYLE B1.3). */
 struct uv_loop_s;
 struct tdm_uv_server;
+/* One authenticated TLS link (net/uv_link.h), declared and not included. */
+struct tdm_uv_link;
 
 #define TDM_UV_CLIENTS_MAX        64         /* Default: connections served at once. */
 #define TDM_UV_REQUESTS_MAX       16         /* Default: requests in flight per connection. */
@@ -100,9 +103,38 @@ int tdm_uv_server_start(struct uv_loop_s *loop, const struct tdm_uv_server_confi
                         struct tdm_uv_server **out, struct tdm_diag *diag);
 
 /* Stop accepting and reading, let every request in flight finish and its answer
- * be written, close every handle, remove the socket file, free the server and
- * call cb(data). Loop thread only; at most once. */
+ * be written, close every handle (adopted links included, waiting for their
+ * on_close), remove the socket file, free the server and call cb(data). Loop
+ * thread only; at most once. */
 void tdm_uv_server_close(struct tdm_uv_server *server, tdm_uv_server_close_cb cb, void *data);
+
+/* Serve the client frames of docs/PROTOCOL.md §7 on link, an authenticated TLS
+ * link from the node's listener (same port as its peers, PROTOCOL.md §7.4),
+ * exactly as on the local socket: same requests, answers, limits
+ * (clients_max counts both kinds; requests_max per connection) and traces.
+ * Frames larger than the listener's frame_size_max close the link there.
+ *
+ * The rule: only a peer whose certificate names a client ("client:<name>",
+ * tdm_uv_link_peer_name()) gets client service. A node certificate is refused
+ * here even when the listener let it in: its holder is that node, and belongs
+ * on a replication link.
+ *
+ * Call sequence (net/uv_node.c, net/uv_daemon.c): a listener with clients true;
+ * its on_accept(status 0) with a peer name starting "client:" calls
+ * tdm_uv_server_adopt(server, link, &diag) at once, from the callback, before
+ * any frame of the link is delivered. On 0 the server owns the link: it
+ * replaces the link's callbacks and data (tdm_uv_link_set_callbacks), and the
+ * caller receives no callback of it again, not even on_close (so a caller
+ * that counts its links counts this one as gone). On failure nothing changed:
+ * the link is still the caller's, which closes it (tdm_uv_link_close) and
+ * sees its on_close. Returns 0, or with diag:
+ * - TANDEM_EINVALID: the peer is not a client (the rule above);
+ * - TANDEM_EBUSY: clients_max connections are open;
+ * - TANDEM_ECANCELED: tdm_uv_server_close() was called;
+ * - -ENOMEM.
+ * Loop thread only; link and server on the same loop. */
+int tdm_uv_server_adopt(struct tdm_uv_server *server, struct tdm_uv_link *link,
+                        struct tdm_diag *diag);
 
 /* Run a server on a loop of its own until SIGTERM or SIGINT (uv_signal), then
  * close it cleanly and close the loop. Once its handlers are installed it

@@ -360,25 +360,17 @@ static int daemon_status(void *data, struct tandem *t, const void *snapshot, cha
 
 /* ---- The adapter beside the server ------------------------------------------------ */
 
-#ifndef TDM_UV_DAEMON_CLIENTS
-#define TDM_UV_DAEMON_CLIENTS 0 /* TEMPORARY until tdm_uv_server_adopt() lands. */
-#endif
-
-static void daemon_client(void *data, struct tdm_uv_link *link)
+static bool daemon_client(void *data, struct tdm_uv_link *link)
 {
-#if TDM_UV_DAEMON_CLIENTS
     struct daemon *d = data;
     struct tdm_diag diag = {{0}};
     int rv = tdm_uv_server_adopt(d->server, link, &diag);
     if (rv != 0) {
         tdm_tracef("client %s: refused: %s%s%s", tdm_uv_link_peer_name(link), tandem_strerror(rv),
                    diag.message[0] != '\0' ? ": " : "", diag.message);
-        tdm_uv_link_close(link);
+        return false;
     }
-#else
-    (void)data;
-    tdm_uv_link_close(link);
-#endif
+    return true;
 }
 
 static const char *daemon_self_addr(const struct daemon *d)
@@ -411,7 +403,7 @@ static int daemon_start(void *data, struct uv_loop_s *loop, struct tdm_uv_server
         .heartbeat_ms = DAEMON_HEARTBEAT_MS,
         .retransmit_ms = DAEMON_RETRANSMIT_MS,
         .handshake_ms = DAEMON_HANDSHAKE_MS,
-        .on_client = TDM_UV_DAEMON_CLIENTS ? daemon_client : NULL,
+        .on_client = daemon_client,
         .client_data = d,
     };
     int rv = tdm_uv_node_start(loop, &config, &d->node, diag);

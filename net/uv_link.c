@@ -884,6 +884,16 @@ void tdm_uv_link_set_data(struct tdm_uv_link *link, void *data)
     link->callbacks.data = data;
 }
 
+void tdm_uv_link_set_callbacks(struct tdm_uv_link *link,
+                               const struct tdm_uv_link_callbacks *callbacks)
+{
+    tdm_assert(link->handed);
+    tdm_assert(link->handles_open > 0);
+    tdm_assert(callbacks->on_frame != NULL);
+    tdm_assert(callbacks->on_close != NULL);
+    link->callbacks = *callbacks;
+}
+
 /* --- Listener -------------------------------------------------------------- */
 
 static void listener_maybe_finish(struct tdm_uv_listener *listener)

@@ -197,4 +197,11 @@ size_t tdm_uv_link_queue_size(const struct tdm_uv_link *link);
 /* Replace the data pointer passed to the link's callbacks. */
 void tdm_uv_link_set_data(struct tdm_uv_link *link, void *data);
 
+/* Hand the link to another owner: replace every callback and data (copied;
+ * on_frame and on_close required, on_open unused). The next frame, drain and
+ * the close are reported to the new callbacks only. Precondition: the link
+ * was handed out (on_open or on_accept ran) and on_close has not run. */
+void tdm_uv_link_set_callbacks(struct tdm_uv_link *link,
+                               const struct tdm_uv_link_callbacks *callbacks);
+
 #endif

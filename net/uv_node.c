@@ -7,12 +7,15 @@
  * appends it; the commit thread's callback queues the completion (with the
  * log's end after the batch) and wakes the loop (uv_async); the loop reports
  * APPENDED, PERSISTED(LOG) and PERSISTED(WRITE); the replica asks for APPEND
- * sends, which read the batches from the log on the threadpool and go out on
- * the backup's link; ACKs come back; the replica's results call the write's
- * callback.
+ * sends, which read the batches from the log on the threadpool (located by
+ * LSN with tdm_log_locate(), read with one pread per run of batches) and go
+ * out on the backup's link; ACKs come back; the replica's results call the
+ * write's callback.
  * Backup: HELLO, START (maybe a cut and a history to persist), READY, then
  * APPENDs whose batches are verified, appended on the threadpool one disk job
- * at a time, reported PERSISTED(LOG), and ACKed by the replica.
+ * at a time (each job waits for the engine's commit thread, which appends and
+ * hands the batch to the index thread: queries on the backup see it),
+ * reported PERSISTED(LOG), and ACKed by the replica.
  *
  * Failure modes: a frame that does not convert closes its link; a HELLO whose
  * node is not the TLS peer closes the link; a failed disk job is reported with
@@ -36,12 +39,18 @@
 #include "engine/codec.h"
 #include "engine/log.h"
 #include "engine/node.h"
-#include "engine/segment.h"
 #include "net/uv_link.h"
 
 #define NODE_EPOCHS_NAME     "epochs"
 #define NODE_EPOCHS_MAGIC    "tandem-epochs 1"
 #define NODE_APPEND_SIZE_MAX ((16u << 20) - 4096u) /* Batch bytes in one APPEND frame. */
+
+/* The planted bug "backup_ack_before_fdatasync" (meson_options.txt): the
+ * backup reports received batches durable before they are (see
+ * write_received). Never set in a release build. */
+#ifndef TDM_PLANTED_BACKUP_ACK_BEFORE_FDATASYNC
+#define TDM_PLANTED_BACKUP_ACK_BEFORE_FDATASYNC 0
+#endif
 
 struct tdm_uv_node;
 
@@ -106,9 +115,9 @@ struct node_read {
     struct tdm_diag diag;
     uint32_t batch_count;
     uint32_t batch_capacity;
-    struct tdm_log_location *locations;
-    struct tdm_batch_header *headers;
-    uint8_t **bytes;
+    struct tdm_log_batch *batches;    /* batches[0 .. batch_count): located in the log... */
+    struct tdm_batch_header *headers; /* ...their headers as read... */
+    uint8_t *bytes;                   /* ...and their bytes, back to back. */
 };
 
 struct node_peer {
@@ -131,7 +140,7 @@ struct tdm_uv_node {
     char dir[TDM_PATH_SIZE];
     struct tdm_frame_cluster cluster;
     uint32_t reconnect_ms;
-    void (*config_on_client)(void *data, struct tdm_uv_link *link); /* May be NULL. */
+    bool (*config_on_client)(void *data, struct tdm_uv_link *link); /* May be NULL. */
     void *config_client_data;
     struct tdm_uv_listener *listener;
     uv_timer_t deadline_timer;
@@ -167,6 +176,9 @@ struct tdm_uv_node {
     uint32_t commits_running;
     uint64_t appended_lsn;
     uint64_t appended_bytes;
+    /* Planted bug only: PERSISTED(LOG) to report right after this step. */
+    uint64_t planted_lsn; /* 0: none. */
+    struct tdm_frame_chain_hash planted_chain_hash;
 };
 
 static void node_step(struct tdm_uv_node *node, struct tdm_event *event);
@@ -320,7 +332,8 @@ static void job_work(uv_work_t *work)
         job->status = epochs_store(node->dir, &node->cluster, &job->history, &job->diag);
         break;
     case NODE_JOB_CUT: {
-        job->status = tdm_log_cut_after(node->log, job->cut_after_lsn, &job->diag);
+        /* On the commit thread; the index is rebuilt behind it (engine/node.h). */
+        job->status = tdm_node_cut_after(node->t, job->cut_after_lsn, &job->diag);
         struct tandem_status st;
         tdm_log_status(node->log, &st);
         job->lsn_last = st.lsn_last;
@@ -331,10 +344,11 @@ static void job_work(uv_work_t *work)
     case NODE_JOB_APPEND: {
         size_t offset = 0;
         for (uint32_t i = 0; i < job->batch_count && job->status == 0; i++) {
+            /* Through the commit thread, which also hands it to the index
+             * thread: queries on this backup see it (engine/node.h). */
             struct tdm_batch_header header;
-            struct tdm_log_location location;
-            job->status = tdm_log_append_batch(node->log, job->bytes + offset, job->sizes[i],
-                                               &header, &location, &job->diag);
+            job->status = tdm_node_append_received(node->t, job->bytes + offset, job->sizes[i],
+                                                   &header, &job->diag);
             if (job->status == 0) {
                 job->lsn_last = tdm_batch_lsn_last(&header);
                 job->last_epoch = header.epoch;
@@ -544,86 +558,68 @@ static void link_send_frame(struct tdm_uv_node *node, uint32_t index, const stru
     /* TANDEM_EBUSY: dropped; the replica retransmits (go-back-N, PROTOCOL.md §5.4). */
 }
 
-static int read_scan_cb(void *data, const struct tdm_batch_header *header,
-                        const struct tdm_log_location *location, const uint8_t *raw)
+/* Locate the batches of r's range (tdm_log_locate: a binary search in the
+ * log's batch tables, not a walk of the segment). */
+static int read_locate(struct tdm_uv_node *node, struct node_read *r)
 {
-    (void)raw;
-    struct node_read *r = data;
-    if (header->lsn_first > r->lsn_last) {
-        return 1;
-    }
-    if (tdm_batch_lsn_last(header) < r->lsn_first) {
-        return 0;
-    }
-    if (r->batch_count == r->batch_capacity) {
-        uint32_t capacity = r->batch_capacity == 0 ? 16 : r->batch_capacity * 2;
-        struct tdm_log_location *l = tdm_malloc(capacity * sizeof(*l));
-        struct tdm_batch_header *h = tdm_malloc(capacity * sizeof(*h));
-        if (l == NULL || h == NULL) {
-            tdm_free(l);
-            tdm_free(h);
-            return -ENOMEM;
+    uint64_t lsn = r->lsn_first;
+    while (lsn <= r->lsn_last) {
+        if (r->batch_count == r->batch_capacity) {
+            uint32_t capacity = r->batch_capacity == 0 ? 64 : r->batch_capacity * 2;
+            struct tdm_log_batch *p = tdm_realloc(r->batches, capacity * sizeof(*p));
+            if (p == NULL) {
+                tdm_diag_printf(&r->diag, "out of memory");
+                return -ENOMEM;
+            }
+            r->batches = p;
+            r->batch_capacity = capacity;
         }
-        if (r->batch_count > 0) {
-            memcpy(l, r->locations, r->batch_count * sizeof(*l));
-            memcpy(h, r->headers, r->batch_count * sizeof(*h));
+        uint32_t count = 0;
+        int rv = tdm_log_locate(node->log, lsn, r->lsn_last, r->batches + r->batch_count,
+                                r->batch_capacity - r->batch_count, &count, &r->diag);
+        if (rv == TANDEM_ENOTFOUND && r->batch_count > 0) {
+            return 0; /* The range ends past the log: send what it holds. */
         }
-        tdm_free(r->locations);
-        tdm_free(r->headers);
-        r->locations = l;
-        r->headers = h;
-        r->batch_capacity = capacity;
+        if (rv != 0) {
+            return rv;
+        }
+        r->batch_count += count;
+        lsn = r->batches[r->batch_count - 1].lsn_last + 1;
     }
-    r->locations[r->batch_count] = *location;
-    r->headers[r->batch_count] = *header;
-    r->batch_count++;
-    return tdm_batch_lsn_last(header) >= r->lsn_last ? 1 : 0;
+    return 0;
 }
 
+/* Threadpool: locate the range, then read its bytes with one pread per run of
+ * batches back to back in a segment, checking each batch's header and body
+ * checksum (tdm_log_read_located; the backup verifies everything again). */
 static void read_work_real(uv_work_t *work)
 {
     struct node_read *r = work->data;
     struct tdm_uv_node *node = r->node;
-    int rv = tdm_log_scan(node->log, r->lsn_first, read_scan_cb, r, &r->diag);
-    if (rv == 1) {
-        rv = 0;
+    int rv = read_locate(node, r);
+    size_t total = 0;
+    for (uint32_t i = 0; rv == 0 && i < r->batch_count; i++) {
+        total += r->batches[i].location.size;
     }
     if (rv == 0 && r->batch_count > 0) {
-        r->bytes = tdm_calloc(r->batch_count, sizeof(*r->bytes));
-        if (r->bytes == NULL) {
+        r->headers = tdm_malloc(r->batch_count * sizeof(*r->headers));
+        r->bytes = tdm_malloc(total);
+        if (r->headers == NULL || r->bytes == NULL) {
+            tdm_diag_printf(&r->diag, "out of memory for %zu bytes", total);
             rv = -ENOMEM;
         }
     }
-    for (uint32_t i = 0; rv == 0 && i < r->batch_count; i++) {
-        const struct tdm_log_location *l = &r->locations[i];
-        char name[64];
-        char path[TDM_PATH_SIZE];
-        tdm_segment_name(name, sizeof(name), l->segment_lsn);
-        rv = tdm_fs_path(path, sizeof(path), node->log->log_dir, name);
-        int fd = -1;
-        rv = rv != 0 ? rv : node->fs->open(node->fs, path, TDM_FS_READ, &fd);
-        if (rv == 0) {
-            r->bytes[i] = tdm_malloc(l->size);
-            rv = r->bytes[i] == NULL
-                     ? -ENOMEM
-                     : tdm_fs_read_exact(node->fs, fd, r->bytes[i], l->size, l->offset);
-            node->fs->close(node->fs, fd);
-        }
-        if (rv != 0) {
-            tdm_diag_printf(&r->diag, "read %s at %" PRIu64 ": %s", path, l->offset,
-                            tandem_strerror(rv));
-        }
+    if (rv == 0) {
+        rv = tdm_log_read_located(node->log, r->batches, r->batch_count, r->bytes, r->headers,
+                                  &r->diag);
     }
     r->status = rv;
 }
 
 static void read_free(struct node_read *r)
 {
-    for (uint32_t i = 0; r->bytes != NULL && i < r->batch_count; i++) {
-        tdm_free(r->bytes[i]);
-    }
     tdm_free(r->bytes);
-    tdm_free(r->locations);
+    tdm_free(r->batches);
     tdm_free(r->headers);
     tdm_free(r);
 }
@@ -642,6 +638,7 @@ static void read_done(uv_work_t *work, int status)
     if (status == 0 && r->status == 0 && !node->closing && peer->link != NULL &&
         peer->generation == r->link_generation) {
         uint32_t i = 0;
+        size_t offset = 0; /* Of batch i in r->bytes. */
         while (i < r->batch_count) {
             struct tdm_frame *frame = &node->frame;
             memset(frame, 0, sizeof(*frame));
@@ -651,16 +648,17 @@ static void read_done(uv_work_t *work, int status)
             size_t size = 0;
             while (i < r->batch_count && frame->append.batch_count < TDM_FRAME_BATCHES_MAX &&
                    (frame->append.batch_count == 0 ||
-                    size + r->locations[i].size <= NODE_APPEND_SIZE_MAX)) {
+                    size + r->batches[i].location.size <= NODE_APPEND_SIZE_MAX)) {
                 const struct tdm_batch_header *h = &r->headers[i];
                 struct tdm_frame_batch *b = &frame->append.batches[frame->append.batch_count++];
                 b->lsn_first = h->lsn_first;
                 b->lsn_last = tdm_batch_lsn_last(h);
                 b->epoch = h->epoch;
-                b->size = r->locations[i].size;
+                b->size = r->batches[i].location.size;
                 memcpy(b->chain_hash.bytes, h->chain_hash.bytes, sizeof(b->chain_hash.bytes));
-                b->bytes = r->bytes[i];
-                size += r->locations[i].size;
+                b->bytes = r->bytes + offset;
+                size += b->size;
+                offset += b->size;
                 i++;
             }
             link_send_frame(node, r->node_index, frame);
@@ -744,6 +742,14 @@ static void write_received(struct tdm_uv_node *node, const struct tdm_action_wri
     }
     job->batch_count = write->batch_count;
     job_push(node, job);
+    if (TDM_PLANTED_BACKUP_ACK_BEFORE_FDATASYNC) {
+        /* The planted bug: report the batches durable as soon as they are
+         * queued, before the disk job has written, let alone fdatasync'd,
+         * them; the replica then ACKs them (node_step). */
+        const struct tdm_frame_batch *last = &write->batches[write->batch_count - 1];
+        node->planted_lsn = last->lsn_last;
+        node->planted_chain_hash = last->chain_hash;
+    }
 }
 
 static void write_local(struct tdm_uv_node *node, const struct tdm_action_write *write)
@@ -834,6 +840,14 @@ static void node_step(struct tdm_uv_node *node, struct tdm_event *event)
     tdm_replica_step(&node->replica, event, &node->actions);
     node_apply(node);
     node->stepping = false;
+    if (TDM_PLANTED_BACKUP_ACK_BEFORE_FDATASYNC && node->planted_lsn != 0 && !node->closing) {
+        struct tdm_event early = {.type = TDM_EVENT_PERSISTED};
+        early.persisted.kind = TDM_PERSISTED_LOG;
+        early.persisted.lsn_last = node->planted_lsn;
+        early.persisted.chain_hash = node->planted_chain_hash;
+        node->planted_lsn = 0;
+        node_step(node, &early); /* The disk job reports it again when done. */
+    }
     while (node->deferred_count > 0 && !node->stepping) {
         uint64_t id = node->deferred_ids[0];
         node->deferred_count--;
@@ -953,7 +967,10 @@ static void on_accept(struct tdm_uv_listener *listener, struct tdm_uv_link *link
             node->links_open++;
             return;
         }
-        node->config_on_client(node->config_client_data, link);
+        if (!node->config_on_client(node->config_client_data, link)) {
+            tdm_uv_link_close(link); /* Not taken: on_close comes to us. */
+            node->links_open++;
+        }
         return;
     }
     node->links_open++;
@@ -999,7 +1016,30 @@ static void reconnect_cb(uv_timer_t *timer)
 static void replica_trace(void *data, const char *line)
 {
     const struct tdm_uv_node *node = data;
-    tdm_tracef("node %s: %s", node->cluster.node_ids[node->cluster.self_index], line);
+    /* The replica names nodes by index ("#2"): name them by id here. */
+    char named[2 * TDM_REPLICA_TRACE_SIZE];
+    size_t used = 0;
+    for (const char *c = line; *c != '\0' && used + 1 < sizeof(named); c++) {
+        if (*c == '#' && c[1] >= '0' && c[1] <= '9') {
+            unsigned index = 0;
+            const char *digit = c + 1;
+            while (*digit >= '0' && *digit <= '9' && index < 1000) {
+                index = index * 10 + (unsigned)(*digit - '0');
+                digit++;
+            }
+            if (index < node->cluster.node_count) {
+                int n = snprintf(named + used, sizeof(named) - used, "%s",
+                                 node->cluster.node_ids[index]);
+                used += n > 0 ? (size_t)n : 0;
+                used = used < sizeof(named) ? used : sizeof(named) - 1;
+                c = digit - 1;
+                continue;
+            }
+        }
+        named[used++] = *c;
+    }
+    named[used] = '\0';
+    tdm_tracef("node %s: %s", node->cluster.node_ids[node->cluster.self_index], named);
 }
 
 /* ---- public ------------------------------------------------------------------------ */

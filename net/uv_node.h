@@ -66,9 +66,10 @@ struct tdm_uv_node_config {
     uint32_t reconnect_ms; /* 0: TDM_UV_NODE_RECONNECT_MS_DEFAULT. */
     /* NULL: client certificates are refused. Else the listener also accepts
      * "client:<name>" certificates of the cluster CA and hands each such link,
-     * authenticated, to on_client (which owns it from then on: it must install
-     * its own callbacks, e.g. tdm_uv_server_adopt()). */
-    void (*on_client)(void *data, struct tdm_uv_link *link);
+     * authenticated, to on_client, which returns true if it took the link
+     * (installed its own callbacks: tdm_uv_server_adopt()), or false, and the
+     * node closes it. */
+    bool (*on_client)(void *data, struct tdm_uv_link *link);
     void *client_data;
 };
 

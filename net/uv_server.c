@@ -32,11 +32,25 @@
  * - An append the engine refuses (TANDEM_EINVALID, TANDEM_EFAILED, ...) is
  *   answered with its code and message; the connection stays open.
  *
+ * Adopted TLS links (tdm_uv_server_adopt, PROTOCOL.md §7.4): a client that
+ * connected to the node's listen port with a client certificate reaches the
+ * same connections and requests. The link (net/uv_link.h) reads, decrypts and
+ * decodes; its on_frame hands each message to the same dispatch as the pipe's
+ * decoded frames. Answers go out through tdm_uv_link_send(); when it refuses
+ * (TANDEM_EBUSY: its queue is full) the answer is encoded into the
+ * connection's answer queue, the link is paused, and on_drain sends the queue
+ * in order; reading resumes once the queue is empty and fewer than
+ * requests_max requests are in flight. Only "client:<name>" peers are
+ * adopted. A link whose peer is gone (on_close) drops its answers and is freed
+ * once its requests have completed.
+ *
  * Close (tdm_uv_server_close): stop accepting (listener closed), stop reading on
  * every connection, wait until every request in flight has completed and every
- * answer is written, close each connection, close the async handle, remove the
- * socket file, free, call the close callback. A connection whose peer is gone
- * still waits for its appends (the engine owns them until their callback). */
+ * answer is written (handed to the link, for a link), close each connection
+ * (adopted links included, and wait for their on_close), close the async
+ * handle, remove the socket file, free, call the close callback. A connection
+ * whose peer is gone still waits for its appends (the engine owns them until
+ * their callback). */
 #include "net/uv.h"
 
 #include <errno.h>
@@ -58,6 +72,8 @@
 #include "engine/base/trace.h"
 #include "engine/codec.h"
 #include "net/proto.h"
+#include "net/tls.h"
+#include "net/uv_link.h"
 
 #define SERVER_READ_SIZE       ((size_t)64 * 1024)  /* Bytes asked of one read. */
 #define SERVER_TEXT_CHUNK_SIZE ((size_t)256 * 1024) /* JSON Lines bytes per QUERY_RESULT. */
@@ -93,13 +109,26 @@ struct request {
     void *snapshot;          /* Status: config.snapshot's copy, or NULL. */
 };
 
-/* One client connection. Freed once closed and every request has completed. */
+/* Link: an answer the link refused for now (TANDEM_EBUSY), encoded. */
+struct answer {
+    struct answer *next; /* The next answer in order; NULL for the last. */
+    size_t size;         /* Bytes of the encoded frame in data. */
+    uint8_t data[];
+};
+
+/* One client connection: the local socket's pipe, or an adopted TLS link.
+ * Freed once closed and every request has completed. */
 struct conn {
-    uv_pipe_t pipe;
+    uv_pipe_t pipe; /* Pipe only. */
     struct server *server;
-    struct tdm_proto_reader reader;
-    uint8_t *frame_buffer; /* frame_size_max + 4 bytes. */
-    uint8_t read_buffer[SERVER_READ_SIZE];
+    struct tdm_proto_reader reader; /* Pipe only (a link decodes its own frames). */
+    uint8_t *frame_buffer;          /* Pipe: frame_size_max + 4 bytes; link: NULL. */
+    uint8_t *read_buffer;           /* Pipe: SERVER_READ_SIZE bytes; link: NULL. */
+    bool is_link;                   /* Adopted TLS link rather than the pipe. */
+    struct tdm_uv_link *link;       /* Link until its on_close ran; then NULL. */
+    struct answer *answers;         /* Link: refused answers, oldest first; bounded by the
+                                       requests in flight (reading stops while any wait). */
+    struct answer *answers_tail;
     size_t read_start; /* read_buffer[read_start, read_end) is unfed. */
     size_t read_end;
     bool reading;      /* uv_read_start is in effect. */
@@ -162,6 +191,82 @@ static void conn_write_cb(uv_write_t *req, int status)
     conn_maybe_close(conn);
 }
 
+/* Link: encode msg at the tail of the answer queue. Returns 0 or -ENOMEM /
+ * TANDEM_EINVALID (msg does not encode). */
+static int conn_answer_queue(struct conn *conn, const struct tdm_proto_msg *msg,
+                             struct tdm_diag *diag)
+{
+    tdm_assert(conn->is_link);
+    size_t size = tdm_proto_encoded_size(msg);
+    struct answer *answer = tdm_malloc(sizeof(*answer) + size);
+    if (answer == NULL) {
+        return -ENOMEM;
+    }
+    size_t written = 0;
+    int rv = tdm_proto_encode(msg, answer->data, size, &written, diag);
+    if (rv != 0) {
+        tdm_free(answer);
+        return rv;
+    }
+    tdm_assert(written == size);
+    answer->size = size;
+    answer->next = NULL;
+    if (conn->answers_tail == NULL) {
+        conn->answers = answer;
+    } else {
+        conn->answers_tail->next = answer;
+    }
+    conn->answers_tail = answer;
+    return 0;
+}
+
+static void conn_answers_free(struct conn *conn)
+{
+    while (conn->answers != NULL) {
+        struct answer *next = conn->answers->next;
+        tdm_free(conn->answers);
+        conn->answers = next;
+    }
+    conn->answers_tail = NULL;
+}
+
+/* Link: an answer could not be sent or queued: the client would wait forever
+ * for it, so take no more requests; the connection closes once idle. */
+static void conn_link_lost_answer(struct conn *conn, uint16_t type, int rv,
+                                  const struct tdm_diag *diag)
+{
+    tdm_tracef("client %" PRIu64 " (%s): answer %s not sent: %s%s%s", conn->id,
+               conn->link != NULL ? tdm_uv_link_peer_name(conn->link) : "gone",
+               tdm_proto_type_name(type), tandem_strerror(rv), diag->message[0] != '\0' ? ": " : "",
+               diag->message);
+    conn->eof = true;
+    conn_answers_free(conn);
+    if (conn->link != NULL) {
+        tdm_uv_link_pause(conn->link);
+    }
+}
+
+/* Link: send msg, or queue it behind the answers the link refused earlier, so
+ * that answers keep their order. A queued answer pauses the link. */
+static void conn_link_send(struct conn *conn, const struct tdm_proto_msg *msg)
+{
+    tdm_assert(conn->is_link);
+    tdm_assert(conn->link != NULL); /* Its on_close sets eof. */
+    struct tdm_diag diag = {{0}};
+    int rv = TANDEM_EBUSY;
+    if (conn->answers == NULL) {
+        rv = tdm_uv_link_send(conn->link, msg, &diag);
+    }
+    if (rv == TANDEM_EBUSY) {
+        diag.message[0] = '\0';
+        rv = conn_answer_queue(conn, msg, &diag);
+        tdm_uv_link_pause(conn->link);
+    }
+    if (rv != 0) {
+        conn_link_lost_answer(conn, msg->type, rv, &diag);
+    }
+}
+
 /* Encode msg and queue it on conn. A failure closes the connection: the
  * client would wait forever for the answer it lost. */
 static void conn_send(struct conn *conn, const struct tdm_proto_msg *msg)
@@ -169,6 +274,10 @@ static void conn_send(struct conn *conn, const struct tdm_proto_msg *msg)
     tdm_assert(tdm_proto_type_is_client(msg->type));
     if (conn->eof || conn->closing) {
         return; /* Nobody to answer; the request still counts as done. */
+    }
+    if (conn->is_link) {
+        conn_link_send(conn, msg);
+        return;
     }
     size_t size = tdm_proto_encoded_size(msg);
     struct write_req *w = tdm_malloc(sizeof(*w));
@@ -601,12 +710,14 @@ static int conn_text_request(struct conn *conn, const struct tdm_proto_msg *msg)
 
 /* ---- Reading frames -------------------------------------------------------------- */
 
-static void conn_close_cb(uv_handle_t *handle)
+/* Unlink conn from the server and free it: its pipe or link is closed. */
+static void conn_free(struct conn *conn)
 {
-    struct conn *conn = handle->data;
     struct server *server = conn->server;
     tdm_assert(conn->inflight == 0);
     tdm_assert(conn->writes == 0);
+    tdm_assert(conn->answers == NULL);
+    tdm_assert(conn->link == NULL);
     if (conn->prev != NULL) {
         conn->prev->next = conn->next;
     } else {
@@ -618,8 +729,30 @@ static void conn_close_cb(uv_handle_t *handle)
     tdm_assert(server->conn_count > 0);
     server->conn_count--;
     tdm_free(conn->frame_buffer);
+    tdm_free(conn->read_buffer);
     tdm_free(conn);
     server_maybe_finish(server);
+}
+
+static void conn_close_cb(uv_handle_t *handle)
+{
+    struct conn *conn = handle->data;
+    tdm_assert(!conn->is_link);
+    conn_free(conn);
+}
+
+/* Link: close it (what was handed to it is still sent, then close_notify) and
+ * free conn from its on_close; a link already gone frees conn now. */
+static void conn_link_close(struct conn *conn)
+{
+    tdm_assert(conn->is_link);
+    tdm_assert(conn->closing);
+    conn_answers_free(conn);
+    if (conn->link != NULL) {
+        tdm_uv_link_close(conn->link);
+        return;
+    }
+    conn_free(conn);
 }
 
 /* Close conn once nothing refers to it: no request in flight, no write. */
@@ -634,7 +767,14 @@ static void conn_maybe_close(struct conn *conn)
     if (conn->inflight > 0 || conn->writes > 0) {
         return;
     }
+    if (conn->answers != NULL && !conn->eof) {
+        return; /* A link still owes answers: on_drain sends them. */
+    }
     conn->closing = true;
+    if (conn->is_link) {
+        conn_link_close(conn);
+        return;
+    }
     uv_close((uv_handle_t *)&conn->pipe, conn_close_cb);
 }
 
@@ -648,7 +788,30 @@ static void conn_fail(struct conn *conn, int rv, const struct tdm_diag *diag)
         uv_read_stop((uv_stream_t *)&conn->pipe);
         conn->reading = false;
     }
+    if (conn->link != NULL) {
+        tdm_uv_link_pause(conn->link);
+    }
     conn_maybe_close(conn);
+}
+
+/* One decoded request, from the pipe's reader or an adopted link. Returns 0
+ * (in flight or answered) or a code that closes the connection. */
+static int conn_dispatch_msg(struct conn *conn, const struct tdm_proto_msg *msg,
+                             struct tdm_diag *diag)
+{
+    if (!tdm_proto_type_is_client(msg->type)) {
+        return TDM_CORRUPT(diag, "%s frame on a client link", tdm_proto_type_name(msg->type));
+    }
+    switch (msg->type) {
+    case TDM_PROTO_APPEND_REQUEST:
+        return conn_append(conn, &msg->append_request, diag);
+    case TDM_PROTO_QUERY:
+    case TDM_PROTO_STATUS:
+        return conn_text_request(conn, msg);
+    default:
+        return TDM_CORRUPT(diag, "%s frame: a client sends only requests",
+                           tdm_proto_type_name(msg->type));
+    }
 }
 
 static int conn_dispatch(struct conn *conn, const struct tdm_proto_frame *frame,
@@ -663,19 +826,7 @@ static int conn_dispatch(struct conn *conn, const struct tdm_proto_frame *frame,
     }
     int rv = tdm_proto_decode(frame, msg, diag);
     if (rv == 0) {
-        switch (msg->type) {
-        case TDM_PROTO_APPEND_REQUEST:
-            rv = conn_append(conn, &msg->append_request, diag);
-            break;
-        case TDM_PROTO_QUERY:
-        case TDM_PROTO_STATUS:
-            rv = conn_text_request(conn, msg);
-            break;
-        default:
-            rv = TDM_CORRUPT(diag, "%s frame: a client sends only requests",
-                             tdm_proto_type_name(msg->type));
-            break;
-        }
+        rv = conn_dispatch_msg(conn, msg, diag);
     }
     tdm_free(msg);
     return rv;
@@ -686,6 +837,9 @@ static int conn_dispatch(struct conn *conn, const struct tdm_proto_frame *frame,
 static void conn_process(struct conn *conn)
 {
     struct server *server = conn->server;
+    if (conn->is_link) {
+        return; /* The link delivers decoded frames itself (conn_link_frame_cb). */
+    }
     while (!conn->eof && conn->inflight < server->config.requests_max) {
         struct tdm_proto_frame frame;
         struct tdm_diag diag = {{0}};
@@ -723,7 +877,7 @@ static void conn_alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
     tdm_assert(conn->read_start == conn->read_end);
     conn->read_start = 0;
     conn->read_end = 0;
-    *buf = uv_buf_init((char *)conn->read_buffer, sizeof(conn->read_buffer));
+    *buf = uv_buf_init((char *)conn->read_buffer, SERVER_READ_SIZE);
 }
 
 static void conn_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
@@ -771,6 +925,12 @@ static void conn_read_resume(struct conn *conn)
     if (conn->inflight >= conn->server->config.requests_max) {
         return;
     }
+    if (conn->is_link) {
+        if (conn->link != NULL && conn->answers == NULL) {
+            tdm_uv_link_resume(conn->link); /* Delivers from a later loop turn. */
+        }
+        return;
+    }
     int rv = uv_read_start((uv_stream_t *)&conn->pipe, conn_alloc_cb, conn_read_cb);
     tdm_assert(rv == 0);
     conn->reading = true;
@@ -797,6 +957,21 @@ static void server_reject(struct server *server)
     uv_close((uv_handle_t *)pipe, reject_close_cb);
 }
 
+/* Number conn and put it in the server's list. */
+static void server_conn_add(struct server *server, struct conn *conn)
+{
+    tdm_assert(server->conn_count < server->config.clients_max);
+    tdm_assert(conn->next == NULL);
+    conn->server = server;
+    conn->id = ++server->conn_next_id;
+    conn->next = server->conns;
+    if (server->conns != NULL) {
+        server->conns->prev = conn;
+    }
+    server->conns = conn;
+    server->conn_count++;
+}
+
 static void server_connection_cb(uv_stream_t *listener, int status)
 {
     struct server *server = listener->data;
@@ -810,25 +985,21 @@ static void server_connection_cb(uv_stream_t *listener, int status)
     }
     struct conn *conn = tdm_calloc(1, sizeof(*conn));
     uint8_t *frame_buffer = tdm_malloc((size_t)server->config.frame_size_max + 4);
-    if (conn == NULL || frame_buffer == NULL) {
+    uint8_t *read_buffer = tdm_malloc(SERVER_READ_SIZE);
+    if (conn == NULL || frame_buffer == NULL || read_buffer == NULL) {
         tdm_free(conn);
         tdm_free(frame_buffer);
+        tdm_free(read_buffer);
         server_reject(server);
         return;
     }
-    conn->server = server;
     conn->frame_buffer = frame_buffer;
-    conn->id = ++server->conn_next_id;
+    conn->read_buffer = read_buffer;
     tdm_proto_reader_init(&conn->reader, frame_buffer, (size_t)server->config.frame_size_max + 4);
     int rv = uv_pipe_init(server->loop, &conn->pipe, 0);
     tdm_assert(rv == 0);
     conn->pipe.data = conn;
-    conn->next = server->conns;
-    if (server->conns != NULL) {
-        server->conns->prev = conn;
-    }
-    server->conns = conn;
-    server->conn_count++;
+    server_conn_add(server, conn);
     rv = uv_accept(listener, (uv_stream_t *)&conn->pipe);
     if (rv != 0) {
         tdm_tracef("accept: %s", uv_strerror(rv));
@@ -837,6 +1008,136 @@ static void server_connection_cb(uv_stream_t *listener, int status)
         return;
     }
     conn_read_resume(conn);
+}
+
+/* ---- Adopted TLS links (PROTOCOL.md §7.4) ---------------------------------------- */
+
+/* tdm_uv_link_frame_cb: one decoded frame of an adopted client link. */
+static void conn_link_frame_cb(struct tdm_uv_link *link, const struct tdm_proto_msg *msg,
+                               void *data)
+{
+    struct conn *conn = data;
+    tdm_assert(conn->is_link);
+    tdm_assert(conn->link == link);
+    if (conn->eof || conn->closing || conn->server->closing) {
+        return; /* Taking no more requests: the link is paused or closing. */
+    }
+    struct tdm_diag diag = {{0}};
+    int rv = conn_dispatch_msg(conn, msg, &diag);
+    if (rv != 0) {
+        conn_fail(conn, rv, &diag);
+        return;
+    }
+    if (conn->inflight >= conn->server->config.requests_max || conn->answers != NULL) {
+        /* Backpressure: request_done() or the drain resumes (conn_read_resume). */
+        tdm_uv_link_pause(link);
+    }
+}
+
+/* Send the queued answers in order until the link refuses again. Returns 0,
+ * or the code of a send that failed otherwise (the answers are then lost). */
+static int conn_link_flush(struct conn *conn, struct tdm_proto_msg *msg, struct tdm_diag *diag)
+{
+    while (conn->answers != NULL) {
+        struct answer *answer = conn->answers;
+        struct tdm_proto_frame frame;
+        int rv = tdm_proto_frame_parse(answer->data, answer->size, &frame, diag);
+        tdm_assert(rv == 0); /* Encoded by conn_answer_queue(). */
+        rv = tdm_proto_decode(&frame, msg, diag);
+        tdm_assert(rv == 0);
+        rv = tdm_uv_link_send(conn->link, msg, diag);
+        if (rv == TANDEM_EBUSY) {
+            return 0; /* on_drain again. */
+        }
+        conn->answers = answer->next;
+        if (conn->answers == NULL) {
+            conn->answers_tail = NULL;
+        }
+        tdm_free(answer);
+        if (rv != 0) {
+            return rv;
+        }
+    }
+    return 0;
+}
+
+/* tdm_uv_link_drain_cb: the link takes frames again. */
+static void conn_link_drain_cb(struct tdm_uv_link *link, void *data)
+{
+    struct conn *conn = data;
+    tdm_assert(conn->link == link);
+    if (conn->answers == NULL || conn->eof) {
+        return;
+    }
+    struct tdm_diag diag = {{0}};
+    struct tdm_proto_msg *msg = tdm_malloc(sizeof(*msg));
+    int rv = msg == NULL ? -ENOMEM : conn_link_flush(conn, msg, &diag);
+    if (rv != 0) {
+        conn_link_lost_answer(conn, msg != NULL ? msg->type : 0, rv, &diag);
+    } else if (conn->answers == NULL) {
+        conn_read_resume(conn);
+    }
+    tdm_free(msg);
+    conn_maybe_close(conn);
+}
+
+/* tdm_uv_link_close_cb: the link is gone (we closed it, or its peer did, or it
+ * failed: the link traced why). */
+static void conn_link_close_cb(struct tdm_uv_link *link, int status, const struct tdm_diag *diag,
+                               void *data)
+{
+    struct conn *conn = data;
+    (void)status;
+    (void)diag;
+    tdm_assert(conn->is_link);
+    tdm_assert(conn->link == link);
+    conn->link = NULL;
+    conn->eof = true; /* Nobody to answer: requests in flight complete unanswered. */
+    conn_answers_free(conn);
+    if (conn->closing) {
+        conn_free(conn);
+        return;
+    }
+    conn_maybe_close(conn);
+}
+
+int tdm_uv_server_adopt(struct tdm_uv_server *handle, struct tdm_uv_link *link,
+                        struct tdm_diag *diag)
+{
+    struct server *server = (struct server *)handle;
+    tdm_assert(server != NULL);
+    tdm_assert(link != NULL);
+    const char *peer = tdm_uv_link_peer_name(link);
+    if (strncmp(peer, TDM_TLS_CLIENT_PREFIX, strlen(TDM_TLS_CLIENT_PREFIX)) != 0) {
+        tdm_diag_printf(diag,
+                        "%s holds a node certificate: client service is for "
+                        "client:<name> certificates only",
+                        peer[0] != '\0' ? peer : "peer");
+        return TANDEM_EINVALID;
+    }
+    if (server->closing) {
+        tdm_diag_printf(diag, "the server is closing");
+        return TANDEM_ECANCELED;
+    }
+    if (server->conn_count >= server->config.clients_max) {
+        tdm_diag_printf(diag, "%u connections open (the limit)", server->conn_count);
+        return TANDEM_EBUSY;
+    }
+    struct conn *conn = tdm_calloc(1, sizeof(*conn));
+    if (conn == NULL) {
+        return -ENOMEM;
+    }
+    conn->is_link = true;
+    conn->link = link;
+    server_conn_add(server, conn);
+    const struct tdm_uv_link_callbacks callbacks = {
+        .on_frame = conn_link_frame_cb,
+        .on_drain = conn_link_drain_cb,
+        .on_close = conn_link_close_cb,
+        .data = conn,
+    };
+    tdm_uv_link_set_callbacks(link, &callbacks);
+    return 0;
 }
 
 /* ---- Start and close ------------------------------------------------------------- */
@@ -1011,6 +1312,9 @@ void tdm_uv_server_close(struct tdm_uv_server *handle, tdm_uv_server_close_cb cb
         if (conn->reading) {
             uv_read_stop((uv_stream_t *)&conn->pipe);
             conn->reading = false;
+        }
+        if (conn->link != NULL) {
+            tdm_uv_link_pause(conn->link);
         }
         conn_maybe_close(conn);
         conn = next;

@@ -54,9 +54,40 @@ void tdm_cmd_fail(const char *format, ...) __attribute__((format(printf, 1, 2)))
 /* Print "tandem: <what>: <name of rv>[: <diag>]" on stderr. */
 void tdm_cmd_fail_code(const char *what, int rv, const struct tandem_diag *diag);
 
-/* Resolve the --node ADDR of command: a node directory is returned as is; a
- * HOST:PORT address is refused (replication is not built yet). Returns -1 when
- * *dir is set, else the exit status after printing the error. */
+/* Where --node ADDR points (DESIGN "Public contracts": a node directory, or
+ * HOST:PORT reached over TCP + mutual TLS with a client certificate). */
+struct tdm_cmd_node {
+    const char *dir;     /* A node directory; NULL for HOST:PORT. Borrowed from argv. */
+    const char *address; /* HOST:PORT (the node's listen address); NULL for a directory. */
+    const char *cert;    /* With address: --cert DIR, else $TANDEM_CERT. */
+};
+
+/* Environment variable naming the client certificate directory (--cert). */
+#define TDM_CMD_CERT_ENV "TANDEM_CERT"
+
+/* Resolve --node ADDR [--cert DIR] of command. An existing path is a node
+ * directory (cert is not needed); otherwise HOST:PORT ([IPv6]:PORT), which
+ * needs a client certificate directory: cert (--cert), else $TANDEM_CERT.
+ * Returns -1 when *node is set, else the exit status (2) after printing one
+ * line: a missing --node, a malformed address, or a HOST:PORT without a
+ * certificate (naming --cert and TANDEM_CERT). */
+int tdm_cmd_node_resolve(const char *command, const char *addr, const char *cert,
+                         struct tdm_cmd_node *node);
+
+struct tdm_client;
+struct tdm_diag;
+
+/* Connect to node (net/client.h). A directory: its local socket; returns 0, or
+ * 1 when no tandemd runs there (open the directory instead), or a negative
+ * code with diag. HOST:PORT: TCP + TLS with node->cert, connect and handshake
+ * bounded by TDM_CLIENT_TIMEOUT_MS; returns 0 or a negative code with diag
+ * (never 1: a remote node cannot be opened instead). */
+int tdm_cmd_connect(const struct tdm_cmd_node *node, struct tdm_client *client,
+                    struct tdm_diag *diag);
+
+/* For commands that need the directory itself (verify): resolve --node ADDR
+ * to a node directory; a HOST:PORT address is refused, naming command.
+ * Returns -1 when *dir is set, else the exit status after printing the error. */
 int tdm_cmd_node_dir(const char *command, const char *addr, const char **dir);
 
 /* Open the node directory dir with TANDEM_OPEN_* flags. Returns 0 and *out, or

@@ -1,4 +1,4 @@
-/* tools/cmd_append.c: "tandem append --node DIR < records.jsonl".
+/* tools/cmd_append.c: "tandem append --node ADDR [--cert DIR] < records.jsonl".
  *
  * Contract (DESIGN "Public contracts"): stdin is read as a stream; each line is
  * checked before it is written; stdout gets one line {"lsn": N} per record, in
@@ -33,12 +33,13 @@
  *   stored, so that line k of the output is always the LSN of record k; exit 1.
  * - TANDEM_EBUSY from the engine: wait for a batch in flight (or 1 ms) and
  *   retry, at most APPEND_BUSY_RETRY_MAX times.
- * Through tandemd: when a tandemd answers on DIR/tandemd.sock (tools/client.h)
- * the directory is its, so each batch goes to it as one APPEND_REQUEST
- * (PROTOCOL.md §7) instead of to tandem_append_async(): lines are parsed and
- * validated here exactly as above, the wake-up descriptor is the socket, and an
- * APPEND_RESULT completes its batch (matched by request_id). A lost connection
- * fails every batch in flight: no LSN is printed for them.
+ * Through tandemd: when a tandemd answers on DIR/tandemd.sock, or ADDR is a
+ * node's HOST:PORT (TCP + mutual TLS, net/client.h), each batch goes to the
+ * node as one APPEND_REQUEST (PROTOCOL.md §7) instead of to
+ * tandem_append_async(): lines are parsed and validated here exactly as above,
+ * the wake-up descriptor is the socket, and an APPEND_RESULT completes its
+ * batch (matched by request_id). A lost connection fails every batch in
+ * flight: no LSN is printed for them.
  * Close: tandem_close() (or closing the connection) after the last batch
  * completed. */
 #include "cmd.h"
@@ -54,12 +55,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "client.h"
 #include "engine/base/alloc.h"
 #include "engine/base/assert.h"
 #include "engine/base/bytes.h"
 #include "engine/codec.h"
 #include "jsonl.h"
+#include "net/client.h"
 
 #define APPEND_BATCH_RECORDS_MAX  1000       /* Records per tandem_append_async() call. */
 #define APPEND_INFLIGHT_MAX       8          /* Batches submitted and not yet printed. */
@@ -658,16 +659,18 @@ static void append_teardown(struct append *append)
 int tdm_cmd_append(int argc, char **argv)
 {
     const char *addr = NULL;
+    const char *cert = NULL;
     const struct tdm_cmd_option options[] = {
         {"node", true, &addr, NULL},
+        {"cert", true, &cert, NULL},
         {NULL, false, NULL, NULL},
     };
     int exit_status = tdm_cmd_parse(argc, argv, options, NULL, 0, NULL);
     if (exit_status >= 0) {
         return exit_status;
     }
-    const char *dir;
-    exit_status = tdm_cmd_node_dir("append", addr, &dir);
+    struct tdm_cmd_node node;
+    exit_status = tdm_cmd_node_resolve("append", addr, cert, &node);
     if (exit_status >= 0) {
         return exit_status;
     }
@@ -682,7 +685,7 @@ int tdm_cmd_append(int argc, char **argv)
     }
     struct tdm_client client;
     struct tdm_diag diag = {{0}};
-    rv = tdm_client_connect(dir, &client, &diag);
+    rv = tdm_cmd_connect(&node, &client, &diag);
     if (rv < 0) {
         tdm_cmd_fail("append: %s: %s", tandem_strerror(rv), diag.message);
         append_teardown(&append);
@@ -699,7 +702,7 @@ int tdm_cmd_append(int argc, char **argv)
             append_teardown(&append);
             return TDM_CMD_EXIT_FAILED;
         }
-    } else if (tdm_cmd_open(dir, 0, &append.t) != 0) {
+    } else if (tdm_cmd_open(node.dir, 0, &append.t) != 0) {
         append_teardown(&append);
         return TDM_CMD_EXIT_FAILED;
     }

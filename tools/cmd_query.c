@@ -2,10 +2,11 @@
  *
  * Happy path:
  * 1. Parse and check the arguments (a bad number or time: exit 2).
- * 2. When a tandemd answers on DIR/tandemd.sock, send it one QUERY and print
- *    the JSON Lines text of its QUERY_RESULT frames (PROTOCOL.md §7.2); else
- *    open the node directory read-only (TANDEM_OPEN_READONLY): no lock, no
- *    file modified, so a query runs beside the process that writes.
+ * 2. When ADDR is HOST:PORT (TCP + mutual TLS, net/client.h) or a tandemd
+ *    answers on DIR/tandemd.sock, send the node one QUERY and print the JSON
+ *    Lines text of its QUERY_RESULT frames (PROTOCOL.md §7.2); else open the
+ *    node directory read-only (TANDEM_OPEN_READONLY): no lock, no file
+ *    modified, so a query runs beside the process that writes.
  * 3. Run the query; its callback formats each record as one JSON Lines object
  *    with "lsn" (tdm_jsonl_format) and writes it to stdout.
  * 4. Exit 0 if anything was printed, 1 if nothing matched.
@@ -20,9 +21,9 @@
 #include <string.h>
 
 #include "engine/base/alloc.h"
-#include "client.h"
 #include "engine/base/assert.h"
 #include "jsonl.h"
+#include "net/client.h"
 
 #define QUERY_STDOUT_BUFFER_SIZE (64u * 1024u)
 
@@ -165,12 +166,13 @@ static int query_remote(struct tdm_client *client, const struct query_request *r
 }
 
 /* Steps 2-4 of the header. */
-static int query_run(const char *command, const char *addr, const struct query_request *request)
+static int query_run(const char *command, const char *addr, const char *cert,
+                     const struct query_request *request)
 {
     tdm_assert(command != NULL);
     tdm_assert(request->kind >= QUERY_MESSAGE_ID);
-    const char *dir;
-    int exit_status = tdm_cmd_node_dir(command, addr, &dir);
+    struct tdm_cmd_node node;
+    int exit_status = tdm_cmd_node_resolve(command, addr, cert, &node);
     if (exit_status >= 0) {
         return exit_status;
     }
@@ -178,14 +180,14 @@ static int query_run(const char *command, const char *addr, const struct query_r
     struct query_output output = {0};
     struct tandem_diag diag = {{0}};
     struct tdm_client client;
-    int rv = tdm_client_connect(dir, &client, (struct tdm_diag *)&diag);
+    int rv = tdm_cmd_connect(&node, &client, (struct tdm_diag *)&diag);
     if (rv == 0) {
         setvbuf(stdout, stdout_buffer, _IOFBF, sizeof(stdout_buffer));
         rv = query_remote(&client, request, &output, &diag);
         tdm_client_close(&client);
     } else if (rv == 1) {
         struct tandem *t;
-        if (tdm_cmd_open(dir, TANDEM_OPEN_READONLY, &t) != 0) {
+        if (tdm_cmd_open(node.dir, TANDEM_OPEN_READONLY, &t) != 0) {
             return TDM_CMD_EXIT_FAILED;
         }
         setvbuf(stdout, stdout_buffer, _IOFBF, sizeof(stdout_buffer));
@@ -210,9 +212,11 @@ static int query_run(const char *command, const char *addr, const struct query_r
 int tdm_cmd_get(int argc, char **argv)
 {
     const char *addr = NULL;
+    const char *cert = NULL;
     struct query_request request = {.kind = QUERY_MESSAGE_ID};
     const struct tdm_cmd_option options[] = {
         {"node", true, &addr, NULL},
+        {"cert", true, &cert, NULL},
         {"message-id", true, &request.text, NULL},
         {NULL, false, NULL, NULL},
     };
@@ -234,7 +238,7 @@ int tdm_cmd_get(int argc, char **argv)
                      TANDEM_MESSAGE_ID_SIZE_MAX);
         return TDM_CMD_EXIT_USAGE;
     }
-    return query_run("get", addr, &request);
+    return query_run("get", addr, cert, &request);
 }
 
 /* Parse an optional RFC 3339 option value into *time_ns. Returns -1 to go on,
@@ -308,19 +312,17 @@ static int query_check(struct query_request *request, const char *customer, cons
 int tdm_cmd_query(int argc, char **argv)
 {
     const char *addr = NULL;
+    const char *cert = NULL;
     const char *customer = NULL;
     const char *since = NULL;
     const char *until = NULL;
     const char *recipient = NULL;
     const char *sender = NULL;
     const struct tdm_cmd_option options[] = {
-        {"node", true, &addr, NULL},
-        {"customer", true, &customer, NULL},
-        {"since", true, &since, NULL},
-        {"until", true, &until, NULL},
-        {"recipient", true, &recipient, NULL},
-        {"sender", true, &sender, NULL},
-        {NULL, false, NULL, NULL},
+        {"node", true, &addr, NULL},         {"cert", true, &cert, NULL},
+        {"customer", true, &customer, NULL}, {"since", true, &since, NULL},
+        {"until", true, &until, NULL},       {"recipient", true, &recipient, NULL},
+        {"sender", true, &sender, NULL},     {NULL, false, NULL, NULL},
     };
     int exit_status = tdm_cmd_parse(argc, argv, options, NULL, 0, NULL);
     if (exit_status >= 0) {
@@ -331,19 +333,20 @@ int tdm_cmd_query(int argc, char **argv)
     if (exit_status >= 0) {
         return exit_status;
     }
-    return query_run("query", addr, &request);
+    return query_run("query", addr, cert, &request);
 }
 
 int tdm_cmd_customer(int argc, char **argv)
 {
     const char *addr = NULL;
+    const char *cert = NULL;
     const char *id = NULL;
     const char *username = NULL;
     const char *email = NULL;
     const struct tdm_cmd_option options[] = {
-        {"node", true, &addr, NULL},         {"id", true, &id, NULL},
-        {"username", true, &username, NULL}, {"email", true, &email, NULL},
-        {NULL, false, NULL, NULL},
+        {"node", true, &addr, NULL},   {"cert", true, &cert, NULL},
+        {"id", true, &id, NULL},       {"username", true, &username, NULL},
+        {"email", true, &email, NULL}, {NULL, false, NULL, NULL},
     };
     int exit_status = tdm_cmd_parse(argc, argv, options, NULL, 0, NULL);
     if (exit_status >= 0) {
@@ -366,5 +369,5 @@ int tdm_cmd_customer(int argc, char **argv)
         request.kind = QUERY_CUSTOMER_EMAIL;
         request.text = email;
     }
-    return query_run("customer", addr, &request);
+    return query_run("customer", addr, cert, &request);
 }

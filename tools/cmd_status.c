@@ -1,4 +1,4 @@
-/* tools/cmd_status.c: "tandem status --node DIR [--json]".
+/* tools/cmd_status.c: "tandem status --node ADDR [--cert DIR] [--json] [--watch]".
  *
  * Happy path:
  * 1. Read DIR/tandem.conf for the cluster name and node id (a directory made
@@ -11,9 +11,11 @@
  * 4. Print the view as text (a table an on-call engineer reads at a glance)
  *    or as one JSON object (schema 1, DESIGN "Public contracts"), and exit
  *    0 healthy, 1 degraded, 2 broken.
- * When a tandemd answers on DIR/tandemd.sock, steps 1-3 are its: it answers
+ * When a tandemd answers on DIR/tandemd.sock, or ADDR is a node's HOST:PORT
+ * (TCP + mutual TLS, net/client.h), steps 1-3 are the node's: it answers
  * STATUS with the document (tools/status_doc.c), printed as is with --json and
- * read back for the text view; a tandemd that cannot answer means broken.
+ * read back for the text view; a node that cannot answer (or a HOST:PORT that
+ * cannot be reached) means broken, exit 2.
  * With --watch, steps 1-4 repeat every STATUS_WATCH_INTERVAL_S seconds until
  * interrupted (text: the screen is redrawn on a terminal; JSON: one object per
  * line).
@@ -28,9 +30,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "client.h"
 #include "engine/base/alloc.h"
 #include "engine/base/assert.h"
+#include "net/client.h"
 #include "status_doc.h"
 
 #define STATUS_WATCH_INTERVAL_S 2
@@ -78,12 +80,13 @@ static void status_collect(struct tdm_status_view *view)
  * view filled and *text the document (tdm_malloc'd), 1 when no tandemd runs
  * there (the caller opens the directory), or -1 when tandemd could not answer:
  * view then says broken, with the cause. */
-static int status_collect_remote(struct tdm_status_view *view, char *dir_storage, char **text)
+static int status_collect_remote(const struct tdm_cmd_node *node, struct tdm_status_view *view,
+                                 char *dir_storage, char **text)
 {
     tdm_assert(view->dir != NULL);
     struct tdm_client client;
     struct tdm_diag diag = {{0}};
-    int rv = tdm_client_connect(view->dir, &client, &diag);
+    int rv = tdm_cmd_connect(node, &client, &diag);
     if (rv == 1) {
         return 1;
     }
@@ -123,8 +126,9 @@ static int status_collect_remote(struct tdm_status_view *view, char *dir_storage
     if (rv != 0) {
         tdm_free(*text);
         *text = NULL;
-        snprintf(view->open_error, sizeof(view->open_error), "tandemd on %s: %s%s%s", view->dir,
-                 tandem_strerror(rv), diag.message[0] != '\0' ? ": " : "", diag.message);
+        snprintf(view->open_error, sizeof(view->open_error), "%s %s: %s%s%s",
+                 node->address != NULL ? "node at" : "tandemd on", view->dir, tandem_strerror(rv),
+                 diag.message[0] != '\0' ? ": " : "", diag.message);
         view->opened = false;
         view->health = TDM_STATUS_BROKEN;
         return -1;
@@ -226,7 +230,8 @@ static void status_print_nodes(const struct tdm_status_view *view)
         snprintf(last, sizeof(last), "%llu", (unsigned long long)status->lsn_last);
     }
     printf("\n%-12s %-8s %6s %12s %12s %12s %8s  %-5s %s\n", "NODE", "ROLE", "EPOCH", "LAST_LSN",
-           "DURABLE_LSN", "VERIFIED_LSN", "LAG", "LINK", "DIR");
+           "DURABLE_LSN", "VERIFIED_LSN", "LAG", "LINK",
+           view->replicated ? "DIR (self) OR LINK STATE" : "DIR");
     if (view->replicated) {
         for (uint32_t i = 0; i < view->cluster.node_count; i++) {
             const struct tdm_uv_node_view *node = &view->cluster.nodes[i];
@@ -313,29 +318,29 @@ static void status_print_text(const struct tdm_status_view *view)
 int tdm_cmd_status(int argc, char **argv)
 {
     const char *addr = NULL;
+    const char *cert = NULL;
     bool json = false;
     bool watch = false;
     const struct tdm_cmd_option options[] = {
-        {"node", true, &addr, NULL},
-        {"json", false, NULL, &json},
-        {"watch", false, NULL, &watch},
-        {NULL, false, NULL, NULL},
+        {"node", true, &addr, NULL},    {"cert", true, &cert, NULL}, {"json", false, NULL, &json},
+        {"watch", false, NULL, &watch}, {NULL, false, NULL, NULL},
     };
     int exit_status = tdm_cmd_parse(argc, argv, options, NULL, 0, NULL);
     if (exit_status >= 0) {
         return exit_status;
     }
-    const char *dir;
-    exit_status = tdm_cmd_node_dir("status", addr, &dir);
+    struct tdm_cmd_node node;
+    exit_status = tdm_cmd_node_resolve("status", addr, cert, &node);
     if (exit_status >= 0) {
         return exit_status;
     }
     bool redraw = watch && !json && isatty(STDOUT_FILENO);
     for (;;) {
-        struct tdm_status_view view = {.dir = dir};
+        /* A remote node's view names the address it was reached at. */
+        struct tdm_status_view view = {.dir = node.dir != NULL ? node.dir : node.address};
         static char remote_dir[TDM_CMD_PATH_SIZE];
         char *remote_text = NULL;
-        if (status_collect_remote(&view, remote_dir, &remote_text) == 1) {
+        if (status_collect_remote(&node, &view, remote_dir, &remote_text) == 1) {
             status_collect(&view);
         }
         if (redraw) {

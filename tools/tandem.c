@@ -4,14 +4,16 @@
  * 1. main() looks the first argument up in the command table and calls the
  *    command's function with the rest (argv[0] = the command's name).
  * 2. The command parses its options with tdm_cmd_parse(), resolves --node
- *    with tdm_cmd_node_dir(), opens the directory with tdm_cmd_open() and
- *    prints its results on stdout.
+ *    [--cert] with tdm_cmd_node_resolve(), connects to a running node with
+ *    tdm_cmd_connect() (a directory's local socket, or HOST:PORT over TCP +
+ *    mutual TLS, net/client.h) or, for a directory with no tandemd, opens it
+ *    with tdm_cmd_open(), and prints its results on stdout.
  * Failure modes: every error is one line "tandem: <cause>" on stderr and an
  * exit status: 1 when the operation failed or found nothing, 2 for a bad
- * command line (unknown command or option, missing or malformed value).
- * Commands that need the replication daemon (HOST:PORT addresses,
- * switchover, failover) are recognised and refused with exit status 2 until
- * net/uv exists; verify works on a node directory. */
+ * command line (unknown command or option, missing or malformed value, a
+ * HOST:PORT without a client certificate). switchover and failover are
+ * recognised and refused with exit status 2 until they are built; verify
+ * works on a node directory only. */
 #include "cmd.h"
 
 #include <errno.h>
@@ -24,6 +26,7 @@
 #include <unistd.h>
 
 #include "engine/base/assert.h"
+#include "net/client.h"
 
 struct cmd_entry {
     const char *name;
@@ -47,39 +50,44 @@ static const struct cmd_entry cmd_table[] = {
      "primary of epoch 1 (--primary ID, default the first id in sorted order of\n"
      "this node and its peers). IPv6 hosts go in brackets: [::1]:7000.\n"},
     {"append", tdm_cmd_append, "write JSON Lines records from stdin",
-     "usage: tandem append --node DIR < records.jsonl\n"
+     "usage: tandem append --node ADDR [--cert DIR] < records.jsonl\n"
      "\n"
      "Read records (JSON Lines, one object per line) from stdin as a stream and\n"
      "write them. Prints one line {\"lsn\": N} per record, in input order, once it\n"
      "is durable; nothing else goes to stdout. Each line is checked before it is\n"
      "written: at the first bad line the command stops with exit status 1 and an\n"
      "error naming the line and the field; the lines before it are stored (and\n"
-     "their LSNs printed), none after it. Empty lines are skipped.\n"},
+     "their LSNs printed), none after it. Empty lines are skipped.\n"
+     "ADDR: a node directory, or HOST:PORT with a client certificate (--cert DIR\n"
+     "or TANDEM_CERT; see tandem --help). Through a replicated node an LSN is\n"
+     "printed once the record is durable on min_copies nodes.\n"},
     {"get", tdm_cmd_get, "print the message records with a Message-ID",
-     "usage: tandem get --node DIR --message-id ID\n"
+     "usage: tandem get --node ADDR [--cert DIR] --message-id ID\n"
      "\n"
      "Print every message record with this Message-ID as JSON Lines with \"lsn\",\n"
      "in LSN order. Exit status 1 when there is none.\n"},
     {"query", tdm_cmd_query, "print a customer's message records",
-     "usage: tandem query --node DIR --customer N [--since T] [--until T]\n"
-     "       [--recipient ADDRESS] [--sender ADDRESS]\n"
+     "usage: tandem query --node ADDR [--cert DIR] --customer N [--since T]\n"
+     "       [--until T] [--recipient ADDRESS] [--sender ADDRESS]\n"
      "\n"
      "Print customer N's message records with since <= time < until, in time\n"
      "order, as JSON Lines with \"lsn\". T is RFC 3339 (2026-11-28T03:57:02Z).\n"
      "--sender '' selects bounces (empty sender). Exit status 1 when there is none.\n"},
     {"customer", tdm_cmd_customer, "print a customer record",
-     "usage: tandem customer --node DIR (--id N | --username U | --email E)\n"
+     "usage: tandem customer --node ADDR [--cert DIR] (--id N | --username U |\n"
+     "       --email E)\n"
      "\n"
      "Print the current customer record of customer N, or the customers with this\n"
      "username or email (in customer_id order), as JSON Lines with \"lsn\".\n"
      "Exit status 1 when there is none.\n"},
     {"status", tdm_cmd_status, "show the health of the cluster as a node sees it",
-     "usage: tandem status --node DIR [--json] [--watch]\n"
+     "usage: tandem status --node ADDR [--cert DIR] [--json] [--watch]\n"
      "\n"
      "Show health, roles, LSNs, lag, the log, the index and any damaged ranges.\n"
      "Exit status 0 healthy, 1 degraded (damage to repair), 2 broken (writes\n"
      "stopped) or unreachable. --json prints one JSON object (schema 1);\n"
-     "--watch repeats every 2 seconds until interrupted.\n"},
+     "--watch repeats every 2 seconds until interrupted. A HOST:PORT that does\n"
+     "not answer is unreachable: exit status 2.\n"},
     {"reindex", tdm_cmd_reindex, "rebuild a node's index from its log",
      "usage: tandem reindex DIR\n"
      "\n"
@@ -136,7 +144,10 @@ static void cmd_help_print(FILE *out)
     fputs("usage: tandem COMMAND [OPTIONS]\n"
           "\n"
           "tandem stores mail metadata and customer records in a node directory.\n"
-          "ADDR is a node directory (HOST:PORT needs replication, not built yet).\n"
+          "ADDR is a node directory (through its tandemd when one runs there, else\n"
+          "opened directly), or HOST:PORT: a node's listen address, over TCP and\n"
+          "mutual TLS 1.3 with a client certificate ('tandem ca CADIR --client NAME')\n"
+          "named by --cert DIR or the environment variable TANDEM_CERT.\n"
           "\n"
           "commands:\n",
           out);
@@ -369,30 +380,65 @@ int tdm_cmd_collect(int argc, char **argv, const struct tdm_cmd_option *options,
     return 0;
 }
 
-/* True if addr looks like HOST:PORT: a non-empty host, a colon and 1-5 digits. */
-static bool cmd_addr_is_host_port(const char *addr)
+int tdm_cmd_node_resolve(const char *command, const char *addr, const char *cert,
+                         struct tdm_cmd_node *node)
 {
-    const char *colon = strrchr(addr, ':');
-    if (colon == NULL || colon == addr || strchr(addr, '/') != NULL) {
-        return false;
+    tdm_assert(command != NULL);
+    tdm_assert(node != NULL);
+    memset(node, 0, sizeof(*node));
+    if (addr == NULL || addr[0] == '\0') {
+        tdm_cmd_fail("%s: --node ADDR is required (a node directory or HOST:PORT)", command);
+        return TDM_CMD_EXIT_USAGE;
     }
-    size_t digits = strlen(colon + 1);
-    if (digits == 0 || digits > 5) {
-        return false;
+    if (!tdm_client_address_is_tcp(addr)) {
+        struct stat st;
+        struct tdm_diag diag = {{0}};
+        if (stat(addr, &st) != 0 && strchr(addr, '/') == NULL && strchr(addr, ':') != NULL &&
+            tdm_client_address_check(addr, &diag) != 0) {
+            tdm_cmd_fail("%s: --node %s: no such directory, and %s", command, addr, diag.message);
+            return TDM_CMD_EXIT_USAGE;
+        }
+        node->dir = addr;
+        return -1;
     }
-    return strspn(colon + 1, "0123456789") == digits;
+    if (cert == NULL || cert[0] == '\0') {
+        cert = getenv(TDM_CMD_CERT_ENV);
+    }
+    if (cert == NULL || cert[0] == '\0') {
+        tdm_cmd_fail("%s: --node %s needs a client certificate: give --cert DIR or set "
+                     "TANDEM_CERT (tandem ca CADIR --client NAME issues one)",
+                     command, addr);
+        return TDM_CMD_EXIT_USAGE;
+    }
+    node->address = addr;
+    node->cert = cert;
+    return -1;
+}
+
+int tdm_cmd_connect(const struct tdm_cmd_node *node, struct tdm_client *client,
+                    struct tdm_diag *diag)
+{
+    tdm_assert((node->dir == NULL) != (node->address == NULL));
+    if (node->dir != NULL) {
+        return tdm_client_connect(node->dir, client, diag);
+    }
+    tdm_assert(node->cert != NULL);
+    int rv = tdm_client_connect_cert(node->address, node->cert, 0, client, diag);
+    tdm_assert(rv <= 0);
+    return rv;
 }
 
 int tdm_cmd_node_dir(const char *command, const char *addr, const char **dir)
 {
     tdm_assert(command != NULL);
     if (addr == NULL || addr[0] == '\0') {
-        tdm_cmd_fail("%s: --node ADDR is required (a node directory)", command);
+        tdm_cmd_fail("%s: --node DIR is required (a node directory)", command);
         return TDM_CMD_EXIT_USAGE;
     }
-    struct stat st;
-    if (stat(addr, &st) != 0 && cmd_addr_is_host_port(addr)) {
-        tdm_cmd_fail("HOST:PORT addresses need replication (not built yet)");
+    if (tdm_client_address_is_tcp(addr)) {
+        tdm_cmd_fail("%s: --node %s: %s works on a node directory on this host (comparing the "
+                     "copies of a cluster is not built yet)",
+                     command, addr, command);
         return TDM_CMD_EXIT_USAGE;
     }
     *dir = addr;

@@ -4,6 +4,7 @@
 # first-bad-line rule, round trips, status health. Usage: contract.sh TANDEM
 set -uo pipefail
 T=$1
+unset TANDEM_CERT # A HOST:PORT below must be refused for want of a certificate.
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 fail=0

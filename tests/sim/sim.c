@@ -13,7 +13,11 @@
  *   durable prefix, the persisted epoch history, and a FIFO of disk operations
  *   (persist the history, cut, fdatasync) that complete after random latency.
  *   A crash loses the operations in flight and a random part of the batches
- *   that were not yet durable; the node restarts from what is left.
+ *   that were not yet durable; the node restarts from what is left. About a
+ *   third of the seeds also crash node 0 once within its first 60 ms, while
+ *   its first batches may not be durable: the case that lets a first primary
+ *   act in epoch 1 again only because it ships nothing not durable in epoch 1
+ *   (docs/PROTOCOL.md §4).
  * - Clients submit writes to the primary and to backups (forwarded).
  * - Swarm testing: each seed draws its own fault rates, latencies and limits.
  * - Phase 1 (faults) runs for a fixed time; phase 2 heals every partition,
@@ -140,7 +144,12 @@ struct sim_params {
     uint32_t reorder_per_mille; /* Frames that overtake or fall behind their link's order. */
     uint64_t disk_ms_max;
     uint64_t client_gap_ms_max;
-    uint64_t crash_gap_ms;     /* 0: no crashes. */
+    uint64_t crash_gap_ms; /* 0: no crashes. */
+    /* 0: none. Else crash node 0, the first primary, once at this time, while
+     * its first batches may not be durable yet: with an empty log it acts in
+     * epoch 1 again, which is safe only because in epoch 1 it ships nothing
+     * that is not durable (PROTOCOL.md §4). */
+    uint64_t first_primary_crash_ms;
     uint64_t partition_gap_ms; /* 0: no partitions. */
     uint64_t down_ms_max;
     uint32_t frame_batches_max;
@@ -1069,6 +1078,14 @@ static void sim_on_fault(struct sim *sim, const struct sim_event *event)
         if (sim->calm) {
             return;
         }
+        if (event->node != UINT32_MAX) { /* A crash of one node, once. */
+            if (sim->nodes[event->node].running) {
+                sim_crash(sim, event->node);
+                uint64_t down = 1 + sim_random(sim, sim->params.down_ms_max);
+                sim_schedule(sim, sim->now_ms + down, SIM_EV_RESTART, event->node);
+            }
+            return;
+        }
         uint32_t index = (uint32_t)sim_random(sim, count);
         if (sim->nodes[index].running) {
             sim_crash(sim, index);
@@ -1187,6 +1204,7 @@ static void sim_params_draw(struct sim *sim)
     c->handshake_ms = c->heartbeat_ms + 20 + sim_random(sim, 100);
     c->pipeline_batches_max = 1 + (uint32_t)sim_random(sim, 16);
     c->pipeline_size_max = 400 + sim_random(sim, 20000);
+    p->first_primary_crash_ms = sim_chance(sim, 300) ? 1 + sim_random(sim, 60) : 0;
 }
 
 static void sim_setup(struct sim *sim, uint64_t seed, bool verbose)
@@ -1298,6 +1316,9 @@ int sim_run(uint64_t seed, bool verbose, char *message, size_t message_size, uin
     sim_schedule(sim, 1, SIM_EV_CLIENT, UINT32_MAX);
     if (p->crash_gap_ms > 0) {
         sim_schedule(sim, sim_random(sim, p->crash_gap_ms), SIM_EV_CRASH, UINT32_MAX);
+    }
+    if (p->first_primary_crash_ms > 0) {
+        sim_schedule(sim, p->first_primary_crash_ms, SIM_EV_CRASH, 0);
     }
     if (p->partition_gap_ms > 0) {
         sim_schedule(sim, sim_random(sim, p->partition_gap_ms), SIM_EV_PARTITION, UINT32_MAX);

@@ -1,7 +1,8 @@
 /* tests/unit/test_log.c: the log's replication primitives: appending a batch
- * built elsewhere exactly as received (tdm_log_append_batch) and cutting a
+ * built elsewhere exactly as received (tdm_log_append_batch), cutting a
  * divergent tail into quarantine (tdm_log_cut_after), including a power loss
- * at every file operation of a cut. */
+ * at every file operation of a cut, and locating batches by LSN
+ * (tdm_log_locate, tdm_log_read_located) against tdm_log_scan as the oracle. */
 #include "tdm_test.h"
 
 #include <errno.h>
@@ -48,26 +49,32 @@ static void log_open(struct fixture *f, struct tdm_log *log, const char *dir)
     assert_int_equal(rv, 0);
 }
 
+/* Append one batch of count generated records to log. */
+static void append_generated(struct tdm_log *log, struct tdm_gen *gen, uint32_t count,
+                             struct tdm_batch_header *header, struct tdm_log_location *location)
+{
+    uint8_t raw[5 * (TDM_RECORD_SIZE_MAX + 4)];
+    size_t size = 0;
+    assert_true(count <= 5);
+    for (uint32_t i = 0; i < count; i++) {
+        struct tandem_record r;
+        tdm_gen_message(gen, &r);
+        size_t n = tdm_codec_encode(&r, raw + size + 4, sizeof(raw) - size - 4);
+        struct tdm_writer w;
+        tdm_writer_init(&w, raw + size, 4);
+        tdm_put_u32(&w, (uint32_t)n);
+        size += 4 + n;
+    }
+    assert_int_equal(tdm_log_append(log, raw, size, count, 1, header, location, NULL), 0);
+}
+
 /* Append BATCHES batches of 1-5 generated records to log, recording each. */
 static void fill(struct fixture *f, struct tdm_log *log, uint64_t seed)
 {
     struct tdm_gen gen;
     tdm_gen_init(&gen, seed, 4);
     for (int b = 0; b < BATCHES; b++) {
-        uint8_t raw[5 * (TDM_RECORD_SIZE_MAX + 4)];
-        size_t size = 0;
-        uint32_t count = 1 + (uint32_t)(b % 5);
-        for (uint32_t i = 0; i < count; i++) {
-            struct tandem_record r;
-            tdm_gen_message(&gen, &r);
-            size_t n = tdm_codec_encode(&r, raw + size + 4, sizeof(raw) - size - 4);
-            struct tdm_writer w;
-            tdm_writer_init(&w, raw + size, 4);
-            tdm_put_u32(&w, (uint32_t)n);
-            size += 4 + n;
-        }
-        assert_int_equal(
-            tdm_log_append(log, raw, size, count, 1, &f->headers[b], &f->locations[b], NULL), 0);
+        append_generated(log, &gen, 1 + (uint32_t)(b % 5), &f->headers[b], &f->locations[b]);
     }
 }
 
@@ -302,6 +309,370 @@ static void test_log_cut_after__power_loss_at_every_step(void **state)
     assert_true(runs >= 5); /* The sweep crossed the cut's operations. */
 }
 
+/* ---- locating batches ---- */
+
+#define ORACLE_BATCHES_MAX 1024
+
+/* Every batch of a log as tdm_log_scan() finds it: the brute-force oracle. */
+struct oracle {
+    struct tdm_log_batch batches[ORACLE_BATCHES_MAX];
+    struct tdm_batch_header headers[ORACLE_BATCHES_MAX];
+    uint32_t count;
+};
+
+static int oracle_cb(void *data, const struct tdm_batch_header *header,
+                     const struct tdm_log_location *location, const uint8_t *raw)
+{
+    (void)raw;
+    struct oracle *o = data;
+    assert_true(o->count < ORACLE_BATCHES_MAX);
+    o->batches[o->count] = (struct tdm_log_batch){
+        .lsn_first = header->lsn_first,
+        .lsn_last = tdm_batch_lsn_last(header),
+        .location = *location,
+    };
+    o->headers[o->count] = *header;
+    o->count++;
+    return 0;
+}
+
+static struct oracle *oracle_build(struct tdm_log *log)
+{
+    struct oracle *o = calloc(1, sizeof(*o));
+    assert_int_equal(tdm_log_scan(log, 1, oracle_cb, o, NULL), 0);
+    assert_true(o->count > 0);
+    assert_int_equal(o->batches[o->count - 1].lsn_last, log->lsn_last);
+    return o;
+}
+
+/* Locate lsn_first .. lsn_last with capacity and compare with the oracle. */
+static void locate_compare(struct tdm_log *log, const struct oracle *o, uint64_t lsn_first,
+                           uint64_t lsn_last, uint32_t capacity)
+{
+    struct tdm_log_batch out[8];
+    uint32_t count = 99;
+    struct tdm_diag diag = {{0}};
+    assert_true(capacity <= 8);
+    int rv = tdm_log_locate(log, lsn_first, lsn_last, out, capacity, &count, &diag);
+    if (rv != 0) {
+        fprintf(stderr, "locate %lu..%lu: %s\n", (unsigned long)lsn_first, (unsigned long)lsn_last,
+                diag.message);
+    }
+    assert_int_equal(rv, 0);
+    uint32_t k = 0;
+    while (o->batches[k].lsn_last < lsn_first) {
+        k++;
+    }
+    uint32_t want = 0;
+    while (k + want < o->count && want < capacity && o->batches[k + want].lsn_first <= lsn_last) {
+        want++;
+    }
+    assert_int_equal(count, want);
+    for (uint32_t i = 0; i < count; i++) {
+        const struct tdm_log_batch *a = &out[i];
+        const struct tdm_log_batch *b = &o->batches[k + i];
+        assert_int_equal(a->lsn_first, b->lsn_first);
+        assert_int_equal(a->lsn_last, b->lsn_last);
+        assert_int_equal(a->location.segment_lsn, b->location.segment_lsn);
+        assert_int_equal(a->location.offset, b->location.offset);
+        assert_int_equal(a->location.size, b->location.size);
+    }
+}
+
+/* Read every batch of the log back through tdm_log_locate and
+ * tdm_log_read_located: the same bytes and headers as the oracle, with one
+ * pread per segment (its batches are back to back). */
+static void read_located_compare(struct fixture *f, struct tdm_log *log, const struct oracle *o,
+                                 const char *dir)
+{
+    struct tdm_log_batch *batches = calloc(o->count, sizeof(*batches));
+    struct tdm_batch_header *headers = calloc(o->count, sizeof(*headers));
+    uint32_t count = 0;
+    assert_int_equal(tdm_log_locate(log, 1, UINT64_MAX, batches, o->count, &count, NULL), 0);
+    assert_int_equal(count, o->count);
+    size_t total = 0;
+    uint32_t segment_count = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        total += batches[i].location.size;
+        if (i == 0 || batches[i].location.segment_lsn != batches[i - 1].location.segment_lsn) {
+            segment_count++;
+        }
+    }
+    uint8_t *buffer = malloc(total);
+    uint64_t preads = tdm_fault_fs_count(&f->fs, TDM_FS_OP_PREAD);
+    assert_int_equal(tdm_log_read_located(log, batches, count, buffer, headers, NULL), 0);
+    assert_int_equal(tdm_fault_fs_count(&f->fs, TDM_FS_OP_PREAD) - preads, segment_count);
+    size_t done = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        assert_int_equal(headers[i].lsn_first, o->headers[i].lsn_first);
+        assert_memory_equal(headers[i].chain_hash.bytes, o->headers[i].chain_hash.bytes,
+                            TDM_CHAIN_HASH_SIZE);
+        char path[400];
+        char name[TDM_SEGMENT_NAME_SIZE];
+        tdm_segment_name(name, sizeof(name), batches[i].location.segment_lsn);
+        snprintf(path, sizeof(path), "%s/log/%s", dir, name);
+        void *file = NULL;
+        size_t file_size = 0;
+        assert_int_equal(tdm_fault_fs_read_all(&f->fs, path, &file, &file_size), 0);
+        assert_memory_equal(buffer + done, (uint8_t *)file + batches[i].location.offset,
+                            batches[i].location.size);
+        tdm_free(file);
+        done += batches[i].location.size;
+    }
+    free(buffer);
+    free(headers);
+    free(batches);
+}
+
+/* Each batch table lists a prefix of the batches of a segment the log holds,
+ * as the oracle finds them, no two tables list the same segment, and the
+ * open segment's table lists all of its batches. */
+static void tables_check(const struct tdm_log *log, const struct oracle *o)
+{
+    const struct tdm_log_segment *open = &log->segments[log->segment_count - 1];
+    bool open_listed = open->sealed;
+    for (uint32_t i = 0; i < TDM_LOG_TABLES_MAX; i++) {
+        if (log->tables[i].segment_lsn == open->lsn_first) {
+            open_listed = log->tables[i].lsn_next == open->lsn_last + 1;
+        }
+    }
+    assert_true(open_listed);
+    for (uint32_t i = 0; i < TDM_LOG_TABLES_MAX; i++) {
+        const struct tdm_log_table *t = &log->tables[i];
+        if (t->segment_lsn == 0) {
+            continue;
+        }
+        for (uint32_t j = i + 1; j < TDM_LOG_TABLES_MAX; j++) {
+            assert_int_not_equal(log->tables[j].segment_lsn, t->segment_lsn);
+        }
+        bool held = false;
+        for (uint32_t s = 0; s < log->segment_count; s++) {
+            held = held || log->segments[s].lsn_first == t->segment_lsn;
+        }
+        assert_true(held);
+        uint32_t k = 0;
+        while (k < o->count && o->batches[k].location.segment_lsn != t->segment_lsn) {
+            k++;
+        }
+        assert_true(k + t->count <= o->count);
+        for (uint32_t j = 0; j < t->count; j++) {
+            const struct tdm_log_batch *b = &o->batches[k + j];
+            assert_int_equal(b->location.segment_lsn, t->segment_lsn);
+            assert_int_equal(t->entries[j].lsn_first, b->lsn_first);
+            assert_int_equal(t->entries[j].offset, b->location.offset);
+            assert_int_equal(t->entries[j].size, b->location.size);
+        }
+        uint64_t end = t->count == 0
+                           ? TDM_SEGMENT_HEADER_SIZE
+                           : t->entries[t->count - 1].offset + t->entries[t->count - 1].size;
+        assert_int_equal(t->end, end);
+        assert_int_equal(t->lsn_next, t->count == 0 ? t->segment_lsn
+                                                    : o->batches[k + t->count - 1].lsn_last + 1);
+    }
+}
+
+/* Every LSN range maps to the batches the oracle finds, with several
+ * capacities; LSNs outside the log are not found. */
+static void locate_check_all(struct fixture *f, struct tdm_log *log, const char *dir)
+{
+    struct oracle *o = oracle_build(log);
+    tables_check(log, o);
+    uint64_t last = log->lsn_last;
+    static const uint64_t spans[] = {0, 1, 7, 40};
+    static const uint32_t capacities[] = {1, 3, 8};
+    for (uint64_t lsn = last; lsn >= 1; lsn--) {
+        locate_compare(log, o, lsn, lsn, 1); /* Newest first: the tables as they were left. */
+    }
+    for (uint64_t lsn = 1; lsn <= last; lsn++) {
+        for (size_t s = 0; s < sizeof(spans) / sizeof(spans[0]); s++) {
+            for (size_t c = 0; c < sizeof(capacities) / sizeof(capacities[0]); c++) {
+                locate_compare(log, o, lsn, lsn + spans[s], capacities[c]);
+            }
+        }
+        locate_compare(log, o, lsn, last + 5, 8);
+    }
+    struct tdm_log_batch out[1];
+    uint32_t count = 7;
+    struct tdm_diag diag = {{0}};
+    assert_int_equal(tdm_log_locate(log, last + 1, last + 9, out, 1, &count, &diag),
+                     TANDEM_ENOTFOUND);
+    assert_int_equal(count, 0);
+    assert_non_null(strstr(diag.message, "not in the log"));
+    read_located_compare(f, log, o, dir);
+    tables_check(log, o);
+    free(o);
+}
+
+static void locate_fill(struct tdm_log *log, uint64_t seed, int batch_count)
+{
+    struct tdm_gen gen;
+    tdm_gen_init(&gen, seed, 4);
+    for (int b = 0; b < batch_count; b++) {
+        struct tdm_batch_header h;
+        struct tdm_log_location l;
+        append_generated(log, &gen, 1 + (uint32_t)((b * 7) % 5), &h, &l);
+    }
+}
+
+/* Locating agrees with a scan of the whole log across many segments: while
+ * the log is written, after a reopen (recovery lists the open segment), after
+ * a cut into an older sealed segment, after appends that follow the cut, and
+ * after a cut inside the open segment. */
+static void test_log_locate__matches_scan(void **state)
+{
+    struct fixture *f = *state;
+    struct tdm_log b;
+    log_open(f, &b, f->dir_b);
+    locate_fill(&b, 11, 120);
+    assert_true(b.segment_count > TDM_LOG_TABLES_MAX + 4);
+    locate_check_all(f, &b, f->dir_b);
+    tdm_log_close(&b);
+
+    log_open(f, &b, f->dir_b);
+    locate_check_all(f, &b, f->dir_b);
+    struct oracle *o = oracle_build(&b);
+    uint64_t cut = o->batches[40].lsn_last; /* In an older, sealed segment. */
+    free(o);
+    assert_int_equal(tdm_log_cut_after(&b, cut, NULL), 0);
+    locate_fill(&b, 12, 60); /* Straight after the cut: the tables as the cut left them. */
+    locate_check_all(f, &b, f->dir_b);
+    tdm_log_close(&b);
+
+    log_open(f, &b, f->dir_b);
+    locate_check_all(f, &b, f->dir_b);
+    for (uint64_t seed = 13; seed < 15; seed++) {
+        o = oracle_build(&b);
+        assert_true(o->count > 3);
+        cut = o->batches[o->count - 3].lsn_last; /* Inside the open segment. */
+        free(o);
+        assert_int_equal(tdm_log_cut_after(&b, cut, NULL), 0);
+        if (seed == 14) {
+            locate_check_all(f, &b, f->dir_b);
+        }
+        locate_fill(&b, seed, 5);
+        locate_check_all(f, &b, f->dir_b);
+    }
+    tdm_log_close(&b);
+}
+
+/* The open segment's batches and those of a sealed segment located once are
+ * found again without reading the disk: the batch tables answer. */
+static void test_log_locate__tables_answer_without_io(void **state)
+{
+    struct fixture *f = *state;
+    struct tdm_log b;
+    log_open(f, &b, f->dir_b);
+    locate_fill(&b, 21, 60);
+    tdm_log_close(&b);
+    log_open(f, &b, f->dir_b);
+    struct oracle *o = oracle_build(&b);
+    struct tdm_log_batch out[4];
+    uint32_t count = 0;
+    uint64_t reads = tdm_fault_fs_count(&f->fs, 0);
+    assert_int_equal(tdm_log_locate(&b, b.lsn_last, b.lsn_last, out, 4, &count, NULL), 0);
+    assert_int_equal(count, 1);
+    assert_int_equal(tdm_fault_fs_count(&f->fs, 0), reads); /* Open segment: listed. */
+    uint64_t old = o->batches[2].lsn_first; /* First segments: sealed, not listed. */
+    assert_true(o->batches[2].location.segment_lsn < b.segments[b.segment_count - 1].lsn_first);
+    assert_int_equal(tdm_log_locate(&b, old, old + 20, out, 4, &count, NULL), 0);
+    assert_true(tdm_fault_fs_count(&f->fs, 0) > reads); /* Walked once... */
+    reads = tdm_fault_fs_count(&f->fs, 0);
+    assert_int_equal(tdm_log_locate(&b, old, old, out, 1, &count, NULL), 0);
+    assert_int_equal(out[0].lsn_first, old);
+    assert_int_equal(tdm_fault_fs_count(&f->fs, 0), reads); /* ...then listed. */
+    free(o);
+    tdm_log_close(&b);
+}
+
+/* A damaged batch header in a sealed segment makes locating it and the LSNs
+ * after it in that segment fail with TANDEM_ECORRUPT, not those before it; a
+ * damaged body is located (headers only) but reading it back fails. */
+static void test_log_locate__damage(void **state)
+{
+    struct fixture *f = *state;
+    struct tdm_log b;
+    log_open(f, &b, f->dir_b);
+    locate_fill(&b, 31, 60);
+    struct oracle *o = oracle_build(&b);
+    tdm_log_close(&b);
+    /* Two batches of one older sealed segment, neither its first. */
+    uint32_t k = 1;
+    while (o->batches[k].location.segment_lsn == o->batches[k - 1].location.segment_lsn ||
+           o->batches[k + 1].location.segment_lsn != o->batches[k].location.segment_lsn ||
+           o->batches[k + 2].location.segment_lsn != o->batches[k].location.segment_lsn) {
+        k++;
+    }
+    const struct tdm_log_batch *body = &o->batches[k + 1]; /* Bad body. */
+    const struct tdm_log_batch *head = &o->batches[k + 2]; /* Bad header. */
+    char path[400];
+    char name[TDM_SEGMENT_NAME_SIZE];
+    tdm_segment_name(name, sizeof(name), head->location.segment_lsn);
+    snprintf(path, sizeof(path), "%s/log/%s", f->dir_b, name);
+    assert_int_equal(
+        tdm_fault_fs_flip(&f->fs, path, body->location.offset + TDM_BATCH_HEADER_SIZE + 3, 1), 0);
+    assert_int_equal(tdm_fault_fs_flip(&f->fs, path, head->location.offset + 20, 2), 0);
+    log_open(f, &b, f->dir_b);
+    assert_true(b.damaged_count > 0);
+
+    struct tdm_log_batch out[8];
+    struct tdm_batch_header headers[8];
+    uint32_t count = 0;
+    struct tdm_diag diag = {{0}};
+    assert_int_equal(tdm_log_locate(&b, head->lsn_first, head->lsn_last, out, 8, &count, &diag),
+                     TANDEM_ECORRUPT);
+    assert_non_null(strstr(diag.message, "segment"));
+    assert_int_equal(tdm_log_locate(&b, body->lsn_first, head->lsn_last, out, 8, &count, NULL),
+                     TANDEM_ECORRUPT);
+    assert_int_equal(tdm_log_locate(&b, body->lsn_first, body->lsn_last, out, 8, &count, NULL), 0);
+    assert_int_equal(count, 1);
+    uint8_t *buffer = malloc(out[0].location.size);
+    assert_int_equal(tdm_log_read_located(&b, out, 1, buffer, headers, &diag), TANDEM_ECORRUPT);
+    assert_non_null(strstr(diag.message, "body checksum"));
+    free(buffer);
+    const struct tdm_log_batch *before = &o->batches[k];
+    assert_int_equal(tdm_log_locate(&b, before->lsn_first, before->lsn_last, out, 8, &count, NULL),
+                     0);
+    assert_int_equal(out[0].location.offset, before->location.offset);
+    free(o);
+    tdm_log_close(&b);
+}
+
+/* An I/O error while locating (opening or reading a segment to walk it) or
+ * while reading located batches back is returned with its cause, and the
+ * next call, without the fault, succeeds. */
+static void test_log_locate__io_errors(void **state)
+{
+    struct fixture *f = *state;
+    struct tdm_log b;
+    log_open(f, &b, f->dir_b);
+    locate_fill(&b, 41, 60);
+    tdm_log_close(&b);
+    log_open(f, &b, f->dir_b); /* Only the open segment is listed. */
+    struct tdm_log_batch out[4];
+    struct tdm_batch_header headers[4];
+    uint32_t count = 0;
+    struct tdm_diag diag = {{0}};
+    static const unsigned ops[] = {TDM_FS_OP_OPEN, TDM_FS_OP_PREAD};
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+        assert_int_equal(tdm_fault_fs_fail_next(&f->fs, ops[i], -EIO), 0);
+        assert_int_equal(tdm_log_locate(&b, 2, 9, out, 4, &count, &diag), -EIO);
+        assert_non_null(strstr(diag.message, ops[i] == TDM_FS_OP_OPEN ? "open" : "read"));
+    }
+    assert_int_equal(tdm_log_locate(&b, 2, 9, out, 4, &count, NULL), 0);
+    size_t total = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        total += out[i].location.size;
+    }
+    uint8_t *buffer = malloc(total);
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+        assert_int_equal(tdm_fault_fs_fail_next(&f->fs, ops[i], -EIO), 0);
+        assert_int_equal(tdm_log_read_located(&b, out, count, buffer, headers, &diag), -EIO);
+    }
+    assert_int_equal(tdm_log_read_located(&b, out, count, buffer, headers, NULL), 0);
+    free(buffer);
+    tdm_log_close(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -312,6 +683,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_log_cut_after__quarantines_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_cut_after__power_loss_at_every_step, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_log_locate__matches_scan, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_log_locate__tables_answer_without_io, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_log_locate__damage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_log_locate__io_errors, setup, teardown),
     };
     return cmocka_run_group_tests_name("log", tests, NULL, NULL);
 }

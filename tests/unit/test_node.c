@@ -4,6 +4,7 @@
  * read-only handles. */
 #include "tdm_test.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,6 +16,7 @@
 #include "engine/codec.h"
 #include "engine/log.h"
 #include "engine/node.h"
+#include "engine/segment.h"
 #include "records.h"
 #include "tools/gen.h"
 
@@ -279,6 +281,278 @@ static void test_append__invalid_record_stores_nothing(void **state)
     assert_int_equal(tandem_status(f->t, &status), 0);
     assert_int_equal(status.lsn_last, 0);
     assert_int_equal(tandem_append(f->t, r, 0, &lsn, &diag), TANDEM_EINVALID);
+}
+
+/* ---- received batches (a backup) --------------------------------------------- */
+
+#define RECEIVED_BATCHES 5
+
+/* Batches of a primary's log, as on disk, for a backup to receive. */
+struct received {
+    const char *dir;
+    uint32_t count;
+    struct tdm_batch_header headers[RECEIVED_BATCHES];
+    uint8_t *bytes[RECEIVED_BATCHES];
+    uint32_t sizes[RECEIVED_BATCHES];
+};
+
+static int received_scan_cb(void *data, const struct tdm_batch_header *header,
+                            const struct tdm_log_location *location, const uint8_t *raw)
+{
+    (void)raw;
+    struct received *r = data;
+    assert_true(r->count < RECEIVED_BATCHES);
+    char name[TDM_SEGMENT_NAME_SIZE];
+    char path[512];
+    tdm_segment_name(name, sizeof(name), location->segment_lsn);
+    snprintf(path, sizeof(path), "%s/log/%s", r->dir, name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    uint8_t *bytes = malloc(location->size);
+    assert_non_null(bytes);
+    assert_int_equal(pread(fd, bytes, location->size, (off_t)location->offset),
+                     (ssize_t)location->size);
+    close(fd);
+    r->headers[r->count] = *header;
+    r->bytes[r->count] = bytes;
+    r->sizes[r->count] = location->size;
+    r->count++;
+    return 0;
+}
+
+/* The records of the primary's log, by LSN (1 .. 12), and the two versions
+ * of customer 1. */
+struct received_records {
+    struct tdm_kept records[13];
+    struct tdm_kept customer_a; /* LSN 1. */
+    struct tdm_kept customer_b; /* LSN 7, in batch 4. */
+};
+
+/* Build in dir a primary's log of five batches: (1) customer 1, version A;
+ * (2) LSNs 2-4 messages; (3) 5-6 messages; (4) customer 1, version B, and a
+ * message; (5) 9-12 messages. Every message is customer 1's. */
+static void received_build(const char *dir, struct received *r, struct received_records *kept)
+{
+    struct tandem *p = open_dir(dir, TANDEM_OPEN_CREATE, 64 << 10);
+    struct tdm_gen gen;
+    tdm_gen_init(&gen, 41, 1);
+    static const uint32_t shape[RECEIVED_BATCHES] = {1, 3, 2, 2, 4};
+    uint64_t lsn_next = 1;
+    for (uint32_t b = 0; b < RECEIVED_BATCHES; b++) {
+        struct tandem_record records[4];
+        for (uint32_t i = 0; i < shape[b]; i++) {
+            uint64_t lsn = lsn_next + i;
+            struct tandem_record record;
+            if (lsn == 1 || lsn == 7) {
+                tdm_gen_customer(&gen, 1, &record);
+            } else {
+                tdm_gen_message(&gen, &record);
+            }
+            tdm_kept_set(&kept->records[lsn], &record);
+            tdm_kept_get(&kept->records[lsn], &records[i]);
+        }
+        uint64_t lsn_first = 0;
+        assert_int_equal(tandem_append(p, records, shape[b], &lsn_first, NULL), 0);
+        assert_int_equal(lsn_first, lsn_next);
+        lsn_next += shape[b];
+    }
+    kept->customer_a = kept->records[1];
+    kept->customer_b = kept->records[7];
+    r->dir = dir;
+    struct tdm_diag diag = {{0}};
+    assert_int_equal(tdm_log_scan(tdm_node_log(p), 1, received_scan_cb, r, &diag), 0);
+    assert_int_equal(r->count, RECEIVED_BATCHES);
+    tandem_close(p);
+}
+
+static void received_free(struct received *r)
+{
+    for (uint32_t i = 0; i < r->count; i++) {
+        free(r->bytes[i]);
+    }
+}
+
+/* Customer 1's messages a query finds on t, each checked against kept. */
+static size_t received_query_count(struct tandem *t, struct received_records *kept)
+{
+    struct found found = {.count = 0};
+    struct tandem_query query;
+    tandem_query_init(&query, 1);
+    assert_int_equal(tandem_query(t, &query, found_cb, &found, NULL), 0);
+    for (size_t i = 0; i < found.count; i++) {
+        assert_true(found.lsns[i] >= 2);
+        assert_true(found.lsns[i] <= 12);
+        assert_int_equal(tandem_read(t, found.lsns[i], tdm_kept_equal_cb,
+                                     (void *)&kept->records[found.lsns[i]], NULL),
+                         0);
+    }
+    return found.count;
+}
+
+/* Customer 1's current record on t equals want. */
+static void received_customer_is(struct tandem *t, const struct tdm_kept *want)
+{
+    struct tdm_delivery delivery = {.want = want};
+    assert_int_equal(tandem_customer_get(t, 1, tdm_delivery_cb, &delivery, NULL), 0);
+    assert_int_equal(delivery.count, 1);
+}
+
+/* Append batch b of r to t as received; it must be accepted. */
+static void received_append(struct tandem *t, const struct received *r, uint32_t b)
+{
+    struct tdm_batch_header header;
+    struct tdm_diag diag = {{0}};
+    int rv = tdm_node_append_received(t, r->bytes[b], r->sizes[b], &header, &diag);
+    if (rv != 0) {
+        fprintf(stderr, "append received batch %u: %s\n", b, diag.message);
+    }
+    assert_int_equal(rv, 0);
+    assert_int_equal(header.lsn_first, r->headers[b].lsn_first);
+    assert_memory_equal(header.chain_hash.bytes, r->headers[b].chain_hash.bytes,
+                        TDM_CHAIN_HASH_SIZE);
+}
+
+/* Batches a primary built, read from its log with tdm_log_scan and appended
+ * to a second node as received (tdm_node_append_received), are visible to
+ * tandem_query, tandem_read and tandem_customer_get on the open handle at
+ * once, without a reopen; the index's watermark follows them. */
+static void test_append_received__visible_without_reopen(void **state)
+{
+    struct fixture *f = *state;
+    char primary_dir[256];
+    assert_int_equal(tdm_test_tmpdir_create(primary_dir, sizeof(primary_dir)), 0);
+    struct received r = {.count = 0};
+    struct received_records *kept = calloc(1, sizeof(*kept));
+    received_build(primary_dir, &r, kept);
+
+    static const size_t messages_after[RECEIVED_BATCHES] = {0, 3, 5, 6, 10};
+    for (uint32_t b = 0; b < RECEIVED_BATCHES; b++) {
+        received_append(f->t, &r, b);
+        assert_int_equal(received_query_count(f->t, kept), messages_after[b]);
+        received_customer_is(f->t, b < 3 ? &kept->customer_a : &kept->customer_b);
+        uint64_t lsn_last = tdm_batch_lsn_last(&r.headers[b]);
+        assert_int_equal(
+            tandem_read(f->t, lsn_last, tdm_kept_equal_cb, &kept->records[lsn_last], NULL), 0);
+        struct tandem_status status;
+        assert_int_equal(tandem_status(f->t, &status), 0);
+        assert_int_equal(status.lsn_last, lsn_last);
+        assert_int_equal(status.index_lsn, lsn_last);
+    }
+    received_free(&r);
+    free(kept);
+    tdm_test_tmpdir_remove(primary_dir);
+}
+
+/* A received batch that does not continue the log (a gap or an overlap),
+ * whose bytes were damaged, or whose record does not decode, is refused and
+ * stores nothing; the log and the index go on as before. */
+static void test_append_received__refused(void **state)
+{
+    struct fixture *f = *state;
+    char primary_dir[256];
+    assert_int_equal(tdm_test_tmpdir_create(primary_dir, sizeof(primary_dir)), 0);
+    struct received r = {.count = 0};
+    struct received_records *kept = calloc(1, sizeof(*kept));
+    received_build(primary_dir, &r, kept);
+    struct tdm_batch_header header;
+    struct tdm_diag diag = {{0}};
+    received_append(f->t, &r, 0);
+    /* A gap: batch 3 after batch 1. */
+    assert_int_equal(tdm_node_append_received(f->t, r.bytes[2], r.sizes[2], &header, &diag),
+                     TANDEM_EINVALID);
+    /* An overlap: batch 1 again. */
+    assert_int_equal(tdm_node_append_received(f->t, r.bytes[0], r.sizes[0], &header, &diag),
+                     TANDEM_EINVALID);
+    /* Damaged bytes: one flipped in the body, or a short batch. */
+    uint8_t *copy = malloc(r.sizes[1]);
+    memcpy(copy, r.bytes[1], r.sizes[1]);
+    copy[r.sizes[1] - 1] ^= 0x40;
+    assert_int_equal(tdm_node_append_received(f->t, copy, r.sizes[1], &header, &diag),
+                     TANDEM_ECORRUPT);
+    assert_int_equal(tdm_node_append_received(f->t, r.bytes[1], r.sizes[1] - 1, &header, &diag),
+                     TANDEM_ECORRUPT);
+    free(copy);
+    /* Checksums and chain hash that verify, around a record that does not
+     * decode: refused before it is written (the index could not take it). */
+    uint8_t raw[8] = {4, 0, 0, 0, 0xff, 0xff, 0xff, 0xff};
+    uint8_t built[512];
+    struct tdm_batch_header bad;
+    ZSTD_CCtx *cctx = ZSTD_createCCtx();
+    assert_non_null(cctx);
+    assert_true(tdm_batch_bound(sizeof(raw)) <= sizeof(built));
+    int n = tdm_batch_build(cctx, raw, sizeof(raw), 1, 1, 2, 1, 0, &r.headers[0].chain_hash, built,
+                            sizeof(built), &bad);
+    ZSTD_freeCCtx(cctx);
+    assert_true(n > TDM_BATCH_HEADER_SIZE);
+    assert_int_equal(tdm_node_append_received(f->t, built, (size_t)n, &header, &diag),
+                     TANDEM_ECORRUPT);
+    struct tandem_status status;
+    assert_int_equal(tandem_status(f->t, &status), 0);
+    assert_int_equal(status.lsn_last, 1);
+    received_append(f->t, &r, 1);
+    assert_int_equal(received_query_count(f->t, kept), 3);
+    received_free(&r);
+    free(kept);
+    tdm_test_tmpdir_remove(primary_dir);
+}
+
+/* After a cut (tdm_node_cut_after) the cut records are gone from every query
+ * at once: messages, a reads by LSN, and a customer record replaced in the cut
+ * tail, whose previous version is current again. Batches appended after the
+ * cut are indexed behind the rebuild, and after a reopen the index still
+ * equals a rebuild from the log (tandem_verify --deep). */
+static void test_cut_after__queries_forget_cut_records(void **state)
+{
+    struct fixture *f = *state;
+    char primary_dir[256];
+    assert_int_equal(tdm_test_tmpdir_create(primary_dir, sizeof(primary_dir)), 0);
+    struct received r = {.count = 0};
+    struct received_records *kept = calloc(1, sizeof(*kept));
+    received_build(primary_dir, &r, kept);
+    for (uint32_t b = 0; b < RECEIVED_BATCHES; b++) {
+        received_append(f->t, &r, b);
+    }
+    assert_int_equal(received_query_count(f->t, kept), 10);
+    received_customer_is(f->t, &kept->customer_b);
+
+    struct tdm_diag diag = {{0}};
+    assert_int_equal(tdm_node_cut_after(f->t, 5, &diag), TANDEM_EINVALID); /* Not a batch end. */
+    assert_int_equal(tdm_node_cut_after(f->t, 12, &diag), 0);              /* Nothing to cut. */
+    assert_int_equal(tdm_node_cut_after(f->t, 6, &diag), 0);
+    assert_int_equal(received_query_count(f->t, kept), 5);
+    received_customer_is(f->t, &kept->customer_a);
+    for (uint64_t lsn = 7; lsn <= 12; lsn++) {
+        assert_int_equal(tandem_read(f->t, lsn, tdm_kept_equal_cb, &kept->records[lsn], NULL),
+                         TANDEM_ENOTFOUND);
+    }
+    struct tandem_status status;
+    assert_int_equal(tandem_status(f->t, &status), 0);
+    assert_int_equal(status.lsn_last, 6);
+    assert_int_equal(status.index_lsn, 6);
+
+    /* The log goes on after the cut; the index follows. */
+    received_append(f->t, &r, 3);
+    assert_int_equal(received_query_count(f->t, kept), 6);
+    received_customer_is(f->t, &kept->customer_b);
+    /* Everything cut: an empty index, then the log again from LSN 1. */
+    assert_int_equal(tdm_node_cut_after(f->t, 0, &diag), 0);
+    assert_int_equal(received_query_count(f->t, kept), 0);
+    assert_int_equal(tandem_customer_get(f->t, 1, tdm_kept_equal_cb, &kept->customer_a, NULL), 0);
+    for (uint32_t b = 0; b < 3; b++) {
+        received_append(f->t, &r, b);
+    }
+    assert_int_equal(received_query_count(f->t, kept), 5);
+    received_customer_is(f->t, &kept->customer_a);
+
+    tandem_close(f->t);
+    f->t = NULL;
+    struct tandem_verify_report report;
+    assert_int_equal(tandem_verify(f->dir, TANDEM_VERIFY_DEEP, &report, NULL), 0);
+    assert_true(report.index_equal);
+    assert_false(report.index_rebuilt);
+    received_free(&r);
+    free(kept);
+    tdm_test_tmpdir_remove(primary_dir);
 }
 
 /* ---- queries against a brute-force scan ------------------------------------- */
@@ -634,6 +908,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_append_async__callbacks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_append_raw_async__epoch_and_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_append__invalid_record_stores_nothing, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_append_received__visible_without_reopen, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_append_received__refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cut_after__queries_forget_cut_records, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_query__matches_brute_force, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open__one_writer_many_readers, setup, teardown),

@@ -1,0 +1,748 @@
+/* tests/unit/test_client.c: the client of a node (net/client.c and the public
+ * tandem_client_* API of net/client_api.c) against a real server
+ * (net/uv_server.c) over TCP + mutual TLS 1.3 and over the local socket.
+ *
+ * Method: the group setup creates two CAs in a tmpdir ("c1", the cluster, and
+ * "c2", a stranger), issues node2 (the server's certificate), node1 and
+ * client:alice from c1 and client:mallory from c2, and creates a node
+ * directory. Each test starts, on a loop of its own run by a second thread, a
+ * tdm_uv_server for the node (its local socket) and a uv_link listener on
+ * 127.0.0.1:0 that allows clients and node1 (as a node's listener allows its
+ * peers), whose on_accept adopts every authenticated link into the server and
+ * closes those the server refuses, as net/uv_daemon.c does. The test thread is
+ * the client and makes blocking calls. Teardown stops the loop through a
+ * uv_async, joins the thread and asserts uv_loop_close() == 0 (no handle
+ * leaked, STYLE B8). The library heap stays libc's: cmocka's test_malloc is
+ * not thread-safe, and three threads allocate (test, loop, commit). */
+#include "tdm_test.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "engine/base/alloc.h"
+#include "net/client.h"
+#include "net/proto.h"
+#include "net/tls.h"
+#include "net/uv.h"
+#include "net/uv_link.h"
+#include "tools/jsonl.h"
+
+#define PATH_SIZE   1200
+#define WAIT_MS_MAX 10000 /* Bound on waiting for the loop thread to notice something. */
+/* Backpressure: records of BULK_SUBJECT_SIZE-byte subjects, so that each query
+ * answer is about 26 MB of JSON Lines, BULK_QUERIES of them at once. */
+#define BULK_RECORDS      24000u
+#define BULK_PER_APPEND   4000u
+#define BULK_SUBJECT_SIZE 900u
+#define BULK_QUERIES      3u
+#define BULK_CUSTOMER     77u
+
+struct fixture {
+    uv_loop_t loop;
+    uv_async_t stop; /* Test thread -> loop thread: close everything. */
+    pthread_t thread;
+    int run_rv;                /* uv_run()'s return on the loop thread. */
+    struct tdm_tls_config tls; /* node2: the server's credentials. */
+    struct tdm_uv_server *server;
+    struct tdm_uv_listener *listener;
+    char socket_path[PATH_SIZE + 32];
+    char address[64]; /* "127.0.0.1:PORT" of the listener. */
+    bool server_closed;
+    _Atomic int accepts;         /* Authenticated links handed to on_accept. */
+    _Atomic int accept_failures; /* Connections that failed before authentication. */
+    _Atomic int refusals;        /* Links tdm_uv_server_adopt() refused. */
+    _Atomic int refusal_code;    /* Its last code. */
+};
+
+static char tmp_dir[256];
+static char node_dir[PATH_SIZE];
+static struct tandem *node;
+
+static void path_make(char *out, const char *name)
+{
+    int n = snprintf(out, PATH_SIZE, "%s/%s", tmp_dir, name);
+    assert_true(n > 0 && n < PATH_SIZE);
+}
+
+/* ---- Group fixture: CAs, certificates, the node ------------------------------- */
+
+static void issue(const char *ca, const char *name, const char *dir)
+{
+    char ca_path[PATH_SIZE];
+    char out[PATH_SIZE];
+    struct tdm_diag diag = {{0}};
+    path_make(ca_path, ca);
+    path_make(out, dir);
+    assert_int_equal(tdm_pki_issue(ca_path, name, out, &diag), 0);
+}
+
+/* Copy tmp_dir/from to tmp_dir/to. */
+static void file_copy(const char *from, const char *to)
+{
+    char from_path[PATH_SIZE];
+    char to_path[PATH_SIZE];
+    path_make(from_path, from);
+    path_make(to_path, to);
+    FILE *in = fopen(from_path, "rb");
+    FILE *out = fopen(to_path, "wb");
+    assert_non_null(in);
+    assert_non_null(out);
+    char buffer[4096];
+    size_t n;
+    while ((n = fread(buffer, 1, sizeof(buffer), in)) > 0) {
+        assert_int_equal(fwrite(buffer, 1, n, out), n);
+    }
+    fclose(in);
+    assert_int_equal(fclose(out), 0);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    assert_int_equal(tdm_test_tmpdir_create(tmp_dir, sizeof(tmp_dir)), 0);
+    struct tdm_diag diag = {{0}};
+    char path[PATH_SIZE];
+    path_make(path, "c1");
+    assert_int_equal(tdm_pki_ca_create(path, "c1", &diag), 0);
+    path_make(path, "c2");
+    assert_int_equal(tdm_pki_ca_create(path, "c2", &diag), 0);
+    issue("c1", "node2", "node2");
+    issue("c1", "node1", "node1");
+    issue("c1", "client:alice", "alice");
+    issue("c2", "client:mallory", "mallory");
+    /* mixed: mallory's key and certificate beside the cluster's ca.crt. */
+    issue("c2", "client:mallory", "mixed");
+    file_copy("alice/ca.crt", "mixed/ca.crt");
+    path_make(node_dir, "node");
+    struct tandem_options options;
+    tandem_options_init(&options);
+    options.flags = TANDEM_OPEN_CREATE;
+    assert_int_equal(tandem_open(node_dir, &options, &node, NULL), 0);
+    unsetenv("TANDEM_CERT");
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    tandem_close(node);
+    tdm_test_tmpdir_remove(tmp_dir);
+    return 0;
+}
+
+/* ---- Per test: the server on a loop thread ------------------------------------ */
+
+/* tdm_uv_status_cb: a small document with the node's last LSN. */
+static int status_cb(void *data, struct tandem *t, const void *snapshot, char **out, size_t *size)
+{
+    (void)data;
+    (void)snapshot;
+    struct tandem_status status;
+    int rv = tandem_status(t, &status);
+    if (rv != 0) {
+        return rv;
+    }
+    char *text = tdm_malloc(64);
+    if (text == NULL) {
+        return -ENOMEM;
+    }
+    int n = snprintf(text, 64, "{\"schema\": 1, \"lsn_last\": %llu}",
+                     (unsigned long long)status.lsn_last);
+    *out = text;
+    *size = (size_t)n;
+    return 0;
+}
+
+/* The listener's on_accept: adopt every authenticated link; close refusals. */
+static void accept_cb(struct tdm_uv_listener *listener, struct tdm_uv_link *link, int status,
+                      const struct tdm_diag *diag, void *data)
+{
+    struct fixture *f = data;
+    (void)listener;
+    (void)diag;
+    if (status != 0) {
+        atomic_fetch_add(&f->accept_failures, 1);
+        return;
+    }
+    atomic_fetch_add(&f->accepts, 1);
+    struct tdm_diag why = {{0}};
+    int rv = tdm_uv_server_adopt(f->server, link, &why);
+    if (rv != 0) {
+        atomic_store(&f->refusal_code, rv);
+        atomic_fetch_add(&f->refusals, 1);
+        tdm_uv_link_close(link);
+    }
+}
+
+/* The listener's link callbacks: only links the server refused keep them, and
+ * those are closed before any frame is delivered. */
+static void link_frame_cb(struct tdm_uv_link *link, const struct tdm_proto_msg *msg, void *data)
+{
+    (void)link;
+    (void)msg;
+    (void)data;
+}
+
+static void link_close_cb(struct tdm_uv_link *link, int status, const struct tdm_diag *diag,
+                          void *data)
+{
+    (void)link;
+    (void)status;
+    (void)diag;
+    (void)data;
+}
+
+static void server_closed_cb(void *data)
+{
+    struct fixture *f = data;
+    f->server_closed = true;
+}
+
+static void stop_cb(uv_async_t *async)
+{
+    struct fixture *f = async->data;
+    uv_close((uv_handle_t *)async, NULL);
+    tdm_uv_listener_close(f->listener, NULL, NULL);
+    tdm_uv_server_close(f->server, server_closed_cb, f);
+}
+
+static void *loop_thread(void *data)
+{
+    struct fixture *f = data;
+    f->run_rv = uv_run(&f->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+static void listen_start(struct fixture *f)
+{
+    struct sockaddr_in address;
+    assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &address), 0);
+    const char *allowed[] = {"node1"};
+    struct tdm_uv_listen_config config = {
+        .address = (const struct sockaddr *)&address,
+        .tls = &f->tls,
+        .allowed = allowed,
+        .allowed_count = 1,
+        .clients = true,
+        .timeout_ms = 2000,
+        .on_accept = accept_cb,
+        .callbacks = {.on_frame = link_frame_cb, .on_close = link_close_cb, .data = f},
+    };
+    struct tdm_diag diag = {{0}};
+    assert_int_equal(tdm_uv_link_listen(&f->loop, &config, &f->listener, &diag), 0);
+    struct sockaddr_storage bound;
+    assert_int_equal(tdm_uv_listener_address(f->listener, &bound), 0);
+    unsigned port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
+    snprintf(f->address, sizeof(f->address), "127.0.0.1:%u", port);
+}
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    assert_non_null(f);
+    assert_int_equal(uv_loop_init(&f->loop), 0);
+    char path[PATH_SIZE];
+    struct tdm_diag diag = {{0}};
+    path_make(path, "node2");
+    assert_int_equal(tdm_tls_config_init_dir(&f->tls, path, &diag), 0);
+    snprintf(f->socket_path, sizeof(f->socket_path), "%s/tandemd.sock", node_dir);
+    struct tdm_uv_server_config config = {
+        .socket_path = f->socket_path,
+        .t = node,
+        .format = tdm_jsonl_format,
+        .status = status_cb,
+    };
+    assert_int_equal(tdm_uv_server_start(&f->loop, &config, &f->server, &diag), 0);
+    listen_start(f);
+    assert_int_equal(uv_async_init(&f->loop, &f->stop, stop_cb), 0);
+    f->stop.data = f;
+    /* From here on only the loop thread touches the loop. */
+    assert_int_equal(pthread_create(&f->thread, NULL, loop_thread, f), 0);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    assert_int_equal(uv_async_send(&f->stop), 0);
+    assert_int_equal(pthread_join(f->thread, NULL), 0);
+    assert_int_equal(f->run_rv, 0);
+    assert_true(f->server_closed);
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+    tdm_tls_config_close(&f->tls);
+    free(f);
+    return 0;
+}
+
+/* ---- Helpers -------------------------------------------------------------------- */
+
+static void cert_path(char *out, const char *name)
+{
+    path_make(out, name);
+}
+
+static void record_make(struct tandem_record *record, uint32_t customer_id, int64_t time_ns,
+                        const char *subject, size_t subject_size)
+{
+    memset(record, 0, sizeof(*record));
+    record->type = TANDEM_RECORD_MESSAGE;
+    struct tandem_message *m = &record->message;
+    m->customer_id = customer_id;
+    m->time_ns = time_ns;
+    m->size = 2048;
+    m->destination = TANDEM_DESTINATION_DELIVERED;
+    m->classification = TANDEM_CLASSIFICATION_CLEAN;
+    m->recipient = (struct tandem_bytes){"rcpt@example.net", 16};
+    m->sender = (struct tandem_bytes){"from@example.org", 16};
+    m->message_id = (struct tandem_bytes){"<id@example.org>", 16};
+    m->relay_ip.family = 4;
+    m->relay_ip.bytes[0] = 192;
+    m->relay_ip.bytes[3] = 2;
+    m->subject = (struct tandem_bytes){subject, subject_size};
+}
+
+static uint64_t node_lsn_last(void)
+{
+    struct tandem_status status;
+    assert_int_equal(tandem_status(node, &status), 0);
+    return status.lsn_last;
+}
+
+/* Wait (bounded) until *counter reaches at least want. */
+static void wait_for(_Atomic int *counter, int want)
+{
+    for (int ms = 0; ms < WAIT_MS_MAX && atomic_load(counter) < want; ms++) {
+        struct timespec pause = {.tv_sec = 0, .tv_nsec = 1000000};
+        nanosleep(&pause, NULL);
+    }
+    assert_true(atomic_load(counter) >= want);
+}
+
+/* Append three records and check status through an open client. */
+static void append_and_status(struct tandem_client *client)
+{
+    struct tandem_record records[3];
+    for (int i = 0; i < 3; i++) {
+        record_make(&records[i], 5, 1000 + i, "hello", 5);
+    }
+    uint64_t before = node_lsn_last();
+    uint64_t lsn_first = 0;
+    struct tandem_diag diag = {{0}};
+    assert_int_equal(tandem_client_append(client, records, 3, &lsn_first, &diag), 0);
+    assert_int_equal(lsn_first, before + 1);
+    assert_int_equal(tandem_client_append(client, records, 1, &lsn_first, &diag), 0);
+    assert_int_equal(lsn_first, before + 4);
+    char *json = NULL;
+    assert_int_equal(tandem_client_status(client, &json, &diag), 0);
+    char want[64];
+    snprintf(want, sizeof(want), "\"lsn_last\": %llu}", (unsigned long long)(before + 4));
+    assert_non_null(strstr(json, want));
+    free(json);
+}
+
+/* ---- Tests ---------------------------------------------------------------------- */
+
+/* Over TCP + TLS with a client certificate, appends are acknowledged with
+ * consecutive LSNs and status returns the node's document; a record that
+ * breaks a limit is refused before sending, naming its index and field, and
+ * the client stays usable. */
+static void test_tandem_client__tcp_append_status(void **state)
+{
+    struct fixture *f = *state;
+    char alice[PATH_SIZE];
+    cert_path(alice, "alice");
+    struct tandem_client *client = NULL;
+    struct tandem_diag diag = {{0}};
+    assert_int_equal(tandem_client_open(f->address, alice, &client, &diag), 0);
+    append_and_status(client);
+
+    struct tandem_record records[2];
+    record_make(&records[0], 5, 1, "ok", 2);
+    record_make(&records[1], 5, 1, "ok", 2);
+    records[1].message.recipient.size = 0;
+    uint64_t lsn_first = 0;
+    assert_int_equal(tandem_client_append(client, records, 2, &lsn_first, &diag), TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "record 1: recipient"));
+    assert_int_equal(tandem_client_append(client, records, 0, &lsn_first, &diag), TANDEM_EINVALID);
+    append_and_status(client);
+    tandem_client_close(client);
+    assert_true(atomic_load(&f->accepts) >= 1);
+    assert_int_equal(atomic_load(&f->refusals), 0);
+}
+
+/* cert_dir NULL falls back to TANDEM_CERT; with neither, HOST:PORT is refused
+ * with a diag naming both; a malformed address is refused as an address. */
+static void test_tandem_client_open__cert_from_environment(void **state)
+{
+    struct fixture *f = *state;
+    char alice[PATH_SIZE];
+    cert_path(alice, "alice");
+    struct tandem_client *client = NULL;
+    struct tandem_diag diag = {{0}};
+    assert_int_equal(tandem_client_open(f->address, NULL, &client, &diag), TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "TANDEM_CERT"));
+    assert_non_null(strstr(diag.message, "cert_dir"));
+    assert_int_equal(setenv("TANDEM_CERT", alice, 1), 0);
+    assert_int_equal(tandem_client_open(f->address, NULL, &client, &diag), 0);
+    append_and_status(client);
+    tandem_client_close(client);
+    assert_int_equal(unsetenv("TANDEM_CERT"), 0);
+    assert_int_equal(tandem_client_open("127.0.0.1:99999", alice, &client, &diag), TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "port"));
+    assert_int_equal(tandem_client_open("::1:7400", alice, &client, &diag), TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "brackets"));
+}
+
+/* The public API over the node directory's local socket: the same appends
+ * and status; a directory where no tandemd runs is refused with -ENOENT. */
+static void test_tandem_client__local_socket(void **state)
+{
+    (void)state;
+    struct tandem_client *client = NULL;
+    struct tandem_diag diag = {{0}};
+    assert_int_equal(tandem_client_open(node_dir, NULL, &client, &diag), 0);
+    append_and_status(client);
+    tandem_client_close(client);
+    char empty[PATH_SIZE];
+    path_make(empty, "alice"); /* A directory without a tandemd.sock. */
+    assert_int_equal(tandem_client_open(empty, NULL, &client, &diag), -ENOENT);
+    assert_non_null(strstr(diag.message, "no tandemd runs there"));
+    tandem_client_close(NULL);
+}
+
+/* A client whose credentials come from another CA refuses the node's
+ * certificate (not from its CA) with a clear diag; credentials whose
+ * certificate was not issued by their own ca.crt are refused before any
+ * connection. Neither reaches the server. */
+static void test_tandem_client_open__other_ca(void **state)
+{
+    struct fixture *f = *state;
+    char path[PATH_SIZE];
+    struct tandem_client *client = NULL;
+    struct tandem_diag diag = {{0}};
+    cert_path(path, "mallory");
+    assert_int_equal(tandem_client_open(f->address, path, &client, &diag), -EACCES);
+    assert_non_null(strstr(diag.message, "not issued by the cluster CA"));
+    assert_non_null(strstr(diag.message, f->address));
+    cert_path(path, "mixed");
+    assert_int_equal(tandem_client_open(f->address, path, &client, &diag), TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "was not issued by"));
+    /* Mallory's own side failed the handshake; the server saw no client. */
+    wait_for(&f->accept_failures, 1);
+    assert_int_equal(atomic_load(&f->accepts), 0);
+}
+
+/* A TCP socket on 127.0.0.1 bound to a free port (listening if backlog > 0);
+ * its "127.0.0.1:PORT" goes to addr. */
+static int tcp_bound(char *addr, size_t size, int backlog)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in address;
+    assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &address), 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&address, sizeof(address)), 0);
+    if (backlog > 0) {
+        assert_int_equal(listen(fd, backlog), 0);
+    }
+    socklen_t length = sizeof(address);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&address, &length), 0);
+    snprintf(addr, size, "127.0.0.1:%u", ntohs(address.sin_port));
+    return fd;
+}
+
+/* A server that is not TLS: it answers the ClientHello with an HTTP error. */
+static void *http_server(void *data)
+{
+    int fd = accept(*(int *)data, NULL, NULL);
+    if (fd >= 0) {
+        char buffer[512];
+        (void)recv(fd, buffer, sizeof(buffer), 0);
+        static const char answer[] = "HTTP/1.0 400 Bad Request\r\n\r\n";
+        (void)send(fd, answer, sizeof(answer) - 1, MSG_NOSIGNAL);
+        close(fd);
+    }
+    return NULL;
+}
+
+/* Connection failures name the cause in one line: nothing listening
+ * (refused), a peer that never answers the handshake (timeout), a peer that
+ * does not speak TLS, and a missing credential directory. */
+static void test_tandem_client_open__failures(void **state)
+{
+    (void)state;
+    char alice[PATH_SIZE];
+    cert_path(alice, "alice");
+    struct tandem_client *client = NULL;
+    struct tandem_diag diag = {{0}};
+    char addr[64];
+    int fd = tcp_bound(addr, sizeof(addr), 0);
+    assert_int_equal(tandem_client_open(addr, alice, &client, &diag), -ECONNREFUSED);
+    assert_non_null(strstr(diag.message, "connection refused"));
+    char missing[PATH_SIZE];
+    path_make(missing, "nobody");
+    assert_int_equal(tandem_client_open(addr, missing, &client, &diag), -ENOENT);
+    assert_non_null(strstr(diag.message, "client certificate"));
+    close(fd);
+
+    /* The kernel completes the TCP handshake; nobody ever answers TLS. */
+    fd = tcp_bound(addr, sizeof(addr), 4);
+    struct tdm_client raw;
+    struct tdm_diag why = {{0}};
+    assert_int_equal(tdm_client_connect_cert(addr, alice, 200, &raw, &why), -ETIMEDOUT);
+    assert_non_null(strstr(why.message, "no completed handshake within 200 ms"));
+    close(fd);
+
+    fd = tcp_bound(addr, sizeof(addr), 4);
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, http_server, &fd), 0);
+    assert_int_equal(tandem_client_open(addr, alice, &client, &diag), -EPROTO);
+    assert_non_null(strstr(diag.message, "TLS with"));
+    assert_int_equal(pthread_join(thread, NULL), 0);
+    close(fd);
+}
+
+/* The rule of tdm_uv_server_adopt(): only client certificates get client
+ * service. node1's certificate passes the listener (node1 is an allowed
+ * peer) but the server refuses to adopt it (TANDEM_EINVALID) and the link is
+ * closed before any request is answered. The public API refuses to present a
+ * node certificate at all. */
+static void test_tdm_uv_server_adopt__node_certificate(void **state)
+{
+    struct fixture *f = *state;
+    char path[PATH_SIZE];
+    cert_path(path, "node1");
+    struct tandem_client *client = NULL;
+    struct tandem_diag diag = {{0}};
+    assert_int_equal(tandem_client_open(f->address, path, &client, &diag), TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "certificate of node node1"));
+
+    struct tdm_tls_config node1;
+    struct tdm_diag why = {{0}};
+    assert_int_equal(tdm_tls_config_init_dir(&node1, path, &why), 0);
+    struct tdm_client raw;
+    assert_int_equal(tdm_client_connect_tcp(f->address, &node1, 0, &raw, &why), 0);
+    struct tdm_proto_msg *msg = calloc(1, sizeof(*msg));
+    assert_non_null(msg);
+    msg->type = TDM_PROTO_STATUS;
+    msg->status.request_id = 1;
+    int rv = tdm_client_send(&raw, msg, &why);
+    if (rv == 0) {
+        rv = tdm_client_receive(&raw, msg, true, &why);
+    }
+    assert_int_equal(rv, -ECONNRESET);
+    assert_non_null(strstr(why.message, "closed the connection"));
+    tdm_client_close(&raw);
+    tdm_tls_config_close(&node1);
+    free(msg);
+    wait_for(&f->refusals, 1);
+    assert_int_equal(atomic_load(&f->refusal_code), TANDEM_EINVALID);
+}
+
+/* Open a plain TCP connection to the listener. */
+static int tcp_connect(const struct fixture *f)
+{
+    const char *colon = strrchr(f->address, ':');
+    struct sockaddr_in address;
+    assert_int_equal(uv_ip4_addr("127.0.0.1", atoi(colon + 1), &address), 0);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&address, sizeof(address)), 0);
+    return fd;
+}
+
+/* Garbage bytes instead of a TLS handshake, and a TCP connection that sends
+ * nothing, affect nobody else: meanwhile a client is served as usual; the
+ * garbage connection is closed by the listener, never handed to the server. */
+static void test_tdm_uv_server_adopt__garbage_and_silence(void **state)
+{
+    struct fixture *f = *state;
+    int silent = tcp_connect(f);
+    int garbage = tcp_connect(f);
+    static const char junk[] = "GET / HTTP/1.0\r\n\r\n\x16\x03\x01\xff\xff garbage";
+    assert_int_equal(send(garbage, junk, sizeof(junk), MSG_NOSIGNAL), (ssize_t)sizeof(junk));
+
+    char alice[PATH_SIZE];
+    cert_path(alice, "alice");
+    struct tandem_client *client = NULL;
+    struct tandem_diag diag = {{0}};
+    assert_int_equal(tandem_client_open(f->address, alice, &client, &diag), 0);
+    append_and_status(client);
+
+    /* The listener closes the garbage connection (after its alert, if any)
+     * and, once we close ours, reports the failure to on_accept. */
+    struct timeval timeout = {.tv_sec = WAIT_MS_MAX / 1000, .tv_usec = 0};
+    assert_int_equal(setsockopt(garbage, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout)), 0);
+    char buffer[256];
+    ssize_t n;
+    while ((n = recv(garbage, buffer, sizeof(buffer), 0)) > 0) {
+    }
+    assert_true(n == 0 || (n < 0 && errno == ECONNRESET));
+    close(garbage);
+    wait_for(&f->accept_failures, 1);
+    append_and_status(client); /* Still served, the silent one still open. */
+    tandem_client_close(client);
+    close(silent);
+    assert_int_equal(atomic_load(&f->refusals), 0);
+}
+
+/* Send raw frame bytes on a fresh client link and expect the server to close it. */
+static void expect_closed_after(const struct fixture *f, const struct tdm_proto_msg *frame)
+{
+    char alice[PATH_SIZE];
+    cert_path(alice, "alice");
+    struct tdm_client raw;
+    struct tdm_diag diag = {{0}};
+    assert_int_equal(tdm_client_connect_cert(f->address, alice, 0, &raw, &diag), 0);
+    uint8_t bytes[8192];
+    size_t written = 0;
+    assert_int_equal(tdm_proto_encode(frame, bytes, sizeof(bytes), &written, &diag), 0);
+    assert_int_equal(tdm_client_send_bytes(&raw, bytes, written, &diag), 0);
+    struct tdm_proto_msg *msg = calloc(1, sizeof(*msg));
+    assert_non_null(msg);
+    assert_int_equal(tdm_client_receive(&raw, msg, true, &diag), -ECONNRESET);
+    assert_non_null(strstr(diag.message, "closed the connection"));
+    free(msg);
+    tdm_client_close(&raw);
+}
+
+/* A node frame (HELLO) on a client link, and a client frame that only a node
+ * sends (APPEND_RESULT), each close that link (with a trace line) and nothing
+ * else: a client is served afterwards. */
+static void test_tdm_uv_server_adopt__non_client_frame(void **state)
+{
+    struct fixture *f = *state;
+    struct tdm_proto_msg *msg = calloc(1, sizeof(*msg));
+    assert_non_null(msg);
+    msg->type = TDM_PROTO_HELLO;
+    msg->hello.version = TDM_PROTO_VERSION;
+    msg->hello.role = TDM_PROTO_ROLE_BACKUP;
+    snprintf(msg->hello.cluster, sizeof(msg->hello.cluster), "c1");
+    snprintf(msg->hello.node, sizeof(msg->hello.node), "node1");
+    expect_closed_after(f, msg);
+    memset(msg, 0, sizeof(*msg));
+    msg->type = TDM_PROTO_APPEND_RESULT;
+    msg->append_result.request_id = 1;
+    expect_closed_after(f, msg);
+    free(msg);
+
+    char alice[PATH_SIZE];
+    cert_path(alice, "alice");
+    struct tandem_client *client = NULL;
+    struct tandem_diag diag = {{0}};
+    assert_int_equal(tandem_client_open(f->address, alice, &client, &diag), 0);
+    append_and_status(client);
+    tandem_client_close(client);
+}
+
+/* Bytes the kernel holds for fd to read. */
+static int socket_pending(int fd)
+{
+    int pending = 0;
+    assert_int_equal(ioctl(fd, FIONREAD, &pending), 0);
+    return pending;
+}
+
+/* Send BULK_QUERIES queries whose answers (about 26 MB each) together exceed
+ * the link's send queue (TDM_UV_LINK_QUEUE_SIZE_MAX, 32 MiB) plus what the
+ * kernel buffers hold, and read nothing until the server can hand out no
+ * more: the link refuses with TANDEM_EBUSY and the server keeps the rest in
+ * its answer queue, sent on drain. Every answer then arrives whole, in order
+ * of its frames, each query with all its records. */
+static void test_tdm_uv_server_adopt__answer_backpressure(void **state)
+{
+    struct fixture *f = *state;
+    char alice[PATH_SIZE];
+    cert_path(alice, "alice");
+    static char subject[BULK_SUBJECT_SIZE];
+    memset(subject, 's', sizeof(subject));
+    struct tandem_record *records = calloc(BULK_PER_APPEND, sizeof(*records));
+    assert_non_null(records);
+    struct tandem_client *client = NULL;
+    struct tandem_diag diag = {{0}};
+    assert_int_equal(tandem_client_open(f->address, alice, &client, &diag), 0);
+    for (uint32_t done = 0; done < BULK_RECORDS; done += BULK_PER_APPEND) {
+        for (uint32_t i = 0; i < BULK_PER_APPEND; i++) {
+            record_make(&records[i], BULK_CUSTOMER, (int64_t)(done + i), subject, sizeof(subject));
+        }
+        uint64_t lsn_first = 0;
+        assert_int_equal(tandem_client_append(client, records, BULK_PER_APPEND, &lsn_first, &diag),
+                         0);
+    }
+    tandem_client_close(client);
+    free(records);
+
+    struct tdm_client raw;
+    struct tdm_diag why = {{0}};
+    assert_int_equal(tdm_client_connect_cert(f->address, alice, 0, &raw, &why), 0);
+    struct tdm_proto_msg *msg = calloc(1, sizeof(*msg));
+    assert_non_null(msg);
+    for (uint64_t id = 1; id <= BULK_QUERIES; id++) {
+        memset(msg, 0, sizeof(*msg));
+        msg->type = TDM_PROTO_QUERY;
+        msg->query.request_id = id;
+        msg->query.kind = TDM_PROTO_QUERY_CUSTOMER_MESSAGES;
+        msg->query.customer_id = BULK_CUSTOMER;
+        msg->query.until_ns = INT64_MAX;
+        assert_int_equal(tdm_client_send(&raw, msg, &why), 0);
+    }
+    /* Let the server produce all it can: until our receive buffer stops growing. */
+    int pending = -1;
+    for (int quiet = 0, ms = 0; quiet < 1000 && ms < 30000; ms += 10) {
+        struct timespec pause = {.tv_sec = 0, .tv_nsec = 10000000};
+        nanosleep(&pause, NULL);
+        int now = socket_pending(raw.fd);
+        quiet = now == pending && now > 0 ? quiet + 10 : 0;
+        pending = now;
+    }
+    assert_true(pending > 0);
+    uint64_t lines[BULK_QUERIES + 1] = {0};
+    uint32_t finished = 0;
+    while (finished < BULK_QUERIES) {
+        assert_int_equal(tdm_client_receive(&raw, msg, true, &why), 0);
+        assert_int_equal(msg->type, TDM_PROTO_QUERY_RESULT);
+        const struct tdm_proto_text_result *result = &msg->query_result;
+        assert_int_equal(result->status, 0);
+        assert_true(result->request_id >= 1 && result->request_id <= BULK_QUERIES);
+        for (size_t i = 0; i < result->text.size; i++) {
+            lines[result->request_id] += result->text.data[i] == '\n';
+        }
+        if ((result->flags & TDM_PROTO_RESULT_MORE) == 0) {
+            finished++;
+            assert_int_equal(lines[result->request_id], BULK_RECORDS);
+        }
+    }
+    free(msg);
+    tdm_client_close(&raw);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_tandem_client__tcp_append_status, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tandem_client_open__cert_from_environment, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_tandem_client__local_socket, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tandem_client_open__other_ca, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tandem_client_open__failures, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tdm_uv_server_adopt__node_certificate, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_tdm_uv_server_adopt__garbage_and_silence, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_tdm_uv_server_adopt__non_client_frame, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_tdm_uv_server_adopt__answer_backpressure, setup,
+                                        teardown),
+    };
+    return cmocka_run_group_tests_name("client", tests, group_setup, group_teardown);
+}

@@ -1,0 +1,258 @@
+/* tests/unit/test_replica.c: how a primary starts (net/replica_primary.c,
+ * docs/PROTOCOL.md §4): a new cluster's first primary acts in epoch 1 at once
+ * and, in epoch 1, ships only what is durable locally; any other start of a
+ * primary opens epoch + 1 and ships before the local fdatasync.
+ *
+ * Method: one real struct tdm_replica (node 0 of two) stepped by hand with the
+ * events an adapter would report; each test checks the actions of each step.
+ * The backup (node 1) is played by frames built here. */
+#include "tdm_test.h"
+
+#include <string.h>
+
+#include "net/replica.h"
+
+/* Large (the action arrays): static, reset by every test. */
+static struct tdm_replica replica;
+static struct tdm_actions actions;
+static uint64_t now_ms;
+
+/* Initialise replica as node 0 of two with history (epoch, lsn_first,
+ * primary) triples and a log ending at last_lsn (of epoch last_epoch). */
+static void replica_make(uint32_t count, const uint64_t (*entries)[3], uint64_t last_lsn,
+                         uint64_t last_epoch)
+{
+    struct tdm_epoch_history history;
+    memset(&history, 0, sizeof(history));
+    history.count = count;
+    for (uint32_t i = 0; i < count; i++) {
+        history.entries[i].epoch = entries[i][0];
+        history.entries[i].lsn_first = entries[i][1];
+        history.entries[i].primary_index = (uint32_t)entries[i][2];
+    }
+    struct tdm_replica_config config = {
+        .node_count = 2,
+        .self_index = 0,
+        .min_copies = 2,
+        .write_deadline_ms = 10000,
+        .heartbeat_ms = 100,
+        .retransmit_ms = 300,
+        .handshake_ms = 300,
+        .pipeline_batches_max = TDM_PIPELINE_BATCHES_MAX,
+        .pipeline_size_max = TDM_PIPELINE_BYTES_MAX,
+        .history = &history,
+        .last_lsn = last_lsn,
+        .last_epoch = last_epoch,
+    };
+    memset(&replica, 0, sizeof(replica));
+    tdm_replica_init(&replica, &config);
+    now_ms = 1;
+}
+
+static void step(struct tdm_event *event)
+{
+    event->now_ms = ++now_ms;
+    tdm_replica_step(&replica, event, &actions);
+}
+
+static void step_tick(void)
+{
+    struct tdm_event event = {.type = TDM_EVENT_TICK};
+    step(&event);
+}
+
+static void step_receive(struct tdm_frame *frame)
+{
+    struct tdm_event event = {.type = TDM_EVENT_RECEIVE};
+    event.receive.node_index = 1;
+    event.receive.frame = frame;
+    step(&event);
+}
+
+static void step_persisted(enum tdm_persisted_kind kind, uint64_t lsn_first, uint64_t lsn_last)
+{
+    struct tdm_event event = {.type = TDM_EVENT_PERSISTED};
+    event.persisted.kind = kind;
+    event.persisted.write_id = 1;
+    event.persisted.lsn_first = lsn_first;
+    event.persisted.lsn_last = lsn_last;
+    step(&event);
+}
+
+/* The only send of type in the last step's actions, or NULL if none. */
+static const struct tdm_send *send_find(uint16_t type)
+{
+    const struct tdm_send *found = NULL;
+    for (uint32_t i = 0; i < actions.send_count; i++) {
+        if (actions.sends[i].type == type) {
+            assert_null(found);
+            found = &actions.sends[i];
+        }
+    }
+    return found;
+}
+
+static enum tdm_role role_now(uint64_t *epoch)
+{
+    struct tdm_replica_status status;
+    tdm_replica_status(&replica, &status);
+    *epoch = status.epoch;
+    return status.role;
+}
+
+/* Link node 1 up and take it through HELLO, START and READY (an empty log,
+ * in the primary's epoch): afterwards it is LIVE from LSN 1. */
+static void backup_join(uint64_t epoch, const struct tdm_epoch_history *history)
+{
+    struct tdm_event up = {.type = TDM_EVENT_PEER_UP};
+    up.peer.node_index = 1;
+    step(&up);
+    assert_non_null(send_find(TDM_FRAME_HELLO));
+    static struct tdm_frame frame;
+    memset(&frame, 0, sizeof(frame));
+    frame.type = TDM_FRAME_HELLO;
+    frame.epoch = epoch;
+    frame.hello.version = TDM_FRAME_VERSION;
+    frame.hello.role = TDM_ROLE_BACKUP;
+    frame.hello.hello_id = 1;
+    frame.hello.history = *history;
+    step_receive(&frame);
+    const struct tdm_send *start = send_find(TDM_FRAME_START);
+    assert_non_null(start);
+    assert_int_equal(start->start.fork_lsn, 0);
+    memset(&frame, 0, sizeof(frame));
+    frame.type = TDM_FRAME_READY;
+    frame.epoch = epoch;
+    frame.ready.hello_id = 1;
+    step_receive(&frame);
+}
+
+/* Submit write 1 (two records) and expect it handed to the engine at once. */
+static void submit_one(uint64_t epoch)
+{
+    struct tdm_event event = {.type = TDM_EVENT_SUBMIT};
+    event.submit.write_id = 1;
+    event.submit.record_count = 2;
+    event.submit.size = 100;
+    step(&event);
+    assert_int_equal(actions.write_count, 1);
+    assert_int_equal(actions.writes[0].kind, TDM_WRITE_LOCAL);
+    assert_int_equal(actions.writes[0].epoch, epoch);
+}
+
+static void step_appended(uint64_t lsn_last, uint64_t epoch)
+{
+    struct tdm_event event = {.type = TDM_EVENT_APPENDED};
+    event.appended.lsn_last = lsn_last;
+    event.appended.size = 100;
+    event.appended.epoch = epoch;
+    step(&event);
+}
+
+/* A new cluster's first primary (history (1, self, 1), empty log) acts in
+ * epoch 1 from its first step: nothing to persist, writes go straight to the
+ * engine, stamped with epoch 1. */
+static void test_replica_primary__first_epoch_acts_at_once(void **state)
+{
+    (void)state;
+    replica_make(1, (const uint64_t[][3]){{1, 1, 0}}, 0, 0);
+    step_tick();
+    assert_null(actions.history_to_persist);
+    uint64_t epoch = 0;
+    assert_int_equal(role_now(&epoch), TDM_ROLE_PRIMARY);
+    assert_int_equal(epoch, 1);
+    submit_one(1);
+}
+
+/* In epoch 1 the primary ships a batch only once it is durable locally: that
+ * is what lets a restart with an empty log act in epoch 1 again (no backup can
+ * hold an epoch-1 batch the primary lost). A write is acknowledged once the
+ * backup holds it durably. */
+static void test_replica_primary__first_epoch_ships_only_durable(void **state)
+{
+    (void)state;
+    replica_make(1, (const uint64_t[][3]){{1, 1, 0}}, 0, 0);
+    step_tick();
+    backup_join(1, &replica.history);
+    submit_one(1);
+    step_appended(2, 1);
+    assert_null(send_find(TDM_FRAME_APPEND)); /* Written, not durable: stays here. */
+    step_persisted(TDM_PERSISTED_LOG, 0, 2);
+    const struct tdm_send *append = send_find(TDM_FRAME_APPEND);
+    assert_non_null(append);
+    assert_int_equal(append->append.lsn_first, 1);
+    assert_int_equal(append->append.lsn_last, 2);
+    step_persisted(TDM_PERSISTED_WRITE, 1, 2);
+    assert_int_equal(actions.result_count, 0);
+    static struct tdm_frame ack;
+    memset(&ack, 0, sizeof(ack));
+    ack.type = TDM_FRAME_ACK;
+    ack.epoch = 1;
+    ack.ack.durable_lsn = 2;
+    ack.ack.received_lsn = 2;
+    step_receive(&ack);
+    assert_int_equal(actions.result_count, 1);
+    assert_int_equal(actions.results[0].status, 0);
+    assert_int_equal(actions.results[0].lsn_last, 2);
+}
+
+/* A primary that restarts with a non-empty log opens epoch 2 at its next LSN
+ * (persisted before it acts: writes wait), and in epoch 2 ships a batch as
+ * soon as it is written, in parallel with the local fdatasync. */
+static void test_replica_primary__restart_opens_next_epoch(void **state)
+{
+    (void)state;
+    replica_make(1, (const uint64_t[][3]){{1, 1, 0}}, 4, 1);
+    step_tick();
+    assert_non_null(actions.history_to_persist);
+    const struct tdm_epoch_history *next = actions.history_to_persist;
+    assert_int_equal(next->count, 2);
+    assert_int_equal(next->entries[1].epoch, 2);
+    assert_int_equal(next->entries[1].lsn_first, 5);
+    assert_int_equal(next->entries[1].primary_index, 0);
+    uint64_t epoch = 0;
+    assert_int_equal(role_now(&epoch), TDM_ROLE_RECOVERING);
+    struct tdm_event submit = {.type = TDM_EVENT_SUBMIT};
+    submit.submit.write_id = 1;
+    submit.submit.record_count = 2;
+    submit.submit.size = 100;
+    step(&submit);
+    assert_int_equal(actions.write_count, 0); /* Held until the epoch is durable. */
+    step_persisted(TDM_PERSISTED_EPOCHS, 0, 0);
+    assert_int_equal(role_now(&epoch), TDM_ROLE_PRIMARY);
+    assert_int_equal(epoch, 2);
+    assert_int_equal(actions.write_count, 1);
+    assert_int_equal(actions.writes[0].epoch, 2);
+}
+
+/* Only the exact init state qualifies for epoch 1: a primary with an empty
+ * log whose history already went past epoch 1 (it restarted before, having
+ * made nothing durable in epoch 2) opens epoch 3; with a backup LIVE, epoch
+ * 3's batches ship before they are durable here. */
+static void test_replica_primary__empty_log_later_epoch_opens_next(void **state)
+{
+    (void)state;
+    replica_make(2, (const uint64_t[][3]){{1, 1, 0}, {2, 1, 0}}, 0, 0);
+    step_tick();
+    assert_non_null(actions.history_to_persist);
+    assert_int_equal(actions.history_to_persist->entries[2].epoch, 3);
+    assert_int_equal(actions.history_to_persist->entries[2].lsn_first, 1);
+    step_persisted(TDM_PERSISTED_EPOCHS, 0, 0);
+    backup_join(3, &replica.history);
+    submit_one(3);
+    step_appended(2, 3);
+    const struct tdm_send *append = send_find(TDM_FRAME_APPEND);
+    assert_non_null(append);
+    assert_int_equal(append->append.lsn_last, 2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_replica_primary__first_epoch_acts_at_once),
+        cmocka_unit_test(test_replica_primary__first_epoch_ships_only_durable),
+        cmocka_unit_test(test_replica_primary__restart_opens_next_epoch),
+        cmocka_unit_test(test_replica_primary__empty_log_later_epoch_opens_next),
+    };
+    return cmocka_run_group_tests_name("replica", tests, NULL, NULL);
+}
