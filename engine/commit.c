@@ -350,8 +350,11 @@ static void commit_received(struct tdm_commit *commit, struct tdm_commit_request
     struct tdm_diag diag = {{0}};
     struct tdm_batch_header header;
     struct tdm_log_location location;
-    int rv = tdm_log_append_batch(commit->log, request->batch, request->batch_size, &header,
-                                  &location, &diag);
+    int rv = tdm_log_append_batch_unsynced(commit->log, request->batch, request->batch_size,
+                                           &header, &location, &diag);
+    if (rv == 0 && request->sync) {
+        rv = tdm_log_sync(commit->log, &diag); /* Also the batches appended unsynced before. */
+    }
     uint8_t *raw = request->raw;
     request->raw = NULL;
     if (rv != 0) {
@@ -364,10 +367,14 @@ static void commit_received(struct tdm_commit *commit, struct tdm_commit_request
     tdm_assert(header.record_count == request->record_count);
     request->header = header;
     request->lsn_first = header.lsn_first;
-    pthread_mutex_lock(&commit->mutex);
-    commit->durable_lsn = tdm_batch_lsn_last(&header);
-    pthread_mutex_unlock(&commit->mutex);
+    if (request->sync) {
+        pthread_mutex_lock(&commit->mutex);
+        commit->durable_lsn = tdm_batch_lsn_last(&header);
+        pthread_mutex_unlock(&commit->mutex);
+    }
     commit_complete_one(commit, request, 0, &diag);
+    /* Indexed at once, durable or not yet: an index ahead of the log after a
+     * crash fails its watermark check on open and is rebuilt. */
     commit_to_index(commit, &header, &location, raw);
 }
 

@@ -48,6 +48,7 @@ struct tdm_commit_request {
     uint32_t record_count;          /* LOCAL, RECEIVED: >= 1. */
     const uint8_t *batch;           /* RECEIVED: the batch as received; borrowed until done. */
     size_t batch_size;              /* RECEIVED: bytes of batch. */
+    bool sync;                      /* RECEIVED: fdatasync after it (and what came before). */
     uint64_t cut_after_lsn;         /* CUT. */
     tandem_append_cb cb;            /* NULL: a blocking caller waits on done. */
     void *data;                     /* For cb. */

@@ -282,6 +282,7 @@ void tdm_log_close(struct tdm_log *log)
         log->fs->close(log->fs, log->tail_fd);
         log->tail_fd = -1;
     }
+    log->tail_unsynced = false; /* Never acknowledged: recovery treats it as a torn tail. */
     if (log->progress_fd >= 0) {
         /* Best effort: progress is a hint, and the log itself is durable. */
         (void)log->fs->fdatasync(log->fs, log->progress_fd);
@@ -401,6 +402,10 @@ int tdm_log_seal(struct tdm_log *log, struct tdm_diag *diag)
     }
     log->fs->close(log->fs, log->tail_fd);
     log->tail_fd = -1;
+    if (log->tail_unsynced) { /* The footer's fdatasync covered the batches. */
+        log->tail_unsynced = false;
+        progress_write(log);
+    }
     pthread_mutex_lock(&log->mutex);
     segment->sealed = true;
     segment->size += TDM_SEGMENT_FOOTER_SIZE;
@@ -466,7 +471,7 @@ static void log_table_note_locked(struct tdm_log *log, uint64_t segment_lsn, uin
  * durable, publish it, and list it in the segment's batch table. */
 static int log_write_batch(struct tdm_log *log, const uint8_t *bytes, size_t size,
                            const struct tdm_batch_header *h, struct tdm_log_location *location,
-                           struct tdm_diag *diag)
+                           bool sync, struct tdm_diag *diag)
 {
     tdm_assert(log->tail_fd >= 0);
     tdm_assert(h->lsn_first == log->lsn_last + 1);
@@ -477,9 +482,11 @@ static int log_write_batch(struct tdm_log *log, const uint8_t *bytes, size_t siz
         return log_fail_io(log, rv, diag, "write batch to", segment->lsn_first);
     }
 #if !TDM_PLANTED_ACK_BEFORE_FDATASYNC
-    rv = log->fs->fdatasync(log->fs, log->tail_fd);
-    if (rv != 0) {
-        return log_fail_io(log, rv, diag, "fdatasync", segment->lsn_first);
+    if (sync) {
+        rv = log->fs->fdatasync(log->fs, log->tail_fd);
+        if (rv != 0) {
+            return log_fail_io(log, rv, diag, "fdatasync", segment->lsn_first);
+        }
     }
 #endif
     XXH3_64bits_update(log->tail_checksum, bytes, size);
@@ -502,6 +509,27 @@ static int log_write_batch(struct tdm_log *log, const uint8_t *bytes, size_t siz
     segment->chain_last = h->chain_hash;
     log->log_bytes += (uint64_t)size;
     pthread_mutex_unlock(&log->mutex);
+    if (sync) {
+        progress_write(log);
+    } else {
+        log->tail_unsynced = true; /* Progress is written once tdm_log_sync() made it durable. */
+    }
+    return 0;
+}
+
+int tdm_log_sync(struct tdm_log *log, struct tdm_diag *diag)
+{
+    int rv = tdm_log_failed(log, diag);
+    if (rv != 0 || !log->tail_unsynced) {
+        return rv;
+    }
+    tdm_assert(log->tail_fd >= 0);
+    rv = log->fs->fdatasync(log->fs, log->tail_fd);
+    if (rv != 0) {
+        return log_fail_io(log, rv, diag, "fdatasync",
+                           log->segments[log->segment_count - 1].lsn_first);
+    }
+    log->tail_unsynced = false;
     progress_write(log);
     return 0;
 }
@@ -529,7 +557,7 @@ int tdm_log_append(struct tdm_log *log, const uint8_t *raw, size_t raw_size, uin
         tdm_diag_printf(diag, "compress batch: %s", tandem_strerror(size));
         return size;
     }
-    rv = log_write_batch(log, log->buffer, (size_t)size, &h, location, diag);
+    rv = log_write_batch(log, log->buffer, (size_t)size, &h, location, true, diag);
     if (rv == 0) {
         *header = h;
     }
@@ -539,6 +567,17 @@ int tdm_log_append(struct tdm_log *log, const uint8_t *raw, size_t raw_size, uin
 int tdm_log_append_batch(struct tdm_log *log, const uint8_t *bytes, size_t size,
                          struct tdm_batch_header *header, struct tdm_log_location *location,
                          struct tdm_diag *diag)
+{
+    int rv = tdm_log_append_batch_unsynced(log, bytes, size, header, location, diag);
+    if (rv == 0) {
+        rv = tdm_log_sync(log, diag);
+    }
+    return rv;
+}
+
+int tdm_log_append_batch_unsynced(struct tdm_log *log, const uint8_t *bytes, size_t size,
+                                  struct tdm_batch_header *header,
+                                  struct tdm_log_location *location, struct tdm_diag *diag)
 {
     /* Untrusted bytes from a peer: every check is a return code. */
     struct tdm_batch_header h;
@@ -562,7 +601,7 @@ int tdm_log_append_batch(struct tdm_log *log, const uint8_t *bytes, size_t size,
     }
     rv = log_tail_prepare(log, diag);
     if (rv == 0) {
-        rv = log_write_batch(log, bytes, size, &h, location, diag);
+        rv = log_write_batch(log, bytes, size, &h, location, false, diag);
     }
     if (rv == 0) {
         *header = h;

@@ -108,9 +108,10 @@ struct tdm_log {
     struct tdm_chain_hash chain_last; /* Chain hash at lsn_last. */
     uint64_t epoch;                   /* Epoch of the last batch (1 on a new log). */
 
-    int tail_fd;                 /* Open segment being appended to, or -1. */
-    uint64_t tail_offset;        /* Bytes written to it. */
-    uint32_t tail_batch_count;   /* Batches in it. */
+    int tail_fd;               /* Open segment being appended to, or -1. */
+    bool tail_unsynced;        /* Batches written to tail_fd since its last fdatasync (backups). */
+    uint64_t tail_offset;      /* Bytes written to it. */
+    uint32_t tail_batch_count; /* Batches in it. */
     XXH3_state_t *tail_checksum; /* Running XXH3-64 of its bytes, for the footer. */
 
     int progress_fd;       /* DIR/log/progress, or -1. */
@@ -164,6 +165,19 @@ int tdm_log_append(struct tdm_log *log, const uint8_t *raw, size_t raw_size, uin
 int tdm_log_append_batch(struct tdm_log *log, const uint8_t *bytes, size_t size,
                          struct tdm_batch_header *header, struct tdm_log_location *location,
                          struct tdm_diag *diag);
+
+/* tdm_log_append_batch() without the fdatasync: the batch is written and
+ * readable, not durable, until tdm_log_sync(). A backup appends every batch of
+ * what it received this way and syncs once (group commit on the backup side):
+ * it must not report any of them durable before tdm_log_sync() returned 0. */
+int tdm_log_append_batch_unsynced(struct tdm_log *log, const uint8_t *bytes, size_t size,
+                                  struct tdm_batch_header *header,
+                                  struct tdm_log_location *location, struct tdm_diag *diag);
+
+/* Make every batch written unsynced durable: one fdatasync of the open segment,
+ * then the progress record. Returns 0 at once if there is nothing to sync, or
+ * the log's sticky failure; a failed fdatasync fails the log for good. */
+int tdm_log_sync(struct tdm_log *log, struct tdm_diag *diag);
 
 /* Seal the open segment (footer, fdatasync). Called by append when the
  * segment is full and by close. Thread: writer only. */

@@ -759,7 +759,7 @@ static int node_commit_blocking(struct tandem *t, struct tdm_commit_request *req
     return request->status;
 }
 
-int tdm_node_append_received(struct tandem *t, const uint8_t *bytes, size_t size,
+int tdm_node_append_received(struct tandem *t, const uint8_t *bytes, size_t size, bool sync,
                              struct tdm_batch_header *header, struct tdm_diag *diag)
 {
     tdm_assert(t != NULL);
@@ -779,6 +779,7 @@ int tdm_node_append_received(struct tandem *t, const uint8_t *bytes, size_t size
     request.record_count = request.header.record_count;
     request.batch = bytes;
     request.batch_size = size;
+    request.sync = sync;
     rv = node_commit_blocking(t, &request, diag);
     if (rv == 0) {
         tdm_assert(request.lsn_first == request.header.lsn_first);

@@ -41,7 +41,9 @@ struct tdm_fs *tdm_node_fs(struct tandem *t);
  * may change role while open), and hands the body to the index thread: the
  * same LMDB groups, watermark LSN and chain hash as local batches, so
  * tandem_query()/tandem_get() on this handle see the batch without a reopen.
- * Blocks until the batch is durable (fdatasync'd) or refused; on success
+ * Blocks until the batch is written and, if sync, it and every batch
+ * appended before it without sync are durable (one fdatasync: a backup syncs
+ * once per group of received batches), or refused; on success
  * header receives its header. Returns 0, or TANDEM_ECORRUPT (bad bytes or a
  * chain hash that does not follow: nothing written), TANDEM_EINVALID (the
  * batch does not start right after the log's last LSN), TANDEM_ESTALEEPOCH,
@@ -50,7 +52,7 @@ struct tdm_fs *tdm_node_fs(struct tandem *t);
  * diag. Thread: any thread but the commit thread (it blocks: the adapter's
  * threadpool). */
 struct tdm_batch_header;
-int tdm_node_append_received(struct tandem *t, const uint8_t *bytes, size_t size,
+int tdm_node_append_received(struct tandem *t, const uint8_t *bytes, size_t size, bool sync,
                              struct tdm_batch_header *header, struct tdm_diag *diag);
 
 /* Cut the log after lsn into DIR/quarantine/ (tdm_log_cut_after(): a backup's

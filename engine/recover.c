@@ -1156,6 +1156,7 @@ int tdm_log_cut_after(struct tdm_log *log, uint64_t lsn, struct tdm_diag *diag)
         log->fs->close(log->fs, log->tail_fd);
         log->tail_fd = -1;
     }
+    log->tail_unsynced = false;
     if (rv == 0) {
         what = "truncate";
         rv = cut_reopen_tail(log, index, offset, batch_count);

@@ -93,6 +93,9 @@ struct node_job {
     uint32_t batch_count;             /* APPEND: copies of the batches. */
     uint8_t *bytes;
     uint32_t sizes[TDM_FRAME_BATCHES_MAX];
+    /* APPEND jobs queued behind this one and run with it: their batches are
+     * appended after its own, with one fdatasync for all (group commit). */
+    struct node_job *merged;
     /* Result. */
     int status;
     struct tdm_diag diag;
@@ -118,6 +121,8 @@ struct node_read {
     struct tdm_log_batch *batches;    /* batches[0 .. batch_count): located in the log... */
     struct tdm_batch_header *headers; /* ...their headers as read... */
     uint8_t *bytes;                   /* ...and their bytes, back to back. */
+    bool done;                        /* The read finished; sent when it is the oldest. */
+    struct node_read *next;           /* In the peer's queue of reads, oldest first. */
 };
 
 struct node_peer {
@@ -129,6 +134,11 @@ struct node_peer {
     bool has_address;
     bool held;
     struct sockaddr_storage address;
+    /* APPEND reads in flight on the threadpool, in the order the replica sent
+     * them: they complete in any order and are sent in this one, or the backup
+     * would see a gap and wait for the retransmit timer. */
+    struct node_read *reads_head;
+    struct node_read *reads_tail;
 };
 
 struct tdm_uv_node {
@@ -341,24 +351,28 @@ static void job_work(uv_work_t *work)
         hash_from_log(&job->chain_hash, st.chain_hash);
         break;
     }
-    case NODE_JOB_APPEND: {
-        size_t offset = 0;
-        for (uint32_t i = 0; i < job->batch_count && job->status == 0; i++) {
-            /* Through the commit thread, which also hands it to the index
-             * thread: queries on this backup see it (engine/node.h). */
-            struct tdm_batch_header header;
-            job->status = tdm_node_append_received(node->t, job->bytes + offset, job->sizes[i],
-                                                   &header, &job->diag);
-            if (job->status == 0) {
-                job->lsn_last = tdm_batch_lsn_last(&header);
-                job->last_epoch = header.epoch;
-                memcpy(job->chain_hash.bytes, header.chain_hash.bytes,
-                       sizeof(job->chain_hash.bytes));
+    case NODE_JOB_APPEND:
+        for (const struct node_job *part = job; part != NULL && job->status == 0;
+             part = part->merged) {
+            size_t offset = 0;
+            for (uint32_t i = 0; i < part->batch_count && job->status == 0; i++) {
+                /* Through the commit thread, which also hands it to the index
+                 * thread: queries on this backup see it (engine/node.h). One
+                 * fdatasync, after the last batch of the last part. */
+                struct tdm_batch_header header;
+                bool last = i + 1 == part->batch_count && part->merged == NULL;
+                job->status = tdm_node_append_received(node->t, part->bytes + offset,
+                                                       part->sizes[i], last, &header, &job->diag);
+                if (job->status == 0) {
+                    job->lsn_last = tdm_batch_lsn_last(&header);
+                    job->last_epoch = header.epoch;
+                    memcpy(job->chain_hash.bytes, header.chain_hash.bytes,
+                           sizeof(job->chain_hash.bytes));
+                }
+                offset += part->sizes[i];
             }
-            offset += job->sizes[i];
         }
         break;
-    }
     }
 }
 
@@ -396,8 +410,12 @@ static void job_done(uv_work_t *work, int status)
         break;
     }
     bool report = job->kind != NODE_JOB_APPEND || job->status != 0 || job->lsn_last != 0;
-    tdm_free(job->bytes);
-    tdm_free(job);
+    while (job != NULL) {
+        struct node_job *next = job->merged;
+        tdm_free(job->bytes);
+        tdm_free(job);
+        job = next;
+    }
     if (report && !node->closing) {
         node_step(node, &event);
     }
@@ -412,6 +430,13 @@ static void job_start_next(struct tdm_uv_node *node)
     }
     struct node_job *job = node->jobs_head;
     node->jobs_head = job->next;
+    struct node_job *tail = job;
+    while (job->kind == NODE_JOB_APPEND && node->jobs_head != NULL &&
+           node->jobs_head->kind == NODE_JOB_APPEND) {
+        tail->merged = node->jobs_head; /* Received while the last job ran. */
+        tail = tail->merged;
+        node->jobs_head = tail->next;
+    }
     if (node->jobs_head == NULL) {
         node->jobs_tail = NULL;
     }
@@ -624,11 +649,9 @@ static void read_free(struct node_read *r)
     tdm_free(r);
 }
 
-static void read_done(uv_work_t *work, int status)
+/* Send (or drop) a finished read: status is the threadpool's. */
+static void read_send(struct tdm_uv_node *node, struct node_read *r, int status)
 {
-    struct node_read *r = work->data;
-    struct tdm_uv_node *node = r->node;
-    node->reads_running--;
     struct node_peer *peer = &node->peers[r->node_index];
     if (status == 0 && r->status != 0) {
         tdm_tracef("node %s: APPEND %" PRIu64 "..%" PRIu64 ": %s",
@@ -664,7 +687,27 @@ static void read_done(uv_work_t *work, int status)
             link_send_frame(node, r->node_index, frame);
         }
     }
-    read_free(r);
+}
+
+static void read_done(uv_work_t *work, int status)
+{
+    struct node_read *r = work->data;
+    struct tdm_uv_node *node = r->node;
+    struct node_peer *peer = &node->peers[r->node_index];
+    node->reads_running--;
+    r->done = true;
+    if (status != 0 && r->status == 0) {
+        r->status = status;
+    }
+    while (peer->reads_head != NULL && peer->reads_head->done) {
+        struct node_read *head = peer->reads_head;
+        peer->reads_head = head->next;
+        if (peer->reads_head == NULL) {
+            peer->reads_tail = NULL;
+        }
+        read_send(node, head, 0);
+        read_free(head);
+    }
     node_maybe_finish(node);
 }
 
@@ -683,6 +726,13 @@ static void send_append(struct tdm_uv_node *node, const struct tdm_send *send)
     int rv = uv_queue_work(node->loop, &r->work, read_work_real, read_done);
     tdm_assert(rv == 0);
     node->reads_running++;
+    struct node_peer *peer = &node->peers[send->node_index];
+    if (peer->reads_tail == NULL) {
+        peer->reads_head = r;
+    } else {
+        peer->reads_tail->next = r;
+    }
+    peer->reads_tail = r;
 }
 
 static void send_one(struct tdm_uv_node *node, const struct tdm_actions *actions,

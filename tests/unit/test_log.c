@@ -226,6 +226,53 @@ static void test_log_append_batch__rejects_and_writes_nothing(void **state)
 /* Cutting after an LSN in an older, sealed segment moves every later byte to
  * quarantine, leaves the log's chain hash at that LSN, reopens clean, and the
  * log grows again from there; a cut inside a batch is refused. */
+/* A backup's group commit: batches appended unsynced are lost by a power cut
+ * until tdm_log_sync(), which makes all of them durable at once (one
+ * fdatasync); a sealed segment's footer fdatasync covers them too. */
+static void test_log_append_batch_unsynced__durable_only_after_sync(void **state)
+{
+    struct fixture *f = *state;
+    struct tdm_log b;
+    log_open(f, &b, f->dir_b);
+    int synced_through = -1; /* Last batch made durable. */
+    for (int i = 0; i < BATCHES; i++) {
+        size_t size;
+        uint8_t *bytes = batch_bytes(f, i, &size);
+        struct tdm_batch_header h;
+        struct tdm_log_location location;
+        assert_int_equal(tdm_log_append_batch_unsynced(&b, bytes, size, &h, &location, NULL), 0);
+        free(bytes);
+        assert_int_equal(b.lsn_last, tdm_batch_lsn_last(&f->headers[i]));
+        if (i % 7 == 6) {
+            assert_int_equal(tdm_log_sync(&b, NULL), 0);
+            synced_through = i;
+            assert_false(b.tail_unsynced);
+        }
+    }
+    assert_true(b.tail_unsynced);
+    /* Power cut: what was not synced (and not sealed) is gone. */
+    tdm_fault_fs_crash(&f->fs, TDM_FAULT_CRASH_DROP, NULL);
+    b.tail_fd = -1;
+    b.progress_fd = -1;
+    tdm_log_close(&b);
+    log_open(f, &b, f->dir_b);
+    assert_int_equal(b.damaged_count, 0);
+    assert_true(b.lsn_last >= tdm_batch_lsn_last(&f->headers[synced_through]));
+    assert_true(b.lsn_last < tdm_batch_lsn_last(&f->headers[BATCHES - 1]));
+    /* What survived is a prefix of the primary's log. */
+    bool prefix = false;
+    for (int i = 0; i < BATCHES; i++) {
+        if (tdm_batch_lsn_last(&f->headers[i]) == b.lsn_last) {
+            prefix = memcmp(b.chain_last.bytes, f->headers[i].chain_hash.bytes,
+                            TDM_CHAIN_HASH_SIZE) == 0;
+        }
+    }
+    assert_true(prefix);
+    /* Nothing to sync is a no-op. */
+    assert_int_equal(tdm_log_sync(&b, NULL), 0);
+    tdm_log_close(&b);
+}
+
 static void test_log_cut_after__quarantines_tail(void **state)
 {
     struct fixture *f = *state;
@@ -680,6 +727,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_log_append_batch__rejects_and_writes_nothing, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_log_append_batch_unsynced__durable_only_after_sync,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_cut_after__quarantines_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_cut_after__power_loss_at_every_step, setup,
                                         teardown),

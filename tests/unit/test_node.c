@@ -402,7 +402,7 @@ static void received_append(struct tandem *t, const struct received *r, uint32_t
 {
     struct tdm_batch_header header;
     struct tdm_diag diag = {{0}};
-    int rv = tdm_node_append_received(t, r->bytes[b], r->sizes[b], &header, &diag);
+    int rv = tdm_node_append_received(t, r->bytes[b], r->sizes[b], true, &header, &diag);
     if (rv != 0) {
         fprintf(stderr, "append received batch %u: %s\n", b, diag.message);
     }
@@ -458,19 +458,20 @@ static void test_append_received__refused(void **state)
     struct tdm_diag diag = {{0}};
     received_append(f->t, &r, 0);
     /* A gap: batch 3 after batch 1. */
-    assert_int_equal(tdm_node_append_received(f->t, r.bytes[2], r.sizes[2], &header, &diag),
+    assert_int_equal(tdm_node_append_received(f->t, r.bytes[2], r.sizes[2], true, &header, &diag),
                      TANDEM_EINVALID);
     /* An overlap: batch 1 again. */
-    assert_int_equal(tdm_node_append_received(f->t, r.bytes[0], r.sizes[0], &header, &diag),
+    assert_int_equal(tdm_node_append_received(f->t, r.bytes[0], r.sizes[0], true, &header, &diag),
                      TANDEM_EINVALID);
     /* Damaged bytes: one flipped in the body, or a short batch. */
     uint8_t *copy = malloc(r.sizes[1]);
     memcpy(copy, r.bytes[1], r.sizes[1]);
     copy[r.sizes[1] - 1] ^= 0x40;
-    assert_int_equal(tdm_node_append_received(f->t, copy, r.sizes[1], &header, &diag),
+    assert_int_equal(tdm_node_append_received(f->t, copy, r.sizes[1], true, &header, &diag),
                      TANDEM_ECORRUPT);
-    assert_int_equal(tdm_node_append_received(f->t, r.bytes[1], r.sizes[1] - 1, &header, &diag),
-                     TANDEM_ECORRUPT);
+    assert_int_equal(
+        tdm_node_append_received(f->t, r.bytes[1], r.sizes[1] - 1, true, &header, &diag),
+        TANDEM_ECORRUPT);
     free(copy);
     /* Checksums and chain hash that verify, around a record that does not
      * decode: refused before it is written (the index could not take it). */
@@ -484,7 +485,7 @@ static void test_append_received__refused(void **state)
                             sizeof(built), &bad);
     ZSTD_freeCCtx(cctx);
     assert_true(n > TDM_BATCH_HEADER_SIZE);
-    assert_int_equal(tdm_node_append_received(f->t, built, (size_t)n, &header, &diag),
+    assert_int_equal(tdm_node_append_received(f->t, built, (size_t)n, true, &header, &diag),
                      TANDEM_ECORRUPT);
     struct tandem_status status;
     assert_int_equal(tandem_status(f->t, &status), 0);
