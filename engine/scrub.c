@@ -146,6 +146,12 @@ static int scrub_fs_open(struct tdm_fs *base, const char *path, unsigned flags, 
     tdm_assert(slot != NULL); /* Recovery opens one segment at a time. */
     *slot = opened;
     *fd = opened;
+    const char *slash = strrchr(path, '/');
+    uint64_t segment_lsn = 0;
+    (void)tdm_segment_name_parse(slash != NULL ? slash + 1 : path, &segment_lsn);
+    pthread_mutex_lock(&scrub->mutex);
+    scrub->progress.segment_lsn = segment_lsn;
+    pthread_mutex_unlock(&scrub->mutex);
     return 0;
 }
 
@@ -402,6 +408,7 @@ static void scrub_pass_end(struct tdm_scrub *scrub, int rv, uint32_t damaged_cou
     pthread_mutex_lock(&scrub->mutex);
     tdm_assert(scrub->progress.running);
     scrub->progress.running = false;
+    scrub->progress.segment_lsn = 0;
     if (rv == 0) {
         scrub->progress.last_pass_end_ns = wall;
         scrub->progress.last_pass_bytes = scrub->read_bytes;

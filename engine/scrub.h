@@ -54,6 +54,7 @@ struct tdm_scrub_progress {
     uint64_t last_pass_bytes;    /* Segment bytes read by that pass. */
     uint64_t pass_count;         /* Complete passes since open. */
     uint32_t last_damaged_count; /* Damaged ranges the last complete pass found. */
+    uint64_t segment_lsn;        /* First LSN of the segment being read; 0: none. */
 };
 
 /* What one pass found. */

@@ -442,6 +442,113 @@ int tandem_client_status(struct tandem_client *client, char **json, struct tande
 /* Close the connection and free the client. client may be NULL. */
 void tandem_client_close(struct tandem_client *client);
 
+/* ------------------------------------------------------------------------
+ * Running a node in this process.
+ *
+ * An application that embeds the engine runs its node as tandemd would: the
+ * same tandem.conf, the same local socket, and for a replicated node the same
+ * links to its peers and the same TLS clients, so that it gets the same
+ * replication by linking libtandem. tandemd itself is nothing more than
+ * tandem_server_start(), a wait for SIGTERM or SIGINT and tandem_server_stop().
+ *
+ * Writes: the application writes through the client API on the node's own
+ * local socket, tandem_client_open(dir, NULL, ...) then
+ * tandem_client_append(), exactly as tandemd's clients do: an append returns
+ * once the records are durable on min_copies nodes (a backup forwards it to
+ * the primary). Never call tandem_append() or tandem_append_async() on
+ * tandem_server_node(): on a replicated node that would write to this copy
+ * alone, behind the replication's back (its log would no longer match its
+ * peers'), and the library does not stop it.
+ * Reads: tandem_get(), tandem_query(), tandem_customer_get(), ... on
+ * tandem_server_node() answer from this process's copy, as every node does
+ * (on a backup, an acknowledged record may appear a moment after the append
+ * returned on another node).
+ *
+ * The node runs on a thread of the server's own, with every signal blocked
+ * (the engine's threads inherit that mask): signals sent to the process go
+ * to the application's threads, and the server installs no signal handler
+ * and changes no signal disposition.
+ * ------------------------------------------------------------------------ */
+
+struct tandem_server;
+
+#define TANDEM_SERVER_TRACE 0x1u /* Write one line per event on stderr (see below). */
+
+struct tandem_server_options {
+    uint32_t flags; /* TANDEM_SERVER_* bits. */
+};
+
+/* Fill options with the defaults (no flag). */
+void tandem_server_options_init(struct tandem_server_options *options);
+
+/* Run the node in the node directory dir (made by `tandem init`) as `tandemd
+ * dir` does, on a thread of its own:
+ * 1. read dir/tandem.conf: [node] cluster and id; a node whose [replication]
+ *    section sets listen or peer.<ID> is replicated (listen, peer.<ID>,
+ *    primary, min_copies, write_deadline_ms, tls_key, tls_cert, tls_ca;
+ *    docs/OPERATIONS.md);
+ * 2. open the node for writing (tandem_open(): takes dir's lock, recovers);
+ * 3. serve the local socket dir/tandemd.sock (mode 0600) and, for a
+ *    replicated node, dial and accept the peers' links and accept TLS clients
+ *    on its listen address.
+ * Returns once the node serves (a client may connect at once): 0 and *out,
+ * which must be released with tandem_server_stop(). options may be NULL (the
+ * defaults); with TANDEM_SERVER_TRACE, the server's events (listening, client
+ * errors, stopping, stopped) are written to stderr, one line each ("tandem:
+ * ..."), as tandemd logs them: this turns the library's trace lines on for
+ * the whole process, as TANDEM_TRACE=1 in the environment does.
+ *
+ * On failure nothing is left running (no thread, no socket file, dir's lock
+ * released) and diag names the cause in one line:
+ * - -ENOENT: no dir/tandem.conf ("create the node with tandem init");
+ * - TANDEM_EINVALID: a bad setting, with its key ("dir/tandem.conf: line 14:
+ *   bad value: [replication] min_copies = 0", "[replication] tls_key, ...
+ *   are required"), a bad argument, or an unknown flag;
+ * - TANDEM_ELOCKED: another process (a tandemd?) or server owns dir;
+ * - TANDEM_EFORMAT, TANDEM_ECORRUPT, negative errno: as tandem_open();
+ * - -EADDRINUSE: a live server answers on dir/tandemd.sock, or the listen
+ *   address is taken; -ENOENT, TANDEM_EINVALID: TLS credentials that cannot
+ *   be read; TANDEM_EINVALID: an address that does not resolve;
+ * - -ENAMETOOLONG: dir/tandemd.sock is longer than a Unix socket path
+ *   allows (about 100 bytes);
+ * - -ENOMEM, -EAGAIN (no thread).
+ * Blocks while the node opens (recovery of a large log may take a while).
+ * Any thread. */
+int tandem_server_start(const char *dir, const struct tandem_server_options *options,
+                        struct tandem_server **out, struct tandem_diag *diag);
+
+/* What the server runs, from tandem.conf. */
+#define TANDEM_SERVER_NAME_SIZE 64  /* Cluster names and node ids: 1-63 bytes and a NUL. */
+#define TANDEM_SERVER_ADDR_SIZE 264 /* "HOST:PORT" or "[IPv6]:PORT" and a NUL. */
+struct tandem_server_info {
+    char cluster[TANDEM_SERVER_NAME_SIZE]; /* [node] cluster. */
+    char node_id[TANDEM_SERVER_NAME_SIZE]; /* [node] id. */
+    bool replicated;                       /* Links to peers; false: a standalone node. */
+    char listen[TANDEM_SERVER_ADDR_SIZE];  /* Links and TLS clients; empty when standalone. */
+    uint32_t node_count;                   /* Nodes of the cluster, this one included. */
+    uint32_t min_copies;                   /* Copies of an acknowledged write (1 standalone). */
+};
+
+/* Fill info. Any thread, until tandem_server_stop(). */
+void tandem_server_info(const struct tandem_server *server, struct tandem_server_info *info);
+
+/* The node open in this process, for queries on this process's copy
+ * (tandem_get(), tandem_query(), tandem_customer_get(), tandem_status(), ...)
+ * from any thread. Borrowed: valid until tandem_server_stop(), and never to be
+ * closed (tandem_close()) nor written to (tandem_append()) by the caller;
+ * write through tandem_client_append() on the local socket (see above). */
+struct tandem *tandem_server_node(struct tandem_server *server);
+
+/* Stop as tandemd stops on SIGTERM: accept no new connection, answer every
+ * request in flight (their appends complete or fail with their codes), close
+ * the links and the local socket (its file is removed), join the server's
+ * thread, close the node (flushed, lock released) and free server. Returns
+ * once all of that is done, within seconds. server may be NULL. No call may
+ * run on server, nor on tandem_server_node(server), during or after; clients
+ * still open get -ECONNRESET (or the like) on their next call. Any thread but
+ * the server's own (never from a callback of the node). */
+void tandem_server_stop(struct tandem_server *server);
+
 #ifdef __cplusplus
 }
 #endif

@@ -41,7 +41,23 @@ tdm_static_assert((int)TDM_FRAME_ACK == (int)TDM_PROTO_ACK);
 tdm_static_assert((int)TDM_FRAME_HEARTBEAT == (int)TDM_PROTO_HEARTBEAT);
 tdm_static_assert((int)TDM_FRAME_FORWARD == (int)TDM_PROTO_FORWARD);
 tdm_static_assert((int)TDM_FRAME_FORWARD_RESULT == (int)TDM_PROTO_FORWARD_RESULT);
-tdm_static_assert((int)TDM_FRAME__COUNT == (int)TDM_PROTO_FORWARD_RESULT + 1);
+tdm_static_assert((int)TDM_FRAME_HANDOVER == (int)TDM_PROTO_HANDOVER);
+tdm_static_assert((int)TDM_FRAME_HANDOVER_DONE == (int)TDM_PROTO_HANDOVER_DONE);
+tdm_static_assert((int)TDM_FRAME_FENCE == (int)TDM_PROTO_FENCE);
+tdm_static_assert((int)TDM_FRAME_FENCED == (int)TDM_PROTO_FENCED);
+tdm_static_assert((int)TDM_EPOCH_CAUSE__COUNT == TDM_PROTO_CAUSE_MAX + 1);
+tdm_static_assert((int)TDM_REFUSAL__COUNT == TDM_PROTO_REFUSAL_MAX + 1);
+tdm_static_assert(TDM_FENCE_PROBE == TDM_PROTO_FENCE_PROBE);
+tdm_static_assert(TDM_FENCE_FORCE == TDM_PROTO_FENCE_FORCE);
+tdm_static_assert(TDM_FENCED_PRIMARY_SEEN == TDM_PROTO_FENCED_PRIMARY_SEEN);
+tdm_static_assert((int)TDM_FRAME_CHECK == (int)TDM_PROTO_CHECK);
+tdm_static_assert((int)TDM_FRAME_CHECK_RESULT == (int)TDM_PROTO_CHECK_RESULT);
+tdm_static_assert((int)TDM_FRAME__COUNT == (int)TDM_PROTO_CHECK_RESULT + 1);
+tdm_static_assert((int)TDM_CHECK_EQUAL == TDM_PROTO_CHECK_EQUAL);
+tdm_static_assert((int)TDM_CHECK_DIFFERENT == TDM_PROTO_CHECK_DIFFERENT);
+tdm_static_assert((int)TDM_CHECK_ABSENT == TDM_PROTO_CHECK_ABSENT);
+tdm_static_assert((int)TDM_CHECK_UNREADABLE == TDM_PROTO_CHECK_UNREADABLE);
+tdm_static_assert((int)TDM_CHECK__COUNT == TDM_PROTO_CHECK_UNREADABLE + 1);
 tdm_static_assert((int)TDM_ROLE_RECOVERING == (int)TDM_PROTO_ROLE_RECOVERING);
 tdm_static_assert((int)TDM_ROLE_BACKUP == (int)TDM_PROTO_ROLE_BACKUP);
 tdm_static_assert((int)TDM_ROLE_PRIMARY == (int)TDM_PROTO_ROLE_PRIMARY);
@@ -124,10 +140,19 @@ static int from_history(const char *type, const struct tdm_proto_history *in,
                                type, (unsigned long long)e->epoch, e->primary);
         }
         tdm_assert(index < cluster->node_count);
+        if (e->cause > TDM_PROTO_CAUSE_MAX) {
+            return TDM_CORRUPT(diag, "%s frame: history: epoch %llu: cause %u", type,
+                               (unsigned long long)e->epoch, e->cause);
+        }
         out->entries[i] = (struct tdm_epoch_entry){
             .epoch = e->epoch,
             .lsn_first = e->lsn_first,
             .primary_index = index,
+            .cause = (enum tdm_epoch_cause)e->cause,
+            .time_ms = e->time_ms,
+            .pause_ms = e->pause_ms,
+            .risk_lsn_first = e->risk_lsn_first,
+            .risk_lsn_last = e->risk_lsn_last,
         };
     }
     out->count = in->count;
@@ -281,6 +306,63 @@ static int from_forward_result(const struct tdm_proto_result *in,
     return 0;
 }
 
+/* CHECK and CHECK_RESULT carry no node ids: the decoder's checks are all. */
+static void from_check(const struct tdm_proto_check *in, struct tdm_frame_check *out)
+{
+    out->check_id = in->check_id;
+    out->lsn = in->lsn;
+    memcpy(out->chain_hash.bytes, in->chain_hash, TDM_FRAME_CHAIN_HASH_SIZE);
+    out->divergent_first = in->divergent_first;
+    out->divergent_last = in->divergent_last;
+}
+
+static void from_check_result(const struct tdm_proto_check_result *in,
+                              struct tdm_frame_check_result *out)
+{
+    out->check_id = in->check_id;
+    out->lsn = in->lsn;
+    out->result = in->result;
+    out->batch_first = in->batch_first;
+    out->batch_last = in->batch_last;
+    memcpy(out->chain_hash.bytes, in->chain_hash, TDM_FRAME_CHAIN_HASH_SIZE);
+}
+
+static int from_handover(const struct tdm_proto_handover *in,
+                         const struct tdm_frame_cluster *cluster, struct tdm_frame_handover *out,
+                         struct tdm_diag *diag)
+{
+    out->new_epoch = in->new_epoch;
+    out->last_lsn = in->last_lsn;
+    memcpy(out->chain_hash.bytes, in->chain_hash, TDM_FRAME_CHAIN_HASH_SIZE);
+    return from_history("HANDOVER", &in->history, cluster, &out->history, diag);
+}
+
+static int from_fence(const struct tdm_proto_fence *in, const struct tdm_frame_cluster *cluster,
+                      struct tdm_frame_fence *out, struct tdm_diag *diag)
+{
+    out->fence_id = in->fence_id;
+    out->flags = in->flags;
+    out->new_epoch = in->new_epoch;
+    out->expect_epoch = in->expect_epoch;
+    out->expect_last_epoch = in->expect_last_epoch;
+    out->expect_durable_lsn = in->expect_durable_lsn;
+    return from_history("FENCE", &in->history, cluster, &out->history, diag);
+}
+
+static void from_fenced(const struct tdm_proto_fenced *in, struct tdm_frame_fenced *out)
+{
+    out->fence_id = in->fence_id;
+    out->refusal = in->refusal;
+    out->role = in->role;
+    out->flags = in->flags;
+    out->epoch = in->epoch;
+    out->last_epoch = in->last_epoch;
+    out->last_lsn = in->last_lsn;
+    out->durable_lsn = in->durable_lsn;
+    out->commit_lsn = in->commit_lsn;
+    memcpy(out->chain_hash.bytes, in->chain_hash, TDM_FRAME_CHAIN_HASH_SIZE);
+}
+
 int tdm_frame_from_proto(const struct tdm_proto_msg *msg, const struct tdm_frame_cluster *cluster,
                          struct tdm_frame *frame, struct tdm_diag *diag)
 {
@@ -316,10 +398,26 @@ int tdm_frame_from_proto(const struct tdm_proto_msg *msg, const struct tdm_frame
         return from_forward(&msg->forward, &frame->forward, diag);
     case TDM_PROTO_FORWARD_RESULT:
         return from_forward_result(&msg->forward_result, &frame->forward_result, diag);
+    case TDM_PROTO_CHECK:
+        from_check(&msg->check, &frame->check);
+        return 0;
+    case TDM_PROTO_CHECK_RESULT:
+        from_check_result(&msg->check_result, &frame->check_result);
+        return 0;
     case TDM_PROTO_HANDOVER:
+        return from_handover(&msg->handover, cluster, &frame->handover, diag);
     case TDM_PROTO_HANDOVER_DONE:
+        frame->handover_done.new_epoch = msg->handover_done.new_epoch;
+        frame->handover_done.refusal = msg->handover_done.refusal;
+        frame->handover_done.last_lsn = msg->handover_done.last_lsn;
+        memcpy(frame->handover_done.chain_hash.bytes, msg->handover_done.chain_hash,
+               TDM_FRAME_CHAIN_HASH_SIZE);
+        return 0;
     case TDM_PROTO_FENCE:
+        return from_fence(&msg->fence, cluster, &frame->fence, diag);
     case TDM_PROTO_FENCED:
+        from_fenced(&msg->fenced, &frame->fenced);
+        return 0;
     case TDM_PROTO_APPEND_REQUEST:
     case TDM_PROTO_APPEND_RESULT:
     case TDM_PROTO_QUERY:
@@ -357,6 +455,11 @@ static int to_history(const char *type, const struct tdm_epoch_history *in,
         struct tdm_proto_epoch *p = &out->entries[i];
         p->epoch = e->epoch;
         p->lsn_first = e->lsn_first;
+        p->cause = (uint8_t)e->cause;
+        p->time_ms = e->time_ms;
+        p->pause_ms = e->pause_ms;
+        p->risk_lsn_first = e->risk_lsn_first;
+        p->risk_lsn_last = e->risk_lsn_last;
         snprintf(p->primary, sizeof(p->primary), "%s", cluster->node_ids[e->primary_index]);
     }
     out->count = in->count;
@@ -502,6 +605,60 @@ static int to_forward_result(const struct tdm_frame_forward_result *in,
     return 0;
 }
 
+static int to_fence(const struct tdm_frame_fence *in, const struct tdm_frame_cluster *cluster,
+                    struct tdm_proto_fence *out, struct tdm_diag *diag)
+{
+    out->fence_id = in->fence_id;
+    out->flags = in->flags;
+    out->new_epoch = in->new_epoch;
+    out->expect_epoch = in->expect_epoch;
+    out->expect_last_epoch = in->expect_last_epoch;
+    out->expect_durable_lsn = in->expect_durable_lsn;
+    return to_history("FENCE", &in->history, cluster, &out->history, diag);
+}
+
+static void to_fenced(const struct tdm_frame_fenced *in, struct tdm_proto_fenced *out)
+{
+    out->fence_id = in->fence_id;
+    out->refusal = in->refusal;
+    out->role = in->role;
+    out->flags = in->flags;
+    out->epoch = in->epoch;
+    out->last_epoch = in->last_epoch;
+    out->last_lsn = in->last_lsn;
+    out->durable_lsn = in->durable_lsn;
+    out->commit_lsn = in->commit_lsn;
+    memcpy(out->chain_hash, in->chain_hash.bytes, TDM_PROTO_CHAIN_HASH_SIZE);
+}
+
+/* HANDOVER, HANDOVER_DONE, FENCE, FENCED (PROTOCOL.md §3.4). */
+static int to_switch(const struct tdm_frame *frame, const struct tdm_frame_cluster *cluster,
+                     struct tdm_proto_msg *msg, struct tdm_diag *diag)
+{
+    switch ((enum tdm_frame_type)frame->type) {
+    case TDM_FRAME_HANDOVER:
+        msg->handover.new_epoch = frame->handover.new_epoch;
+        msg->handover.last_lsn = frame->handover.last_lsn;
+        memcpy(msg->handover.chain_hash, frame->handover.chain_hash.bytes,
+               TDM_PROTO_CHAIN_HASH_SIZE);
+        return to_history("HANDOVER", &frame->handover.history, cluster, &msg->handover.history,
+                          diag);
+    case TDM_FRAME_HANDOVER_DONE:
+        msg->handover_done.new_epoch = frame->handover_done.new_epoch;
+        msg->handover_done.refusal = frame->handover_done.refusal;
+        msg->handover_done.last_lsn = frame->handover_done.last_lsn;
+        memcpy(msg->handover_done.chain_hash, frame->handover_done.chain_hash.bytes,
+               TDM_PROTO_CHAIN_HASH_SIZE);
+        return 0;
+    case TDM_FRAME_FENCE:
+        return to_fence(&frame->fence, cluster, &msg->fence, diag);
+    default:
+        tdm_assert(frame->type == TDM_FRAME_FENCED);
+        to_fenced(&frame->fenced, &msg->fenced);
+        return 0;
+    }
+}
+
 int tdm_frame_to_proto(const struct tdm_frame *frame, const struct tdm_frame_cluster *cluster,
                        struct tdm_proto_msg *msg, struct tdm_diag *diag)
 {
@@ -537,6 +694,27 @@ int tdm_frame_to_proto(const struct tdm_frame *frame, const struct tdm_frame_clu
         return to_forward(&frame->forward, &msg->forward, diag);
     case TDM_FRAME_FORWARD_RESULT:
         return to_forward_result(&frame->forward_result, &msg->forward_result, diag);
+    case TDM_FRAME_HANDOVER:
+    case TDM_FRAME_HANDOVER_DONE:
+    case TDM_FRAME_FENCE:
+    case TDM_FRAME_FENCED:
+        return to_switch(frame, cluster, msg, diag);
+    case TDM_FRAME_CHECK:
+        msg->check.check_id = frame->check.check_id;
+        msg->check.lsn = frame->check.lsn;
+        memcpy(msg->check.chain_hash, frame->check.chain_hash.bytes, TDM_PROTO_CHAIN_HASH_SIZE);
+        msg->check.divergent_first = frame->check.divergent_first;
+        msg->check.divergent_last = frame->check.divergent_last;
+        return 0;
+    case TDM_FRAME_CHECK_RESULT:
+        msg->check_result.check_id = frame->check_result.check_id;
+        msg->check_result.lsn = frame->check_result.lsn;
+        msg->check_result.result = frame->check_result.result;
+        msg->check_result.batch_first = frame->check_result.batch_first;
+        msg->check_result.batch_last = frame->check_result.batch_last;
+        memcpy(msg->check_result.chain_hash, frame->check_result.chain_hash.bytes,
+               TDM_PROTO_CHAIN_HASH_SIZE);
+        return 0;
     case TDM_FRAME__COUNT:
         break;
     }

@@ -1,6 +1,7 @@
 /* net/frame_proto.h: conversion between net/proto's decoded messages (struct
  * tdm_proto_msg, docs/PROTOCOL.md §3) and net/replica's frames (struct
- * tdm_frame, net/frame.h), for the replication frames HELLO .. FORWARD_RESULT.
+ * tdm_frame, net/frame.h), for the replication frames HELLO .. FORWARD_RESULT
+ * and the verification frames CHECK, CHECK_RESULT (PROTOCOL.md §9).
  *
  * Pure and bounded: no I/O, no clock, no allocation, no copy of batch or
  * record bytes. What the two sides name differently is mapped here:
@@ -61,7 +62,7 @@ bool tdm_frame_cluster_index(const struct tdm_frame_cluster *cluster, const char
  * size, a FORWARD_RESULT whose LSNs do not form a range, a count above what a
  * tdm_frame holds) returns TANDEM_ECORRUPT with diag "<TYPE> frame: <field>:
  * <why>" and a trace line, never an assertion. A type with no tdm_frame
- * (client frames; HANDOVER .. FENCED, issue 4) returns -ENOTSUP. On failure
+ * (client frames) returns -ENOTSUP. On failure
  * *frame is unspecified. Batch bytes and records in *frame borrow msg's
  * slices (valid as long as they are). HELLO's node id is checked to be a
  * member only: the adapter still compares it with the link's TLS peer name. */

@@ -67,6 +67,8 @@ static const char *const proto_type_names[] = {
     [TDM_PROTO_HANDOVER_DONE] = "HANDOVER_DONE",
     [TDM_PROTO_FENCE] = "FENCE",
     [TDM_PROTO_FENCED] = "FENCED",
+    [TDM_PROTO_CHECK] = "CHECK",
+    [TDM_PROTO_CHECK_RESULT] = "CHECK_RESULT",
     [TDM_PROTO_APPEND_REQUEST] = "APPEND_REQUEST",
     [TDM_PROTO_APPEND_RESULT] = "APPEND_RESULT",
     [TDM_PROTO_QUERY] = "QUERY",
@@ -307,6 +309,60 @@ static const char *proto_history_check(const struct tdm_proto_history *history)
         if (i > 0 && e->lsn_first < history->entries[i - 1].lsn_first) {
             return "history: first LSNs decrease";
         }
+        if (e->cause > TDM_PROTO_CAUSE_MAX) {
+            return "history: unknown cause";
+        }
+        if ((e->risk_lsn_first == 0) != (e->risk_lsn_last == 0) ||
+            e->risk_lsn_first > e->risk_lsn_last) {
+            return "history: LSNs at risk are not a range";
+        }
+    }
+    return NULL;
+}
+
+static const char *proto_new_epoch_check(uint64_t new_epoch, const struct tdm_proto_history *h);
+
+/* FENCE: a probe carries no epoch, no expectations and no history. */
+static const char *proto_fence_check(const struct tdm_proto_fence *fence)
+{
+    if (fence->fence_id == 0) {
+        return "fence id: 0";
+    }
+    if ((fence->flags & ~(TDM_PROTO_FENCE_PROBE | TDM_PROTO_FENCE_FORCE)) != 0) {
+        return "flags: unknown bits";
+    }
+    if ((fence->flags & TDM_PROTO_FENCE_PROBE) != 0) {
+        if (fence->new_epoch != 0 || fence->expect_epoch != 0 || fence->expect_last_epoch != 0 ||
+            fence->expect_durable_lsn != 0 || fence->history.count != 0) {
+            return "probe: carries an epoch, expectations or a history";
+        }
+        return NULL;
+    }
+    if (fence->new_epoch == 0) {
+        return "new epoch: 0";
+    }
+    return proto_new_epoch_check(fence->new_epoch, &fence->history);
+}
+
+static const char *proto_fenced_check(const struct tdm_proto_fenced *fenced)
+{
+    if (fenced->fence_id == 0) {
+        return "fence id: 0";
+    }
+    if (fenced->refusal > TDM_PROTO_REFUSAL_MAX) {
+        return "refusal: unknown";
+    }
+    if (fenced->role < TDM_PROTO_ROLE_RECOVERING || fenced->role > TDM_PROTO_ROLE_FAILED) {
+        return "role: unknown";
+    }
+    if ((fenced->flags & ~TDM_PROTO_FENCED_PRIMARY_SEEN) != 0) {
+        return "flags: unknown bits";
+    }
+    if (fenced->epoch == 0) {
+        return "epoch: 0";
+    }
+    if (fenced->durable_lsn > fenced->last_lsn) {
+        return "durable_lsn: beyond last_lsn";
     }
     return NULL;
 }
@@ -492,6 +548,63 @@ static const char *proto_text_result_check(const struct tdm_proto_text_result *r
     return NULL;
 }
 
+static bool proto_hash_zero(const uint8_t *hash)
+{
+    for (size_t i = 0; i < TDM_PROTO_CHAIN_HASH_SIZE; i++) {
+        if (hash[i] != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* CHECK (PROTOCOL.md §9): a probe at a real LSN; the divergent batch, if named, a range. */
+static const char *proto_check_check(const struct tdm_proto_check *check)
+{
+    if (check->check_id == 0) {
+        return "check_id: 0";
+    }
+    if (check->lsn == 0) {
+        return "lsn: 0";
+    }
+    if ((check->divergent_first == 0) != (check->divergent_last == 0) ||
+        check->divergent_first > check->divergent_last) {
+        return "divergent batch: not 0, 0 nor a range";
+    }
+    return NULL;
+}
+
+/* CHECK_RESULT: the batch fields agree with the verdict. */
+static const char *proto_check_result_check(const struct tdm_proto_check_result *result)
+{
+    if (result->check_id == 0 || result->lsn == 0) {
+        return "check_id or lsn: 0";
+    }
+    switch (result->result) {
+    case TDM_PROTO_CHECK_EQUAL:
+        if (result->batch_last != result->lsn || result->batch_first == 0 ||
+            result->batch_first > result->batch_last) {
+            return "equal: the batch does not end at lsn";
+        }
+        return NULL;
+    case TDM_PROTO_CHECK_DIFFERENT:
+        if (result->batch_first == 0 || result->batch_first > result->lsn ||
+            result->lsn > result->batch_last) {
+            return "different: the batch does not hold lsn";
+        }
+        return NULL;
+    case TDM_PROTO_CHECK_ABSENT:
+    case TDM_PROTO_CHECK_UNREADABLE:
+        if (result->batch_first != 0 || result->batch_last != 0 ||
+            !proto_hash_zero(result->chain_hash)) {
+            return "absent or unreadable: batch fields set";
+        }
+        return NULL;
+    default:
+        return "result: out of range";
+    }
+}
+
 /* Return NULL if msg is within every limit, else the field and the reason. */
 static const char *proto_msg_check(const struct tdm_proto_msg *msg)
 {
@@ -517,11 +630,18 @@ static const char *proto_msg_check(const struct tdm_proto_msg *msg)
     case TDM_PROTO_HANDOVER:
         return proto_new_epoch_check(msg->handover.new_epoch, &msg->handover.history);
     case TDM_PROTO_HANDOVER_DONE:
+        if (msg->handover_done.refusal > TDM_PROTO_REFUSAL_MAX) {
+            return "refusal: unknown";
+        }
         return msg->handover_done.new_epoch == 0 ? "new epoch: 0" : NULL;
     case TDM_PROTO_FENCE:
-        return proto_new_epoch_check(msg->fence.new_epoch, &msg->fence.history);
+        return proto_fence_check(&msg->fence);
     case TDM_PROTO_FENCED:
-        return msg->fenced.epoch == 0 ? "epoch: 0" : NULL;
+        return proto_fenced_check(&msg->fenced);
+    case TDM_PROTO_CHECK:
+        return proto_check_check(&msg->check);
+    case TDM_PROTO_CHECK_RESULT:
+        return proto_check_result_check(&msg->check_result);
     case TDM_PROTO_QUERY:
         return proto_query_check(&msg->query);
     case TDM_PROTO_QUERY_RESULT:
@@ -579,6 +699,11 @@ static void dec_history(struct proto_dec *d, struct tdm_proto_history *history)
         e->epoch = tdm_get_u64(&d->r);
         dec_name(d, e->primary, "history: bad primary id");
         e->lsn_first = tdm_get_u64(&d->r);
+        e->cause = tdm_get_u8(&d->r);
+        e->time_ms = tdm_get_u64(&d->r);
+        e->pause_ms = tdm_get_u64(&d->r);
+        e->risk_lsn_first = tdm_get_u64(&d->r);
+        e->risk_lsn_last = tdm_get_u64(&d->r);
     }
     history->count = count;
 }
@@ -710,6 +835,59 @@ static void dec_chain_hash(struct proto_dec *d, uint8_t *hash)
     tdm_get_bytes(&d->r, hash, TDM_PROTO_CHAIN_HASH_SIZE);
 }
 
+/* HANDOVER and HANDOVER_DONE (PROTOCOL.md §3.4). */
+static void dec_handover(struct proto_dec *d, struct tdm_proto_msg *msg)
+{
+    if (msg->type == TDM_PROTO_HANDOVER) {
+        msg->handover.new_epoch = tdm_get_u64(&d->r);
+        dec_history(d, &msg->handover.history);
+        msg->handover.last_lsn = tdm_get_u64(&d->r);
+        dec_chain_hash(d, msg->handover.chain_hash);
+        return;
+    }
+    msg->handover_done.new_epoch = tdm_get_u64(&d->r);
+    msg->handover_done.refusal = tdm_get_u8(&d->r);
+    msg->handover_done.last_lsn = tdm_get_u64(&d->r);
+    dec_chain_hash(d, msg->handover_done.chain_hash);
+}
+
+static void dec_fence(struct proto_dec *d, struct tdm_proto_fence *fence)
+{
+    fence->fence_id = tdm_get_u64(&d->r);
+    fence->flags = tdm_get_u8(&d->r);
+    fence->new_epoch = tdm_get_u64(&d->r);
+    fence->expect_epoch = tdm_get_u64(&d->r);
+    fence->expect_last_epoch = tdm_get_u64(&d->r);
+    fence->expect_durable_lsn = tdm_get_u64(&d->r);
+    dec_history(d, &fence->history);
+}
+
+static void dec_fenced(struct proto_dec *d, struct tdm_proto_fenced *fenced)
+{
+    fenced->fence_id = tdm_get_u64(&d->r);
+    fenced->refusal = tdm_get_u8(&d->r);
+    fenced->role = tdm_get_u8(&d->r);
+    fenced->flags = tdm_get_u8(&d->r);
+    fenced->epoch = tdm_get_u64(&d->r);
+    fenced->last_epoch = tdm_get_u64(&d->r);
+    fenced->last_lsn = tdm_get_u64(&d->r);
+    fenced->durable_lsn = tdm_get_u64(&d->r);
+    fenced->commit_lsn = tdm_get_u64(&d->r);
+    dec_chain_hash(d, fenced->chain_hash);
+}
+
+/* HANDOVER, HANDOVER_DONE, FENCE, FENCED (PROTOCOL.md §3.4). */
+static void dec_switch(struct proto_dec *d, struct tdm_proto_msg *msg)
+{
+    if (msg->type == TDM_PROTO_FENCE) {
+        dec_fence(d, &msg->fence);
+    } else if (msg->type == TDM_PROTO_FENCED) {
+        dec_fenced(d, &msg->fenced);
+    } else {
+        dec_handover(d, msg);
+    }
+}
+
 static void dec_payload(struct proto_dec *d, struct tdm_proto_msg *msg)
 {
     switch ((enum tdm_proto_type)msg->type) {
@@ -747,22 +925,25 @@ static void dec_payload(struct proto_dec *d, struct tdm_proto_msg *msg)
         dec_result(d, &msg->forward_result);
         return;
     case TDM_PROTO_HANDOVER:
-        msg->handover.new_epoch = tdm_get_u64(&d->r);
-        dec_history(d, &msg->handover.history);
-        msg->handover.last_lsn = tdm_get_u64(&d->r);
-        dec_chain_hash(d, msg->handover.chain_hash);
-        return;
     case TDM_PROTO_HANDOVER_DONE:
-        msg->handover_done.new_epoch = tdm_get_u64(&d->r);
-        return;
     case TDM_PROTO_FENCE:
-        msg->fence.new_epoch = tdm_get_u64(&d->r);
-        dec_history(d, &msg->fence.history);
-        return;
     case TDM_PROTO_FENCED:
-        msg->fenced.durable_lsn = tdm_get_u64(&d->r);
-        dec_chain_hash(d, msg->fenced.chain_hash);
-        msg->fenced.epoch = tdm_get_u64(&d->r);
+        dec_switch(d, msg);
+        return;
+    case TDM_PROTO_CHECK:
+        msg->check.check_id = tdm_get_u64(&d->r);
+        msg->check.lsn = tdm_get_u64(&d->r);
+        dec_chain_hash(d, msg->check.chain_hash);
+        msg->check.divergent_first = tdm_get_u64(&d->r);
+        msg->check.divergent_last = tdm_get_u64(&d->r);
+        return;
+    case TDM_PROTO_CHECK_RESULT:
+        msg->check_result.check_id = tdm_get_u64(&d->r);
+        msg->check_result.lsn = tdm_get_u64(&d->r);
+        msg->check_result.result = tdm_get_u8(&d->r);
+        msg->check_result.batch_first = tdm_get_u64(&d->r);
+        msg->check_result.batch_last = tdm_get_u64(&d->r);
+        dec_chain_hash(d, msg->check_result.chain_hash);
         return;
     case TDM_PROTO_QUERY:
         dec_query(d, &msg->query);
@@ -842,7 +1023,7 @@ static size_t enc_history_size(const struct tdm_proto_history *history)
 {
     size_t size = 2;
     for (uint32_t i = 0; i < history->count && i < TDM_PROTO_HISTORY_MAX; i++) {
-        size += 8 + enc_name_size(history->entries[i].primary) + 8;
+        size += 8 + enc_name_size(history->entries[i].primary) + 8 + 1 + 4 * 8;
     }
     return size;
 }
@@ -881,11 +1062,15 @@ static size_t enc_payload_size(const struct tdm_proto_msg *msg)
     case TDM_PROTO_HANDOVER:
         return 8 + enc_history_size(&msg->handover.history) + 8 + TDM_PROTO_CHAIN_HASH_SIZE;
     case TDM_PROTO_HANDOVER_DONE:
-        return 8;
+        return 8 + 1 + 8 + TDM_PROTO_CHAIN_HASH_SIZE;
     case TDM_PROTO_FENCE:
-        return 8 + enc_history_size(&msg->fence.history);
+        return 8 + 1 + 4 * 8 + enc_history_size(&msg->fence.history);
     case TDM_PROTO_FENCED:
-        return 8 + TDM_PROTO_CHAIN_HASH_SIZE + 8;
+        return 8 + 3 + 5 * 8 + TDM_PROTO_CHAIN_HASH_SIZE;
+    case TDM_PROTO_CHECK:
+        return 8 + 8 + TDM_PROTO_CHAIN_HASH_SIZE + 8 + 8;
+    case TDM_PROTO_CHECK_RESULT:
+        return 8 + 8 + 1 + 8 + 8 + TDM_PROTO_CHAIN_HASH_SIZE;
     case TDM_PROTO_QUERY:
         return 8 + 1 + 1 + 4 + 8 + 8 + 2 + msg->query.key.size + 2 + msg->query.recipient.size + 2 +
                msg->query.sender.size;
@@ -917,9 +1102,68 @@ static void enc_history(struct tdm_writer *w, const struct tdm_proto_history *hi
     tdm_assert(history->count <= TDM_PROTO_HISTORY_MAX);
     tdm_put_u16(w, (uint16_t)history->count);
     for (uint32_t i = 0; i < history->count; i++) {
-        tdm_put_u64(w, history->entries[i].epoch);
-        enc_name(w, history->entries[i].primary);
-        tdm_put_u64(w, history->entries[i].lsn_first);
+        const struct tdm_proto_epoch *e = &history->entries[i];
+        tdm_put_u64(w, e->epoch);
+        enc_name(w, e->primary);
+        tdm_put_u64(w, e->lsn_first);
+        tdm_put_u8(w, e->cause);
+        tdm_put_u64(w, e->time_ms);
+        tdm_put_u64(w, e->pause_ms);
+        tdm_put_u64(w, e->risk_lsn_first);
+        tdm_put_u64(w, e->risk_lsn_last);
+    }
+}
+
+/* HANDOVER and HANDOVER_DONE (PROTOCOL.md §3.4). */
+static void enc_handover(struct tdm_writer *w, const struct tdm_proto_msg *msg)
+{
+    if (msg->type == TDM_PROTO_HANDOVER) {
+        tdm_put_u64(w, msg->handover.new_epoch);
+        enc_history(w, &msg->handover.history);
+        tdm_put_u64(w, msg->handover.last_lsn);
+        tdm_put_bytes(w, msg->handover.chain_hash, TDM_PROTO_CHAIN_HASH_SIZE);
+        return;
+    }
+    tdm_put_u64(w, msg->handover_done.new_epoch);
+    tdm_put_u8(w, msg->handover_done.refusal);
+    tdm_put_u64(w, msg->handover_done.last_lsn);
+    tdm_put_bytes(w, msg->handover_done.chain_hash, TDM_PROTO_CHAIN_HASH_SIZE);
+}
+
+static void enc_fence(struct tdm_writer *w, const struct tdm_proto_fence *fence)
+{
+    tdm_put_u64(w, fence->fence_id);
+    tdm_put_u8(w, fence->flags);
+    tdm_put_u64(w, fence->new_epoch);
+    tdm_put_u64(w, fence->expect_epoch);
+    tdm_put_u64(w, fence->expect_last_epoch);
+    tdm_put_u64(w, fence->expect_durable_lsn);
+    enc_history(w, &fence->history);
+}
+
+static void enc_fenced(struct tdm_writer *w, const struct tdm_proto_fenced *fenced)
+{
+    tdm_put_u64(w, fenced->fence_id);
+    tdm_put_u8(w, fenced->refusal);
+    tdm_put_u8(w, fenced->role);
+    tdm_put_u8(w, fenced->flags);
+    tdm_put_u64(w, fenced->epoch);
+    tdm_put_u64(w, fenced->last_epoch);
+    tdm_put_u64(w, fenced->last_lsn);
+    tdm_put_u64(w, fenced->durable_lsn);
+    tdm_put_u64(w, fenced->commit_lsn);
+    tdm_put_bytes(w, fenced->chain_hash, TDM_PROTO_CHAIN_HASH_SIZE);
+}
+
+/* HANDOVER, HANDOVER_DONE, FENCE, FENCED (PROTOCOL.md §3.4). */
+static void enc_switch(struct tdm_writer *w, const struct tdm_proto_msg *msg)
+{
+    if (msg->type == TDM_PROTO_FENCE) {
+        enc_fence(w, &msg->fence);
+    } else if (msg->type == TDM_PROTO_FENCED) {
+        enc_fenced(w, &msg->fenced);
+    } else {
+        enc_handover(w, msg);
     }
 }
 
@@ -1049,22 +1293,25 @@ static void enc_payload(struct tdm_writer *w, const struct tdm_proto_msg *msg)
         enc_result(w, &msg->forward_result);
         return;
     case TDM_PROTO_HANDOVER:
-        tdm_put_u64(w, msg->handover.new_epoch);
-        enc_history(w, &msg->handover.history);
-        tdm_put_u64(w, msg->handover.last_lsn);
-        tdm_put_bytes(w, msg->handover.chain_hash, TDM_PROTO_CHAIN_HASH_SIZE);
-        return;
     case TDM_PROTO_HANDOVER_DONE:
-        tdm_put_u64(w, msg->handover_done.new_epoch);
-        return;
     case TDM_PROTO_FENCE:
-        tdm_put_u64(w, msg->fence.new_epoch);
-        enc_history(w, &msg->fence.history);
-        return;
     case TDM_PROTO_FENCED:
-        tdm_put_u64(w, msg->fenced.durable_lsn);
-        tdm_put_bytes(w, msg->fenced.chain_hash, TDM_PROTO_CHAIN_HASH_SIZE);
-        tdm_put_u64(w, msg->fenced.epoch);
+        enc_switch(w, msg);
+        return;
+    case TDM_PROTO_CHECK:
+        tdm_put_u64(w, msg->check.check_id);
+        tdm_put_u64(w, msg->check.lsn);
+        tdm_put_bytes(w, msg->check.chain_hash, TDM_PROTO_CHAIN_HASH_SIZE);
+        tdm_put_u64(w, msg->check.divergent_first);
+        tdm_put_u64(w, msg->check.divergent_last);
+        return;
+    case TDM_PROTO_CHECK_RESULT:
+        tdm_put_u64(w, msg->check_result.check_id);
+        tdm_put_u64(w, msg->check_result.lsn);
+        tdm_put_u8(w, msg->check_result.result);
+        tdm_put_u64(w, msg->check_result.batch_first);
+        tdm_put_u64(w, msg->check_result.batch_last);
+        tdm_put_bytes(w, msg->check_result.chain_hash, TDM_PROTO_CHAIN_HASH_SIZE);
         return;
     case TDM_PROTO_QUERY:
         enc_query(w, &msg->query);

@@ -70,6 +70,8 @@ enum tdm_proto_type {
     TDM_PROTO_HANDOVER_DONE = 10,
     TDM_PROTO_FENCE = 11,
     TDM_PROTO_FENCED = 12,
+    TDM_PROTO_CHECK = 13,        /* Verification (PROTOCOL.md §9). */
+    TDM_PROTO_CHECK_RESULT = 14, /* Verification (PROTOCOL.md §9). */
     TDM_PROTO_APPEND_REQUEST = 32,
     TDM_PROTO_APPEND_RESULT = 33,
     TDM_PROTO_QUERY = 34,
@@ -110,11 +112,22 @@ struct tdm_proto_slice {
     size_t size;         /* Bytes. */
 };
 
+#define TDM_PROTO_CAUSE_MAX           8 /* Epoch causes 0..8 (PROTOCOL.md §3.3; == net/frame.h's). */
+#define TDM_PROTO_REFUSAL_MAX         20   /* Refusals 0..20 in HANDOVER_DONE, FENCED (§8.4). */
+#define TDM_PROTO_FENCE_PROBE         0x1u /* FENCE flags. */
+#define TDM_PROTO_FENCE_FORCE         0x2u
+#define TDM_PROTO_FENCED_PRIMARY_SEEN 0x1u /* FENCED flags. */
+
 /* One entry of an epoch history (PROTOCOL.md §4). */
 struct tdm_proto_epoch {
     uint64_t epoch;                            /* >= 1; strictly increasing in a history. */
     char primary[TDM_PROTO_NAME_SIZE_MAX + 1]; /* Node id of the epoch's primary. */
     uint64_t lsn_first;                        /* First LSN of the epoch; non-decreasing. */
+    uint8_t cause;                             /* 0 (not recorded) .. TDM_PROTO_CAUSE_MAX. */
+    uint64_t time_ms;                          /* Wall clock, Unix ms, when opened; 0: unknown. */
+    uint64_t pause_ms;                         /* Switchover: writes held this long; 0: none. */
+    uint64_t risk_lsn_first;                   /* Forced failover: LSNs at risk; 0, 0: none, else */
+    uint64_t risk_lsn_last;                    /* 1 <= first <= last. */
 };
 
 struct tdm_proto_history {
@@ -204,18 +217,58 @@ struct tdm_proto_handover {
 };
 
 struct tdm_proto_handover_done {
-    uint64_t new_epoch; /* Persisted by the new primary. */
+    uint64_t new_epoch; /* Echo of the HANDOVER's (>= 1). */
+    uint8_t refusal;    /* 0: persisted; else 1..TDM_PROTO_REFUSAL_MAX. */
+    uint64_t last_lsn;  /* The target's. */
+    uint8_t chain_hash[TDM_PROTO_CHAIN_HASH_SIZE]; /* The target's, at last_lsn. */
 };
 
 struct tdm_proto_fence {
-    uint64_t new_epoch;
-    struct tdm_proto_history history; /* Ends with the new epoch's entry. */
+    uint64_t fence_id;  /* >= 1. */
+    uint8_t flags;      /* TDM_PROTO_FENCE_*. */
+    uint64_t new_epoch; /* PROBE: 0 (and expect_* 0, history empty); else >= 1. */
+    uint64_t expect_epoch;
+    uint64_t expect_last_epoch;
+    uint64_t expect_durable_lsn;
+    struct tdm_proto_history history; /* Not PROBE: ends with the new epoch's entry. */
 };
 
 struct tdm_proto_fenced {
-    uint64_t durable_lsn;
-    uint8_t chain_hash[TDM_PROTO_CHAIN_HASH_SIZE]; /* At durable_lsn. */
-    uint64_t epoch;                                /* Now persisted. */
+    uint64_t fence_id; /* Echo. */
+    uint8_t refusal;   /* 0 or 1..TDM_PROTO_REFUSAL_MAX. */
+    uint8_t role;      /* enum tdm_proto_role. */
+    uint8_t flags;     /* TDM_PROTO_FENCED_*. */
+    uint64_t epoch;    /* >= 1. */
+    uint64_t last_epoch;
+    uint64_t last_lsn;
+    uint64_t durable_lsn; /* <= last_lsn. */
+    uint64_t commit_lsn;
+    uint8_t chain_hash[TDM_PROTO_CHAIN_HASH_SIZE]; /* At last_lsn. */
+};
+
+/* CHECK: compare chain hashes at lsn (PROTOCOL.md §9). */
+struct tdm_proto_check {
+    uint64_t check_id;                             /* >= 1. */
+    uint64_t lsn;                                  /* >= 1. */
+    uint8_t chain_hash[TDM_PROTO_CHAIN_HASH_SIZE]; /* The primary's, at lsn. */
+    uint64_t divergent_first;                      /* 0, 0 or 1 <= first <= last. */
+    uint64_t divergent_last;
+};
+
+#define TDM_PROTO_CHECK_EQUAL      1 /* CHECK_RESULT verdicts. */
+#define TDM_PROTO_CHECK_DIFFERENT  2
+#define TDM_PROTO_CHECK_ABSENT     3
+#define TDM_PROTO_CHECK_UNREADABLE 4
+
+struct tdm_proto_check_result {
+    uint64_t check_id; /* Echo. */
+    uint64_t lsn;      /* Echo. */
+    uint8_t result;    /* TDM_PROTO_CHECK_*. */
+    /* EQUAL: batch_last == lsn; DIFFERENT: batch_first <= lsn <= batch_last;
+     * ABSENT, UNREADABLE: both 0 and the hash all zero. */
+    uint64_t batch_first;
+    uint64_t batch_last;
+    uint8_t chain_hash[TDM_PROTO_CHAIN_HASH_SIZE]; /* The backup's, at batch_last. */
 };
 
 struct tdm_proto_query {
@@ -259,6 +312,8 @@ struct tdm_proto_msg {
         struct tdm_proto_handover_done handover_done;
         struct tdm_proto_fence fence;
         struct tdm_proto_fenced fenced;
+        struct tdm_proto_check check;
+        struct tdm_proto_check_result check_result;
         struct tdm_proto_records append_request;
         struct tdm_proto_result append_result;
         struct tdm_proto_query query;

@@ -35,9 +35,13 @@
 #include "net/replica_internal.h"
 
 static const uint32_t role_moves_allowed[TDM_ROLE__COUNT] = {
-    [TDM_ROLE_RECOVERING] =
-        TDM_BIT(TDM_ROLE_BACKUP) | TDM_BIT(TDM_ROLE_PRIMARY) | TDM_BIT(TDM_ROLE_FAILED),
-    [TDM_ROLE_BACKUP] = TDM_BIT(TDM_ROLE_PRIMARY) | TDM_BIT(TDM_ROLE_FAILED),
+    /* A restarted primary: acts, waits for the old primary's confirmation of a
+     * switchover's epoch (HOLDING), or follows a higher epoch. */
+    [TDM_ROLE_RECOVERING] = TDM_BIT(TDM_ROLE_BACKUP) | TDM_BIT(TDM_ROLE_PRIMARY) |
+                            TDM_BIT(TDM_ROLE_HOLDING) | TDM_BIT(TDM_ROLE_FAILED),
+    /* Promoted by a failover (PRIMARY) or handed an epoch by a switchover (HOLDING). */
+    [TDM_ROLE_BACKUP] =
+        TDM_BIT(TDM_ROLE_PRIMARY) | TDM_BIT(TDM_ROLE_HOLDING) | TDM_BIT(TDM_ROLE_FAILED),
     [TDM_ROLE_PRIMARY] =
         TDM_BIT(TDM_ROLE_HOLDING) | TDM_BIT(TDM_ROLE_BACKUP) | TDM_BIT(TDM_ROLE_FAILED),
     [TDM_ROLE_HOLDING] =
@@ -187,6 +191,7 @@ void tdm_replica_fail(struct tdm_replica *replica, struct tdm_actions *actions, 
     replica->write_count = 0;
     replica->history_pending = false;
     replica->cut_pending = false;
+    tdm_replica_switch_fail(replica, actions);
 }
 
 static void config_check(const struct tdm_replica_config *config)
@@ -233,6 +238,8 @@ void tdm_replica_init(struct tdm_replica *replica, const struct tdm_replica_conf
         replica->peers[i].role = TDM_ROLE_RECOVERING;
     }
     tdm_assert(replica->durable_lsn == replica->last_lsn);
+    tdm_replica_verify_init(replica);
+    tdm_replica_switch_init(replica);
 }
 
 static void actions_reset(struct tdm_replica *replica, struct tdm_actions *actions)
@@ -247,6 +254,10 @@ static void actions_reset(struct tdm_replica *replica, struct tdm_actions *actio
     actions->lags = replica->lags;
     actions->result_count = 0;
     actions->deadline_ms = UINT64_MAX;
+    actions->read_count = 0;
+    actions->verified_count = 0;
+    actions->history_new = NULL;
+    actions->report_count = 0;
 }
 
 /* A node that has stopped still answers its local clients, with EFAILED. */
@@ -271,11 +282,14 @@ static uint64_t replica_deadline(const struct tdm_replica *replica)
     for (uint32_t i = 0; i < replica->write_count; i++) {
         deadline = tdm_replica_min(deadline, replica->writes[i].deadline_ms);
     }
-    if (replica->role == TDM_ROLE_PRIMARY) {
+    if (replica->role == TDM_ROLE_PRIMARY || replica->role == TDM_ROLE_HOLDING ||
+        (replica->role == TDM_ROLE_RECOVERING && replica_is_primary_node(replica))) {
         deadline = tdm_replica_min(deadline, tdm_replica_primary_deadline(replica));
+        deadline = tdm_replica_min(deadline, tdm_replica_verify_deadline(replica));
     } else if (replica->role == TDM_ROLE_BACKUP) {
         deadline = tdm_replica_min(deadline, tdm_replica_backup_deadline(replica));
     }
+    deadline = tdm_replica_min(deadline, tdm_replica_switch_deadline(replica));
     tdm_assert(deadline > 0);
     return deadline;
 }
@@ -312,6 +326,8 @@ static void replica_invariants(const struct tdm_replica *replica)
     if (replica->role == TDM_ROLE_BACKUP) {
         tdm_replica_backup_invariants(replica);
     }
+    tdm_replica_verify_invariants(replica);
+    tdm_replica_switch_invariants(replica);
 }
 
 void tdm_replica_step(struct tdm_replica *replica, const struct tdm_event *event,
@@ -321,6 +337,9 @@ void tdm_replica_step(struct tdm_replica *replica, const struct tdm_event *event
     tdm_assert(event->type < TDM_EVENT__COUNT);
     tdm_assert(event->now_ms >= replica->now_ms);
     replica->now_ms = event->now_ms;
+    if (event->wall_ms != 0) {
+        replica->wall_ms = event->wall_ms;
+    }
     actions_reset(replica, actions);
 
     if (!replica->started) {
@@ -331,6 +350,15 @@ void tdm_replica_step(struct tdm_replica *replica, const struct tdm_event *event
             tdm_replica_backup_start(replica, actions);
         }
     }
+    if (event->type == TDM_EVENT_APPENDED && event->appended.sealed) {
+        tdm_replica_verify_on_sealed(replica, event->appended.lsn_last);
+    }
+    struct tdm_event tick = {.type = TDM_EVENT_TICK, .now_ms = event->now_ms};
+    if (tdm_replica_switch_step(replica, event, actions)) {
+        /* A command, a switchover or failover frame, a HELLO that moved roles:
+         * the role's handlers see a TICK, for their timers. */
+        event = &tick;
+    }
     if (replica->role == TDM_ROLE_FAILED) {
         failed_step(replica, event, actions);
     } else if (replica_is_primary_node(replica)) {
@@ -338,6 +366,8 @@ void tdm_replica_step(struct tdm_replica *replica, const struct tdm_event *event
     } else {
         tdm_replica_backup_step(replica, event, actions);
     }
+    tdm_replica_switch_after_step(replica, actions);
+    tdm_replica_verify_after_step(replica, actions);
     actions->deadline_ms = replica_deadline(replica);
     replica_invariants(replica);
 }
@@ -366,7 +396,7 @@ void tdm_replica_status(const struct tdm_replica *replica, struct tdm_replica_st
     status->node_count = replica->config.node_count;
     struct tdm_frame_lag lags[TDM_REPLICA_NODES_MAX];
     memset(lags, 0, sizeof(lags));
-    if (replica->role == TDM_ROLE_PRIMARY) {
+    if (replica->role == TDM_ROLE_PRIMARY || replica->role == TDM_ROLE_HOLDING) {
         tdm_replica_primary_lags(replica, lags);
     } else if (replica->lag_count == replica->config.node_count) {
         memcpy(lags, replica->lags, sizeof(lags[0]) * replica->lag_count);
@@ -384,11 +414,11 @@ void tdm_replica_status(const struct tdm_replica *replica, struct tdm_replica_st
         node->role = (enum tdm_role)peer->role;
         node->epoch = peer->epoch;
         node->last_lsn = peer->last_lsn;
-        node->durable_lsn =
-            replica->role == TDM_ROLE_PRIMARY ? peer->durable_lsn : lags[i].durable_lsn;
+        bool acting = replica->role == TDM_ROLE_PRIMARY || replica->role == TDM_ROLE_HOLDING;
+        node->durable_lsn = acting ? peer->durable_lsn : lags[i].durable_lsn;
         node->link_up = peer->link != TDM_LINK_DOWN;
         node->link = peer->link;
-        if (replica->role != TDM_ROLE_PRIMARY && i != replica->primary_index) {
+        if (!acting && i != replica->primary_index) {
             /* Backups hold no links to each other: report the primary's. */
             node->link_up = lags[i].link_up;
             node->link = lags[i].link_up ? TDM_LINK_LIVE : TDM_LINK_DOWN;
@@ -398,6 +428,24 @@ void tdm_replica_status(const struct tdm_replica *replica, struct tdm_replica_st
                 node->last_lsn = lags[i].durable_lsn; /* What the primary knows. */
             }
         }
+    }
+    tdm_replica_verify_status(replica, status);
+}
+
+static void replica_frame_fence(const struct tdm_actions *actions, const struct tdm_send *send,
+                                struct tdm_frame *frame)
+{
+    struct tdm_frame_fence *fence = &frame->fence;
+    fence->fence_id = send->fence.fence_id;
+    fence->flags = send->fence.flags;
+    fence->new_epoch = send->fence.new_epoch;
+    fence->expect_epoch = send->fence.expect_epoch;
+    fence->expect_last_epoch = send->fence.expect_last_epoch;
+    fence->expect_durable_lsn = send->fence.expect_durable_lsn;
+    fence->history.count = 0; /* A probe carries none. */
+    if ((send->fence.flags & TDM_FENCE_PROBE) == 0) {
+        tdm_assert(actions->history_new != NULL);
+        fence->history = *actions->history_new;
     }
 }
 
@@ -447,6 +495,27 @@ void tdm_replica_frame_from_send(const struct tdm_actions *actions, const struct
         break; /* The record bytes are the adapter's part. */
     case TDM_FRAME_FORWARD_RESULT:
         frame->forward_result = send->forward_result;
+        break;
+    case TDM_FRAME_HANDOVER:
+        frame->handover.new_epoch = send->handover.new_epoch;
+        frame->handover.history = *actions->history_new;
+        frame->handover.last_lsn = send->handover.last_lsn;
+        frame->handover.chain_hash = send->handover.chain_hash;
+        break;
+    case TDM_FRAME_HANDOVER_DONE:
+        frame->handover_done = send->handover_done;
+        break;
+    case TDM_FRAME_FENCE:
+        replica_frame_fence(actions, send, frame);
+        break;
+    case TDM_FRAME_FENCED:
+        frame->fenced = send->fenced;
+        break;
+    case TDM_FRAME_CHECK:
+        frame->check = send->check;
+        break;
+    case TDM_FRAME_CHECK_RESULT:
+        frame->check_result = send->check_result;
         break;
     default:
         tdm_unreachable(); /* The replica only emits the types above. */

@@ -17,6 +17,30 @@
  *      link that is down is dropped);
  *   5. deliver actions->results[] to the clients that submitted those writes;
  *   6. step again with a TICK no later than actions->deadline_ms.
+ * Verification (docs/PROTOCOL.md §9) adds two actions that depend on nothing
+ * above and that nothing above waits for; carry them out after the sends:
+ *   - actions->reads[]: read the chain hash of the batch holding an LSN of the
+ *     local log, and report it with a CHAIN_READ event (never from the step);
+ *   - actions->verified[]: record "verified through LSN n" for a node, durably
+ *     but without fdatasync on the write path (docs/FORMAT.md "Verified state");
+ *     no event reports it.
+ * Switchover and failover (docs/PROTOCOL.md §8) add one more, carried out
+ * last: actions->reports[], the outcome of a SWITCHOVER or FAILOVER command,
+ * for the adapter to print or log (and, for a switchover's DONE, to record the
+ * measured write pause); nothing waits for it. The adapter drives them with:
+ *   - TDM_EVENT_SWITCHOVER on the primary (an operator's `tandem switchover`,
+ *     command = true, or its own switchover_interval timer with target
+ *     TDM_SWITCHOVER_NEXT, command = false);
+ *   - TDM_EVENT_FAILOVER on the backup to promote (`tandem failover`, with
+ *     force and dry_run);
+ *   - wall_ms in any event (Unix ms, its wall clock): the time the replica
+ *     records in the epoch history entries it opens; never used for timing.
+ * A command is answered by a report at once (STARTED, REFUSED or DRY_RUN),
+ * then by DONE or ABANDONED; request_id ties them to the command. Every new
+ * epoch still reaches the disk as history_to_persist (1) before it is used,
+ * and the new frames (HANDOVER, HANDOVER_DONE, FENCE, FENCED) are sends like
+ * any other: tdm_replica_frame_from_send() fills them (HANDOVER's and FENCE's
+ * history from actions->history_new).
  * The replica emits at most one of (1) or (2) per step and waits for its
  * PERSISTED event before any action that depends on it, so "carry out in
  * order" is all the adapter has to get right. A failed completion is reported
@@ -31,6 +55,8 @@
 
 #include "engine/base/assert.h"
 #include "net/frame.h"
+#include "net/replica_switch.h"
+#include "net/replica_verify.h"
 
 #define TDM_REPLICA_WRITES_MAX            1024 /* Client writes in flight on one node. */
 #define TDM_PIPELINE_BATCHES_MAX          64 /* APPEND ranges sent, not acknowledged, per backup. */
@@ -41,7 +67,7 @@
 /* Sends one step can produce: per backup a pipeline's worth plus a few control
  * frames, plus one FORWARD or FORWARD_RESULT per write in flight. */
 #define TDM_ACTIONS_SENDS_MAX                                                                      \
-    (TDM_REPLICA_NODES_MAX * (TDM_PIPELINE_BATCHES_MAX + 4) + TDM_REPLICA_WRITES_MAX)
+    (TDM_REPLICA_NODES_MAX * (TDM_PIPELINE_BATCHES_MAX + 8) + TDM_REPLICA_WRITES_MAX)
 #define TDM_ACTIONS_WRITES_MAX  TDM_REPLICA_WRITES_MAX
 #define TDM_ACTIONS_RESULTS_MAX TDM_REPLICA_WRITES_MAX
 /* origin_index of a forwarded write whose backup's link dropped. */
@@ -67,19 +93,37 @@ struct tdm_replica_config {
     uint64_t last_lsn;                       /* Last LSN in the log; 0 if empty. */
     uint64_t last_epoch;                    /* Epoch of the batch ending at last_lsn; 0 if empty. */
     struct tdm_frame_chain_hash chain_hash; /* At last_lsn. */
-    tdm_replica_trace_cb trace;             /* May be NULL. */
+    /* Verification (PROTOCOL.md §9): a checkpoint per backup every
+     * verify_interval_ms (0: no comparison at all), and the claims the node
+     * kept durably (DIR/verified), by node index: on a primary, each backup's;
+     * on a backup, its own (at self_index). */
+    uint64_t verify_interval_ms;
+    uint64_t verified_lsn[TDM_REPLICA_NODES_MAX];
+    /* Switchover and failover (PROTOCOL.md §8). 0 picks the default. */
+    uint32_t rotation_count;                  /* 0: every node in index order. */
+    uint32_t rotation[TDM_REPLICA_NODES_MAX]; /* Node indexes, each once: the order
+                                                 "next in rotation" follows. */
+    uint64_t switchover_catch_up_ms;          /* Hold writes at most this long for the target. */
+    uint64_t switchover_handover_ms;          /* Then wait this long for HANDOVER_DONE. */
+    uint64_t failover_silence_ms;             /* The old primary silent this long (default
+                                                 2 * handshake_ms). */
+    uint64_t failover_fence_ms;               /* Wait this long for the other nodes' FENCED. */
+    tdm_replica_trace_cb trace;               /* May be NULL. */
     void *trace_data;
 };
 
 enum tdm_event_type {
-    TDM_EVENT_TICK = 1,  /* Time passed; zero is never valid. */
-    TDM_EVENT_PEER_UP,   /* An authenticated link to node_index is up. */
-    TDM_EVENT_PEER_DOWN, /* That link is gone; frames in flight on it are lost. */
-    TDM_EVENT_RECEIVE,   /* A decoded frame arrived on node_index's link. */
-    TDM_EVENT_APPENDED,  /* Primary: local batches written (readable) up to lsn_last. */
-    TDM_EVENT_PERSISTED, /* A disk action finished (see enum tdm_persisted_kind). */
-    TDM_EVENT_SUBMIT,    /* A local client write (on a backup: to be forwarded). */
-    TDM_EVENT__COUNT,    /* SWITCHOVER and FAILOVER are issue 4. */
+    TDM_EVENT_TICK = 1,   /* Time passed; zero is never valid. */
+    TDM_EVENT_PEER_UP,    /* An authenticated link to node_index is up. */
+    TDM_EVENT_PEER_DOWN,  /* That link is gone; frames in flight on it are lost. */
+    TDM_EVENT_RECEIVE,    /* A decoded frame arrived on node_index's link. */
+    TDM_EVENT_APPENDED,   /* Primary: local batches written (readable) up to lsn_last. */
+    TDM_EVENT_PERSISTED,  /* A disk action finished (see enum tdm_persisted_kind). */
+    TDM_EVENT_SUBMIT,     /* A local client write (on a backup: to be forwarded). */
+    TDM_EVENT_CHAIN_READ, /* A read action finished (PROTOCOL.md §9). */
+    TDM_EVENT_SWITCHOVER, /* Operator or schedule: move the primary role (PROTOCOL.md §8.1). */
+    TDM_EVENT_FAILOVER,   /* Operator: promote this backup (PROTOCOL.md §8.2). */
+    TDM_EVENT__COUNT,
 };
 
 enum tdm_persisted_kind {
@@ -91,7 +135,9 @@ enum tdm_persisted_kind {
 
 struct tdm_event {
     enum tdm_event_type type;
-    uint64_t now_ms; /* Monotonic, the adapter's clock; never decreases. */
+    uint64_t now_ms;  /* Monotonic, the adapter's clock; never decreases. */
+    uint64_t wall_ms; /* Wall clock, Unix ms, for the epoch history only (never for
+                         timing, never compared between nodes); 0: unknown. */
     union {
         struct {
             uint32_t node_index;
@@ -105,6 +151,7 @@ struct tdm_event {
             uint64_t size;                          /* Bytes of the batches newly written. */
             uint64_t epoch;                         /* Epoch of the batch ending at lsn_last. */
             struct tdm_frame_chain_hash chain_hash; /* At lsn_last. */
+            bool sealed; /* That batch filled its segment, which is now sealed. */
         } appended;
         struct {
             enum tdm_persisted_kind kind;
@@ -121,6 +168,23 @@ struct tdm_event {
             uint32_t record_count; /* >= 1. */
             uint32_t size;         /* Bytes of the records, which the adapter holds. */
         } submit;
+        struct {
+            uint64_t read_id; /* The read action's. */
+            int status; /* 0; else the read failed (TANDEM_ENOTFOUND, TANDEM_ECORRUPT, ...). */
+            uint64_t lsn_first; /* The batch holding the LSN asked for. */
+            uint64_t lsn_last;
+            struct tdm_frame_chain_hash chain_hash; /* At lsn_last. */
+        } chain_read;
+        struct {
+            uint64_t request_id;   /* The adapter's, echoed by the reports. */
+            uint32_t target_index; /* A node index, or TDM_SWITCHOVER_NEXT. */
+            bool command;          /* An operator asked (else the schedule). */
+        } switchover;
+        struct {
+            uint64_t request_id; /* The adapter's, echoed by the reports. */
+            bool force;          /* Promote even against the rules (PROTOCOL.md §8.2). */
+            bool dry_run;        /* Only report what a promotion would do. */
+        } failover;
     };
 };
 
@@ -181,6 +245,23 @@ struct tdm_send {
             uint32_t size;
         } forward;
         struct tdm_frame_forward_result forward_result;
+        struct {
+            uint64_t new_epoch; /* The history is actions->history_new. */
+            uint64_t last_lsn;
+            struct tdm_frame_chain_hash chain_hash;
+        } handover;
+        struct tdm_frame_handover_done handover_done;
+        struct {
+            uint64_t fence_id; /* The history is actions->history_new, unless PROBE. */
+            uint8_t flags;
+            uint64_t new_epoch;
+            uint64_t expect_epoch;
+            uint64_t expect_last_epoch;
+            uint64_t expect_durable_lsn;
+        } fence;
+        struct tdm_frame_fenced fenced;
+        struct tdm_frame_check check;
+        struct tdm_frame_check_result check_result;
     };
 };
 
@@ -204,12 +285,19 @@ struct tdm_actions {
     struct tdm_action_write writes[TDM_ACTIONS_WRITES_MAX];
     uint32_t send_count; /* (4) */
     struct tdm_send sends[TDM_ACTIONS_SENDS_MAX];
-    const struct tdm_epoch_history *history; /* For HELLO and START sends. */
-    uint32_t lag_count;                      /* For HEARTBEAT sends. */
+    const struct tdm_epoch_history *history;     /* For HELLO and START sends. */
+    const struct tdm_epoch_history *history_new; /* For HANDOVER and FENCE sends. */
+    uint32_t lag_count;                          /* For HEARTBEAT sends. */
     const struct tdm_frame_lag *lags;
     uint32_t result_count; /* (5) */
     struct tdm_action_result results[TDM_ACTIONS_RESULTS_MAX];
-    uint64_t deadline_ms; /* (6) */
+    uint64_t deadline_ms;  /* (6) */
+    uint32_t report_count; /* Last: command outcomes (PROTOCOL.md §8). */
+    struct tdm_report reports[TDM_ACTIONS_REPORTS_MAX];
+    uint32_t read_count; /* Verification: after the sends. */
+    struct tdm_action_read reads[TDM_ACTIONS_READS_MAX];
+    uint32_t verified_count;
+    struct tdm_action_verified verified[TDM_ACTIONS_VERIFIED_MAX];
 };
 
 /* The primary's view of one backup (and a backup's of its primary). */
@@ -310,6 +398,12 @@ struct tdm_replica {
     struct tdm_frame_lag lags[TDM_REPLICA_NODES_MAX];
     uint32_t write_count;
     struct tdm_replica_write writes[TDM_REPLICA_WRITES_MAX];
+    struct tdm_verify verify; /* PROTOCOL.md §9 (net/replica_verify.c). */
+    /* PROTOCOL.md §8 (net/replica_switch.c, net/replica_failover.c). */
+    uint64_t wall_ms; /* Of the last event that carried one. */
+    struct tdm_replica_switch sw;
+    struct tdm_replica_failover fo;
+    struct tdm_epoch_history history_offer; /* HANDOVER's or FENCE's history. */
 };
 
 tdm_static_assert(TDM_REPLICA_NODES_MAX <= 32);
@@ -342,6 +436,14 @@ struct tdm_replica_node_status {
     uint64_t lag_ms;      /* On the primary's clock. */
     bool link_up;         /* Self: true. */
     enum tdm_link_state link;
+    /* Verification (PROTOCOL.md §9). verify_known: this node knows the fields
+     * below (a primary of every node; a backup of itself and its primary). */
+    bool verify_known;
+    uint64_t verified_lsn;     /* Its copy proven equal to the primary's through here. */
+    uint64_t mismatches_found; /* Mismatches found since this node's replica started. */
+    uint64_t divergent_first;  /* The first divergent batch of its copy; 0, 0: none known. */
+    uint64_t divergent_last;
+    bool bisecting; /* A mismatch is being narrowed down. */
 };
 
 struct tdm_replica_status {
@@ -399,5 +501,26 @@ bool tdm_replica_history_equal(const struct tdm_epoch_history *a,
 uint64_t tdm_replica_fork_point(const struct tdm_epoch_history *primary, uint64_t primary_last_lsn,
                                 const struct tdm_epoch_history *backup, uint64_t backup_last_lsn,
                                 uint64_t backup_last_epoch);
+
+/* --- Switchover and failover (net/replica_switch.c, PROTOCOL.md §8) --------- */
+
+/* The epoch a node opens above base: the smallest epoch > base that belongs to
+ * owner_index, i.e. epoch % node_count == owner_index (PROTOCOL.md §4). Two
+ * nodes can therefore never open the same epoch, whatever they know. */
+uint64_t tdm_replica_epoch_next(uint64_t base, uint32_t owner_index, uint32_t node_count);
+
+/* The node a switchover to "the next in rotation" would pick now: the first
+ * node after this one in config.rotation (wrapping) whose link is LIVE and
+ * whose lag is within switchover_catch_up_ms; UINT32_MAX if none (or if this
+ * node is not the acting primary). For the adapter's schedule and status. */
+uint32_t tdm_replica_switchover_next(const struct tdm_replica *replica);
+
+/* Names for trace lines, the CLI and the epoch file: "scheduled", "command",
+ * ...; "target lagging", ...; "done", ...; "unknown" for a value out of range. */
+const char *tdm_replica_cause_name(uint32_t cause);
+/* The cause whose name is name (not "unknown"); false if none. */
+bool tdm_replica_cause_parse(const char *name, uint32_t *cause);
+const char *tdm_replica_refusal_name(uint32_t refusal);
+const char *tdm_replica_outcome_name(uint32_t outcome);
 
 #endif

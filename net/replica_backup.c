@@ -60,6 +60,13 @@ static void backup_hello_send(struct tdm_replica *replica, struct tdm_actions *a
     struct tdm_replica_peer *peer = &replica->peers[primary];
     tdm_assert(peer->link != TDM_LINK_DOWN);
     tdm_assert(!backup_disk_busy(replica));
+    if (replica->fo.phase != TDM_FAILOVER_IDLE || replica->fo.answer_epoch != 0) {
+        /* Promoting this node, or being fenced away from this primary: the
+         * log stays as probed (replica_failover.c); no handshake until then. */
+        peer->link = TDM_LINK_UP;
+        peer->link_ms = replica->now_ms;
+        return;
+    }
     peer->hello_id = ++replica->hello_id_last;
     peer->link = TDM_LINK_STARTED;
     peer->link_ms = replica->now_ms;
@@ -70,6 +77,12 @@ static void backup_hello_send(struct tdm_replica *replica, struct tdm_actions *a
     send->hello.durable_lsn = replica->durable_lsn;
     send->hello.last_epoch = replica->last_epoch;
     send->hello.chain_hash = replica->chain_hash;
+}
+
+void tdm_replica_backup_hello(struct tdm_replica *replica, struct tdm_actions *actions)
+{
+    tdm_assert(replica->role == TDM_ROLE_BACKUP);
+    backup_hello_send(replica, actions);
 }
 
 static void backup_ack_send(struct tdm_replica *replica, struct tdm_actions *actions,
@@ -98,6 +111,23 @@ static void backup_forward_send(struct tdm_replica *replica, struct tdm_actions 
     write->state = TDM_WRITE_FORWARDED;
 }
 
+/* Forward every write still waiting for a primary (PROTOCOL.md §6): new ones,
+ * and those a node that was not (or no longer) the primary sent back with
+ * ENOTPRIMARY. Not while this node takes over a switchover's epoch. */
+void tdm_replica_backup_forward_unsent(struct tdm_replica *replica, struct tdm_actions *actions)
+{
+    tdm_assert(replica->role == TDM_ROLE_BACKUP);
+    if (replica->peers[replica->primary_index].link == TDM_LINK_DOWN ||
+        replica->sw.phase == TDM_SWITCH_TAKEOVER) {
+        return;
+    }
+    for (uint32_t i = 0; i < replica->write_count; i++) {
+        if (replica->writes[i].state == TDM_WRITE_UNSENT) {
+            backup_forward_send(replica, actions, &replica->writes[i]);
+        }
+    }
+}
+
 /* The disk work of a handshake is done (or was never needed): READY if the
  * link that asked for it is still there, else start over when one is. */
 static void backup_sync_done(struct tdm_replica *replica, struct tdm_actions *actions)
@@ -121,13 +151,15 @@ static void backup_sync_done(struct tdm_replica *replica, struct tdm_actions *ac
     send->ready.durable_lsn = replica->durable_lsn;
     send->ready.chain_hash = replica->chain_hash;
     tdm_replica_tracef(replica, "READY at lsn %" PRIu64, replica->last_lsn);
+    tdm_replica_backup_forward_unsent(replica, actions);
 }
 
 /* After the cut: adopt the primary's history if it differs from ours. */
 static void backup_sync_history(struct tdm_replica *replica, struct tdm_actions *actions)
 {
     tdm_assert(!backup_disk_busy(replica));
-    if (!tdm_replica_history_equal(&replica->history, &replica->history_next)) {
+    if (!tdm_replica_history_equal(&replica->history, &replica->history_next) ||
+        tdm_replica_history_dirty(replica)) {
         replica->history_pending = true;
         actions->history_to_persist = &replica->history_next;
         return;
@@ -178,7 +210,7 @@ static void backup_on_start(struct tdm_replica *replica, uint32_t node_index,
     peer->heard_ms = replica->now_ms;
     peer->epoch = frame->epoch;
     peer->role = TDM_ROLE_PRIMARY;
-    replica->history_next = start->history;
+    tdm_replica_history_adopt(replica, &start->history, &replica->history_next);
     if (start->fork_lsn < replica->last_lsn) {
         tdm_replica_tracef(replica, "cut after lsn %" PRIu64 " (last %" PRIu64 ")", start->fork_lsn,
                            replica->last_lsn);
@@ -309,6 +341,7 @@ static void backup_on_heartbeat(struct tdm_replica *replica, uint32_t node_index
     replica->lag_count = heartbeat->node_count;
     memcpy(replica->lags, heartbeat->lags, sizeof(heartbeat->lags[0]) * heartbeat->node_count);
     backup_ack_send(replica, actions, replica->durable_lsn);
+    tdm_replica_backup_forward_unsent(replica, actions); /* The primary acts: try again. */
 }
 
 static void backup_on_forward_result(struct tdm_replica *replica, uint32_t node_index,
@@ -317,7 +350,8 @@ static void backup_on_forward_result(struct tdm_replica *replica, uint32_t node_
     const struct tdm_frame_forward_result *result = &frame->forward_result;
     struct tdm_replica_write *write = tdm_replica_write_find(replica, result->request_id);
     const char *why = NULL;
-    if (write == NULL || write->state != TDM_WRITE_FORWARDED) {
+    if (write == NULL ||
+        (write->state != TDM_WRITE_FORWARDED && write->state != TDM_WRITE_UNSENT)) {
         why = "no such forwarded write";
     } else if (result->status > 0 || result->status < -20999) {
         why = "status out of range";
@@ -327,6 +361,11 @@ static void backup_on_forward_result(struct tdm_replica *replica, uint32_t node_
     }
     if (why != NULL) {
         tdm_replica_tracef(replica, "ignore FORWARD_RESULT from #%u: %s", node_index, why);
+        return;
+    }
+    if (result->status == TANDEM_ENOTPRIMARY) {
+        /* Not taken: send it again once we know an acting primary. */
+        write->state = TDM_WRITE_UNSENT;
         return;
     }
     tdm_replica_result(actions, write->write_id, result->status, result->lsn_first,
@@ -349,7 +388,8 @@ static void backup_on_hello(struct tdm_replica *replica, uint32_t node_index,
     peer->last_lsn = hello->last_lsn;
     /* The primary says hello on a new link and once it acts in its epoch: our
      * HELLO may have been lost or refused before then, so say it again. */
-    if (node_index == replica->primary_index && hello->role == TDM_ROLE_PRIMARY &&
+    if (node_index == replica->primary_index &&
+        (hello->role == TDM_ROLE_PRIMARY || hello->role == TDM_ROLE_HOLDING) &&
         (peer->link == TDM_LINK_UP || peer->link == TDM_LINK_STARTED) &&
         !backup_disk_busy(replica)) {
         backup_hello_send(replica, actions);
@@ -379,6 +419,9 @@ static void backup_on_receive(struct tdm_replica *replica, const struct tdm_even
     case TDM_FRAME_FORWARD_RESULT:
         backup_on_forward_result(replica, node_index, frame, actions);
         break;
+    case TDM_FRAME_CHECK:
+        tdm_replica_verify_on_check(replica, node_index, frame, actions);
+        break;
     case TDM_FRAME_FORWARD: {
         /* Not the primary: the sender's idea of the primary is stale. */
         struct tdm_send *send =
@@ -398,13 +441,22 @@ static void backup_on_persisted(struct tdm_replica *replica, const struct tdm_ev
                                 struct tdm_actions *actions)
 {
     enum tdm_persisted_kind kind = event->persisted.kind;
-    tdm_assert(kind != TDM_PERSISTED_WRITE);
+    if (kind == TDM_PERSISTED_WRITE) {
+        /* A write handed to the engine before this node stepped down; its
+         * client already has its answer (replica_switch.c). */
+        tdm_replica_tracef(replica, "write %" PRIu64 " stored after stepping down",
+                           event->persisted.write_id);
+        return;
+    }
     if (event->persisted.status < 0) {
         tdm_replica_fail(replica, actions, event->persisted.status,
                          kind == TDM_PERSISTED_EPOCHS ? "epoch history persist"
                          : kind == TDM_PERSISTED_CUT  ? "log cut"
                                                       : "log append or fdatasync");
         return;
+    }
+    if (kind == TDM_PERSISTED_EPOCHS && tdm_replica_switch_backup_persisted(replica, actions)) {
+        return; /* A takeover or a failover: this node is the primary now. */
     }
     if (kind == TDM_PERSISTED_CUT) {
         tdm_assert(replica->cut_pending);
@@ -421,6 +473,8 @@ static void backup_on_persisted(struct tdm_replica *replica, const struct tdm_ev
         replica->history = replica->history_next;
         replica->epoch = replica->history.entries[replica->history.count - 1].epoch;
         replica->primary_index = replica->history.entries[replica->history.count - 1].primary_index;
+        tdm_replica_history_persisted(replica);
+        tdm_replica_failover_after_persisted(replica, actions); /* FENCED, if owed. */
         backup_sync_done(replica, actions);
     } else {
         tdm_assert(kind == TDM_PERSISTED_LOG);
@@ -449,8 +503,27 @@ static void backup_on_submit(struct tdm_replica *replica, const struct tdm_event
     write->size = event->submit.size;
     write->deadline_ms =
         replica->now_ms + replica->config.write_deadline_ms + replica->config.handshake_ms;
-    if (replica->peers[replica->primary_index].link != TDM_LINK_DOWN) {
+    if (replica->peers[replica->primary_index].link != TDM_LINK_DOWN &&
+        replica->sw.phase != TDM_SWITCH_TAKEOVER) {
         backup_forward_send(replica, actions, write);
+    }
+}
+
+/* The local log grew by a write handed to the engine before this node
+ * stepped down (replica_switch.c): what the handshake said is stale. */
+static void backup_on_appended(struct tdm_replica *replica, const struct tdm_event *event,
+                               struct tdm_actions *actions)
+{
+    tdm_assert(event->appended.lsn_last > replica->last_lsn);
+    tdm_assert(event->appended.epoch <= replica->epoch);
+    replica->last_lsn = event->appended.lsn_last;
+    replica->last_epoch = event->appended.epoch;
+    replica->chain_hash = event->appended.chain_hash;
+    tdm_replica_tracef(replica, "own batch to lsn %" PRIu64 " written after stepping down",
+                       replica->last_lsn);
+    struct tdm_replica_peer *peer = &replica->peers[replica->primary_index];
+    if (peer->link != TDM_LINK_DOWN && !backup_disk_busy(replica)) {
+        backup_hello_send(replica, actions); /* Handshake again from here. */
     }
 }
 
@@ -492,9 +565,13 @@ static void backup_timers(struct tdm_replica *replica, struct tdm_actions *actio
             retry = true; /* HELLO or START lost. */
         } else if (peer->link == TDM_LINK_LIVE && now >= peer->heard_ms + 2 * handshake_ms) {
             retry = true; /* READY lost, or the primary stopped talking to us. */
+        } else if (peer->link == TDM_LINK_UP && now >= peer->link_ms + handshake_ms) {
+            retry = true; /* No HELLO yet: held back by a failover attempt (§8.2). */
         }
         if (retry) {
-            tdm_replica_tracef(replica, "handshake with #%u again", replica->primary_index);
+            if (peer->link != TDM_LINK_UP) {
+                tdm_replica_tracef(replica, "handshake with #%u again", replica->primary_index);
+            }
             backup_hello_send(replica, actions);
         }
     }
@@ -525,15 +602,21 @@ void tdm_replica_backup_step(struct tdm_replica *replica, const struct tdm_event
         backup_on_receive(replica, event, actions);
         break;
     case TDM_EVENT_APPENDED:
-        tdm_unreachable(); /* Only a primary writes batches of its own. */
+        backup_on_appended(replica, event, actions);
+        break;
     case TDM_EVENT_PERSISTED:
         backup_on_persisted(replica, event, actions);
         break;
     case TDM_EVENT_SUBMIT:
         backup_on_submit(replica, event, actions);
         break;
+    case TDM_EVENT_CHAIN_READ:
+        tdm_replica_verify_on_read(replica, event, actions);
+        break;
+    case TDM_EVENT_SWITCHOVER:
+    case TDM_EVENT_FAILOVER:
     case TDM_EVENT__COUNT:
-        tdm_unreachable();
+        tdm_unreachable(); /* Commands: replica_switch.c. */
     }
     if (replica->role == TDM_ROLE_BACKUP) {
         backup_timers(replica, actions);
@@ -548,6 +631,10 @@ uint64_t tdm_replica_backup_deadline(const struct tdm_replica *replica)
     if (!backup_disk_busy(replica)) {
         if (peer->link == TDM_LINK_STARTED) {
             deadline = peer->link_ms + replica->config.handshake_ms;
+        } else if (peer->link == TDM_LINK_UP) {
+            /* Past when the link came up during disk work: the next tick. */
+            deadline =
+                tdm_replica_max(peer->link_ms + replica->config.handshake_ms, replica->now_ms + 1);
         } else if (peer->link == TDM_LINK_LIVE) {
             deadline = peer->heard_ms + 2 * replica->config.handshake_ms;
         }

@@ -36,8 +36,10 @@
  * - too few copies by a write's deadline: the write fails with TANDEM_ECOPIES
  *   (its records may still be stored and may still reach backups);
  * - a failed epoch persist or fdatasync: the node stops (replica.c);
- * - a HELLO from a higher epoch or from another primary: traced and ignored;
- *   stepping down is issue 4 (switchover, failover). */
+ * - a HELLO from the acting primary of a higher epoch: the node steps down
+ *   and follows it (replica_switch.c, PROTOCOL.md §8.3); a HOLDING primary
+ *   (switchover, replica_switch.c) ships and acknowledges but takes no new
+ *   write until the switchover ends. */
 #include <inttypes.h>
 #include <string.h>
 
@@ -102,50 +104,81 @@ static uint32_t primary_boundary_search(const struct tdm_replica *replica, uint6
     return low;
 }
 
-/* True if this primary may act in epoch 1, the epoch of the cluster's init
- * history, without opening a new one: its persisted history is only the init
- * entry (1, self, 1) and its log is empty.
+/* True if this primary may act in the epoch of its history's last entry (which
+ * names it) again, without opening a new one: its log holds no batch of that
+ * epoch. The cluster's first epoch (init history, empty log) is one case; a
+ * primary handed an epoch by a switchover or a failover that crashed before
+ * it made a batch of it durable is another.
  *
  * Why that is safe. A new epoch exists to tell apart batches that a primary
  * shipped and then lost in a crash from the different batches it writes next
- * at the same LSNs. In epoch 1 there is nothing to tell apart:
- * - only this node can have written batches of epoch 1: the init history names
- *   it on every node, every other epoch is opened by a persisted history entry
- *   (epoch + 1), and a backup appends only what its primary sent;
- * - while acting in epoch 1 it ships only batches durable in its own log
- *   (primary_ship_lsn()), and durable batches survive a crash;
- * - so if its log is empty, no batch of epoch 1 ever left it: whatever it
- *   wrote before a crash was never durable here, hence never shipped (and
- *   never acknowledged), and no backup holds an epoch-1 batch that the
- *   batches it writes now could contradict. A restart that finds the log
- *   still empty (it crashed having made nothing durable) acts in epoch 1
- *   again, by the same argument.
- * Any other restart opens epoch + 1: with a non-empty log, batches may have
- * left before a crash cut the local tail, so the fence is needed. (A node
- * whose directory was wiped while its backups kept epoch-1 batches breaks the
- * premise "durable batches survive"; that is an operator error, as it is for
- * any primary.) */
-static bool primary_first_epoch(const struct tdm_replica *replica)
+ * at the same LSNs. In an epoch of which the log holds nothing there is
+ * nothing to tell apart:
+ * - only this node can have written batches of the epoch: one primary per
+ *   epoch, and a backup appends only what its primary sent;
+ * - a primary ships only batches durable in its own log until its log holds a
+ *   durable batch of its epoch (primary_ship_lsn()), and durable batches
+ *   survive a crash;
+ * - so if its log holds no batch of the epoch, no batch of the epoch ever left
+ *   it: whatever it wrote before a crash was never durable here, hence never
+ *   shipped (and never acknowledged), and no backup holds a batch of the epoch
+ *   that the batches it writes now could contradict.
+ * Any other restart opens a new epoch: batches of the epoch may have left
+ * before a crash cut the local tail, so the fence is needed. (A node whose
+ * directory was wiped while its backups kept its batches breaks the premise
+ * "durable batches survive"; that is an operator error, as it is for any
+ * primary.) */
+static bool primary_acts_again(const struct tdm_replica *replica)
 {
-    const struct tdm_epoch_history *history = &replica->history;
-    if (history->count != 1 || replica->last_lsn != 0) {
-        return false;
-    }
-    const struct tdm_epoch_entry *entry = &history->entries[0];
-    return entry->epoch == 1 && entry->lsn_first == 1 &&
-           entry->primary_index == replica->config.self_index;
+    const struct tdm_epoch_entry *entry = &replica->history.entries[replica->history.count - 1];
+    tdm_assert(entry->primary_index == replica->config.self_index);
+    /* And the log ends just before it: a log that lost batches acknowledged
+     * nowhere before the epoch began opens a new epoch instead. */
+    return replica->last_epoch < entry->epoch && replica->last_lsn + 1 == entry->lsn_first;
 }
 
-/* The last LSN the primary may ship: in epoch 1 only what is durable here
- * (primary_first_epoch()), else everything written (PROTOCOL.md §5.4: the
- * local fdatasync runs in parallel with the backups'). */
+/* The last LSN the primary may ship: until a batch of its epoch is durable
+ * here, only what is durable here (primary_acts_again()); then everything
+ * written (PROTOCOL.md §5.4: the local fdatasync runs in parallel with the
+ * backups'). */
 static uint64_t primary_ship_lsn(const struct tdm_replica *replica)
 {
     tdm_assert(replica->durable_lsn <= replica->last_lsn);
-    return replica->epoch == 1 ? replica->durable_lsn : replica->last_lsn;
+    uint64_t first = replica->history.entries[replica->history.count - 1].lsn_first;
+    return replica->durable_lsn >= first ? replica->last_lsn : replica->durable_lsn;
 }
 
-static void primary_act(struct tdm_replica *replica, struct tdm_actions *actions);
+/* A primary of an epoch it opened itself (after a restart, an abandoned
+ * switchover, or above an abandoned epoch) acts once a backup has joined it
+ * there (READY), so that no node acting as primary
+ * can be unaware of a newer epoch in which writes were acknowledged
+ * (PROTOCOL.md §4, §8.3): a backup fenced into such an epoch never joins.
+ * Not needed in the cluster's first epoch (every other epoch is above it) nor
+ * with min_copies 1 (no backup is needed to acknowledge anyway). */
+void tdm_replica_primary_act_or_wait(struct tdm_replica *replica, struct tdm_actions *actions)
+{
+    tdm_assert(replica->role == TDM_ROLE_RECOVERING || replica->role == TDM_ROLE_HOLDING);
+    tdm_assert(!replica->history_pending);
+    if (replica->epoch == 1 || replica->config.min_copies < 2) {
+        tdm_replica_primary_act(replica, actions);
+        return;
+    }
+    if (replica->role != TDM_ROLE_HOLDING) {
+        tdm_replica_role_move(replica, TDM_ROLE_HOLDING);
+    }
+    replica->sw.phase = TDM_SWITCH_JOIN;
+    tdm_replica_tracef(replica, "hold writes until a backup joins epoch %" PRIu64, replica->epoch);
+    for (uint32_t i = 0; i < replica->config.node_count; i++) {
+        struct tdm_replica_peer *peer = &replica->peers[i];
+        if (i != replica->config.self_index && peer->link != TDM_LINK_DOWN) {
+            primary_peer_reset(peer);
+            peer->link = TDM_LINK_UP;
+            peer->link_ms = replica->now_ms;
+            peer->hello_id = 0;
+            tdm_replica_primary_hello(replica, actions, i);
+        }
+    }
+}
 
 void tdm_replica_primary_start(struct tdm_replica *replica, struct tdm_actions *actions)
 {
@@ -155,39 +188,53 @@ void tdm_replica_primary_start(struct tdm_replica *replica, struct tdm_actions *
     replica->boundary_head = 0;
     replica->boundary_count = 0;
     primary_boundary_push(replica, replica->last_lsn, 0);
-    if (primary_first_epoch(replica)) {
-        tdm_assert(replica->epoch == 1);
-        tdm_assert(replica->durable_lsn == 0);
-        tdm_replica_tracef(replica, "act in epoch 1 of the cluster's init history");
-        primary_act(replica, actions);
+    const struct tdm_epoch_history *history = &replica->history;
+    uint32_t cause = history->entries[history->count - 1].cause;
+    if (primary_acts_again(replica)) {
+        if (history->count >= 2 &&
+            (cause == TDM_EPOCH_CAUSE_SCHEDULED || cause == TDM_EPOCH_CAUSE_COMMAND)) {
+            tdm_replica_switch_unconfirmed_start(replica, actions); /* PROTOCOL.md §8.1. */
+            return;
+        }
+        tdm_replica_tracef(replica, "epoch %" PRIu64 " again: no batch of it in the log",
+                           replica->epoch);
+        tdm_replica_primary_act_or_wait(replica, actions);
         return;
     }
-    replica->history_next = replica->history;
-    struct tdm_epoch_history *next = &replica->history_next;
-    if (next->count == TDM_REPLICA_EPOCHS_MAX) {
-        /* Keep the newest entries: a backup older than all of them cuts its
-         * whole log, which the primary then ships again. */
-        memmove(&next->entries[0], &next->entries[1],
-                sizeof(next->entries[0]) * (TDM_REPLICA_EPOCHS_MAX - 1));
-        next->count--;
+    if (replica->config.min_copies >= 2) {
+        /* PROTOCOL.md §4: a new epoch only once a backup says HELLO to us as
+         * its primary; nodes a failover fenced never do. */
+        replica->sw.lazy = true;
+        tdm_replica_tracef(replica, "wait for a backup before opening an epoch");
+        return;
     }
-    struct tdm_epoch_entry *entry = &next->entries[next->count++];
-    entry->epoch = replica->epoch + 1;
-    entry->lsn_first = replica->last_lsn + 1;
-    entry->primary_index = replica->config.self_index;
-    replica->history_pending = true;
-    actions->history_to_persist = &replica->history_next;
-    tdm_assert(entry->epoch >= 2);
-    tdm_replica_tracef(replica, "open epoch %" PRIu64 " at lsn %" PRIu64, entry->epoch,
-                       entry->lsn_first);
+    tdm_replica_primary_open(replica, actions, replica->epoch, TDM_EPOCH_CAUSE_RESTART);
 }
 
-static void primary_hello_send(struct tdm_replica *replica, struct tdm_actions *actions,
+void tdm_replica_primary_open(struct tdm_replica *replica, struct tdm_actions *actions,
+                              uint64_t base, uint32_t cause)
+{
+    tdm_assert(!replica->history_pending);
+    tdm_assert(base >= replica->epoch);
+    uint32_t self = replica->config.self_index;
+    replica->history_next = replica->history;
+    struct tdm_epoch_entry entry = tdm_replica_entry_make(
+        replica, tdm_replica_epoch_next(base, self, replica->config.node_count), self, cause);
+    tdm_replica_history_push(&replica->history_next, &entry);
+    replica->history_pending = true;
+    actions->history_to_persist = &replica->history_next;
+    tdm_assert(entry.epoch >= 2);
+    tdm_replica_tracef(replica, "open epoch %" PRIu64 " at lsn %" PRIu64, entry.epoch,
+                       entry.lsn_first);
+}
+
+void tdm_replica_primary_hello(struct tdm_replica *replica, struct tdm_actions *actions,
                                uint32_t node_index)
 {
-    tdm_assert(replica->role == TDM_ROLE_PRIMARY);
+    tdm_assert(replica->role == TDM_ROLE_PRIMARY || replica->role == TDM_ROLE_HOLDING ||
+               replica->role == TDM_ROLE_RECOVERING);
     struct tdm_send *send = tdm_replica_send(replica, actions, node_index, TDM_FRAME_HELLO);
-    send->hello.role = TDM_ROLE_PRIMARY;
+    send->hello.role = (uint8_t)replica->role;
     send->hello.last_lsn = replica->last_lsn;
     send->hello.durable_lsn = replica->durable_lsn;
     send->hello.last_epoch = replica->last_epoch;
@@ -230,29 +277,100 @@ static void primary_write_finish(struct tdm_replica *replica, struct tdm_actions
 
 static void primary_on_epoch_persisted(struct tdm_replica *replica, struct tdm_actions *actions)
 {
-    tdm_assert(replica->role == TDM_ROLE_RECOVERING);
     tdm_assert(replica->history_pending);
     replica->history = replica->history_next;
     replica->history_pending = false;
     replica->epoch = replica->history.entries[replica->history.count - 1].epoch;
-    primary_act(replica, actions);
+    tdm_replica_history_persisted(replica);
+    if (replica->role == TDM_ROLE_HOLDING) {
+        tdm_replica_switch_on_persisted(replica, actions); /* PROTOCOL.md §8.1. */
+        return;
+    }
+    tdm_assert(replica->role == TDM_ROLE_RECOVERING);
+    tdm_replica_primary_act_or_wait(replica, actions);
 }
 
-/* Act as primary in replica->epoch: HELLO to every linked node, hand held
- * writes to the engine. */
-static void primary_act(struct tdm_replica *replica, struct tdm_actions *actions)
+void tdm_replica_primary_release_held(struct tdm_replica *replica, struct tdm_actions *actions)
 {
-    tdm_assert(replica->role == TDM_ROLE_RECOVERING);
-    tdm_assert(!replica->history_pending);
-    tdm_replica_role_move(replica, TDM_ROLE_PRIMARY);
-    for (uint32_t i = 0; i < replica->config.node_count; i++) {
-        if (i != replica->config.self_index && replica->peers[i].link != TDM_LINK_DOWN) {
-            primary_hello_send(replica, actions, i);
-        }
-    }
+    tdm_assert(replica->role == TDM_ROLE_PRIMARY);
     for (uint32_t i = 0; i < replica->write_count; i++) {
         if (replica->writes[i].state == TDM_WRITE_HELD) {
             primary_write_local(replica, actions, &replica->writes[i], NULL);
+        }
+    }
+}
+
+/* Act as primary in replica->epoch: every linked node handshakes again (its
+ * epoch is older), held writes go to the engine. */
+void tdm_replica_primary_act(struct tdm_replica *replica, struct tdm_actions *actions)
+{
+    tdm_assert(replica->role == TDM_ROLE_RECOVERING || replica->role == TDM_ROLE_HOLDING ||
+               replica->role == TDM_ROLE_BACKUP); /* BACKUP: promoted by a failover. */
+    tdm_assert(!replica->history_pending);
+    tdm_replica_role_move(replica, TDM_ROLE_PRIMARY);
+    for (uint32_t i = 0; i < replica->config.node_count; i++) {
+        struct tdm_replica_peer *peer = &replica->peers[i];
+        if (i != replica->config.self_index && peer->link != TDM_LINK_DOWN) {
+            primary_peer_reset(peer);
+            peer->link = TDM_LINK_UP;
+            peer->link_ms = replica->now_ms;
+            peer->hello_id = 0;
+            tdm_replica_primary_hello(replica, actions, i);
+        }
+    }
+    tdm_replica_primary_release_held(replica, actions);
+}
+
+void tdm_replica_primary_become(struct tdm_replica *replica)
+{
+    tdm_assert(replica->primary_index == replica->config.self_index);
+    tdm_assert(replica->role == TDM_ROLE_BACKUP);
+    replica->boundary_head = 0;
+    replica->boundary_count = 0;
+    primary_boundary_push(replica, replica->last_lsn, 0);
+    /* What the old primary said was acknowledged, as far as we hold it. */
+    replica->commit_lsn = tdm_replica_min(replica->commit_lsn, replica->durable_lsn);
+    replica->forward_id_next =
+        tdm_replica_max(replica->forward_id_next, TDM_REPLICA_WRITE_ID_FORWARDED);
+    replica->lag_count = 0;
+    for (uint32_t i = 0; i < replica->config.node_count; i++) {
+        struct tdm_replica_peer *peer = &replica->peers[i];
+        primary_peer_reset(peer);
+        peer->durable_lsn = 0;
+        peer->hello_id = 0;
+        peer->forward_id_last = 0;
+        if (i != replica->config.self_index && peer->link != TDM_LINK_DOWN) {
+            peer->link = TDM_LINK_UP;
+            peer->link_ms = replica->now_ms;
+        }
+    }
+    /* Writes waiting for a link to the old primary are ours to append now. */
+    for (uint32_t i = 0; i < replica->write_count; i++) {
+        if (replica->writes[i].state == TDM_WRITE_UNSENT) {
+            replica->writes[i].state = TDM_WRITE_HELD;
+        }
+    }
+}
+
+void tdm_replica_primary_step_down(struct tdm_replica *replica, struct tdm_actions *actions)
+{
+    tdm_assert(replica->role != TDM_ROLE_BACKUP);
+    tdm_assert(replica->role != TDM_ROLE_FAILED);
+    for (uint32_t i = 0; i < replica->write_count;) {
+        struct tdm_replica_write *write = &replica->writes[i];
+        if (write->state == TDM_WRITE_HELD) {
+            write->state = TDM_WRITE_UNSENT; /* Never stored: forwarded to the new primary. */
+            i++;
+        } else if (write->state == TDM_WRITE_FORWARDED) {
+            i++;
+        } else {
+            /* Handed to the engine: may be stored, not acknowledged. */
+            if (write->origin_index < replica->config.node_count &&
+                write->origin_index != replica->config.self_index &&
+                replica->peers[write->origin_index].link == TDM_LINK_DOWN) {
+                write->origin_index = TDM_REPLICA_ORIGIN_GONE;
+            }
+            primary_write_finish(replica, actions, write, TANDEM_ECOPIES);
         }
     }
 }
@@ -265,7 +383,8 @@ static void primary_commit_advance(struct tdm_replica *replica, struct tdm_actio
     uint32_t count = 0;
     for (uint32_t i = 0; i < replica->config.node_count; i++) {
         if (i != replica->config.self_index) {
-            durable[count++] = replica->peers[i].durable_lsn;
+            /* Not beyond a known divergence: those bytes are not ours (§9). */
+            durable[count++] = tdm_replica_verify_countable(replica, i);
         }
     }
     /* Sort descending (at most 7 values). */
@@ -373,10 +492,39 @@ static bool primary_ship_one(struct tdm_replica *replica, struct tdm_actions *ac
     return true;
 }
 
+/* True if this primary talks to its backups in its epoch: acting, or holding
+ * writes while a switchover's target catches up (and while the offer is
+ * persisted: the epoch is still ours). Not once the offer is persisted. */
+static bool primary_shipping(const struct tdm_replica *replica)
+{
+    return replica->role == TDM_ROLE_PRIMARY ||
+           (replica->role == TDM_ROLE_HOLDING &&
+            (replica->sw.phase == TDM_SWITCH_CATCH_UP || replica->sw.phase == TDM_SWITCH_OFFER));
+}
+
+/* True if this primary says HELLO again to linked nodes that have not
+ * answered: acting, or waiting for a first backup to join. */
+static bool primary_hails(const struct tdm_replica *replica)
+{
+    return replica->role == TDM_ROLE_PRIMARY ||
+           (replica->role == TDM_ROLE_HOLDING && replica->sw.phase == TDM_SWITCH_JOIN) ||
+           (replica->role == TDM_ROLE_RECOVERING && replica->sw.lazy);
+}
+
+/* True if this primary answers a backup's HELLO with START: it ships, or it
+ * waits for a first backup to join its epoch. */
+static bool primary_answers_hello(const struct tdm_replica *replica)
+{
+    return primary_shipping(replica) ||
+           (replica->role == TDM_ROLE_HOLDING && replica->sw.phase == TDM_SWITCH_JOIN);
+}
+
 static void primary_ship(struct tdm_replica *replica, struct tdm_actions *actions,
                          uint32_t node_index)
 {
-    tdm_assert(replica->role == TDM_ROLE_PRIMARY);
+    if (!primary_shipping(replica)) {
+        return; /* A switchover's handover, or a new epoch being persisted. */
+    }
     uint32_t sent = 0;
     while (primary_ship_one(replica, actions, node_index)) {
         sent++;
@@ -399,8 +547,8 @@ static bool primary_ignore_hello(const struct tdm_replica *replica, uint32_t nod
     const struct tdm_frame_hello *hello = &frame->hello;
     const struct tdm_replica_peer *peer = &replica->peers[node_index];
     const char *why = NULL;
-    if (replica->role != TDM_ROLE_PRIMARY) {
-        why = "not acting as primary yet";
+    if (!primary_answers_hello(replica)) {
+        why = "not acting as primary";
     } else if (hello->version != TDM_FRAME_VERSION) {
         why = "protocol version";
     } else if (!tdm_replica_history_valid(&hello->history, replica->config.node_count)) {
@@ -408,9 +556,9 @@ static bool primary_ignore_hello(const struct tdm_replica *replica, uint32_t nod
     } else if (frame->epoch != hello->history.entries[hello->history.count - 1].epoch) {
         why = "epoch is not its history's";
     } else if (frame->epoch > replica->epoch) {
-        why = "higher epoch (stepping down is issue 4)";
-    } else if (hello->role == TDM_ROLE_PRIMARY) {
-        why = "another primary (issue 4)";
+        why = "higher epoch, not its acting primary";
+    } else if (hello->role != TDM_ROLE_BACKUP) {
+        why = "another primary, behind us";
     } else if (hello->durable_lsn > hello->last_lsn) {
         why = "durable_lsn beyond last_lsn";
     } else if ((hello->last_lsn == 0) != (hello->last_epoch == 0) ||
@@ -491,6 +639,7 @@ static void primary_on_ready(struct tdm_replica *replica, uint32_t node_index,
     tdm_assert(frame->ready.last_lsn <= replica->last_lsn);
     peer->link = TDM_LINK_LIVE;
     peer->link_ms = replica->now_ms;
+    peer->heard_ms = replica->now_ms;
     peer->epoch = frame->epoch;
     peer->role = TDM_ROLE_BACKUP;
     peer->last_lsn = frame->ready.last_lsn;
@@ -500,6 +649,18 @@ static void primary_on_ready(struct tdm_replica *replica, uint32_t node_index,
     peer->progress_ms = replica->now_ms;
     peer->heartbeat_ms = 0; /* A heartbeat now tells it the commit LSN. */
     tdm_replica_tracef(replica, "#%u LIVE from lsn %" PRIu64, node_index, peer->next_lsn);
+    if (replica->role == TDM_ROLE_HOLDING && replica->sw.phase == TDM_SWITCH_JOIN) {
+        tdm_replica_tracef(replica, "#%u joined epoch %" PRIu64 ": act as primary", node_index,
+                           replica->epoch);
+        replica->sw.phase = TDM_SWITCH_IDLE;
+        tdm_replica_role_move(replica, TDM_ROLE_PRIMARY);
+        for (uint32_t i = 0; i < replica->config.node_count; i++) {
+            if (i != replica->config.self_index && replica->peers[i].link == TDM_LINK_UP) {
+                tdm_replica_primary_hello(replica, actions, i); /* Now as primary. */
+            }
+        }
+        tdm_replica_primary_release_held(replica, actions);
+    }
     primary_commit_advance(replica, actions);
     primary_ship(replica, actions, node_index);
 }
@@ -537,6 +698,7 @@ static void primary_on_ack(struct tdm_replica *replica, uint32_t node_index,
     const struct tdm_frame_ack *ack = &frame->ack;
     struct tdm_replica_peer *peer = &replica->peers[node_index];
     tdm_assert(ack->durable_lsn <= replica->last_lsn);
+    peer->heard_ms = replica->now_ms;
     if (ack->received_lsn > peer->received_lsn) {
         peer->received_lsn = ack->received_lsn;
         peer->progress_ms = replica->now_ms;
@@ -580,9 +742,15 @@ static void primary_on_forward(struct tdm_replica *replica, uint32_t node_index,
         return;
     }
     const struct tdm_frame_forward *forward = &frame->forward;
-    replica->peers[node_index].forward_id_last = forward->request_id;
     struct tdm_replica_write *write = NULL;
     int status = TANDEM_EBUSY; /* Not acting yet, or too many writes: try again. */
+    if (replica->role == TDM_ROLE_HOLDING) {
+        /* A switchover: not taken, so the backup may send it again, to
+         * whichever node is the primary then (PROTOCOL.md §8.1). */
+        status = TANDEM_ENOTPRIMARY;
+    } else {
+        replica->peers[node_index].forward_id_last = forward->request_id;
+    }
     if (replica->role == TDM_ROLE_PRIMARY) {
         write = tdm_replica_write_add(replica, replica->forward_id_next, TDM_WRITE_APPENDING);
     }
@@ -600,6 +768,32 @@ static void primary_on_forward(struct tdm_replica *replica, uint32_t node_index,
     write->size = forward->size;
     write->deadline_ms = replica->now_ms + replica->config.write_deadline_ms;
     primary_write_local(replica, actions, write, forward->records);
+}
+
+/* The answer to a write this node forwarded while it was a backup (before a
+ * switchover or a failover made it the primary). */
+static void primary_on_forward_result(struct tdm_replica *replica, uint32_t node_index,
+                                      const struct tdm_frame *frame, struct tdm_actions *actions)
+{
+    const struct tdm_frame_forward_result *result = &frame->forward_result;
+    struct tdm_replica_write *write = tdm_replica_write_find(replica, result->request_id);
+    if (write == NULL || write->state != TDM_WRITE_FORWARDED ||
+        write->origin_index != replica->config.self_index || result->status > 0 ||
+        (result->status == 0 && (result->lsn_first == 0 || result->lsn_first > result->lsn_last))) {
+        tdm_replica_tracef(replica, "ignore FORWARD_RESULT from #%u: no such forwarded write",
+                           node_index);
+        return;
+    }
+    if (result->status == TANDEM_ENOTPRIMARY) {
+        write->state = TDM_WRITE_HELD; /* Not taken there: ours to append. */
+        if (replica->role == TDM_ROLE_PRIMARY) {
+            tdm_replica_primary_release_held(replica, actions);
+        }
+        return;
+    }
+    tdm_replica_result(actions, write->write_id, result->status, result->lsn_first,
+                       result->lsn_last);
+    tdm_replica_write_remove(replica, write);
 }
 
 static void primary_on_receive(struct tdm_replica *replica, const struct tdm_event *event,
@@ -621,6 +815,12 @@ static void primary_on_receive(struct tdm_replica *replica, const struct tdm_eve
         break;
     case TDM_FRAME_FORWARD:
         primary_on_forward(replica, node_index, frame, actions);
+        break;
+    case TDM_FRAME_FORWARD_RESULT:
+        primary_on_forward_result(replica, node_index, frame, actions);
+        break;
+    case TDM_FRAME_CHECK_RESULT:
+        tdm_replica_verify_on_check_result(replica, node_index, frame, actions);
         break;
     default:
         tdm_replica_tracef(replica, "ignore frame type %u from #%u: not for a primary",
@@ -652,7 +852,7 @@ static void primary_on_submit(struct tdm_replica *replica, const struct tdm_even
 static void primary_on_appended(struct tdm_replica *replica, const struct tdm_event *event,
                                 struct tdm_actions *actions)
 {
-    tdm_assert(replica->role == TDM_ROLE_PRIMARY);
+    tdm_assert(replica->role == TDM_ROLE_PRIMARY || replica->role == TDM_ROLE_HOLDING);
     tdm_assert(event->appended.lsn_last > replica->last_lsn);
     tdm_assert(event->appended.epoch == replica->epoch);
     replica->last_lsn = event->appended.lsn_last;
@@ -708,7 +908,7 @@ static void primary_on_persisted(struct tdm_replica *replica, const struct tdm_e
         replica->durable_lsn = event->persisted.lsn_last;
     }
     primary_commit_advance(replica, actions);
-    if (replica->epoch == 1) {
+    if (primary_shipping(replica)) {
         primary_ship_all(replica, actions); /* What just became durable may leave. */
     }
 }
@@ -763,9 +963,19 @@ static void primary_heartbeat(struct tdm_replica *replica, struct tdm_actions *a
 static void primary_timers(struct tdm_replica *replica, struct tdm_actions *actions)
 {
     uint64_t now = replica->now_ms;
-    for (uint32_t i = 0; replica->role == TDM_ROLE_PRIMARY && i < replica->config.node_count; i++) {
+    bool shipping = primary_shipping(replica);
+    for (uint32_t i = 0; (shipping || primary_hails(replica)) && i < replica->config.node_count;
+         i++) {
         struct tdm_replica_peer *peer = &replica->peers[i];
-        if (i == replica->config.self_index || peer->link != TDM_LINK_LIVE) {
+        if (i != replica->config.self_index &&
+            (peer->link == TDM_LINK_UP || peer->link == TDM_LINK_STARTED) &&
+            primary_hails(replica) && now >= peer->link_ms + replica->config.handshake_ms) {
+            /* Linked, yet no HELLO from it: our HELLO may have been lost, and
+             * a node of an older epoch learns of us only from it (§8.3). */
+            peer->link_ms = now;
+            tdm_replica_primary_hello(replica, actions, i);
+        }
+        if (i == replica->config.self_index || peer->link != TDM_LINK_LIVE || !shipping) {
             continue;
         }
         if (peer->inflight_count > 0 && now >= peer->progress_ms + replica->config.retransmit_ms) {
@@ -818,8 +1028,8 @@ static void primary_on_peer(struct tdm_replica *replica, const struct tdm_event 
         return;
     }
     peer->link = TDM_LINK_UP;
-    if (replica->role == TDM_ROLE_PRIMARY) {
-        primary_hello_send(replica, actions, node_index);
+    if (primary_answers_hello(replica) || primary_hails(replica)) {
+        tdm_replica_primary_hello(replica, actions, node_index);
     }
 }
 
@@ -827,7 +1037,8 @@ void tdm_replica_primary_step(struct tdm_replica *replica, const struct tdm_even
                               struct tdm_actions *actions)
 {
     tdm_assert(replica->primary_index == replica->config.self_index);
-    tdm_assert(replica->role == TDM_ROLE_RECOVERING || replica->role == TDM_ROLE_PRIMARY);
+    tdm_assert(replica->role == TDM_ROLE_RECOVERING || replica->role == TDM_ROLE_PRIMARY ||
+               replica->role == TDM_ROLE_HOLDING);
     switch (event->type) {
     case TDM_EVENT_TICK:
         break;
@@ -847,21 +1058,38 @@ void tdm_replica_primary_step(struct tdm_replica *replica, const struct tdm_even
     case TDM_EVENT_SUBMIT:
         primary_on_submit(replica, event, actions);
         break;
+    case TDM_EVENT_CHAIN_READ:
+        tdm_replica_verify_on_read(replica, event, actions);
+        break;
+    case TDM_EVENT_SWITCHOVER:
+    case TDM_EVENT_FAILOVER:
     case TDM_EVENT__COUNT:
-        tdm_unreachable();
+        tdm_unreachable(); /* Commands: replica_switch.c. */
     }
     if (replica->role != TDM_ROLE_FAILED) {
         primary_timers(replica, actions);
+        tdm_replica_verify_primary(replica, actions);
     }
 }
 
 uint64_t tdm_replica_primary_deadline(const struct tdm_replica *replica)
 {
-    tdm_assert(replica->role == TDM_ROLE_PRIMARY);
+    tdm_assert(replica->role == TDM_ROLE_PRIMARY || replica->role == TDM_ROLE_HOLDING ||
+               replica->role == TDM_ROLE_RECOVERING);
     uint64_t deadline = UINT64_MAX;
-    for (uint32_t i = 0; i < replica->config.node_count; i++) {
+    bool shipping = primary_shipping(replica);
+    for (uint32_t i = 0; (shipping || primary_hails(replica)) && i < replica->config.node_count;
+         i++) {
         const struct tdm_replica_peer *peer = &replica->peers[i];
-        if (i == replica->config.self_index || peer->link != TDM_LINK_LIVE) {
+        if (i != replica->config.self_index &&
+            (peer->link == TDM_LINK_UP || peer->link == TDM_LINK_STARTED) &&
+            primary_hails(replica)) {
+            /* Due now if a role change skipped this step's timers. */
+            deadline = tdm_replica_min(
+                deadline,
+                tdm_replica_max(peer->link_ms + replica->config.handshake_ms, replica->now_ms + 1));
+        }
+        if (i == replica->config.self_index || peer->link != TDM_LINK_LIVE || !shipping) {
             continue;
         }
         deadline = tdm_replica_min(deadline, peer->heartbeat_ms + replica->config.heartbeat_ms);
@@ -879,7 +1107,7 @@ void tdm_replica_primary_invariants(const struct tdm_replica *replica)
     tdm_assert(replica->boundary_count >= 1);
     tdm_assert(primary_boundary_at(replica, replica->boundary_count - 1)->lsn_last ==
                replica->last_lsn);
-    tdm_assert(!replica->history_pending);
+    tdm_assert(!replica->history_pending || replica->role == TDM_ROLE_HOLDING);
     tdm_assert(replica->last_epoch == replica->epoch ||
                replica->last_lsn < replica->history.entries[replica->history.count - 1].lsn_first);
     for (uint32_t i = 0; i < replica->config.node_count; i++) {
@@ -899,7 +1127,12 @@ void tdm_replica_primary_invariants(const struct tdm_replica *replica)
     }
     for (uint32_t i = 0; i < replica->write_count; i++) {
         const struct tdm_replica_write *write = &replica->writes[i];
-        tdm_assert(write->state == TDM_WRITE_APPENDING || write->state == TDM_WRITE_WAITING);
+        /* HELD only while holding; FORWARDED: its own, sent while a backup. */
+        tdm_assert(write->state == TDM_WRITE_APPENDING || write->state == TDM_WRITE_WAITING ||
+                   write->state == TDM_WRITE_FORWARDED ||
+                   (write->state == TDM_WRITE_HELD && replica->role == TDM_ROLE_HOLDING));
         tdm_assert(write->state != TDM_WRITE_WAITING || write->lsn_last > replica->commit_lsn);
+        tdm_assert(write->state != TDM_WRITE_FORWARDED ||
+                   write->origin_index == replica->config.self_index);
     }
 }

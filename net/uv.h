@@ -3,9 +3,12 @@
  * client links that the node's TLS listener authenticates and hands over
  * (tdm_uv_server_adopt, §7.4).
  *
- * This is the only layer that knows libuv (STYLE B1.3). tools/tandemd.c calls
- * tdm_uv_serve(), which owns the loop and the signal handlers; tests and later
- * adapters that own a loop use tdm_uv_server_start() and tdm_uv_server_close().
+ * This is the only layer that knows libuv (STYLE B1.3). tools/server.c (the
+ * public tandem_server_* API, which tandemd runs) calls tdm_uv_serve(), which
+ * owns the loop, on a thread of its own, stopped through a struct
+ * tdm_uv_serve_control; without one, tdm_uv_serve() stops on SIGTERM and
+ * SIGINT. Tests and later adapters that own a loop use tdm_uv_server_start()
+ * and tdm_uv_server_close().
  *
  * The server does not know JSON: what turns a record into a JSON Lines object
  * and what builds the status document are callbacks of the embedding program
@@ -18,6 +21,7 @@
 #include <stdint.h>
 
 #include "engine/base/error.h"
+#include "net/uv_scrub.h"
 
 /* libuv's loop, declared and not included: callers outside net/uv* (tandemd)
  * never see libuv (STYLE B1.3). */
@@ -136,15 +140,54 @@ void tdm_uv_server_close(struct tdm_uv_server *server, tdm_uv_server_close_cb cb
 int tdm_uv_server_adopt(struct tdm_uv_server *server, struct tdm_uv_link *link,
                         struct tdm_diag *diag);
 
-/* Run a server on a loop of its own until SIGTERM or SIGINT (uv_signal), then
- * close it cleanly and close the loop. Once its handlers are installed it
- * unblocks SIGTERM and SIGINT in the calling thread: a caller that blocked them
- * before opening the node (and starting the engine's threads, which inherit the
- * mask) loses no signal sent during startup. SIGPIPE is ignored. Logs "listening", "stopping" and
- * "stopped" lines through tdm_tracef. Returns 0 after a clean stop, or the
- * error of tdm_uv_server_start() (diag says why). Blocks the calling thread. */
+/* How a caller that runs tdm_uv_serve() on a thread of its own (an application
+ * that embeds the node: tools/server.c) stops it from another thread, instead
+ * of by a signal. Opaque; thread-safe where stated. */
+struct tdm_uv_serve_control;
+
+/* Runs once, on the loop thread, when tdm_uv_serve() serves: its socket
+ * listens and hooks->start (if any) has succeeded. Never when the start
+ * failed. data is the one given to tdm_uv_serve_control_new(). */
+typedef void (*tdm_uv_serve_serving_cb)(void *data);
+
+/* Allocate a control for one run of tdm_uv_serve(). serving may be NULL; data
+ * is borrowed until tdm_uv_serve_control_free(). Returns 0 and *out, or
+ * -ENOMEM. Any thread. */
+int tdm_uv_serve_control_new(tdm_uv_serve_serving_cb serving, void *data,
+                             struct tdm_uv_serve_control **out);
+
+/* Stop the tdm_uv_serve() that runs with control, as SIGTERM stops one that
+ * runs without: it wakes the loop (a uv_async_t), which then closes the server
+ * cleanly (hooks->stop included). Thread-safe; any number of times; any moment
+ * between tdm_uv_serve_control_new() and tdm_uv_serve_control_free(): asked
+ * before the loop serves, the loop stops as soon as it serves; asked after
+ * tdm_uv_serve() returned, it does nothing. Returns at once. */
+void tdm_uv_serve_stop(struct tdm_uv_serve_control *control);
+
+/* Free control once no tdm_uv_serve() runs with it (it returned, or was never
+ * called) and no thread calls tdm_uv_serve_stop() on it. NULL is allowed. */
+void tdm_uv_serve_control_free(struct tdm_uv_serve_control *control);
+
+/* Run a server on a loop of its own until stopped, then close it cleanly and
+ * close the loop. Blocks the calling thread. Logs "listening", "stopping" and
+ * "stopped" lines through tdm_tracef.
+ *
+ * control NULL (tandemd's old way): stop on SIGTERM or SIGINT (uv_signal).
+ * Once its handlers are installed it unblocks SIGTERM and SIGINT in the
+ * calling thread: a caller that blocked them before opening the node (and
+ * starting the engine's threads, which inherit the mask) loses no signal sent
+ * during startup. SIGPIPE is ignored.
+ *
+ * control set: stop on tdm_uv_serve_stop(control) from any thread. No signal
+ * handler is installed and no disposition or mask is changed: the caller runs
+ * this on a thread that blocks SIGPIPE (best, every signal), so that a write
+ * to a client that went away fails with EPIPE instead of killing the process.
+ * control->serving runs once the server serves.
+ *
+ * Returns 0 after a clean stop, or the error of tdm_uv_server_start() or of
+ * hooks->start (diag says why; then every handle is closed already). */
 int tdm_uv_serve(const struct tdm_uv_server_config *config, const struct tdm_uv_serve_hooks *hooks,
-                 struct tdm_diag *diag);
+                 struct tdm_uv_serve_control *control, struct tdm_diag *diag);
 
 /* ---- A replicated node (net/uv_daemon.c) ---------------------------------------- */
 
@@ -172,7 +215,13 @@ struct tdm_uv_cluster_config {
     char tls_cert[TDM_UV_PATH_SIZE];
     char tls_ca[TDM_UV_PATH_SIZE];
     const char *dir; /* The node directory (DIR/epochs). */
+    /* [verification] (docs/OPERATIONS.md "Verification"); 0: the default each. */
+    uint32_t unverified_bound_s;     /* Degraded once a copy is unverified this long. */
+    uint64_t verify_interval_ms;     /* A checkpoint per backup this often. */
+    uint64_t scrub_bytes_per_second; /* The background scrubber's rate. */
 };
+
+#define TDM_UV_UNVERIFIED_BOUND_S_DEFAULT 60
 
 /* One node as this node sees it: the snapshot handed to the status callback
  * of a replicated node (tdm_uv_status_cb's snapshot). */
@@ -188,6 +237,14 @@ struct tdm_uv_node_view {
     uint64_t lag_ms;
     bool link_up;
     char link[16]; /* "up" (self), "down", "handshake", "syncing", "live". */
+    /* Verification (docs/PROTOCOL.md §9): what this node knows of that copy. */
+    bool verify_known;         /* False: this node does not compare it (another backup). */
+    uint64_t verified_lsn;     /* Proven equal to the primary's through here. */
+    int64_t verified_at_ns;    /* UTC of that proof; 0: never. */
+    uint64_t mismatches_found; /* Since this node started. */
+    uint64_t divergent_first;  /* The first divergent batch; 0, 0: none known. */
+    uint64_t divergent_last;
+    bool bisecting;
 };
 
 struct tdm_uv_cluster_view {
@@ -199,6 +256,10 @@ struct tdm_uv_cluster_view {
     uint32_t writes_in_flight;
     uint32_t node_count;
     struct tdm_uv_node_view nodes[TDM_UV_NODES_MAX]; /* Sorted by id. */
+    int64_t now_ns;                                  /* UTC when the view was taken. */
+    int64_t started_ns;                              /* UTC when this node's adapter started. */
+    uint32_t unverified_bound_s;    /* A copy unverified this long makes the node degraded. */
+    struct tdm_uv_scrub_view scrub; /* This node's background scrubber. */
 };
 
 /* Check cluster (ids, addresses, primary, min_copies, deadline); on failure a
@@ -209,9 +270,13 @@ int tdm_uv_cluster_check(const struct tdm_uv_cluster_config *cluster, struct tdm
  * (whose submit and snapshot are set here: every append is replicated, and
  * status gets a struct tdm_uv_cluster_view), plus the node's links and its
  * listener at its address, which also serves clients with certificates of the
- * cluster CA. Blocks until SIGTERM or SIGINT; then answers what is in flight,
- * closes the links and returns 0. */
+ * cluster CA. Blocks until stopped (SIGTERM or SIGINT when control is NULL,
+ * else tdm_uv_serve_stop(control); see tdm_uv_serve()); then answers what is
+ * in flight, closes the links and returns 0. A bad setting, unreadable
+ * credentials, an address that does not resolve or is in use fail the start:
+ * a negative code with diag naming it, nothing left open. */
 int tdm_uv_serve_replicated(const struct tdm_uv_server_config *server_config,
-                            const struct tdm_uv_cluster_config *cluster, struct tdm_diag *diag);
+                            const struct tdm_uv_cluster_config *cluster,
+                            struct tdm_uv_serve_control *control, struct tdm_diag *diag);
 
 #endif

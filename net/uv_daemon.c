@@ -14,8 +14,9 @@
  *    adapter (tdm_uv_node_submit): the answer comes when the write is
  *    acknowledged (durable on min_copies nodes) or has failed (its deadline).
  * 4. Status requests get a struct tdm_uv_cluster_view taken on the loop thread.
- * 5. SIGTERM: the server answers what is in flight (the adapter still runs, so
- *    appends complete), then the adapter closes its links, then the loop ends.
+ * 5. SIGTERM (or tdm_uv_serve_stop() of the caller's control): the server
+ *    answers what is in flight (the adapter still runs, so appends complete),
+ *    then the adapter closes its links, then the loop ends.
  *
  * Failure modes: a bad setting, unreadable credentials or an address that does
  * not resolve fail the start with a diag naming it; a listen address in use
@@ -27,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <uv.h>
 
 #include "engine/base/alloc.h"
@@ -37,6 +39,7 @@
 #include "net/uv.h"
 #include "net/uv_link.h"
 #include "net/uv_node.h"
+#include "net/uv_scrub.h"
 
 tdm_static_assert(TDM_UV_NODES_MAX == TDM_REPLICA_NODES_MAX);
 tdm_static_assert(TDM_UV_NAME_SIZE_MAX == TDM_PROTO_NAME_SIZE_MAX);
@@ -59,6 +62,8 @@ struct daemon {
     uv_loop_t *loop;
     struct tdm_uv_server *server;
     struct tdm_uv_node *node;
+    struct tdm_uv_scrub *scrub; /* NULL if it could not start. */
+    int64_t started_ns;         /* UTC when the adapter started. */
 };
 
 /* One append in flight through the adapter. */
@@ -318,6 +323,58 @@ static const char *link_name(enum tdm_link_state link)
     return "down";
 }
 
+static int64_t daemon_wall_ns(void)
+{
+    struct timespec ts;
+    int rv = clock_gettime(CLOCK_REALTIME, &ts);
+    tdm_assert(rv == 0);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Verification and scrub (docs/PROTOCOL.md §9) for the status document. The
+ * replica knows the LSNs, the adapter the wall times of DIR/verified. */
+static void daemon_snapshot_verify(struct daemon *d, const struct tdm_replica_status *status,
+                                   struct tdm_uv_cluster_view *view)
+{
+    view->now_ns = daemon_wall_ns();
+    view->started_ns = d->started_ns;
+    view->unverified_bound_s = d->cluster->unverified_bound_s != 0
+                                   ? d->cluster->unverified_bound_s
+                                   : TDM_UV_UNVERIFIED_BOUND_S_DEFAULT;
+    tdm_uv_scrub_view(d->scrub, &view->scrub);
+    uint32_t self = status->self_index;
+    bool primary = status->primary_index == self;
+    for (uint32_t i = 0; i < status->node_count; i++) {
+        const struct tdm_replica_node_status *n = &status->nodes[i];
+        struct tdm_uv_node_view *v = &view->nodes[i];
+        v->verify_known = n->verify_known;
+        v->verified_lsn = n->verified_lsn;
+        v->mismatches_found = n->mismatches_found;
+        v->divergent_first = n->divergent_first;
+        v->divergent_last = n->divergent_last;
+        v->bisecting = n->bisecting;
+        if (!n->verify_known) {
+            continue;
+        }
+        /* The time of the claim behind the LSN: a backup's own (on the primary
+         * of each backup, on a backup for itself and its primary); the
+         * primary's copy is as fresh as its freshest backup's. */
+        uint64_t lsn = 0;
+        int64_t at_ns = 0;
+        if (primary && i == self) {
+            for (uint32_t j = 0; j < status->node_count; j++) {
+                if (j != self) {
+                    tdm_uv_node_verified(d->node, j, &lsn, &at_ns);
+                    v->verified_at_ns = at_ns > v->verified_at_ns ? at_ns : v->verified_at_ns;
+                }
+            }
+        } else {
+            tdm_uv_node_verified(d->node, primary ? i : self, &lsn, &at_ns);
+            v->verified_at_ns = at_ns;
+        }
+    }
+}
+
 static void daemon_snapshot(void *data, void *snapshot)
 {
     struct daemon *d = data;
@@ -349,6 +406,7 @@ static void daemon_snapshot(void *data, void *snapshot)
         snprintf(v->link, sizeof(v->link), "%s",
                  v->self ? "up" : (n->link_up ? link_name(n->link) : "down"));
     }
+    daemon_snapshot_verify(d, &status, view);
 }
 
 static int daemon_status(void *data, struct tandem *t, const void *snapshot, char **out,
@@ -405,11 +463,19 @@ static int daemon_start(void *data, struct uv_loop_s *loop, struct tdm_uv_server
         .handshake_ms = DAEMON_HANDSHAKE_MS,
         .on_client = daemon_client,
         .client_data = d,
+        .verify_interval_ms = cluster->verify_interval_ms,
     };
     int rv = tdm_uv_node_start(loop, &config, &d->node, diag);
     if (rv != 0) {
         tdm_diag_wrapf(diag, "listen %s", daemon_self_addr(d));
         return rv;
+    }
+    d->started_ns = daemon_wall_ns();
+    struct tdm_diag scrub_diag = {{0}};
+    if (tdm_uv_scrub_start(d->server_config.t, cluster->dir, cluster->scrub_bytes_per_second,
+                           &d->scrub, &scrub_diag) != 0) {
+        tdm_tracef("node %s: no background scrub: %s", cluster->self_id, scrub_diag.message);
+        d->scrub = NULL;
     }
     for (uint32_t i = 0; i < d->frame_cluster.node_count; i++) {
         if (i != self) {
@@ -432,13 +498,16 @@ static void daemon_node_closed(void *data)
 static void daemon_stop(void *data)
 {
     struct daemon *d = data;
+    tdm_uv_scrub_stop(d->scrub); /* Blocks until its pass stops: ~0.1 s. */
+    d->scrub = NULL;
     if (d->node != NULL) {
         tdm_uv_node_close(d->node, daemon_node_closed, d);
     }
 }
 
 int tdm_uv_serve_replicated(const struct tdm_uv_server_config *server_config,
-                            const struct tdm_uv_cluster_config *cluster, struct tdm_diag *diag)
+                            const struct tdm_uv_cluster_config *cluster,
+                            struct tdm_uv_serve_control *control, struct tdm_diag *diag)
 {
     struct daemon *d = tdm_calloc(1, sizeof(*d));
     if (d == NULL) {
@@ -460,7 +529,7 @@ int tdm_uv_serve_replicated(const struct tdm_uv_server_config *server_config,
     d->server_config.snapshot = daemon_snapshot;
     d->server_config.snapshot_size = sizeof(struct tdm_uv_cluster_view);
     struct tdm_uv_serve_hooks hooks = {.start = daemon_start, .stop = daemon_stop, .data = d};
-    rv = tdm_uv_serve(&d->server_config, &hooks, diag);
+    rv = tdm_uv_serve(&d->server_config, &hooks, control, diag);
     tdm_tls_config_close(&d->tls);
     tdm_free(d);
     return rv;

@@ -102,6 +102,7 @@ struct tdm_uv_link {
     struct tdm_uv_listener *listener; /* Accept side until handed out; else NULL. */
     struct tdm_queue pending_entry;   /* In listener->pending while listener is set. */
     char label[LINK_LABEL_SIZE];      /* Who, for trace lines: the peer's name once open. */
+    bool quiet_dial_failure;          /* No trace line for a dial that never opened. */
     uint32_t timeout_ms;              /* Connect + handshake. */
     bool handed;                      /* on_open or on_accept ran with this link. */
     bool reading;                     /* uv_read_start() succeeded once. */
@@ -378,7 +379,8 @@ static void link_fail(struct tdm_uv_link *link, int status, const char *message)
     }
     link->close_status = status;
     tdm_diag_printf(&link->close_diag, "%s", message);
-    if (status != TANDEM_ECANCELED) {
+    bool quiet = link->quiet_dial_failure && link->state == LINK_CONNECTING;
+    if (status != TANDEM_ECANCELED && !quiet) {
         tdm_tracef("link %s: closing: %s: %s", link->label, tandem_strerror(status), message);
     }
     link_close_start(link);
@@ -775,6 +777,7 @@ int tdm_uv_link_dial(uv_loop_t *loop, const struct tdm_uv_link_dial_config *conf
     char where[LINK_ADDRESS_SIZE];
     address_format(config->address, where, sizeof(where));
     snprintf(link->label, sizeof(link->label), "%s at %s", config->expected, where);
+    link->quiet_dial_failure = config->quiet_connect_failure;
     rv = uv_timer_start(&link->timer, link_timer_cb, link->timeout_ms, 0);
     tdm_assert(rv == 0);
     *out = link;

@@ -121,6 +121,9 @@ struct tdm_uv_link_dial_config {
     const char *expected;           /* Node id the peer must prove; copied. */
     uint32_t timeout_ms;            /* Connect + handshake; 0: the default. */
     uint32_t frame_size_max;        /* Bytes of one received frame; 0: the protocol's. */
+    /* No trace line when the TCP connect itself fails (the caller retries and
+     * traces once); a failure after the connect is traced as always. */
+    bool quiet_connect_failure;
     struct tdm_uv_link_callbacks callbacks;
 };
 

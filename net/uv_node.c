@@ -40,9 +40,11 @@
 #include "engine/log.h"
 #include "engine/node.h"
 #include "net/uv_link.h"
+#include "net/uv_verify.h"
 
 #define NODE_EPOCHS_NAME     "epochs"
-#define NODE_EPOCHS_MAGIC    "tandem-epochs 1"
+#define NODE_EPOCHS_MAGIC    "tandem-epochs 2" /* Written; version 1 is still read. */
+#define NODE_EPOCHS_MAGIC_V1 "tandem-epochs 1"
 #define NODE_APPEND_SIZE_MAX ((16u << 20) - 4096u) /* Batch bytes in one APPEND frame. */
 
 /* The planted bug "backup_ack_before_fdatasync" (meson_options.txt): the
@@ -133,6 +135,7 @@ struct node_peer {
     uint64_t generation; /* Bumped whenever link changes. */
     bool has_address;
     bool held;
+    bool unreachable; /* A dial failed and none has succeeded since (traced once). */
     struct sockaddr_storage address;
     /* APPEND reads in flight on the threadpool, in the order the replica sent
      * them: they complete in any order and are sent in this one, or the backup
@@ -186,6 +189,8 @@ struct tdm_uv_node {
     uint32_t commits_running;
     uint64_t appended_lsn;
     uint64_t appended_bytes;
+    uint32_t sealed_count;       /* Sealed segments as of the last APPENDED. */
+    struct tdm_uv_verify verify; /* Reads of chain hashes, DIR/verified (PROTOCOL.md §9). */
     /* Planted bug only: PERSISTED(LOG) to report right after this step. */
     uint64_t planted_lsn; /* 0: none. */
     struct tdm_frame_chain_hash planted_chain_hash;
@@ -206,6 +211,41 @@ static int epochs_path(char *out, size_t size, const char *dir, const char *name
 {
     int n = snprintf(out, size, "%s/%s", dir, name);
     return n > 0 && (size_t)n < size ? 0 : -ENAMETOOLONG;
+}
+
+/* One line of DIR/epochs (docs/FORMAT.md "Epoch history"): version 2 has
+ * eight fields, version 1 the first three (the rest read as init, 0). */
+static bool epochs_entry_parse(const char *line, bool v1, const struct tdm_frame_cluster *cluster,
+                               struct tdm_epoch_entry *entry)
+{
+    unsigned long long epoch = 0;
+    unsigned long long lsn_first = 0;
+    unsigned long long time_ms = 0;
+    unsigned long long pause_ms = 0;
+    unsigned long long risk_first = 0;
+    unsigned long long risk_last = 0;
+    char id[TDM_PROTO_NAME_SIZE_MAX + 1];
+    char cause_name[16] = "init";
+    char rest[2];
+    int n = sscanf(line, "%llu %63s %llu %15s %llu %llu %llu %llu %1s", &epoch, id, &lsn_first,
+                   cause_name, &time_ms, &pause_ms, &risk_first, &risk_last, rest);
+    uint32_t index = 0;
+    uint32_t cause = 0;
+    if (n != (v1 ? 3 : 8) || !tdm_frame_cluster_index(cluster, id, &index) ||
+        !tdm_replica_cause_parse(cause_name, &cause)) {
+        return false;
+    }
+    *entry = (struct tdm_epoch_entry){
+        .epoch = epoch,
+        .lsn_first = lsn_first,
+        .primary_index = index,
+        .cause = (enum tdm_epoch_cause)cause,
+        .time_ms = time_ms,
+        .pause_ms = pause_ms,
+        .risk_lsn_first = risk_first,
+        .risk_lsn_last = risk_last,
+    };
+    return (risk_first == 0) == (risk_last == 0) && risk_first <= risk_last;
 }
 
 /* Load DIR/epochs into history. Returns 0, -ENOENT (no file) or
@@ -229,24 +269,21 @@ static int epochs_load(const char *dir, const struct tdm_frame_cluster *cluster,
     char line[256];
     memset(history, 0, sizeof(*history));
     rv = 0;
-    if (fgets(line, sizeof(line), file) == NULL || strcmp(line, NODE_EPOCHS_MAGIC "\n") != 0) {
+    bool v1 = false;
+    if (fgets(line, sizeof(line), file) == NULL ||
+        (strcmp(line, NODE_EPOCHS_MAGIC "\n") != 0 &&
+         !(v1 = strcmp(line, NODE_EPOCHS_MAGIC_V1 "\n") == 0))) {
         tdm_diag_printf(diag, "%s: bad first line", path);
         rv = TANDEM_ECORRUPT;
     }
     while (rv == 0 && fgets(line, sizeof(line), file) != NULL) {
-        unsigned long long epoch;
-        unsigned long long lsn_first;
-        char id[TDM_PROTO_NAME_SIZE_MAX + 1];
-        uint32_t index;
         if (history->count == TDM_REPLICA_EPOCHS_MAX ||
-            sscanf(line, "%llu %63s %llu", &epoch, id, &lsn_first) != 3 ||
-            !tdm_frame_cluster_index(cluster, id, &index)) {
+            !epochs_entry_parse(line, v1, cluster, &history->entries[history->count])) {
             tdm_diag_printf(diag, "%s: bad entry %" PRIu32, path, history->count + 1);
             rv = TANDEM_ECORRUPT;
             break;
         }
-        history->entries[history->count++] = (struct tdm_epoch_entry){
-            .epoch = epoch, .lsn_first = lsn_first, .primary_index = index};
+        history->count++;
     }
     fclose(file);
     if (rv == 0 && !tdm_replica_history_valid(history, cluster->node_count)) {
@@ -269,7 +306,7 @@ static int epochs_store(const char *dir, const struct tdm_frame_cluster *cluster
         tdm_diag_printf(diag, "path too long");
         return rv;
     }
-    size_t capacity = 32 + (size_t)history->count * (TDM_PROTO_NAME_SIZE_MAX + 48);
+    size_t capacity = 32 + (size_t)history->count * (TDM_PROTO_NAME_SIZE_MAX + 140);
     char *text = tdm_malloc(capacity);
     if (text == NULL) {
         tdm_diag_printf(diag, "out of memory");
@@ -278,8 +315,12 @@ static int epochs_store(const char *dir, const struct tdm_frame_cluster *cluster
     size_t size = (size_t)snprintf(text, capacity, "%s\n", NODE_EPOCHS_MAGIC);
     for (uint32_t i = 0; i < history->count; i++) {
         const struct tdm_epoch_entry *e = &history->entries[i];
-        size += (size_t)snprintf(text + size, capacity - size, "%" PRIu64 " %s %" PRIu64 "\n",
-                                 e->epoch, cluster->node_ids[e->primary_index], e->lsn_first);
+        size += (size_t)snprintf(text + size, capacity - size,
+                                 "%" PRIu64 " %s %" PRIu64 " %s %" PRIu64 " %" PRIu64 " %" PRIu64
+                                 " %" PRIu64 "\n",
+                                 e->epoch, cluster->node_ids[e->primary_index], e->lsn_first,
+                                 tdm_replica_cause_name(e->cause), e->time_ms, e->pause_ms,
+                                 e->risk_lsn_first, e->risk_lsn_last);
     }
     tdm_assert(size < capacity);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -507,6 +548,9 @@ static void async_cb(uv_async_t *async)
                                           : 1;
                 event.appended.epoch = c->log.epoch;
                 hash_from_log(&event.appended.chain_hash, c->log.chain_hash);
+                /* A segment is sealed right after the batch that fills it. */
+                event.appended.sealed = c->log.sealed_count > node->sealed_count;
+                node->sealed_count = c->log.sealed_count;
                 node->appended_lsn = c->log.lsn_last;
                 node->appended_bytes = c->log.log_bytes;
                 node_step(node, &event);
@@ -838,6 +882,17 @@ static void write_local(struct tdm_uv_node *node, const struct tdm_action_write 
     uv_async_send(&node->async);
 }
 
+/* A chain hash read finished (net/uv_verify.c): step it, or, closing, see
+ * whether the node can finish. */
+static void verify_cb(void *data, struct tdm_event *event)
+{
+    struct tdm_uv_node *node = data;
+    if (event != NULL && !node->closing) {
+        node_step(node, event);
+    }
+    node_maybe_finish(node);
+}
+
 static void deadline_cb(uv_timer_t *timer)
 {
     struct tdm_uv_node *node = timer->data;
@@ -872,7 +927,8 @@ static void node_apply(struct tdm_uv_node *node)
         const struct tdm_action_result *r = &a->results[i];
         write_complete(node, r->write_id, r->status, r->lsn_first, r->lsn_last);
     }
-    if (!node->closing) { /* 6 */
+    tdm_uv_verify_apply(&node->verify, a); /* Reads and claims (PROTOCOL.md §9). */
+    if (!node->closing) {                  /* 6 */
         uint64_t now = node_now(node);
         uint64_t timeout = a->deadline_ms > now ? a->deadline_ms - now : 0;
         uv_timer_start(&node->deadline_timer, deadline_cb, timeout, 0);
@@ -919,6 +975,12 @@ static void node_step(struct tdm_uv_node *node, struct tdm_event *event)
 static void peer_up(struct node_peer *peer, struct tdm_uv_link *link)
 {
     struct tdm_uv_node *node = peer->node;
+    if (peer->unreachable) {
+        peer->unreachable = false;
+        tdm_tracef("node %s: peer %s reachable again",
+                   node->cluster.node_ids[node->cluster.self_index],
+                   node->cluster.node_ids[peer->index]);
+    }
     if (peer->link != NULL) {
         struct tdm_uv_link *old = peer->link;
         peer->link = NULL;
@@ -966,13 +1028,19 @@ static void on_frame(struct tdm_uv_link *link, const struct tdm_proto_msg *msg, 
 
 static void on_close(struct tdm_uv_link *link, int status, const struct tdm_diag *diag, void *data)
 {
-    (void)status;
-    (void)diag;
     struct node_peer *peer = data;
     struct tdm_uv_node *node = peer->node;
     node->links_open--;
     if (peer->dialing == link) {
         peer->dialing = NULL;
+        if (status != TANDEM_ECANCELED && !peer->unreachable && !node->closing) {
+            /* Once per outage: the dial is retried every reconnect_ms. */
+            peer->unreachable = true;
+            tdm_tracef("node %s: peer %s unreachable: %s: %s; retrying every %u ms",
+                       node->cluster.node_ids[node->cluster.self_index],
+                       node->cluster.node_ids[peer->index], tandem_strerror(status),
+                       diag != NULL ? diag->message : "", (unsigned)node->reconnect_ms);
+        }
     }
     if (peer->link == link) {
         peer->link = NULL;
@@ -1049,6 +1117,7 @@ static void reconnect_cb(uv_timer_t *timer)
             .address = (const struct sockaddr *)&peer->address,
             .tls = node->tls,
             .expected = node->cluster.node_ids[i],
+            .quiet_connect_failure = true, /* on_close traces the first one. */
             .callbacks = {.on_open = on_open,
                           .on_frame = on_frame,
                           .on_close = on_close,
@@ -1127,13 +1196,22 @@ int tdm_uv_node_start(uv_loop_t *loop, const struct tdm_uv_node_config *config,
     if (rv == -ENOENT) {
         memset(&history, 0, sizeof(history));
         history.count = 1;
-        history.entries[0] = (struct tdm_epoch_entry){
-            .epoch = 1, .lsn_first = 1, .primary_index = config->initial_primary_index};
+        history.entries[0] =
+            (struct tdm_epoch_entry){.epoch = 1,
+                                     .lsn_first = 1,
+                                     .primary_index = config->initial_primary_index,
+                                     .cause = TDM_EPOCH_CAUSE_INIT};
         rv = 0;
     }
     if (rv != 0) {
         tdm_free(node);
         return rv;
+    }
+    struct tdm_uv_verify_entry verified[TDM_REPLICA_NODES_MAX];
+    struct tdm_diag verified_diag = {{0}};
+    if (tdm_uv_verify_load(node->dir, &node->cluster, verified, &verified_diag) != 0) {
+        tdm_tracef("node %s: verify: %s: ignored, nothing counts as verified",
+                   node->cluster.node_ids[node->cluster.self_index], verified_diag.message);
     }
     struct tandem_status st;
     tdm_log_status(node->log, &st);
@@ -1152,9 +1230,17 @@ int tdm_uv_node_start(uv_loop_t *loop, const struct tdm_uv_node_config *config,
         .last_epoch = st.lsn_last == 0 ? 0 : st.epoch,
         .trace = replica_trace,
         .trace_data = node,
+        .verify_interval_ms = config->verify_interval_ms != 0 ? config->verify_interval_ms
+                                                              : TDM_VERIFY_INTERVAL_MS_DEFAULT,
     };
+    for (uint32_t i = 0; i < node->cluster.node_count; i++) {
+        rc.verified_lsn[i] = verified[i].lsn;
+    }
     hash_from_log(&rc.chain_hash, st.chain_hash);
     tdm_replica_init(&node->replica, &rc);
+    node->sealed_count = st.sealed_count;
+    tdm_uv_verify_init(&node->verify, loop, node->log, node->dir, &node->cluster, verified,
+                       verify_cb, node);
     node->appended_lsn = st.lsn_last;
     node->appended_bytes = st.log_bytes;
     node->write_id_next = 1;
@@ -1298,6 +1384,14 @@ void tdm_uv_node_status(const struct tdm_uv_node *node, struct tdm_replica_statu
     tdm_replica_status(&node->replica, status);
 }
 
+void tdm_uv_node_verified(const struct tdm_uv_node *node, uint32_t index, uint64_t *lsn,
+                          int64_t *at_ns)
+{
+    struct tdm_uv_verify_entry entry = tdm_uv_verify_claim(&node->verify, index);
+    *lsn = entry.lsn;
+    *at_ns = entry.at_ns;
+}
+
 static void handle_closed(uv_handle_t *handle)
 {
     struct tdm_uv_node *node = handle->data;
@@ -1315,7 +1409,8 @@ static void listener_closed(void *data)
 static void node_maybe_finish(struct tdm_uv_node *node)
 {
     if (!node->closing || node->listener != NULL || node->links_open > 0 || node->job_running ||
-        node->jobs_head != NULL || node->reads_running > 0 || node->commits_running > 0) {
+        node->jobs_head != NULL || node->reads_running > 0 || node->commits_running > 0 ||
+        tdm_uv_verify_busy(&node->verify)) {
         return;
     }
     if (!uv_is_closing((uv_handle_t *)&node->async)) {
@@ -1361,5 +1456,6 @@ void tdm_uv_node_close(struct tdm_uv_node *node, tdm_uv_node_close_cb cb, void *
         tdm_free(job);
     }
     node->jobs_tail = NULL;
+    tdm_uv_verify_close(&node->verify);
     tdm_uv_listener_close(node->listener, listener_closed, node);
 }

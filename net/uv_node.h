@@ -17,7 +17,10 @@
  *      log first (whole batches, as on disk) and sent in frames of at most
  *      TDM_FRAME_BATCHES_MAX batches;
  *   5. results: the write's callback;
- *   6. a TICK at the deadline.
+ *   6. a TICK at the deadline;
+ *   then the verification actions (docs/PROTOCOL.md §9, net/uv_verify.h): reads
+ *   of chain hashes on the threadpool (CHAIN_READ), verified claims into
+ *   DIR/verified.
  * Disk actions (1-3 RECEIVED) run one at a time, in order, on the threadpool
  * (uv_queue_work); log reads for APPEND run there too.
  *
@@ -64,6 +67,9 @@ struct tdm_uv_node_config {
     uint64_t retransmit_ms;
     uint64_t handshake_ms;
     uint32_t reconnect_ms; /* 0: TDM_UV_NODE_RECONNECT_MS_DEFAULT. */
+    /* A checkpoint per backup this often (PROTOCOL.md §9); 0:
+     * TDM_VERIFY_INTERVAL_MS_DEFAULT. */
+    uint64_t verify_interval_ms;
     /* NULL: client certificates are refused. Else the listener also accepts
      * "client:<name>" certificates of the cluster CA and hands each such link,
      * authenticated, to on_client, which returns true if it took the link
@@ -104,6 +110,12 @@ int tdm_uv_node_submit(struct tdm_uv_node *node, const struct tandem_record *rec
 
 /* Snapshot of the replica's status. */
 void tdm_uv_node_status(const struct tdm_uv_node *node, struct tdm_replica_status *status);
+
+/* The claim DIR/verified keeps for node index (docs/FORMAT.md "Verified
+ * state"): its copy equal to the primary's through *lsn as of *at_ns (UTC ns;
+ * 0: never). Loop thread. */
+void tdm_uv_node_verified(const struct tdm_uv_node *node, uint32_t index, uint64_t *lsn,
+                          int64_t *at_ns);
 
 typedef void (*tdm_uv_node_close_cb)(void *data);
 

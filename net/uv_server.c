@@ -1322,14 +1322,66 @@ void tdm_uv_server_close(struct tdm_uv_server *handle, tdm_uv_server_close_cb cb
     server_maybe_finish(server);
 }
 
-/* ---- A loop of its own, stopped by a signal (tandemd) --------------------------- */
+/* ---- A loop of its own, stopped by a signal or by its control ------------------- */
+
+/* Thread: every field is the loop thread's, except stop_requested and async,
+ * which any thread reads and writes under mutex. */
+struct tdm_uv_serve_control {
+    pthread_mutex_t mutex;
+    bool stop_requested; /* tdm_uv_serve_stop() was called. */
+    uv_async_t *async;   /* The running loop's stop handle; NULL when none runs. */
+    tdm_uv_serve_serving_cb serving;
+    void *data;
+};
 
 struct serve {
-    uv_signal_t signals[2]; /* SIGTERM, SIGINT. */
+    uv_signal_t signals[2]; /* SIGTERM, SIGINT; when control is NULL. */
+    uv_async_t stop;        /* tdm_uv_serve_stop(); when control is set. */
+    struct tdm_uv_serve_control *control;
     struct tdm_uv_server *server;
     const struct tdm_uv_serve_hooks *hooks; /* NULL: none. */
     bool stopping;
 };
+
+int tdm_uv_serve_control_new(tdm_uv_serve_serving_cb serving, void *data,
+                             struct tdm_uv_serve_control **out)
+{
+    struct tdm_uv_serve_control *control = tdm_calloc(1, sizeof(*control));
+    if (control == NULL) {
+        return -ENOMEM;
+    }
+    int rv = pthread_mutex_init(&control->mutex, NULL);
+    if (rv != 0) {
+        tdm_free(control);
+        return -rv;
+    }
+    control->serving = serving;
+    control->data = data;
+    *out = control;
+    return 0;
+}
+
+void tdm_uv_serve_stop(struct tdm_uv_serve_control *control)
+{
+    tdm_assert(control != NULL);
+    pthread_mutex_lock(&control->mutex);
+    control->stop_requested = true;
+    if (control->async != NULL) {
+        int rv = uv_async_send(control->async);
+        tdm_assert(rv == 0);
+    }
+    pthread_mutex_unlock(&control->mutex);
+}
+
+void tdm_uv_serve_control_free(struct tdm_uv_serve_control *control)
+{
+    if (control == NULL) {
+        return;
+    }
+    tdm_assert(control->async == NULL);
+    pthread_mutex_destroy(&control->mutex);
+    tdm_free(control);
+}
 
 static void serve_closed_cb(void *data)
 {
@@ -1340,51 +1392,113 @@ static void serve_closed_cb(void *data)
     }
 }
 
+/* Close what stops the loop: the signal handlers, or the stop handle (which no
+ * thread can reach once control->async is cleared). */
+static void serve_unwatch(struct serve *serve)
+{
+    if (serve->control == NULL) {
+        for (size_t i = 0; i < 2; i++) {
+            uv_close((uv_handle_t *)&serve->signals[i], NULL);
+        }
+        return;
+    }
+    pthread_mutex_lock(&serve->control->mutex);
+    tdm_assert(serve->control->async == &serve->stop);
+    serve->control->async = NULL;
+    pthread_mutex_unlock(&serve->control->mutex);
+    uv_close((uv_handle_t *)&serve->stop, NULL);
+}
+
 static void serve_start_failed_cb(void *data)
 {
     struct serve *serve = data;
-    for (size_t i = 0; i < 2; i++) {
-        uv_close((uv_handle_t *)&serve->signals[i], NULL);
-    }
+    serve_unwatch(serve);
 }
 
-static void serve_signal_cb(uv_signal_t *signal, int signum)
+/* Stop as on SIGTERM: stop watching, then close the server cleanly. */
+static void serve_begin_stop(struct serve *serve, const char *cause)
 {
-    struct serve *serve = signal->data;
     if (serve->stopping) {
         return;
     }
     serve->stopping = true;
-    tdm_tracef("stopping on %s: no new connections; finishing requests in flight",
-               signum == SIGTERM ? "SIGTERM" : "SIGINT");
-    for (size_t i = 0; i < 2; i++) {
-        uv_close((uv_handle_t *)&serve->signals[i], NULL);
-    }
+    tdm_tracef("stopping%s%s: no new connections; finishing requests in flight",
+               cause != NULL ? " on " : "", cause != NULL ? cause : "");
+    serve_unwatch(serve);
     tdm_uv_server_close(serve->server, serve_closed_cb, serve);
 }
 
+static void serve_signal_cb(uv_signal_t *signal, int signum)
+{
+    serve_begin_stop(signal->data, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static void serve_stop_cb(uv_async_t *async)
+{
+    serve_begin_stop(async->data, NULL);
+}
+
+/* Watch for what stops the loop: SIGTERM and SIGINT, or tdm_uv_serve_stop(). */
+static void serve_watch(struct serve *serve, uv_loop_t *loop)
+{
+    if (serve->control == NULL) {
+        const int signums[2] = {SIGTERM, SIGINT};
+        for (size_t i = 0; i < 2; i++) {
+            int r = uv_signal_init(loop, &serve->signals[i]);
+            tdm_assert(r == 0);
+            serve->signals[i].data = serve;
+            r = uv_signal_start(&serve->signals[i], serve_signal_cb, signums[i]);
+            tdm_assert(r == 0);
+        }
+        return;
+    }
+    int r = uv_async_init(loop, &serve->stop, serve_stop_cb);
+    tdm_assert(r == 0);
+    serve->stop.data = serve;
+    pthread_mutex_lock(&serve->control->mutex);
+    tdm_assert(serve->control->async == NULL);
+    serve->control->async = &serve->stop;
+    pthread_mutex_unlock(&serve->control->mutex);
+}
+
+/* The server serves: tell the control's owner, and stop at once if it asked
+ * before the loop ran. */
+static void serve_serving(struct serve *serve)
+{
+    struct tdm_uv_serve_control *control = serve->control;
+    if (control == NULL) {
+        return;
+    }
+    if (control->serving != NULL) {
+        control->serving(control->data);
+    }
+    pthread_mutex_lock(&control->mutex);
+    bool stop = control->stop_requested;
+    pthread_mutex_unlock(&control->mutex);
+    if (stop) {
+        serve_begin_stop(serve, NULL);
+    }
+}
+
 int tdm_uv_serve(const struct tdm_uv_server_config *config, const struct tdm_uv_serve_hooks *hooks,
-                 struct tdm_diag *diag)
-{ /* A client that goes away before its answer must not kill the node: the
-   * write then fails with EPIPE, which the server handles. */
-    (void)signal(SIGPIPE, SIG_IGN);
+                 struct tdm_uv_serve_control *control, struct tdm_diag *diag)
+{
+    if (control == NULL) { /* A client that goes away before its answer must not kill
+                            * the node: the write then fails with EPIPE, which the
+                            * server handles. (With a control, the caller's thread
+                            * blocks SIGPIPE instead.) */
+        (void)signal(SIGPIPE, SIG_IGN);
+    }
     uv_loop_t loop;
     int rv = uv_loop_init(&loop);
     if (rv != 0) {
         tdm_diag_printf(diag, "uv_loop_init: %s", uv_strerror(rv));
         return rv;
     }
-    struct serve serve = {.hooks = hooks};
+    struct serve serve = {.hooks = hooks, .control = control};
     rv = tdm_uv_server_start(&loop, config, &serve.server, diag);
     if (rv == 0) {
-        const int signums[2] = {SIGTERM, SIGINT};
-        for (size_t i = 0; i < 2; i++) {
-            int r = uv_signal_init(&loop, &serve.signals[i]);
-            tdm_assert(r == 0);
-            serve.signals[i].data = &serve;
-            r = uv_signal_start(&serve.signals[i], serve_signal_cb, signums[i]);
-            tdm_assert(r == 0);
-        }
+        serve_watch(&serve, &loop);
         tdm_tracef("listening on %s", config->socket_path);
         if (hooks != NULL && hooks->start != NULL) {
             rv = hooks->start(hooks->data, &loop, serve.server, diag);
@@ -1393,14 +1507,19 @@ int tdm_uv_serve(const struct tdm_uv_server_config *config, const struct tdm_uv_
                 tdm_uv_server_close(serve.server, serve_start_failed_cb, &serve);
             }
         }
+        if (rv == 0) {
+            serve_serving(&serve);
+        }
     }
-    /* A caller may have blocked these while it opened the node, so that a
-     * SIGTERM then is not lost: it is delivered now, to the handlers above. */
-    sigset_t stop;
-    sigemptyset(&stop);
-    sigaddset(&stop, SIGTERM);
-    sigaddset(&stop, SIGINT);
-    (void)pthread_sigmask(SIG_UNBLOCK, &stop, NULL);
+    if (control == NULL) {
+        /* A caller may have blocked these while it opened the node, so that a
+         * SIGTERM then is not lost: it is delivered now, to the handlers above. */
+        sigset_t stop;
+        sigemptyset(&stop);
+        sigaddset(&stop, SIGTERM);
+        sigaddset(&stop, SIGINT);
+        (void)pthread_sigmask(SIG_UNBLOCK, &stop, NULL);
+    }
     /* On a failed start this only reaps the handles start closed. */
     int run = uv_run(&loop, UV_RUN_DEFAULT);
     tdm_assert(run == 0);

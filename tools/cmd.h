@@ -105,6 +105,7 @@ struct tdm_cmd_conf {
     char id[TDM_CMD_NAME_SIZE_MAX + 1];      /* [node] id; empty if unset. */
     char primary[TDM_CMD_NAME_SIZE_MAX + 1]; /* [replication] primary; empty if unset. */
     uint32_t min_copies;                     /* [replication] min_copies; 0 if unset. */
+    bool replicated; /* [replication] listen or peer.* is set: a node of a cluster. */
 };
 
 /* Read dir/tandem.conf into conf. Returns 0, -ENOENT when the file is missing,

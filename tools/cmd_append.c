@@ -656,6 +656,24 @@ static void append_teardown(struct append *append)
     }
 }
 
+/* A node of a cluster writes only through its tandemd: written here, a record
+ * would be durable on this one node, never acknowledged by min_copies, and
+ * would fork this node's log from the primary's. True (after the error line)
+ * when dir is such a node. */
+static bool append_refuse_replicated(const char *dir)
+{
+    struct tdm_cmd_conf conf;
+    struct tandem_diag diag = {{0}};
+    if (tdm_cmd_conf_read(dir, &conf, &diag) != 0 || !conf.replicated) {
+        return false; /* A standalone node (or no tandem.conf: the open says why). */
+    }
+    tdm_cmd_fail("append: %s is node %s of cluster %s and no tandemd runs there: start "
+                 "tandemd %s (a replicated node writes only through it, so that min_copies "
+                 "nodes hold every record)",
+                 dir, conf.id, conf.cluster, dir);
+    return true;
+}
+
 int tdm_cmd_append(int argc, char **argv)
 {
     const char *addr = NULL;
@@ -702,6 +720,9 @@ int tdm_cmd_append(int argc, char **argv)
             append_teardown(&append);
             return TDM_CMD_EXIT_FAILED;
         }
+    } else if (append_refuse_replicated(node.dir)) {
+        append_teardown(&append);
+        return TDM_CMD_EXIT_FAILED;
     } else if (tdm_cmd_open(node.dir, 0, &append.t) != 0) {
         append_teardown(&append);
         return TDM_CMD_EXIT_FAILED;

@@ -580,6 +580,9 @@ static int node_conf_handler(void *user, const char *section, const char *name, 
         target = conf->primary;
     } else if (strcmp(section, "replication") == 0 && strcmp(name, "min_copies") == 0) {
         return tdm_cmd_parse_u32(value, &conf->min_copies) == 0;
+    } else if (strcmp(section, "replication") == 0 &&
+               (strcmp(name, "listen") == 0 || strncmp(name, "peer.", 5) == 0)) {
+        conf->replicated = true;
     }
     if (target != NULL) {
         if (strlen(value) > TDM_CMD_NAME_SIZE_MAX) {

@@ -32,6 +32,7 @@
 
 #include "engine/base/alloc.h"
 #include "engine/base/assert.h"
+#include "jsonl.h"
 #include "net/client.h"
 #include "status_doc.h"
 
@@ -73,6 +74,7 @@ static void status_collect(struct tdm_status_view *view)
         return;
     }
     view->opened = true;
+    view->stopped = view->conf_found && view->conf.replicated;
     tdm_status_judge(view);
 }
 
@@ -180,8 +182,12 @@ static const char *status_degraded_reason(const struct tdm_status_view *view)
         if (node->lag_ms > TDM_STATUS_LAG_MS_DEGRADED) {
             snprintf(reason, sizeof(reason), "node %s: %.1f s behind the primary", node->id,
                      (double)node->lag_ms / 1000.0);
-            break;
+            return reason;
         }
+    }
+    char verify[256];
+    if (tdm_status_verify_problem(view, verify, sizeof(verify)) != NULL) {
+        snprintf(reason, sizeof(reason), "%s", verify);
     }
     return reason;
 }
@@ -202,7 +208,8 @@ static void status_print_health(const struct tdm_status_view *view)
         }
         break;
     case TDM_STATUS_BROKEN:
-        printf("health      BROKEN: %s%s\n", view->opened ? "writes stopped: " : "",
+        printf("health      BROKEN: %s%s\n",
+               view->opened && !view->stopped ? "writes stopped: " : "",
                tdm_status_failed_message(view));
         break;
     }
@@ -237,18 +244,80 @@ static void status_print_nodes(const struct tdm_status_view *view)
             const struct tdm_uv_node_view *node = &view->cluster.nodes[i];
             char lag[48];
             snprintf(lag, sizeof(lag), "%llu", (unsigned long long)node->lag_records);
+            char verified[24] = "-";
+            if (node->verify_known) {
+                snprintf(verified, sizeof(verified), "%llu",
+                         (unsigned long long)node->verified_lsn);
+            }
             printf("%-12s %-8s %6llu %12llu %12llu %12s %8s  %-5s %s\n", node->id,
                    node->self && failed ? "failed" : node->role, (unsigned long long)node->epoch,
-                   (unsigned long long)node->last_lsn, (unsigned long long)node->durable_lsn, "-",
-                   lag, node->self || node->link_up ? "up" : "down",
+                   (unsigned long long)node->last_lsn, (unsigned long long)node->durable_lsn,
+                   verified, lag, node->self || node->link_up ? "up" : "down",
                    node->self ? view->dir : node->link);
         }
         return;
     }
     printf("%-12s %-8s %6llu %12s %12s %12s %8s  %-5s %s\n",
-           view->conf.id[0] != '\0' ? view->conf.id : "?", failed ? "failed" : "primary",
+           view->conf.id[0] != '\0' ? view->conf.id : "?",
+           view->stopped ? "stopped"
+           : failed      ? "failed"
+                         : "primary",
            (unsigned long long)(view->opened ? status->epoch : 0), last, last, "-", "0",
-           view->opened ? "up" : "down", view->dir);
+           view->opened && !view->stopped ? "up" : "down", view->dir);
+}
+
+/* Verification of a replicated node: when each copy was last proven equal to
+ * the primary's, any mismatch, and the background scrubber. */
+static void status_print_verification(const struct tdm_status_view *view)
+{
+    const struct tdm_uv_cluster_view *cluster = &view->cluster;
+    printf("\n");
+    for (uint32_t i = 0; i < cluster->node_count; i++) {
+        const struct tdm_uv_node_view *node = &cluster->nodes[i];
+        if (!node->verify_known) {
+            continue;
+        }
+        if (node->verified_at_ns == 0) {
+            printf("verified    %s: not yet\n", node->id);
+        } else {
+            printf("verified    %s: equal to the primary through lsn %llu, %.1f s ago\n", node->id,
+                   (unsigned long long)node->verified_lsn,
+                   (double)(cluster->now_ns - node->verified_at_ns) / 1e9);
+        }
+        if (node->divergent_first != 0) {
+            printf("MISMATCH    %s: first divergent batch lsn %llu..%llu: its copy differs "
+                   "from the primary's from there (docs/OPERATIONS.md \"Verification\")\n",
+                   node->id, (unsigned long long)node->divergent_first,
+                   (unsigned long long)node->divergent_last);
+        } else if (node->bisecting) {
+            printf("MISMATCH    %s: chain hashes differ; narrowing down the first divergent "
+                   "batch\n",
+                   node->id);
+        }
+    }
+    const struct tdm_uv_scrub_view *scrub = &cluster->scrub;
+    if (!scrub->enabled) {
+        printf("scrub       not running on this node\n");
+        return;
+    }
+    char done[32];
+    char total[32];
+    status_bytes_human(scrub->bytes_done, done, sizeof(done));
+    status_bytes_human(view->status.log_bytes, total, sizeof(total));
+    char last[40] = "none yet";
+    if (scrub->last_full_pass_ns != 0) {
+        tdm_time_format(scrub->last_full_pass_ns, last, sizeof(last));
+    }
+    printf("scrub       %s %s of %s; %llu full pass%s, last %s; %u damaged range%s\n",
+           scrub->running ? "reading" : "between passes, last read", done, total,
+           (unsigned long long)scrub->passes, scrub->passes == 1 ? "" : "es", last,
+           scrub->damaged_count, scrub->damaged_count == 1 ? "" : "s");
+    uint32_t listed = scrub->damaged_count < TDM_UV_SCRUB_DAMAGED_MAX ? scrub->damaged_count
+                                                                      : TDM_UV_SCRUB_DAMAGED_MAX;
+    tdm_cmd_print_damaged(scrub->damaged, listed);
+    if (scrub->error[0] != '\0') {
+        printf("scrub       last pass failed: %s\n", scrub->error);
+    }
 }
 
 static void status_print_log(const struct tdm_status_view *view)
@@ -309,6 +378,9 @@ static void status_print_text(const struct tdm_status_view *view)
 {
     status_print_health(view);
     status_print_nodes(view);
+    if (view->replicated) {
+        status_print_verification(view);
+    }
     if (view->opened) {
         status_print_log(view);
         tdm_cmd_print_damaged(view->status.damaged, view->status.damaged_count);

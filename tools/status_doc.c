@@ -20,13 +20,60 @@
 #include <string.h>
 
 #include "engine/base/assert.h"
+#include "jsonl.h"
 
-#define STATUS_SCHEMA 1
+#define STATUS_SCHEMA   1
+#define STATUS_NS_PER_S 1000000000
+
+/* Verification (docs/PROTOCOL.md §9): degraded while a copy this node
+ * compares has been unverified longer than the bound (counted from when this
+ * node started, at the earliest), a mismatch is known, or the background
+ * scrubber found damage. Returns NULL or why. */
+const char *tdm_status_verify_problem(const struct tdm_status_view *view, char *reason, size_t size)
+{
+    const struct tdm_uv_cluster_view *cluster = &view->cluster;
+    if (!view->replicated) {
+        return NULL;
+    }
+    if (cluster->scrub.damaged_count > 0) {
+        snprintf(reason, size, "scrub found %u damaged range%s in sealed segments",
+                 cluster->scrub.damaged_count, cluster->scrub.damaged_count == 1 ? "" : "s");
+        return reason;
+    }
+    for (uint32_t i = 0; i < cluster->node_count; i++) {
+        const struct tdm_uv_node_view *node = &cluster->nodes[i];
+        if (node->divergent_first != 0) {
+            snprintf(reason, size,
+                     "node %s: its copy differs from the primary's from lsn %llu (first "
+                     "divergent batch lsn %llu..%llu)",
+                     node->id, (unsigned long long)node->divergent_first,
+                     (unsigned long long)node->divergent_first,
+                     (unsigned long long)node->divergent_last);
+            return reason;
+        }
+    }
+    for (uint32_t i = 0; i < cluster->node_count; i++) {
+        const struct tdm_uv_node_view *node = &cluster->nodes[i];
+        if (!node->verify_known) {
+            continue;
+        }
+        int64_t since =
+            node->verified_at_ns > cluster->started_ns ? node->verified_at_ns : cluster->started_ns;
+        int64_t bound_ns = (int64_t)cluster->unverified_bound_s * STATUS_NS_PER_S;
+        if (cluster->now_ns - since > bound_ns) {
+            snprintf(reason, size, "node %s: unverified for %.0f s (bound %u s)", node->id,
+                     (double)(cluster->now_ns - since) / STATUS_NS_PER_S,
+                     cluster->unverified_bound_s);
+            return reason;
+        }
+    }
+    return NULL;
+}
 
 void tdm_status_judge(struct tdm_status_view *view)
 {
     tdm_assert(view != NULL);
-    if (!view->opened || view->status.failed_code != 0 ||
+    if (!view->opened || view->status.failed_code != 0 || view->stopped ||
         (view->replicated && strcmp(view->cluster.role, "failed") == 0)) {
         view->health = TDM_STATUS_BROKEN;
     } else if (view->status.damaged_count > 0) {
@@ -45,6 +92,10 @@ void tdm_status_judge(struct tdm_status_view *view)
             view->health = TDM_STATUS_DEGRADED;
         }
     }
+    char reason[256];
+    if (tdm_status_verify_problem(view, reason, sizeof(reason)) != NULL) {
+        view->health = TDM_STATUS_DEGRADED;
+    }
 }
 
 const char *tdm_status_health_name(enum tdm_status_health health)
@@ -62,13 +113,17 @@ const char *tdm_status_health_name(enum tdm_status_health health)
 
 bool tdm_status_failed(const struct tdm_status_view *view)
 {
-    return !view->opened || view->status.failed_code != 0;
+    return !view->opened || view->status.failed_code != 0 || view->stopped;
 }
 
 const char *tdm_status_failed_message(const struct tdm_status_view *view)
 {
     if (!view->opened) {
         return view->open_error;
+    }
+    if (view->stopped) {
+        return "no tandemd runs for this replicated node: it is unreachable and writes nothing "
+               "(start tandemd DIR)";
     }
     if (view->status.failed_message[0] != '\0') {
         return view->status.failed_message;
@@ -121,8 +176,76 @@ static void status_json_node_log(json_t *node, const struct tandem_status *statu
     json_object_set_new(node, "damaged", status_json_damaged(status));
 }
 
+/* An RFC 3339 time, or null for 0 (never). */
+static json_t *status_json_time(int64_t time_ns)
+{
+    if (time_ns == 0) {
+        return json_null();
+    }
+    char text[40];
+    tdm_time_format(time_ns, text, sizeof(text));
+    return json_string(text);
+}
+
+/* Verification fields of a node object: verified_lsn, verified_at,
+ * verified_age_seconds, mismatches (docs/OPERATIONS.md "Verification"). A
+ * copy this node does not compare has 0 and nulls. */
+static void status_json_verified(json_t *object, const struct tdm_uv_node_view *node,
+                                 int64_t now_ns)
+{
+    bool at = node->verify_known && node->verified_at_ns != 0;
+    json_object_set_new(object, "verified_lsn", json_integer((json_int_t)node->verified_lsn));
+    json_object_set_new(object, "verified_at", status_json_time(at ? node->verified_at_ns : 0));
+    json_object_set_new(
+        object, "verified_age_seconds",
+        at ? json_real((double)(now_ns > node->verified_at_ns ? now_ns - node->verified_at_ns : 0) /
+                       STATUS_NS_PER_S)
+           : json_null());
+    json_object_set_new(object, "verified_known", json_boolean(node->verify_known));
+    json_t *divergent =
+        node->divergent_first == 0
+            ? json_null()
+            : json_pack("{s:I, s:I}", "lsn_first", (json_int_t)node->divergent_first, "lsn_last",
+                        (json_int_t)node->divergent_last);
+    json_object_set_new(object, "mismatches",
+                        json_pack("{s:I, s:o, s:b}", "found", (json_int_t)node->mismatches_found,
+                                  "first_divergent", divergent, "bisecting", node->bisecting));
+}
+
+/* The background scrubber of this node (net/uv_scrub.h); bytes_total is the log's. */
+static json_t *status_json_scrub(const struct tdm_uv_scrub_view *scrub, uint64_t bytes_total)
+{
+    json_t *damaged = json_array();
+    uint32_t listed = scrub->damaged_count < TDM_UV_SCRUB_DAMAGED_MAX ? scrub->damaged_count
+                                                                      : TDM_UV_SCRUB_DAMAGED_MAX;
+    for (uint32_t i = 0; i < listed; i++) {
+        const struct tandem_damage *damage = &scrub->damaged[i];
+        json_array_append_new(damaged, json_pack("{s:I, s:I, s:I, s:I}", "segment",
+                                                 (json_int_t)damage->segment_lsn, "offset",
+                                                 (json_int_t)damage->offset, "lsn_first",
+                                                 (json_int_t)damage->lsn_first, "lsn_last",
+                                                 (json_int_t)damage->lsn_last));
+    }
+    json_t *object = json_object();
+    json_object_set_new(object, "enabled", json_boolean(scrub->enabled));
+    json_object_set_new(object, "running", json_boolean(scrub->running));
+    json_object_set_new(object, "bytes_done", json_integer((json_int_t)scrub->bytes_done));
+    json_object_set_new(object, "bytes_total", json_integer((json_int_t)bytes_total));
+    json_object_set_new(object, "segment",
+                        scrub->segment_lsn != 0 ? json_integer((json_int_t)scrub->segment_lsn)
+                                                : json_null());
+    json_object_set_new(object, "pass_started", status_json_time(scrub->pass_started_ns));
+    json_object_set_new(object, "last_full_pass", status_json_time(scrub->last_full_pass_ns));
+    json_object_set_new(object, "passes", json_integer((json_int_t)scrub->passes));
+    json_object_set_new(object, "damaged", json_integer(scrub->damaged_count));
+    json_object_set_new(object, "damaged_ranges", damaged);
+    json_object_set_new(object, "error",
+                        scrub->error[0] != '\0' ? json_string(scrub->error) : json_null());
+    return object;
+}
+
 /* The node object of a replicated node's cluster entry i. */
-static json_t *status_json_peer(const struct tdm_uv_node_view *node)
+static json_t *status_json_peer(const struct tdm_uv_node_view *node, int64_t now_ns)
 {
     json_t *object = json_object();
     json_object_set_new(object, "id", json_string(node->id));
@@ -130,7 +253,7 @@ static json_t *status_json_peer(const struct tdm_uv_node_view *node)
     json_object_set_new(object, "epoch", json_integer((json_int_t)node->epoch));
     json_object_set_new(object, "last_lsn", json_integer((json_int_t)node->last_lsn));
     json_object_set_new(object, "durable_lsn", json_integer((json_int_t)node->durable_lsn));
-    json_object_set_new(object, "verified_lsn", json_integer(0));
+    status_json_verified(object, node, now_ns);
     json_object_set_new(object, "lag",
                         json_pack("{s:I, s:I, s:f}", "records", (json_int_t)node->lag_records,
                                   "bytes", (json_int_t)node->lag_bytes, "seconds",
@@ -149,7 +272,7 @@ static json_t *status_json_cluster_node(const struct tdm_status_view *view, json
     json_t *nodes = json_array();
     for (uint32_t i = 0; i < view->cluster.node_count; i++) {
         const struct tdm_uv_node_view *node = &view->cluster.nodes[i];
-        json_t *object = status_json_peer(node);
+        json_t *object = status_json_peer(node, view->cluster.now_ns);
         if (node->self) {
             json_object_update(object, self);
             json_object_set_new(object, "role",
@@ -172,6 +295,8 @@ static json_t *status_json_self(const struct tdm_status_view *view, bool failed)
     if (view->opened) {
         status_json_node_log(node, &view->status);
     }
+    json_object_set_new(node, "scrub",
+                        status_json_scrub(&view->cluster.scrub, view->status.log_bytes));
     return node;
 }
 
@@ -187,14 +312,21 @@ static json_t *status_json_node(const struct tdm_status_view *view)
     uint64_t lsn_last = view->opened ? status->lsn_last : 0;
     json_t *node = json_object();
     json_object_set_new(node, "id", json_string(view->conf.id));
-    json_object_set_new(node, "role", json_string(failed ? "failed" : "primary"));
+    json_object_set_new(node, "role",
+                        json_string(view->stopped ? "stopped"
+                                    : failed      ? "failed"
+                                                  : "primary"));
     json_object_set_new(node, "epoch", json_integer(view->opened ? (json_int_t)status->epoch : 0));
     json_object_set_new(node, "last_lsn", json_integer((json_int_t)lsn_last));
     json_object_set_new(node, "durable_lsn", json_integer((json_int_t)lsn_last));
-    json_object_set_new(node, "verified_lsn", json_integer(0));
+    /* A standalone node has no other copy to compare: nothing is verified. */
+    struct tdm_uv_node_view alone;
+    memset(&alone, 0, sizeof(alone));
+    status_json_verified(node, &alone, 0);
     json_object_set_new(node, "lag",
                         json_pack("{s:i, s:i, s:f}", "records", 0, "bytes", 0, "seconds", 0.0));
-    json_object_set_new(node, "link", json_string(view->opened ? "up" : "down"));
+    json_object_set_new(node, "link", json_string(view->opened && !view->stopped ? "up" : "down"));
+    json_object_set_new(node, "self", json_true());
     json_object_set_new(node, "state", json_string(failed ? "failed" : "ok"));
     json_object_set_new(node, "failed",
                         failed ? json_string(tdm_status_failed_message(view)) : json_null());
@@ -202,6 +334,9 @@ static json_t *status_json_node(const struct tdm_status_view *view)
     if (view->opened) {
         status_json_node_log(node, status);
     }
+    struct tdm_uv_scrub_view no_scrub;
+    memset(&no_scrub, 0, sizeof(no_scrub)); /* The background scrubber runs in tandemd only. */
+    json_object_set_new(node, "scrub", status_json_scrub(&no_scrub, status->log_bytes));
     return node;
 }
 
@@ -233,6 +368,9 @@ int tdm_status_json(const struct tdm_status_view *view, char **out)
         json_object_set_new(root, "min_copies", json_integer(view->cluster.min_copies));
         json_object_set_new(root, "commit_lsn", json_integer((json_int_t)view->cluster.commit_lsn));
         json_object_set_new(root, "writes_in_flight", json_integer(view->cluster.writes_in_flight));
+        json_object_set_new(root, "time", status_json_time(view->cluster.now_ns));
+        json_object_set_new(root, "unverified_bound_s",
+                            json_integer(view->cluster.unverified_bound_s));
         json_object_set_new(root, "nodes", status_json_node(view));
     } else {
         json_t *nodes = json_array();
@@ -324,6 +462,57 @@ static void status_parse_node(json_t *node, struct tdm_status_view *view, char *
     }
 }
 
+/* An RFC 3339 time of the document back into ns; 0 for null or none. */
+static int64_t status_get_time(json_t *object, const char *key)
+{
+    const char *text = json_string_value(json_object_get(object, key));
+    int64_t time_ns = 0;
+    if (text == NULL || tdm_time_parse(text, strlen(text), &time_ns) != 0) {
+        return 0;
+    }
+    return time_ns;
+}
+
+/* The verification fields of a node object (status_json_verified) back. */
+static void status_parse_verified(json_t *entry, struct tdm_uv_node_view *node)
+{
+    node->verify_known = json_is_true(json_object_get(entry, "verified_known"));
+    node->verified_lsn = status_get_u64(entry, "verified_lsn");
+    node->verified_at_ns = status_get_time(entry, "verified_at");
+    json_t *mismatches = json_object_get(entry, "mismatches");
+    node->mismatches_found = status_get_u64(mismatches, "found");
+    node->bisecting = json_is_true(json_object_get(mismatches, "bisecting"));
+    json_t *divergent = json_object_get(mismatches, "first_divergent");
+    node->divergent_first = status_get_u64(divergent, "lsn_first");
+    node->divergent_last = status_get_u64(divergent, "lsn_last");
+}
+
+static void status_parse_scrub(json_t *scrub, struct tdm_uv_scrub_view *view)
+{
+    view->enabled = json_is_true(json_object_get(scrub, "enabled"));
+    view->running = json_is_true(json_object_get(scrub, "running"));
+    view->bytes_done = status_get_u64(scrub, "bytes_done");
+    view->segment_lsn = status_get_u64(scrub, "segment");
+    view->pass_started_ns = status_get_time(scrub, "pass_started");
+    view->last_full_pass_ns = status_get_time(scrub, "last_full_pass");
+    view->passes = status_get_u64(scrub, "passes");
+    view->damaged_count = (uint32_t)status_get_u64(scrub, "damaged");
+    status_get_string(scrub, "error", view->error, sizeof(view->error));
+    size_t index;
+    json_t *damage;
+    json_array_foreach(json_object_get(scrub, "damaged_ranges"), index, damage)
+    {
+        if (index >= TDM_UV_SCRUB_DAMAGED_MAX) {
+            break;
+        }
+        view->damaged[index].segment_lsn = status_get_u64(damage, "segment");
+        view->damaged[index].offset = status_get_u64(damage, "offset");
+        view->damaged[index].lsn_first = status_get_u64(damage, "lsn_first");
+        view->damaged[index].lsn_last = status_get_u64(damage, "lsn_last");
+        view->damaged[index].sealed = true;
+    }
+}
+
 /* A replicated node's cluster view back from the document. */
 static void status_parse_cluster(json_t *root, json_t *nodes, struct tdm_status_view *view)
 {
@@ -335,6 +524,8 @@ static void status_parse_cluster(json_t *root, json_t *nodes, struct tdm_status_
     cluster->min_copies = (uint32_t)status_get_u64(root, "min_copies");
     cluster->commit_lsn = status_get_u64(root, "commit_lsn");
     cluster->writes_in_flight = (uint32_t)status_get_u64(root, "writes_in_flight");
+    cluster->now_ns = status_get_time(root, "time");
+    cluster->unverified_bound_s = (uint32_t)status_get_u64(root, "unverified_bound_s");
     size_t index;
     json_t *entry;
     json_array_foreach(nodes, index, entry)
@@ -358,6 +549,10 @@ static void status_parse_cluster(json_t *root, json_t *nodes, struct tdm_status_
             json_is_number(seconds) ? (uint64_t)(json_number_value(seconds) * 1000.0) : 0;
         const char *link = json_string_value(json_object_get(entry, "link"));
         node->link_up = link != NULL && strcmp(link, "up") == 0;
+        status_parse_verified(entry, node);
+        if (node->self) {
+            status_parse_scrub(json_object_get(entry, "scrub"), &cluster->scrub);
+        }
         cluster->node_count = (uint32_t)index + 1;
     }
 }

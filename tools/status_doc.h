@@ -24,7 +24,8 @@ struct tdm_status_view {
     const char *dir;          /* Borrowed. */
     struct tdm_cmd_conf conf; /* From tandem.conf (empty fields when not found). */
     bool conf_found;
-    bool opened;                                           /* status is valid. */
+    bool opened;  /* status is valid. */
+    bool stopped; /* A replicated node read from its directory: no tandemd serves it. */
     char open_error[TANDEM_DIAG_SIZE + TDM_CMD_PATH_SIZE]; /* When !opened. */
     struct tandem_status status;
     /* A replicated node served by tandemd: the cluster as it sees it. */
@@ -36,8 +37,17 @@ struct tdm_status_view {
 /* Set view->health from opened, status and the cluster: broken when the node
  * could not be opened, writes stopped or its role is failed; degraded when the
  * log has damaged ranges or, on a replicated node, a node's link is down or
- * not live, or a node lags more than TDM_STATUS_LAG_MS_DEGRADED behind. */
+ * not live, a node lags more than TDM_STATUS_LAG_MS_DEGRADED behind, or
+ * tdm_status_verify_problem() names a problem. */
 void tdm_status_judge(struct tdm_status_view *view);
+
+/* Verification of a replicated node (docs/OPERATIONS.md "Verification"): a
+ * copy this node compares unverified longer than cluster.unverified_bound_s
+ * (counted from cluster.started_ns at the earliest), a known mismatch (a first
+ * divergent batch), or damage the background scrubber found. Returns NULL, or
+ * reason (size bytes) filled with the first problem. */
+const char *tdm_status_verify_problem(const struct tdm_status_view *view, char *reason,
+                                      size_t size);
 
 const char *tdm_status_health_name(enum tdm_status_health health);
 /* True when the node cannot write (not opened, or writes stopped). */

@@ -54,7 +54,13 @@ import json,sys
 s=json.load(sys.stdin); n=s["nodes"][0]
 assert s["schema"]==1 and s["cluster"]=="c1" and s["health"]=="healthy" and s["primary"]=="n1"
 assert n["id"]=="n1" and n["role"]=="primary" and n["last_lsn"]==110 and n["link"]=="up"
-assert set(n["lag"])=={"records","bytes","seconds"}'; check "status json" 0 $?
+assert set(n["lag"])=={"records","bytes","seconds"}
+# Verification fields (docs/OPERATIONS.md "Verification"): a standalone node has
+# no other copy to compare with and no background scrubber.
+assert n["verified_lsn"]==0 and n["verified_at"] is None and n["verified_age_seconds"] is None
+assert n["mismatches"]=={"found":0,"first_divergent":None,"bisecting":False}
+assert n["scrub"]["enabled"] is False and n["scrub"]["damaged"]==0
+assert n["scrub"]["bytes_total"]==n["log_bytes"]'; check "status json" 0 $?
 "$T" status --node "$work/nothing" >/dev/null 2>&1; check "status broken rc" 2 $?
 "$T" append --node example.com:7000 </dev/null 2>/dev/null; check "host:port rc" 2 $?
 "$T" frob 2>/dev/null; check "unknown command rc" 2 $?
@@ -91,7 +97,7 @@ V=$work/v1
 python3 - <<'PY' | "$T" append --node "$V" >/dev/null; check "append 64 MiB rc" 0 $?
 import base64, json, random, sys
 r = random.Random(5)
-for i in range(39000):
+for i in range(42000):
     sys.stdout.write(json.dumps({"type": "message", "customer_id": 1 + i % 7,
         "time": "2026-11-28T00:00:%02d.%09dZ" % (i % 60, i), "size": 100 + i,
         "destination": "delivered", "classification": "clean", "threat": "",
@@ -148,7 +154,17 @@ PY
 "$T" init "$R/n3" --cluster c1 --node n3 --listen 127.0.0.1:7003 --ca "$CA" \
     --peer n1=[::1]:7001 --peer n2=127.0.0.1:7002 --primary n3 >/dev/null; check "init --primary rc" 0 $?
 check "init --primary" "primary = n3" "$(grep '^primary' "$R/n3/tandem.conf")"
-"$T" status --node "$R/n2" >/dev/null; check "status of a replicated node dir rc" 0 $?
+# A replicated node without its tandemd: unreachable (exit 2, role "stopped"),
+# and it refuses writes (written there they would be on one node only).
+"$T" status --node "$R/n2" >/dev/null; check "status of a stopped replicated node rc" 2 $?
+check "status of a stopped replicated node role" stopped "$("$T" status --node "$R/n2" --json |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["nodes"][0]["role"])')"
+head -1 "$work/r.jsonl" | "$T" append --node "$R/n2" >"$work/out" 2>"$work/err"
+check "append to a stopped replicated node rc" 1 $?
+check "append to a stopped replicated node prints no lsn" 0 "$(wc -c < "$work/out")"
+check "append to a stopped replicated node says why" 1 "$(grep -c 'no tandemd runs there' "$work/err")"
+check "append to a stopped replicated node writes nothing" 0 "$("$T" status --node "$R/n2" --json |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["nodes"][0]["last_lsn"])')"
 bad() { # bad DESCRIPTION EXPECTED_RC ARGS...: refused with one line, nothing created
     local want=$2; shift 2
     "$T" init "$R/bad" --cluster c1 --node n9 "$@" >/dev/null 2>"$work/err"

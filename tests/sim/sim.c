@@ -19,13 +19,26 @@
  *   act in epoch 1 again only because it ships nothing not durable in epoch 1
  *   (docs/PROTOCOL.md §4).
  * - Clients submit writes to the primary and to backups (forwarded).
+ * - Switchover and failover (docs/PROTOCOL.md §8): the schedule or an operator
+ *   asks the primary to move (to a random node, to "next in rotation", to an
+ *   unknown one), an operator fails over to a backup after a crash of the
+ *   primary, or at random (mostly premature: refused), sometimes as a dry run,
+ *   sometimes forced; each with its own bounds and rotation order per seed.
+ *   The primary is whoever acts in the newest epoch (sim->authority_*).
  * - Swarm testing: each seed draws its own fault rates, latencies and limits.
  * - Phase 1 (faults) runs for a fixed time; phase 2 heals every partition,
  *   restarts every node, stops faults and clients, and requires convergence.
  *
  * Invariants, checked after every step (sim_check, sim_apply):
  * - D1: the highest acknowledged LSN is durable, with the acknowledged chain
- *   hash, on at least min_copies nodes, and on the primary's node;
+ *   hash, on at least min_copies nodes, and on the node acting as primary of
+ *   the newest epoch: no acknowledged write is lost by a switchover or an
+ *   unforced failover (a forced failover may lose some: from the moment one
+ *   starts, the loss checks stop for the seed, the others go on);
+ * - no node acts in an epoch it has not persisted (the planted bug
+ *   target_accepts_before_epoch_persisted fails here), and at most one node
+ *   appends local writes in an epoch;
+ * - ENOTPRIMARY never reaches a client: writers see a pause, never an error;
  * - C1: every node's log agrees with the acknowledged log (by chain hash) at
  *   min(its last LSN, the acknowledged LSN): committed prefixes are identical;
  * - an acknowledged write's LSNs hold exactly that write's records;
@@ -35,8 +48,18 @@
  *   the history does not assign to its LSNs);
  * - batches received follow the receiver's chain (what the engine verifies);
  * - nothing acknowledged is ever cut, and what is cut goes to quarantine;
- * - liveness: after phase 2 every backup holds the primary's log durably and
- *   every client write has an answer. */
+ * - liveness: after phase 2 one node is the primary of the newest epoch, every
+ *   other one its backup in that epoch holding its log durably, no switchover
+ *   or failover is under way, and every client write has an answer;
+ * - verification (docs/PROTOCOL.md §9; sim_verify_*): every replica compares
+ *   copies every verify_interval_ms, its reads of chain hashes go through the
+ *   disk queue (so they race with cuts and crashes), segments seal every few
+ *   batches, and claims persist across restarts. A claim "verified through n"
+ *   (the primary's of a backup, a backup's of itself) is never above a point
+ *   where that copy's chain hash differs from the primary's, when made or
+ *   later; no mismatch is ever reported, since copies never diverge in the
+ *   range compared (no false alarms); after phase 2 every backup is verified
+ *   through the primary's last LSN, on both sides. */
 #include "sim.h"
 
 #include <inttypes.h>
@@ -55,7 +78,7 @@
 #define SIM_MESSAGES_MAX 4096
 #define SIM_EVENTS_MAX   32768
 #define SIM_WRITES_MAX   16384
-#define SIM_EPOCHS_MAX   1024
+#define SIM_EPOCHS_MAX   8192
 #define SIM_STEPS_MAX    400000
 
 struct sim_batch {
@@ -68,12 +91,14 @@ struct sim_batch {
     struct tdm_frame_chain_hash chain;
 };
 
-enum sim_op_kind { SIM_OP_EPOCHS = 1, SIM_OP_CUT, SIM_OP_SYNC };
+enum sim_op_kind { SIM_OP_EPOCHS = 1, SIM_OP_CUT, SIM_OP_SYNC, SIM_OP_READ };
 
 struct sim_op {
     enum sim_op_kind kind;
     uint64_t cut_after_lsn;
     uint32_t sync_count; /* SYNC: batches durable once it completes. */
+    uint64_t read_id;    /* READ: a chain hash read (verification). */
+    uint64_t read_lsn;
 };
 
 struct sim_node {
@@ -91,6 +116,8 @@ struct sim_node {
     uint32_t op_count;
     struct sim_op ops[SIM_OPS_MAX];
     uint64_t quarantined; /* Batches cut into quarantine. */
+    /* DIR/verified: the last claim recorded for each node (survives crashes). */
+    uint64_t verified_disk[SIM_NODES_MAX];
 };
 
 enum sim_event_kind {
@@ -103,7 +130,9 @@ enum sim_event_kind {
     SIM_EV_RESTART,
     SIM_EV_PARTITION,
     SIM_EV_HEAL,
-    SIM_EV_CALM, /* Phase 2 begins. */
+    SIM_EV_CALM,       /* Phase 2 begins. */
+    SIM_EV_SWITCHOVER, /* The schedule or an operator asks the primary to move. */
+    SIM_EV_FAILOVER,   /* An operator asks a backup to take over. */
 };
 
 struct sim_event {
@@ -154,6 +183,14 @@ struct sim_params {
     uint64_t down_ms_max;
     uint32_t frame_batches_max;
     uint64_t faults_ms;
+    uint32_t seal_every; /* A segment seals every this many local batches. */
+    /* Switchover and failover (PROTOCOL.md §8). */
+    uint64_t switchover_gap_ms;  /* 0: none. Else one every 1..this ms. */
+    uint32_t failover_per_mille; /* After a crash of the primary: chance of a failover. */
+    uint64_t failover_gap_ms;    /* 0: none. Else an operator failover (maybe
+                                    premature) every 1..this ms. */
+    uint32_t force_per_mille;    /* Of failovers: forced. */
+    uint32_t dry_run_per_mille;  /* Of failovers: dry runs. */
     struct tdm_replica_config config;
 };
 
@@ -185,6 +222,15 @@ struct sim {
     uint64_t ref_lsn_last[SIM_LOG_MAX];
     struct tdm_frame_chain_hash ref_chain[SIM_LOG_MAX];
     uint32_t epoch_primary[SIM_EPOCHS_MAX]; /* UINT32_MAX: not seen. */
+    uint32_t epoch_writer[SIM_EPOCHS_MAX];  /* Node that appended local writes; UINT32_MAX. */
+    /* The newest epoch any node acted in as primary: its primary must hold
+     * every acknowledged write (PROTOCOL.md §8). */
+    uint64_t authority_epoch;
+    uint32_t authority_index;
+    /* A forced failover ran: acknowledged writes may be lost from now on, so
+     * the loss checks stop (the structural ones go on). */
+    bool lossy;
+    uint64_t request_next; /* Switchover and failover request ids. */
     struct tdm_actions actions;
 };
 
@@ -392,6 +438,9 @@ static uint64_t sim_acked_lsn(const struct sim *sim)
 static void sim_check_batch_epoch(struct sim *sim, uint32_t index, const struct sim_batch *batch)
 {
     const struct tdm_epoch_history *history = &sim->nodes[index].history;
+    if (batch->lsn_last < history->entries[0].lsn_first) {
+        return; /* Older than the oldest entry kept (TDM_REPLICA_EPOCHS_MAX). */
+    }
     if (tdm_replica_history_epoch_at(history, batch->lsn_first) != batch->epoch ||
         tdm_replica_history_epoch_at(history, batch->lsn_last) != batch->epoch) {
         sim_fail(sim,
@@ -509,7 +558,7 @@ static void sim_disk_cut_done(struct sim *sim, uint32_t index, const struct sim_
     uint64_t acked = sim_acked_lsn(sim);
     for (uint32_t i = keep; i < node->count; i++) {
         const struct sim_batch *batch = &node->log[i];
-        int ref = batch->lsn_last <= acked ? sim_ref_find(sim, batch->lsn_last) : -1;
+        int ref = !sim->lossy && batch->lsn_last <= acked ? sim_ref_find(sim, batch->lsn_last) : -1;
         if (ref >= 0 && memcmp(&sim->ref_chain[ref], &batch->chain, sizeof(batch->chain)) == 0) {
             sim_fail(sim, "n%u cut acknowledged lsn %" PRIu64, index, batch->lsn_last);
         }
@@ -530,6 +579,8 @@ static void sim_disk_cut_done(struct sim *sim, uint32_t index, const struct sim_
 }
 
 static void sim_step(struct sim *sim, uint32_t index, const struct tdm_event *event);
+static void sim_reports(struct sim *sim, uint32_t index);
+static void sim_verify_read_done(struct sim *sim, uint32_t index, const struct sim_op *op);
 
 /* PERSISTED(WRITE) for each local write made durable, then PERSISTED(LOG). */
 static void sim_disk_sync_done(struct sim *sim, uint32_t index, const struct sim_op *op)
@@ -581,6 +632,9 @@ static void sim_on_disk(struct sim *sim, uint32_t index)
         break;
     case SIM_OP_SYNC:
         sim_disk_sync_done(sim, index, &op);
+        break;
+    case SIM_OP_READ:
+        sim_verify_read_done(sim, index, &op);
         break;
     }
 }
@@ -760,6 +814,38 @@ static void sim_links_update(struct sim *sim)
 
 /* --- Clients ----------------------------------------------------------------- */
 
+static bool sim_holds(const struct sim *sim, const struct sim_node *node, uint32_t count,
+                      uint64_t lsn_last, const struct tdm_frame_chain_hash *chain);
+
+/* A node that durably holds the batch of an acknowledged write, whose log
+ * agrees with the acknowledged log so far: the primary that acknowledged it,
+ * or (after a switchover or failover) a node that holds all it held. */
+static const struct sim_node *sim_holder(const struct sim *sim,
+                                         const struct tdm_action_result *result, int *at)
+{
+    uint64_t acked = sim_acked_lsn(sim);
+    for (uint32_t k = 0; k <= sim->params.node_count; k++) {
+        uint32_t i = k == 0 ? sim->authority_index : k - 1;
+        if (i >= sim->params.node_count) {
+            continue;
+        }
+        const struct sim_node *node = &sim->nodes[i];
+        int found = sim_find(node, node->durable_count, result->lsn_first);
+        if (found < 0 || node->log[found].lsn_first != result->lsn_first ||
+            node->log[found].lsn_last != result->lsn_last ||
+            node->log[found].payload != result->write_id) {
+            continue;
+        }
+        if (acked > 0 && result->lsn_last > acked &&
+            !sim_holds(sim, node, node->count, acked, &sim->ref_chain[sim->ref_count - 1])) {
+            continue;
+        }
+        *at = found;
+        return node;
+    }
+    return NULL;
+}
+
 static void sim_result(struct sim *sim, uint32_t index, const struct tdm_action_result *result)
 {
     if (result->write_id == 0 || result->write_id >= sim->write_next) {
@@ -772,6 +858,12 @@ static void sim_result(struct sim *sim, uint32_t index, const struct tdm_action_
                  result->write_id);
         return;
     }
+    if (result->status == TANDEM_ENOTPRIMARY) {
+        /* A write refused by a node that is not (or no longer) the primary is
+         * sent again by the replica: writers never see it (PROTOCOL.md §8.1). */
+        sim_fail(sim, "write %" PRIu64 " on n%u failed with ENOTPRIMARY", result->write_id, index);
+        return;
+    }
     if (result->status != 0) {
         sim_totals.writes_failed++;
         write->state = SIM_WRITE_FAILED;
@@ -781,18 +873,18 @@ static void sim_result(struct sim *sim, uint32_t index, const struct tdm_action_
     }
     write->state = SIM_WRITE_ACKED;
     sim_totals.writes_acked++;
-    if (index != 0) {
+    if (index != sim->authority_index) {
         sim_totals.writes_forwarded_acked++;
     }
-    const struct sim_node *primary = &sim->nodes[0];
-    int at = sim_find(primary, primary->durable_count, result->lsn_first);
-    if (at < 0 || primary->log[at].lsn_first != result->lsn_first ||
-        primary->log[at].lsn_last != result->lsn_last ||
-        primary->log[at].payload != result->write_id ||
-        result->lsn_last - result->lsn_first + 1 != write->record_count) {
+    if (sim->lossy) {
+        return; /* A forced failover: the acknowledged log is no longer checked. */
+    }
+    int at = -1;
+    const struct sim_node *primary = sim_holder(sim, result, &at);
+    if (primary == NULL || result->lsn_last - result->lsn_first + 1 != write->record_count) {
         sim_fail(sim,
                  "write %" PRIu64 " acknowledged at lsn %" PRIu64 "..%" PRIu64
-                 " which do not durably hold its records on the primary",
+                 " which no node of the acknowledged lineage durably holds with its records",
                  result->write_id, result->lsn_first, result->lsn_last);
         return;
     }
@@ -830,9 +922,11 @@ static void sim_on_client(struct sim *sim)
         uint64_t gap = 1 + sim_random(sim, sim->params.client_gap_ms_max);
         sim_schedule(sim, sim->now_ms + gap, SIM_EV_CLIENT, UINT32_MAX);
     }
-    uint32_t index = 0;
+    /* Mostly to the primary; else to a backup, which forwards it. */
+    uint32_t index = sim->authority_index < sim->params.node_count ? sim->authority_index : 0;
     if (sim_chance(sim, 300)) {
-        index = 1 + (uint32_t)sim_random(sim, sim->params.node_count - 1);
+        index = (index + 1 + (uint32_t)sim_random(sim, sim->params.node_count - 1)) %
+                sim->params.node_count;
     }
     if (!sim->nodes[index].running || sim->write_next >= SIM_WRITES_MAX) {
         return;
@@ -856,11 +950,21 @@ static void sim_on_client(struct sim *sim)
 static void sim_write_local(struct sim *sim, uint32_t index, const struct tdm_action_write *write)
 {
     struct sim_node *node = &sim->nodes[index];
-    if (node->replica.role != TDM_ROLE_PRIMARY ||
-        write->epoch != node->history.entries[node->history.count - 1].epoch) {
+    /* The epoch stamped must be persisted, naming this node its primary (a
+     * step may hand writes over and then step down: they fail, ECOPIES). */
+    const struct tdm_epoch_entry *own = &node->history.entries[node->history.count - 1];
+    if (write->epoch != own->epoch || own->primary_index != index) {
         sim_fail(sim, "n%u appends a local write outside its own persisted epoch", index);
         return;
     }
+    /* At most one primary accepts writes per epoch. */
+    uint32_t *writer = &sim->epoch_writer[write->epoch < SIM_EPOCHS_MAX ? write->epoch : 0];
+    if (*writer != UINT32_MAX && *writer != index) {
+        sim_fail(sim, "n%u and n%u both append local writes in epoch %" PRIu64, *writer, index,
+                 write->epoch);
+        return;
+    }
+    *writer = index;
     uint64_t payload = write->write_id;
     if (write->records != NULL) {
         memcpy(&payload, write->records, sizeof(payload));
@@ -881,6 +985,7 @@ static void sim_write_local(struct sim *sim, uint32_t index, const struct tdm_ac
     event.appended.size = batch.size;
     event.appended.epoch = batch.epoch;
     event.appended.chain_hash = batch.chain;
+    event.appended.sealed = node->count % sim->params.seal_every == 0;
     sim_queue_replica(sim, index, &event);
     sim_sync(sim, index);
 }
@@ -920,6 +1025,154 @@ static void sim_write_received(struct sim *sim, uint32_t index,
     sim_sync(sim, index);
 }
 
+/* --- Verification (docs/PROTOCOL.md §9) ----------------------------------------- */
+
+/* A read of the chain hash at an LSN: answered from the log as it is when the
+ * disk gets to it (a cut may have come first). */
+static void sim_verify_read_done(struct sim *sim, uint32_t index, const struct sim_op *op)
+{
+    const struct sim_node *node = &sim->nodes[index];
+    struct tdm_event event = {.type = TDM_EVENT_CHAIN_READ, .now_ms = sim->now_ms};
+    event.chain_read.read_id = op->read_id;
+    int at = sim_find(node, node->count, op->read_lsn);
+    if (at < 0) {
+        event.chain_read.status = TANDEM_ENOTFOUND;
+    } else {
+        event.chain_read.lsn_first = node->log[at].lsn_first;
+        event.chain_read.lsn_last = node->log[at].lsn_last;
+        event.chain_read.chain_hash = node->log[at].chain;
+    }
+    sim_totals.verify_reads++;
+    sim_step(sim, index, &event);
+}
+
+/* The claim "node's copy equals the primary's through lsn" holds on the
+ * simulated disks: the primary (node 0) has a batch ending at lsn, and node
+ * either no longer holds lsn or holds the same batch end with the same chain
+ * hash. claimer names who claims it. */
+static void sim_verify_claim_check(struct sim *sim, uint32_t claimer, uint32_t index, uint64_t lsn)
+{
+    if (lsn == 0 || sim->lossy) {
+        return; /* Lossy: after a forced failover the primary's log may lack it. */
+    }
+    /* The acting primary of the newest epoch holds what every earlier one
+     * did; with none acting, the last to act (its disk is still there). A
+     * primary that acted alone in a newer epoch and is down again (its
+     * epoch abandoned) is not it while a lower epoch's primary acts; a stale
+     * one below the claimer's epoch (it acknowledges nothing) is not either. */
+    uint32_t reference = sim->authority_index < sim->params.node_count ? sim->authority_index : 0;
+    uint64_t reference_epoch = sim->nodes[claimer].replica.epoch;
+    for (uint32_t i = 0; i < sim->params.node_count; i++) {
+        const struct tdm_replica *replica = &sim->nodes[i].replica;
+        if (sim->nodes[i].running && replica->role == TDM_ROLE_PRIMARY &&
+            replica->epoch >= reference_epoch) {
+            reference = i;
+            reference_epoch = replica->epoch;
+        }
+    }
+    const struct sim_node *primary = &sim->nodes[reference];
+    const struct sim_node *node = &sim->nodes[index];
+    int at = sim_find(primary, primary->count, lsn);
+    if (at < 0 || primary->log[at].lsn_last != lsn) {
+        sim_fail(sim, "n%u claims n%u verified through lsn %" PRIu64 ", no batch end of n%u",
+                 claimer, index, lsn, reference);
+        return;
+    }
+    int mine = sim_find(node, node->count, lsn);
+    if (mine >= 0 &&
+        (node->log[mine].lsn_last != lsn || memcmp(&node->log[mine].chain, &primary->log[at].chain,
+                                                   sizeof(node->log[mine].chain)) != 0)) {
+        sim_fail(sim,
+                 "n%u claims n%u verified through lsn %" PRIu64 ", where their chain hashes differ",
+                 claimer, index, lsn);
+    }
+}
+
+/* Reads go through the disk queue; claims are checked and kept as DIR/verified. */
+static void sim_verify_apply(struct sim *sim, uint32_t index)
+{
+    struct sim_node *node = &sim->nodes[index];
+    const struct tdm_actions *actions = &sim->actions;
+    for (uint32_t i = 0; i < actions->read_count && !sim->failed; i++) {
+        const struct tdm_action_read *read = &actions->reads[i];
+        if (read->lsn == 0 || read->lsn > sim_last_lsn(node, node->durable_count)) {
+            sim_fail(sim, "n%u reads the chain hash at lsn %" PRIu64 ", not durable here", index,
+                     read->lsn);
+            return;
+        }
+        struct sim_op *op = sim_disk_push(sim, index, SIM_OP_READ);
+        op->read_id = read->read_id;
+        op->read_lsn = read->lsn;
+    }
+    for (uint32_t i = 0; i < actions->verified_count && !sim->failed; i++) {
+        const struct tdm_action_verified *claim = &actions->verified[i];
+        if (claim->node_index >= sim->params.node_count) {
+            sim_fail(sim, "n%u claims node %u verified", index, claim->node_index);
+            return;
+        }
+        if (claim->fresh) {
+            sim_verify_claim_check(sim, index, claim->node_index, claim->lsn);
+            sim_totals.verify_claims += claim->lsn > 0;
+        }
+        node->verified_disk[claim->node_index] = claim->lsn;
+    }
+}
+
+/* After every step: no replica holds a claim that the disks contradict, and
+ * none has seen a mismatch (copies never diverge where they are compared). */
+static void sim_verify_check(struct sim *sim)
+{
+    for (uint32_t i = 0; i < sim->params.node_count && !sim->failed; i++) {
+        const struct sim_node *node = &sim->nodes[i];
+        if (!node->running) {
+            continue;
+        }
+        const struct tdm_verify *verify = &node->replica.verify;
+        if (verify->self.mismatches_found > 0 || verify->self.divergent_first != 0) {
+            sim_fail(sim, "false alarm: n%u says its copy differs from the primary's", i);
+            return;
+        }
+        if (node->replica.role == TDM_ROLE_BACKUP) {
+            sim_verify_claim_check(sim, i, i, verify->self.verified_lsn);
+        }
+        for (uint32_t j = 0; j < sim->params.node_count; j++) {
+            const struct tdm_verify_peer *v = &verify->peers[j];
+            if (j == i) {
+                continue;
+            }
+            if (v->mismatches_found > 0 || v->divergent_first != 0) {
+                sim_fail(sim,
+                         "false alarm: n%u says n%u's copy differs (first divergent %" PRIu64
+                         "..%" PRIu64 ")",
+                         i, j, v->divergent_first, v->divergent_last);
+                return;
+            }
+            if (i == sim->authority_index) {
+                sim_verify_claim_check(sim, i, j, v->verified_lsn);
+            }
+        }
+    }
+}
+
+/* Phase 2's goal for verification: every backup verified through the
+ * primary's last LSN, as the primary records it and as it records itself. */
+static bool sim_verify_converged(const struct sim *sim)
+{
+    uint32_t p = sim->authority_index;
+    const struct sim_node *primary = &sim->nodes[p];
+    uint64_t last = sim_last_lsn(primary, primary->count);
+    for (uint32_t i = 0; i < sim->params.node_count; i++) {
+        if (i == p) {
+            continue;
+        }
+        if (primary->replica.verify.peers[i].verified_lsn != last ||
+            sim->nodes[i].replica.verify.self.verified_lsn != last) {
+            return false;
+        }
+    }
+    return true;
+}
+
 static void sim_apply(struct sim *sim, uint32_t index)
 {
     struct sim_node *node = &sim->nodes[index];
@@ -946,6 +1199,8 @@ static void sim_apply(struct sim *sim, uint32_t index)
     for (uint32_t i = 0; i < actions->result_count && !sim->failed; i++) {
         sim_result(sim, index, &actions->results[i]);
     }
+    sim_verify_apply(sim, index);
+    sim_reports(sim, index);
     if (actions->deadline_ms != UINT64_MAX &&
         (actions->deadline_ms < node->next_tick_ms || node->next_tick_ms <= sim->now_ms)) {
         node->next_tick_ms = actions->deadline_ms;
@@ -964,27 +1219,69 @@ static bool sim_holds(const struct sim *sim, const struct sim_node *node, uint32
            memcmp(&node->log[at].chain, chain, sizeof(*chain)) == 0;
 }
 
-static void sim_check(struct sim *sim)
+/* Roles and epochs: epochs only grow; a node never acts in an epoch it has
+ * not persisted (the planted bug target_accepts_before_epoch_persisted); the
+ * newest epoch a node acts in as primary is the authority the loss checks
+ * hold to. */
+static void sim_check_roles(struct sim *sim)
 {
-    uint64_t acked = sim_acked_lsn(sim);
-    uint32_t copies = 0;
     for (uint32_t i = 0; i < sim->params.node_count; i++) {
         struct sim_node *node = &sim->nodes[i];
-        if (node->running) {
-            if (node->replica.epoch < node->epoch_seen) {
-                sim_fail(sim, "n%u epoch went from %" PRIu64 " to %" PRIu64, i, node->epoch_seen,
-                         node->replica.epoch);
-            }
-            node->epoch_seen = node->replica.epoch;
+        if (!node->running) {
+            continue;
         }
+        const struct tdm_replica *replica = &node->replica;
+        if (replica->epoch < node->epoch_seen) {
+            sim_fail(sim, "n%u epoch went from %" PRIu64 " to %" PRIu64, i, node->epoch_seen,
+                     replica->epoch);
+        }
+        node->epoch_seen = replica->epoch;
+        const struct tdm_epoch_entry *disk = &node->history.entries[node->history.count - 1];
+        if (replica->epoch > disk->epoch) {
+            sim_fail(sim, "n%u acts in epoch %" PRIu64 ", its persisted epoch is %" PRIu64, i,
+                     replica->epoch, disk->epoch);
+        }
+        if (replica->role == TDM_ROLE_PRIMARY &&
+            (replica->epoch != disk->epoch || disk->primary_index != i)) {
+            sim_fail(sim, "n%u acts as primary of epoch %" PRIu64 ", not so persisted", i,
+                     replica->epoch);
+        }
+        if (replica->role == TDM_ROLE_PRIMARY && replica->epoch >= sim->authority_epoch) {
+            if (replica->epoch == sim->authority_epoch && sim->authority_index != i &&
+                sim->authority_index < sim->params.node_count) {
+                sim_fail(sim, "n%u and n%u both act as primary of epoch %" PRIu64, i,
+                         sim->authority_index, replica->epoch);
+            }
+            sim->authority_epoch = replica->epoch;
+            sim->authority_index = i;
+        }
+    }
+}
+
+/* True if node index is the authority: acting as primary of the newest epoch. */
+static bool sim_is_authority(const struct sim *sim, uint32_t index)
+{
+    const struct sim_node *node = &sim->nodes[index];
+    return index == sim->authority_index && node->running &&
+           node->replica.role == TDM_ROLE_PRIMARY && node->replica.epoch == sim->authority_epoch;
+}
+
+static void sim_check(struct sim *sim)
+{
+    sim_check_roles(sim);
+    uint64_t acked = sim_acked_lsn(sim);
+    uint32_t copies = 0;
+    for (uint32_t i = 0; i < sim->params.node_count && !sim->lossy; i++) {
+        struct sim_node *node = &sim->nodes[i];
         if (acked == 0) {
             continue;
         }
         const struct tdm_frame_chain_hash *chain = &sim->ref_chain[sim->ref_count - 1];
         if (sim_holds(sim, node, node->durable_count, acked, chain)) {
             copies++;
-        } else if (i == 0) {
-            sim_fail(sim, "the primary does not durably hold acknowledged lsn %" PRIu64, acked);
+        } else if (sim_is_authority(sim, i)) {
+            sim_fail(sim, "the primary n%u does not durably hold acknowledged lsn %" PRIu64, i,
+                     acked);
         }
         /* C1: agreement with the acknowledged log. The primary and a backup
          * LIVE in the primary's epoch vouch for their whole log; any other node
@@ -993,9 +1290,12 @@ static void sim_check(struct sim *sim)
         uint64_t last = sim_last_lsn(node, node->count);
         uint64_t probe = last < acked ? last : acked;
         const struct tdm_replica *replica = &node->replica;
-        bool vouches = i == 0 || (node->running && replica->role == TDM_ROLE_BACKUP &&
-                                  replica->peers[0].link == TDM_LINK_LIVE &&
-                                  replica->epoch == sim->nodes[0].replica.epoch);
+        uint32_t p = sim->authority_index;
+        bool vouches =
+            sim_is_authority(sim, i) ||
+            (p < sim->params.node_count && sim_is_authority(sim, p) && node->running &&
+             replica->role == TDM_ROLE_BACKUP && replica->primary_index == p &&
+             replica->peers[p].link == TDM_LINK_LIVE && replica->epoch == sim->authority_epoch);
         if (!vouches && (!node->running || replica->commit_lsn < probe)) {
             probe = node->running ? replica->commit_lsn : 0;
         }
@@ -1009,7 +1309,7 @@ static void sim_check(struct sim *sim)
             sim_fail(sim, "n%u diverges from the acknowledged log at lsn %" PRIu64, i, probe);
         }
     }
-    if (acked > 0 && copies < sim->params.min_copies) {
+    if (!sim->lossy && acked > 0 && copies < sim->params.min_copies) {
         sim_fail(sim, "acknowledged lsn %" PRIu64 " is durable on %u nodes, min_copies %u", acked,
                  copies, sim->params.min_copies);
     }
@@ -1022,9 +1322,14 @@ static void sim_step(struct sim *sim, uint32_t index, const struct tdm_event *ev
         return;
     }
     sim->steps++;
-    tdm_replica_step(&node->replica, event, &sim->actions);
+    struct tdm_event stamped = *event;
+    stamped.wall_ms = UINT64_C(1700000000000) + sim->now_ms; /* For epoch entries. */
+    tdm_replica_step(&node->replica, &stamped, &sim->actions);
     sim_apply(sim, index);
     sim_check(sim);
+    if (!sim->lossy) {
+        sim_verify_check(sim);
+    }
 }
 
 /* --- Faults -------------------------------------------------------------------- */
@@ -1044,6 +1349,7 @@ static void sim_node_start(struct sim *sim, uint32_t index)
     config.last_lsn = sim_last_lsn(node, node->count);
     config.last_epoch = node->count == 0 ? 0 : node->log[node->count - 1].epoch;
     config.chain_hash = sim_chain_last(node);
+    memcpy(config.verified_lsn, node->verified_disk, sizeof(node->verified_disk));
     config.trace = sim->verbose ? sim_trace : NULL;
     tdm_replica_init(&node->replica, &config);
     struct tdm_event tick = {.type = TDM_EVENT_TICK, .now_ms = sim->now_ms};
@@ -1063,6 +1369,15 @@ static void sim_crash(struct sim *sim, uint32_t index)
     sim_totals.crashes++;
     sim_log(sim, "n%u crashes: %u unsynced batches lost, %u survive", index, lost - survive,
             survive);
+    if (index == sim->authority_index && sim_chance(sim, sim->params.failover_per_mille)) {
+        /* On-call notices the primary is gone and promotes a backup. */
+        uint64_t silence = sim->params.config.failover_silence_ms;
+        struct sim_event *failover =
+            sim_schedule(sim, sim->now_ms + silence + 1 + sim_random(sim, 2 * silence),
+                         SIM_EV_FAILOVER, UINT32_MAX);
+        failover->other = (index + 1 + (uint32_t)sim_random(sim, sim->params.node_count - 1)) %
+                          sim->params.node_count;
+    }
     for (uint64_t id = 1; id < sim->write_next; id++) {
         if (sim->writes[id].node == index && sim->writes[id].state == SIM_WRITE_PENDING) {
             sim->writes[id].state = SIM_WRITE_LOST;
@@ -1135,6 +1450,107 @@ static void sim_on_calm(struct sim *sim)
     sim_links_update(sim);
 }
 
+/* --- Switchover and failover (PROTOCOL.md §8) --------------------------------------- */
+
+/* The schedule (or an operator) asks the primary to move: to a random node
+ * (itself or an unknown one now and then, to be refused) or the next one. */
+static void sim_on_switchover(struct sim *sim)
+{
+    if (sim->calm) {
+        return;
+    }
+    sim_schedule(sim, sim->now_ms + 1 + sim_random(sim, sim->params.switchover_gap_ms),
+                 SIM_EV_SWITCHOVER, UINT32_MAX);
+    uint32_t p = sim->authority_index;
+    if (p >= sim->params.node_count || !sim->nodes[p].running) {
+        return;
+    }
+    struct tdm_event event = {.type = TDM_EVENT_SWITCHOVER, .now_ms = sim->now_ms};
+    event.switchover.request_id = ++sim->request_next;
+    event.switchover.target_index = sim_chance(sim, 400)
+                                        ? TDM_SWITCHOVER_NEXT
+                                        : (uint32_t)sim_random(sim, sim->params.node_count + 1);
+    event.switchover.command = sim_chance(sim, 500);
+    sim_log(sim, "switchover %" PRIu64 " asked of n%u", event.switchover.request_id, p);
+    sim_step(sim, p, &event);
+}
+
+/* An operator promotes a backup: after the primary crashed (event->other), or
+ * at any time (often premature: the primary answers, and it is refused). */
+static void sim_on_failover(struct sim *sim, const struct sim_event *source)
+{
+    if (sim->calm) {
+        return;
+    }
+    uint32_t index = source->other;
+    if (index == UINT32_MAX) { /* The periodic kind: any node, any time. */
+        struct sim_event *next =
+            sim_schedule(sim, sim->now_ms + 1 + sim_random(sim, sim->params.failover_gap_ms),
+                         SIM_EV_FAILOVER, UINT32_MAX);
+        next->other = UINT32_MAX;
+        index = (uint32_t)sim_random(sim, sim->params.node_count);
+    }
+    if (index >= sim->params.node_count || !sim->nodes[index].running) {
+        return;
+    }
+    struct tdm_event event = {.type = TDM_EVENT_FAILOVER, .now_ms = sim->now_ms};
+    event.failover.request_id = ++sim->request_next;
+    event.failover.force = sim_chance(sim, sim->params.force_per_mille);
+    event.failover.dry_run = sim_chance(sim, sim->params.dry_run_per_mille);
+    sim_log(sim, "failover %" PRIu64 " asked of n%u%s%s", event.failover.request_id, index,
+            event.failover.force ? " (forced)" : "", event.failover.dry_run ? " (dry run)" : "");
+    sim_step(sim, index, &event);
+    if (event.failover.force && !event.failover.dry_run &&
+        sim->nodes[index].replica.fo.phase != TDM_FAILOVER_IDLE && !sim->lossy) {
+        /* A forced failover under way may cut acknowledged writes: the loss
+         * checks end here (the structural ones go on). */
+        sim->lossy = true;
+        sim_log(sim, "forced failover: acknowledged writes may be lost from here on");
+    }
+}
+
+/* What the adapter would print; a forced promotion ends the loss checks. */
+static void sim_reports(struct sim *sim, uint32_t index)
+{
+    const struct tdm_actions *actions = &sim->actions;
+    for (uint32_t i = 0; i < actions->report_count; i++) {
+        const struct tdm_report *report = &actions->reports[i];
+        bool switchover = report->kind == TDM_REPORT_SWITCHOVER;
+        sim_log(sim, "n%u reports %s %" PRIu64 ": %s%s%s (epoch %" PRIu64 ", pause %" PRIu64 " ms)",
+                index, switchover ? "switchover" : "failover", report->request_id,
+                tdm_replica_outcome_name(report->outcome), report->refusal != 0 ? ": " : "",
+                report->refusal != 0 ? tdm_replica_refusal_name(report->refusal) : "",
+                report->epoch, report->pause_ms);
+        uint64_t *count = NULL;
+        switch (report->outcome) {
+        case TDM_OUTCOME_STARTED:
+            break;
+        case TDM_OUTCOME_DONE:
+            count = switchover ? &sim_totals.switchovers_done : &sim_totals.failovers_done;
+            break;
+        case TDM_OUTCOME_REFUSED:
+            count = switchover ? &sim_totals.switchovers_refused : &sim_totals.failovers_refused;
+            break;
+        case TDM_OUTCOME_ABANDONED:
+            count =
+                switchover ? &sim_totals.switchovers_abandoned : &sim_totals.failovers_abandoned;
+            break;
+        case TDM_OUTCOME_DRY_RUN:
+            count = &sim_totals.failovers_dry_run;
+            break;
+        }
+        if (count != NULL) {
+            (*count)++;
+        }
+        const struct tdm_epoch_history *h = &sim->nodes[index].history;
+        if (!switchover && report->outcome == TDM_OUTCOME_DONE &&
+            h->entries[h->count - 1].cause == TDM_EPOCH_CAUSE_FORCED) {
+            sim_totals.failovers_forced++;
+            sim->lossy = true;
+        }
+    }
+}
+
 static void sim_dispatch(struct sim *sim, const struct sim_event *event)
 {
     bool stale =
@@ -1173,10 +1589,44 @@ static void sim_dispatch(struct sim *sim, const struct sim_event *event)
     case SIM_EV_HEAL:
         sim_on_fault(sim, event);
         break;
+    case SIM_EV_SWITCHOVER:
+        sim_on_switchover(sim);
+        break;
+    case SIM_EV_FAILOVER:
+        sim_on_failover(sim, event);
+        break;
     }
 }
 
 /* --- Setup and the run ------------------------------------------------------- */
+
+/* Switchover and failover: how often, how bounded, forced or dry runs. */
+static void sim_params_draw_switch(struct sim *sim)
+{
+    struct sim_params *p = &sim->params;
+    struct tdm_replica_config *c = &p->config;
+    p->switchover_gap_ms = sim_chance(sim, 800) ? 30 + sim_random(sim, 500) : 0;
+    p->failover_per_mille = sim_chance(sim, 700) ? 300 + (uint32_t)sim_random(sim, 700) : 0;
+    p->failover_gap_ms = sim_chance(sim, 500) ? 100 + sim_random(sim, 1500) : 0;
+    p->force_per_mille = sim_chance(sim, 150) ? 50 + (uint32_t)sim_random(sim, 300) : 0;
+    p->dry_run_per_mille = (uint32_t)sim_random(sim, 300);
+    c->switchover_catch_up_ms = 20 + sim_random(sim, 300);
+    c->switchover_handover_ms = 20 + sim_random(sim, 300);
+    c->failover_silence_ms = c->handshake_ms + sim_random(sim, 2 * c->handshake_ms);
+    c->failover_fence_ms = 30 + sim_random(sim, 300);
+    if (sim_chance(sim, 300)) { /* A rotation order other than the node order. */
+        c->rotation_count = p->node_count;
+        for (uint32_t i = 0; i < p->node_count; i++) {
+            c->rotation[i] = i;
+        }
+        for (uint32_t i = p->node_count - 1; i > 0; i--) {
+            uint32_t j = (uint32_t)sim_random(sim, i + 1);
+            uint32_t swap = c->rotation[i];
+            c->rotation[i] = c->rotation[j];
+            c->rotation[j] = swap;
+        }
+    }
+}
 
 static void sim_params_draw(struct sim *sim)
 {
@@ -1205,6 +1655,9 @@ static void sim_params_draw(struct sim *sim)
     c->pipeline_batches_max = 1 + (uint32_t)sim_random(sim, 16);
     c->pipeline_size_max = 400 + sim_random(sim, 20000);
     p->first_primary_crash_ms = sim_chance(sim, 300) ? 1 + sim_random(sim, 60) : 0;
+    c->verify_interval_ms = 5 + sim_random(sim, 300);
+    p->seal_every = 2 + (uint32_t)sim_random(sim, 40);
+    sim_params_draw_switch(sim);
 }
 
 static void sim_setup(struct sim *sim, uint64_t seed, bool verbose)
@@ -1230,7 +1683,12 @@ static void sim_setup(struct sim *sim, uint64_t seed, bool verbose)
     }
     for (uint32_t i = 0; i < SIM_EPOCHS_MAX; i++) {
         sim->epoch_primary[i] = UINT32_MAX;
+        sim->epoch_writer[i] = UINT32_MAX;
     }
+    sim->authority_epoch = 0;
+    sim->authority_index = 0; /* The init history's primary. */
+    sim->lossy = false;
+    sim->request_next = 0;
     sim_params_draw(sim);
     for (uint32_t i = 0; i < sim->params.node_count; i++) {
         struct sim_node *node = &sim->nodes[i];
@@ -1240,23 +1698,35 @@ static void sim_setup(struct sim *sim, uint64_t seed, bool verbose)
         node->count = 0;
         node->durable_count = 0;
         node->quarantined = 0;
+        memset(node->verified_disk, 0, sizeof(node->verified_disk));
         node->history.count = 1;
-        node->history.entries[0] =
-            (struct tdm_epoch_entry){.epoch = 1, .lsn_first = 1, .primary_index = 0};
+        node->history.entries[0] = (struct tdm_epoch_entry){
+            .epoch = 1, .lsn_first = 1, .primary_index = 0, .cause = TDM_EPOCH_CAUSE_INIT};
     }
     sim_epochs_record(sim, &sim->nodes[0].history);
 }
 
-/* Converged: every backup durably holds the primary's whole log, and every
- * client write has its answer. */
+/* Converged: one primary, of the newest epoch; every other node its backup
+ * in that epoch, durably holding its whole log; no switchover or failover
+ * under way; every client write has its answer. */
 static bool sim_converged(const struct sim *sim)
 {
-    const struct sim_node *primary = &sim->nodes[0];
-    if (primary->replica.role != TDM_ROLE_PRIMARY || primary->durable_count != primary->count) {
+    uint32_t p = sim->authority_index;
+    if (p >= sim->params.node_count || !sim_is_authority(sim, p)) {
+        return false;
+    }
+    const struct sim_node *primary = &sim->nodes[p];
+    if (primary->durable_count != primary->count) {
         return false;
     }
     for (uint32_t i = 0; i < sim->params.node_count; i++) {
         const struct sim_node *node = &sim->nodes[i];
+        const struct tdm_replica *replica = &node->replica;
+        if (!node->running || replica->epoch != sim->authority_epoch ||
+            replica->role != (i == p ? TDM_ROLE_PRIMARY : TDM_ROLE_BACKUP) ||
+            replica->sw.phase != TDM_SWITCH_IDLE || replica->fo.phase != TDM_FAILOVER_IDLE) {
+            return false;
+        }
         if (!node->running || node->replica.write_count != 0 ||
             node->durable_count != primary->count ||
             (primary->count > 0 &&
@@ -1270,7 +1740,7 @@ static bool sim_converged(const struct sim *sim)
             return false;
         }
     }
-    return true;
+    return sim_verify_converged(sim);
 }
 
 /* On failure with --verbose: what every node and replica ended up with. */
@@ -1287,6 +1757,16 @@ static void sim_dump(struct sim *sim)
                sim_last_lsn(node, node->count), node->op_count, node->quarantined,
                tdm_replica_role_name(status.role), status.epoch, status.commit_lsn,
                status.writes_in_flight);
+        printf("    switchover phase %d, failover phase %d; verified self %" PRIu64 "; history",
+               (int)node->replica.sw.phase, (int)node->replica.fo.phase,
+               node->replica.verify.self.verified_lsn);
+        const struct tdm_epoch_history *h = &node->replica.history;
+        for (uint32_t k = h->count > 6 ? h->count - 6 : 0; k < h->count; k++) {
+            printf(" (%" PRIu64 " n%u %" PRIu64 " %s)", h->entries[k].epoch,
+                   h->entries[k].primary_index, h->entries[k].lsn_first,
+                   tdm_replica_cause_name(h->entries[k].cause));
+        }
+        printf("\n");
         for (uint32_t j = 0; j < status.node_count; j++) {
             const struct tdm_replica_node_status *n = &status.nodes[j];
             printf("    sees n%u: %s epoch %" PRIu64 " last %" PRIu64 " durable %" PRIu64
@@ -1322,6 +1802,14 @@ int sim_run(uint64_t seed, bool verbose, char *message, size_t message_size, uin
     }
     if (p->partition_gap_ms > 0) {
         sim_schedule(sim, sim_random(sim, p->partition_gap_ms), SIM_EV_PARTITION, UINT32_MAX);
+    }
+    if (p->switchover_gap_ms > 0) {
+        sim_schedule(sim, 1 + sim_random(sim, p->switchover_gap_ms), SIM_EV_SWITCHOVER, UINT32_MAX);
+    }
+    if (p->failover_gap_ms > 0) {
+        struct sim_event *failover =
+            sim_schedule(sim, 1 + sim_random(sim, p->failover_gap_ms), SIM_EV_FAILOVER, UINT32_MAX);
+        failover->other = UINT32_MAX;
     }
     sim_schedule(sim, p->faults_ms, SIM_EV_CALM, UINT32_MAX);
     /* Phase 2 stops at convergence; this only bounds a run that never gets there. */

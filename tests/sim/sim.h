@@ -19,6 +19,17 @@ struct sim_stats {
     uint64_t cuts;            /* Divergent tails cut into quarantine. */
     uint64_t quarantined;     /* Batches cut. */
     uint64_t catch_up_ranges; /* APPENDs of a range older than the primary's ring. */
+    uint64_t verify_reads;    /* Chain hash reads (PROTOCOL.md §9). */
+    uint64_t verify_claims;   /* Fresh "verified through n" claims, n >= 1. */
+    /* Switchover and failover outcomes (PROTOCOL.md §8), as reported. */
+    uint64_t switchovers_done;
+    uint64_t switchovers_refused;
+    uint64_t switchovers_abandoned;
+    uint64_t failovers_done;
+    uint64_t failovers_refused;
+    uint64_t failovers_abandoned;
+    uint64_t failovers_dry_run;
+    uint64_t failovers_forced; /* Of failovers_done: forced (loss checks end there). */
 };
 
 void sim_stats_get(struct sim_stats *stats);

@@ -101,6 +101,15 @@ int main(int argc, char **argv)
            " batches quarantined), catch-up ranges %" PRIu64 "\n",
            stats.writes_acked, stats.writes_forwarded_acked, stats.writes_failed, stats.crashes,
            stats.partitions, stats.cuts, stats.quarantined, stats.catch_up_ranges);
+    printf("sim: verification: %" PRIu64 " chain hash reads, %" PRIu64
+           " verified claims, no mismatch\n",
+           stats.verify_reads, stats.verify_claims);
+    printf("sim: switchovers %" PRIu64 " done, %" PRIu64 " refused, %" PRIu64
+           " abandoned; failovers %" PRIu64 " done (%" PRIu64 " forced), %" PRIu64
+           " refused, %" PRIu64 " abandoned, %" PRIu64 " dry runs\n",
+           stats.switchovers_done, stats.switchovers_refused, stats.switchovers_abandoned,
+           stats.failovers_done, stats.failovers_forced, stats.failovers_refused,
+           stats.failovers_abandoned, stats.failovers_dry_run);
     printf("sim: %" PRIu64 " seeds passed (%" PRIu64 " .. %" PRIu64 "), %" PRIu64
            " steps, %.1f s, %.0f seeds/s\n",
            seeds, start, start + seeds - 1, steps_total, elapsed,

@@ -16,8 +16,10 @@
 #include "net/frame_proto.h"
 
 static const uint16_t every_type[] = {
-    TDM_FRAME_HELLO, TDM_FRAME_START,     TDM_FRAME_READY,   TDM_FRAME_APPEND,
-    TDM_FRAME_ACK,   TDM_FRAME_HEARTBEAT, TDM_FRAME_FORWARD, TDM_FRAME_FORWARD_RESULT,
+    TDM_FRAME_HELLO, TDM_FRAME_START,        TDM_FRAME_READY,    TDM_FRAME_APPEND,
+    TDM_FRAME_ACK,   TDM_FRAME_HEARTBEAT,    TDM_FRAME_FORWARD,  TDM_FRAME_FORWARD_RESULT,
+    TDM_FRAME_CHECK, TDM_FRAME_CHECK_RESULT, TDM_FRAME_HANDOVER, TDM_FRAME_HANDOVER_DONE,
+    TDM_FRAME_FENCE, TDM_FRAME_FENCED,
 };
 #define TYPE_COUNT    (sizeof(every_type) / sizeof(every_type[0]))
 #define VARIANT_COUNT 2 /* Each type has a rich sample (0) and an edge sample (1). */
@@ -94,8 +96,14 @@ static void sample_history(struct tdm_epoch_history *history, uint32_t variant)
         history->entries[0] = (struct tdm_epoch_entry){.epoch = 1, .lsn_first = 1};
         history->entries[1] =
             (struct tdm_epoch_entry){.epoch = 2, .lsn_first = 50, .primary_index = 2};
-        history->entries[2] =
-            (struct tdm_epoch_entry){.epoch = 4, .lsn_first = 101, .primary_index = 1};
+        history->entries[2] = (struct tdm_epoch_entry){.epoch = 4,
+                                                       .lsn_first = 101,
+                                                       .primary_index = 1,
+                                                       .cause = TDM_EPOCH_CAUSE_FORCED,
+                                                       .time_ms = 1700000000123,
+                                                       .pause_ms = 12,
+                                                       .risk_lsn_first = 90,
+                                                       .risk_lsn_last = 100};
         return;
     }
     history->count = TDM_REPLICA_EPOCHS_MAX;
@@ -116,6 +124,50 @@ static void sample_batch(uint32_t b, struct tdm_frame_batch *batch)
     memcpy(batch->chain_hash.bytes, h->chain_hash.bytes, TDM_FRAME_CHAIN_HASH_SIZE);
     batch->bytes = batch_bytes[b];
 }
+
+/* Switchover and failover frames (PROTOCOL.md §8): variant 1 is a refusal,
+ * or a probe. */
+static void sample_switch_frame(uint16_t type, uint32_t variant, struct tdm_frame *frame)
+{
+    if (type == TDM_FRAME_HANDOVER) {
+        sample_history(&frame->handover.history, variant);
+        frame->handover.new_epoch =
+            frame->handover.history.entries[frame->handover.history.count - 1].epoch;
+        frame->handover.last_lsn = 100;
+        memset(frame->handover.chain_hash.bytes, 0x21, TDM_FRAME_CHAIN_HASH_SIZE);
+    } else if (type == TDM_FRAME_HANDOVER_DONE) {
+        frame->handover_done.new_epoch = 7;
+        frame->handover_done.refusal = variant == 0 ? 0 : TDM_REFUSAL_TARGET_DIVERGED;
+        frame->handover_done.last_lsn = 100;
+        memset(frame->handover_done.chain_hash.bytes, 0x22, TDM_FRAME_CHAIN_HASH_SIZE);
+    } else if (type == TDM_FRAME_FENCE) {
+        frame->fence.fence_id = variant == 0 ? 5 : UINT64_MAX;
+        frame->fence.flags = variant == 0 ? TDM_FENCE_FORCE : TDM_FENCE_PROBE;
+        if (variant == 0) {
+            sample_history(&frame->fence.history, 0);
+            frame->fence.new_epoch = 4;
+            frame->fence.expect_epoch = 2;
+            frame->fence.expect_last_epoch = 2;
+            frame->fence.expect_durable_lsn = 99;
+        }
+    } else {
+        assert_int_equal(type, TDM_FRAME_FENCED);
+        frame->fenced = (struct tdm_frame_fenced){
+            .fence_id = 5,
+            .refusal = variant == 0 ? 0 : TDM_REFUSAL_STATE_CHANGED,
+            .role = TDM_ROLE_BACKUP,
+            .flags = variant == 0 ? 0 : TDM_FENCED_PRIMARY_SEEN,
+            .epoch = 4,
+            .last_epoch = 2,
+            .last_lsn = 106,
+            .durable_lsn = 103,
+            .commit_lsn = 101,
+        };
+        memset(frame->fenced.chain_hash.bytes, 0x23, TDM_FRAME_CHAIN_HASH_SIZE);
+    }
+}
+
+static void switch_frame_assert_equal(const struct tdm_frame *a, const struct tdm_frame *b);
 
 /* Fill frame with a valid frame of type: variant 0 is the rich one; variant 1
  * the edge (full history, no batches, no lag rows, a failed result). */
@@ -188,6 +240,28 @@ static void sample_frame(uint16_t type, uint32_t variant, struct tdm_frame *fram
         frame->forward_result.lsn_first = variant == 0 ? 101 : 0;
         frame->forward_result.lsn_last = variant == 0 ? 103 : 0;
         return;
+    case TDM_FRAME_CHECK:
+        frame->check.check_id = variant == 0 ? 3 : UINT64_MAX;
+        frame->check.lsn = variant == 0 ? 105 : 1;
+        memset(frame->check.chain_hash.bytes, 0x5a, sizeof(frame->check.chain_hash.bytes));
+        frame->check.divergent_first = variant == 0 ? 103 : 0;
+        frame->check.divergent_last = variant == 0 ? 105 : 0;
+        return;
+    case TDM_FRAME_CHECK_RESULT:
+        frame->check_result.check_id = 3;
+        frame->check_result.lsn = 105;
+        frame->check_result.result = variant == 0 ? TDM_CHECK_EQUAL : TDM_CHECK_ABSENT;
+        frame->check_result.batch_first = variant == 0 ? 103 : 0;
+        frame->check_result.batch_last = variant == 0 ? 105 : 0;
+        memset(frame->check_result.chain_hash.bytes, variant == 0 ? 0xa5 : 0,
+               sizeof(frame->check_result.chain_hash.bytes));
+        return;
+    case TDM_FRAME_HANDOVER:
+    case TDM_FRAME_HANDOVER_DONE:
+    case TDM_FRAME_FENCE:
+    case TDM_FRAME_FENCED:
+        sample_switch_frame(type, variant, frame);
+        return;
     case TDM_FRAME__COUNT:
         break;
     }
@@ -202,6 +276,46 @@ static void history_assert_equal(const struct tdm_epoch_history *a,
         assert_int_equal(a->entries[i].epoch, b->entries[i].epoch);
         assert_int_equal(a->entries[i].lsn_first, b->entries[i].lsn_first);
         assert_int_equal(a->entries[i].primary_index, b->entries[i].primary_index);
+        assert_int_equal(a->entries[i].cause, b->entries[i].cause);
+        assert_int_equal(a->entries[i].time_ms, b->entries[i].time_ms);
+        assert_int_equal(a->entries[i].pause_ms, b->entries[i].pause_ms);
+        assert_int_equal(a->entries[i].risk_lsn_first, b->entries[i].risk_lsn_first);
+        assert_int_equal(a->entries[i].risk_lsn_last, b->entries[i].risk_lsn_last);
+    }
+}
+
+static void switch_frame_assert_equal(const struct tdm_frame *a, const struct tdm_frame *b)
+{
+    if (a->type == TDM_FRAME_HANDOVER) {
+        assert_int_equal(a->handover.new_epoch, b->handover.new_epoch);
+        assert_int_equal(a->handover.last_lsn, b->handover.last_lsn);
+        assert_memory_equal(&a->handover.chain_hash, &b->handover.chain_hash,
+                            TDM_FRAME_CHAIN_HASH_SIZE);
+        history_assert_equal(&a->handover.history, &b->handover.history);
+    } else if (a->type == TDM_FRAME_HANDOVER_DONE) {
+        assert_int_equal(a->handover_done.new_epoch, b->handover_done.new_epoch);
+        assert_int_equal(a->handover_done.refusal, b->handover_done.refusal);
+        assert_int_equal(a->handover_done.last_lsn, b->handover_done.last_lsn);
+        assert_memory_equal(&a->handover_done.chain_hash, &b->handover_done.chain_hash,
+                            TDM_FRAME_CHAIN_HASH_SIZE);
+    } else if (a->type == TDM_FRAME_FENCE) {
+        assert_int_equal(a->fence.fence_id, b->fence.fence_id);
+        assert_int_equal(a->fence.flags, b->fence.flags);
+        assert_int_equal(a->fence.new_epoch, b->fence.new_epoch);
+        assert_int_equal(a->fence.expect_epoch, b->fence.expect_epoch);
+        assert_int_equal(a->fence.expect_last_epoch, b->fence.expect_last_epoch);
+        assert_int_equal(a->fence.expect_durable_lsn, b->fence.expect_durable_lsn);
+        history_assert_equal(&a->fence.history, &b->fence.history);
+    } else {
+        assert_int_equal(a->type, TDM_FRAME_FENCED);
+        assert_memory_equal(&a->fenced, &b->fenced, offsetof(struct tdm_frame_fenced, epoch));
+        assert_int_equal(a->fenced.epoch, b->fenced.epoch);
+        assert_int_equal(a->fenced.last_epoch, b->fenced.last_epoch);
+        assert_int_equal(a->fenced.last_lsn, b->fenced.last_lsn);
+        assert_int_equal(a->fenced.durable_lsn, b->fenced.durable_lsn);
+        assert_int_equal(a->fenced.commit_lsn, b->fenced.commit_lsn);
+        assert_memory_equal(&a->fenced.chain_hash, &b->fenced.chain_hash,
+                            TDM_FRAME_CHAIN_HASH_SIZE);
     }
 }
 
@@ -280,6 +394,29 @@ static void frame_assert_equal(const struct tdm_frame *a, const struct tdm_frame
         assert_int_equal(a->forward_result.status, b->forward_result.status);
         assert_int_equal(a->forward_result.lsn_first, b->forward_result.lsn_first);
         assert_int_equal(a->forward_result.lsn_last, b->forward_result.lsn_last);
+        return;
+    case TDM_FRAME_CHECK:
+        assert_int_equal(a->check.check_id, b->check.check_id);
+        assert_int_equal(a->check.lsn, b->check.lsn);
+        assert_memory_equal(&a->check.chain_hash, &b->check.chain_hash,
+                            sizeof(a->check.chain_hash));
+        assert_int_equal(a->check.divergent_first, b->check.divergent_first);
+        assert_int_equal(a->check.divergent_last, b->check.divergent_last);
+        return;
+    case TDM_FRAME_CHECK_RESULT:
+        assert_int_equal(a->check_result.check_id, b->check_result.check_id);
+        assert_int_equal(a->check_result.lsn, b->check_result.lsn);
+        assert_int_equal(a->check_result.result, b->check_result.result);
+        assert_int_equal(a->check_result.batch_first, b->check_result.batch_first);
+        assert_int_equal(a->check_result.batch_last, b->check_result.batch_last);
+        assert_memory_equal(&a->check_result.chain_hash, &b->check_result.chain_hash,
+                            sizeof(a->check_result.chain_hash));
+        return;
+    case TDM_FRAME_HANDOVER:
+    case TDM_FRAME_HANDOVER_DONE:
+    case TDM_FRAME_FENCE:
+    case TDM_FRAME_FENCED:
+        switch_frame_assert_equal(a, b);
         return;
     case TDM_FRAME__COUNT:
         break;
@@ -470,10 +607,6 @@ static void test_frame_proto__from_refuses(void **state)
     from_refused("status: 1, positive");
     /* Frames that have no tdm_frame: issue 4 and client frames. */
     static const uint16_t others[] = {
-        TDM_PROTO_HANDOVER,
-        TDM_PROTO_HANDOVER_DONE,
-        TDM_PROTO_FENCE,
-        TDM_PROTO_FENCED,
         TDM_PROTO_APPEND_REQUEST,
         TDM_PROTO_APPEND_RESULT,
         TDM_PROTO_QUERY,
@@ -481,7 +614,7 @@ static void test_frame_proto__from_refuses(void **state)
         TDM_PROTO_STATUS,
         TDM_PROTO_STATUS_RESULT,
         0,
-        13,
+        15,
     };
     for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
         memset(&msg_b, 0, sizeof(msg_b));
@@ -510,7 +643,7 @@ static void test_frame_proto__to_refuses(void **state)
     frame_a.type = 0;
     to_refused("frame type 0");
     frame_a.type = TDM_FRAME__COUNT;
-    to_refused("frame type 9");
+    to_refused("frame type 15");
     sample_frame(TDM_FRAME_HELLO, 0, &frame_a);
     frame_a.hello.history.entries[0].primary_index = 3;
     to_refused("HELLO frame: history: epoch 1: primary index 3, the cluster has 3 nodes");

@@ -13,24 +13,11 @@
 #include "net/proto.h"
 
 static const uint16_t every_type[] = {
-    TDM_PROTO_HELLO,
-    TDM_PROTO_START,
-    TDM_PROTO_READY,
-    TDM_PROTO_APPEND,
-    TDM_PROTO_ACK,
-    TDM_PROTO_HEARTBEAT,
-    TDM_PROTO_FORWARD,
-    TDM_PROTO_FORWARD_RESULT,
-    TDM_PROTO_HANDOVER,
-    TDM_PROTO_HANDOVER_DONE,
-    TDM_PROTO_FENCE,
-    TDM_PROTO_FENCED,
-    TDM_PROTO_APPEND_REQUEST,
-    TDM_PROTO_APPEND_RESULT,
-    TDM_PROTO_QUERY,
-    TDM_PROTO_QUERY_RESULT,
-    TDM_PROTO_STATUS,
-    TDM_PROTO_STATUS_RESULT,
+    TDM_PROTO_HELLO,    TDM_PROTO_START,         TDM_PROTO_READY,          TDM_PROTO_APPEND,
+    TDM_PROTO_ACK,      TDM_PROTO_HEARTBEAT,     TDM_PROTO_FORWARD,        TDM_PROTO_FORWARD_RESULT,
+    TDM_PROTO_HANDOVER, TDM_PROTO_HANDOVER_DONE, TDM_PROTO_FENCE,          TDM_PROTO_FENCED,
+    TDM_PROTO_CHECK,    TDM_PROTO_CHECK_RESULT,  TDM_PROTO_APPEND_REQUEST, TDM_PROTO_APPEND_RESULT,
+    TDM_PROTO_QUERY,    TDM_PROTO_QUERY_RESULT,  TDM_PROTO_STATUS,         TDM_PROTO_STATUS_RESULT,
 };
 #define TYPE_COUNT (sizeof(every_type) / sizeof(every_type[0]))
 
@@ -54,6 +41,11 @@ static void sample_history(struct tdm_proto_history *history, uint32_t count)
         snprintf(history->entries[i].primary, sizeof(history->entries[i].primary), "node-%u",
                  i % 3);
         history->entries[i].lsn_first = 1 + 100 * i;
+        history->entries[i].cause = (uint8_t)(i % (TDM_PROTO_CAUSE_MAX + 1));
+        history->entries[i].time_ms = 1700000000000 + i;
+        history->entries[i].pause_ms = i;
+        history->entries[i].risk_lsn_first = i == 2 ? 150 : 0;
+        history->entries[i].risk_lsn_last = i == 2 ? 160 : 0;
     }
 }
 
@@ -151,6 +143,48 @@ static void sample_text(struct tdm_proto_text_result *result, uint8_t flags)
     result->text.size = strlen(jsonl);
 }
 
+/* sample_msg() for HANDOVER, HANDOVER_DONE, FENCE, FENCED. */
+static void sample_msg_switch(uint16_t type, struct tdm_proto_msg *msg)
+{
+    switch ((enum tdm_proto_type)type) {
+    case TDM_PROTO_HANDOVER:
+        msg->handover.new_epoch = 9;
+        sample_history(&msg->handover.history, 5); /* Epochs 1, 3, 5, 7, 9. */
+        msg->handover.last_lsn = 401;
+        memset(msg->handover.chain_hash, 0x22, sizeof(msg->handover.chain_hash));
+        return;
+    case TDM_PROTO_HANDOVER_DONE:
+        msg->handover_done.new_epoch = 9;
+        msg->handover_done.refusal = TDM_PROTO_REFUSAL_MAX;
+        msg->handover_done.last_lsn = 401;
+        memset(msg->handover_done.chain_hash, 0x24, sizeof(msg->handover_done.chain_hash));
+        return;
+    case TDM_PROTO_FENCE:
+        msg->fence.fence_id = 3;
+        msg->fence.flags = TDM_PROTO_FENCE_FORCE;
+        msg->fence.new_epoch = 5;
+        msg->fence.expect_epoch = 3;
+        msg->fence.expect_last_epoch = 3;
+        msg->fence.expect_durable_lsn = 87;
+        sample_history(&msg->fence.history, 3); /* Epochs 1, 3, 5. */
+        return;
+    case TDM_PROTO_FENCED:
+        msg->fenced.fence_id = 3;
+        msg->fenced.refusal = 0;
+        msg->fenced.role = TDM_PROTO_ROLE_BACKUP;
+        msg->fenced.flags = TDM_PROTO_FENCED_PRIMARY_SEEN;
+        msg->fenced.epoch = 5;
+        msg->fenced.last_epoch = 3;
+        msg->fenced.last_lsn = 90;
+        msg->fenced.durable_lsn = 88;
+        msg->fenced.commit_lsn = 80;
+        memset(msg->fenced.chain_hash, 0x33, sizeof(msg->fenced.chain_hash));
+        return;
+    default:
+        fail_msg("type %u: not a switchover or failover frame", type);
+    }
+}
+
 /* Fill msg with a valid, non-trivial message of type. */
 static void sample_msg(uint16_t type, struct tdm_proto_msg *msg)
 {
@@ -191,22 +225,25 @@ static void sample_msg(uint16_t type, struct tdm_proto_msg *msg)
         sample_result(&msg->forward_result, type == TDM_PROTO_FORWARD_RESULT ? 0 : -20004);
         return;
     case TDM_PROTO_HANDOVER:
-        msg->handover.new_epoch = 9;
-        sample_history(&msg->handover.history, 5); /* Epochs 1, 3, 5, 7, 9. */
-        msg->handover.last_lsn = 401;
-        memset(msg->handover.chain_hash, 0x22, sizeof(msg->handover.chain_hash));
-        return;
     case TDM_PROTO_HANDOVER_DONE:
-        msg->handover_done.new_epoch = 9;
-        return;
     case TDM_PROTO_FENCE:
-        msg->fence.new_epoch = 5;
-        sample_history(&msg->fence.history, 3); /* Epochs 1, 3, 5. */
-        return;
     case TDM_PROTO_FENCED:
-        msg->fenced.durable_lsn = 88;
-        memset(msg->fenced.chain_hash, 0x33, sizeof(msg->fenced.chain_hash));
-        msg->fenced.epoch = 5;
+        sample_msg_switch(type, msg);
+        return;
+    case TDM_PROTO_CHECK:
+        msg->check.check_id = 17;
+        msg->check.lsn = 4096;
+        memset(msg->check.chain_hash, 0x44, sizeof(msg->check.chain_hash));
+        msg->check.divergent_first = 301;
+        msg->check.divergent_last = 305;
+        return;
+    case TDM_PROTO_CHECK_RESULT:
+        msg->check_result.check_id = 17;
+        msg->check_result.lsn = 4096;
+        msg->check_result.result = TDM_PROTO_CHECK_DIFFERENT;
+        msg->check_result.batch_first = 4090;
+        msg->check_result.batch_last = 4100;
+        memset(msg->check_result.chain_hash, 0x55, sizeof(msg->check_result.chain_hash));
         return;
     case TDM_PROTO_QUERY:
         sample_query(&msg->query);
@@ -290,6 +327,9 @@ static void test_proto_decode__fields(void **state)
     assert_int_equal(msg_b.hello.history.count, 4);
     assert_string_equal(msg_b.hello.history.entries[3].primary, "node-0");
     assert_int_equal(msg_b.hello.history.entries[3].lsn_first, 301);
+    assert_int_equal(msg_b.hello.history.entries[3].cause, 3);
+    assert_int_equal(msg_b.hello.history.entries[3].time_ms, 1700000000003);
+    assert_int_equal(msg_b.hello.history.entries[2].risk_lsn_last, 160);
     size = encode_sample(TDM_PROTO_START, frame_a, sizeof(frame_a));
     assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), 0);
     assert_int_equal(msg_b.start.hello_id, 12);
@@ -473,7 +513,7 @@ static void test_proto_reader__bad_headers(void **state)
     } cases[] = {
         {11, TDM_PROTO_ACK, 0, "below the header"},
         {36, 0, 0, "unknown type 0"},
-        {36, 13, 0, "unknown type 13"},
+        {36, 15, 0, "unknown type 15"},
         {36, 31, 0, "unknown type 31"},
         {36, 38, 0, "unknown type 38"},
         {36, TDM_PROTO_ACK, 1, "reserved"},
@@ -499,6 +539,46 @@ static void test_proto_reader__bad_headers(void **state)
     assert_int_equal(tdm_proto_reader_next(&reader, &frame, &diag), -EAGAIN);
     assert_int_equal(tdm_proto_reader_eof(&reader, &diag), TANDEM_ECORRUPT);
     assert_non_null(strstr(diag.message, "ended inside a frame"));
+}
+
+/* Switchover and failover frames (PROTOCOL.md §3.3, §8): a probe that carries
+ * an epoch, a FENCED whose durable LSN passes its last, a refusal or cause out
+ * of range, LSNs at risk that are not a range: all refused. */
+static void proto_switch_semantic_checks(void)
+{
+    struct tdm_diag diag = {{0}};
+    size_t written = 0;
+    sample_msg(TDM_PROTO_FENCE, &msg_a);
+    msg_a.fence.flags = TDM_PROTO_FENCE_PROBE;
+    assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag),
+                     TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "probe"));
+    memset(&msg_a.fence.history, 0, sizeof(msg_a.fence.history));
+    msg_a.fence.new_epoch = 0;
+    msg_a.fence.expect_epoch = msg_a.fence.expect_last_epoch = msg_a.fence.expect_durable_lsn = 0;
+    assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag), 0);
+    msg_a.fence.flags = 0x4;
+    assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag),
+                     TANDEM_EINVALID);
+    sample_msg(TDM_PROTO_FENCED, &msg_a);
+    msg_a.fenced.durable_lsn = msg_a.fenced.last_lsn + 1;
+    assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag),
+                     TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "FENCED frame: durable_lsn"));
+    sample_msg(TDM_PROTO_HANDOVER_DONE, &msg_a);
+    msg_a.handover_done.refusal = TDM_PROTO_REFUSAL_MAX + 1;
+    assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag),
+                     TANDEM_EINVALID);
+    sample_msg(TDM_PROTO_START, &msg_a);
+    msg_a.start.history.entries[0].cause = TDM_PROTO_CAUSE_MAX + 1;
+    assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag),
+                     TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "cause"));
+    sample_msg(TDM_PROTO_START, &msg_a);
+    msg_a.start.history.entries[0].risk_lsn_first = 5;
+    assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag),
+                     TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "at risk"));
 }
 
 /* Semantic checks: wrong version, durable past last, a history that goes
@@ -581,6 +661,7 @@ static void test_proto_decode__semantic_checks(void **state)
     msg_a.fence.new_epoch = 6;
     assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag),
                      TANDEM_EINVALID);
+    proto_switch_semantic_checks();
     sample_msg(TDM_PROTO_ACK, &msg_a);
     size = tdm_proto_encoded_size(&msg_a);
     assert_int_equal(tdm_proto_encode(&msg_a, frame_a, size - 1, &written, &diag), -ENOBUFS);
@@ -612,6 +693,63 @@ static size_t garbage_frame(struct tdm_prng *prng, uint8_t *buffer, size_t capac
         header_write(buffer, (uint32_t)(size - 4), type, 0);
     }
     return size;
+}
+
+/* CHECK and CHECK_RESULT (PROTOCOL.md §9): a probe at LSN 0, a half-named
+ * divergent batch, a verdict out of range, an EQUAL whose batch does not end
+ * at the probe, a DIFFERENT whose batch does not hold it, an ABSENT that
+ * names a batch: each refused by the encoder and, patched into valid bytes,
+ * by the decoder, naming the field. */
+static void test_proto_decode__check_fields(void **state)
+{
+    (void)state;
+    struct tdm_diag diag = {{0}};
+    size_t written = 0;
+    size_t size = encode_sample(TDM_PROTO_CHECK, frame_a, sizeof(frame_a));
+    assert_int_equal(size, TDM_PROTO_FRAME_HEADER_SIZE + 8 + 8 + 16 + 8 + 8);
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), 0);
+    assert_int_equal(msg_b.check.check_id, 17);
+    assert_int_equal(msg_b.check.lsn, 4096);
+    assert_int_equal(msg_b.check.chain_hash[15], 0x44);
+    assert_int_equal(msg_b.check.divergent_first, 301);
+    assert_int_equal(msg_b.check.divergent_last, 305);
+    sample_msg(TDM_PROTO_CHECK, &msg_a);
+    msg_a.check.lsn = 0;
+    assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag),
+                     TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "CHECK frame: lsn"));
+    sample_msg(TDM_PROTO_CHECK, &msg_a);
+    msg_a.check.divergent_first = 0;
+    assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag),
+                     TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "divergent batch"));
+    msg_a.check.divergent_last = 0;
+    assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag), 0);
+    /* CHECK_RESULT: result is the byte after check_id and lsn. */
+    size = encode_sample(TDM_PROTO_CHECK_RESULT, frame_a, sizeof(frame_a));
+    assert_int_equal(size, TDM_PROTO_FRAME_HEADER_SIZE + 8 + 8 + 1 + 8 + 8 + 16);
+    frame_a[TDM_PROTO_FRAME_HEADER_SIZE + 16] = 5;
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), TANDEM_ECORRUPT);
+    assert_non_null(strstr(diag.message, "CHECK_RESULT frame: result"));
+    frame_a[TDM_PROTO_FRAME_HEADER_SIZE + 16] = TDM_PROTO_CHECK_EQUAL; /* Batch ends at 4100. */
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), TANDEM_ECORRUPT);
+    assert_non_null(strstr(diag.message, "equal"));
+    sample_msg(TDM_PROTO_CHECK_RESULT, &msg_a);
+    msg_a.check_result.batch_last = 4095;
+    assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag),
+                     TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "different"));
+    sample_msg(TDM_PROTO_CHECK_RESULT, &msg_a);
+    msg_a.check_result.result = TDM_PROTO_CHECK_ABSENT;
+    assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag),
+                     TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "absent"));
+    msg_a.check_result.batch_first = 0;
+    msg_a.check_result.batch_last = 0;
+    memset(msg_a.check_result.chain_hash, 0, sizeof(msg_a.check_result.chain_hash));
+    assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag), 0);
+    assert_int_equal(decode_buffer(frame_a, written, &msg_b, &diag), 0);
+    assert_int_equal(msg_b.check_result.result, TDM_PROTO_CHECK_ABSENT);
 }
 
 /* Seeded garbage never crashes: a mutated frame is either refused with
@@ -665,6 +803,7 @@ int main(void)
         cmocka_unit_test(test_proto_reader__oversize),
         cmocka_unit_test(test_proto_reader__bad_headers),
         cmocka_unit_test(test_proto_decode__semantic_checks),
+        cmocka_unit_test(test_proto_decode__check_fields),
         cmocka_unit_test(test_proto_decode__garbage),
     };
     return cmocka_run_group_tests_name("proto", tests, NULL, NULL);

@@ -196,14 +196,28 @@ static void test_replica_primary__first_epoch_ships_only_durable(void **state)
     assert_int_equal(actions.results[0].lsn_last, 2);
 }
 
-/* A primary that restarts with a non-empty log opens epoch 2 at its next LSN
- * (persisted before it acts: writes wait), and in epoch 2 ships a batch as
- * soon as it is written, in parallel with the local fdatasync. */
+/* A primary that restarts with a non-empty log opens epoch 2 (the next it
+ * owns, PROTOCOL.md §4) at its next LSN once a backup of its lineage says
+ * HELLO, persisted before it acts (writes wait), and acts once a backup has
+ * joined epoch 2. */
 static void test_replica_primary__restart_opens_next_epoch(void **state)
 {
     (void)state;
     replica_make(1, (const uint64_t[][3]){{1, 1, 0}}, 4, 1);
     step_tick();
+    assert_null(actions.history_to_persist); /* Waits for a backup first. */
+    struct tdm_event up = {.type = TDM_EVENT_PEER_UP};
+    up.peer.node_index = 1;
+    step(&up);
+    static struct tdm_frame hello;
+    memset(&hello, 0, sizeof(hello));
+    hello.type = TDM_FRAME_HELLO;
+    hello.epoch = 1;
+    hello.hello.version = TDM_FRAME_VERSION;
+    hello.hello.role = TDM_ROLE_BACKUP;
+    hello.hello.hello_id = 1;
+    hello.hello.history = replica.history;
+    step_receive(&hello);
     assert_non_null(actions.history_to_persist);
     const struct tdm_epoch_history *next = actions.history_to_persist;
     assert_int_equal(next->count, 2);
@@ -219,31 +233,63 @@ static void test_replica_primary__restart_opens_next_epoch(void **state)
     step(&submit);
     assert_int_equal(actions.write_count, 0); /* Held until the epoch is durable. */
     step_persisted(TDM_PERSISTED_EPOCHS, 0, 0);
-    assert_int_equal(role_now(&epoch), TDM_ROLE_PRIMARY);
+    assert_int_equal(role_now(&epoch), TDM_ROLE_HOLDING); /* Until a backup joins. */
     assert_int_equal(epoch, 2);
+    assert_int_equal(actions.write_count, 0);
+    hello.epoch = 1;
+    hello.hello.hello_id = 2;
+    hello.hello.last_lsn = 4;
+    hello.hello.durable_lsn = 4;
+    hello.hello.last_epoch = 1;
+    step_receive(&hello);
+    const struct tdm_send *start = send_find(TDM_FRAME_START);
+    assert_non_null(start);
+    assert_int_equal(start->start.fork_lsn, 4);
+    static struct tdm_frame ready;
+    memset(&ready, 0, sizeof(ready));
+    ready.type = TDM_FRAME_READY;
+    ready.epoch = 2;
+    ready.ready.hello_id = 2;
+    ready.ready.last_lsn = 4;
+    ready.ready.durable_lsn = 4;
+    step_receive(&ready);
+    assert_int_equal(role_now(&epoch), TDM_ROLE_PRIMARY);
     assert_int_equal(actions.write_count, 1);
     assert_int_equal(actions.writes[0].epoch, 2);
 }
 
-/* Only the exact init state qualifies for epoch 1: a primary with an empty
- * log whose history already went past epoch 1 (it restarted before, having
- * made nothing durable in epoch 2) opens epoch 3; with a backup LIVE, epoch
- * 3's batches ship before they are durable here. */
-static void test_replica_primary__empty_log_later_epoch_opens_next(void **state)
+/* A primary whose log holds no batch of its epoch (2: it restarted before,
+ * having made nothing durable there) acts in it again, without a new epoch,
+ * once a backup joins; until its first batch of epoch 2 is durable here it
+ * ships only durable batches (that is what makes acting again safe), then it
+ * ships before the local fdatasync. */
+static void test_replica_primary__empty_log_later_epoch_acts_again(void **state)
 {
     (void)state;
     replica_make(2, (const uint64_t[][3]){{1, 1, 0}, {2, 1, 0}}, 0, 0);
     step_tick();
-    assert_non_null(actions.history_to_persist);
-    assert_int_equal(actions.history_to_persist->entries[2].epoch, 3);
-    assert_int_equal(actions.history_to_persist->entries[2].lsn_first, 1);
-    step_persisted(TDM_PERSISTED_EPOCHS, 0, 0);
-    backup_join(3, &replica.history);
-    submit_one(3);
-    step_appended(2, 3);
+    assert_null(actions.history_to_persist);
+    uint64_t epoch = 0;
+    assert_int_equal(role_now(&epoch), TDM_ROLE_HOLDING);
+    assert_int_equal(epoch, 2);
+    backup_join(2, &replica.history);
+    assert_int_equal(role_now(&epoch), TDM_ROLE_PRIMARY);
+    submit_one(2);
+    step_appended(2, 2);
+    assert_null(send_find(TDM_FRAME_APPEND)); /* Not durable here yet. */
+    step_persisted(TDM_PERSISTED_LOG, 0, 2);
     const struct tdm_send *append = send_find(TDM_FRAME_APPEND);
     assert_non_null(append);
     assert_int_equal(append->append.lsn_last, 2);
+    struct tdm_event submit = {.type = TDM_EVENT_SUBMIT};
+    submit.submit.write_id = 2;
+    submit.submit.record_count = 1;
+    submit.submit.size = 50;
+    step(&submit);
+    step_appended(3, 2);
+    append = send_find(TDM_FRAME_APPEND); /* A durable batch of epoch 2 exists now. */
+    assert_non_null(append);
+    assert_int_equal(append->append.lsn_last, 3);
 }
 
 int main(void)
@@ -252,7 +298,7 @@ int main(void)
         cmocka_unit_test(test_replica_primary__first_epoch_acts_at_once),
         cmocka_unit_test(test_replica_primary__first_epoch_ships_only_durable),
         cmocka_unit_test(test_replica_primary__restart_opens_next_epoch),
-        cmocka_unit_test(test_replica_primary__empty_log_later_epoch_opens_next),
+        cmocka_unit_test(test_replica_primary__empty_log_later_epoch_acts_again),
     };
     return cmocka_run_group_tests_name("replica", tests, NULL, NULL);
 }

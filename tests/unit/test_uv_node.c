@@ -12,13 +12,17 @@
  * test that hangs. Not the cmocka heap: the engine's threads allocate too. */
 #include "tdm_test.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <uv.h>
 
 #include "engine/batch.h"
 #include "engine/codec.h"
+#include "engine/log.h"
+#include "engine/node.h"
 #include "net/tls.h"
 #include "net/uv_link.h"
 #include "net/uv_node.h"
@@ -57,6 +61,7 @@ struct fixture {
     uint64_t lsn_max;
     uint64_t primary_epoch; /* The primary's epoch when its writes were acknowledged. */
     int phase;
+    uint64_t verify_interval_ms; /* 0: the adapter's default. */
 };
 
 static void path_make(char *out, const char *name)
@@ -179,6 +184,7 @@ static void member_start(struct fixture *f, uint32_t i)
         .retransmit_ms = 300,
         .handshake_ms = 300,
         .reconnect_ms = 50,
+        .verify_interval_ms = f->verify_interval_ms,
     };
     snprintf(config.cluster.name, sizeof(config.cluster.name), "c1");
     config.cluster.node_count = NODES;
@@ -251,6 +257,7 @@ static void submit(struct fixture *f, uint32_t n, uint32_t seed)
 }
 
 static void phase_next(struct fixture *f);
+static void verify_poll_cb(uv_timer_t *timer);
 
 static void write_cb(void *data, int status, uint64_t lsn_first, uint64_t lsn_last)
 {
@@ -363,6 +370,18 @@ static void phase_next(struct fixture *f)
         assert_int_equal(f->acked, WRITES);
         polls = 0;
         uv_timer_start(&f->timer, poll_cb, 0, 0);
+    } else if (scenario == 5) {
+        assert_int_equal(f->acked, WRITES);
+        polls = 0;
+        uv_timer_start(&f->timer, verify_poll_cb, 0, 0);
+    } else if (scenario == 6) {
+        /* One write at a time: each its own batch. */
+        if (f->acked < WRITES) {
+            f->expected++;
+            submit(f, 1, f->acked);
+        } else {
+            close_all(f);
+        }
     } else {
         assert_int_equal(f->ecopies, 1);
         close_all(f);
@@ -455,8 +474,10 @@ static void test_uv_node__restart(void **state)
     assert_int_equal(f->acked, WRITES);
     check_same_logs(f, 4 * WRITES);
     assert_int_equal(f->primary_epoch, 2);
-    check_epochs(f, 0, "tandem-epochs 1\n1 node1 1\n2 node1 41\n");
-    check_epochs(f, 1, "tandem-epochs 1\n1 node1 1\n2 node1 41\n");
+    /* Version 2 (docs/FORMAT.md "Epoch history"): cause, wall time (this
+     * adapter passes none yet: 0), pause, LSNs at risk. */
+    check_epochs(f, 0, "tandem-epochs 2\n1 node1 1 init 0 0 0 0\n2 node1 41 restart 0 0 0 0\n");
+    check_epochs(f, 1, "tandem-epochs 2\n1 node1 1 init 0 0 0 0\n2 node1 41 restart 0 0 0 0\n");
 }
 
 /* A DIR/epochs that does not parse stops the start, naming the file. */
@@ -491,6 +512,49 @@ static void test_uv_node__bad_epochs_file(void **state)
     assert_int_equal(tdm_uv_node_start(&f->loop, &config, &node, &diag), TANDEM_ECORRUPT);
     assert_null(node);
     assert_non_null(strstr(diag.message, "epochs: bad entry 1"));
+}
+
+/* DIR/epochs version 1 (three fields a line, before causes and times) is
+ * still read; a version 2 line with an unknown cause is refused, naming the
+ * file (docs/FORMAT.md "Epoch history"). */
+static void test_uv_node__epochs_file_versions(void **state)
+{
+    struct fixture *f = *state;
+    char path[PATH_SIZE + 16];
+    snprintf(path, sizeof(path), "%s/epochs", f->members[1].dir);
+    FILE *file = fopen(path, "w");
+    assert_non_null(file);
+    fputs("tandem-epochs 1\n1 node1 1\n", file);
+    fclose(file);
+    member_start(f, 1);
+    snprintf(path, sizeof(path), "%s/epochs", f->members[0].dir);
+    file = fopen(path, "w");
+    assert_non_null(file);
+    fputs("tandem-epochs 2\n1 node1 1 sideways 0 0 0 0\n", file);
+    fclose(file);
+    struct sockaddr_in any;
+    assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &any), 0);
+    struct tdm_uv_node_config config = {
+        .dir = f->members[0].dir,
+        .t = f->members[0].t,
+        .tls = &f->members[0].tls,
+        .listen_address = (const struct sockaddr *)&any,
+        .min_copies = 2,
+        .write_deadline_ms = 1000,
+        .heartbeat_ms = 100,
+        .retransmit_ms = 300,
+        .handshake_ms = 300,
+    };
+    snprintf(config.cluster.name, sizeof(config.cluster.name), "c1");
+    config.cluster.node_count = NODES;
+    snprintf(config.cluster.node_ids[0], sizeof(config.cluster.node_ids[0]), "node1");
+    snprintf(config.cluster.node_ids[1], sizeof(config.cluster.node_ids[1]), "node2");
+    struct tdm_diag diag = {{0}};
+    struct tdm_uv_node *node = NULL;
+    assert_int_equal(tdm_uv_node_start(&f->loop, &config, &node, &diag), TANDEM_ECORRUPT);
+    assert_null(node);
+    assert_non_null(strstr(diag.message, "epochs: bad entry 1"));
+    close_all(f);
 }
 
 /* ---- a fake primary that sends a batch whose body is corrupt ---- */
@@ -695,6 +759,260 @@ static void test_uv_node__copies_deadline(void **state)
     assert_true(uv_now(&f->loop) - start >= 300);
 }
 
+/* ---- verification (docs/PROTOCOL.md §9) ---- */
+
+/* What a poll of the verification scenarios waits for. */
+static uint64_t verify_want_first; /* 0: identical copies, verified through verify_want_lsn. */
+static uint64_t verify_want_last;
+static uint64_t verify_want_lsn;
+static uint64_t verify_started_ms;
+static uint64_t verify_named_ms; /* When the primary named the divergent batch. */
+
+static void verify_poll_cb(uv_timer_t *timer)
+{
+    struct fixture *f = timer->data;
+    struct tdm_replica_status primary;
+    struct tdm_replica_status backup;
+    tdm_uv_node_status(f->members[0].node, &primary);
+    tdm_uv_node_status(f->members[1].node, &backup);
+    bool done;
+    if (verify_want_first == 0) {
+        done = primary.nodes[1].verified_lsn == verify_want_lsn &&
+               backup.nodes[1].verified_lsn == verify_want_lsn;
+    } else {
+        if (verify_named_ms == 0 && primary.nodes[1].divergent_first != 0) {
+            uv_update_time(&f->loop);
+            verify_named_ms = uv_now(&f->loop);
+        }
+        done = primary.nodes[1].divergent_first != 0 && backup.nodes[1].divergent_first != 0;
+    }
+    if (done) {
+        close_all(f);
+        return;
+    }
+    polls++;
+    if (polls >= POLL_COUNT) {
+        fail_msg("verification: primary sees node2 verified %" PRIu64 " divergent %" PRIu64
+                 "..%" PRIu64 "; node2 sees itself verified %" PRIu64 " divergent %" PRIu64,
+                 primary.nodes[1].verified_lsn, primary.nodes[1].divergent_first,
+                 primary.nodes[1].divergent_last, backup.nodes[1].verified_lsn,
+                 backup.nodes[1].divergent_first);
+    }
+    uv_timer_start(&f->timer, verify_poll_cb, POLL_MS, 0);
+}
+
+/* The line of member i's DIR/verified for node id, or fail. */
+static void verified_line(struct fixture *f, uint32_t i, const char *id, uint64_t *lsn,
+                          long long *at_ns)
+{
+    char path[PATH_SIZE + 16];
+    snprintf(path, sizeof(path), "%s/verified", f->members[i].dir);
+    FILE *file = fopen(path, "r");
+    assert_non_null(file);
+    char line[256];
+    assert_non_null(fgets(line, sizeof(line), file));
+    assert_string_equal(line, "tandem-verified 1\n");
+    bool found = false;
+    while (fgets(line, sizeof(line), file) != NULL) {
+        char name[64];
+        unsigned long long l;
+        long long at;
+        assert_int_equal(sscanf(line, "%63s %llu %lld", name, &l, &at), 3);
+        if (strcmp(name, id) == 0) {
+            found = true;
+            *lsn = l;
+            *at_ns = at;
+        }
+    }
+    fclose(file);
+    if (!found) {
+        fail_msg("%s names no %s", path, id);
+    }
+}
+
+/* Identical copies: once writes are acknowledged, the primary proves the
+ * backup equal through the last LSN within a checkpoint interval, and both
+ * record it in DIR/verified with a wall time from this run. */
+static void test_uv_node__verify_identical(void **state)
+{
+    struct fixture *f = *state;
+    scenario = 5;
+    f->verify_interval_ms = 100;
+    struct timespec began;
+    clock_gettime(CLOCK_REALTIME, &began);
+    member_start(f, 0);
+    member_start(f, 1);
+    member_connect(f);
+    f->expected = WRITES;
+    verify_want_first = 0;
+    verify_want_lsn = 2 * WRITES;
+    submit(f, WRITES, 0);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(f->acked, WRITES);
+    uint64_t lsn = 0;
+    long long at = 0;
+    verified_line(f, 0, "node2", &lsn, &at);
+    assert_int_equal(lsn, 2 * WRITES);
+    assert_true(at >= (long long)began.tv_sec * 1000000000LL);
+    verified_line(f, 1, "node2", &lsn, &at);
+    assert_int_equal(lsn, 2 * WRITES);
+    assert_true(at >= (long long)began.tv_sec * 1000000000LL);
+}
+
+struct alter {
+    ZSTD_CCtx *cctx;
+    struct tandem *to;          /* The new directory, open for writing. */
+    struct tdm_chain_hash prev; /* Chain hash of the last batch rebuilt. */
+    uint64_t alter_lsn;         /* The batch holding it gets one byte changed. */
+    uint64_t altered_first;     /* That batch's LSNs. */
+    uint64_t altered_last;
+    uint8_t *raw;
+    uint8_t *bytes;
+};
+
+/* Rebuild each batch of the backup's log into a fresh directory: the same
+ * records, but in the batch holding alter_lsn one digit of a Message-ID or
+ * recipient differs; every checksum and chain hash is recomputed, so the
+ * altered log verifies and its chain holds: only a comparison with the
+ * primary's copy can tell. */
+static int alter_cb(void *data, const struct tdm_batch_header *header,
+                    const struct tdm_log_location *location, const uint8_t *raw)
+{
+    (void)location;
+    struct alter *a = data;
+    memcpy(a->raw, raw, header->raw_size);
+    uint64_t last = tdm_batch_lsn_last(header);
+    if (header->lsn_first <= a->alter_lsn && a->alter_lsn <= last) {
+        uint8_t *at = memmem(a->raw, header->raw_size, "@example.com", 12);
+        assert_non_null(at);
+        at[-1] = at[-1] == '9' ? '8' : (uint8_t)(at[-1] + 1); /* A digit: same length. */
+        a->altered_first = header->lsn_first;
+        a->altered_last = last;
+    }
+    struct tdm_batch_header rebuilt;
+    size_t capacity = tdm_batch_bound(header->raw_size);
+    int size = tdm_batch_build(a->cctx, a->raw, header->raw_size, header->record_count,
+                               header->epoch, header->lsn_first, header->lsn_durable,
+                               header->time_ns, &a->prev, a->bytes, capacity, &rebuilt);
+    assert_true(size > TDM_BATCH_HEADER_SIZE);
+    struct tdm_diag diag = {{0}};
+    int rv = tdm_node_append_received(a->to, a->bytes, (size_t)size, true, &rebuilt, &diag);
+    if (rv != 0) {
+        fail_msg("append the rebuilt batch %" PRIu64 ": %s", header->lsn_first, diag.message);
+    }
+    a->prev = rebuilt.chain_hash;
+    return 0;
+}
+
+/* The batch of member i's log that holds lsn (read through its handle). */
+struct batch_find {
+    uint64_t lsn;
+    uint64_t first;
+    uint64_t last;
+};
+
+static int batch_find_cb(void *data, const struct tdm_batch_header *header,
+                         const struct tdm_log_location *location, const uint8_t *raw)
+{
+    (void)location;
+    (void)raw;
+    struct batch_find *find = data;
+    if (header->lsn_first <= find->lsn && find->lsn <= tdm_batch_lsn_last(header)) {
+        find->first = header->lsn_first;
+        find->last = tdm_batch_lsn_last(header);
+    }
+    return 0;
+}
+
+/* A backup whose log was altered before it starts (same length, one byte of
+ * one batch different, checksums and chain recomputed): the primary's first
+ * checkpoint on the new link finds the mismatch and bisection names the first
+ * divergent batch, within seconds; the backup learns it from the next CHECK;
+ * DIR/verified on both sides stays below that batch. */
+static void test_uv_node__verify_altered_backup(void **state)
+{
+    struct fixture *f = *state;
+    scenario = 6;
+    member_start(f, 0);
+    member_start(f, 1);
+    member_connect(f);
+    f->expected = 1;
+    submit(f, 1, 0);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(f->acked, WRITES);
+    check_same_logs(f, 2 * WRITES); /* Reopens both handles. */
+
+    /* Rebuild node2's log, altered at LSN 21, in a new directory, and put it
+     * in node2's place. */
+    struct member *backup = &f->members[1];
+    char altered_dir[PATH_SIZE + 16];
+    snprintf(altered_dir, sizeof(altered_dir), "%s.altered", backup->dir);
+    struct tandem_options options;
+    tandem_options_init(&options);
+    options.flags = TANDEM_OPEN_CREATE;
+    struct tandem_diag tdiag = {{0}};
+    static struct alter a;
+    memset(&a, 0, sizeof(a));
+    assert_int_equal(tandem_open(altered_dir, &options, &a.to, &tdiag), 0);
+    a.cctx = ZSTD_createCCtx();
+    a.raw = malloc(TDM_BATCH_RAW_SIZE_MAX);
+    a.bytes = malloc(tdm_batch_bound(TDM_BATCH_RAW_SIZE_MAX));
+    assert_non_null(a.raw);
+    assert_non_null(a.bytes);
+    a.alter_lsn = 21;
+    struct tdm_diag diag = {{0}};
+    assert_int_equal(tdm_log_scan(tdm_node_log(backup->t), 1, alter_cb, &a, &diag), 0);
+    ZSTD_freeCCtx(a.cctx);
+    free(a.raw);
+    free(a.bytes);
+    tandem_close(a.to);
+    assert_true(a.altered_first >= 1);
+    struct batch_find find = {.lsn = 21};
+    assert_int_equal(tdm_log_scan(tdm_node_log(f->members[0].t), 1, batch_find_cb, &find, &diag),
+                     0);
+    assert_int_equal(find.first, a.altered_first); /* The same batches, byte for byte but one. */
+    assert_int_equal(find.last, a.altered_last);
+    assert_true(find.first > 1); /* Batches before it stay equal. */
+    tandem_close(backup->t);
+    char moved[PATH_SIZE + 8];
+    snprintf(moved, sizeof(moved), "%s.orig", backup->dir);
+    assert_int_equal(rename(backup->dir, moved), 0);
+    assert_int_equal(rename(altered_dir, backup->dir), 0);
+    options.flags = 0;
+    assert_int_equal(tandem_open(backup->dir, &options, &backup->t, &tdiag), 0);
+    uint64_t lsn;
+    uint8_t hash[16];
+    uint8_t primary_hash[16];
+    tandem_close(backup->t);
+    log_end(backup->dir, &lsn, hash);
+    log_end(f->members[0].dir, &lsn, primary_hash);
+    assert_memory_not_equal(hash, primary_hash, 16); /* Same end, other history. */
+    assert_int_equal(tandem_open(backup->dir, &options, &backup->t, &tdiag), 0);
+
+    /* Both nodes again, no writes: the comparison alone must find it. */
+    scenario = 5;
+    f->verify_interval_ms = 100;
+    verify_want_first = find.first;
+    verify_want_last = find.last;
+    verify_named_ms = 0;
+    member_start(f, 1);
+    member_start(f, 0);
+    member_connect(f);
+    uv_update_time(&f->loop);
+    verify_started_ms = uv_now(&f->loop);
+    polls = 0;
+    uv_timer_start(&f->timer, verify_poll_cb, POLL_MS, 0);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    assert_true(verify_named_ms != 0);
+    assert_true(verify_named_ms - verify_started_ms < 5000); /* Within seconds. */
+    uint64_t verified = 0;
+    long long at = 0;
+    verified_line(f, 0, "node2", &verified, &at);
+    assert_int_equal(verified, find.first - 1);
+    verified_line(f, 1, "node2", &verified, &at);
+    assert_int_equal(verified, find.first - 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -703,8 +1021,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_uv_node__backup_answers_queries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_uv_node__restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_uv_node__bad_epochs_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_uv_node__epochs_file_versions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_uv_node__bad_batch_drops_link, setup, teardown),
         cmocka_unit_test_setup_teardown(test_uv_node__copies_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_uv_node__verify_identical, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_uv_node__verify_altered_backup, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -2,11 +2,13 @@
  * on a real loop and a real Unix socket in a tmpdir: socket mode, stale-file
  * removal, refusal of a live path, a STATUS round trip, a malformed frame that
  * closes only its connection, the connection limit, backpressure under
- * requests_max, and a clean close after which uv_loop_close()
- * returns 0 (no handle leaked; STYLE B8). */
+ * requests_max, a clean close after which uv_loop_close()
+ * returns 0 (no handle leaked; STYLE B8), and tdm_uv_serve() stopped by its
+ * control rather than by a signal. */
 #include "tdm_test.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -293,6 +295,61 @@ static void test_uv_server_read__backpressure(void **state)
     close_server(f, server);
 }
 
+static void serving_count_cb(void *data)
+{
+    (*(int *)data)++;
+}
+
+static bool sigpipe_ignored(void)
+{
+    struct sigaction action;
+    assert_int_equal(sigaction(SIGPIPE, NULL, &action), 0);
+    return action.sa_handler == SIG_IGN;
+}
+
+/* tdm_uv_serve() with a control (an embedding application's server thread):
+ * a stop asked before the loop runs stops it as soon as it serves (after the
+ * serving callback ran once), cleanly (socket removed, every handle closed:
+ * it returns 0); it installs nothing for signals (SIGPIPE keeps its
+ * disposition); a stop after it returned does nothing. */
+static void test_uv_serve__control_stop_before_serving(void **state)
+{
+    struct fixture *f = *state;
+    struct tdm_uv_server_config config = config_of(f);
+    int serving_count = 0;
+    struct tdm_uv_serve_control *control = NULL;
+    assert_int_equal(tdm_uv_serve_control_new(serving_count_cb, &serving_count, &control), 0);
+    bool ignored = sigpipe_ignored();
+    tdm_uv_serve_stop(control);
+    struct tdm_diag diag = {{0}};
+    assert_int_equal(tdm_uv_serve(&config, NULL, control, &diag), 0);
+    assert_int_equal(serving_count, 1);
+    assert_false(tdm_test_file_exists(f->dir, "tandemd.sock"));
+    assert_int_equal(sigpipe_ignored(), ignored);
+    tdm_uv_serve_stop(control);
+    tdm_uv_serve_control_free(control);
+}
+
+/* A tdm_uv_serve() with a control that cannot start (a live server answers on
+ * its path) returns the error without calling serving, and leaves the control
+ * free to be freed. */
+static void test_uv_serve__control_start_fails(void **state)
+{
+    struct fixture *f = *state;
+    struct tdm_uv_server_config config = config_of(f);
+    struct tdm_uv_server *server = NULL;
+    assert_int_equal(tdm_uv_server_start(&f->loop, &config, &server, NULL), 0);
+    int serving_count = 0;
+    struct tdm_uv_serve_control *control = NULL;
+    assert_int_equal(tdm_uv_serve_control_new(serving_count_cb, &serving_count, &control), 0);
+    struct tdm_diag diag = {{0}};
+    assert_int_equal(tdm_uv_serve(&config, NULL, control, &diag), -EADDRINUSE);
+    assert_int_equal(serving_count, 0);
+    tdm_uv_serve_stop(control);
+    tdm_uv_serve_control_free(control);
+    close_server(f, server);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -302,6 +359,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_uv_server_read__malformed_frame, setup, teardown),
         cmocka_unit_test_setup_teardown(test_uv_server_accept__clients_max, setup, teardown),
         cmocka_unit_test_setup_teardown(test_uv_server_read__backpressure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_uv_serve__control_stop_before_serving, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_uv_serve__control_start_fails, setup, teardown),
     };
     return cmocka_run_group_tests_name("uv_server", tests, NULL, NULL);
 }
