@@ -363,8 +363,10 @@ static void backup_on_forward_result(struct tdm_replica *replica, uint32_t node_
         tdm_replica_tracef(replica, "ignore FORWARD_RESULT from #%u: %s", node_index, why);
         return;
     }
-    if (result->status == TANDEM_ENOTPRIMARY) {
-        /* Not taken: send it again once we know an acting primary. */
+    if (result->status == TANDEM_ENOTPRIMARY || result->status == TANDEM_EBUSY) {
+        /* Not taken (not the primary, or not acting yet: it opens its epoch
+         * after a restart, or too many writes): send it again at the next
+         * HEARTBEAT of an acting primary, until the write's deadline. */
         write->state = TDM_WRITE_UNSENT;
         return;
     }
