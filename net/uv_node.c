@@ -33,6 +33,7 @@
 
 #include "engine/base/alloc.h"
 #include "engine/base/assert.h"
+#include "engine/base/path.h"
 #include "engine/base/bytes.h"
 #include "engine/base/trace.h"
 #include "engine/batch.h"
@@ -298,14 +299,7 @@ static int epochs_load(const char *dir, const struct tdm_frame_cluster *cluster,
 static int epochs_store(const char *dir, const struct tdm_frame_cluster *cluster,
                         const struct tdm_epoch_history *history, struct tdm_diag *diag)
 {
-    char path[TDM_PATH_SIZE];
-    char tmp[TDM_PATH_SIZE];
-    int rv = epochs_path(path, sizeof(path), dir, NODE_EPOCHS_NAME);
-    rv = rv != 0 ? rv : epochs_path(tmp, sizeof(tmp), dir, NODE_EPOCHS_NAME ".tmp");
-    if (rv != 0) {
-        tdm_diag_printf(diag, "path too long");
-        return rv;
-    }
+    int rv;
     size_t capacity = 32 + (size_t)history->count * (TDM_PROTO_NAME_SIZE_MAX + 140);
     char *text = tdm_malloc(capacity);
     if (text == NULL) {
@@ -323,46 +317,8 @@ static int epochs_store(const char *dir, const struct tdm_frame_cluster *cluster
                                  e->risk_lsn_first, e->risk_lsn_last);
     }
     tdm_assert(size < capacity);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        rv = -errno;
-        tdm_diag_printf(diag, "open %s: %s", tmp, strerror(-rv));
-        tdm_free(text);
-        return rv;
-    }
-    size_t done = 0;
-    while (rv == 0 && done < size) {
-        ssize_t n = write(fd, text + done, size - done);
-        if (n < 0 && errno != EINTR) {
-            rv = -errno;
-        } else if (n > 0) {
-            done += (size_t)n;
-        }
-    }
+    rv = tdm_file_replace(dir, NODE_EPOCHS_NAME, text, size, 0644, diag);
     tdm_free(text);
-    if (rv == 0 && fdatasync(fd) != 0) {
-        rv = -errno;
-    }
-    if (close(fd) != 0 && rv == 0) {
-        rv = -errno;
-    }
-    if (rv == 0 && rename(tmp, path) != 0) {
-        rv = -errno;
-    }
-    if (rv == 0) {
-        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0) {
-            rv = -errno;
-        } else {
-            if (fsync(dfd) != 0) {
-                rv = -errno;
-            }
-            close(dfd);
-        }
-    }
-    if (rv != 0) {
-        tdm_diag_printf(diag, "persist %s: %s", path, strerror(-rv));
-    }
     return rv;
 }
 

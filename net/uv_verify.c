@@ -13,6 +13,7 @@
 
 #include "engine/base/alloc.h"
 #include "engine/base/assert.h"
+#include "engine/base/path.h"
 #include "engine/base/trace.h"
 #include "engine/batch.h"
 #include "engine/log.h"
@@ -186,62 +187,10 @@ static void verify_read_start(struct tdm_uv_verify *v, const struct tdm_action_r
 
 /* ---- DIR/verified ----------------------------------------------------------------- */
 
-/* Write text durably as dir/name: name.tmp, fdatasync, rename, fsync dir. */
-static int verify_file_store(const char *dir, const char *text, size_t size, struct tdm_diag *diag)
-{
-    char path[TDM_PATH_SIZE];
-    char tmp[TDM_PATH_SIZE];
-    int rv = verify_path(path, sizeof(path), dir, TDM_UV_VERIFY_NAME);
-    rv = rv != 0 ? rv : verify_path(tmp, sizeof(tmp), dir, TDM_UV_VERIFY_NAME ".tmp");
-    if (rv != 0) {
-        tdm_diag_printf(diag, "path too long");
-        return rv;
-    }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        rv = -errno;
-        tdm_diag_printf(diag, "open %s: %s", tmp, strerror(-rv));
-        return rv;
-    }
-    size_t done = 0;
-    while (rv == 0 && done < size) {
-        ssize_t n = write(fd, text + done, size - done);
-        if (n < 0 && errno != EINTR) {
-            rv = -errno;
-        } else if (n > 0) {
-            done += (size_t)n;
-        }
-    }
-    if (rv == 0 && fdatasync(fd) != 0) {
-        rv = -errno;
-    }
-    if (close(fd) != 0 && rv == 0) {
-        rv = -errno;
-    }
-    if (rv == 0 && rename(tmp, path) != 0) {
-        rv = -errno;
-    }
-    if (rv == 0) {
-        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd < 0) {
-            rv = -errno;
-        } else {
-            if (fsync(dfd) != 0) {
-                rv = -errno;
-            }
-            close(dfd);
-        }
-    }
-    if (rv != 0) {
-        tdm_diag_printf(diag, "persist %s: %s", path, strerror(-rv));
-    }
-    return rv;
-}
-
 static void verify_store_work(uv_work_t *work)
 {
     struct verify_store *s = work->data;
-    s->status = verify_file_store(s->v->dir, s->text, s->size, &s->diag);
+    s->status = tdm_file_replace(s->v->dir, TDM_UV_VERIFY_NAME, s->text, s->size, 0600, &s->diag);
 }
 
 static void verify_store_maybe(struct tdm_uv_verify *v);

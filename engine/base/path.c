@@ -1,4 +1,4 @@
-/* engine/base/path.c: mkdir -p.
+/* engine/base/path.c: mkdir -p, and the durable replacement of a small file.
  *
  * 1. Walk the path component by component, creating what is missing.
  * 2. Check that the whole path is a directory.
@@ -7,8 +7,13 @@
 #include "path.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include "error.h"
 
 #define PATH_SIZE_MAX 4096
 
@@ -36,4 +41,57 @@ int tdm_mkdir_parents(const char *path, mode_t mode)
         return -errno;
     }
     return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+}
+
+int tdm_file_replace(const char *dir, const char *name, const void *data, size_t size, mode_t mode,
+                     struct tdm_diag *diag)
+{
+    char path[PATH_SIZE_MAX];
+    char tmp[PATH_SIZE_MAX];
+    int n = snprintf(path, sizeof(path), "%s/%s", dir, name);
+    int m = snprintf(tmp, sizeof(tmp), "%s/%s.tmp", dir, name);
+    if (n <= 0 || (size_t)n >= sizeof(path) || m <= 0 || (size_t)m >= sizeof(tmp)) {
+        tdm_diag_printf(diag, "path too long");
+        return -ENAMETOOLONG;
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0) {
+        int rv = -errno;
+        tdm_diag_printf(diag, "open %s: %s", tmp, strerror(-rv));
+        return rv;
+    }
+    int rv = 0;
+    size_t done = 0;
+    while (rv == 0 && done < size) {
+        ssize_t w = write(fd, (const char *)data + done, size - done);
+        if (w < 0 && errno != EINTR) {
+            rv = -errno;
+        } else if (w > 0) {
+            done += (size_t)w;
+        }
+    }
+    if (rv == 0 && fdatasync(fd) != 0) {
+        rv = -errno;
+    }
+    if (close(fd) != 0 && rv == 0) {
+        rv = -errno;
+    }
+    if (rv == 0 && rename(tmp, path) != 0) {
+        rv = -errno;
+    }
+    if (rv == 0) {
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0) {
+            rv = -errno;
+        } else {
+            if (fsync(dfd) != 0) {
+                rv = -errno;
+            }
+            close(dfd);
+        }
+    }
+    if (rv != 0) {
+        tdm_diag_printf(diag, "persist %s: %s", path, strerror(-rv));
+    }
+    return rv;
 }
