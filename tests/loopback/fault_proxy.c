@@ -52,6 +52,7 @@ struct proxy_pair {
     uv_connect_t connect;
     int closing;         /* Sides still to close. */
     size_t delayed_size; /* Bytes held by delay timers. */
+    uint64_t generation; /* Which connection holds this slot now. */
     bool used;
 };
 
@@ -60,6 +61,7 @@ struct proxy_delayed {
     uv_timer_t timer;
     struct proxy_side *to;
     struct proxy_pair *pair;
+    uint64_t generation; /* The pair's generation when the chunk was read. */
     uv_buf_t buf;
 };
 
@@ -146,8 +148,12 @@ static void proxy_delayed_closed_cb(uv_handle_t *handle)
 static void proxy_delayed_cb(uv_timer_t *timer)
 {
     struct proxy_delayed *d = timer->data;
-    d->pair->delayed_size -= d->buf.len;
-    proxy_forward(d->to, d->buf.base, d->buf.len);
+    if (d->pair->used && d->pair->generation == d->generation) {
+        d->pair->delayed_size -= d->buf.len;
+        proxy_forward(d->to, d->buf.base, d->buf.len);
+    } else {
+        free(d->buf.base); /* Its connection is gone; the slot may hold another. */
+    }
     uv_close((uv_handle_t *)&d->timer, proxy_delayed_closed_cb);
 }
 
@@ -184,6 +190,7 @@ static void proxy_read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *bu
     side->pair->delayed_size += (size_t)nread;
     d->to = side->other;
     d->pair = side->pair;
+    d->generation = side->pair->generation;
     d->buf = uv_buf_init(buf->base, (unsigned)nread);
     uv_timer_init(proxy->loop, &d->timer);
     d->timer.data = d;
@@ -237,7 +244,9 @@ static void proxy_accept_cb(uv_stream_t *listener, int status)
         uv_close((uv_handle_t *)refused, proxy_refused_closed_cb);
         return;
     }
+    uint64_t generation = pair->generation + 1;
     memset(pair, 0, sizeof(*pair));
+    pair->generation = generation;
     pair->used = true;
     pair->proxy = proxy;
     pair->closing = 2;
@@ -373,6 +382,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: fault_proxy LISTEN_PORT TARGET_PORT CONTROL_PATH\n");
         return 2;
     }
+    /* A node killed mid-write leaves a socket whose next write raises
+     * SIGPIPE; libuv writes TCP streams with write(2), so without this the
+     * proxy itself dies and the test loses its fault controls. */
+    (void)signal(SIGPIPE, SIG_IGN);
     static struct proxy proxy;
     proxy.loop = uv_default_loop();
     proxy.mode = PROXY_PASS;

@@ -130,7 +130,14 @@ class Proxy:
     def control(self, line):
         c = socket.socket(socket.AF_UNIX)
         c.settimeout(5)
-        c.connect(self.ctl)
+        try:
+            c.connect(self.ctl)
+        except OSError as e:
+            c.close()
+            rc = self.proc.poll()
+            raise RuntimeError("%s: control socket: %s (proxy %s)" %
+                               (self.name, e, "still running" if rc is None else
+                                "exited with status %d" % rc)) from e
         c.sendall((line + "\n").encode())
         reply = c.makefile().readline().strip()
         c.close()
