@@ -24,7 +24,10 @@
 #    --batch records per call. During each run `tandem status --json` of n1 is
 #    sampled every ~100 ms; the backups' lag.seconds and lag.records of those
 #    samples give the replication lag p50/p99. Stop the daemons (SIGTERM: they
-#    exit 0 within seconds, DESIGN).
+#    exit 0 within seconds, DESIGN). Each tandemd traces, as its node closes,
+#    the bytes it sent to other nodes and how many of them were verification
+#    frames (CHECK, CHECK_RESULT): their sum over the configuration's daemons
+#    gives the verification share of replication traffic (issue 5: at most 2%).
 # 3. Run bench/pg_standby.sh (PostgreSQL 15, one synchronous standby, 32 and
 #    64 clients).
 # 4. Print a table and RESULT lines (docs/BENCHMARKS.md): every tandem figure
@@ -384,6 +387,28 @@ run_config() { # CONFIG
         run_load "$config" "batch$batch" 1 "$batch"
     fi
     stop_daemons
+    traffic_summary "$config"
+}
+
+# Replication traffic of the configuration's daemons, from the line each
+# tandemd traces when its node closes (net/uv_node.c): frames sent to other
+# nodes, and of them the verification frames (CHECK, CHECK_RESULT;
+# docs/PROTOCOL.md §9.1). Encoded frame bytes, TLS not counted.
+traffic_summary() { # CONFIG
+    local config=$1 log line sent=0 verify=0 found=0 re
+    re='sent ([0-9]+) bytes in [0-9]+ frames to other nodes; verification \(CHECK, CHECK_RESULT\) ([0-9]+) bytes'
+    for log in "$work/$config"/n*.log; do
+        [[ -f "$log" ]] || continue
+        line=$(grep -E "$re" "$log" | tail -n 1) || continue
+        [[ "$line" =~ $re ]] || continue
+        sent=$((sent + BASH_REMATCH[1]))
+        verify=$((verify + BASH_REMATCH[2]))
+        found=$((found + 1))
+    done
+    [[ $found -gt 0 ]] || return 0
+    line="traffic config=$config nodes=$found sent_bytes=$sent verify_bytes=$verify"
+    echo "$line" >>"$results"
+    echo "# $line"
 }
 
 if [[ $skip_tandem -eq 0 ]]; then
@@ -412,13 +437,15 @@ fi
 python3 - "$results" <<'EOF'
 import sys
 
-rows, pg = [], {}
+rows, pg, traffic = [], {}, []
 with open(sys.argv[1]) as f:
     for line in f:
         words = line.split()
         fields = dict(w.split("=", 1) for w in words if "=" in w)
         if words[0] == "pg":
             pg[int(fields["clients"])] = fields
+        elif words[0] == "traffic":
+            traffic.append(fields)
         else:
             rows.append(fields)
 
@@ -481,6 +508,16 @@ for clients in sorted(pg):
     result(name, "inserts_per_s", num(pg[clients], "inserts_per_s"))
     result(name, "latency_p50_ms", num(pg[clients], "p50_ms"))
     result(name, "latency_p99_ms", num(pg[clients], "p99_ms"))
+
+for t in traffic:
+    name = "replication.{}.traffic".format(t["config"])
+    sent, verify = num(t, "sent_bytes"), num(t, "verify_bytes")
+    result(name, "sent_bytes", sent)
+    result(name, "verification_bytes", verify)
+    if sent:
+        print("RESULT {} verification_over_replication {:.6f}".format(name, verify / sent))
+        print("# target {}: verification at most 2% of replication bytes: {:.4f}%, {}".format(
+            t["config"], 100 * verify / sent, "met" if verify <= 0.02 * sent else "NOT met"))
 
 target = [r for r in rows if r["config"] != "solo" and r["run"] == "threads64"]
 if target and pg64:

@@ -209,13 +209,23 @@ static int batch_entries_check(const struct tdm_batch_header *header, const uint
     return 0;
 }
 
+int tdm_batch_body_check(const struct tdm_batch_header *header, const uint8_t *body,
+                         struct tdm_diag *diag)
+{
+    if (XXH3_64bits(body, header->body_size) != header->body_checksum) {
+        return TDM_CORRUPT(diag, "batch %llu: body checksum mismatch",
+                           (unsigned long long)header->lsn_first);
+    }
+    return 0;
+}
+
 int tdm_batch_body_decode(const struct tdm_batch_header *header, const uint8_t *body, uint8_t *raw,
                           size_t raw_size, struct tdm_diag *diag)
 {
     tdm_assert(raw_size >= header->raw_size);
-    if (XXH3_64bits(body, header->body_size) != header->body_checksum) {
-        return TDM_CORRUPT(diag, "batch %llu: body checksum mismatch",
-                           (unsigned long long)header->lsn_first);
+    int rv = tdm_batch_body_check(header, body, diag);
+    if (rv != 0) {
+        return rv;
     }
     size_t n = ZSTD_decompress(raw, raw_size, body, header->body_size);
     if (ZSTD_isError(n) || n != header->raw_size) {

@@ -65,6 +65,11 @@ int tdm_batch_header_decode(const uint8_t *buf, size_t size, struct tdm_batch_he
 bool tdm_batch_chain_follows(const struct tdm_batch_header *header,
                              const struct tdm_chain_hash *prev);
 
+/* Verify the body checksum only (header->body_size bytes of body), without
+ * decompressing: TANDEM_ECORRUPT on a mismatch (the scrubber, engine/recover.c). */
+int tdm_batch_body_check(const struct tdm_batch_header *header, const uint8_t *body,
+                         struct tdm_diag *diag);
+
 /* Verify the body checksum and decompress it into raw (raw_size >=
  * header->raw_size). Untrusted: TANDEM_ECORRUPT on any mismatch, including a
  * body that does not hold exactly record_count well-formed entries. */

@@ -7,7 +7,10 @@
  *      (TDM_BATCH_RECORDS_MAX records, TDM_BATCH_RAW_SIZE_MAX bytes), joins
  *      their entries and appends one batch: one pwrite, one fdatasync.
  *      Requests that arrive meanwhile form the next batch: that is the group.
- *   3. Once tdm_log_append() returns, the records are durable: each request
+ *      With a written callback (tdm_commit_set_written(), a replicated
+ *      primary), the batch is written, handed to the callback, and only then
+ *      fdatasync'd (tdm_log_append_unsynced(), tdm_log_sync()).
+ *   3. Once the fdatasync returned, the records are durable: each request
  *      gets its LSNs, blocking writers wake, asynchronous callbacks run on the
  *      commit thread.
  *   4. The batch's body goes to the index thread, which applies up to
@@ -405,14 +408,15 @@ static void commit_cut(struct tdm_commit *commit, struct tdm_commit_request *req
 
     uint64_t lsn_before = commit->log->lsn_last; /* The commit thread is the writer. */
     struct tdm_diag diag = {{0}};
-    int rv = tdm_log_cut_after(commit->log, request->cut_after_lsn, &diag);
+    /* A reindex (tdm_node_reindex_running()) is a cut of nothing whose rebuild runs anyway. */
+    int rv = request->reindex ? 0 : tdm_log_cut_after(commit->log, request->cut_after_lsn, &diag);
     uint64_t lsn_after = commit->log->lsn_last;
     tdm_assert(rv != 0 || lsn_after <= lsn_before);
-    bool cut = rv == 0 && lsn_after < lsn_before;
+    bool cut = rv == 0 && (lsn_after < lsn_before || (request->reindex && lsn_after > 0));
     struct commit_indexable *marker = cut ? tdm_calloc(1, sizeof(*marker)) : NULL;
 
     pthread_mutex_lock(&commit->mutex);
-    if (cut) {
+    if (cut && !request->reindex) {
         tdm_assert(lsn_after == request->cut_after_lsn);
         commit->durable_lsn = lsn_after;
     }
@@ -424,7 +428,8 @@ static void commit_cut(struct tdm_commit *commit, struct tdm_commit_request *req
         tdm_queue_insert_tail(&commit->index_queue, &marker->link);
         commit->index_queue_count++;
         marker = NULL;
-        tdm_tracef("cut after LSN %" PRIu64 ": rebuilding the index from the log", lsn_after);
+        tdm_tracef("%s LSN %" PRIu64 ": rebuilding the index from the log",
+                   request->reindex ? "reindex up to" : "cut after", lsn_after);
     } else {
         commit->index_rebuild_count--;
         if (cut && commit->index != NULL && commit->index_failed == 0) {
@@ -469,6 +474,9 @@ static void *commit_thread_main(void *arg)
         uint32_t count;
         size_t size;
         commit_take(commit, &batch, &count, &size);
+        tdm_commit_written_cb written = commit->written_cb;
+        void *written_data = commit->written_data;
+        commit->written_running = written != NULL;
         pthread_mutex_unlock(&commit->mutex);
 
         struct tdm_diag diag = {{0}};
@@ -476,7 +484,15 @@ static void *commit_thread_main(void *arg)
         struct tdm_log_location location;
         uint8_t *raw = commit_join(&batch, size);
         int rv = raw == NULL ? -ENOMEM : 0;
-        if (rv == 0) {
+        if (rv == 0 && written != NULL) {
+            const uint8_t *bytes = NULL;
+            rv = tdm_log_append_unsynced(commit->log, raw, size, count, commit_now_ns(), &header,
+                                         &location, &bytes, &diag);
+            if (rv == 0) {
+                written(written_data, &header, bytes, location.size);
+                rv = tdm_log_sync(commit->log, &diag);
+            }
+        } else if (rv == 0) {
             rv = tdm_log_append(commit->log, raw, size, count, commit_now_ns(), &header, &location,
                                 &diag);
         }
@@ -491,6 +507,10 @@ static void *commit_thread_main(void *arg)
             commit_to_index(commit, &header, &location, raw);
         }
         pthread_mutex_lock(&commit->mutex);
+        if (commit->written_running) {
+            commit->written_running = false;
+            pthread_cond_broadcast(&commit->done_cond); /* tdm_commit_set_written() waits. */
+        }
     }
     pthread_mutex_unlock(&commit->mutex);
     return NULL;
@@ -711,6 +731,17 @@ void tdm_commit_stop(struct tdm_commit *commit)
     pthread_cond_destroy(&commit->done_cond);
     pthread_cond_destroy(&commit->work_cond);
     pthread_mutex_destroy(&commit->mutex);
+}
+
+void tdm_commit_set_written(struct tdm_commit *commit, tdm_commit_written_cb cb, void *data)
+{
+    pthread_mutex_lock(&commit->mutex);
+    while (commit->written_running) {
+        pthread_cond_wait(&commit->done_cond, &commit->mutex);
+    }
+    commit->written_cb = cb;
+    commit->written_data = data;
+    pthread_mutex_unlock(&commit->mutex);
 }
 
 int tdm_commit_submit(struct tdm_commit *commit, struct tdm_commit_request *request)

@@ -22,8 +22,10 @@
 #define TDM_COMMIT_INDEX_BATCHES_MAX 256
 /* The index thread commits at most once per this interval unless a query
  * waits for it or TDM_COMMIT_INDEX_BATCHES_MAX batches are queued: each LMDB
- * commit costs an fdatasync that competes with the log's on the same disk. */
-#define TDM_COMMIT_INDEX_INTERVAL_MS 10
+ * commit costs an fdatasync that competes with the log's on the same disk,
+ * and rewrites every page it touched (fewer, larger commits touch each page
+ * once for many records: docs/BENCHMARKS.md, replication). */
+#define TDM_COMMIT_INDEX_INTERVAL_MS 100
 /* Most requests waiting for the commit thread before submitters get TANDEM_EBUSY. */
 #define TDM_COMMIT_PENDING_MAX 65536
 
@@ -50,6 +52,7 @@ struct tdm_commit_request {
     size_t batch_size;              /* RECEIVED: bytes of batch. */
     bool sync;                      /* RECEIVED: fdatasync after it (and what came before). */
     uint64_t cut_after_lsn;         /* CUT. */
+    bool reindex;                   /* CUT: cut nothing; rebuild the index from the log. */
     tandem_append_cb cb;            /* NULL: a blocking caller waits on done. */
     void *data;                     /* For cb. */
     bool done;                      /* Set under commit->mutex when status is final. */
@@ -58,6 +61,13 @@ struct tdm_commit_request {
     struct tdm_batch_header header; /* RECEIVED: the appended batch, when status is 0. */
     char message[TDM_DIAG_SIZE];    /* Why, when status is not 0. */
 };
+
+/* Called on the commit thread once a local batch is written, before its
+ * fdatasync (tdm_commit_set_written()): bytes (size bytes, the batch as
+ * written: header and compressed body) are valid only during the call. The
+ * batch is not durable yet: its requests complete after the fdatasync. */
+typedef void (*tdm_commit_written_cb)(void *data, const struct tdm_batch_header *header,
+                                      const uint8_t *bytes, size_t size);
 
 /* Thread-safe: yes; every field below mutex is guarded by it. */
 struct tdm_commit {
@@ -78,8 +88,11 @@ struct tdm_commit {
     char index_message[TDM_DIAG_SIZE];
     bool closing; /* No new requests; drain and stop. */
     bool index_closing;
-    bool index_urgent;          /* A query waits for the index: commit now. */
-    uint32_t index_queue_count; /* Batches in index_queue. */
+    bool index_urgent;                /* A query waits for the index: commit now. */
+    uint32_t index_queue_count;       /* Batches in index_queue. */
+    tdm_commit_written_cb written_cb; /* May be NULL: local batches are then written */
+    void *written_data;               /* and fdatasync'd in one call. */
+    bool written_running;             /* The commit thread may be calling written_cb. */
     pthread_t commit_thread;
     pthread_t index_thread;
 };
@@ -103,8 +116,18 @@ void tdm_commit_stop(struct tdm_commit *commit);
  * the batches appended after the cut. Queries wait for that rebuild
  * (tdm_commit_wait_indexed()), so they never see a cut LSN. A crash before the
  * rebuild is finished leaves an index whose watermark the next open does not
- * trust (past the log's end, or another chain hash): open rebuilds it. */
+ * trust (past the log's end, or another chain hash): open rebuilds it.
+ * CUT with reindex set (tdm_node_reindex_running()): nothing is cut; the
+ * rebuild up to the log's end is queued all the same. */
 int tdm_commit_submit(struct tdm_commit *commit, struct tdm_commit_request *request);
+/* Have cb called with every local batch once it is written, before its
+ * fdatasync (NULL: never). The replication adapter ships a primary's batches
+ * from there, so that the backups' fdatasyncs run beside the primary's. Waits
+ * while the commit thread may be calling the previous callback: once this
+ * returns, the previous one is never called again. Thread: any but the
+ * commit thread. */
+void tdm_commit_set_written(struct tdm_commit *commit, tdm_commit_written_cb cb, void *data);
+
 /* Wait until a blocking request is done. */
 void tdm_commit_wait(struct tdm_commit *commit, struct tdm_commit_request *request);
 

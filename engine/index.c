@@ -1424,8 +1424,10 @@ static int index_db_compare(struct tdm_index *a, MDB_txn *ta, struct tdm_index *
     return 0;
 }
 
-int tdm_index_compare(struct tdm_index *index, struct tdm_index *reference, bool *equal,
-                      char *difference, size_t difference_size, struct tdm_diag *diag)
+/* tdm_index_compare(), and tdm_index_compare_at() when at is not NULL. */
+static int index_compare(struct tdm_index *index, struct tdm_index *reference, const uint64_t *lsn,
+                         bool *at, bool *equal, char *difference, size_t difference_size,
+                         struct tdm_diag *diag)
 {
     tdm_assert(index != NULL);
     tdm_assert(reference != NULL);
@@ -1435,6 +1437,16 @@ int tdm_index_compare(struct tdm_index *index, struct tdm_index *reference, bool
     int rv = index_read_begin(index, &ta, diag);
     if (rv != 0) {
         return rv;
+    }
+    if (lsn != NULL) {
+        uint64_t found = 0;
+        struct tdm_chain_hash chain;
+        rv = index_watermark_get(index, ta, &found, &chain, diag);
+        *at = rv == 0 && found == *lsn;
+        if (rv != 0 || !*at) {
+            mdb_txn_abort(ta);
+            return rv;
+        }
     }
     rv = index_read_begin(reference, &tb, diag);
     if (rv != 0) {
@@ -1458,6 +1470,21 @@ int tdm_index_compare(struct tdm_index *index, struct tdm_index *reference, bool
         *equal = same;
     }
     return rv;
+}
+
+int tdm_index_compare(struct tdm_index *index, struct tdm_index *reference, bool *equal,
+                      char *difference, size_t difference_size, struct tdm_diag *diag)
+{
+    return index_compare(index, reference, NULL, NULL, equal, difference, difference_size, diag);
+}
+
+int tdm_index_compare_at(struct tdm_index *index, struct tdm_index *reference, uint64_t lsn,
+                         bool *at, bool *equal, char *difference, size_t difference_size,
+                         struct tdm_diag *diag)
+{
+    tdm_assert(at != NULL);
+    *at = false;
+    return index_compare(index, reference, &lsn, at, equal, difference, difference_size, diag);
 }
 
 /* LMDB's two files in an environment directory. */

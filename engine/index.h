@@ -73,6 +73,15 @@ int tdm_index_remove_at(const char *node_dir, const char *name, struct tdm_diag 
 int tdm_index_compare(struct tdm_index *index, struct tdm_index *reference, bool *equal,
                       char *difference, size_t difference_size, struct tdm_diag *diag);
 
+/* tdm_index_compare() at a consistent point of an index that another thread
+ * writes: the comparison reads index in one LMDB read snapshot and runs only
+ * if that snapshot's watermark is lsn (*at set); otherwise it returns 0 with
+ * *at false and *equal untouched (the writer moved on: fill reference up to
+ * the new watermark and try again). */
+int tdm_index_compare_at(struct tdm_index *index, struct tdm_index *reference, uint64_t lsn,
+                         bool *at, bool *equal, char *difference, size_t difference_size,
+                         struct tdm_diag *diag);
+
 /* The LSN the index is current to (0 when empty) and the chain hash there. */
 int tdm_index_watermark(struct tdm_index *index, uint64_t *lsn, struct tdm_chain_hash *chain);
 

@@ -241,6 +241,7 @@ int tdm_log_open(struct tdm_log *log, struct tdm_fs *fs, const char *dir,
         return -ENAMETOOLONG;
     }
     pthread_mutex_init(&log->mutex, NULL);
+    pthread_mutex_init(&log->swap_mutex, NULL);
     int rv = -ENOMEM;
     log->tail_checksum = XXH3_createState();
     if (log->tail_checksum == NULL) {
@@ -305,6 +306,7 @@ void tdm_log_close(struct tdm_log *log)
         log->tables[i] = (struct tdm_log_table){0};
     }
     pthread_mutex_destroy(&log->mutex);
+    pthread_mutex_destroy(&log->swap_mutex);
 }
 
 /* ---- append ------------------------------------------------------------------- */
@@ -524,19 +526,24 @@ int tdm_log_sync(struct tdm_log *log, struct tdm_diag *diag)
         return rv;
     }
     tdm_assert(log->tail_fd >= 0);
+#if !TDM_PLANTED_ACK_BEFORE_FDATASYNC /* The planted bug skips every fdatasync of the log. */
     rv = log->fs->fdatasync(log->fs, log->tail_fd);
     if (rv != 0) {
         return log_fail_io(log, rv, diag, "fdatasync",
                            log->segments[log->segment_count - 1].lsn_first);
     }
+#endif
     log->tail_unsynced = false;
     progress_write(log);
     return 0;
 }
 
-int tdm_log_append(struct tdm_log *log, const uint8_t *raw, size_t raw_size, uint32_t record_count,
-                   int64_t time_ns, struct tdm_batch_header *header,
-                   struct tdm_log_location *location, struct tdm_diag *diag)
+/* Build and write one local batch; with sync, fdatasync it too. *bytes (may be
+ * NULL) receives the batch as written, in log->buffer. */
+static int log_append_local(struct tdm_log *log, const uint8_t *raw, size_t raw_size,
+                            uint32_t record_count, int64_t time_ns, bool sync,
+                            struct tdm_batch_header *header, struct tdm_log_location *location,
+                            const uint8_t **bytes, struct tdm_diag *diag)
 {
     tdm_assert(record_count > 0);
     tdm_assert(raw_size <= TDM_BATCH_RAW_SIZE_MAX);
@@ -557,11 +564,32 @@ int tdm_log_append(struct tdm_log *log, const uint8_t *raw, size_t raw_size, uin
         tdm_diag_printf(diag, "compress batch: %s", tandem_strerror(size));
         return size;
     }
-    rv = log_write_batch(log, log->buffer, (size_t)size, &h, location, true, diag);
+    rv = log_write_batch(log, log->buffer, (size_t)size, &h, location, sync, diag);
     if (rv == 0) {
         *header = h;
+        if (bytes != NULL) {
+            *bytes = log->buffer;
+        }
     }
     return rv;
+}
+
+int tdm_log_append(struct tdm_log *log, const uint8_t *raw, size_t raw_size, uint32_t record_count,
+                   int64_t time_ns, struct tdm_batch_header *header,
+                   struct tdm_log_location *location, struct tdm_diag *diag)
+{
+    return log_append_local(log, raw, raw_size, record_count, time_ns, true, header, location, NULL,
+                            diag);
+}
+
+int tdm_log_append_unsynced(struct tdm_log *log, const uint8_t *raw, size_t raw_size,
+                            uint32_t record_count, int64_t time_ns, struct tdm_batch_header *header,
+                            struct tdm_log_location *location, const uint8_t **bytes,
+                            struct tdm_diag *diag)
+{
+    tdm_assert(bytes != NULL);
+    return log_append_local(log, raw, raw_size, record_count, time_ns, false, header, location,
+                            bytes, diag);
 }
 
 int tdm_log_append_batch(struct tdm_log *log, const uint8_t *bytes, size_t size,

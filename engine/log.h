@@ -96,6 +96,10 @@ struct tdm_log {
     char log_dir[TDM_PATH_SIZE];        /* DIR/log */
     char quarantine_dir[TDM_PATH_SIZE]; /* DIR/quarantine */
     struct tdm_log_options options;
+    /* Held by tdm_log_cut_after() and by a repair's check and swap
+     * (engine/repair.c) for their whole run, so that a repair never renames a
+     * segment over one a cut has just truncated. Taken before mutex. */
+    pthread_mutex_t swap_mutex;
     pthread_mutex_t mutex; /* Guards everything below that readers see. */
 
     struct tdm_log_segment *segments; /* segments[0 .. segment_count), in LSN order. */
@@ -155,6 +159,17 @@ void tdm_log_close(struct tdm_log *log);
 int tdm_log_append(struct tdm_log *log, const uint8_t *raw, size_t raw_size, uint32_t record_count,
                    int64_t time_ns, struct tdm_batch_header *header,
                    struct tdm_log_location *location, struct tdm_diag *diag);
+
+/* tdm_log_append() without the fdatasync, for a primary that ships a batch to
+ * its backups while its own fdatasync runs (docs/PROTOCOL.md §5.4): the batch
+ * is written and readable, not durable, until tdm_log_sync(); nothing may
+ * report it durable before that returned 0. *bytes receives the batch as
+ * written (location->size bytes: header and compressed body), valid until the
+ * writer's next append. Thread: writer only. */
+int tdm_log_append_unsynced(struct tdm_log *log, const uint8_t *raw, size_t raw_size,
+                            uint32_t record_count, int64_t time_ns, struct tdm_batch_header *header,
+                            struct tdm_log_location *location, const uint8_t **bytes,
+                            struct tdm_diag *diag);
 
 /* Append a batch built elsewhere (by the primary), exactly as received:
  * bytes are untrusted, so the header, the body checksum, the decompression,

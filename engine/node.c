@@ -23,8 +23,11 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/alloc.h"
 #include "base/assert.h"
@@ -55,6 +58,7 @@ struct tandem {
     struct tdm_index *index;
     bool commit_started;
     struct tdm_commit commit;
+    atomic_bool verify_running; /* tdm_node_verify_running() under way. */
 };
 
 void tandem_options_init(struct tandem_options *options)
@@ -401,6 +405,8 @@ static int node_verify_scrub(struct tandem *t, const struct tdm_scrub_options *o
         report->read_bytes = found->read_bytes;
         report->lsn_first = found->lsn_first;
         report->lsn_last = found->lsn_last;
+        tdm_static_assert(sizeof(report->chain_hash) == sizeof(found->chain_hash));
+        memcpy(report->chain_hash, found->chain_hash, sizeof(report->chain_hash));
         report->damaged_count = found->damaged_count;
         tdm_static_assert(sizeof(report->damaged) == sizeof(found->damaged));
         memcpy(report->damaged, found->damaged, sizeof(report->damaged));
@@ -530,6 +536,284 @@ int tandem_verify(const char *dir, unsigned flags, struct tandem_verify_report *
         rv = tdm_node_verify(dir, flags, tdm_fs_posix(), NULL, report, &d);
     }
     node_diag_copy(diag, &d);
+    return rv;
+}
+
+/* ---- verify a running node (tdm_node_verify_running) ------------------------------ */
+
+static int node_commit_blocking(struct tandem *t, struct tdm_commit_request *request,
+                                struct tdm_diag *diag);
+
+#define NODE_VERIFY_LIVE_INDEX_NAME "index.verify-live" /* Scratch rebuild beside a tandemd. */
+#define NODE_VERIFY_LIVE_ATTEMPTS   100 /* Comparisons tried while the index moves on. */
+#define NODE_VERIFY_PROGRESS_S      1   /* Seconds between progress calls. */
+
+/* Calls progress now and then while a scrub pass runs on another thread. */
+struct node_verify_watch {
+    struct tdm_scrub *scrub;
+    uint64_t bytes_total;
+    tdm_node_verify_progress_cb progress;
+    void *data;
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    bool done;
+};
+
+static void *node_verify_watch_main(void *arg)
+{
+    struct node_verify_watch *w = arg;
+    pthread_mutex_lock(&w->mutex);
+    while (!w->done) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += NODE_VERIFY_PROGRESS_S;
+        while (!w->done && pthread_cond_timedwait(&w->cond, &w->mutex, &until) == 0) {
+        }
+        if (w->done) {
+            break;
+        }
+        pthread_mutex_unlock(&w->mutex);
+        struct tdm_scrub_progress p;
+        tdm_scrub_progress(w->scrub, &p);
+        if (p.running) {
+            w->progress(w->data, "log", p.pass_bytes, w->bytes_total, p.segment_lsn);
+        }
+        pthread_mutex_lock(&w->mutex);
+    }
+    pthread_mutex_unlock(&w->mutex);
+    return NULL;
+}
+
+/* One scrub pass over t's directory beside the writer, unthrottled, with a
+ * progress call about every NODE_VERIFY_PROGRESS_S seconds. */
+static int node_verify_live_scrub(struct tandem *t, tdm_node_verify_progress_cb progress,
+                                  void *data, struct tandem_verify_report *report,
+                                  struct tdm_diag *diag)
+{
+    struct tandem_status *status = tdm_malloc(sizeof(*status));
+    struct node_verify_watch *w = tdm_calloc(1, sizeof(*w));
+    struct tdm_scrub_options options;
+    tdm_scrub_options_init(&options);
+    options.rate_bytes_per_second = 0; /* The operator asked for it now. */
+    int rv = status != NULL && w != NULL ? tandem_status(t, status) : -ENOMEM;
+    if (rv == -ENOMEM) {
+        tdm_diag_printf(diag, "verify: out of memory");
+    }
+    if (rv != 0) {
+        tdm_free(status);
+        tdm_free(w);
+        return rv;
+    }
+    if (progress == NULL) {
+        rv = node_verify_scrub(t, &options, report, diag);
+        tdm_free(status);
+        tdm_free(w);
+        return rv;
+    }
+    progress(data, "log", 0, status->log_bytes, 0);
+    /* node_verify_scrub() with the watcher: the scrubber's progress is the
+     * only state the two threads share, and it is locked. */
+    struct tdm_scrub *scrub = tdm_malloc(sizeof(*scrub));
+    struct tdm_scrub_report *found = tdm_malloc(sizeof(*found));
+    rv = scrub != NULL && found != NULL ? 0 : -ENOMEM;
+    if (rv != 0) {
+        tdm_diag_printf(diag, "verify: out of memory");
+    } else {
+        rv = tdm_scrub_open(scrub, t->fs, t->dir, &options, diag);
+    }
+    if (rv == 0) {
+        w->scrub = scrub;
+        w->bytes_total = status->log_bytes;
+        w->progress = progress;
+        w->data = data;
+        pthread_mutex_init(&w->mutex, NULL);
+        pthread_cond_init(&w->cond, NULL);
+        pthread_t thread;
+        bool watching = pthread_create(&thread, NULL, node_verify_watch_main, w) == 0;
+        rv = tdm_scrub_pass(scrub, found, diag);
+        if (watching) {
+            pthread_mutex_lock(&w->mutex);
+            w->done = true;
+            pthread_cond_signal(&w->cond);
+            pthread_mutex_unlock(&w->mutex);
+            pthread_join(thread, NULL);
+        }
+        pthread_cond_destroy(&w->cond);
+        pthread_mutex_destroy(&w->mutex);
+        tdm_scrub_close(scrub);
+    }
+    if (rv == 0) {
+        report->segment_count = found->segment_count;
+        report->sealed_count = found->sealed_count;
+        report->segment_bytes = found->segment_bytes;
+        report->read_bytes = found->read_bytes;
+        report->lsn_first = found->lsn_first;
+        report->lsn_last = found->lsn_last;
+        memcpy(report->chain_hash, found->chain_hash, sizeof(report->chain_hash));
+        report->damaged_count = found->damaged_count;
+        memcpy(report->damaged, found->damaged, sizeof(report->damaged));
+    }
+    tdm_free(found);
+    tdm_free(scrub);
+    tdm_free(status);
+    tdm_free(w);
+    return rv;
+}
+
+/* Fill scratch from t's log up to the live index's watermark and compare the
+ * two in one read snapshot of the live index taken at that watermark; the
+ * index thread moves on meanwhile, so try again from where scratch stands. */
+static int node_verify_live_compare(struct tandem *t, struct tdm_index *scratch,
+                                    struct tandem_verify_report *report, bool *equal,
+                                    struct tdm_diag *diag)
+{
+    uint64_t filled = 0;
+    for (int attempt = 0; attempt < NODE_VERIFY_LIVE_ATTEMPTS; attempt++) {
+        uint64_t watermark = 0;
+        struct tdm_chain_hash chain;
+        int rv = tdm_index_watermark(t->index, &watermark, &chain);
+        if (rv != 0) {
+            tdm_diag_printf(diag, "index watermark: %s", tandem_strerror(rv));
+            return rv;
+        }
+        struct tandem_status status;
+        tdm_log_status(&t->log, &status);
+        bool trusted = false;
+        if (watermark <= status.lsn_last) {
+            rv = node_index_check(t, watermark, &chain, &trusted, diag);
+            if (rv != 0) {
+                tdm_diag_wrapf(diag, "index watermark LSN %" PRIu64, watermark);
+                return rv;
+            }
+        }
+        report->index_lsn = watermark;
+        if (!trusted) {
+            snprintf(report->index_difference, sizeof(report->index_difference),
+                     "the index is current to LSN %" PRIu64
+                     ", whose batch and chain hash are not the log's",
+                     watermark);
+            *equal = false;
+            return 0;
+        }
+        if (watermark < filled) { /* Rebuilt after a cut meanwhile: start over. */
+            rv = tdm_index_clear(scratch, diag);
+            filled = 0;
+        }
+        if (rv == 0 && watermark > filled) {
+            rv = tdm_commit_index_fill(&t->log, scratch, filled + 1, watermark, diag);
+        }
+        if (rv != 0) {
+            return rv;
+        }
+        filled = watermark;
+        bool at = false;
+        rv = tdm_index_compare_at(t->index, scratch, watermark, &at, equal,
+                                  report->index_difference, sizeof(report->index_difference), diag);
+        if (rv != 0 || at) {
+            return rv;
+        }
+    }
+    tdm_diag_printf(diag,
+                    "the index moved on during each of %d comparisons: run verify again when "
+                    "the node writes less",
+                    NODE_VERIFY_LIVE_ATTEMPTS);
+    return TANDEM_EBUSY;
+}
+
+int tdm_node_reindex_running(struct tandem *t, struct tdm_diag *diag)
+{
+    tdm_assert(t != NULL);
+    if (t->read_only) {
+        tdm_diag_printf(diag, "the node directory is open read-only");
+        return TANDEM_EREADONLY;
+    }
+    struct tdm_commit_request request;
+    memset(&request, 0, sizeof(request));
+    request.kind = TDM_COMMIT_CUT;
+    request.reindex = true;
+    int rv = node_commit_blocking(t, &request, diag);
+    if (rv == 0) {
+        rv = tdm_commit_wait_indexed(&t->commit, diag);
+    }
+    return rv;
+}
+
+/* Prove t's live index equal to a rebuild from its log; rebuild it if not. */
+static int node_verify_live_index(struct tandem *t, struct tandem_verify_report *report,
+                                  struct tdm_diag *diag)
+{
+    /* The index thread commits at intervals: first have it hold every LSN
+     * durable now, so that the comparison covers the whole log verified. */
+    int rv = tdm_commit_wait_indexed(&t->commit, diag);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = tdm_index_remove_at(t->dir, NODE_VERIFY_LIVE_INDEX_NAME, diag);
+    struct tdm_index *scratch = NULL;
+    if (rv == 0) {
+        rv = tdm_index_open_at(t->dir, NODE_VERIFY_LIVE_INDEX_NAME, false, &scratch, diag);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    bool equal = false;
+    rv = node_verify_live_compare(t, scratch, report, &equal, diag);
+    tdm_index_close(scratch);
+    struct tdm_diag ignored = {{0}};
+    int removed =
+        tdm_index_remove_at(t->dir, NODE_VERIFY_LIVE_INDEX_NAME, rv == 0 ? diag : &ignored);
+    rv = rv != 0 ? rv : removed;
+    if (rv != 0) {
+        return rv;
+    }
+    report->index_checked = true;
+    if (equal) {
+        report->index_equal = true;
+        report->index_difference[0] = '\0';
+        return 0;
+    }
+    tdm_tracef("verify %s: %s: rebuilding the index", t->dir, report->index_difference);
+    rv = tdm_node_reindex_running(t, diag);
+    if (rv == 0) {
+        report->index_rebuilt = true;
+    }
+    return rv;
+}
+
+int tdm_node_verify_running(struct tandem *t, unsigned flags, tdm_node_verify_progress_cb progress,
+                            void *data, struct tandem_verify_report *report, struct tdm_diag *diag)
+{
+    tdm_assert(t != NULL);
+    tdm_assert(report != NULL);
+    if ((flags & ~TANDEM_VERIFY_DEEP) != 0) {
+        tdm_diag_printf(diag, "verify: unknown flags 0x%x", flags);
+        return TANDEM_EINVALID;
+    }
+    if (t->read_only || !t->commit_started) {
+        tdm_diag_printf(diag, "verify: the node is not open for writing");
+        return TANDEM_EINVALID;
+    }
+    bool running = false;
+    if (!atomic_compare_exchange_strong(&t->verify_running, &running, true)) {
+        tdm_diag_printf(diag, "another verify of this node is under way: wait for it");
+        return TANDEM_EBUSY;
+    }
+    struct tandem_verify_report *found = tdm_calloc(1, sizeof(*found));
+    int rv = found != NULL ? 0 : -ENOMEM;
+    if (rv == 0) {
+        rv = node_verify_live_scrub(t, progress, data, found, diag);
+    }
+    if (rv == 0 && (flags & TANDEM_VERIFY_DEEP) != 0 && found->damaged_count == 0) {
+        if (progress != NULL) {
+            progress(data, "index", 0, 0, 0);
+        }
+        rv = node_verify_live_index(t, found, diag);
+    }
+    if (rv == 0) {
+        *report = *found;
+    }
+    tdm_free(found);
+    atomic_store(&t->verify_running, false);
     return rv;
 }
 
@@ -701,6 +985,17 @@ int tdm_node_append_raw_async(struct tandem *t, const uint8_t *raw, size_t raw_s
     return rv;
 }
 
+void tdm_node_set_written(struct tandem *t,
+                          void (*cb)(void *data, const struct tdm_batch_header *header,
+                                     const uint8_t *bytes, size_t size),
+                          void *data)
+{
+    tdm_assert(t != NULL);
+    if (t->commit_started) {
+        tdm_commit_set_written(&t->commit, cb, data);
+    }
+}
+
 /* Check a received batch before it reaches the commit thread: its header, its
  * body (decompressed into *raw, tdm_malloc'd) and every record in it, so that
  * nothing the index could not take is ever written. Untrusted bytes: codes,
@@ -785,6 +1080,76 @@ int tdm_node_append_received(struct tandem *t, const uint8_t *bytes, size_t size
         tdm_assert(request.lsn_first == request.header.lsn_first);
         *header = request.header;
     }
+    return rv;
+}
+
+int tdm_node_append_received_many(struct tandem *t, uint32_t count, const uint8_t *const *bytes,
+                                  const size_t *sizes, struct tdm_batch_header *headers,
+                                  uint32_t *appended, struct tdm_diag *diag)
+{
+    tdm_assert(t != NULL);
+    tdm_assert(count >= 1);
+    *appended = 0;
+    if (t->read_only) {
+        tdm_diag_printf(diag, "the node directory is open read-only");
+        return TANDEM_EREADONLY;
+    }
+    tdm_assert(t->commit_started); /* A writer's handle (not read-only). */
+    struct tdm_commit_request *requests = tdm_calloc(count, sizeof(*requests));
+    if (requests == NULL) {
+        tdm_diag_printf(diag, "out of memory for %" PRIu32 " batches", count);
+        return -ENOMEM;
+    }
+    /* Check every batch first: only those before the first bad one go. */
+    int rv = 0;
+    uint32_t ready = 0;
+    while (ready < count && rv == 0) {
+        struct tdm_commit_request *r = &requests[ready];
+        rv = node_received_decode(bytes[ready], sizes[ready], &r->header, &r->raw, diag);
+        if (rv == 0) {
+            r->kind = TDM_COMMIT_RECEIVED;
+            r->raw_size = r->header.raw_size;
+            r->record_count = r->header.record_count;
+            r->batch = bytes[ready];
+            r->batch_size = sizes[ready];
+            ready++;
+        }
+    }
+    if (ready > 0) {
+        requests[ready - 1].sync = true; /* One fdatasync, after the last. */
+    }
+    uint32_t submitted = 0;
+    while (submitted < ready) {
+        int sv = tdm_commit_submit(&t->commit, &requests[submitted]);
+        if (sv != 0) {
+            if (rv == 0) {
+                rv = sv;
+                tdm_diag_printf(diag, "%s", tandem_strerror(sv));
+            }
+            break;
+        }
+        submitted++;
+    }
+    for (uint32_t i = submitted; i < ready; i++) {
+        tdm_free(requests[i].raw); /* Never handed over. */
+    }
+    /* Wait for each in order: a failed one fails those after it (a gap). */
+    bool ok = true;
+    for (uint32_t i = 0; i < submitted; i++) {
+        struct tdm_commit_request *r = &requests[i];
+        tdm_commit_wait(&t->commit, r);
+        tdm_assert(r->raw == NULL); /* The commit thread took it. */
+        if (ok && r->status == 0) {
+            tdm_assert(r->lsn_first == r->header.lsn_first);
+            headers[i] = r->header;
+            (*appended)++;
+        } else if (ok) {
+            ok = false;
+            rv = r->status;
+            tdm_diag_printf(diag, "%s", r->message);
+        }
+    }
+    tdm_free(requests);
     return rv;
 }
 

@@ -55,6 +55,19 @@ struct tdm_batch_header;
 int tdm_node_append_received(struct tandem *t, const uint8_t *bytes, size_t size, bool sync,
                              struct tdm_batch_header *header, struct tdm_diag *diag);
 
+/* tdm_node_append_received() for count batches in a row (bytes[i], sizes[i]
+ * bytes each), with one fdatasync after the last: all are checked, then
+ * handed to the commit thread together, so that it appends them back to back
+ * (group commit on the backup side), and the call waits for the last. At the
+ * first batch that fails a check or the append, the ones after it are not
+ * written. *appended receives how many were appended from the first on (their
+ * headers in headers[0 .. *appended)); they are durable only if the call
+ * returns 0. Returns 0, or the first failure's code as
+ * tdm_node_append_received(), with diag. Thread: as tdm_node_append_received(). */
+int tdm_node_append_received_many(struct tandem *t, uint32_t count, const uint8_t *const *bytes,
+                                  const size_t *sizes, struct tdm_batch_header *headers,
+                                  uint32_t *appended, struct tdm_diag *diag);
+
 /* Cut the log after lsn into DIR/quarantine/ (tdm_log_cut_after(): a backup's
  * divergent tail beyond the fork point) on the commit thread, in turn with
  * every append, and keep the index consistent: the index thread first catches
@@ -77,6 +90,50 @@ int tdm_node_cut_after(struct tandem *t, uint64_t lsn, struct tdm_diag *diag);
 int tdm_node_append_raw_async(struct tandem *t, const uint8_t *raw, size_t raw_size,
                               uint32_t record_count, uint64_t epoch, tandem_append_cb cb,
                               void *data, struct tdm_diag *diag);
+
+/* Have cb called on the commit thread with every local batch once it is
+ * written, before its fdatasync (engine/commit.h tdm_commit_set_written(); NULL:
+ * never). A replicated primary ships from there (docs/PROTOCOL.md §5.4). Set it
+ * before the first append, or after the last. No effect on a read-only
+ * handle. */
+void tdm_node_set_written(struct tandem *t,
+                          void (*cb)(void *data, const struct tdm_batch_header *header,
+                                     const uint8_t *bytes, size_t size),
+                          void *data);
+
+/* Rebuild the index of a writer's handle from its log while it runs: on the
+ * commit thread, between batches, the index thread empties the index and
+ * fills it again up to the log's end, then goes on with the batches appended
+ * after (engine/commit.c, as after a cut). Queries on this handle wait for the
+ * rebuild. Blocks until the index holds every durable LSN. Returns 0, or
+ * TANDEM_EREADONLY, TANDEM_ECANCELED (closing), or the index thread's error;
+ * with diag. Thread: any but the commit and index threads. */
+int tdm_node_reindex_running(struct tandem *t, struct tdm_diag *diag);
+
+/* Progress of tdm_node_verify_running(): phase "log" (bytes_done of about
+ * bytes_total segment bytes re-read; segment_lsn names the segment being read,
+ * 0 if none) or "index" (the index comparison began; the counts are 0). */
+typedef void (*tdm_node_verify_progress_cb)(void *data, const char *phase, uint64_t bytes_done,
+                                            uint64_t bytes_total, uint64_t segment_lsn);
+
+/* tandem_verify() of a node that a writer's handle t holds open (a tandemd):
+ * one scrub pass over its directory now, unthrottled, beside the writer (the
+ * open segment is checked up to its durable end; a torn tail is not damage),
+ * progress (if not NULL) called on this thread at the start and on another
+ * one about every second between (not at the end: the report says it). With
+ * TANDEM_VERIFY_DEEP and no damage, the index thread is first made to hold
+ * every LSN durable now; then the live index is compared with a rebuild of
+ * the log into the scratch environment DIR/index.verify-live at a consistent
+ * point: one LMDB read snapshot of the index whose watermark is the LSN the
+ * rebuild reached (tdm_index_compare_at(); tried again while the index thread
+ * moves on). An index that differs is rebuilt with tdm_node_reindex_running()
+ * and the report says so. Returns 0 and *report (damage and a rebuilt index
+ * are results), or TANDEM_EBUSY (another verify of t runs; or the index moved
+ * on at every attempt), TANDEM_EINVALID (unknown flags; t read-only), I/O and
+ * index errors, with diag. Thread: any but t's commit and index threads; it
+ * blocks for the whole pass. */
+int tdm_node_verify_running(struct tandem *t, unsigned flags, tdm_node_verify_progress_cb progress,
+                            void *data, struct tandem_verify_report *report, struct tdm_diag *diag);
 
 /* Abandon the handle as a crash would: stop the threads without closing the
  * log or the index cleanly, release memory. For power-loss tests only. */

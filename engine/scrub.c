@@ -310,6 +310,14 @@ static int scrub_fs_advise_dontneed(struct tdm_fs *base, int fd)
     return scrub->fs->advise_dontneed(scrub->fs, fd);
 }
 
+static void scrub_fs_advise_willneed(struct tdm_fs *base, int fd, uint64_t offset, uint64_t size)
+{
+    struct tdm_scrub *scrub = scrub_of(base);
+    if (scrub->fs->advise_willneed != NULL) {
+        scrub->fs->advise_willneed(scrub->fs, fd, offset, size);
+    }
+}
+
 static const struct tdm_fs scrub_fs_table = {
     .open = scrub_fs_open,
     .close = scrub_fs_close,
@@ -325,6 +333,7 @@ static const struct tdm_fs scrub_fs_table = {
     .list = scrub_fs_list,
     .lock = scrub_fs_lock,
     .advise_dontneed = scrub_fs_advise_dontneed,
+    .advise_willneed = scrub_fs_advise_willneed,
 };
 
 /* ---- passes ------------------------------------------------------------------- */
@@ -428,6 +437,8 @@ static void scrub_report_fill(const struct tdm_scrub *scrub, const struct tandem
     report->read_bytes = scrub->read_bytes;
     report->lsn_first = status->lsn_first;
     report->lsn_last = status->lsn_last;
+    tdm_static_assert(sizeof(report->chain_hash) == sizeof(status->chain_hash));
+    memcpy(report->chain_hash, status->chain_hash, sizeof(report->chain_hash));
     report->sleep_count = scrub->sleep_count;
     report->sleep_ns = scrub->sleep_ns;
     report->damaged_count = status->damaged_count;

@@ -65,6 +65,7 @@ struct tdm_scrub_report {
     uint64_t read_bytes;    /* Segment bytes read from the medium. */
     uint64_t lsn_first;     /* LSN range the log holds; 0 if empty. */
     uint64_t lsn_last;
+    uint8_t chain_hash[16]; /* Chain hash at lsn_last (zeros if empty). */
     uint64_t sleep_count;   /* Throttle sleeps. */
     uint64_t sleep_ns;      /* Their total. */
     uint32_t damaged_count; /* Damaged ranges (may exceed the array). */

@@ -331,6 +331,7 @@ struct tandem_verify_report {
     uint64_t read_bytes;    /* Bytes re-read from the medium. */
     uint64_t lsn_first;     /* LSN range of the log; 0 if empty. */
     uint64_t lsn_last;      /* Last LSN of the log; 0 if empty. */
+    uint8_t chain_hash[16]; /* Chain hash at lsn_last, as recomputed (zeros if empty). */
     uint32_t damaged_count; /* Damaged ranges found (may exceed the array). */
     struct tandem_damage damaged[TANDEM_STATUS_DAMAGED_MAX];
     bool index_checked; /* DEEP ran the index comparison (skipped when damaged). */
@@ -438,6 +439,27 @@ int tandem_client_append(struct tandem_client *client, const struct tandem_recor
  * releases with free(). Returns 0, a code the node reports with diag, or a
  * failure of the connection (as for tandem_client_append()). */
 int tandem_client_status(struct tandem_client *client, char **json, struct tandem_diag *diag);
+
+/* Operator commands (docs/PROTOCOL.md §7.5; DESIGN "Switchover, failover").
+ * tandem_client_switchover() asks the node (the acting primary) to hand the
+ * primary role to node target, or, target NULL or "", to the next live,
+ * caught-up node of its rotation; tandem_client_failover() asks the node,
+ * which must be target itself, to promote itself (flags: TANDEM_FAILOVER_*).
+ * Each waits for the outcome (at most about 15 s): the node's answer, one
+ * JSON object ("outcome": "done", "refused", "abandoned" or "dry run";
+ * "refusal", "reason", "target", "primary", "epoch", "pause_ms", and for a
+ * failover the probe's "nodes" and the "risk"), NUL-terminated, in *json,
+ * which the caller releases with free(). Returns 0 whenever the node decided
+ * (a refusal too: read "outcome"), or the node's code with its message
+ * (TANDEM_EINVALID: a standalone node, an unknown target, a failover sent to
+ * another node than its target; -ETIMEDOUT: no outcome in time), or a
+ * failure of the connection (as for tandem_client_append()). */
+#define TANDEM_FAILOVER_FORCE   0x1u /* Promote even against the rules. */
+#define TANDEM_FAILOVER_DRY_RUN 0x2u /* Only probe and say what it would do. */
+int tandem_client_switchover(struct tandem_client *client, const char *target, char **json,
+                             struct tandem_diag *diag);
+int tandem_client_failover(struct tandem_client *client, const char *target, unsigned flags,
+                           char **json, struct tandem_diag *diag);
 
 /* Close the connection and free the client. client may be NULL. */
 void tandem_client_close(struct tandem_client *client);

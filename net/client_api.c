@@ -9,7 +9,9 @@
  *    (PROTOCOL.md §7.2), send it, and wait for the APPEND_RESULT with the same
  *    request_id.
  * 3. tandem_client_status(): one STATUS, one STATUS_RESULT; its text is copied
- *    into a malloc'd string (the caller frees it with free()).
+ *    into a malloc'd string (the caller frees it with free()); likewise
+ *    tandem_client_switchover() and tandem_client_failover() (SWITCHOVER,
+ *    FAILOVER and their results, PROTOCOL.md §7.5).
  * 4. tandem_client_close().
  *
  * Failure modes: a refused record or an oversize request is TANDEM_EINVALID
@@ -290,6 +292,68 @@ int tandem_client_status(struct tandem_client *client, char **json, struct tande
     text[result->text.size] = '\0';
     *json = text;
     return 0;
+}
+
+/* SWITCHOVER or FAILOVER: one request, one answer (PROTOCOL.md §7.5). */
+static int api_command(struct tandem_client *client, uint16_t type, const char *target,
+                       unsigned flags, char **json, struct tandem_diag *diag)
+{
+    int rv = api_usable(client, diag);
+    if (rv != 0) {
+        return rv;
+    }
+    tdm_assert(json != NULL);
+    size_t size = target != NULL ? strlen(target) : 0;
+    if ((size > 0 && !tdm_proto_name_valid(target, size)) ||
+        (type == TDM_PROTO_FAILOVER && size == 0) ||
+        (flags & ~(unsigned)(TANDEM_FAILOVER_FORCE | TANDEM_FAILOVER_DRY_RUN)) != 0) {
+        tdm_diag_printf((struct tdm_diag *)diag, "%s: bad target '%s' or flags 0x%x",
+                        tdm_proto_type_name(type), target != NULL ? target : "", flags);
+        return TANDEM_EINVALID;
+    }
+    uint64_t request_id = client->client.request_id_next++;
+    struct tdm_proto_msg *msg = client->msg;
+    memset(msg, 0, sizeof(*msg));
+    msg->type = type;
+    msg->command.request_id = request_id;
+    msg->command.flags = (uint8_t)flags;
+    if (size > 0) {
+        memcpy(msg->command.target, target, size);
+    }
+    uint16_t want =
+        type == TDM_PROTO_FAILOVER ? TDM_PROTO_FAILOVER_RESULT : TDM_PROTO_SWITCHOVER_RESULT;
+    rv = api_round_trip(client, want, request_id, diag);
+    if (rv != 0) {
+        return rv;
+    }
+    const struct tdm_proto_text_result *result = &msg->command_result;
+    if (result->status != 0) {
+        tdm_diag_printf((struct tdm_diag *)diag, "%.*s", (int)result->text.size,
+                        (const char *)result->text.data);
+        return result->status;
+    }
+    char *text = malloc(result->text.size + 1); /* The caller frees it with free(). */
+    if (text == NULL) {
+        return -ENOMEM;
+    }
+    if (result->text.size > 0) {
+        memcpy(text, result->text.data, result->text.size);
+    }
+    text[result->text.size] = '\0';
+    *json = text;
+    return 0;
+}
+
+int tandem_client_switchover(struct tandem_client *client, const char *target, char **json,
+                             struct tandem_diag *diag)
+{
+    return api_command(client, TDM_PROTO_SWITCHOVER, target, 0, json, diag);
+}
+
+int tandem_client_failover(struct tandem_client *client, const char *target, unsigned flags,
+                           char **json, struct tandem_diag *diag)
+{
+    return api_command(client, TDM_PROTO_FAILOVER, target, flags, json, diag);
 }
 
 void tandem_client_close(struct tandem_client *client)

@@ -166,7 +166,7 @@ struct tdm_frame_heartbeat {
 };
 
 struct tdm_frame_forward {
-    uint64_t request_id;    /* Chosen by the backup; strictly increasing on one link. */
+    uint64_t request_id;    /* The backup's write id: unique, not in order (PROTOCOL.md §6). */
     uint32_t record_count;  /* >= 1. */
     uint32_t size;          /* Bytes of records. */
     const uint8_t *records; /* Borrowed: (u32 size, record) entries, owned by the adapter. */

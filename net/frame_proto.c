@@ -424,7 +424,24 @@ int tdm_frame_from_proto(const struct tdm_proto_msg *msg, const struct tdm_frame
     case TDM_PROTO_QUERY_RESULT:
     case TDM_PROTO_STATUS:
     case TDM_PROTO_STATUS_RESULT:
+    case TDM_PROTO_SWITCHOVER:
+    case TDM_PROTO_SWITCHOVER_RESULT:
+    case TDM_PROTO_FAILOVER:
+    case TDM_PROTO_FAILOVER_RESULT:
+    case TDM_PROTO_HISTORY:
+    case TDM_PROTO_HISTORY_RESULT:
+    case TDM_PROTO_QUARANTINE:
+    case TDM_PROTO_QUARANTINE_RESULT:
+    case TDM_PROTO_VERIFY:
+    case TDM_PROTO_VERIFY_RESULT:
         break;
+    case TDM_PROTO_FETCH:
+    case TDM_PROTO_FETCHED:
+        /* Repair frames (PROTOCOL.md §9.4) are the adapter's (net/uv_repair.c):
+         * they carry batches of sealed segments, not the replica's state. */
+        tdm_diag_printf(diag, "%s frame: a repair frame, handled outside the replica",
+                        tdm_proto_type_name(msg->type));
+        return -ENOTSUP;
     }
     tdm_diag_printf(diag, "%s frame (type %u): not a replication frame of this version",
                     tdm_proto_type_name(msg->type), msg->type);

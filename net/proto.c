@@ -69,12 +69,24 @@ static const char *const proto_type_names[] = {
     [TDM_PROTO_FENCED] = "FENCED",
     [TDM_PROTO_CHECK] = "CHECK",
     [TDM_PROTO_CHECK_RESULT] = "CHECK_RESULT",
+    [TDM_PROTO_FETCH] = "FETCH",
+    [TDM_PROTO_FETCHED] = "FETCHED",
     [TDM_PROTO_APPEND_REQUEST] = "APPEND_REQUEST",
     [TDM_PROTO_APPEND_RESULT] = "APPEND_RESULT",
     [TDM_PROTO_QUERY] = "QUERY",
     [TDM_PROTO_QUERY_RESULT] = "QUERY_RESULT",
     [TDM_PROTO_STATUS] = "STATUS",
     [TDM_PROTO_STATUS_RESULT] = "STATUS_RESULT",
+    [TDM_PROTO_SWITCHOVER] = "SWITCHOVER",
+    [TDM_PROTO_SWITCHOVER_RESULT] = "SWITCHOVER_RESULT",
+    [TDM_PROTO_FAILOVER] = "FAILOVER",
+    [TDM_PROTO_FAILOVER_RESULT] = "FAILOVER_RESULT",
+    [TDM_PROTO_HISTORY] = "HISTORY",
+    [TDM_PROTO_HISTORY_RESULT] = "HISTORY_RESULT",
+    [TDM_PROTO_QUARANTINE] = "QUARANTINE",
+    [TDM_PROTO_QUARANTINE_RESULT] = "QUARANTINE_RESULT",
+    [TDM_PROTO_VERIFY] = "VERIFY",
+    [TDM_PROTO_VERIFY_RESULT] = "VERIFY_RESULT",
 };
 #define PROTO_TYPE_END (sizeof(proto_type_names) / sizeof(proto_type_names[0]))
 
@@ -605,6 +617,68 @@ static const char *proto_check_result_check(const struct tdm_proto_check_result 
     }
 }
 
+/* FETCH (PROTOCOL.md §9.4): an id and a bounded LSN range. */
+static const char *proto_fetch_check(const struct tdm_proto_fetch *fetch)
+{
+    if (fetch->fetch_id == 0) {
+        return "fetch_id: 0";
+    }
+    if (fetch->lsn_first == 0 || fetch->lsn_last < fetch->lsn_first) {
+        return "lsn range: not a range";
+    }
+    if (fetch->lsn_last - fetch->lsn_first >= TDM_PROTO_FETCH_LSNS_MAX) {
+        return "lsn range: over the limit";
+    }
+    return NULL;
+}
+
+/* FETCHED: a range; batches exactly when the status is 0. */
+static const char *proto_fetched_check(const struct tdm_proto_fetched *fetched)
+{
+    if (fetched->fetch_id == 0) {
+        return "fetch_id: 0";
+    }
+    if (fetched->lsn_first == 0 || fetched->lsn_last < fetched->lsn_first) {
+        return "lsn range: not a range";
+    }
+    if (fetched->status > 0) {
+        return "status: positive";
+    }
+    if (fetched->batch_count > TDM_PROTO_APPEND_BATCHES_MAX) {
+        return "batch count: over the limit";
+    }
+    if ((fetched->status == 0) != (fetched->batch_count > 0)) {
+        return "batch count: batches exactly when the status is 0";
+    }
+    for (uint32_t i = 0; i < fetched->batch_count; i++) {
+        const struct tdm_proto_slice *b = &fetched->batches[i];
+        if (b->size == 0 || b->size > TDM_PROTO_FRAME_SIZE_MAX || b->data == NULL) {
+            return "batch: empty or over the frame limit";
+        }
+    }
+    return NULL;
+}
+
+/* SWITCHOVER: flags 0, target "" or a name; FAILOVER: known flags, a name. */
+static const char *proto_command_check(const struct tdm_proto_msg *msg)
+{
+    const struct tdm_proto_command *command = &msg->command;
+    size_t size = strnlen(command->target, sizeof(command->target));
+    if (size == sizeof(command->target)) {
+        return "target: too long";
+    }
+    if (msg->type == TDM_PROTO_SWITCHOVER) {
+        if (command->flags != 0) {
+            return "flags: unknown bits";
+        }
+        return size == 0 || tdm_proto_name_valid(command->target, size) ? NULL : "target: bad id";
+    }
+    if ((command->flags & ~(TDM_PROTO_FAILOVER_FORCE | TDM_PROTO_FAILOVER_DRY_RUN)) != 0) {
+        return "flags: unknown bits";
+    }
+    return tdm_proto_name_valid(command->target, size) ? NULL : "target: bad id";
+}
+
 /* Return NULL if msg is within every limit, else the field and the reason. */
 static const char *proto_msg_check(const struct tdm_proto_msg *msg)
 {
@@ -642,6 +716,10 @@ static const char *proto_msg_check(const struct tdm_proto_msg *msg)
         return proto_check_check(&msg->check);
     case TDM_PROTO_CHECK_RESULT:
         return proto_check_result_check(&msg->check_result);
+    case TDM_PROTO_FETCH:
+        return proto_fetch_check(&msg->fetch);
+    case TDM_PROTO_FETCHED:
+        return proto_fetched_check(&msg->fetched);
     case TDM_PROTO_QUERY:
         return proto_query_check(&msg->query);
     case TDM_PROTO_QUERY_RESULT:
@@ -650,6 +728,23 @@ static const char *proto_msg_check(const struct tdm_proto_msg *msg)
         return proto_text_result_check(&msg->status_result, 0);
     case TDM_PROTO_STATUS:
         return NULL;
+    case TDM_PROTO_SWITCHOVER:
+    case TDM_PROTO_FAILOVER:
+        return proto_command_check(msg);
+    case TDM_PROTO_SWITCHOVER_RESULT:
+    case TDM_PROTO_FAILOVER_RESULT:
+        return proto_text_result_check(&msg->command_result, 0);
+    case TDM_PROTO_HISTORY:
+        return msg->inspect.flags != 0 ? "flags: unknown bits" : NULL;
+    case TDM_PROTO_QUARANTINE:
+        return (msg->inspect.flags & ~TDM_PROTO_QUARANTINE_EXPORT) != 0 ? "flags: unknown bits"
+                                                                        : NULL;
+    case TDM_PROTO_VERIFY:
+        return (msg->inspect.flags & ~TDM_PROTO_VERIFY_DEEP) != 0 ? "flags: unknown bits" : NULL;
+    case TDM_PROTO_HISTORY_RESULT:
+    case TDM_PROTO_QUARANTINE_RESULT:
+    case TDM_PROTO_VERIFY_RESULT:
+        return proto_text_result_check(&msg->inspect_result, TDM_PROTO_RESULT_MORE);
     }
     return "type: unknown";
 }
@@ -752,6 +847,24 @@ static void dec_append(struct proto_dec *d, struct tdm_proto_append *append)
     append->batch_count = count;
 }
 
+static void dec_fetched(struct proto_dec *d, struct tdm_proto_fetched *fetched)
+{
+    fetched->fetch_id = tdm_get_u64(&d->r);
+    fetched->status = (int32_t)tdm_get_u32(&d->r);
+    fetched->lsn_first = tdm_get_u64(&d->r);
+    fetched->lsn_last = tdm_get_u64(&d->r);
+    uint32_t count = tdm_get_u32(&d->r);
+    fetched->batch_count = 0;
+    if (count > TDM_PROTO_APPEND_BATCHES_MAX) {
+        dec_fail(d, "batch count: over 64");
+        return;
+    }
+    for (uint32_t i = 0; i < count && !d->r.overflow; i++) {
+        dec_slice_u32(d, &fetched->batches[i]);
+    }
+    fetched->batch_count = count;
+}
+
 static void dec_heartbeat(struct proto_dec *d, struct tdm_proto_heartbeat *heartbeat)
 {
     heartbeat->last_lsn = tdm_get_u64(&d->r);
@@ -828,6 +941,29 @@ static void dec_text_result(struct proto_dec *d, struct tdm_proto_text_result *r
     result->status = (int32_t)tdm_get_u32(&d->r);
     result->flags = tdm_get_u8(&d->r);
     dec_slice_u32(d, &result->text);
+}
+
+/* SWITCHOVER, FAILOVER: u64 request_id, u8 flags, u8 size (0..63) + target. */
+static void dec_command(struct proto_dec *d, struct tdm_proto_command *command)
+{
+    command->request_id = tdm_get_u64(&d->r);
+    command->flags = tdm_get_u8(&d->r);
+    command->target[0] = '\0';
+    uint8_t size = tdm_get_u8(&d->r);
+    if (size > TDM_PROTO_NAME_SIZE_MAX) {
+        dec_fail(d, "target: too long");
+        return;
+    }
+    const uint8_t *p = tdm_reader_take(&d->r, size);
+    if (p == NULL) {
+        return;
+    }
+    if (memchr(p, '\0', size) != NULL) {
+        dec_fail(d, "target: bad id");
+        return;
+    }
+    memcpy(command->target, p, size);
+    command->target[size] = '\0';
 }
 
 static void dec_chain_hash(struct proto_dec *d, uint8_t *hash)
@@ -945,6 +1081,14 @@ static void dec_payload(struct proto_dec *d, struct tdm_proto_msg *msg)
         msg->check_result.batch_last = tdm_get_u64(&d->r);
         dec_chain_hash(d, msg->check_result.chain_hash);
         return;
+    case TDM_PROTO_FETCH:
+        msg->fetch.fetch_id = tdm_get_u64(&d->r);
+        msg->fetch.lsn_first = tdm_get_u64(&d->r);
+        msg->fetch.lsn_last = tdm_get_u64(&d->r);
+        return;
+    case TDM_PROTO_FETCHED:
+        dec_fetched(d, &msg->fetched);
+        return;
     case TDM_PROTO_QUERY:
         dec_query(d, &msg->query);
         return;
@@ -954,6 +1098,25 @@ static void dec_payload(struct proto_dec *d, struct tdm_proto_msg *msg)
         return;
     case TDM_PROTO_STATUS:
         msg->status.request_id = tdm_get_u64(&d->r);
+        return;
+    case TDM_PROTO_SWITCHOVER:
+    case TDM_PROTO_FAILOVER:
+        dec_command(d, &msg->command);
+        return;
+    case TDM_PROTO_SWITCHOVER_RESULT:
+    case TDM_PROTO_FAILOVER_RESULT:
+        dec_text_result(d, &msg->command_result);
+        return;
+    case TDM_PROTO_HISTORY:
+    case TDM_PROTO_QUARANTINE:
+    case TDM_PROTO_VERIFY:
+        msg->inspect.request_id = tdm_get_u64(&d->r);
+        msg->inspect.flags = tdm_get_u8(&d->r);
+        return;
+    case TDM_PROTO_HISTORY_RESULT:
+    case TDM_PROTO_QUARANTINE_RESULT:
+    case TDM_PROTO_VERIFY_RESULT:
+        dec_text_result(d, &msg->inspect_result);
         return;
     }
     dec_fail(d, "type: unknown");
@@ -1071,6 +1234,15 @@ static size_t enc_payload_size(const struct tdm_proto_msg *msg)
         return 8 + 8 + TDM_PROTO_CHAIN_HASH_SIZE + 8 + 8;
     case TDM_PROTO_CHECK_RESULT:
         return 8 + 8 + 1 + 8 + 8 + TDM_PROTO_CHAIN_HASH_SIZE;
+    case TDM_PROTO_FETCH:
+        return 3 * 8;
+    case TDM_PROTO_FETCHED:
+        size = 8 + 4 + 8 + 8 + 4;
+        for (uint32_t i = 0; i < msg->fetched.batch_count && i < TDM_PROTO_APPEND_BATCHES_MAX;
+             i++) {
+            size += 4 + msg->fetched.batches[i].size;
+        }
+        return size;
     case TDM_PROTO_QUERY:
         return 8 + 1 + 1 + 4 + 8 + 8 + 2 + msg->query.key.size + 2 + msg->query.recipient.size + 2 +
                msg->query.sender.size;
@@ -1079,6 +1251,20 @@ static size_t enc_payload_size(const struct tdm_proto_msg *msg)
         return 8 + 4 + 1 + 4 + msg->query_result.text.size;
     case TDM_PROTO_STATUS:
         return 8;
+    case TDM_PROTO_SWITCHOVER:
+    case TDM_PROTO_FAILOVER:
+        return 8 + 1 + 1 + strnlen(msg->command.target, sizeof(msg->command.target));
+    case TDM_PROTO_SWITCHOVER_RESULT:
+    case TDM_PROTO_FAILOVER_RESULT:
+        return 8 + 4 + 1 + 4 + msg->command_result.text.size;
+    case TDM_PROTO_HISTORY:
+    case TDM_PROTO_QUARANTINE:
+    case TDM_PROTO_VERIFY:
+        return 8 + 1;
+    case TDM_PROTO_HISTORY_RESULT:
+    case TDM_PROTO_QUARANTINE_RESULT:
+    case TDM_PROTO_VERIFY_RESULT:
+        return 8 + 4 + 1 + 4 + msg->inspect_result.text.size;
     }
     tdm_unreachable();
 }
@@ -1313,6 +1499,21 @@ static void enc_payload(struct tdm_writer *w, const struct tdm_proto_msg *msg)
         tdm_put_u64(w, msg->check_result.batch_last);
         tdm_put_bytes(w, msg->check_result.chain_hash, TDM_PROTO_CHAIN_HASH_SIZE);
         return;
+    case TDM_PROTO_FETCH:
+        tdm_put_u64(w, msg->fetch.fetch_id);
+        tdm_put_u64(w, msg->fetch.lsn_first);
+        tdm_put_u64(w, msg->fetch.lsn_last);
+        return;
+    case TDM_PROTO_FETCHED:
+        tdm_put_u64(w, msg->fetched.fetch_id);
+        tdm_put_u32(w, (uint32_t)msg->fetched.status);
+        tdm_put_u64(w, msg->fetched.lsn_first);
+        tdm_put_u64(w, msg->fetched.lsn_last);
+        tdm_put_u32(w, msg->fetched.batch_count);
+        for (uint32_t i = 0; i < msg->fetched.batch_count; i++) {
+            enc_slice_u32(w, &msg->fetched.batches[i]);
+        }
+        return;
     case TDM_PROTO_QUERY:
         enc_query(w, &msg->query);
         return;
@@ -1322,6 +1523,30 @@ static void enc_payload(struct tdm_writer *w, const struct tdm_proto_msg *msg)
         return;
     case TDM_PROTO_STATUS:
         tdm_put_u64(w, msg->status.request_id);
+        return;
+    case TDM_PROTO_SWITCHOVER:
+    case TDM_PROTO_FAILOVER: {
+        size_t size = strlen(msg->command.target);
+        tdm_put_u64(w, msg->command.request_id);
+        tdm_put_u8(w, msg->command.flags);
+        tdm_put_u8(w, (uint8_t)size);
+        tdm_put_bytes(w, msg->command.target, size);
+        return;
+    }
+    case TDM_PROTO_SWITCHOVER_RESULT:
+    case TDM_PROTO_FAILOVER_RESULT:
+        enc_text_result(w, &msg->command_result);
+        return;
+    case TDM_PROTO_HISTORY:
+    case TDM_PROTO_QUARANTINE:
+    case TDM_PROTO_VERIFY:
+        tdm_put_u64(w, msg->inspect.request_id);
+        tdm_put_u8(w, msg->inspect.flags);
+        return;
+    case TDM_PROTO_HISTORY_RESULT:
+    case TDM_PROTO_QUARANTINE_RESULT:
+    case TDM_PROTO_VERIFY_RESULT:
+        enc_text_result(w, &msg->inspect_result);
         return;
     }
     tdm_unreachable();

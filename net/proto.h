@@ -72,12 +72,24 @@ enum tdm_proto_type {
     TDM_PROTO_FENCED = 12,
     TDM_PROTO_CHECK = 13,        /* Verification (PROTOCOL.md §9). */
     TDM_PROTO_CHECK_RESULT = 14, /* Verification (PROTOCOL.md §9). */
+    TDM_PROTO_FETCH = 15,        /* Repair: ask a verified copy for batches (§9.4). */
+    TDM_PROTO_FETCHED = 16,      /* Repair: the batches, or why not (§9.4). */
     TDM_PROTO_APPEND_REQUEST = 32,
     TDM_PROTO_APPEND_RESULT = 33,
     TDM_PROTO_QUERY = 34,
     TDM_PROTO_QUERY_RESULT = 35,
     TDM_PROTO_STATUS = 36,
     TDM_PROTO_STATUS_RESULT = 37,
+    TDM_PROTO_SWITCHOVER = 38,        /* Operator: move the primary (PROTOCOL.md §7.5). */
+    TDM_PROTO_SWITCHOVER_RESULT = 39, /* Its outcome: a JSON document. */
+    TDM_PROTO_FAILOVER = 40,          /* Operator: promote the node asked (§7.5). */
+    TDM_PROTO_FAILOVER_RESULT = 41,   /* Its outcome: a JSON document. */
+    TDM_PROTO_HISTORY = 42,           /* The node's epoch history (PROTOCOL.md §7.6). */
+    TDM_PROTO_HISTORY_RESULT = 43,    /* A JSON document. */
+    TDM_PROTO_QUARANTINE = 44,        /* What DIR/quarantine/ holds, or its records (§7.6). */
+    TDM_PROTO_QUARANTINE_RESULT = 45, /* A JSON document, or JSON Lines flagged MORE. */
+    TDM_PROTO_VERIFY = 46,            /* Verify the node now (PROTOCOL.md §7.7). */
+    TDM_PROTO_VERIFY_RESULT = 47,     /* JSON Lines: progress flagged MORE, then the report. */
 };
 
 /* A node's role as HELLO announces it. */
@@ -100,6 +112,10 @@ enum tdm_proto_query_kind {
 #define TDM_PROTO_QUERY_HAS_RECIPIENT 0x1u /* QUERY flags: recipient filter set. */
 #define TDM_PROTO_QUERY_HAS_SENDER    0x2u /* sender filter set ('' = bounces). */
 #define TDM_PROTO_RESULT_MORE         0x1u /* QUERY_RESULT flags: more frames follow. */
+#define TDM_PROTO_FAILOVER_FORCE      0x1u /* FAILOVER flags: promote against the rules. */
+#define TDM_PROTO_FAILOVER_DRY_RUN    0x2u /* FAILOVER flags: only say what it would do. */
+#define TDM_PROTO_QUARANTINE_EXPORT   0x1u /* QUARANTINE flags: the records, as JSON Lines. */
+#define TDM_PROTO_VERIFY_DEEP         0x1u /* VERIFY flags: also prove the index (--deep). */
 
 /* True for the types a client link may carry (PROTOCOL.md §7). */
 bool tdm_proto_type_is_client(uint16_t type);
@@ -271,6 +287,26 @@ struct tdm_proto_check_result {
     uint8_t chain_hash[TDM_PROTO_CHAIN_HASH_SIZE]; /* The backup's, at batch_last. */
 };
 
+/* FETCH (PROTOCOL.md §9.4): the batches holding lsn_first .. lsn_last, for a
+ * repair. At most TDM_PROTO_FETCH_LSNS_MAX LSNs. */
+#define TDM_PROTO_FETCH_LSNS_MAX (1u << 20)
+struct tdm_proto_fetch {
+    uint64_t fetch_id;  /* >= 1; echoed by FETCHED. */
+    uint64_t lsn_first; /* >= 1. */
+    uint64_t lsn_last;  /* >= lsn_first. */
+};
+
+/* FETCHED: status 0 and whole batches as on disk that hold exactly
+ * lsn_first .. lsn_last, or a negative tandem.h status and none. */
+struct tdm_proto_fetched {
+    uint64_t fetch_id;    /* Echo. */
+    int32_t status;       /* 0 or a negative tandem.h code (its copy is damaged too...). */
+    uint64_t lsn_first;   /* Echo. */
+    uint64_t lsn_last;    /* Echo. */
+    uint32_t batch_count; /* status 0: 1..TDM_PROTO_APPEND_BATCHES_MAX; else 0. */
+    struct tdm_proto_slice batches[TDM_PROTO_APPEND_BATCHES_MAX];
+};
+
 struct tdm_proto_query {
     uint64_t request_id;
     uint8_t kind;                     /* enum tdm_proto_query_kind. */
@@ -295,6 +331,22 @@ struct tdm_proto_status {
     uint64_t request_id;
 };
 
+/* SWITCHOVER and FAILOVER (PROTOCOL.md §7.5). */
+struct tdm_proto_command {
+    uint64_t request_id;
+    uint8_t flags; /* FAILOVER: TDM_PROTO_FAILOVER_*; SWITCHOVER: 0. */
+    /* SWITCHOVER: the node to hand over to, "" for the next of the rotation;
+     * FAILOVER: the node to promote (required: the node asked must be it). */
+    char target[TDM_PROTO_NAME_SIZE_MAX + 1];
+};
+
+/* HISTORY and QUARANTINE (PROTOCOL.md §7.6), VERIFY (§7.7). */
+struct tdm_proto_inspect {
+    uint64_t request_id;
+    uint8_t flags; /* QUARANTINE: TDM_PROTO_QUARANTINE_EXPORT; VERIFY: TDM_PROTO_VERIFY_DEEP;
+                      HISTORY: 0. */
+};
+
 /* A frame's decoded payload. type selects the member of the union. */
 struct tdm_proto_msg {
     uint16_t type;  /* enum tdm_proto_type. */
@@ -314,12 +366,19 @@ struct tdm_proto_msg {
         struct tdm_proto_fenced fenced;
         struct tdm_proto_check check;
         struct tdm_proto_check_result check_result;
+        struct tdm_proto_fetch fetch;
+        struct tdm_proto_fetched fetched;
         struct tdm_proto_records append_request;
         struct tdm_proto_result append_result;
         struct tdm_proto_query query;
         struct tdm_proto_text_result query_result; /* Also STATUS_RESULT. */
         struct tdm_proto_status status;
         struct tdm_proto_text_result status_result;
+        struct tdm_proto_command command;            /* SWITCHOVER, FAILOVER. */
+        struct tdm_proto_text_result command_result; /* SWITCHOVER_RESULT, FAILOVER_RESULT. */
+        struct tdm_proto_inspect inspect;            /* HISTORY, QUARANTINE, VERIFY. */
+        struct tdm_proto_text_result inspect_result; /* HISTORY_RESULT, QUARANTINE_RESULT,
+                                                        VERIFY_RESULT. */
     };
 };
 

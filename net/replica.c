@@ -175,6 +175,15 @@ void tdm_replica_write_remove(struct tdm_replica *replica, struct tdm_replica_wr
     replica->write_count--;
 }
 
+bool tdm_replica_forward_lost(const struct tdm_replica *replica,
+                              const struct tdm_replica_write *write)
+{
+    return write->state == TDM_WRITE_FORWARDED && write->forward_index != replica->primary_index &&
+           write->forward_index < replica->config.node_count &&
+           write->forward_index != replica->config.self_index &&
+           replica->peers[write->forward_index].link == TDM_LINK_DOWN;
+}
+
 void tdm_replica_fail(struct tdm_replica *replica, struct tdm_actions *actions, int status,
                       const char *what)
 {
@@ -394,6 +403,8 @@ void tdm_replica_status(const struct tdm_replica *replica, struct tdm_replica_st
     status->commit_lsn = replica->commit_lsn;
     status->writes_in_flight = replica->write_count;
     status->node_count = replica->config.node_count;
+    status->ship_failures = replica->ship_failures;
+    status->ship_failed_lsn = replica->ship_failed_lsn;
     struct tdm_frame_lag lags[TDM_REPLICA_NODES_MAX];
     memset(lags, 0, sizeof(lags));
     if (replica->role == TDM_ROLE_PRIMARY || replica->role == TDM_ROLE_HOLDING) {

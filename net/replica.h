@@ -17,6 +17,12 @@
  *      link that is down is dropped);
  *   5. deliver actions->results[] to the clients that submitted those writes;
  *   6. step again with a TICK no later than actions->deadline_ms.
+ * An APPEND send whose read fails (a batch fails its checksum, an I/O error)
+ * is not sent, not even in part: bytes that fail their checksum never leave
+ * the node. The adapter reports it with a SHIP_FAILED event; the replica
+ * traces it and keeps it for status, and its go-back-N retransmission asks
+ * for the range again later: shipping waits until the range reads again
+ * (repair, docs/PROTOCOL.md §9.5).
  * Verification (docs/PROTOCOL.md §9) adds two actions that depend on nothing
  * above and that nothing above waits for; carry them out after the sends:
  *   - actions->reads[]: read the chain hash of the batch holding an LSN of the
@@ -113,16 +119,17 @@ struct tdm_replica_config {
 };
 
 enum tdm_event_type {
-    TDM_EVENT_TICK = 1,   /* Time passed; zero is never valid. */
-    TDM_EVENT_PEER_UP,    /* An authenticated link to node_index is up. */
-    TDM_EVENT_PEER_DOWN,  /* That link is gone; frames in flight on it are lost. */
-    TDM_EVENT_RECEIVE,    /* A decoded frame arrived on node_index's link. */
-    TDM_EVENT_APPENDED,   /* Primary: local batches written (readable) up to lsn_last. */
-    TDM_EVENT_PERSISTED,  /* A disk action finished (see enum tdm_persisted_kind). */
-    TDM_EVENT_SUBMIT,     /* A local client write (on a backup: to be forwarded). */
-    TDM_EVENT_CHAIN_READ, /* A read action finished (PROTOCOL.md §9). */
-    TDM_EVENT_SWITCHOVER, /* Operator or schedule: move the primary role (PROTOCOL.md §8.1). */
-    TDM_EVENT_FAILOVER,   /* Operator: promote this backup (PROTOCOL.md §8.2). */
+    TDM_EVENT_TICK = 1,    /* Time passed; zero is never valid. */
+    TDM_EVENT_PEER_UP,     /* An authenticated link to node_index is up. */
+    TDM_EVENT_PEER_DOWN,   /* That link is gone; frames in flight on it are lost. */
+    TDM_EVENT_RECEIVE,     /* A decoded frame arrived on node_index's link. */
+    TDM_EVENT_APPENDED,    /* Primary: local batches written (readable) up to lsn_last. */
+    TDM_EVENT_PERSISTED,   /* A disk action finished (see enum tdm_persisted_kind). */
+    TDM_EVENT_SUBMIT,      /* A local client write (on a backup: to be forwarded). */
+    TDM_EVENT_CHAIN_READ,  /* A read action finished (PROTOCOL.md §9). */
+    TDM_EVENT_SWITCHOVER,  /* Operator or schedule: move the primary role (PROTOCOL.md §8.1). */
+    TDM_EVENT_FAILOVER,    /* Operator: promote this backup (PROTOCOL.md §8.2). */
+    TDM_EVENT_SHIP_FAILED, /* An APPEND send's read failed: nothing of it was sent (§9.5). */
     TDM_EVENT__COUNT,
 };
 
@@ -185,6 +192,12 @@ struct tdm_event {
             bool force;          /* Promote even against the rules (PROTOCOL.md §8.2). */
             bool dry_run;        /* Only report what a promotion would do. */
         } failover;
+        struct {
+            uint32_t node_index; /* The APPEND send's. */
+            uint64_t lsn_first;  /* Its range. */
+            uint64_t lsn_last;
+            int status; /* TANDEM_ECORRUPT (a batch failed its checksum), -EIO, ... */
+        } ship_failed;
     };
 };
 
@@ -358,9 +371,10 @@ enum tdm_write_state {
 struct tdm_replica_write {
     uint64_t write_id;
     enum tdm_write_state state;
-    uint32_t origin_index; /* Node that submitted it (self, or the forwarding backup),
-                              or TDM_REPLICA_ORIGIN_GONE once that link dropped. */
-    uint64_t request_id;   /* Forwarded: the backup's id. */
+    uint32_t origin_index;  /* Node that submitted it (self, or the forwarding backup),
+                               or TDM_REPLICA_ORIGIN_GONE once that link dropped. */
+    uint64_t request_id;    /* Forwarded: the backup's id. */
+    uint32_t forward_index; /* FORWARDED: the node it was forwarded to. */
     uint32_t record_count;
     uint32_t size;
     uint64_t lsn_first;
@@ -404,6 +418,11 @@ struct tdm_replica {
     struct tdm_replica_switch sw;
     struct tdm_replica_failover fo;
     struct tdm_epoch_history history_offer; /* HANDOVER's or FENCE's history. */
+    /* SHIP_FAILED (PROTOCOL.md §9.5): APPEND sends the adapter could not
+     * read, and the first LSN of the last one until a backup holds it
+     * durably (0: none outstanding). */
+    uint64_t ship_failures;
+    uint64_t ship_failed_lsn;
 };
 
 tdm_static_assert(TDM_REPLICA_NODES_MAX <= 32);
@@ -455,6 +474,8 @@ struct tdm_replica_status {
     uint32_t writes_in_flight;
     uint32_t node_count;
     struct tdm_replica_node_status nodes[TDM_REPLICA_NODES_MAX];
+    uint64_t ship_failures;   /* APPEND sends not sent: their read failed. */
+    uint64_t ship_failed_lsn; /* Shipping waits at this LSN (unreadable here); 0: not. */
 };
 
 /* Fill status with a snapshot of what this node knows. */

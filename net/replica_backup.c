@@ -109,6 +109,7 @@ static void backup_forward_send(struct tdm_replica *replica, struct tdm_actions 
     send->forward.record_count = write->record_count;
     send->forward.size = write->size;
     write->state = TDM_WRITE_FORWARDED;
+    write->forward_index = replica->primary_index;
 }
 
 /* Forward every write still waiting for a primary (PROTOCOL.md §6): new ones,
@@ -579,7 +580,7 @@ static void backup_timers(struct tdm_replica *replica, struct tdm_actions *actio
     }
     for (uint32_t i = 0; i < replica->write_count;) {
         struct tdm_replica_write *write = &replica->writes[i];
-        if (now >= write->deadline_ms) {
+        if (now >= write->deadline_ms || tdm_replica_forward_lost(replica, write)) {
             tdm_replica_result(actions, write->write_id, TANDEM_ECOPIES, 0, 0);
             tdm_replica_write_remove(replica, write);
         } else {
@@ -614,6 +615,10 @@ void tdm_replica_backup_step(struct tdm_replica *replica, const struct tdm_event
         break;
     case TDM_EVENT_CHAIN_READ:
         tdm_replica_verify_on_read(replica, event, actions);
+        break;
+    case TDM_EVENT_SHIP_FAILED:
+        /* A send of the primary this node was until this event: moot. */
+        tdm_replica_tracef(replica, "ignore SHIP_FAILED: not the primary");
         break;
     case TDM_EVENT_SWITCHOVER:
     case TDM_EVENT_FAILOVER:

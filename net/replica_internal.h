@@ -34,6 +34,13 @@ struct tdm_replica_write *tdm_replica_write_add(struct tdm_replica *replica, uin
                                                 enum tdm_write_state state);
 struct tdm_replica_write *tdm_replica_write_find(struct tdm_replica *replica, uint64_t write_id);
 void tdm_replica_write_remove(struct tdm_replica *replica, struct tdm_replica_write *write);
+/* A write this node forwarded to a node that is no longer the primary and
+ * whose link is down: no answer can come any more (a failover replaced a
+ * primary that is gone). It fails now with TANDEM_ECOPIES ("not
+ * acknowledged", never "not stored") instead of at its deadline. A
+ * switchover's old primary stays linked and answers what it took. */
+bool tdm_replica_forward_lost(const struct tdm_replica *replica,
+                              const struct tdm_replica_write *write);
 
 /* The node stops after a failed completion: every write fails with status. */
 void tdm_replica_fail(struct tdm_replica *replica, struct tdm_actions *actions, int status,

@@ -708,12 +708,34 @@ static void primary_on_ack(struct tdm_replica *replica, uint32_t node_index,
         peer->progress_ms = replica->now_ms;
     }
     peer->last_lsn = tdm_replica_max(peer->last_lsn, peer->received_lsn);
+    if (replica->ship_failed_lsn != 0 && peer->durable_lsn >= replica->ship_failed_lsn) {
+        tdm_replica_tracef(replica, "#%u holds lsn %" PRIu64 ": shipping goes on", node_index,
+                           replica->ship_failed_lsn);
+        replica->ship_failed_lsn = 0; /* It was read after all: repaired. */
+    }
     if (ack->echo_ms != 0) {
         peer->rtt_ms = replica->now_ms - ack->echo_ms;
     }
     primary_inflight_release(peer);
     primary_commit_advance(replica, actions);
     primary_ship(replica, actions, node_index);
+}
+
+/* True if the FORWARD request_id of node_index is in flight here (taken, not
+ * yet answered: its answer comes when it is done). Ids do not arrive in
+ * order: a write answered ENOTPRIMARY or EBUSY (not taken) is sent again
+ * after newer ones were taken, so only an id in flight is a duplicate. */
+static bool primary_forward_in_flight(const struct tdm_replica *replica, uint32_t node_index,
+                                      uint64_t request_id)
+{
+    for (uint32_t i = 0; i < replica->write_count; i++) {
+        const struct tdm_replica_write *write = &replica->writes[i];
+        if (write->origin_index == node_index && write->request_id == request_id &&
+            write->state != TDM_WRITE_FORWARDED) {
+            return true;
+        }
+    }
+    return false;
 }
 
 static bool primary_ignore_forward(const struct tdm_replica *replica, uint32_t node_index,
@@ -723,8 +745,8 @@ static bool primary_ignore_forward(const struct tdm_replica *replica, uint32_t n
     const char *why = NULL;
     if (forward->record_count == 0) {
         why = "no records";
-    } else if (forward->request_id <= replica->peers[node_index].forward_id_last) {
-        why = "duplicate or reordered request id";
+    } else if (primary_forward_in_flight(replica, node_index, forward->request_id)) {
+        why = "duplicate request id (in flight)";
     } else if (replica->peers[node_index].link == TDM_LINK_DOWN) {
         why = "link is down";
     }
@@ -748,8 +770,6 @@ static void primary_on_forward(struct tdm_replica *replica, uint32_t node_index,
         /* A switchover: not taken, so the backup may send it again, to
          * whichever node is the primary then (PROTOCOL.md §8.1). */
         status = TANDEM_ENOTPRIMARY;
-    } else {
-        replica->peers[node_index].forward_id_last = forward->request_id;
     }
     if (replica->role == TDM_ROLE_PRIMARY) {
         write = tdm_replica_write_add(replica, replica->forward_id_next, TDM_WRITE_APPENDING);
@@ -762,6 +782,8 @@ static void primary_on_forward(struct tdm_replica *replica, uint32_t node_index,
         return;
     }
     replica->forward_id_next++;
+    replica->peers[node_index].forward_id_last =
+        tdm_replica_max(replica->peers[node_index].forward_id_last, forward->request_id);
     write->origin_index = node_index;
     write->request_id = forward->request_id;
     write->record_count = forward->record_count;
@@ -827,6 +849,21 @@ static void primary_on_receive(struct tdm_replica *replica, const struct tdm_eve
                            (unsigned)frame->type, node_index);
         break;
     }
+}
+
+/* The adapter could not read an APPEND range (a batch failed its checksum,
+ * I/O): it sent nothing of it. Nothing to undo: the range stays in flight,
+ * and go-back-N asks for it again after retransmit_ms, until it reads (repair
+ * restored it) or the link changes. Kept for status: shipping waits. */
+static void primary_on_ship_failed(struct tdm_replica *replica, const struct tdm_event *event)
+{
+    tdm_replica_tracef(replica,
+                       "#%u: lsn %" PRIu64 "..%" PRIu64 " unreadable here (%d): not shipped, "
+                       "shipping waits for repair",
+                       event->ship_failed.node_index, event->ship_failed.lsn_first,
+                       event->ship_failed.lsn_last, event->ship_failed.status);
+    replica->ship_failures++;
+    replica->ship_failed_lsn = event->ship_failed.lsn_first;
 }
 
 static void primary_on_submit(struct tdm_replica *replica, const struct tdm_event *event,
@@ -998,6 +1035,12 @@ static void primary_timers(struct tdm_replica *replica, struct tdm_actions *acti
             tdm_replica_tracef(replica, "write %" PRIu64 " not acknowledged by its deadline",
                                write->write_id);
             primary_write_finish(replica, actions, write, TANDEM_ECOPIES);
+        } else if (tdm_replica_forward_lost(replica, write)) {
+            tdm_replica_tracef(replica,
+                               "write %" PRIu64 " was forwarded to #%u, a primary that is gone: "
+                               "not acknowledged",
+                               write->write_id, write->forward_index);
+            primary_write_finish(replica, actions, write, TANDEM_ECOPIES);
         } else {
             i++;
         }
@@ -1060,6 +1103,9 @@ void tdm_replica_primary_step(struct tdm_replica *replica, const struct tdm_even
         break;
     case TDM_EVENT_CHAIN_READ:
         tdm_replica_verify_on_read(replica, event, actions);
+        break;
+    case TDM_EVENT_SHIP_FAILED:
+        primary_on_ship_failed(replica, event);
         break;
     case TDM_EVENT_SWITCHOVER:
     case TDM_EVENT_FAILOVER:

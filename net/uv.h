@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "engine/base/error.h"
+#include "net/uv_repair.h"
 #include "net/uv_scrub.h"
 
 /* libuv's loop, declared and not included: callers outside net/uv* (tandemd)
@@ -30,7 +31,7 @@ struct tdm_uv_server;
 /* One authenticated TLS link (net/uv_link.h), declared and not included. */
 struct tdm_uv_link;
 
-#define TDM_UV_CLIENTS_MAX        64         /* Default: connections served at once. */
+#define TDM_UV_CLIENTS_MAX        256        /* Default: connections served at once. */
 #define TDM_UV_REQUESTS_MAX       16         /* Default: requests in flight per connection. */
 #define TDM_UV_FRAME_SIZE_DEFAULT (8u << 20) /* Default: bytes of one client frame. */
 
@@ -58,6 +59,34 @@ typedef void (*tdm_uv_submit_done_cb)(void *done_data, int status, uint64_t lsn_
 typedef int (*tdm_uv_submit_cb)(void *data, const struct tandem_record *records, size_t count,
                                 tdm_uv_submit_done_cb done, void *done_data, struct tdm_diag *diag);
 
+/* A SWITCHOVER or FAILOVER's answer (PROTOCOL.md §7.5), on the loop thread,
+ * exactly once: status 0 and text, a JSON object (NUL-terminated, borrowed
+ * for the call) saying what happened; or a negative code and text a one-line
+ * message. */
+typedef void (*tdm_uv_command_done_cb)(void *done_data, int status, const char *text);
+
+/* Run an operator command: failover false: a switchover to target ("" for the
+ * next of the rotation); failover true: promote target (this node) with flags
+ * TDM_PROTO_FAILOVER_*. Returns 0, after which done runs later (never from
+ * this call), or a negative code with diag (then done never runs). Loop
+ * thread. data is config->data. */
+typedef int (*tdm_uv_command_cb)(void *data, bool failover, const char *target, uint32_t flags,
+                                 tdm_uv_command_done_cb done, void *done_data,
+                                 struct tdm_diag *diag);
+
+/* Add one line of an inspection answer (text: size bytes, no newline; borrowed
+ * for the call). Returns 0, or a negative code (-E2BIG: the answer is over the
+ * server's bound; -ENOMEM) that the inspect callback must return. */
+typedef int (*tdm_uv_line_cb)(void *line_data, const char *text, size_t size);
+
+/* Answer HISTORY or QUARANTINE (type, with its flags: PROTOCOL.md §7.6) by
+ * reading the node directory: call line for each line of the answer (one JSON
+ * document, or JSON Lines). Returns 0, or a negative code with diag (sent to
+ * the client as the answer's error). Runs on a threadpool thread. data is
+ * config->inspect_data. */
+typedef int (*tdm_uv_inspect_cb)(void *data, uint16_t type, uint8_t flags, tdm_uv_line_cb line,
+                                 void *line_data, struct tdm_diag *diag);
+
 /* Copy what the status callback needs of loop-thread state (a replica's view
  * of the cluster) into snapshot, config->snapshot_size bytes. Loop thread. */
 typedef void (*tdm_uv_snapshot_cb)(void *data, void *snapshot);
@@ -79,6 +108,13 @@ struct tdm_uv_server_config {
     /* NULL: status gets snapshot NULL. Else run before each status request. */
     tdm_uv_snapshot_cb snapshot;
     size_t snapshot_size;
+    /* NULL: SWITCHOVER and FAILOVER are answered TANDEM_EINVALID (a standalone
+     * node). Else they are handed to it. */
+    tdm_uv_command_cb command;
+    /* NULL: HISTORY and QUARANTINE are answered TANDEM_EINVALID. Else run on
+     * the threadpool with inspect_data (not data: it reads files only). */
+    tdm_uv_inspect_cb inspect;
+    void *inspect_data;
 };
 
 /* What tdm_uv_serve() runs beside the server on its loop (a replicated node's
@@ -219,6 +255,12 @@ struct tdm_uv_cluster_config {
     uint32_t unverified_bound_s;     /* Degraded once a copy is unverified this long. */
     uint64_t verify_interval_ms;     /* A checkpoint per backup this often. */
     uint64_t scrub_bytes_per_second; /* The background scrubber's rate. */
+    uint64_t scrub_pause_ms;         /* Between two scrub passes. */
+    bool repair_off;                 /* [verification] repair = off: damage is only reported. */
+    /* Switchover (docs/PROTOCOL.md §8, docs/OPERATIONS.md "Switchover"). */
+    uint64_t switchover_interval_ms;                           /* 0: no periodic switchover. */
+    uint32_t rotation_count;                                   /* 0: every node in id order. */
+    char rotation[TDM_UV_NODES_MAX][TDM_UV_NAME_SIZE_MAX + 1]; /* Node ids, each once. */
 };
 
 #define TDM_UV_UNVERIFIED_BOUND_S_DEFAULT 60
@@ -258,8 +300,9 @@ struct tdm_uv_cluster_view {
     struct tdm_uv_node_view nodes[TDM_UV_NODES_MAX]; /* Sorted by id. */
     int64_t now_ns;                                  /* UTC when the view was taken. */
     int64_t started_ns;                              /* UTC when this node's adapter started. */
-    uint32_t unverified_bound_s;    /* A copy unverified this long makes the node degraded. */
-    struct tdm_uv_scrub_view scrub; /* This node's background scrubber. */
+    uint32_t unverified_bound_s;      /* A copy unverified this long makes the node degraded. */
+    struct tdm_uv_scrub_view scrub;   /* This node's background scrubber. */
+    struct tdm_uv_repair_view repair; /* Its repairs from verified copies. */
 };
 
 /* Check cluster (ids, addresses, primary, min_copies, deadline); on failure a

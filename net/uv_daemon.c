@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <netdb.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,7 @@
 #include "net/uv.h"
 #include "net/uv_link.h"
 #include "net/uv_node.h"
+#include "net/uv_repair.h"
 #include "net/uv_scrub.h"
 
 tdm_static_assert(TDM_UV_NODES_MAX == TDM_REPLICA_NODES_MAX);
@@ -49,6 +51,34 @@ tdm_static_assert(TDM_UV_NAME_SIZE_MAX == TDM_PROTO_NAME_SIZE_MAX);
 #define DAEMON_HEARTBEAT_MS  100u
 #define DAEMON_RETRANSMIT_MS 1000u
 #define DAEMON_HANDSHAKE_MS  2000u
+/* Operator commands (PROTOCOL.md §7.5): the answer comes at the latest this
+ * long after the request (the replica's own bounds, §8.5, are 2 s each); a
+ * switchover's DONE is answered once the new primary acts (it sent START
+ * here), waiting at most DAEMON_ACTING_MS for that. */
+#define DAEMON_COMMAND_MS      15000u
+#define DAEMON_ACTING_MS       5000u
+#define DAEMON_COMMAND_POLL_MS 5u
+#define DAEMON_ANSWER_SIZE     (64u * 1024)
+/* A dry run counts the records at risk per customer in this node's own copy,
+ * reading at most this many LSNs and naming at most this many customers. */
+#define DAEMON_RISK_LSNS_MAX      100000u
+#define DAEMON_RISK_CUSTOMERS_MAX 256u
+
+struct daemon;
+
+/* A SWITCHOVER or FAILOVER waiting for its outcome (PROTOCOL.md §7.5). */
+struct daemon_command {
+    struct daemon_command *next;
+    uint64_t request_id; /* The daemon's, given to the replica. */
+    bool failover;
+    uint32_t target_index; /* As asked; TDM_SWITCHOVER_NEXT for "next". */
+    uint64_t deadline_ms;  /* uv_now() bound on the answer. */
+    bool decided;          /* A final report came (in report). */
+    uint64_t acting_deadline_ms;
+    struct tdm_report report;
+    tdm_uv_command_done_cb done;
+    void *done_data;
+};
 
 struct daemon {
     struct tdm_uv_server_config server_config; /* With submit and snapshot set. */
@@ -62,8 +92,13 @@ struct daemon {
     uv_loop_t *loop;
     struct tdm_uv_server *server;
     struct tdm_uv_node *node;
-    struct tdm_uv_scrub *scrub; /* NULL if it could not start. */
-    int64_t started_ns;         /* UTC when the adapter started. */
+    struct tdm_uv_scrub *scrub;      /* NULL if it could not start. */
+    struct tdm_uv_repair *repair;    /* NULL: not running ([verification] repair = off). */
+    int64_t started_ns;              /* UTC when the adapter started. */
+    struct daemon_command *commands; /* Waiting for their outcome. */
+    uint64_t command_next_id;
+    uv_timer_t command_timer; /* Polls commands while any waits. */
+    bool command_timer_open;
 };
 
 /* One append in flight through the adapter. */
@@ -196,6 +231,29 @@ int tdm_uv_cluster_check(const struct tdm_uv_cluster_config *cluster, struct tdm
         tdm_diag_printf(diag, "[replication] write_deadline_ms %" PRIu64 ": must be 1 to %d",
                         cluster->write_deadline_ms, TDM_REPLICA_WRITE_DEADLINE_MS_MAX);
         return TANDEM_EINVALID;
+    }
+    if (cluster->rotation_count > cluster->node_count) {
+        tdm_diag_printf(diag, "[replication] rotation: %" PRIu32 " ids for %" PRIu32 " nodes",
+                        cluster->rotation_count, cluster->node_count);
+        return TANDEM_EINVALID;
+    }
+    for (uint32_t i = 0; i < cluster->rotation_count; i++) {
+        bool known = false;
+        for (uint32_t j = 0; j < cluster->node_count; j++) {
+            known = known || strcmp(cluster->nodes[j].id, cluster->rotation[i]) == 0;
+        }
+        if (!known) {
+            tdm_diag_printf(diag, "[replication] rotation: '%s' is not this node nor any peer",
+                            cluster->rotation[i]);
+            return TANDEM_EINVALID;
+        }
+        for (uint32_t j = 0; j < i; j++) {
+            if (strcmp(cluster->rotation[j], cluster->rotation[i]) == 0) {
+                tdm_diag_printf(diag, "[replication] rotation: '%s' given twice",
+                                cluster->rotation[i]);
+                return TANDEM_EINVALID;
+            }
+        }
     }
     return 0;
 }
@@ -342,6 +400,7 @@ static void daemon_snapshot_verify(struct daemon *d, const struct tdm_replica_st
                                    ? d->cluster->unverified_bound_s
                                    : TDM_UV_UNVERIFIED_BOUND_S_DEFAULT;
     tdm_uv_scrub_view(d->scrub, &view->scrub);
+    tdm_uv_repair_view(d->repair, &view->repair);
     uint32_t self = status->self_index;
     bool primary = status->primary_index == self;
     for (uint32_t i = 0; i < status->node_count; i++) {
@@ -416,7 +475,355 @@ static int daemon_status(void *data, struct tandem *t, const void *snapshot, cha
     return d->status(d->status_data, t, snapshot, out, size);
 }
 
+/* ---- Operator commands: switchover, failover (PROTOCOL.md §7.5) --------------------- */
+
+/* The answer's "refusal" tokens (stable, for scripts); "reason" carries
+ * tdm_replica_refusal_name()'s sentence. */
+static const char *const command_refusal_tokens[TDM_REFUSAL__COUNT] = {
+    [TDM_REFUSAL_NOT_PRIMARY] = "not_primary",
+    [TDM_REFUSAL_NOT_BACKUP] = "not_backup",
+    [TDM_REFUSAL_IN_PROGRESS] = "in_progress",
+    [TDM_REFUSAL_BUSY] = "busy",
+    [TDM_REFUSAL_TARGET_UNKNOWN] = "target_unknown",
+    [TDM_REFUSAL_TARGET_SELF] = "target_self",
+    [TDM_REFUSAL_NO_TARGET] = "no_target",
+    [TDM_REFUSAL_TARGET_DOWN] = "target_down",
+    [TDM_REFUSAL_TARGET_LAGGING] = "target_lagging",
+    [TDM_REFUSAL_UNACKNOWLEDGED] = "unacknowledged",
+    [TDM_REFUSAL_TARGET_DIVERGED] = "target_diverged",
+    [TDM_REFUSAL_TARGET_TIMEOUT] = "target_timeout",
+    [TDM_REFUSAL_PRIMARY_ALIVE] = "primary_alive",
+    [TDM_REFUSAL_UNREACHABLE] = "unreachable",
+    [TDM_REFUSAL_NOT_HIGHEST] = "not_highest",
+    [TDM_REFUSAL_SINGLE_COPY] = "single_copy",
+    [TDM_REFUSAL_STATE_CHANGED] = "state_changed",
+    [TDM_REFUSAL_EPOCH_AHEAD] = "epoch_ahead",
+    [TDM_REFUSAL_HIGHER_EPOCH] = "higher_epoch",
+    [TDM_REFUSAL_FAILED] = "failed",
+};
+
+static const char *command_refusal_token(uint32_t refusal)
+{
+    return refusal < TDM_REFUSAL__COUNT && command_refusal_tokens[refusal] != NULL
+               ? command_refusal_tokens[refusal]
+               : "unknown";
+}
+
+/* Bytes appended to a fixed answer buffer; truncation is caught by the caller. */
+struct daemon_text {
+    char *data;
+    size_t size;
+    size_t used;
+};
+
+static void text_add(struct daemon_text *text, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void text_add(struct daemon_text *text, const char *format, ...)
+{
+    if (text->used + 1 >= text->size) {
+        return;
+    }
+    va_list args;
+    va_start(args, format);
+    int n = vsnprintf(text->data + text->used, text->size - text->used, format, args);
+    va_end(args);
+    text->used += n > 0 ? (size_t)n : 0;
+    if (text->used >= text->size) {
+        text->used = text->size - 1;
+    }
+}
+
+struct daemon_risk {
+    uint32_t customer_count;
+    uint32_t customers[DAEMON_RISK_CUSTOMERS_MAX];
+    uint64_t records[DAEMON_RISK_CUSTOMERS_MAX];
+    uint64_t other_records; /* Of customers beyond the table. */
+};
+
+static int risk_record_cb(void *data, uint64_t lsn, const struct tandem_record *record)
+{
+    struct daemon_risk *risk = data;
+    (void)lsn;
+    uint32_t customer = record->type == TANDEM_RECORD_MESSAGE ? record->message.customer_id
+                                                              : record->customer.customer_id;
+    for (uint32_t i = 0; i < risk->customer_count; i++) {
+        if (risk->customers[i] == customer) {
+            risk->records[i]++;
+            return 0;
+        }
+    }
+    if (risk->customer_count < DAEMON_RISK_CUSTOMERS_MAX) {
+        risk->customers[risk->customer_count] = customer;
+        risk->records[risk->customer_count++] = 1;
+    } else {
+        risk->other_records++;
+    }
+    return 0;
+}
+
+/* The records at risk that this node's own copy holds, per customer (DESIGN:
+ * a dry run names "how many records of which customers"). LSNs beyond its log
+ * are not known here: "known_last" says how far it could count. */
+static void command_risk(struct daemon *d, const struct tdm_report *report,
+                         struct daemon_text *text)
+{
+    struct tandem_status st;
+    uint64_t last = 0;
+    if (tandem_status(d->server_config.t, &st) == 0) {
+        last = st.lsn_last;
+    }
+    uint64_t first = report->risk_lsn_first;
+    uint64_t known_last = report->risk_lsn_last < last ? report->risk_lsn_last : last;
+    if (known_last >= first && known_last - first >= DAEMON_RISK_LSNS_MAX) {
+        known_last = first + DAEMON_RISK_LSNS_MAX - 1;
+    }
+    static struct daemon_risk risk; /* Loop thread only. */
+    memset(&risk, 0, sizeof(risk));
+    uint64_t counted = 0;
+    for (uint64_t lsn = first; lsn <= known_last; lsn++) {
+        struct tandem_diag diag = {{0}};
+        if (tandem_read(d->server_config.t, lsn, risk_record_cb, &risk, &diag) == 0) {
+            counted++;
+        }
+    }
+    text_add(text,
+             ", \"risk\": {\"lsn_first\": %" PRIu64 ", \"lsn_last\": %" PRIu64
+             ", \"counted_lsn_last\": %" PRIu64 ", \"records_counted\": %" PRIu64
+             ", \"unknown_lsn_first\": %" PRIu64 ", \"customers\": [",
+             first, report->risk_lsn_last, known_last >= first ? known_last : 0, counted,
+             known_last >= report->risk_lsn_last ? 0
+                                                 : (known_last >= first ? known_last + 1 : first));
+    for (uint32_t i = 0; i < risk.customer_count; i++) {
+        text_add(text, "%s{\"customer_id\": %" PRIu32 ", \"records\": %" PRIu64 "}",
+                 i == 0 ? "" : ", ", risk.customers[i], risk.records[i]);
+    }
+    text_add(text, "], \"other_customers_records\": %" PRIu64 "}", risk.other_records);
+}
+
+/* The answer document of a decided command (PROTOCOL.md §7.5). */
+static void command_answer_text(struct daemon *d, const struct daemon_command *c, bool acting,
+                                struct daemon_text *text)
+{
+    const struct tdm_report *r = &c->report;
+    struct tdm_replica_status status;
+    tdm_uv_node_status(d->node, &status);
+    char line[512];
+    tdm_uv_node_report_line(d->node, r, line, sizeof(line));
+    text_add(text, "{\"command\": \"%s\", \"node\": \"%s\", \"outcome\": \"%s\"",
+             c->failover ? "failover" : "switchover",
+             d->frame_cluster.node_ids[d->frame_cluster.self_index],
+             tdm_replica_outcome_name(r->outcome));
+    if (r->refusal != 0) {
+        text_add(text, ", \"refusal\": \"%s\", \"reason\": \"%s\"",
+                 command_refusal_token(r->refusal), tdm_replica_refusal_name(r->refusal));
+    } else {
+        text_add(text, ", \"refusal\": null, \"reason\": null");
+    }
+    if (r->node_index < d->frame_cluster.node_count) {
+        text_add(text, ", \"refusal_node\": \"%s\"", d->frame_cluster.node_ids[r->node_index]);
+    } else {
+        text_add(text, ", \"refusal_node\": null");
+    }
+    if (r->target_index < d->frame_cluster.node_count) {
+        text_add(text, ", \"target\": \"%s\"", d->frame_cluster.node_ids[r->target_index]);
+    } else {
+        text_add(text, ", \"target\": null");
+    }
+    text_add(text,
+             ", \"primary\": \"%s\", \"current_epoch\": %" PRIu64
+             ", \"acting\": %s, \"epoch\": %" PRIu64 ", \"lsn\": %" PRIu64
+             ", \"pause_ms\": %" PRIu64,
+             d->frame_cluster.node_ids[status.primary_index], status.epoch,
+             acting ? "true" : "false", r->epoch, r->lsn, r->pause_ms);
+    if (c->failover) {
+        text_add(text, ", \"nodes\": [");
+        for (uint32_t i = 0; i < r->node_count && i < d->frame_cluster.node_count; i++) {
+            const struct tdm_report_node *n = &r->nodes[i];
+            text_add(text,
+                     "%s{\"id\": \"%s\", \"answered\": %s, \"role\": \"%s\", \"epoch\": %" PRIu64
+                     ", \"last_epoch\": %" PRIu64 ", \"last_lsn\": %" PRIu64
+                     ", \"durable_lsn\": %" PRIu64 ", \"commit_lsn\": %" PRIu64
+                     ", \"primary_seen\": %s, \"refusal\": %s%s%s}",
+                     i == 0 ? "" : ", ", d->frame_cluster.node_ids[i],
+                     n->answered ? "true" : "false",
+                     n->answered ? tdm_replica_role_name((enum tdm_role)n->role) : "unknown",
+                     n->epoch, n->last_epoch, n->last_lsn, n->durable_lsn, n->commit_lsn,
+                     n->primary_seen ? "true" : "false", n->refusal != 0 ? "\"" : "",
+                     n->refusal != 0 ? command_refusal_token(n->refusal) : "null",
+                     n->refusal != 0 ? "\"" : "");
+        }
+        text_add(text, "]");
+        if (r->risk_lsn_first != 0) {
+            command_risk(d, r, text);
+        } else {
+            text_add(text, ", \"risk\": null");
+        }
+    }
+    text_add(text, ", \"message\": \"%s\"}", line);
+}
+
+static void command_timer_closed(uv_handle_t *handle)
+{
+    (void)handle;
+}
+
+/* Answer c (unlinked by the caller) and free it. */
+static void command_answer(struct daemon *d, struct daemon_command *c, bool acting)
+{
+    struct daemon_text text = {.data = tdm_malloc(DAEMON_ANSWER_SIZE), .size = DAEMON_ANSWER_SIZE};
+    if (text.data == NULL) {
+        c->done(c->done_data, -ENOMEM, "out of memory");
+    } else if (!c->decided) {
+        snprintf(text.data, text.size,
+                 "no outcome within %u s: see tandem status and the node's trace",
+                 DAEMON_COMMAND_MS / 1000);
+        c->done(c->done_data, -ETIMEDOUT, text.data);
+    } else {
+        command_answer_text(d, c, acting, &text);
+        if (text.used + 1 >= text.size) {
+            c->done(c->done_data, -ENOBUFS, "answer too large");
+        } else {
+            c->done(c->done_data, 0, text.data);
+        }
+    }
+    tdm_free(text.data);
+    tdm_free(c);
+}
+
+/* The new primary acts, as far as this node can tell. */
+static bool command_acting(struct daemon *d, const struct daemon_command *c)
+{
+    struct tdm_replica_status status;
+    tdm_uv_node_status(d->node, &status);
+    const struct tdm_report *r = &c->report;
+    if (c->failover || r->outcome != TDM_OUTCOME_DONE) {
+        return status.role == TDM_ROLE_PRIMARY;
+    }
+    return status.role == TDM_ROLE_BACKUP && status.primary_index == r->target_index &&
+           status.epoch >= r->epoch && r->target_index < status.node_count &&
+           status.nodes[r->target_index].link >= TDM_LINK_SYNCING;
+}
+
+static void command_timer_cb(uv_timer_t *timer)
+{
+    struct daemon *d = timer->data;
+    uint64_t now = uv_now(d->loop);
+    struct daemon_command **link = &d->commands;
+    while (*link != NULL) {
+        struct daemon_command *c = *link;
+        bool answer = false;
+        bool acting = false;
+        if (!c->decided) {
+            answer = now >= c->deadline_ms;
+        } else if (!c->failover && c->report.outcome == TDM_OUTCOME_DONE) {
+            acting = command_acting(d, c);
+            answer = acting || now >= c->acting_deadline_ms;
+        } else {
+            acting = command_acting(d, c);
+            answer = true;
+        }
+        if (answer) {
+            *link = c->next;
+            command_answer(d, c, acting);
+        } else {
+            link = &c->next;
+        }
+    }
+    if (d->commands == NULL) {
+        uv_timer_stop(&d->command_timer);
+    }
+}
+
+static void command_timer_arm(struct daemon *d, uint64_t timeout)
+{
+    uv_timer_start(&d->command_timer, command_timer_cb, timeout, DAEMON_COMMAND_POLL_MS);
+}
+
+/* tdm_uv_node_report_cb: a command's report (inside the node's step: the
+ * answer is left to the timer, which runs after it). */
+static void daemon_report(void *data, const struct tdm_report *report)
+{
+    struct daemon *d = data;
+    for (struct daemon_command *c = d->commands; c != NULL; c = c->next) {
+        if (c->request_id != report->request_id || c->decided) {
+            continue;
+        }
+        if (report->outcome == TDM_OUTCOME_STARTED) {
+            return;
+        }
+        c->report = *report;
+        c->decided = true;
+        c->acting_deadline_ms = uv_now(d->loop) + DAEMON_ACTING_MS;
+        command_timer_arm(d, 0);
+        return;
+    }
+}
+
+/* tdm_uv_command_cb. */
+static int daemon_command(void *data, bool failover, const char *target, uint32_t flags,
+                          tdm_uv_command_done_cb done, void *done_data, struct tdm_diag *diag)
+{
+    struct daemon *d = data;
+    const struct tdm_frame_cluster *fc = &d->frame_cluster;
+    uint32_t target_index = TDM_SWITCHOVER_NEXT;
+    if (target[0] != '\0') {
+        for (uint32_t i = 0; i < fc->node_count; i++) {
+            if (strcmp(fc->node_ids[i], target) == 0) {
+                target_index = i;
+            }
+        }
+        if (target_index == TDM_SWITCHOVER_NEXT) {
+            tdm_diag_printf(diag, "no node '%s' in cluster %s", target, fc->name);
+            return TANDEM_EINVALID;
+        }
+    }
+    if (failover && target_index != fc->self_index) {
+        tdm_diag_printf(diag,
+                        "this is node %s: send the failover to the node it promotes (%s), with "
+                        "--node at its address",
+                        fc->node_ids[fc->self_index], target);
+        return TANDEM_EINVALID;
+    }
+    if (d->node == NULL) {
+        tdm_diag_printf(diag, "replication is stopping");
+        return TANDEM_ECANCELED;
+    }
+    struct daemon_command *c = tdm_calloc(1, sizeof(*c));
+    if (c == NULL) {
+        tdm_diag_printf(diag, "out of memory");
+        return -ENOMEM;
+    }
+    c->request_id = ++d->command_next_id;
+    c->failover = failover;
+    c->target_index = target_index;
+    c->deadline_ms = uv_now(d->loop) + DAEMON_COMMAND_MS;
+    c->done = done;
+    c->done_data = done_data;
+    c->next = d->commands;
+    d->commands = c;
+    int rv = failover ? tdm_uv_node_failover(d->node, c->request_id,
+                                             (flags & TDM_PROTO_FAILOVER_FORCE) != 0,
+                                             (flags & TDM_PROTO_FAILOVER_DRY_RUN) != 0)
+                      : tdm_uv_node_switchover(d->node, c->request_id, target_index, true);
+    if (rv != 0) {
+        d->commands = c->next;
+        tdm_free(c);
+        tdm_diag_printf(diag, "the node cannot take a command now");
+        return rv;
+    }
+    command_timer_arm(d, c->decided ? 0 : DAEMON_COMMAND_POLL_MS);
+    return 0;
+}
+
 /* ---- The adapter beside the server ------------------------------------------------ */
+
+/* FETCH and FETCHED from a peer (PROTOCOL.md §9.4): the repairer's. */
+static void daemon_repair(void *data, uint32_t index, const struct tdm_proto_msg *msg)
+{
+    struct daemon *d = data;
+    tdm_uv_repair_receive(d->repair, index, msg);
+}
 
 static bool daemon_client(void *data, struct tdm_uv_link *link)
 {
@@ -463,19 +870,43 @@ static int daemon_start(void *data, struct uv_loop_s *loop, struct tdm_uv_server
         .handshake_ms = DAEMON_HANDSHAKE_MS,
         .on_client = daemon_client,
         .client_data = d,
+        .on_repair = daemon_repair,
+        .repair_data = d,
         .verify_interval_ms = cluster->verify_interval_ms,
+        .switchover_interval_ms = cluster->switchover_interval_ms,
+        .rotation_count = cluster->rotation_count,
+        .on_report = daemon_report,
+        .report_data = d,
     };
+    for (uint32_t i = 0; i < cluster->rotation_count; i++) {
+        for (uint32_t j = 0; j < d->frame_cluster.node_count; j++) {
+            if (strcmp(cluster->rotation[i], d->frame_cluster.node_ids[j]) == 0) {
+                config.rotation[i] = j;
+            }
+        }
+    }
+    uv_timer_init(loop, &d->command_timer);
+    d->command_timer.data = d;
+    d->command_timer_open = true;
     int rv = tdm_uv_node_start(loop, &config, &d->node, diag);
     if (rv != 0) {
+        uv_close((uv_handle_t *)&d->command_timer, command_timer_closed);
+        d->command_timer_open = false;
         tdm_diag_wrapf(diag, "listen %s", daemon_self_addr(d));
         return rv;
     }
     d->started_ns = daemon_wall_ns();
     struct tdm_diag scrub_diag = {{0}};
     if (tdm_uv_scrub_start(d->server_config.t, cluster->dir, cluster->scrub_bytes_per_second,
-                           &d->scrub, &scrub_diag) != 0) {
+                           cluster->scrub_pause_ms, &d->scrub, &scrub_diag) != 0) {
         tdm_tracef("node %s: no background scrub: %s", cluster->self_id, scrub_diag.message);
         d->scrub = NULL;
+    }
+    if (d->scrub != NULL && !cluster->repair_off &&
+        tdm_uv_repair_start(loop, d->server_config.t, d->node, d->scrub, &d->frame_cluster,
+                            &d->repair, &scrub_diag) != 0) {
+        tdm_tracef("node %s: no repair: %s", cluster->self_id, scrub_diag.message);
+        d->repair = NULL;
     }
     for (uint32_t i = 0; i < d->frame_cluster.node_count; i++) {
         if (i != self) {
@@ -498,8 +929,19 @@ static void daemon_node_closed(void *data)
 static void daemon_stop(void *data)
 {
     struct daemon *d = data;
+    tdm_uv_repair_stop(d->repair); /* Frees itself once its jobs ended. */
+    d->repair = NULL;
     tdm_uv_scrub_stop(d->scrub); /* Blocks until its pass stops: ~0.1 s. */
     d->scrub = NULL;
+    while (d->commands != NULL) { /* None: the server answered all before it closed. */
+        struct daemon_command *c = d->commands;
+        d->commands = c->next;
+        command_answer(d, c, false);
+    }
+    if (d->command_timer_open) {
+        uv_close((uv_handle_t *)&d->command_timer, command_timer_closed);
+        d->command_timer_open = false;
+    }
     if (d->node != NULL) {
         tdm_uv_node_close(d->node, daemon_node_closed, d);
     }
@@ -528,6 +970,7 @@ int tdm_uv_serve_replicated(const struct tdm_uv_server_config *server_config,
     d->server_config.submit = daemon_submit;
     d->server_config.snapshot = daemon_snapshot;
     d->server_config.snapshot_size = sizeof(struct tdm_uv_cluster_view);
+    d->server_config.command = daemon_command;
     struct tdm_uv_serve_hooks hooks = {.start = daemon_start, .stop = daemon_stop, .data = d};
     rv = tdm_uv_serve(&d->server_config, &hooks, control, diag);
     tdm_tls_config_close(&d->tls);

@@ -4,12 +4,17 @@
  *
  * Happy path, primary: a client write is encoded and SUBMITted; the replica
  * hands it back as a LOCAL write once its epoch is persisted; group commit
- * appends it; the commit thread's callback queues the completion (with the
- * log's end after the batch) and wakes the loop (uv_async); the loop reports
- * APPENDED, PERSISTED(LOG) and PERSISTED(WRITE); the replica asks for APPEND
- * sends, which read the batches from the log on the threadpool (located by
- * LSN with tdm_log_locate(), read with one pread per run of batches) and go
- * out on the backup's link; ACKs come back; the replica's results call the
+ * appends it. The commit thread calls written_cb once the batch is written,
+ * before its fdatasync: it queues a copy of the batch and wakes the loop
+ * (uv_async), which reports APPENDED and keeps the copy in the ship cache;
+ * the replica asks for APPEND sends at once, which go out on the backup's
+ * link from the cache while the local fdatasync runs (PROTOCOL.md §5.4; in
+ * the epoch's first batch the replica waits for it). After the fdatasync the
+ * commit thread's callback queues each write's completion (with the log's end
+ * after the batch); the loop reports PERSISTED(LOG) and PERSISTED(WRITE). An
+ * APPEND range the cache does not hold (catch-up, resends) is read from the
+ * log on the threadpool (located by LSN with tdm_log_locate(), read with one
+ * pread per run of batches). ACKs come back; the replica's results call the
  * write's callback.
  * Backup: HELLO, START (maybe a cut and a history to persist), READY, then
  * APPENDs whose batches are verified, appended on the threadpool one disk job
@@ -29,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "engine/base/alloc.h"
@@ -68,7 +74,8 @@ struct node_write {
     void *data;
 };
 
-/* A LOCAL write handed to group commit; completed on the commit thread. */
+/* A LOCAL write handed to group commit; completed on the commit thread. Or
+ * (written) a local batch just written, not yet durable (written_cb). */
 struct node_commit {
     struct node_commit *next;
     struct tdm_uv_node *node;
@@ -77,7 +84,23 @@ struct node_commit {
     int status;
     uint64_t lsn_first;
     struct tandem_status log; /* The log right after the batch. */
+    bool written;             /* A written batch, not a write's completion: */
+    struct tdm_batch_header header;
+    uint8_t *bytes; /* its bytes as written (header and compressed body), owned; */
+    uint32_t size;  /* bytes of it. */
 };
+
+/* A local batch kept after it was written, so that an APPEND of it goes out
+ * without reading the log (the ship cache). */
+struct node_cached {
+    struct tdm_batch_header header;
+    uint8_t *bytes; /* Owned. */
+    uint32_t size;
+};
+
+#define NODE_CACHE_BATCHES  256u        /* Newest local batches kept for shipping... */
+#define NODE_CACHE_SIZE_MAX (16u << 20) /* ...and at most this many bytes of them. */
+tdm_static_assert(NODE_CACHE_SIZE_MAX >= 2 * (size_t)TDM_BATCH_RAW_SIZE_MAX);
 
 enum node_job_kind {
     NODE_JOB_EPOCHS = 1,
@@ -156,9 +179,19 @@ struct tdm_uv_node {
     uint32_t reconnect_ms;
     bool (*config_on_client)(void *data, struct tdm_uv_link *link); /* May be NULL. */
     void *config_client_data;
+    void (*config_on_repair)(void *data, uint32_t index, const struct tdm_proto_msg *msg);
+    void *config_repair_data; /* Both from the config; on_repair may be NULL. */
     struct tdm_uv_listener *listener;
     uv_timer_t deadline_timer;
     uv_timer_t reconnect_timer;
+    uv_timer_t schedule_timer; /* switchover_interval (runs only when it is set). */
+    uint64_t switchover_interval_ms;
+    bool schedule_primary;        /* Acting primary at the last step: the interval restarts
+                                     when a node begins to act, so each primary holds the
+                                     role a whole interval (not the rest of another's). */
+    uint64_t schedule_request_id; /* The schedule's next request id. */
+    tdm_uv_node_report_cb on_report;
+    void *report_data;
     uv_async_t async;
     uint32_t handles_open;
     struct node_peer peers[TDM_REPLICA_NODES_MAX];
@@ -166,6 +199,7 @@ struct tdm_uv_node {
     struct tdm_actions actions;
     struct tdm_frame frame; /* Scratch: received or to send. */
     struct tdm_proto_msg msg;
+    struct tdm_uv_node_traffic traffic; /* Frames sent to other nodes. */
     bool stepping;
     bool closing;
     bool failed;
@@ -190,7 +224,14 @@ struct tdm_uv_node {
     uint32_t commits_running;
     uint64_t appended_lsn;
     uint64_t appended_bytes;
-    uint32_t sealed_count;       /* Sealed segments as of the last APPENDED. */
+    uint64_t persisted_lsn; /* Of the last PERSISTED(LOG) of local batches. */
+    uint32_t sealed_count;  /* Sealed segments as of the last APPENDED. */
+    /* The ship cache: the newest local batches, consecutive, oldest at
+     * cache_head (a ring). Emptied by a cut and by received batches. */
+    struct node_cached cache[NODE_CACHE_BATCHES];
+    uint32_t cache_head;
+    uint32_t cache_count;
+    size_t cache_size;
     struct tdm_uv_verify verify; /* Reads of chain hashes, DIR/verified (PROTOCOL.md §9). */
     /* Planted bug only: PERSISTED(LOG) to report right after this step. */
     uint64_t planted_lsn; /* 0: none. */
@@ -199,11 +240,23 @@ struct tdm_uv_node {
 
 static void node_step(struct tdm_uv_node *node, struct tdm_event *event);
 static void node_maybe_finish(struct tdm_uv_node *node);
+static void cache_clear(struct tdm_uv_node *node);
+static void schedule_cb(uv_timer_t *timer);
 
 static uint64_t node_now(struct tdm_uv_node *node)
 {
     uv_update_time(node->loop);
     return uv_now(node->loop) + 1; /* Never 0. */
+}
+
+/* Unix ms for the epoch history's times (never for timing). */
+static uint64_t node_wall_ms(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_REALTIME, &ts) != 0) {
+        return 0; /* Unknown: the entry gets no time. */
+    }
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 /* ---- DIR/epochs (docs/FORMAT.md "Epoch history") ----------------------------- */
@@ -348,28 +401,46 @@ static void job_work(uv_work_t *work)
         hash_from_log(&job->chain_hash, st.chain_hash);
         break;
     }
-    case NODE_JOB_APPEND:
-        for (const struct node_job *part = job; part != NULL && job->status == 0;
-             part = part->merged) {
-            size_t offset = 0;
-            for (uint32_t i = 0; i < part->batch_count && job->status == 0; i++) {
-                /* Through the commit thread, which also hands it to the index
-                 * thread: queries on this backup see it (engine/node.h). One
-                 * fdatasync, after the last batch of the last part. */
-                struct tdm_batch_header header;
-                bool last = i + 1 == part->batch_count && part->merged == NULL;
-                job->status = tdm_node_append_received(node->t, part->bytes + offset,
-                                                       part->sizes[i], last, &header, &job->diag);
-                if (job->status == 0) {
-                    job->lsn_last = tdm_batch_lsn_last(&header);
-                    job->last_epoch = header.epoch;
-                    memcpy(job->chain_hash.bytes, header.chain_hash.bytes,
-                           sizeof(job->chain_hash.bytes));
-                }
-                offset += part->sizes[i];
-            }
+    case NODE_JOB_APPEND: {
+        /* Through the commit thread, which also hands them to the index
+         * thread: queries on this backup see them (engine/node.h). Every
+         * batch of every part in one call: appended back to back, one
+         * fdatasync after the last (group commit). */
+        uint32_t count = 0;
+        for (const struct node_job *part = job; part != NULL; part = part->merged) {
+            count += part->batch_count;
         }
+        const uint8_t **bytes = tdm_malloc(count * sizeof(*bytes));
+        size_t *sizes = tdm_malloc(count * sizeof(*sizes));
+        struct tdm_batch_header *headers = tdm_malloc(count * sizeof(*headers));
+        uint32_t appended = 0;
+        if (bytes == NULL || sizes == NULL || headers == NULL) {
+            tdm_diag_printf(&job->diag, "out of memory for %" PRIu32 " batches", count);
+            job->status = -ENOMEM;
+        } else {
+            uint32_t n = 0;
+            for (const struct node_job *part = job; part != NULL; part = part->merged) {
+                size_t offset = 0;
+                for (uint32_t i = 0; i < part->batch_count; i++, n++) {
+                    bytes[n] = part->bytes + offset;
+                    sizes[n] = part->sizes[i];
+                    offset += part->sizes[i];
+                }
+            }
+            job->status = tdm_node_append_received_many(node->t, count, bytes, sizes, headers,
+                                                        &appended, &job->diag);
+        }
+        if (appended > 0) {
+            const struct tdm_batch_header *last = &headers[appended - 1];
+            job->lsn_last = tdm_batch_lsn_last(last);
+            job->last_epoch = last->epoch;
+            memcpy(job->chain_hash.bytes, last->chain_hash.bytes, sizeof(job->chain_hash.bytes));
+        }
+        tdm_free(bytes);
+        tdm_free(sizes);
+        tdm_free(headers);
         break;
+    }
     }
 }
 
@@ -395,6 +466,10 @@ static void job_done(uv_work_t *work, int status)
         event.persisted.kind = TDM_PERSISTED_EPOCHS;
         break;
     case NODE_JOB_CUT:
+        /* The log may be shorter now: what local batches report starts here. */
+        cache_clear(node);
+        node->appended_lsn = job->lsn_last;
+        node->persisted_lsn = job->lsn_last;
         event.persisted.kind = TDM_PERSISTED_CUT;
         event.persisted.lsn_last = job->lsn_last;
         event.persisted.last_epoch = job->last_epoch;
@@ -463,7 +538,105 @@ static void job_push(struct tdm_uv_node *node, struct node_job *job)
     job_start_next(node);
 }
 
+/* ---- the ship cache ------------------------------------------------------------- */
+
+static struct node_cached *cache_at(struct tdm_uv_node *node, uint32_t position)
+{
+    tdm_assert(position < node->cache_count);
+    return &node->cache[(node->cache_head + position) % NODE_CACHE_BATCHES];
+}
+
+static void cache_drop_oldest(struct tdm_uv_node *node)
+{
+    tdm_assert(node->cache_count > 0);
+    struct node_cached *oldest = cache_at(node, 0);
+    tdm_assert(node->cache_size >= oldest->size);
+    node->cache_size -= oldest->size;
+    tdm_free(oldest->bytes);
+    oldest->bytes = NULL;
+    node->cache_head = (node->cache_head + 1) % NODE_CACHE_BATCHES;
+    node->cache_count--;
+}
+
+static void cache_clear(struct tdm_uv_node *node)
+{
+    while (node->cache_count > 0) {
+        cache_drop_oldest(node);
+    }
+    tdm_assert(node->cache_size == 0);
+}
+
+/* Keep a written local batch (bytes taken); a batch that does not follow the
+ * newest kept one starts the cache afresh. */
+static void cache_put(struct tdm_uv_node *node, const struct tdm_batch_header *header,
+                      uint8_t *bytes, uint32_t size)
+{
+    if (node->cache_count > 0 &&
+        tdm_batch_lsn_last(&cache_at(node, node->cache_count - 1)->header) + 1 !=
+            header->lsn_first) {
+        cache_clear(node);
+    }
+    while (node->cache_count > 0 && (node->cache_count == NODE_CACHE_BATCHES ||
+                                     node->cache_size + size > NODE_CACHE_SIZE_MAX)) {
+        cache_drop_oldest(node);
+    }
+    tdm_assert(size <= NODE_CACHE_SIZE_MAX); /* A batch holds at most 8 MiB of records. */
+    struct node_cached *entry =
+        &node->cache[(node->cache_head + node->cache_count) % NODE_CACHE_BATCHES];
+    entry->header = *header;
+    entry->bytes = bytes;
+    entry->size = size;
+    node->cache_count++;
+    node->cache_size += size;
+}
+
+/* The position of the kept batch that starts at lsn, or cache_count. */
+static uint32_t cache_find(struct tdm_uv_node *node, uint64_t lsn)
+{
+    uint32_t low = 0;
+    uint32_t high = node->cache_count;
+    while (low < high) {
+        uint32_t middle = low + (high - low) / 2;
+        if (tdm_batch_lsn_last(&cache_at(node, middle)->header) < lsn) {
+            low = middle + 1;
+        } else {
+            high = middle;
+        }
+    }
+    return low < node->cache_count && cache_at(node, low)->header.lsn_first == lsn
+               ? low
+               : node->cache_count;
+}
+
 /* ---- group commit (primary LOCAL writes) ---------------------------------------- */
+
+/* Commit thread: a local batch is written, not yet fdatasync'd. Queue a copy
+ * for the loop, which reports APPENDED and ships it (PROTOCOL.md §5.4). */
+static void written_cb(void *data, const struct tdm_batch_header *header, const uint8_t *bytes,
+                       size_t size)
+{
+    struct tdm_uv_node *node = data;
+    struct node_commit *c = tdm_calloc(1, sizeof(*c));
+    tdm_assert(c != NULL); /* Small and bounded; out of memory here is fatal (job_new). */
+    uint8_t *copy = tdm_malloc(size);
+    tdm_assert(copy != NULL); /* At most one batch, as write_received's copy. */
+    memcpy(copy, bytes, size);
+    c->node = node;
+    c->written = true;
+    c->header = *header;
+    c->bytes = copy;
+    c->size = (uint32_t)size;
+    tdm_log_status(node->log, &c->log);
+    pthread_mutex_lock(&node->mutex);
+    if (node->done_tail == NULL) {
+        node->done_head = c;
+    } else {
+        node->done_tail->next = c;
+    }
+    node->done_tail = c;
+    pthread_mutex_unlock(&node->mutex);
+    uv_async_send(&node->async);
+}
 
 /* Commit thread. */
 static void commit_cb(void *data, int status, uint64_t lsn_first)
@@ -494,9 +667,31 @@ static void async_cb(uv_async_t *async)
     pthread_mutex_unlock(&node->mutex);
     while (c != NULL) {
         struct node_commit *next = c->next;
+        if (c->written) {
+            if (!node->closing) {
+                struct tdm_event event = {.type = TDM_EVENT_APPENDED};
+                event.appended.lsn_last = tdm_batch_lsn_last(&c->header);
+                event.appended.size = c->size;
+                event.appended.epoch = c->header.epoch;
+                hash_from_log(&event.appended.chain_hash, c->header.chain_hash.bytes);
+                /* A segment is sealed right before the batch that starts the next. */
+                event.appended.sealed = c->log.sealed_count > node->sealed_count;
+                node->sealed_count = c->log.sealed_count;
+                node->appended_lsn = event.appended.lsn_last;
+                node->appended_bytes = c->log.log_bytes;
+                cache_put(node, &c->header, c->bytes, c->size);
+                c->bytes = NULL;
+                node_step(node, &event);
+            }
+            tdm_free(c->bytes);
+            tdm_free(c);
+            c = next;
+            continue;
+        }
         node->commits_running--;
         if (!node->closing) {
             if (c->status == 0 && c->log.lsn_last > node->appended_lsn) {
+                /* Not reported by written_cb (not set: nothing else appends). */
                 struct tdm_event event = {.type = TDM_EVENT_APPENDED};
                 event.appended.lsn_last = c->log.lsn_last;
                 event.appended.size = c->log.log_bytes > node->appended_bytes
@@ -510,6 +705,10 @@ static void async_cb(uv_async_t *async)
                 node->appended_lsn = c->log.lsn_last;
                 node->appended_bytes = c->log.log_bytes;
                 node_step(node, &event);
+            }
+            if (c->status == 0 && c->log.lsn_last > node->persisted_lsn) {
+                /* Durable: the commit thread calls back after the fdatasync. */
+                node->persisted_lsn = c->log.lsn_last;
                 struct tdm_event log = {.type = TDM_EVENT_PERSISTED};
                 log.persisted.kind = TDM_PERSISTED_LOG;
                 log.persisted.lsn_last = c->log.lsn_last;
@@ -574,6 +773,10 @@ static void link_send_frame(struct tdm_uv_node *node, uint32_t index, const stru
     int rv = tdm_frame_to_proto(frame, &node->cluster, &node->msg, &diag);
     if (rv == 0) {
         rv = tdm_uv_link_send(peer->link, &node->msg, &diag);
+    }
+    if (rv == 0 && frame->type < TDM_UV_NODE_TRAFFIC_TYPES) {
+        node->traffic.frames[frame->type]++;
+        node->traffic.bytes[frame->type] += tdm_proto_encoded_size(&node->msg);
     }
     if (rv != 0 && rv != TANDEM_EBUSY && rv != TANDEM_ECANCELED) {
         tdm_tracef("node %s: send type %u to %s: %s",
@@ -705,10 +908,67 @@ static void read_done(uv_work_t *work, int status)
         if (peer->reads_head == NULL) {
             peer->reads_tail = NULL;
         }
+        /* A read that failed (a batch failed its checksum, I/O) sent nothing:
+         * the replica hears of it (SHIP_FAILED, PROTOCOL.md §9.5). */
+        struct tdm_event failed = {.type = TDM_EVENT_SHIP_FAILED};
+        bool report = head->status != 0 && !node->closing && peer->link != NULL &&
+                      peer->generation == head->link_generation;
+        failed.ship_failed.node_index = head->node_index;
+        failed.ship_failed.lsn_first = head->lsn_first;
+        failed.ship_failed.lsn_last = head->lsn_last;
+        failed.ship_failed.status = head->status;
         read_send(node, head, 0);
         read_free(head);
+        if (report) {
+            node_step(node, &failed);
+        }
     }
     node_maybe_finish(node);
+}
+
+/* Fill r from the ship cache if it holds every batch of r's range. */
+static bool read_from_cache(struct tdm_uv_node *node, struct node_read *r)
+{
+    uint32_t first = cache_find(node, r->lsn_first);
+    uint32_t count = 0;
+    size_t total = 0;
+    uint64_t lsn = r->lsn_first;
+    while (first + count < node->cache_count && lsn <= r->lsn_last) {
+        const struct node_cached *entry = cache_at(node, first + count);
+        tdm_assert(entry->header.lsn_first == lsn); /* The cache is consecutive. */
+        lsn = tdm_batch_lsn_last(&entry->header) + 1;
+        total += entry->size;
+        count++;
+    }
+    if (count == 0 || lsn != r->lsn_last + 1) {
+        return false; /* Not (all) there: read the log. */
+    }
+    r->batches = tdm_malloc(count * sizeof(*r->batches));
+    r->headers = tdm_malloc(count * sizeof(*r->headers));
+    r->bytes = tdm_malloc(total);
+    if (r->batches == NULL || r->headers == NULL || r->bytes == NULL) {
+        tdm_free(r->batches);
+        tdm_free(r->headers);
+        tdm_free(r->bytes);
+        r->batches = NULL;
+        r->headers = NULL;
+        r->bytes = NULL;
+        return false;
+    }
+    size_t offset = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        const struct node_cached *entry = cache_at(node, first + i);
+        r->headers[i] = entry->header;
+        r->batches[i].lsn_first = entry->header.lsn_first;
+        r->batches[i].lsn_last = tdm_batch_lsn_last(&entry->header);
+        r->batches[i].location.size = entry->size;
+        memcpy(r->bytes + offset, entry->bytes, entry->size);
+        offset += entry->size;
+    }
+    r->batch_count = count;
+    r->batch_capacity = count;
+    r->status = 0;
+    return true;
 }
 
 static void send_append(struct tdm_uv_node *node, const struct tdm_send *send)
@@ -722,6 +982,18 @@ static void send_append(struct tdm_uv_node *node, const struct tdm_send *send)
     r->lsn_first = send->append.lsn_first;
     r->lsn_last = send->append.lsn_last;
     r->commit_lsn = send->append.commit_lsn;
+    struct node_peer *cached_peer = &node->peers[send->node_index];
+    if (read_from_cache(node, r)) {
+        if (cached_peer->reads_head == NULL) {
+            read_send(node, r, 0); /* Nothing older in flight to this backup. */
+            read_free(r);
+            return;
+        }
+        r->done = true; /* Sent once the reads before it are (read_done). */
+        cached_peer->reads_tail->next = r;
+        cached_peer->reads_tail = r;
+        return;
+    }
     r->work.data = r;
     int rv = uv_queue_work(node->loop, &r->work, read_work_real, read_done);
     tdm_assert(rv == 0);
@@ -763,6 +1035,7 @@ static void send_one(struct tdm_uv_node *node, const struct tdm_actions *actions
  * A bad batch closes the link to the primary (PROTOCOL.md §3.4). */
 static void write_received(struct tdm_uv_node *node, const struct tdm_action_write *write)
 {
+    cache_clear(node); /* The log now grows by the primary's batches, not ours. */
     size_t total = 0;
     for (uint32_t i = 0; i < write->batch_count; i++) {
         struct tdm_batch_header header;
@@ -889,12 +1162,21 @@ static void node_apply(struct tdm_uv_node *node)
         uint64_t timeout = a->deadline_ms > now ? a->deadline_ms - now : 0;
         uv_timer_start(&node->deadline_timer, deadline_cb, timeout, 0);
     }
+    for (uint32_t i = 0; i < a->report_count; i++) { /* Last: reports (PROTOCOL.md §8.0). */
+        char line[512];
+        tdm_uv_node_report_line(node, &a->reports[i], line, sizeof(line));
+        tdm_tracef("node %s: %s", node->cluster.node_ids[node->cluster.self_index], line);
+        if (node->on_report != NULL) {
+            node->on_report(node->report_data, &a->reports[i]);
+        }
+    }
 }
 
 static void node_step(struct tdm_uv_node *node, struct tdm_event *event)
 {
     tdm_assert(!node->stepping);
     event->now_ms = node_now(node);
+    event->wall_ms = node_wall_ms();
     if (event->now_ms < node->replica.now_ms) {
         event->now_ms = node->replica.now_ms;
     }
@@ -902,6 +1184,12 @@ static void node_step(struct tdm_uv_node *node, struct tdm_event *event)
     tdm_replica_step(&node->replica, event, &node->actions);
     node_apply(node);
     node->stepping = false;
+    bool primary = node->replica.role == TDM_ROLE_PRIMARY;
+    if (primary && !node->schedule_primary && node->switchover_interval_ms != 0 && !node->closing) {
+        uv_timer_start(&node->schedule_timer, schedule_cb, node->switchover_interval_ms,
+                       node->switchover_interval_ms);
+    }
+    node->schedule_primary = primary;
     if (TDM_PLANTED_BACKUP_ACK_BEFORE_FDATASYNC && node->planted_lsn != 0 && !node->closing) {
         struct tdm_event early = {.type = TDM_EVENT_PERSISTED};
         early.persisted.kind = TDM_PERSISTED_LOG;
@@ -959,6 +1247,12 @@ static void on_frame(struct tdm_uv_link *link, const struct tdm_proto_msg *msg, 
     struct node_peer *peer = data;
     struct tdm_uv_node *node = peer->node;
     if (peer->link != link || node->closing) {
+        return;
+    }
+    if (msg->type == TDM_PROTO_FETCH || msg->type == TDM_PROTO_FETCHED) {
+        if (node->config_on_repair != NULL) { /* Repair (PROTOCOL.md §9.4): not the replica's. */
+            node->config_on_repair(node->config_repair_data, peer->index, msg);
+        }
         return;
     }
     struct tdm_diag diag = {{0}};
@@ -1117,6 +1411,126 @@ static void replica_trace(void *data, const char *line)
     tdm_tracef("node %s: %s", node->cluster.node_ids[node->cluster.self_index], named);
 }
 
+/* ---- switchover and failover (PROTOCOL.md §8.0) ------------------------------------ */
+
+/* switchover_interval: the acting primary hands over to the next of the
+ * rotation (a backup's timer does nothing: it may be the primary later). */
+static void schedule_cb(uv_timer_t *timer)
+{
+    struct tdm_uv_node *node = timer->data;
+    if (node->closing || node->stepping || node->replica.role != TDM_ROLE_PRIMARY) {
+        return;
+    }
+    tdm_tracef("node %s: switchover_interval: scheduled switchover",
+               node->cluster.node_ids[node->cluster.self_index]);
+    struct tdm_event event = {.type = TDM_EVENT_SWITCHOVER};
+    event.switchover.request_id = node->schedule_request_id++;
+    event.switchover.target_index = TDM_SWITCHOVER_NEXT;
+    event.switchover.command = false;
+    node_step(node, &event);
+}
+
+const char *tdm_uv_node_id(const struct tdm_uv_node *node, uint32_t index)
+{
+    return index < node->cluster.node_count ? node->cluster.node_ids[index] : "?";
+}
+
+void tdm_uv_node_report_line(const struct tdm_uv_node *node, const struct tdm_report *report,
+                             char *out, size_t size)
+{
+    size_t used = 0;
+#define LINE_ADD(...)                                                                              \
+    do {                                                                                           \
+        int n_ = snprintf(out + used, size - used, __VA_ARGS__);                                   \
+        used += n_ > 0 ? (size_t)n_ : 0;                                                           \
+        used = used < size ? used : size - 1;                                                      \
+    } while (0)
+    tdm_assert(size > 0);
+    out[0] = '\0';
+    bool switchover = report->kind == TDM_REPORT_SWITCHOVER;
+    if (switchover) {
+        LINE_ADD("switchover %s%s",
+                 report->request_id >= TDM_UV_NODE_SCHEDULE_REQUEST_ID ? "(scheduled) " : "",
+                 "to ");
+        LINE_ADD("%s", report->target_index == TDM_SWITCHOVER_NEXT
+                           ? "next"
+                           : tdm_uv_node_id(node, report->target_index));
+    } else {
+        LINE_ADD("failover to %s", tdm_uv_node_id(node, report->target_index));
+    }
+    LINE_ADD(": %s", tdm_replica_outcome_name(report->outcome));
+    if (report->refusal != 0) {
+        LINE_ADD(": %s", tdm_replica_refusal_name(report->refusal));
+        if (report->node_index < node->cluster.node_count) {
+            LINE_ADD(" (node %s)", tdm_uv_node_id(node, report->node_index));
+        }
+    }
+    switch (report->outcome) {
+    case TDM_OUTCOME_STARTED:
+        LINE_ADD(switchover ? ", writes held" : ", probing every node");
+        break;
+    case TDM_OUTCOME_DONE:
+    case TDM_OUTCOME_ABANDONED:
+    case TDM_OUTCOME_DRY_RUN:
+        LINE_ADD(", %sepoch %" PRIu64,
+                 report->outcome == TDM_OUTCOME_DRY_RUN     ? "would open "
+                 : report->outcome == TDM_OUTCOME_ABANDONED ? "now in "
+                                                            : "",
+                 report->epoch);
+        LINE_ADD(", %s LSN %" PRIu64, switchover ? "handover at" : "durable", report->lsn);
+        if (switchover) {
+            LINE_ADD(", writes held %" PRIu64 " ms", report->pause_ms);
+        } else if (report->risk_lsn_first != 0) {
+            LINE_ADD(", at risk LSN %" PRIu64 "..%" PRIu64, report->risk_lsn_first,
+                     report->risk_lsn_last);
+        } else {
+            LINE_ADD(", nothing at risk");
+        }
+        break;
+    case TDM_OUTCOME_REFUSED:
+        LINE_ADD(", nothing changed");
+        break;
+    }
+#undef LINE_ADD
+}
+
+static int node_command_check(const struct tdm_uv_node *node)
+{
+    if (node->closing) {
+        return TANDEM_ECANCELED;
+    }
+    return node->stepping ? TANDEM_EBUSY : 0;
+}
+
+int tdm_uv_node_switchover(struct tdm_uv_node *node, uint64_t request_id, uint32_t target_index,
+                           bool command)
+{
+    int rv = node_command_check(node);
+    if (rv != 0) {
+        return rv;
+    }
+    struct tdm_event event = {.type = TDM_EVENT_SWITCHOVER};
+    event.switchover.request_id = request_id;
+    event.switchover.target_index = target_index;
+    event.switchover.command = command;
+    node_step(node, &event);
+    return 0;
+}
+
+int tdm_uv_node_failover(struct tdm_uv_node *node, uint64_t request_id, bool force, bool dry_run)
+{
+    int rv = node_command_check(node);
+    if (rv != 0) {
+        return rv;
+    }
+    struct tdm_event event = {.type = TDM_EVENT_FAILOVER};
+    event.failover.request_id = request_id;
+    event.failover.force = force;
+    event.failover.dry_run = dry_run;
+    node_step(node, &event);
+    return 0;
+}
+
 /* ---- public ------------------------------------------------------------------------ */
 
 int tdm_uv_node_start(uv_loop_t *loop, const struct tdm_uv_node_config *config,
@@ -1142,6 +1556,12 @@ int tdm_uv_node_start(uv_loop_t *loop, const struct tdm_uv_node_config *config,
         config->reconnect_ms != 0 ? config->reconnect_ms : TDM_UV_NODE_RECONNECT_MS_DEFAULT;
     node->config_on_client = config->on_client;
     node->config_client_data = config->client_data;
+    node->config_on_repair = config->on_repair;
+    node->config_repair_data = config->repair_data;
+    node->switchover_interval_ms = config->switchover_interval_ms;
+    node->schedule_request_id = TDM_UV_NODE_SCHEDULE_REQUEST_ID;
+    node->on_report = config->on_report;
+    node->report_data = config->report_data;
     snprintf(node->dir, sizeof(node->dir), "%s", config->dir);
     for (uint32_t i = 0; i < TDM_REPLICA_NODES_MAX; i++) {
         node->peers[i].node = node;
@@ -1188,7 +1608,11 @@ int tdm_uv_node_start(uv_loop_t *loop, const struct tdm_uv_node_config *config,
         .trace_data = node,
         .verify_interval_ms = config->verify_interval_ms != 0 ? config->verify_interval_ms
                                                               : TDM_VERIFY_INTERVAL_MS_DEFAULT,
+        .rotation_count = config->rotation_count,
     };
+    for (uint32_t i = 0; i < config->rotation_count && i < TDM_REPLICA_NODES_MAX; i++) {
+        rc.rotation[i] = config->rotation[i];
+    }
     for (uint32_t i = 0; i < node->cluster.node_count; i++) {
         rc.verified_lsn[i] = verified[i].lsn;
     }
@@ -1199,6 +1623,7 @@ int tdm_uv_node_start(uv_loop_t *loop, const struct tdm_uv_node_config *config,
                        verify_cb, node);
     node->appended_lsn = st.lsn_last;
     node->appended_bytes = st.log_bytes;
+    node->persisted_lsn = st.lsn_last;
     node->write_id_next = 1;
     pthread_mutex_init(&node->mutex, NULL);
 
@@ -1227,10 +1652,17 @@ int tdm_uv_node_start(uv_loop_t *loop, const struct tdm_uv_node_config *config,
     node->deadline_timer.data = node;
     uv_timer_init(loop, &node->reconnect_timer);
     node->reconnect_timer.data = node;
+    uv_timer_init(loop, &node->schedule_timer);
+    node->schedule_timer.data = node;
     uv_async_init(loop, &node->async, async_cb);
     node->async.data = node;
-    node->handles_open = 3;
+    tdm_node_set_written(node->t, written_cb, node); /* Ship before the local fdatasync. */
+    node->handles_open = 4;
     uv_timer_start(&node->reconnect_timer, reconnect_cb, 0, node->reconnect_ms);
+    if (node->switchover_interval_ms != 0) {
+        uv_timer_start(&node->schedule_timer, schedule_cb, node->switchover_interval_ms,
+                       node->switchover_interval_ms);
+    }
     struct tdm_event first = {.type = TDM_EVENT_TICK};
     node_step(node, &first);
     *out = node;
@@ -1340,6 +1772,18 @@ void tdm_uv_node_status(const struct tdm_uv_node *node, struct tdm_replica_statu
     tdm_replica_status(&node->replica, status);
 }
 
+int tdm_uv_node_send(struct tdm_uv_node *node, uint32_t index, const struct tdm_proto_msg *msg,
+                     struct tdm_diag *diag)
+{
+    tdm_assert(index < node->cluster.node_count);
+    struct node_peer *peer = &node->peers[index];
+    if (peer->link == NULL || node->closing) {
+        tdm_diag_printf(diag, "no link to %s", node->cluster.node_ids[index]);
+        return TANDEM_ENOTFOUND;
+    }
+    return tdm_uv_link_send(peer->link, msg, diag);
+}
+
 void tdm_uv_node_verified(const struct tdm_uv_node *node, uint32_t index, uint64_t *lsn,
                           int64_t *at_ns)
 {
@@ -1370,6 +1814,9 @@ static void node_maybe_finish(struct tdm_uv_node *node)
         return;
     }
     if (!uv_is_closing((uv_handle_t *)&node->async)) {
+        /* No more written_cb (it waits for one running); what it queued is
+         * freed below, unreported: the node is closing. */
+        tdm_node_set_written(node->t, NULL, NULL);
         uv_close((uv_handle_t *)&node->async, handle_closed);
         return;
     }
@@ -1379,6 +1826,15 @@ static void node_maybe_finish(struct tdm_uv_node *node)
     while (node->writes != NULL) {
         write_complete(node, node->writes->write_id, TANDEM_ECANCELED, 0, 0);
     }
+    while (node->done_head != NULL) {
+        struct node_commit *c = node->done_head;
+        node->done_head = c->next;
+        tdm_assert(c->written); /* Completions are all in: commits_running is 0. */
+        tdm_free(c->bytes);
+        tdm_free(c);
+    }
+    node->done_tail = NULL;
+    cache_clear(node);
     pthread_mutex_destroy(&node->mutex);
     tdm_uv_node_close_cb cb = node->close_cb;
     void *data = node->close_data;
@@ -1388,14 +1844,33 @@ static void node_maybe_finish(struct tdm_uv_node *node)
     }
 }
 
+void tdm_uv_node_traffic(const struct tdm_uv_node *node, struct tdm_uv_node_traffic *traffic)
+{
+    *traffic = node->traffic;
+}
+
 void tdm_uv_node_close(struct tdm_uv_node *node, tdm_uv_node_close_cb cb, void *data)
 {
     tdm_assert(!node->closing);
+    uint64_t bytes = 0;
+    uint64_t frames = 0;
+    for (uint32_t i = 0; i < TDM_UV_NODE_TRAFFIC_TYPES; i++) {
+        bytes += node->traffic.bytes[i];
+        frames += node->traffic.frames[i];
+    }
+    /* One line for bench/bench_verify_traffic.sh (docs/BENCHMARKS.md). */
+    tdm_tracef("node %s: sent %" PRIu64 " bytes in %" PRIu64 " frames to other nodes; "
+               "verification (CHECK, CHECK_RESULT) %" PRIu64 " bytes in %" PRIu64 " frames",
+               node->cluster.node_ids[node->cluster.self_index], bytes, frames,
+               node->traffic.bytes[TDM_FRAME_CHECK] + node->traffic.bytes[TDM_FRAME_CHECK_RESULT],
+               node->traffic.frames[TDM_FRAME_CHECK] +
+                   node->traffic.frames[TDM_FRAME_CHECK_RESULT]);
     node->closing = true;
     node->close_cb = cb;
     node->close_data = data;
     uv_close((uv_handle_t *)&node->deadline_timer, handle_closed);
     uv_close((uv_handle_t *)&node->reconnect_timer, handle_closed);
+    uv_close((uv_handle_t *)&node->schedule_timer, handle_closed);
     for (uint32_t i = 0; i < node->cluster.node_count; i++) {
         if (node->peers[i].link != NULL) {
             tdm_uv_link_close(node->peers[i].link);

@@ -18,6 +18,8 @@
  *      TDM_FRAME_BATCHES_MAX batches;
  *   5. results: the write's callback;
  *   6. a TICK at the deadline;
+ *   7. reports of switchovers and failovers (PROTOCOL.md §8.0): one trace line
+ *      each (tdm_uv_node_report_line), then config.on_report;
  *   then the verification actions (docs/PROTOCOL.md §9, net/uv_verify.h): reads
  *   of chain hashes on the threadpool (CHAIN_READ), verified claims into
  *   DIR/verified.
@@ -54,6 +56,16 @@
 struct tdm_uv_node;
 struct tdm_uv_link;
 
+/* A switchover or failover report (net/replica_switch.h struct tdm_report;
+ * PROTOCOL.md §8.0), with the request_id the command was stepped with. Runs on
+ * the loop thread, possibly from tdm_uv_node_switchover()/_failover() itself
+ * (a refusal comes at once). The report is borrowed for the call. */
+typedef void (*tdm_uv_node_report_cb)(void *data, const struct tdm_report *report);
+
+/* Request ids of the node's own schedule (switchover_interval): at or above
+ * this, so a caller's ids (below it) never collide with them. */
+#define TDM_UV_NODE_SCHEDULE_REQUEST_ID (UINT64_C(1) << 62)
+
 struct tdm_uv_node_config {
     const char *dir;                  /* The node directory (DIR/epochs); copied. */
     struct tandem *t;                 /* Open for writing; borrowed until the close callback. */
@@ -77,6 +89,23 @@ struct tdm_uv_node_config {
      * node closes it. */
     bool (*on_client)(void *data, struct tdm_uv_link *link);
     void *client_data;
+    /* Switchover and failover (PROTOCOL.md §8). rotation[0 .. rotation_count):
+     * node indexes, each once, the order "next" follows (0: index order). */
+    uint32_t rotation_count;
+    uint32_t rotation[TDM_REPLICA_NODES_MAX];
+    /* 0: no periodic switchover. Else, on the acting primary, a SWITCHOVER to
+     * the next of the rotation this often (command false: cause scheduled). */
+    uint64_t switchover_interval_ms;
+    /* Every report of a switchover or failover (after its trace line); NULL:
+     * traced only. */
+    tdm_uv_node_report_cb on_report;
+    void *report_data;
+    /* NULL: repair frames are dropped. Else FETCH and FETCHED frames
+     * (PROTOCOL.md §9.4), decoded, go to on_repair with the sender's node
+     * index instead of the replica (net/uv_repair.c); msg's slices are valid
+     * during the call only. */
+    void (*on_repair)(void *data, uint32_t index, const struct tdm_proto_msg *msg);
+    void *repair_data;
 };
 
 /* A submitted write's outcome (net/replica.h struct tdm_action_result). */
@@ -108,14 +137,54 @@ void tdm_uv_node_peer_release(struct tdm_uv_node *node, uint32_t index);
 int tdm_uv_node_submit(struct tdm_uv_node *node, const struct tandem_record *records, size_t count,
                        tdm_uv_node_write_cb cb, void *data, struct tdm_diag *diag);
 
+/* Step SWITCHOVER (PROTOCOL.md §8.1) into the replica: target_index a node
+ * index or TDM_SWITCHOVER_NEXT; command true for an operator's request (else
+ * the history records cause scheduled). request_id (below
+ * TDM_UV_NODE_SCHEDULE_REQUEST_ID) comes back in every report: REFUSED at
+ * once (maybe from this call), or STARTED and later DONE or ABANDONED.
+ * Returns 0, or TANDEM_ECANCELED (closing), TANDEM_EBUSY (called from inside
+ * a step: from a write or report callback). Loop thread. */
+int tdm_uv_node_switchover(struct tdm_uv_node *node, uint64_t request_id, uint32_t target_index,
+                           bool command);
+
+/* Step FAILOVER (PROTOCOL.md §8.2) into the replica: promote this node.
+ * Reports as for tdm_uv_node_switchover(), DRY_RUN instead of STARTED for a
+ * dry run. Same returns. */
+int tdm_uv_node_failover(struct tdm_uv_node *node, uint64_t request_id, bool force, bool dry_run);
+
+/* One readable line for report (no newline) into out: "switchover to c: done:
+ * epoch 7, handover at LSN 812, writes held 4 ms", "failover: refused: primary
+ * alive (node b still hears it)", ... Nodes are named by their ids. */
+void tdm_uv_node_report_line(const struct tdm_uv_node *node, const struct tdm_report *report,
+                             char *out, size_t size);
+
+/* Node id of index (for reports), "?" if out of range. */
+const char *tdm_uv_node_id(const struct tdm_uv_node *node, uint32_t index);
+
 /* Snapshot of the replica's status. */
 void tdm_uv_node_status(const struct tdm_uv_node *node, struct tdm_replica_status *status);
+
+/* Send msg (a repair frame, PROTOCOL.md §9.4) on the link to node index.
+ * Returns 0, TANDEM_ENOTFOUND (no link: dropped), TANDEM_EBUSY (the link's
+ * queue is full: dropped), or another code of tdm_uv_link_send, with diag. */
+int tdm_uv_node_send(struct tdm_uv_node *node, uint32_t index, const struct tdm_proto_msg *msg,
+                     struct tdm_diag *diag);
 
 /* The claim DIR/verified keeps for node index (docs/FORMAT.md "Verified
  * state"): its copy equal to the primary's through *lsn as of *at_ns (UTC ns;
  * 0: never). Loop thread. */
 void tdm_uv_node_verified(const struct tdm_uv_node *node, uint32_t index, uint64_t *lsn,
                           int64_t *at_ns);
+
+/* Frames this node sent to other nodes since start, by frame type (enum
+ * tdm_frame_type): how many, and their encoded bytes (size field included;
+ * TLS records add about 22 bytes per write, not counted). Loop thread. */
+#define TDM_UV_NODE_TRAFFIC_TYPES 32
+struct tdm_uv_node_traffic {
+    uint64_t frames[TDM_UV_NODE_TRAFFIC_TYPES];
+    uint64_t bytes[TDM_UV_NODE_TRAFFIC_TYPES];
+};
+void tdm_uv_node_traffic(const struct tdm_uv_node *node, struct tdm_uv_node_traffic *traffic);
 
 typedef void (*tdm_uv_node_close_cb)(void *data);
 

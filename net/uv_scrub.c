@@ -18,6 +18,7 @@ struct tdm_uv_scrub {
     struct tdm_scrub scrub; /* Must not move while a pass runs: this struct is heap. */
     struct tandem *t;
     char dir[TDM_PATH_SIZE];
+    uint64_t pause_ms;
     uv_thread_t thread;
     uv_mutex_t mutex; /* Guards everything below. */
     uv_cond_t wake;   /* Signalled by stop, and by the thread as it ends. */
@@ -28,13 +29,12 @@ struct tdm_uv_scrub {
     char error[TDM_UV_SCRUB_ERROR_SIZE];
 };
 
-/* The repair hook (issue 5, next part): fetch the range from a node whose copy
- * verifies, write it aside, check it, swap it in. For now damage is reported:
- * traced here, counted in the view, and the node is degraded. */
+/* Damage is reported: traced here, counted in the view (the node is
+ * degraded); net/uv_repair.c reads the view and repairs it from a verified copy. */
 static void scrub_damage_found(struct tdm_uv_scrub *s, const struct tandem_damage *damage)
 {
     tdm_tracef("scrub %s: DAMAGED: log/%020" PRIu64 ".seg offset %" PRIu64 ": lsn %" PRIu64
-               "..%" PRIu64 " (sealed segment): repair from a verified copy is not built yet",
+               "..%" PRIu64 " (sealed segment): to be repaired from a verified copy",
                s->dir, damage->segment_lsn, damage->offset, damage->lsn_first, damage->lsn_last);
 }
 
@@ -94,8 +94,7 @@ static void scrub_thread(void *arg)
         scrub_pass(s);
         uv_mutex_lock(&s->mutex);
         if (!s->stopping) {
-            (void)uv_cond_timedwait(&s->wake, &s->mutex,
-                                    (uint64_t)TDM_UV_SCRUB_PAUSE_MS * 1000000u);
+            (void)uv_cond_timedwait(&s->wake, &s->mutex, s->pause_ms * 1000000u);
         }
     }
     s->ended = true;
@@ -103,8 +102,8 @@ static void scrub_thread(void *arg)
     uv_mutex_unlock(&s->mutex);
 }
 
-int tdm_uv_scrub_start(struct tandem *t, const char *dir, uint64_t rate, struct tdm_uv_scrub **out,
-                       struct tdm_diag *diag)
+int tdm_uv_scrub_start(struct tandem *t, const char *dir, uint64_t rate, uint64_t pause_ms,
+                       struct tdm_uv_scrub **out, struct tdm_diag *diag)
 {
     tdm_assert(t != NULL);
     tdm_assert(out != NULL);
@@ -114,6 +113,7 @@ int tdm_uv_scrub_start(struct tandem *t, const char *dir, uint64_t rate, struct 
         return -ENOMEM;
     }
     s->t = t;
+    s->pause_ms = pause_ms != 0 ? pause_ms : TDM_UV_SCRUB_PAUSE_MS;
     snprintf(s->dir, sizeof(s->dir), "%s", dir);
     struct tdm_scrub_options options;
     tdm_scrub_options_init(&options);
@@ -164,6 +164,24 @@ void tdm_uv_scrub_stop(struct tdm_uv_scrub *scrub)
     uv_mutex_destroy(&scrub->mutex);
     tdm_scrub_close(&scrub->scrub);
     tdm_free(scrub);
+}
+
+void tdm_uv_scrub_forget(struct tdm_uv_scrub *scrub, uint64_t segment_lsn)
+{
+    if (scrub == NULL) {
+        return;
+    }
+    uv_mutex_lock(&scrub->mutex);
+    uint32_t listed = scrub->damaged_count < TDM_UV_SCRUB_DAMAGED_MAX ? scrub->damaged_count
+                                                                      : TDM_UV_SCRUB_DAMAGED_MAX;
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < listed; i++) {
+        if (scrub->damaged[i].segment_lsn != segment_lsn) {
+            scrub->damaged[kept++] = scrub->damaged[i];
+        }
+    }
+    scrub->damaged_count -= listed - kept;
+    uv_mutex_unlock(&scrub->mutex);
 }
 
 void tdm_uv_scrub_view(struct tdm_uv_scrub *scrub, struct tdm_uv_scrub_view *view)

@@ -20,9 +20,10 @@
  *   read-only open, never damage), and a pass during which the log was cut
  *   (its quarantine grew: a backup's cut reopens a sealed segment) is not
  *   trusted: its damage is dropped and the next pass judges;
- * - damage found is reported (trace, view: the node is degraded); repairing it
- *   from a verified copy is the next part of issue 5 (the hook is
- *   scrub_damage_found() in net/uv_scrub.c).
+ * - damage found is reported (trace, view: the node is degraded) and
+ *   repaired from a verified copy by net/uv_repair.c, which reads the view
+ *   and, once a segment verifies again, drops its ranges from the view
+ *   (tdm_uv_scrub_forget) without waiting for the next pass.
  * Close: tdm_uv_scrub_stop() cancels the pass under way (within
  * TDM_SCRUB_SLEEP_NS_MAX plus one read), joins the thread and frees it.
  *
@@ -58,10 +59,15 @@ struct tdm_uv_scrub_view {
 };
 
 /* Start scrubbing the node directory dir of t (both borrowed until stop) at
- * rate bytes/s (0: TDM_SCRUB_RATE_DEFAULT). Returns 0 and *out, or a negative
- * code with diag (TANDEM_EINVALID: a rate above TDM_SCRUB_RATE_MAX). */
-int tdm_uv_scrub_start(struct tandem *t, const char *dir, uint64_t rate, struct tdm_uv_scrub **out,
-                       struct tdm_diag *diag);
+ * rate bytes/s (0: TDM_SCRUB_RATE_DEFAULT), pause_ms between passes (0:
+ * TDM_UV_SCRUB_PAUSE_MS). Returns 0 and *out, or a negative code with diag
+ * (TANDEM_EINVALID: a rate above TDM_SCRUB_RATE_MAX). */
+int tdm_uv_scrub_start(struct tandem *t, const char *dir, uint64_t rate, uint64_t pause_ms,
+                       struct tdm_uv_scrub **out, struct tdm_diag *diag);
+
+/* Drop the damaged ranges of segment segment_lsn from the view (it was
+ * repaired and verifies). NULL scrub is allowed. Any thread. */
+void tdm_uv_scrub_forget(struct tdm_uv_scrub *scrub, uint64_t segment_lsn);
 
 /* Cancel, join and free. NULL is allowed. */
 void tdm_uv_scrub_stop(struct tdm_uv_scrub *scrub);

@@ -18,6 +18,16 @@
  *      formats records as JSON Lines (config->format) in chunks of at most
  *      SERVER_TEXT_CHUNK_SIZE bytes; the after-work callback writes one
  *      QUERY_RESULT frame per chunk, all but the last flagged MORE.
+ *    - HISTORY and QUARANTINE (PROTOCOL.md §7.6): the same, with the lines of
+ *      the answer from config->inspect, which reads the node directory; no
+ *      callback (a test server): answered TANDEM_EINVALID.
+ *    - VERIFY (PROTOCOL.md §7.7): config->inspect too, but every line is sent
+ *      as soon as it is made (a progress line must not wait for the end of
+ *      the pass): the threadpool appends it to the request's stream under the
+ *      server's mutex and wakes the loop (the async handle), which sends what
+ *      has gathered in one VERIFY_RESULT frame flagged MORE. The after-work
+ *      callback sends what is left, then the closing frame (empty, or the
+ *      error), so that the frames keep the order of the lines.
  * 3. Answers are written in the order requests complete; request_id pairs them.
  *
  * Bounds and failure modes:
@@ -87,7 +97,7 @@ struct conn;
 struct request {
     struct conn *conn;    /* Retained: the connection waits for every request. */
     uint64_t request_id;  /* The client's. */
-    uint16_t type;        /* TDM_PROTO_APPEND_REQUEST, _QUERY or _STATUS. */
+    uint16_t type;        /* TDM_PROTO_APPEND_REQUEST, _QUERY, _STATUS, _SWITCHOVER, _FAILOVER. */
     uv_work_t work;       /* Query and status. */
     struct request *next; /* In the server's completion queue (appends). */
     /* Append. */
@@ -107,6 +117,12 @@ struct request {
     uint32_t chunk_capacity; /* Entries allocated in chunks and chunk_sizes. */
     int format_rv;           /* The formatter's failure, or 0. */
     void *snapshot;          /* Status: config.snapshot's copy, or NULL. */
+    uint8_t inspect_flags;   /* HISTORY, QUARANTINE, VERIFY: the request's flags. */
+    /* VERIFY: lines made and not yet sent, under server->mutex. */
+    char *stream; /* tdm_malloc'd; stream_size bytes used. */
+    size_t stream_size;
+    bool stream_queued; /* In the server's stream queue. */
+    struct request *stream_next;
 };
 
 /* Link: an answer the link refused for now (TANDEM_EBUSY), encoded. */
@@ -145,10 +161,12 @@ struct conn {
 struct server {
     uv_loop_t *loop;
     uv_pipe_t listener;
-    uv_async_t async;          /* Append completions from the commit thread. */
-    uv_mutex_t mutex;          /* Guards done_head and done_tail. */
+    uv_async_t async;          /* Append completions (commit thread), VERIFY lines. */
+    uv_mutex_t mutex;          /* Guards done_head, done_tail, stream_head and the
+                                  requests' stream fields. */
     struct request *done_head; /* Completed appends, oldest first. */
     struct request *done_tail;
+    struct request *stream_head; /* VERIFY requests with lines to send (also mutex). */
     struct tdm_uv_server_config config;
     char socket_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     struct conn *conns;  /* Open (or closing) connections. */
@@ -331,8 +349,8 @@ static void send_text_result(struct conn *conn, const struct request *request, i
         count = 1; /* Nothing found: one empty frame. */
     }
     for (uint32_t i = 0; i < count; i++) {
-        struct tdm_proto_msg msg = {.type = is_status ? TDM_PROTO_STATUS_RESULT
-                                                      : TDM_PROTO_QUERY_RESULT};
+        /* Each result type is its request's plus one (PROTOCOL.md §3.2). */
+        struct tdm_proto_msg msg = {.type = (uint16_t)(request->type + 1)};
         struct tdm_proto_text_result *result = &msg.query_result;
         bool is_error = status != 0 && i == texts;
         result->request_id = request->request_id;
@@ -357,6 +375,7 @@ static void request_free(struct request *request)
     tdm_free(request->chunks);
     tdm_free(request->chunk_sizes);
     tdm_free(request->snapshot);
+    tdm_free(request->stream);
     tdm_free(request);
 }
 
@@ -429,10 +448,48 @@ static void append_done_cb(void *data, int status, uint64_t lsn_first)
     tdm_assert(rv == 0);
 }
 
-/* The loop thread's side of append_done_cb. */
+/* VERIFY: send the lines request has gathered in one frame flagged MORE
+ * (loop thread; takes server->mutex). */
+static void stream_send(struct server *server, struct request *request)
+{
+    uv_mutex_lock(&server->mutex);
+    char *text = request->stream;
+    size_t size = request->stream_size;
+    request->stream = NULL;
+    request->stream_size = 0;
+    if (request->stream_queued) {
+        struct request **p = &server->stream_head;
+        while (*p != request) {
+            p = &(*p)->stream_next;
+        }
+        *p = request->stream_next;
+        request->stream_queued = false;
+    }
+    uv_mutex_unlock(&server->mutex);
+    if (size > 0) {
+        struct tdm_proto_msg msg = {.type = (uint16_t)(request->type + 1)};
+        msg.inspect_result.request_id = request->request_id;
+        msg.inspect_result.flags = TDM_PROTO_RESULT_MORE;
+        msg.inspect_result.text.data = (const uint8_t *)text;
+        msg.inspect_result.text.size = size;
+        conn_send(request->conn, &msg);
+    }
+    tdm_free(text);
+}
+
+/* The loop thread's side of append_done_cb and of stream lines. */
 static void server_async_cb(uv_async_t *async)
 {
     struct server *server = async->data;
+    for (;;) {
+        uv_mutex_lock(&server->mutex);
+        struct request *streaming = server->stream_head;
+        uv_mutex_unlock(&server->mutex);
+        if (streaming == NULL) {
+            break;
+        }
+        stream_send(server, streaming);
+    }
     uv_mutex_lock(&server->mutex);
     struct request *request = server->done_head;
     server->done_head = NULL;
@@ -615,6 +672,77 @@ static int query_dispatch(struct tandem *t, struct request *request, struct tand
     }
 }
 
+/* tdm_uv_line_cb: one line of a HISTORY or QUARANTINE answer into the chunks
+ * (threadpool), as query_record_cb() adds a record's. */
+static int inspect_line_cb(void *line_data, const char *text, size_t size)
+{
+    struct request *request = line_data;
+    if (request->type == TDM_PROTO_VERIFY) {
+        /* Sent now (the loop thread's stream_send()); any thread. */
+        struct server *server = request->conn->server;
+        if (size + 1 > SERVER_TEXT_CHUNK_SIZE) {
+            return -E2BIG;
+        }
+        uv_mutex_lock(&server->mutex);
+        char *grown = NULL;
+        if (request->stream_size + size + 1 <= SERVER_TEXT_CHUNK_SIZE) {
+            grown = tdm_realloc(request->stream, request->stream_size + size + 1);
+        }
+        if (grown != NULL) {
+            memcpy(grown + request->stream_size, text, size);
+            grown[request->stream_size + size] = '\n';
+            request->stream = grown;
+            request->stream_size += size + 1;
+            if (!request->stream_queued) {
+                request->stream_queued = true;
+                request->stream_next = server->stream_head;
+                server->stream_head = request;
+            }
+        }
+        uv_mutex_unlock(&server->mutex);
+        if (grown == NULL) {
+            return -ENOMEM; /* Or the loop is this far behind: the client will not wait. */
+        }
+        int rv = uv_async_send(&server->async);
+        tdm_assert(rv == 0);
+        return 0;
+    }
+    uint32_t i = request->chunk_count;
+    if (i == 0 || request->chunk_sizes[i - 1] + size + 1 > SERVER_TEXT_CHUNK_SIZE) {
+        size_t capacity = size + 1 > SERVER_TEXT_CHUNK_SIZE ? size + 1 : SERVER_TEXT_CHUNK_SIZE;
+        int rv = request_chunk_add(request, capacity);
+        if (rv != 0) {
+            return rv;
+        }
+        i++;
+    }
+    char *chunk = request->chunks[i - 1];
+    memcpy(chunk + request->chunk_sizes[i - 1], text, size);
+    chunk[request->chunk_sizes[i - 1] + size] = '\n';
+    request->chunk_sizes[i - 1] += size + 1;
+    return 0;
+}
+
+/* HISTORY or QUARANTINE (PROTOCOL.md §7.6): the embedding program reads the
+ * node directory (threadpool). */
+static int inspect_run(struct server *server, struct request *request, struct tdm_diag *diag)
+{
+    const struct tdm_uv_server_config *config = &server->config;
+    if (config->inspect == NULL) {
+        tdm_diag_printf(diag, "%s is not served by this node", tdm_proto_type_name(request->type));
+        return TANDEM_EINVALID;
+    }
+    int rv = config->inspect(config->inspect_data, request->type, request->inspect_flags,
+                             inspect_line_cb, request, diag);
+    if (rv == -E2BIG) {
+        tdm_diag_printf(diag,
+                        "the answer is over %u MiB: run the command on the node's host "
+                        "with --node DIR",
+                        (unsigned)((SERVER_CHUNKS_MAX * SERVER_TEXT_CHUNK_SIZE) >> 20));
+    }
+    return rv;
+}
+
 static void text_work_cb(uv_work_t *work)
 {
     struct request *request = work->data;
@@ -636,6 +764,8 @@ static void text_work_cb(uv_work_t *work)
                 tdm_free(text);
             }
         }
+    } else if (request->type != TDM_PROTO_QUERY) {
+        rv = inspect_run(server, request, (struct tdm_diag *)&diag);
     } else {
         rv = query_dispatch(server->config.t, request, &diag);
         if (rv == 0 && request->format_rv != 0) {
@@ -654,6 +784,9 @@ static void text_after_work_cb(uv_work_t *work, int status)
     struct request *request = work->data;
     struct server *server = request->conn->server;
     tdm_assert(status == 0); /* Never cancelled: close waits for the work. */
+    if (request->type == TDM_PROTO_VERIFY) {
+        stream_send(server, request); /* The lines not sent yet, before the last frame. */
+    }
     send_text_result(request->conn, request, request->status);
     request_done(request);
     server_maybe_finish(server);
@@ -684,6 +817,10 @@ static int conn_text_request(struct conn *conn, const struct tdm_proto_msg *msg)
         slice_copy(request->key, sizeof(request->key), &msg->query.key);
         slice_copy(request->recipient, sizeof(request->recipient), &msg->query.recipient);
         slice_copy(request->sender, sizeof(request->sender), &msg->query.sender);
+    } else if (msg->type == TDM_PROTO_HISTORY || msg->type == TDM_PROTO_QUARANTINE ||
+               msg->type == TDM_PROTO_VERIFY) {
+        request->request_id = msg->inspect.request_id;
+        request->inspect_flags = msg->inspect.flags;
     } else {
         tdm_assert(msg->type == TDM_PROTO_STATUS);
         request->request_id = msg->status.request_id;
@@ -705,6 +842,63 @@ static int conn_text_request(struct conn *conn, const struct tdm_proto_msg *msg)
         return rv;
     }
     conn->inflight++;
+    return 0;
+}
+
+/* ---- Operator commands (PROTOCOL.md §7.5) ------------------------------------------ */
+
+static void send_command_result(struct conn *conn, const struct request *request, int status,
+                                const char *text)
+{
+    struct tdm_proto_msg msg = {.type = request->type == TDM_PROTO_FAILOVER
+                                            ? TDM_PROTO_FAILOVER_RESULT
+                                            : TDM_PROTO_SWITCHOVER_RESULT};
+    msg.command_result.request_id = request->request_id;
+    msg.command_result.status = status;
+    msg.command_result.text.data = (const uint8_t *)text;
+    msg.command_result.text.size = strlen(text);
+    conn_send(conn, &msg);
+}
+
+/* tdm_uv_command_done_cb. */
+static void command_done_cb(void *done_data, int status, const char *text)
+{
+    struct request *request = done_data;
+    struct server *server = request->conn->server;
+    send_command_result(request->conn, request, status, text);
+    request_done(request);
+    server_maybe_finish(server);
+}
+
+/* SWITCHOVER or FAILOVER: hand it to the node; answered once it is decided. */
+static int conn_command(struct conn *conn, const struct tdm_proto_msg *msg)
+{
+    struct request *request = tdm_calloc(1, sizeof(*request));
+    if (request == NULL) {
+        return -ENOMEM;
+    }
+    request->conn = conn;
+    request->type = msg->type;
+    request->request_id = msg->command.request_id;
+    conn->inflight++;
+    const struct tdm_uv_server_config *config = &conn->server->config;
+    struct tdm_diag diag = {{0}};
+    int rv = TANDEM_EINVALID;
+    if (config->command == NULL) {
+        tdm_diag_printf(&diag, "a standalone node has no replicas: nothing to %s",
+                        msg->type == TDM_PROTO_FAILOVER ? "promote" : "switch over to");
+    } else {
+        rv = config->command(config->data, msg->type == TDM_PROTO_FAILOVER, msg->command.target,
+                             msg->command.flags, command_done_cb, request, &diag);
+    }
+    if (rv != 0) {
+        /* Refused before it ran: the callback never runs. Answer now. */
+        message_sanitize(diag.message);
+        send_command_result(conn, request, rv,
+                            diag.message[0] != '\0' ? diag.message : tandem_strerror(rv));
+        conn->inflight--; /* Not request_done(): the caller is conn_process(). */
+        request_free(request);
+    }
     return 0;
 }
 
@@ -807,7 +1001,13 @@ static int conn_dispatch_msg(struct conn *conn, const struct tdm_proto_msg *msg,
         return conn_append(conn, &msg->append_request, diag);
     case TDM_PROTO_QUERY:
     case TDM_PROTO_STATUS:
+    case TDM_PROTO_HISTORY:
+    case TDM_PROTO_QUARANTINE:
+    case TDM_PROTO_VERIFY:
         return conn_text_request(conn, msg);
+    case TDM_PROTO_SWITCHOVER:
+    case TDM_PROTO_FAILOVER:
+        return conn_command(conn, msg);
     default:
         return TDM_CORRUPT(diag, "%s frame: a client sends only requests",
                            tdm_proto_type_name(msg->type));

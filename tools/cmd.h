@@ -85,11 +85,6 @@ struct tdm_diag;
 int tdm_cmd_connect(const struct tdm_cmd_node *node, struct tdm_client *client,
                     struct tdm_diag *diag);
 
-/* For commands that need the directory itself (verify): resolve --node ADDR
- * to a node directory; a HOST:PORT address is refused, naming command.
- * Returns -1 when *dir is set, else the exit status after printing the error. */
-int tdm_cmd_node_dir(const char *command, const char *addr, const char **dir);
-
 /* Open the node directory dir with TANDEM_OPEN_* flags. Returns 0 and *out, or
  * the negative code after printing "tandem: open DIR: <cause>". */
 int tdm_cmd_open(const char *dir, uint32_t flags, struct tandem **out);
@@ -123,6 +118,33 @@ int tdm_cmd_status(int argc, char **argv);
 int tdm_cmd_generate(int argc, char **argv);
 int tdm_cmd_ca(int argc, char **argv);
 int tdm_cmd_verify(int argc, char **argv);
+int tdm_cmd_switchover(int argc, char **argv); /* tools/cmd_switch.c */
+int tdm_cmd_failover(int argc, char **argv);   /* tools/cmd_switch.c */
+int tdm_cmd_history(int argc, char **argv);
+int tdm_cmd_quarantine(int argc, char **argv);
+
+/* Text of one answer frame of a node (borrowed during the call). Returns 0 or
+ * a negative code, which stops the reading. */
+typedef int (*tdm_cmd_text_cb)(void *data, const uint8_t *text, size_t size);
+
+/* Send HISTORY or QUARANTINE (type, with flags: docs/PROTOCOL.md §7.6) to node
+ * and hand the text of each answer frame to text, until one without MORE.
+ * Returns 0, the node's code (diag: its message), -ENOENT when no tandemd runs
+ * in a directory, or a transport code with diag (tools/cmd_history.c). */
+int tdm_cmd_inspect_remote(const struct tdm_cmd_node *node, uint16_t type, uint8_t flags,
+                           tdm_cmd_text_cb text, void *data, struct tdm_diag *diag);
+
+struct json_t;
+
+/* The history (type TDM_PROTO_HISTORY) or quarantine listing document of node:
+ * read from the directory, or asked of HOST:PORT. Returns -1 and *out
+ * (json_decref() it), or the exit status after printing one line naming
+ * command and the cause. */
+int tdm_cmd_inspect_doc(const char *command, const struct tdm_cmd_node *node, uint16_t type,
+                        struct json_t **out);
+
+/* The integer member key of a JSON object as u64 (0 if absent). */
+uint64_t tdm_cmd_json_u64(const struct json_t *object, const char *key);
 
 /* Print damaged ranges (at most TANDEM_STATUS_DAMAGED_MAX, then a count of the
  * rest) in the words `tandem status` and `tandem verify` share. */

@@ -266,6 +266,39 @@ static void status_print_nodes(const struct tdm_status_view *view)
            view->opened && !view->stopped ? "up" : "down", view->dir);
 }
 
+/* Repairs from verified copies (docs/OPERATIONS.md "Damage"); a lost range is
+ * an alarm line of its own. */
+static void status_print_repair(const struct tdm_uv_repair_view *repair)
+{
+    if (!repair->enabled) {
+        printf("repair      off on this node: damage is reported, not repaired\n");
+        return;
+    }
+    printf("repair      %llu range%s repaired from verified copies; %u lost\n",
+           (unsigned long long)repair->repaired, repair->repaired == 1 ? "" : "s",
+           repair->lost_count);
+    if (repair->active) {
+        printf("repair      log/%020llu.seg lsn %llu..%llu: %s\n",
+               (unsigned long long)repair->active_segment,
+               (unsigned long long)repair->active_lsn_first,
+               (unsigned long long)repair->active_lsn_last,
+               repair->waiting ? "waiting for a node whose copy is verified that far"
+                               : "fetching it from a verified copy");
+    }
+    uint32_t listed =
+        repair->lost_count < TDM_UV_REPAIR_LOST_MAX ? repair->lost_count : TDM_UV_REPAIR_LOST_MAX;
+    for (uint32_t i = 0; i < listed; i++) {
+        const struct tdm_uv_repair_lost *l = &repair->lost[i];
+        printf("LOST        log/%020llu.seg lsn %llu..%llu: %s; nothing was changed "
+               "(docs/OPERATIONS.md \"Damage\")\n",
+               (unsigned long long)l->segment_lsn, (unsigned long long)l->lsn_first,
+               (unsigned long long)l->lsn_last, l->reason);
+    }
+    if (repair->lost_count > listed) {
+        printf("LOST        ... and %u more\n", repair->lost_count - listed);
+    }
+}
+
 /* Verification of a replicated node: when each copy was last proven equal to
  * the primary's, any mismatch, and the background scrubber. */
 static void status_print_verification(const struct tdm_status_view *view)
@@ -318,6 +351,7 @@ static void status_print_verification(const struct tdm_status_view *view)
     if (scrub->error[0] != '\0') {
         printf("scrub       last pass failed: %s\n", scrub->error);
     }
+    status_print_repair(&cluster->repair);
 }
 
 static void status_print_log(const struct tdm_status_view *view)

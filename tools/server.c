@@ -7,9 +7,11 @@
  * 1. tandem_server_start(), on the caller's thread: read DIR/tandem.conf
  *    (inih): [node] cluster and id; for a replicated node (listen or peer.*
  *    set) also [replication] listen, peer.<ID>, primary, min_copies,
- *    write_deadline_ms, tls_key, tls_cert, tls_ca (paths relative to DIR),
+ *    write_deadline_ms, switchover_interval, rotation, tls_key, tls_cert,
+ *    tls_ca (paths relative to DIR),
  *    and [verification] unverified_bound_s, verify_interval_ms,
- *    scrub_bytes_per_second (docs/OPERATIONS.md "Verification"),
+ *    scrub_bytes_per_second, scrub_pause_ms, repair (docs/OPERATIONS.md
+ *    "Verification"); for every node [log] segment_size,
  *    checked with tdm_uv_cluster_check(). Then create the server's thread
  *    with every signal blocked, and wait until it serves or has failed.
  * 2. The server's thread opens the node for writing (tandem_open: the
@@ -50,7 +52,11 @@
 #include "engine/base/assert.h"
 #include "engine/base/trace.h"
 #include "engine/scrub.h"
+#include "engine/segment.h"
+#include "inspect.h"
+#include "verify_doc.h"
 #include "jsonl.h"
+#include "net/proto.h"
 #include "net/uv.h"
 #include "status_doc.h"
 
@@ -59,7 +65,7 @@ tdm_static_assert(TANDEM_SERVER_NAME_SIZE == TDM_CMD_NAME_SIZE_MAX + 1);
 tdm_static_assert(TANDEM_SERVER_ADDR_SIZE == TDM_UV_ADDR_SIZE_MAX + 1);
 
 #define SERVER_SOCKET_NAME     "tandemd.sock"
-#define SERVER_BAD_KEY_SIZE    128
+#define SERVER_BAD_KEY_SIZE    320
 #define SERVER_DEADLINE_MS_MAX 60000 /* write_deadline_ms: DESIGN's "at most 60 s". */
 
 /* What the server reads from tandem.conf. */
@@ -70,6 +76,7 @@ struct server_conf {
     char listen[TDM_UV_ADDR_SIZE_MAX + 1];
     const char *dir; /* The server's dir. */
     bool too_many_peers;
+    uint64_t segment_size;             /* [log] segment_size; 0: the engine's default. */
     char bad_key[SERVER_BAD_KEY_SIZE]; /* A [replication] value that does not parse. */
 };
 
@@ -119,6 +126,78 @@ static void server_path(const struct server_conf *conf, const char *value, char 
     }
 }
 
+/* switchover_interval: "off" or a number with a unit (ms, s, m, h, d), at
+ * least 100 ms and at most 365 d: "24h", "30m", "90s", "500ms". */
+static bool server_duration_ms(const char *value, uint64_t *out)
+{
+    if (strcmp(value, "off") == 0) {
+        *out = 0;
+        return true;
+    }
+    const char *unit = value;
+    while (*unit >= '0' && *unit <= '9') {
+        unit++;
+    }
+    if (unit == value || unit - value > 12) {
+        return false;
+    }
+    uint64_t number = strtoull(value, NULL, 10);
+    uint64_t scale = 0;
+    if (strcmp(unit, "ms") == 0) {
+        scale = 1;
+    } else if (strcmp(unit, "s") == 0) {
+        scale = 1000;
+    } else if (strcmp(unit, "m") == 0) {
+        scale = 60 * 1000;
+    } else if (strcmp(unit, "h") == 0) {
+        scale = 3600 * 1000;
+    } else if (strcmp(unit, "d") == 0) {
+        scale = 24 * 3600 * 1000;
+    } else {
+        return false;
+    }
+    uint64_t max_ms = UINT64_C(365) * 24 * 3600 * 1000;
+    if (number > max_ms / scale || number * scale < 100) {
+        return false;
+    }
+    *out = number * scale;
+    return true;
+}
+
+/* rotation: node ids separated by commas (spaces around them allowed). */
+static bool server_rotation(struct tdm_uv_cluster_config *cluster, const char *value)
+{
+    cluster->rotation_count = 0;
+    const char *p = value;
+    for (;;) {
+        while (*p == ' ' || *p == '\t') {
+            p++;
+        }
+        const char *start = p;
+        while (*p != '\0' && *p != ',' && *p != ' ' && *p != '\t') {
+            p++;
+        }
+        size_t size = (size_t)(p - start);
+        if (size == 0 || size > TDM_UV_NAME_SIZE_MAX ||
+            cluster->rotation_count >= TDM_UV_NODES_MAX) {
+            return false;
+        }
+        char *id = cluster->rotation[cluster->rotation_count++];
+        memcpy(id, start, size);
+        id[size] = '\0';
+        while (*p == ' ' || *p == '\t') {
+            p++;
+        }
+        if (*p == '\0') {
+            return true;
+        }
+        if (*p != ',') {
+            return false;
+        }
+        p++;
+    }
+}
+
 /* The [replication] keys of a replicated node. Returns false on a bad value. */
 static bool server_conf_replication(struct server_conf *conf, const char *name, const char *value)
 {
@@ -154,6 +233,12 @@ static bool server_conf_replication(struct server_conf *conf, const char *name, 
         cluster->write_deadline_ms = number;
         return true;
     }
+    if (strcmp(name, "switchover_interval") == 0) {
+        return server_duration_ms(value, &cluster->switchover_interval_ms);
+    }
+    if (strcmp(name, "rotation") == 0) {
+        return server_rotation(cluster, value);
+    }
     if (strcmp(name, "tls_key") == 0) {
         server_path(conf, value, cluster->tls_key, sizeof(cluster->tls_key));
     } else if (strcmp(name, "tls_cert") == 0) {
@@ -185,6 +270,16 @@ static bool server_conf_verification(struct server_conf *conf, const char *name,
             return false;
         }
         cluster->scrub_bytes_per_second = number;
+    } else if (strcmp(name, "scrub_pause_ms") == 0) {
+        if (!server_number(value, 10, 24 * 3600 * 1000, &number)) {
+            return false;
+        }
+        cluster->scrub_pause_ms = number;
+    } else if (strcmp(name, "repair") == 0) {
+        if (strcmp(value, "on") != 0 && strcmp(value, "off") != 0) {
+            return false;
+        }
+        cluster->repair_off = strcmp(value, "off") == 0;
     }
     return true;
 }
@@ -201,12 +296,23 @@ static int server_conf_handler(void *user, const char *section, const char *name
     } else if (strcmp(section, "replication") == 0 && strcmp(name, "primary") == 0) {
         target = conf->conf.primary;
     } else if (strcmp(section, "replication") == 0 && !server_conf_replication(conf, name, value)) {
-        snprintf(conf->bad_key, sizeof(conf->bad_key), "[replication] %s = %s", name, value);
+        snprintf(conf->bad_key, sizeof(conf->bad_key), "[replication] %s = %s%s", name, value,
+                 strcmp(name, "switchover_interval") == 0
+                     ? " (expected off, or 100ms to 365d as e.g. 24h, 30m, 90s, 500ms)"
+                 : strcmp(name, "rotation") == 0 ? " (expected node ids separated by commas)"
+                                                 : "");
         return 0;
     } else if (strcmp(section, "verification") == 0 &&
                !server_conf_verification(conf, name, value)) {
         snprintf(conf->bad_key, sizeof(conf->bad_key), "[verification] %s = %s", name, value);
         return 0;
+    } else if (strcmp(section, "log") == 0 && strcmp(name, "segment_size") == 0) {
+        uint64_t number = 0;
+        if (!server_number(value, TDM_SEGMENT_SIZE_MIN, TDM_SEGMENT_SIZE_MAX, &number)) {
+            snprintf(conf->bad_key, sizeof(conf->bad_key), "[log] %s = %s", name, value);
+            return 0;
+        }
+        conf->segment_size = number;
     }
     if (target != NULL) {
         if (strlen(value) > TDM_CMD_NAME_SIZE_MAX) {
@@ -345,12 +451,47 @@ static int server_status_cb(void *data, struct tandem *t, const void *snapshot, 
     return 0;
 }
 
+/* tdm_uv_inspect_cb: HISTORY and QUARANTINE (docs/PROTOCOL.md §7.6), read from
+ * the node directory (threadpool; tools/inspect.c); VERIFY (§7.7), a pass over
+ * the node's segments now (tools/verify_doc.c). */
+static int server_inspect_cb(void *data, uint16_t type, uint8_t flags, tdm_uv_line_cb line,
+                             void *line_data, struct tdm_diag *diag)
+{
+    struct tandem_server *server = data;
+    if (type == TDM_PROTO_VERIFY) {
+        return tdm_verify_serve(server->t, flags, line, line_data, diag);
+    }
+    struct tdm_inspect_node node = {.dir = server->dir,
+                                    .id = server->conf.conf.id,
+                                    .primary = server->conf.conf.primary,
+                                    .replicated = server->conf.replicated};
+    if (type == TDM_PROTO_QUARANTINE && (flags & TDM_PROTO_QUARANTINE_EXPORT) != 0) {
+        uint64_t skipped = 0;
+        return tdm_inspect_export(&node, line, line_data, &skipped, diag);
+    }
+    json_t *doc = NULL;
+    int rv = type == TDM_PROTO_HISTORY ? tdm_inspect_history(&node, &doc, diag)
+                                       : tdm_inspect_quarantine(&node, &doc, diag);
+    if (rv != 0) {
+        return rv;
+    }
+    char *text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    if (text == NULL) {
+        return -ENOMEM;
+    }
+    rv = line(line_data, text, strlen(text));
+    free(text);
+    return rv;
+}
+
 /* Step 2. Returns 0 and server->t, or a negative code with diag. */
 static int server_open(struct tandem_server *server, struct tdm_diag *diag)
 {
     struct tandem_options options;
     struct tandem_diag open_diag = {{0}};
     tandem_options_init(&options);
+    options.segment_size = server->conf.segment_size; /* 0: the default. */
     int rv = tandem_open(server->dir, &options, &server->t, &open_diag);
     if (rv == TANDEM_ELOCKED) {
         tdm_diag_printf(diag,
@@ -384,6 +525,8 @@ static int server_serve(struct tandem_server *server, struct tdm_diag *diag)
         .format = tdm_jsonl_format,
         .status = server_status_cb,
         .data = server,
+        .inspect = server_inspect_cb,
+        .inspect_data = server,
     };
     struct tdm_diag serve_diag = {{0}};
     int rv = server->conf.replicated ? tdm_uv_serve_replicated(&config, &server->conf.cluster,

@@ -35,6 +35,12 @@ const char *tdm_status_verify_problem(const struct tdm_status_view *view, char *
     if (!view->replicated) {
         return NULL;
     }
+    if (cluster->repair.lost_count > 0) {
+        snprintf(reason, size,
+                 "LOST: %u damaged range%s that no verified copy holds intact (see \"LOST\" below)",
+                 cluster->repair.lost_count, cluster->repair.lost_count == 1 ? "" : "s");
+        return reason;
+    }
     if (cluster->scrub.damaged_count > 0) {
         snprintf(reason, size, "scrub found %u damaged range%s in sealed segments",
                  cluster->scrub.damaged_count, cluster->scrub.damaged_count == 1 ? "" : "s");
@@ -244,6 +250,35 @@ static json_t *status_json_scrub(const struct tdm_uv_scrub_view *scrub, uint64_t
     return object;
 }
 
+/* Repairs from verified copies on this node (net/uv_repair.h). */
+static json_t *status_json_repair(const struct tdm_uv_repair_view *repair)
+{
+    json_t *lost = json_array();
+    uint32_t listed =
+        repair->lost_count < TDM_UV_REPAIR_LOST_MAX ? repair->lost_count : TDM_UV_REPAIR_LOST_MAX;
+    for (uint32_t i = 0; i < listed; i++) {
+        const struct tdm_uv_repair_lost *l = &repair->lost[i];
+        json_array_append_new(lost, json_pack("{s:I, s:I, s:I, s:s}", "segment",
+                                              (json_int_t)l->segment_lsn, "lsn_first",
+                                              (json_int_t)l->lsn_first, "lsn_last",
+                                              (json_int_t)l->lsn_last, "reason", l->reason));
+    }
+    json_t *object = json_object();
+    json_object_set_new(object, "enabled", json_boolean(repair->enabled));
+    json_object_set_new(object, "repaired", json_integer((json_int_t)repair->repaired));
+    json_object_set_new(object, "fetches_served", json_integer((json_int_t)repair->fetches_served));
+    json_object_set_new(
+        object, "active",
+        repair->active
+            ? json_pack("{s:I, s:I, s:I, s:b}", "segment", (json_int_t)repair->active_segment,
+                        "lsn_first", (json_int_t)repair->active_lsn_first, "lsn_last",
+                        (json_int_t)repair->active_lsn_last, "waiting", repair->waiting)
+            : json_null());
+    json_object_set_new(object, "lost", json_integer(repair->lost_count));
+    json_object_set_new(object, "lost_ranges", lost);
+    return object;
+}
+
 /* The node object of a replicated node's cluster entry i. */
 static json_t *status_json_peer(const struct tdm_uv_node_view *node, int64_t now_ns)
 {
@@ -297,6 +332,7 @@ static json_t *status_json_self(const struct tdm_status_view *view, bool failed)
     }
     json_object_set_new(node, "scrub",
                         status_json_scrub(&view->cluster.scrub, view->status.log_bytes));
+    json_object_set_new(node, "repair", status_json_repair(&view->cluster.repair));
     return node;
 }
 
@@ -513,6 +549,33 @@ static void status_parse_scrub(json_t *scrub, struct tdm_uv_scrub_view *view)
     }
 }
 
+static void status_parse_repair(json_t *repair, struct tdm_uv_repair_view *view)
+{
+    view->enabled = json_is_true(json_object_get(repair, "enabled"));
+    view->repaired = status_get_u64(repair, "repaired");
+    view->fetches_served = status_get_u64(repair, "fetches_served");
+    json_t *active = json_object_get(repair, "active");
+    view->active = json_is_object(active);
+    view->active_segment = status_get_u64(active, "segment");
+    view->active_lsn_first = status_get_u64(active, "lsn_first");
+    view->active_lsn_last = status_get_u64(active, "lsn_last");
+    view->waiting = json_is_true(json_object_get(active, "waiting"));
+    view->lost_count = (uint32_t)status_get_u64(repair, "lost");
+    size_t index;
+    json_t *lost;
+    json_array_foreach(json_object_get(repair, "lost_ranges"), index, lost)
+    {
+        if (index >= TDM_UV_REPAIR_LOST_MAX) {
+            break;
+        }
+        view->lost[index].segment_lsn = status_get_u64(lost, "segment");
+        view->lost[index].lsn_first = status_get_u64(lost, "lsn_first");
+        view->lost[index].lsn_last = status_get_u64(lost, "lsn_last");
+        status_get_string(lost, "reason", view->lost[index].reason,
+                          sizeof(view->lost[index].reason));
+    }
+}
+
 /* A replicated node's cluster view back from the document. */
 static void status_parse_cluster(json_t *root, json_t *nodes, struct tdm_status_view *view)
 {
@@ -552,6 +615,7 @@ static void status_parse_cluster(json_t *root, json_t *nodes, struct tdm_status_
         status_parse_verified(entry, node);
         if (node->self) {
             status_parse_scrub(json_object_get(entry, "scrub"), &cluster->scrub);
+            status_parse_repair(json_object_get(entry, "repair"), &cluster->repair);
         }
         cluster->node_count = (uint32_t)index + 1;
     }

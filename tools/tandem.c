@@ -11,9 +11,9 @@
  * Failure modes: every error is one line "tandem: <cause>" on stderr and an
  * exit status: 1 when the operation failed or found nothing, 2 for a bad
  * command line (unknown command or option, missing or malformed value, a
- * HOST:PORT without a client certificate). switchover and failover are
- * recognised and refused with exit status 2 until they are built; verify
- * works on a node directory only. */
+ * HOST:PORT without a client certificate), and for switchover and failover
+ * also a node that cannot be reached (tools/cmd_switch.c) and verify (an
+ * error that stopped the check, tools/cmd_verify.c). */
 #include "cmd.h"
 
 #include <errno.h>
@@ -108,21 +108,65 @@ static const struct cmd_entry cmd_table[] = {
      "--client: issue a client certificate (CN client:NAME) into DIR, by default\n"
      "CADIR/clients/NAME: node.key, node.crt, ca.crt. Give DIR to the CLI as\n"
      "--cert DIR or TANDEM_CERT. Keys are EC P-256; certificates last 10 years.\n"},
-    {"switchover", NULL, "move the primary role (not built yet)",
-     "usage: tandem switchover --node ADDR [--to ID]\n"},
-    {"failover", NULL, "promote a backup when the primary is lost (not built yet)",
-     "usage: tandem failover --node ADDR --to ID [--force]\n"},
-    {"verify", tdm_cmd_verify, "re-read a node's log from disk and check every checksum",
-     "usage: tandem verify --node DIR [--deep]\n"
+    {"switchover", tdm_cmd_switchover, "move the primary role to another node (planned)",
+     "usage: tandem switchover --node ADDR [--cert DIR] [--to ID] [--json]\n"
      "\n"
-     "Re-read every segment of DIR/log/ from the disk (not the page cache) and\n"
-     "recompute every batch checksum, the chain hash and every footer; print what\n"
-     "was checked and every damaged range. --deep also proves DIR/index/ equal to\n"
-     "a rebuild from the log, and rebuilds it when it is not. Needs the\n"
-     "directory's lock: stop the process that writes to DIR first. Exit status 0\n"
-     "intact, 1 damage found (or the index differed and was rebuilt), 2 error.\n"
-     "Comparing the copies of a cluster (HOST:PORT) needs replication (not built\n"
-     "yet).\n"},
+     "Ask the primary at ADDR (a node directory with tandemd running, or HOST:PORT\n"
+     "with --cert) to hand the primary role to node ID, or to the next live,\n"
+     "caught-up node of [replication] rotation. Writers see a pause, never an\n"
+     "error. Prints what happened: the new primary, the epoch and how long writes\n"
+     "were held; or why it was refused (nothing changed) or abandoned (the old\n"
+     "primary resumed in an epoch of its own). --json prints the node's answer as\n"
+     "one JSON object. Exit status 0 once the new primary accepts writes, 1\n"
+     "refused or abandoned, 2 node unreachable or bad usage.\n"},
+    {"failover", tdm_cmd_failover, "promote a backup when the primary is lost (unplanned)",
+     "usage: tandem failover --node ADDR --to ID [--cert DIR] [--dry-run] [--force] [--json]\n"
+     "\n"
+     "Promote node ID, which must be the node at ADDR (the target carries out\n"
+     "the failover), once the primary is gone. Without --force it refuses, and\n"
+     "changes nothing, while the old primary answers (or a backup still hears\n"
+     "it), when a backup does not answer, or when a backup holds more durable\n"
+     "data than ID. --dry-run probes every node and prints what a promotion\n"
+     "would do: the table of nodes, the epoch it would open and the LSNs it\n"
+     "could lose, with their records per customer as far as ID's own copy holds\n"
+     "them. --force promotes anyway and records the LSNs at risk in the new\n"
+     "epoch's history. Exit status 0 done (dry run: a real run would go ahead),\n"
+     "1 refused or abandoned (dry run: would be refused), 2 node unreachable or\n"
+     "bad usage.\n"},
+    {"verify", tdm_cmd_verify, "re-read a node's log from disk and check every checksum",
+     "usage: tandem verify --node ADDR [--cert DIR] [--deep]\n"
+     "\n"
+     "Re-read every segment of the node's log from the disk now (not the page\n"
+     "cache) and recompute every batch checksum, the chain hash and every footer;\n"
+     "print what was checked, the chain hash at the last LSN and every damaged\n"
+     "range. --deep also proves the index equal to a rebuild from the log, and\n"
+     "rebuilds it when it is not. ADDR is a node directory (verified in this\n"
+     "process when no tandemd runs there, else by its tandemd) or HOST:PORT of a\n"
+     "running node (with a client certificate: --cert DIR or TANDEM_CERT); a\n"
+     "running node verifies beside its writes and sends progress lines, printed\n"
+     "on stderr. Exit status 0 intact, 1 damage found (or the index differed and\n"
+     "was rebuilt), 2 unreachable, bad usage or an error that stopped the check.\n"},
+    {"history", tdm_cmd_history, "show every epoch: primary, cause, time, pause, risk",
+     "usage: tandem history --node ADDR [--cert DIR] [--json]\n"
+     "\n"
+     "Print the node's epoch history (DIR/epochs), oldest first: each epoch's\n"
+     "primary (node id), first LSN, cause (init, restart, scheduled, command,\n"
+     "resumed, failover, forced, reopen), time (RFC 3339 UTC), the write pause a\n"
+     "switchover measured (ms, on its old primary), the LSNs a forced failover put\n"
+     "at risk, and the batches in quarantine written in that epoch. --json prints\n"
+     "one JSON document. A node directory is read directly (tandemd may run or\n"
+     "not); HOST:PORT asks the node. Exit status 1 for a standalone node (no\n"
+     "replication history) or a damaged DIR/epochs (the error names the line).\n"},
+    {"quarantine", tdm_cmd_quarantine, "list or export what a node holds in quarantine",
+     "usage: tandem quarantine --node ADDR [--cert DIR] [--json | --export FILE|-]\n"
+     "\n"
+     "List DIR/quarantine/: per file why it is there (torn tail, cut at a fork\n"
+     "point), the LSN range and epochs of its batches, batch and record counts,\n"
+     "bytes, time, and every unreadable range. --json prints one JSON document.\n"
+     "--export writes the records of every batch that verifies as JSON Lines with\n"
+     "\"lsn\" (as tandem get prints them) to FILE, or stdout for -, for\n"
+     "reconciliation; from HOST:PORT they stream from the node. Exit status 0,\n"
+     "or 1 when unreadable ranges could not be exported (one line says how many).\n"},
     {"help", NULL, "show the help of a command", "usage: tandem help [COMMAND]\n"},
 };
 
@@ -426,23 +470,6 @@ int tdm_cmd_connect(const struct tdm_cmd_node *node, struct tdm_client *client,
     int rv = tdm_client_connect_cert(node->address, node->cert, 0, client, diag);
     tdm_assert(rv <= 0);
     return rv;
-}
-
-int tdm_cmd_node_dir(const char *command, const char *addr, const char **dir)
-{
-    tdm_assert(command != NULL);
-    if (addr == NULL || addr[0] == '\0') {
-        tdm_cmd_fail("%s: --node DIR is required (a node directory)", command);
-        return TDM_CMD_EXIT_USAGE;
-    }
-    if (tdm_client_address_is_tcp(addr)) {
-        tdm_cmd_fail("%s: --node %s: %s works on a node directory on this host (comparing the "
-                     "copies of a cluster is not built yet)",
-                     command, addr, command);
-        return TDM_CMD_EXIT_USAGE;
-    }
-    *dir = addr;
-    return -1;
 }
 
 int tdm_cmd_open(const char *dir, uint32_t flags, struct tandem **out)

@@ -111,6 +111,17 @@ check "node cert error" 1 "$(grep -c 'certificate of node n1, not of a client' "
 "$T" append --node "$A" --cert "$work/nothing" < /dev/null 2> "$work/err"; check "missing cert dir rc" 1 $?
 check "missing cert dir error" 1 "$(grep -c 'client certificate' "$work/err")"
 "$T" get --node "$A" --cert "$C" 2>/dev/null; check "usage still checked rc" 2 $?
+# A server without the inspection callback (this test server): HISTORY and
+# QUARANTINE are answered with an error, one line (docs/PROTOCOL.md §7.6).
+"$T" history --node "$A" --cert "$C" > "$work/out" 2> "$work/err"; check "history not served rc" 1 $?
+check "history not served error" "tandem: history: HISTORY is not served by this node" "$(cat "$work/err")"
+"$T" quarantine --node "$A" --cert "$C" --export - > "$work/out" 2> "$work/err"
+check "quarantine not served rc" 1 $?
+check "quarantine not served error" "tandem: quarantine: QUARANTINE is not served by this node" "$(cat "$work/err")"
+# VERIFY the same (docs/PROTOCOL.md §7.7): one line, exit 2, nothing on stdout.
+"$T" verify --node "$A" --cert "$C" > "$work/out" 2> "$work/err"; check "verify not served rc" 2 $?
+check "verify not served error" "tandem: verify $A: VERIFY is not served by this node" "$(cat "$work/err")"
+check "verify not served stdout" "" "$(cat "$work/out")"
 
 kill -TERM "$server"
 wait "$server"; check "server stops on SIGTERM" 0 $?

@@ -45,7 +45,8 @@ N2=$work/n2
 "$T" init "$N1" --cluster c1 --node n1 --listen 127.0.0.1:$P1 --ca "$CA" --peer n2=127.0.0.1:$P2 >/dev/null
 "$T" init "$N2" --cluster c1 --node n2 --listen 127.0.0.1:$P2 --ca "$CA" --peer n1=127.0.0.1:$P1 >/dev/null
 for n in "$N1" "$N2"; do
-    printf '\n[verification]\nunverified_bound_s = 30\nverify_interval_ms = 200\nscrub_bytes_per_second = 1000000000\n' >> "$n/tandem.conf"
+    # repair = off: this test watches damage stay found (tests/cli/repair.sh repairs it).
+    printf '\n[verification]\nunverified_bound_s = 30\nverify_interval_ms = 200\nscrub_bytes_per_second = 1000000000\nrepair = off\n' >> "$n/tandem.conf"
 done
 start() { # start DIR NAME
     "$D" "$1" 2> "$work/$2.err" &

@@ -18,7 +18,23 @@
  *   its first batches may not be durable: the case that lets a first primary
  *   act in epoch 1 again only because it ships nothing not durable in epoch 1
  *   (docs/PROTOCOL.md §4).
- * - Clients submit writes to the primary and to backups (forwarded).
+ * - Storage corruption (docs/PROTOCOL.md §9.5): bit rot flips a bit of the
+ *   body, the checksum or the header's chain hash of a durable batch in a
+ *   sealed segment (a batch in the node's first seal_every * k batches) of an
+ *   acknowledged LSN, on a running or stopped node, while another node holds
+ *   an intact copy (so every batch keeps one: TigerBeetle's rule). A batch
+ *   keeps what was written (what the checkers compare) and its damage (what a
+ *   read returns). Every read checks the checksum, as tdm_log_read_located
+ *   does: an APPEND range with a damaged batch is not sent (SHIP_FAILED goes
+ *   to the replica, which goes on retransmitting: shipping waits), a chain
+ *   hash read fails with TANDEM_ECORRUPT, a client query is refused. Repair
+ *   runs in the adapter (scrub, fetch, swap: net/uv_scrub.c, net/uv_repair.c),
+ *   so the simulator stands in for it: now and then, and for all damage when
+ *   phase 2 begins, a damaged batch gets the bytes of an intact copy of the
+ *   same batch (same LSNs and chain hash) on another node. These faults draw
+ *   from a PRNG of their own, so a seed without them runs exactly as before.
+ * - Clients submit writes to the primary and to backups (forwarded), and
+ *   query batches of any node.
  * - Switchover and failover (docs/PROTOCOL.md §8): the schedule or an operator
  *   asks the primary to move (to a random node, to "next in rotation", to an
  *   unknown one), an operator fails over to a backup after a crash of the
@@ -48,6 +64,11 @@
  *   the history does not assign to its LSNs);
  * - batches received follow the receiver's chain (what the engine verifies);
  * - nothing acknowledged is ever cut, and what is cut goes to quarantine;
+ * - I1: no node ever ships or serves bytes that fail their checksum: every
+ *   batch of every APPEND frame put on the wire, every chain hash read that
+ *   succeeds and every query answered is checked against its checksum,
+ *   apart from the read path that should have refused it (sim_check_bytes;
+ *   `sim --unchecked-reads` removes the reads' checks and fails here);
  * - liveness: after phase 2 one node is the primary of the newest epoch, every
  *   other one its backup in that epoch holding its log durably, no switchover
  *   or failover is under way, and every client write has an answer;
@@ -89,6 +110,18 @@ struct sim_batch {
     uint64_t write_id; /* The primary replica's write id; 0 for received batches. */
     uint32_t size;
     struct tdm_frame_chain_hash chain;
+    uint64_t checksum; /* Of the batch as written (sim_checksum). */
+    /* Bit rot: bits flipped in what a read returns (0: intact). */
+    uint64_t damage_payload;
+    uint64_t damage_checksum;
+    uint64_t damage_chain; /* Into the chain hash's first 8 bytes (the header). */
+};
+
+/* A batch's bytes as an APPEND frame carries them (after the frame's batch
+ * header: LSNs, epoch, size, chain hash). */
+struct sim_bytes {
+    uint64_t payload;
+    uint64_t checksum;
 };
 
 enum sim_op_kind { SIM_OP_EPOCHS = 1, SIM_OP_CUT, SIM_OP_SYNC, SIM_OP_READ };
@@ -133,6 +166,9 @@ enum sim_event_kind {
     SIM_EV_CALM,       /* Phase 2 begins. */
     SIM_EV_SWITCHOVER, /* The schedule or an operator asks the primary to move. */
     SIM_EV_FAILOVER,   /* An operator asks a backup to take over. */
+    SIM_EV_DAMAGE,     /* Bit rot in a sealed batch (sim_on_damage). */
+    SIM_EV_REPAIR,     /* The scrubber and repair restore a node's damaged batches. */
+    SIM_EV_QUERY,      /* A client queries a batch of a node. */
 };
 
 struct sim_event {
@@ -151,7 +187,7 @@ struct sim_message {
     uint32_t to;
     uint64_t session;
     struct tdm_frame frame;
-    uint64_t payloads[TDM_FRAME_BATCHES_MAX];
+    struct sim_bytes bytes[TDM_FRAME_BATCHES_MAX];
     uint64_t forward_payload;
 };
 
@@ -191,11 +227,16 @@ struct sim_params {
                                     premature) every 1..this ms. */
     uint32_t force_per_mille;    /* Of failovers: forced. */
     uint32_t dry_run_per_mille;  /* Of failovers: dry runs. */
+    /* Storage corruption (drawn from damage_prng). 0: none. */
+    uint64_t damage_gap_ms; /* Bit rot in a sealed batch every 1..this ms. */
+    uint64_t repair_gap_ms; /* A node's damage repaired every 1..this ms. */
+    uint64_t query_gap_ms;  /* A client query every 1..this ms. */
     struct tdm_replica_config config;
 };
 
 struct sim {
     struct tdm_prng prng;
+    struct tdm_prng damage_prng; /* Storage corruption and queries only. */
     uint64_t seed;
     bool verbose;
     bool failed;
@@ -236,6 +277,14 @@ struct sim {
 
 static struct sim sim_state;
 static struct sim_stats sim_totals;
+/* `sim --unchecked-reads`: reads return damaged bytes as they are, to show
+ * that the I1 checks catch a node that ships or serves them. */
+static bool sim_unchecked_reads;
+
+void sim_reads_unchecked(bool unchecked)
+{
+    sim_unchecked_reads = unchecked;
+}
 
 void sim_stats_get(struct sim_stats *stats)
 {
@@ -381,6 +430,78 @@ static struct tdm_frame_chain_hash sim_chain(const struct tdm_frame_chain_hash *
     memcpy(chain.bytes, &a, 8);
     memcpy(chain.bytes + 8, &b, 8);
     return chain;
+}
+
+/* The checksum a batch carries: of its header (LSNs, epoch, size, chain
+ * hash) and its body, as engine/batch.c's XXH3 checksums cover them. */
+static uint64_t sim_checksum(uint64_t lsn_first, uint64_t lsn_last, uint64_t epoch, uint32_t size,
+                             const struct tdm_frame_chain_hash *chain, uint64_t payload)
+{
+    uint64_t a;
+    uint64_t b;
+    memcpy(&a, chain->bytes, 8);
+    memcpy(&b, chain->bytes + 8, 8);
+    uint64_t fields[7] = {lsn_first, lsn_last, epoch, size, a, b, payload};
+    uint64_t checksum = UINT64_C(0x243f6a8885a308d3);
+    for (int i = 0; i < 7; i++) {
+        checksum = sim_mix(checksum ^ fields[i]);
+    }
+    return checksum;
+}
+
+static uint64_t sim_batch_checksum(const struct sim_batch *batch)
+{
+    return sim_checksum(batch->lsn_first, batch->lsn_last, batch->epoch, batch->size, &batch->chain,
+                        batch->payload);
+}
+
+static bool sim_damaged(const struct sim_batch *batch)
+{
+    return batch->damage_payload != 0 || batch->damage_checksum != 0 || batch->damage_chain != 0;
+}
+
+/* What a read of a batch finds on the medium: its bytes with their damage. */
+struct sim_view {
+    uint64_t payload;
+    uint64_t checksum;
+    struct tdm_frame_chain_hash chain;
+};
+
+static struct sim_view sim_view_of(const struct sim_batch *batch)
+{
+    struct sim_view view = {.payload = batch->payload ^ batch->damage_payload,
+                            .checksum = batch->checksum ^ batch->damage_checksum,
+                            .chain = batch->chain};
+    uint64_t head;
+    memcpy(&head, view.chain.bytes, 8);
+    head ^= batch->damage_chain;
+    memcpy(view.chain.bytes, &head, 8);
+    return view;
+}
+
+/* The adapter's read of one batch: every checksum checked, as
+ * tdm_log_read_located does. Returns 0 or TANDEM_ECORRUPT. */
+static int sim_read(const struct sim_batch *batch, struct sim_view *view)
+{
+    *view = sim_view_of(batch);
+    if (!sim_unchecked_reads &&
+        sim_checksum(batch->lsn_first, batch->lsn_last, batch->epoch, batch->size, &view->chain,
+                     view->payload) != view->checksum) {
+        return TANDEM_ECORRUPT;
+    }
+    return 0;
+}
+
+/* I1, checked apart from the read path: bytes a node ships or serves (what
+ * leaves it: header fields, chain hash, body, checksum) pass their checksum. */
+static void sim_check_bytes(struct sim *sim, uint32_t index, const char *what,
+                            const struct tdm_frame_batch *header, const struct sim_bytes *bytes)
+{
+    if (sim_checksum(header->lsn_first, header->lsn_last, header->epoch, header->size,
+                     &header->chain_hash, bytes->payload) != bytes->checksum) {
+        sim_fail(sim, "I1: n%u %s lsn %" PRIu64 "..%" PRIu64 ", bytes that fail their checksum",
+                 index, what, header->lsn_first, header->lsn_last);
+    }
 }
 
 static struct tdm_frame_chain_hash sim_chain_last(const struct sim_node *node)
@@ -707,6 +828,27 @@ static bool sim_send_append(struct sim *sim, uint32_t from, const struct tdm_sen
                  send->append.lsn_first, send->append.lsn_last);
         return false;
     }
+    /* Read the range first, as net/uv_node.c does: a batch that fails its
+     * checksum fails the whole read, and nothing of it is sent (shipping
+     * waits for repair). The replica hears of it (SHIP_FAILED). */
+    for (int i = first; i <= last; i++) {
+        struct sim_view view;
+        if (sim_read(&node->log[i], &view) != 0) {
+            sim_totals.ships_refused++;
+            sim_log(sim,
+                    "n%u: APPEND %" PRIu64 "..%" PRIu64 " to n%u not sent: lsn %" PRIu64
+                    "..%" PRIu64 " fails its checksum",
+                    from, send->append.lsn_first, send->append.lsn_last, send->node_index,
+                    node->log[i].lsn_first, node->log[i].lsn_last);
+            struct tdm_event event = {.type = TDM_EVENT_SHIP_FAILED, .now_ms = sim->now_ms};
+            event.ship_failed.node_index = send->node_index;
+            event.ship_failed.lsn_first = send->append.lsn_first;
+            event.ship_failed.lsn_last = send->append.lsn_last;
+            event.ship_failed.status = TANDEM_ECORRUPT;
+            sim_queue_replica(sim, from, &event);
+            return false;
+        }
+    }
     /* A catch-up range (size unknown to the replica) is streamed in full frames. */
     uint32_t per_frame =
         send->append.size == 0 ? TDM_FRAME_BATCHES_MAX : sim->params.frame_batches_max;
@@ -723,14 +865,18 @@ static bool sim_send_append(struct sim *sim, uint32_t from, const struct tdm_sen
         append->batch_count = 0;
         while (i <= last && append->batch_count < per_frame) {
             const struct sim_batch *batch = &node->log[i++];
+            struct sim_view view = sim_view_of(batch);
             struct tdm_frame_batch *out = &append->batches[append->batch_count];
             out->lsn_first = batch->lsn_first;
             out->lsn_last = batch->lsn_last;
             out->epoch = batch->epoch;
             out->size = batch->size;
-            out->chain_hash = batch->chain;
+            out->chain_hash = view.chain;
             out->bytes = NULL;
-            message->payloads[append->batch_count++] = batch->payload;
+            message->bytes[append->batch_count].payload = view.payload;
+            message->bytes[append->batch_count].checksum = view.checksum;
+            sim_check_bytes(sim, from, "ships", out, &message->bytes[append->batch_count]);
+            append->batch_count++;
         }
         sim_transmit(sim, index);
     }
@@ -771,7 +917,7 @@ static void sim_on_deliver(struct sim *sim, uint32_t message_index)
         struct tdm_frame *frame = &message->frame;
         if (frame->type == TDM_FRAME_APPEND) {
             for (uint32_t i = 0; i < frame->append.batch_count; i++) {
-                frame->append.batches[i].bytes = (const uint8_t *)&message->payloads[i];
+                frame->append.batches[i].bytes = (const uint8_t *)&message->bytes[i];
             }
         } else if (frame->type == TDM_FRAME_FORWARD) {
             frame->forward.records = (const uint8_t *)&message->forward_payload;
@@ -979,6 +1125,7 @@ static void sim_write_local(struct sim *sim, uint32_t index, const struct tdm_ac
     batch.lsn_last = batch.lsn_first + write->record_count - 1;
     struct tdm_frame_chain_hash prev = sim_chain_last(node);
     batch.chain = sim_chain(&prev, &batch);
+    batch.checksum = sim_batch_checksum(&batch);
     sim_append(sim, index, &batch);
     struct tdm_event event = {.type = TDM_EVENT_APPENDED, .now_ms = sim->now_ms};
     event.appended.lsn_last = batch.lsn_last;
@@ -1008,7 +1155,18 @@ static void sim_write_received(struct sim *sim, uint32_t index,
             .epoch = in->epoch,
             .size = in->size,
         };
-        memcpy(&batch.payload, in->bytes, sizeof(batch.payload));
+        struct sim_bytes bytes;
+        memcpy(&bytes, in->bytes, sizeof(bytes));
+        batch.payload = bytes.payload;
+        /* The engine verifies every checksum of a received batch before it
+         * writes it (tdm_batch_verify): I1 makes damaged ones unreachable. */
+        if (sim_checksum(in->lsn_first, in->lsn_last, in->epoch, in->size, &in->chain_hash,
+                         bytes.payload) != bytes.checksum) {
+            sim_fail(sim, "n%u: received batch %" PRIu64 "..%" PRIu64 " fails its checksum", index,
+                     in->lsn_first, in->lsn_last);
+            return;
+        }
+        batch.checksum = bytes.checksum;
         struct tdm_frame_chain_hash prev = sim_chain_last(node);
         batch.chain = sim_chain(&prev, &batch);
         if (memcmp(&batch.chain, &in->chain_hash, sizeof(batch.chain)) != 0) {
@@ -1035,12 +1193,26 @@ static void sim_verify_read_done(struct sim *sim, uint32_t index, const struct s
     struct tdm_event event = {.type = TDM_EVENT_CHAIN_READ, .now_ms = sim->now_ms};
     event.chain_read.read_id = op->read_id;
     int at = sim_find(node, node->count, op->read_lsn);
+    struct sim_view view;
     if (at < 0) {
         event.chain_read.status = TANDEM_ENOTFOUND;
+    } else if (sim_read(&node->log[at], &view) != 0) {
+        event.chain_read.status = TANDEM_ECORRUPT; /* The backup answers UNREADABLE. */
+        sim_totals.verify_reads_refused++;
+        sim_log(sim, "n%u: chain hash read at lsn %" PRIu64 ": batch fails its checksum", index,
+                op->read_lsn);
     } else {
-        event.chain_read.lsn_first = node->log[at].lsn_first;
-        event.chain_read.lsn_last = node->log[at].lsn_last;
-        event.chain_read.chain_hash = node->log[at].chain;
+        const struct sim_batch *batch = &node->log[at];
+        event.chain_read.lsn_first = batch->lsn_first;
+        event.chain_read.lsn_last = batch->lsn_last;
+        event.chain_read.chain_hash = view.chain;
+        struct tdm_frame_batch header = {.lsn_first = batch->lsn_first,
+                                         .lsn_last = batch->lsn_last,
+                                         .epoch = batch->epoch,
+                                         .size = batch->size,
+                                         .chain_hash = view.chain};
+        struct sim_bytes bytes = {.payload = view.payload, .checksum = view.checksum};
+        sim_check_bytes(sim, index, "answers a chain hash read with", &header, &bytes);
     }
     sim_totals.verify_reads++;
     sim_step(sim, index, &event);
@@ -1437,6 +1609,156 @@ static void sim_on_fault(struct sim *sim, const struct sim_event *event)
     }
 }
 
+/* --- Storage corruption, repair, queries (docs/PROTOCOL.md §9.5) ----------------- */
+
+static uint64_t sim_damage_random(struct sim *sim, uint64_t bound)
+{
+    return tdm_prng_below(&sim->damage_prng, bound);
+}
+
+/* A node other than except durably holding an intact copy of batch (same
+ * LSNs, same chain hash); -1 if none. */
+static int sim_intact_copy(const struct sim *sim, uint32_t except, const struct sim_batch *batch)
+{
+    for (uint32_t i = 0; i < sim->params.node_count; i++) {
+        const struct sim_node *node = &sim->nodes[i];
+        int at = i == except ? -1 : sim_find(node, node->durable_count, batch->lsn_last);
+        if (at >= 0 && node->log[at].lsn_first == batch->lsn_first &&
+            node->log[at].lsn_last == batch->lsn_last &&
+            memcmp(&node->log[at].chain, &batch->chain, sizeof(batch->chain)) == 0 &&
+            !sim_damaged(&node->log[at])) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+static uint32_t sim_damage_count(const struct sim_node *node)
+{
+    uint32_t count = 0;
+    for (uint32_t i = 0; i < node->count; i++) {
+        count += sim_damaged(&node->log[i]);
+    }
+    return count;
+}
+
+/* Bit rot: one bit of a durable batch of a sealed segment, of an
+ * acknowledged LSN, flips on some node (running or not), provided another
+ * node holds an intact copy. None after a forced failover (the intact copy
+ * may be cut) or in phase 2. */
+static void sim_on_damage(struct sim *sim)
+{
+    if (sim->calm || sim->lossy) {
+        return;
+    }
+    sim_schedule(sim, sim->now_ms + 1 + sim_damage_random(sim, sim->params.damage_gap_ms),
+                 SIM_EV_DAMAGE, UINT32_MAX);
+    uint32_t index = (uint32_t)sim_damage_random(sim, sim->params.node_count);
+    struct sim_node *node = &sim->nodes[index];
+    uint32_t sealed = node->durable_count / sim->params.seal_every * sim->params.seal_every;
+    if (sealed == 0) {
+        return;
+    }
+    struct sim_batch *batch = &node->log[sim_damage_random(sim, sealed)];
+    uint64_t acked = sim_acked_lsn(sim);
+    int ref = batch->lsn_last <= acked ? sim_ref_find(sim, batch->lsn_last) : -1;
+    if (ref < 0 || memcmp(&sim->ref_chain[ref], &batch->chain, sizeof(batch->chain)) != 0 ||
+        sim_damaged(batch) || sim_intact_copy(sim, index, batch) < 0) {
+        return;
+    }
+    uint64_t bit = UINT64_C(1) << sim_damage_random(sim, 64);
+    static const char *const parts[3] = {"body", "checksum", "chain hash"};
+    uint32_t part = (uint32_t)sim_damage_random(sim, 3);
+    if (part == 0) {
+        batch->damage_payload = bit;
+    } else if (part == 1) {
+        batch->damage_checksum = bit;
+    } else {
+        batch->damage_chain = bit;
+    }
+    sim_totals.damaged++;
+    sim_log(sim, "n%u: bit rot in the %s of sealed batch %" PRIu64 "..%" PRIu64, index, parts[part],
+            batch->lsn_first, batch->lsn_last);
+}
+
+/* The scrubber finds a node's damaged batches and repair gives each the
+ * bytes of an intact copy of the same batch on another node (the adapter's
+ * job: net/uv_scrub.c, net/uv_repair.c; the replica's steps have no part in
+ * it). A batch with no intact copy stays damaged. */
+static void sim_repair(struct sim *sim, uint32_t index)
+{
+    struct sim_node *node = &sim->nodes[index];
+    for (uint32_t i = 0; i < node->count; i++) {
+        struct sim_batch *batch = &node->log[i];
+        if (!sim_damaged(batch)) {
+            continue;
+        }
+        int from = sim_intact_copy(sim, index, batch);
+        if (from < 0) {
+            continue;
+        }
+        batch->damage_payload = 0;
+        batch->damage_checksum = 0;
+        batch->damage_chain = 0;
+        sim_totals.repaired++;
+        sim_log(sim, "n%u: batch %" PRIu64 "..%" PRIu64 " repaired from n%d", index,
+                batch->lsn_first, batch->lsn_last, from);
+    }
+}
+
+/* A forced failover may cut acknowledged batches from here on, the intact
+ * copies of damaged ones among them: repair stands in for every node now,
+ * while every damaged batch still has one (none is damaged from here on). */
+static void sim_lossy_begin(struct sim *sim)
+{
+    sim->lossy = true;
+    for (uint32_t i = 0; i < sim->params.node_count; i++) {
+        sim_repair(sim, i);
+    }
+}
+
+static void sim_on_repair(struct sim *sim)
+{
+    if (sim->calm) {
+        return;
+    }
+    sim_schedule(sim, sim->now_ms + 1 + sim_damage_random(sim, sim->params.repair_gap_ms),
+                 SIM_EV_REPAIR, UINT32_MAX);
+    uint32_t index = (uint32_t)sim_damage_random(sim, sim->params.node_count);
+    if (sim->nodes[index].running) {
+        sim_repair(sim, index);
+    }
+}
+
+/* A client reads a batch of a node: answered only with bytes that verify. */
+static void sim_on_query(struct sim *sim)
+{
+    if (sim->calm) {
+        return;
+    }
+    sim_schedule(sim, sim->now_ms + 1 + sim_damage_random(sim, sim->params.query_gap_ms),
+                 SIM_EV_QUERY, UINT32_MAX);
+    uint32_t index = (uint32_t)sim_damage_random(sim, sim->params.node_count);
+    const struct sim_node *node = &sim->nodes[index];
+    if (!node->running || node->durable_count == 0) {
+        return;
+    }
+    const struct sim_batch *batch = &node->log[sim_damage_random(sim, node->durable_count)];
+    struct sim_view view;
+    if (sim_read(batch, &view) != 0) {
+        sim_totals.queries_refused++; /* tandem: lsn ...: checksum mismatch. */
+        return;
+    }
+    struct tdm_frame_batch header = {.lsn_first = batch->lsn_first,
+                                     .lsn_last = batch->lsn_last,
+                                     .epoch = batch->epoch,
+                                     .size = batch->size,
+                                     .chain_hash = view.chain};
+    struct sim_bytes bytes = {.payload = view.payload, .checksum = view.checksum};
+    sim_check_bytes(sim, index, "serves a query with", &header, &bytes);
+    sim_totals.queries_served++;
+}
+
 static void sim_on_calm(struct sim *sim)
 {
     sim_log(sim, "phase 2: faults stop, every node runs, every link heals");
@@ -1446,6 +1768,9 @@ static void sim_on_calm(struct sim *sim)
         if (!sim->nodes[i].running) {
             sim_node_start(sim, i);
         }
+    }
+    for (uint32_t i = 0; i < sim->params.node_count; i++) {
+        sim_repair(sim, i);
     }
     sim_links_update(sim);
 }
@@ -1504,7 +1829,7 @@ static void sim_on_failover(struct sim *sim, const struct sim_event *source)
         sim->nodes[index].replica.fo.phase != TDM_FAILOVER_IDLE && !sim->lossy) {
         /* A forced failover under way may cut acknowledged writes: the loss
          * checks end here (the structural ones go on). */
-        sim->lossy = true;
+        sim_lossy_begin(sim);
         sim_log(sim, "forced failover: acknowledged writes may be lost from here on");
     }
 }
@@ -1546,7 +1871,7 @@ static void sim_reports(struct sim *sim, uint32_t index)
         if (!switchover && report->outcome == TDM_OUTCOME_DONE &&
             h->entries[h->count - 1].cause == TDM_EPOCH_CAUSE_FORCED) {
             sim_totals.failovers_forced++;
-            sim->lossy = true;
+            sim_lossy_begin(sim);
         }
     }
 }
@@ -1594,6 +1919,15 @@ static void sim_dispatch(struct sim *sim, const struct sim_event *event)
         break;
     case SIM_EV_FAILOVER:
         sim_on_failover(sim, event);
+        break;
+    case SIM_EV_DAMAGE:
+        sim_on_damage(sim);
+        break;
+    case SIM_EV_REPAIR:
+        sim_on_repair(sim);
+        break;
+    case SIM_EV_QUERY:
+        sim_on_query(sim);
         break;
     }
 }
@@ -1658,6 +1992,10 @@ static void sim_params_draw(struct sim *sim)
     c->verify_interval_ms = 5 + sim_random(sim, 300);
     p->seal_every = 2 + (uint32_t)sim_random(sim, 40);
     sim_params_draw_switch(sim);
+    /* Storage corruption and queries: from their own PRNG (see the top). */
+    p->damage_gap_ms = sim_damage_random(sim, 1000) < 500 ? 20 + sim_damage_random(sim, 400) : 0;
+    p->repair_gap_ms = 50 + sim_damage_random(sim, 1000);
+    p->query_gap_ms = 5 + sim_damage_random(sim, 50);
 }
 
 static void sim_setup(struct sim *sim, uint64_t seed, bool verbose)
@@ -1674,6 +2012,7 @@ static void sim_setup(struct sim *sim, uint64_t seed, bool verbose)
     sim->write_next = 1;
     sim->ref_count = 0;
     tdm_prng_init(&sim->prng, seed);
+    tdm_prng_init(&sim->damage_prng, seed ^ UINT64_C(0xda3a6eda3a6eda3a));
     memset(sim->partitioned, 0, sizeof(sim->partitioned));
     memset(sim->up, 0, sizeof(sim->up));
     memset(sim->session, 0, sizeof(sim->session));
@@ -1727,7 +2066,7 @@ static bool sim_converged(const struct sim *sim)
             replica->sw.phase != TDM_SWITCH_IDLE || replica->fo.phase != TDM_FAILOVER_IDLE) {
             return false;
         }
-        if (!node->running || node->replica.write_count != 0 ||
+        if (!node->running || node->replica.write_count != 0 || sim_damage_count(node) != 0 ||
             node->durable_count != primary->count ||
             (primary->count > 0 &&
              !sim_holds(sim, node, node->durable_count, sim_last_lsn(primary, primary->count),
@@ -1750,13 +2089,13 @@ static void sim_dump(struct sim *sim)
         const struct sim_node *node = &sim->nodes[i];
         struct tdm_replica_status status;
         tdm_replica_status(&node->replica, &status);
-        printf("n%u: %s, disk %u batches (%u durable, last lsn %" PRIu64 "), %u ops queued, "
-               "%" PRIu64 " quarantined; replica %s epoch %" PRIu64 " commit %" PRIu64
-               " writes %u\n",
+        printf("n%u: %s, disk %u batches (%u durable, %u damaged, last lsn %" PRIu64
+               "), %u ops queued, %" PRIu64 " quarantined; replica %s epoch %" PRIu64
+               " commit %" PRIu64 " writes %u\n",
                i, node->running ? "running" : "down", node->count, node->durable_count,
-               sim_last_lsn(node, node->count), node->op_count, node->quarantined,
-               tdm_replica_role_name(status.role), status.epoch, status.commit_lsn,
-               status.writes_in_flight);
+               sim_damage_count(node), sim_last_lsn(node, node->count), node->op_count,
+               node->quarantined, tdm_replica_role_name(status.role), status.epoch,
+               status.commit_lsn, status.writes_in_flight);
         printf("    switchover phase %d, failover phase %d; verified self %" PRIu64 "; history",
                (int)node->replica.sw.phase, (int)node->replica.fo.phase,
                node->replica.verify.self.verified_lsn);
@@ -1811,6 +2150,11 @@ int sim_run(uint64_t seed, bool verbose, char *message, size_t message_size, uin
             sim_schedule(sim, 1 + sim_random(sim, p->failover_gap_ms), SIM_EV_FAILOVER, UINT32_MAX);
         failover->other = UINT32_MAX;
     }
+    if (p->damage_gap_ms > 0) {
+        sim_schedule(sim, 1 + sim_damage_random(sim, p->damage_gap_ms), SIM_EV_DAMAGE, UINT32_MAX);
+        sim_schedule(sim, 1 + sim_damage_random(sim, p->repair_gap_ms), SIM_EV_REPAIR, UINT32_MAX);
+    }
+    sim_schedule(sim, 1 + sim_damage_random(sim, p->query_gap_ms), SIM_EV_QUERY, UINT32_MAX);
     sim_schedule(sim, p->faults_ms, SIM_EV_CALM, UINT32_MAX);
     /* Phase 2 stops at convergence; this only bounds a run that never gets there. */
     uint64_t end_ms = p->faults_ms + 60000;

@@ -30,9 +30,20 @@ struct sim_stats {
     uint64_t failovers_abandoned;
     uint64_t failovers_dry_run;
     uint64_t failovers_forced; /* Of failovers_done: forced (loss checks end there). */
+    /* Storage corruption (PROTOCOL.md §9.5). */
+    uint64_t damaged;              /* Bits flipped in sealed batches. */
+    uint64_t repaired;             /* Damaged batches given an intact copy's bytes. */
+    uint64_t ships_refused;        /* APPEND ranges not sent: a batch failed its checksum. */
+    uint64_t verify_reads_refused; /* Chain hash reads failed the same way. */
+    uint64_t queries_served;
+    uint64_t queries_refused;
 };
 
 void sim_stats_get(struct sim_stats *stats);
+
+/* true: reads skip their checksum checks and return damaged bytes as they are
+ * (`sim --unchecked-reads`), so that the I1 invariant must fail. */
+void sim_reads_unchecked(bool unchecked);
 
 /* Run one seed. verbose prints a readable event trace on stdout. Returns 0
  * if every invariant held, else 1 with the reason in message. */

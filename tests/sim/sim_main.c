@@ -2,6 +2,11 @@
  *
  *   sim --seeds N [--start S]   run seeds S .. S+N-1 (S defaults to a fixed 1)
  *   sim --seed S [--verbose]    replay one seed, with a readable event trace
+ *   --unchecked-reads            reads skip their checksum checks (the I1
+ *                                invariant must then fail)
+ *   --expect TEXT                succeed only if some seed fails with TEXT in
+ *                                its reason (proves an invariant can fail);
+ *                                other failures go on to the next seed
  *
  * Each seed is a whole simulated cluster run (tests/sim/sim.c). The first
  * failing seed stops the run: its reason, the seed and the command that
@@ -28,7 +33,8 @@ static void sim_assert_hook(const char *expr, const char *file, int line)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: sim --seeds N [--start S] | sim --seed S [--verbose]\n");
+    fprintf(stderr, "usage: sim --seeds N [--start S] | sim --seed S [--verbose]"
+                    " [--unchecked-reads] [--expect TEXT]\n");
     return 2;
 }
 
@@ -57,6 +63,7 @@ int main(int argc, char **argv)
     uint64_t seed = 0;
     bool one = false;
     bool verbose = false;
+    const char *expect = NULL;
     for (int i = 1; i < argc; i++) {
         bool has_value = i + 1 < argc;
         if (strcmp(argv[i], "--seeds") == 0 && has_value && parse_u64(argv[i + 1], &seeds)) {
@@ -68,6 +75,10 @@ int main(int argc, char **argv)
             i++;
         } else if (strcmp(argv[i], "--verbose") == 0) {
             verbose = true;
+        } else if (strcmp(argv[i], "--unchecked-reads") == 0) {
+            sim_reads_unchecked(true);
+        } else if (strcmp(argv[i], "--expect") == 0 && has_value) {
+            expect = argv[++i];
         } else {
             return usage();
         }
@@ -87,11 +98,22 @@ int main(int argc, char **argv)
         uint64_t steps = 0;
         if (sim_run(s, verbose, message, sizeof(message), &steps) != 0) {
             printf("sim: seed %" PRIu64 " FAILED: %s\n", s, message);
+            if (expect != NULL) {
+                if (strstr(message, expect) != NULL) {
+                    printf("sim: the expected failure found\n");
+                    return 0;
+                }
+                continue; /* Another invariant failed first: try the next seed. */
+            }
             printf("replay: build/tests/sim --seed %" PRIu64 " --verbose\n", s);
             fflush(stdout);
             return 1;
         }
         steps_total += steps;
+    }
+    if (expect != NULL) {
+        printf("sim: no seed failed with \"%s\"\n", expect);
+        return 1;
     }
     double elapsed = seconds_now() - began;
     struct sim_stats stats;
@@ -110,6 +132,12 @@ int main(int argc, char **argv)
            stats.switchovers_done, stats.switchovers_refused, stats.switchovers_abandoned,
            stats.failovers_done, stats.failovers_forced, stats.failovers_refused,
            stats.failovers_abandoned, stats.failovers_dry_run);
+    printf("sim: storage corruption: %" PRIu64 " bits flipped in sealed batches, %" PRIu64
+           " repaired; %" PRIu64 " APPEND ranges and %" PRIu64
+           " chain hash reads refused (checksum); queries %" PRIu64 " served, %" PRIu64
+           " refused\n",
+           stats.damaged, stats.repaired, stats.ships_refused, stats.verify_reads_refused,
+           stats.queries_served, stats.queries_refused);
     printf("sim: %" PRIu64 " seeds passed (%" PRIu64 " .. %" PRIu64 "), %" PRIu64
            " steps, %.1f s, %.0f seeds/s\n",
            seeds, start, start + seeds - 1, steps_total, elapsed,

@@ -613,8 +613,14 @@ static void test_frame_proto__from_refuses(void **state)
         TDM_PROTO_QUERY_RESULT,
         TDM_PROTO_STATUS,
         TDM_PROTO_STATUS_RESULT,
+        TDM_PROTO_HISTORY,
+        TDM_PROTO_HISTORY_RESULT,
+        TDM_PROTO_QUARANTINE,
+        TDM_PROTO_QUARANTINE_RESULT,
+        TDM_PROTO_VERIFY,
+        TDM_PROTO_VERIFY_RESULT,
         0,
-        15,
+        30,
     };
     for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
         memset(&msg_b, 0, sizeof(msg_b));
@@ -622,6 +628,15 @@ static void test_frame_proto__from_refuses(void **state)
         struct tdm_diag diag = {{0}};
         assert_int_equal(tdm_frame_from_proto(&msg_b, &cluster, &frame_b, &diag), -ENOTSUP);
         assert_non_null(strstr(diag.message, "not a replication frame"));
+    }
+    /* Repair frames are the adapter's (net/uv_repair.c), never the replica's. */
+    static const uint16_t repair[] = {TDM_PROTO_FETCH, TDM_PROTO_FETCHED};
+    for (size_t i = 0; i < 2; i++) {
+        memset(&msg_b, 0, sizeof(msg_b));
+        msg_b.type = repair[i];
+        struct tdm_diag diag = {{0}};
+        assert_int_equal(tdm_frame_from_proto(&msg_b, &cluster, &frame_b, &diag), -ENOTSUP);
+        assert_non_null(strstr(diag.message, "a repair frame"));
     }
 }
 

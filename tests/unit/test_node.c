@@ -497,6 +497,152 @@ static void test_append_received__refused(void **state)
     tdm_test_tmpdir_remove(primary_dir);
 }
 
+/* Several received batches in one call (tdm_node_append_received_many): all
+ * appended in order with one fdatasync, their headers returned, and visible
+ * to queries at once. */
+static void test_append_received_many__group(void **state)
+{
+    struct fixture *f = *state;
+    char primary_dir[256];
+    assert_int_equal(tdm_test_tmpdir_create(primary_dir, sizeof(primary_dir)), 0);
+    struct received r = {.count = 0};
+    struct received_records *kept = calloc(1, sizeof(*kept));
+    received_build(primary_dir, &r, kept);
+    size_t sizes[RECEIVED_BATCHES];
+    for (uint32_t b = 0; b < RECEIVED_BATCHES; b++) {
+        sizes[b] = r.sizes[b];
+    }
+    struct tdm_batch_header headers[RECEIVED_BATCHES];
+    uint32_t appended = 99;
+    struct tdm_diag diag = {{0}};
+    assert_int_equal(tdm_node_append_received_many(f->t, RECEIVED_BATCHES,
+                                                   (const uint8_t *const *)r.bytes, sizes, headers,
+                                                   &appended, &diag),
+                     0);
+    assert_int_equal(appended, RECEIVED_BATCHES);
+    for (uint32_t b = 0; b < RECEIVED_BATCHES; b++) {
+        assert_int_equal(headers[b].lsn_first, r.headers[b].lsn_first);
+        assert_memory_equal(headers[b].chain_hash.bytes, r.headers[b].chain_hash.bytes,
+                            TDM_CHAIN_HASH_SIZE);
+    }
+    struct tandem_status status;
+    assert_int_equal(tandem_status(f->t, &status), 0);
+    assert_int_equal(status.lsn_last, 12);
+    assert_int_equal(received_query_count(f->t, kept), 10);
+    received_customer_is(f->t, &kept->customer_b);
+    received_free(&r);
+    free(kept);
+    tdm_test_tmpdir_remove(primary_dir);
+}
+
+/* In a call of several received batches, the first one refused stops the
+ * call there: a damaged batch is refused before anything is handed over, a
+ * gap when the commit thread appends; the ones before it are stored (and
+ * counted in *appended), none after it. */
+static void test_append_received_many__stops_at_first_refused(void **state)
+{
+    struct fixture *f = *state;
+    char primary_dir[256];
+    assert_int_equal(tdm_test_tmpdir_create(primary_dir, sizeof(primary_dir)), 0);
+    struct received r = {.count = 0};
+    struct received_records *kept = calloc(1, sizeof(*kept));
+    received_build(primary_dir, &r, kept);
+    struct tdm_batch_header headers[RECEIVED_BATCHES];
+    uint32_t appended = 99;
+    struct tdm_diag diag = {{0}};
+    /* Batches 1, 2, a damaged 3, then 4: 1 and 2 are stored. */
+    uint8_t *damaged = malloc(r.sizes[2]);
+    memcpy(damaged, r.bytes[2], r.sizes[2]);
+    damaged[r.sizes[2] - 1] ^= 0x40;
+    const uint8_t *bytes[4] = {r.bytes[0], r.bytes[1], damaged, r.bytes[3]};
+    size_t sizes[4] = {r.sizes[0], r.sizes[1], r.sizes[2], r.sizes[3]};
+    assert_int_equal(
+        tdm_node_append_received_many(f->t, 4, bytes, sizes, headers, &appended, &diag),
+        TANDEM_ECORRUPT);
+    assert_int_equal(appended, 2);
+    assert_int_equal(headers[1].lsn_first, r.headers[1].lsn_first);
+    struct tandem_status status;
+    assert_int_equal(tandem_status(f->t, &status), 0);
+    assert_int_equal(status.lsn_last, tdm_batch_lsn_last(&r.headers[1]));
+    /* Batches 3 and 5 (a gap after 3): 3 is stored, 5 refused by the log. */
+    const uint8_t *gap[2] = {r.bytes[2], r.bytes[4]};
+    size_t gap_sizes[2] = {r.sizes[2], r.sizes[4]};
+    assert_int_equal(
+        tdm_node_append_received_many(f->t, 2, gap, gap_sizes, headers, &appended, &diag),
+        TANDEM_EINVALID);
+    assert_int_equal(appended, 1);
+    assert_int_equal(tandem_status(f->t, &status), 0);
+    assert_int_equal(status.lsn_last, tdm_batch_lsn_last(&r.headers[2]));
+    assert_int_equal(received_query_count(f->t, kept), 5);
+    free(damaged);
+    received_free(&r);
+    free(kept);
+    tdm_test_tmpdir_remove(primary_dir);
+}
+
+/* The written callback (tdm_node_set_written): called on the commit thread
+ * once per local batch, with the batch as written and before its fdatasync,
+ * and before the append returns; never again once unset. */
+struct written_state {
+    struct tandem *t;
+    uint32_t calls;
+    uint32_t unsynced; /* Calls made while the batch was not yet fdatasync'd. */
+    uint64_t lsn_first[8];
+    uint64_t lsn_last[8];
+};
+
+static void written_record_cb(void *data, const struct tdm_batch_header *header,
+                              const uint8_t *bytes, size_t size)
+{
+    struct written_state *s = data;
+    struct tdm_batch_header verified;
+    struct tdm_diag diag = {{0}};
+    assert_int_equal(tdm_batch_verify(bytes, size, &verified, &diag), 0);
+    assert_int_equal(verified.lsn_first, header->lsn_first);
+    assert_int_equal(verified.record_count, header->record_count);
+    /* The commit thread is the log's writer: its fields are ours to read here. */
+    s->unsynced += tdm_node_log(s->t)->tail_unsynced ? 1u : 0u;
+    if (s->calls < 8) {
+        s->lsn_first[s->calls] = header->lsn_first;
+        s->lsn_last[s->calls] = tdm_batch_lsn_last(header);
+    }
+    s->calls++;
+}
+
+static void test_set_written__before_fdatasync(void **state)
+{
+    struct fixture *f = *state;
+    struct written_state s = {.t = f->t};
+    tdm_node_set_written(f->t, written_record_cb, &s);
+    struct tdm_gen gen;
+    tdm_gen_init(&gen, 5, 3);
+    uint64_t lsn_next = 1;
+    for (uint32_t i = 0; i < 3; i++) {
+        struct tandem_record records[3];
+        for (uint32_t k = 0; k <= i; k++) {
+            tdm_gen_message(&gen, &records[k]);
+        }
+        uint64_t lsn = 0;
+        assert_int_equal(tandem_append(f->t, records, i + 1, &lsn, NULL), 0);
+        assert_int_equal(lsn, lsn_next);
+        assert_int_equal(s.calls, i + 1); /* Called before the append returned. */
+        assert_int_equal(s.lsn_first[i], lsn_next);
+        assert_int_equal(s.lsn_last[i], lsn_next + i);
+        lsn_next += i + 1;
+    }
+    assert_int_equal(s.unsynced, 3);
+    tdm_node_set_written(f->t, NULL, NULL);
+    struct tandem_record record;
+    tdm_gen_message(&gen, &record);
+    uint64_t lsn = 0;
+    assert_int_equal(tandem_append(f->t, &record, 1, &lsn, NULL), 0);
+    assert_int_equal(lsn, lsn_next);
+    assert_int_equal(s.calls, 3);
+    struct tandem_status status;
+    assert_int_equal(tandem_status(f->t, &status), 0);
+    assert_int_equal(status.lsn_last, lsn_next);
+}
+
 /* After a cut (tdm_node_cut_after) the cut records are gone from every query
  * at once: messages, a reads by LSN, and a customer record replaced in the cut
  * tail, whose previous version is current again. Batches appended after the
@@ -913,6 +1059,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_append_received__visible_without_reopen, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_append_received__refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_append_received_many__group, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_append_received_many__stops_at_first_refused, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_set_written__before_fdatasync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cut_after__queries_forget_cut_records, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_query__matches_brute_force, setup, teardown),

@@ -13,16 +13,45 @@
 #include "net/proto.h"
 
 static const uint16_t every_type[] = {
-    TDM_PROTO_HELLO,    TDM_PROTO_START,         TDM_PROTO_READY,          TDM_PROTO_APPEND,
-    TDM_PROTO_ACK,      TDM_PROTO_HEARTBEAT,     TDM_PROTO_FORWARD,        TDM_PROTO_FORWARD_RESULT,
-    TDM_PROTO_HANDOVER, TDM_PROTO_HANDOVER_DONE, TDM_PROTO_FENCE,          TDM_PROTO_FENCED,
-    TDM_PROTO_CHECK,    TDM_PROTO_CHECK_RESULT,  TDM_PROTO_APPEND_REQUEST, TDM_PROTO_APPEND_RESULT,
-    TDM_PROTO_QUERY,    TDM_PROTO_QUERY_RESULT,  TDM_PROTO_STATUS,         TDM_PROTO_STATUS_RESULT,
+    TDM_PROTO_HELLO,
+    TDM_PROTO_START,
+    TDM_PROTO_READY,
+    TDM_PROTO_APPEND,
+    TDM_PROTO_ACK,
+    TDM_PROTO_HEARTBEAT,
+    TDM_PROTO_FORWARD,
+    TDM_PROTO_FORWARD_RESULT,
+    TDM_PROTO_HANDOVER,
+    TDM_PROTO_HANDOVER_DONE,
+    TDM_PROTO_FENCE,
+    TDM_PROTO_FENCED,
+    TDM_PROTO_CHECK,
+    TDM_PROTO_CHECK_RESULT,
+    TDM_PROTO_APPEND_REQUEST,
+    TDM_PROTO_APPEND_RESULT,
+    TDM_PROTO_QUERY,
+    TDM_PROTO_QUERY_RESULT,
+    TDM_PROTO_STATUS,
+    TDM_PROTO_STATUS_RESULT,
+    TDM_PROTO_SWITCHOVER,
+    TDM_PROTO_SWITCHOVER_RESULT,
+    TDM_PROTO_FAILOVER,
+    TDM_PROTO_FAILOVER_RESULT,
+    TDM_PROTO_FETCH,
+    TDM_PROTO_FETCHED,
+    TDM_PROTO_HISTORY,
+    TDM_PROTO_HISTORY_RESULT,
+    TDM_PROTO_QUARANTINE,
+    TDM_PROTO_QUARANTINE_RESULT,
+    TDM_PROTO_VERIFY,
+    TDM_PROTO_VERIFY_RESULT,
 };
 #define TYPE_COUNT (sizeof(every_type) / sizeof(every_type[0]))
 
 /* Bytes the sample messages point at (batches, records, text). */
 static uint8_t batch_bytes[3][100];
+static const uint8_t sample_batch_a[] = {1, 2, 3, 4, 5, 6, 7, 8, 9}; /* FETCHED's (opaque here). */
+static const uint8_t sample_batch_b[] = {0xb0, 0xb1, 0xb2};
 static uint8_t record_bytes[64];
 static size_t record_bytes_size;
 static const char jsonl[] = "{\"type\":\"message\",\"lsn\":1}\n{\"type\":\"customer\",\"lsn\":2}\n";
@@ -245,6 +274,20 @@ static void sample_msg(uint16_t type, struct tdm_proto_msg *msg)
         msg->check_result.batch_last = 4100;
         memset(msg->check_result.chain_hash, 0x55, sizeof(msg->check_result.chain_hash));
         return;
+    case TDM_PROTO_FETCH:
+        msg->fetch.fetch_id = 23;
+        msg->fetch.lsn_first = 1001;
+        msg->fetch.lsn_last = 1064;
+        return;
+    case TDM_PROTO_FETCHED:
+        msg->fetched.fetch_id = 23;
+        msg->fetched.status = 0;
+        msg->fetched.lsn_first = 1001;
+        msg->fetched.lsn_last = 1032;
+        msg->fetched.batch_count = 2;
+        msg->fetched.batches[0] = (struct tdm_proto_slice){sample_batch_a, sizeof(sample_batch_a)};
+        msg->fetched.batches[1] = (struct tdm_proto_slice){sample_batch_b, sizeof(sample_batch_b)};
+        return;
     case TDM_PROTO_QUERY:
         sample_query(&msg->query);
         return;
@@ -256,6 +299,36 @@ static void sample_msg(uint16_t type, struct tdm_proto_msg *msg)
         return;
     case TDM_PROTO_STATUS_RESULT:
         sample_text(&msg->status_result, 0);
+        return;
+    case TDM_PROTO_SWITCHOVER:
+        msg->epoch = 0;
+        msg->command.request_id = 41;
+        snprintf(msg->command.target, sizeof(msg->command.target), "node-c");
+        return;
+    case TDM_PROTO_FAILOVER:
+        msg->epoch = 0;
+        msg->command.request_id = 42;
+        msg->command.flags = TDM_PROTO_FAILOVER_FORCE | TDM_PROTO_FAILOVER_DRY_RUN;
+        snprintf(msg->command.target, sizeof(msg->command.target), "node-b");
+        return;
+    case TDM_PROTO_SWITCHOVER_RESULT:
+    case TDM_PROTO_FAILOVER_RESULT:
+        sample_text(&msg->command_result, 0);
+        msg->command_result.status = type == TDM_PROTO_FAILOVER_RESULT ? -20001 : 0;
+        return;
+    case TDM_PROTO_HISTORY:
+    case TDM_PROTO_QUARANTINE:
+    case TDM_PROTO_VERIFY:
+        msg->epoch = 0;
+        msg->inspect.request_id = 43;
+        msg->inspect.flags = type == TDM_PROTO_QUARANTINE ? TDM_PROTO_QUARANTINE_EXPORT
+                             : type == TDM_PROTO_VERIFY   ? TDM_PROTO_VERIFY_DEEP
+                                                          : 0;
+        return;
+    case TDM_PROTO_HISTORY_RESULT:
+    case TDM_PROTO_QUARANTINE_RESULT:
+    case TDM_PROTO_VERIFY_RESULT:
+        sample_text(&msg->inspect_result, TDM_PROTO_RESULT_MORE);
         return;
     }
     fail_msg("no sample for type %u", type);
@@ -513,9 +586,9 @@ static void test_proto_reader__bad_headers(void **state)
     } cases[] = {
         {11, TDM_PROTO_ACK, 0, "below the header"},
         {36, 0, 0, "unknown type 0"},
-        {36, 15, 0, "unknown type 15"},
+        {36, 30, 0, "unknown type 30"},
         {36, 31, 0, "unknown type 31"},
-        {36, 38, 0, "unknown type 38"},
+        {36, 63, 0, "unknown type 63"},
         {36, TDM_PROTO_ACK, 1, "reserved"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -581,9 +654,127 @@ static void proto_switch_semantic_checks(void)
     assert_non_null(strstr(diag.message, "at risk"));
 }
 
+/* HISTORY and QUARANTINE (PROTOCOL.md §7.6): fields survive, results may be
+ * flagged MORE, and unknown flag bits are refused. */
+static void test_proto_decode__inspect(void **state)
+{
+    (void)state;
+    struct tdm_diag diag = {{0}};
+    size_t size = encode_sample(TDM_PROTO_QUARANTINE, frame_a, sizeof(frame_a));
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), 0);
+    assert_int_equal(msg_b.inspect.request_id, 43);
+    assert_int_equal(msg_b.inspect.flags, TDM_PROTO_QUARANTINE_EXPORT);
+    size = encode_sample(TDM_PROTO_QUARANTINE_RESULT, frame_a, sizeof(frame_a));
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), 0);
+    assert_int_equal(msg_b.inspect_result.flags, TDM_PROTO_RESULT_MORE);
+    /* Flags: byte 8 of the payload. */
+    size = encode_sample(TDM_PROTO_QUARANTINE, frame_a, sizeof(frame_a));
+    frame_a[TDM_PROTO_FRAME_HEADER_SIZE + 8] = 0x2;
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), TANDEM_ECORRUPT);
+    assert_non_null(strstr(diag.message, "QUARANTINE frame: flags: unknown bits"));
+    size = encode_sample(TDM_PROTO_HISTORY, frame_a, sizeof(frame_a));
+    frame_a[TDM_PROTO_FRAME_HEADER_SIZE + 8] = TDM_PROTO_QUARANTINE_EXPORT;
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), TANDEM_ECORRUPT);
+    assert_non_null(strstr(diag.message, "HISTORY frame: flags: unknown bits"));
+    /* A result flag other than MORE. */
+    size = encode_sample(TDM_PROTO_HISTORY_RESULT, frame_a, sizeof(frame_a));
+    frame_a[TDM_PROTO_FRAME_HEADER_SIZE + 12] = 0x2;
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), TANDEM_ECORRUPT);
+    assert_non_null(strstr(diag.message, "HISTORY_RESULT frame: flags: unknown bits"));
+}
+
+/* VERIFY (PROTOCOL.md §7.7): the request and DEEP survive, progress results
+ * are flagged MORE, and unknown flag bits are refused. */
+static void test_proto_decode__verify(void **state)
+{
+    (void)state;
+    struct tdm_diag diag = {{0}};
+    size_t size = encode_sample(TDM_PROTO_VERIFY, frame_a, sizeof(frame_a));
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), 0);
+    assert_int_equal(msg_b.type, TDM_PROTO_VERIFY);
+    assert_int_equal(msg_b.inspect.request_id, 43);
+    assert_int_equal(msg_b.inspect.flags, TDM_PROTO_VERIFY_DEEP);
+    assert_string_equal(tdm_proto_type_name(TDM_PROTO_VERIFY), "VERIFY");
+    assert_true(tdm_proto_type_is_client(TDM_PROTO_VERIFY));
+    assert_true(tdm_proto_type_is_client(TDM_PROTO_VERIFY_RESULT));
+    size = encode_sample(TDM_PROTO_VERIFY_RESULT, frame_a, sizeof(frame_a));
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), 0);
+    assert_int_equal(msg_b.inspect_result.request_id, msg_a.inspect_result.request_id);
+    assert_int_equal(msg_b.inspect_result.flags, TDM_PROTO_RESULT_MORE);
+    assert_int_equal(msg_b.inspect_result.text.size, msg_a.inspect_result.text.size);
+    /* Flags: byte 8 of the payload; only DEEP is known. */
+    size = encode_sample(TDM_PROTO_VERIFY, frame_a, sizeof(frame_a));
+    frame_a[TDM_PROTO_FRAME_HEADER_SIZE + 8] = 0x2;
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), TANDEM_ECORRUPT);
+    assert_non_null(strstr(diag.message, "VERIFY frame: flags: unknown bits"));
+    /* A result flag other than MORE. */
+    size = encode_sample(TDM_PROTO_VERIFY_RESULT, frame_a, sizeof(frame_a));
+    frame_a[TDM_PROTO_FRAME_HEADER_SIZE + 12] = 0x2;
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), TANDEM_ECORRUPT);
+    assert_non_null(strstr(diag.message, "VERIFY_RESULT frame: flags: unknown bits"));
+}
+
 /* Semantic checks: wrong version, durable past last, a history that goes
  * backwards, a bad name, a control character in a message, a record count
  * that does not match the entries: all refused, naming the field. */
+/* SWITCHOVER and FAILOVER (PROTOCOL.md §7.5): fields survive, an empty
+ * switchover target means "next", and malformed commands are refused. */
+static void test_proto_decode__commands(void **state)
+{
+    (void)state;
+    struct tdm_diag diag = {{0}};
+    size_t written = 0;
+    size_t size = encode_sample(TDM_PROTO_FAILOVER, frame_a, sizeof(frame_a));
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), 0);
+    assert_int_equal(msg_b.command.request_id, 42);
+    assert_int_equal(msg_b.command.flags, TDM_PROTO_FAILOVER_FORCE | TDM_PROTO_FAILOVER_DRY_RUN);
+    assert_string_equal(msg_b.command.target, "node-b");
+    /* A switchover to the next of the rotation: no target. */
+    sample_msg(TDM_PROTO_SWITCHOVER, &msg_a);
+    msg_a.command.target[0] = '\0';
+    assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag), 0);
+    assert_int_equal(decode_buffer(frame_a, written, &msg_b, &diag), 0);
+    assert_string_equal(msg_b.command.target, "");
+    /* A failover must name its target. */
+    sample_msg(TDM_PROTO_FAILOVER, &msg_a);
+    msg_a.command.target[0] = '\0';
+    assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag),
+                     TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "FAILOVER frame: target: bad id"));
+    /* Unknown flag bits, on the wire: byte 8 of the payload. */
+    size = encode_sample(TDM_PROTO_FAILOVER, frame_a, sizeof(frame_a));
+    frame_a[TDM_PROTO_FRAME_HEADER_SIZE + 8] = 0x4;
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), TANDEM_ECORRUPT);
+    assert_non_null(strstr(diag.message, "FAILOVER frame: flags: unknown bits"));
+    size = encode_sample(TDM_PROTO_SWITCHOVER, frame_a, sizeof(frame_a));
+    frame_a[TDM_PROTO_FRAME_HEADER_SIZE + 8] = TDM_PROTO_FAILOVER_FORCE;
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), TANDEM_ECORRUPT);
+    assert_non_null(strstr(diag.message, "SWITCHOVER frame: flags: unknown bits"));
+    /* A target that is not an id: a space, then a NUL inside. */
+    size = encode_sample(TDM_PROTO_SWITCHOVER, frame_a, sizeof(frame_a));
+    frame_a[size - 1] = ' ';
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), TANDEM_ECORRUPT);
+    assert_non_null(strstr(diag.message, "SWITCHOVER frame: target: bad id"));
+    frame_a[size - 1] = '\0';
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), TANDEM_ECORRUPT);
+    assert_non_null(strstr(diag.message, "SWITCHOVER frame: target: bad id"));
+    /* A target size over 63. */
+    size = encode_sample(TDM_PROTO_SWITCHOVER, frame_a, sizeof(frame_a));
+    frame_a[TDM_PROTO_FRAME_HEADER_SIZE + 9] = TDM_PROTO_NAME_SIZE_MAX + 1;
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), TANDEM_ECORRUPT);
+    /* A result with a positive status. */
+    size = encode_sample(TDM_PROTO_SWITCHOVER_RESULT, frame_a, sizeof(frame_a));
+    frame_a[TDM_PROTO_FRAME_HEADER_SIZE + 8] = 0;
+    frame_a[TDM_PROTO_FRAME_HEADER_SIZE + 11] = 1;
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), TANDEM_ECORRUPT);
+    assert_non_null(strstr(diag.message, "SWITCHOVER_RESULT frame: status: positive"));
+    /* Results carry no flags. */
+    size = encode_sample(TDM_PROTO_FAILOVER_RESULT, frame_a, sizeof(frame_a));
+    frame_a[TDM_PROTO_FRAME_HEADER_SIZE + 12] = TDM_PROTO_RESULT_MORE;
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), TANDEM_ECORRUPT);
+    assert_non_null(strstr(diag.message, "FAILOVER_RESULT frame: flags: unknown bits"));
+}
+
 static void test_proto_decode__semantic_checks(void **state)
 {
     (void)state;
@@ -755,6 +946,68 @@ static void test_proto_decode__check_fields(void **state)
 /* Seeded garbage never crashes: a mutated frame is either refused with
  * TANDEM_ECORRUPT or decodes to a message that re-encodes to the same bytes;
  * a stream of random bytes is refused or waits for more, within bounds. */
+/* FETCH and FETCHED (PROTOCOL.md §9.4): the fields round trip; an id of 0, a
+ * range that is not one or is over the limit, batches with an error status,
+ * none with status 0, a positive status: each refused by the encoder and, in
+ * bytes, by the decoder, naming the field. */
+static void test_proto_decode__fetch_fields(void **state)
+{
+    (void)state;
+    struct tdm_diag diag = {{0}};
+    size_t written = 0;
+    size_t size = encode_sample(TDM_PROTO_FETCH, frame_a, sizeof(frame_a));
+    assert_int_equal(size, TDM_PROTO_FRAME_HEADER_SIZE + 3 * 8);
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), 0);
+    assert_int_equal(msg_b.fetch.fetch_id, 23);
+    assert_int_equal(msg_b.fetch.lsn_first, 1001);
+    assert_int_equal(msg_b.fetch.lsn_last, 1064);
+    frame_a[TDM_PROTO_FRAME_HEADER_SIZE + 16] = 0xe8; /* lsn_last 1000 < lsn_first. */
+    frame_a[TDM_PROTO_FRAME_HEADER_SIZE + 17] = 0x03;
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), TANDEM_ECORRUPT);
+    assert_non_null(strstr(diag.message, "FETCH frame: lsn range: not a range"));
+    sample_msg(TDM_PROTO_FETCH, &msg_a);
+    msg_a.fetch.fetch_id = 0;
+    assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag),
+                     TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "FETCH frame: fetch_id"));
+    sample_msg(TDM_PROTO_FETCH, &msg_a);
+    msg_a.fetch.lsn_last = msg_a.fetch.lsn_first + TDM_PROTO_FETCH_LSNS_MAX;
+    assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag),
+                     TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "over the limit"));
+
+    size = encode_sample(TDM_PROTO_FETCHED, frame_a, sizeof(frame_a));
+    assert_int_equal(size, TDM_PROTO_FRAME_HEADER_SIZE + 8 + 4 + 8 + 8 + 4 + 4 +
+                               sizeof(sample_batch_a) + 4 + sizeof(sample_batch_b));
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), 0);
+    assert_int_equal(msg_b.fetched.batch_count, 2);
+    assert_int_equal(msg_b.fetched.lsn_last, 1032);
+    assert_memory_equal(msg_b.fetched.batches[1].data, sample_batch_b, sizeof(sample_batch_b));
+    /* A status of TANDEM_ECORRUPT with the batches still there. */
+    frame_a[TDM_PROTO_FRAME_HEADER_SIZE + 8] = 0xeb; /* -20005 = 0xffffb1db */
+    frame_a[TDM_PROTO_FRAME_HEADER_SIZE + 9] = 0xb1;
+    frame_a[TDM_PROTO_FRAME_HEADER_SIZE + 10] = 0xff;
+    frame_a[TDM_PROTO_FRAME_HEADER_SIZE + 11] = 0xff;
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), TANDEM_ECORRUPT);
+    assert_non_null(strstr(diag.message, "FETCHED frame: batch count"));
+    sample_msg(TDM_PROTO_FETCHED, &msg_a);
+    msg_a.fetched.status = TANDEM_ECORRUPT;
+    assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag),
+                     TANDEM_EINVALID);
+    msg_a.fetched.batch_count = 0;
+    assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag), 0);
+    assert_int_equal(decode_buffer(frame_a, written, &msg_b, &diag), 0);
+    assert_int_equal(msg_b.fetched.status, TANDEM_ECORRUPT);
+    msg_a.fetched.status = 0; /* Status 0 and no batch. */
+    assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag),
+                     TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "FETCHED frame: batch count"));
+    msg_a.fetched.status = 5;
+    assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag),
+                     TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "status: positive"));
+}
+
 static void test_proto_decode__garbage(void **state)
 {
     (void)state;
@@ -803,7 +1056,11 @@ int main(void)
         cmocka_unit_test(test_proto_reader__oversize),
         cmocka_unit_test(test_proto_reader__bad_headers),
         cmocka_unit_test(test_proto_decode__semantic_checks),
+        cmocka_unit_test(test_proto_decode__commands),
+        cmocka_unit_test(test_proto_decode__inspect),
+        cmocka_unit_test(test_proto_decode__verify),
         cmocka_unit_test(test_proto_decode__check_fields),
+        cmocka_unit_test(test_proto_decode__fetch_fields),
         cmocka_unit_test(test_proto_decode__garbage),
     };
     return cmocka_run_group_tests_name("proto", tests, NULL, NULL);

@@ -1,7 +1,9 @@
 /* tests/unit/test_replica.c: how a primary starts (net/replica_primary.c,
  * docs/PROTOCOL.md §4): a new cluster's first primary acts in epoch 1 at once
  * and, in epoch 1, ships only what is durable locally; any other start of a
- * primary opens epoch + 1 and ships before the local fdatasync.
+ * primary opens epoch + 1 and ships before the local fdatasync. And what a
+ * failed APPEND read (SHIP_FAILED, docs/PROTOCOL.md §9.5) does: nothing is
+ * acknowledged, shipping waits and resumes by go-back-N.
  *
  * Method: one real struct tdm_replica (node 0 of two) stepped by hand with the
  * events an adapter would report; each test checks the actions of each step.
@@ -10,6 +12,7 @@
 
 #include <string.h>
 
+#include "engine/base/error.h"
 #include "net/replica.h"
 
 /* Large (the action arrays): static, reset by every test. */
@@ -292,6 +295,111 @@ static void test_replica_primary__empty_log_later_epoch_acts_again(void **state)
     assert_int_equal(append->append.lsn_last, 3);
 }
 
+/* An APPEND whose read fails on the primary (a batch fails its checksum:
+ * nothing of it was sent, PROTOCOL.md §9.5) is traced and kept for status;
+ * nothing is acknowledged; go-back-N asks for the range again after
+ * retransmit_ms, and once the backup holds it (the range was repaired) the
+ * write is acknowledged and status no longer says shipping waits. */
+static void test_replica_primary__ship_failed_waits_for_repair(void **state)
+{
+    (void)state;
+    replica_make(1, (const uint64_t[][3]){{1, 1, 0}}, 0, 0);
+    step_tick();
+    backup_join(1, &replica.history);
+    submit_one(1);
+    step_appended(2, 1);
+    step_persisted(TDM_PERSISTED_LOG, 0, 2);
+    assert_non_null(send_find(TDM_FRAME_APPEND));
+    step_persisted(TDM_PERSISTED_WRITE, 1, 2);
+    struct tdm_event failed = {.type = TDM_EVENT_SHIP_FAILED};
+    failed.ship_failed.node_index = 1;
+    failed.ship_failed.lsn_first = 1;
+    failed.ship_failed.lsn_last = 2;
+    failed.ship_failed.status = TANDEM_ECORRUPT;
+    step(&failed);
+    assert_null(send_find(TDM_FRAME_APPEND));
+    assert_int_equal(actions.result_count, 0);
+    struct tdm_replica_status status;
+    tdm_replica_status(&replica, &status);
+    assert_int_equal(status.ship_failures, 1);
+    assert_int_equal(status.ship_failed_lsn, 1);
+    now_ms += 300; /* retransmit_ms without progress: the range again. */
+    step_tick();
+    const struct tdm_send *append = send_find(TDM_FRAME_APPEND);
+    assert_non_null(append);
+    assert_int_equal(append->append.lsn_first, 1);
+    assert_int_equal(append->append.lsn_last, 2);
+    static struct tdm_frame ack;
+    memset(&ack, 0, sizeof(ack));
+    ack.type = TDM_FRAME_ACK;
+    ack.epoch = 1;
+    ack.ack.durable_lsn = 2;
+    ack.ack.received_lsn = 2;
+    step_receive(&ack);
+    assert_int_equal(actions.result_count, 1);
+    assert_int_equal(actions.results[0].status, 0);
+    tdm_replica_status(&replica, &status);
+    assert_int_equal(status.ship_failures, 1);
+    assert_int_equal(status.ship_failed_lsn, 0);
+}
+
+/* A backup ships nothing: a SHIP_FAILED it gets (a send from before it
+ * stepped down) changes nothing and sends nothing. */
+static void test_replica_backup__ship_failed_ignored(void **state)
+{
+    (void)state;
+    replica_make(1, (const uint64_t[][3]){{1, 1, 1}}, 0, 0);
+    step_tick();
+    struct tdm_event failed = {.type = TDM_EVENT_SHIP_FAILED};
+    failed.ship_failed.node_index = 1;
+    failed.ship_failed.lsn_first = 1;
+    failed.ship_failed.lsn_last = 1;
+    failed.ship_failed.status = TANDEM_ECORRUPT;
+    step(&failed);
+    assert_int_equal(actions.send_count, 0);
+    struct tdm_replica_status status;
+    tdm_replica_status(&replica, &status);
+    assert_int_equal(status.role, TDM_ROLE_BACKUP);
+    assert_int_equal(status.ship_failures, 0);
+    assert_int_equal(status.ship_failed_lsn, 0);
+}
+
+/* FORWARD request ids need not arrive in order (PROTOCOL.md §6): a write a
+ * holding primary answered ENOTPRIMARY (not taken) is sent again to the new
+ * primary after newer ones it already took. The older id is taken; only an
+ * id in flight here is a duplicate (ignored: its answer comes when it is
+ * done). Before the fix an older id was ignored as "reordered" and the
+ * backup's write waited for its deadline (loopback: 100 switchovers). */
+static void test_replica_primary__forward_ids_out_of_order(void **state)
+{
+    (void)state;
+    const uint64_t entries[][3] = {{1, 1, 0}};
+    replica_make(1, entries, 0, 0);
+    step_tick();
+    backup_join(1, &replica.history);
+    static const uint8_t records[8] = {4, 0, 0, 0, 1, 2, 3, 4};
+    static struct tdm_frame frame;
+    memset(&frame, 0, sizeof(frame));
+    frame.type = TDM_FRAME_FORWARD;
+    frame.epoch = 1;
+    frame.forward.request_id = 20;
+    frame.forward.record_count = 1;
+    frame.forward.size = sizeof(records);
+    frame.forward.records = records;
+    step_receive(&frame);
+    assert_int_equal(actions.write_count, 1); /* Taken: handed to the engine. */
+    assert_int_equal(actions.writes[0].kind, TDM_WRITE_LOCAL);
+    frame.forward.request_id = 10; /* Older: bounced elsewhere, sent again. */
+    step_receive(&frame);
+    assert_int_equal(actions.write_count, 1);
+    assert_int_equal(actions.writes[0].kind, TDM_WRITE_LOCAL);
+    assert_null(send_find(TDM_FRAME_FORWARD_RESULT));
+    frame.forward.request_id = 20; /* In flight: a duplicate, ignored. */
+    step_receive(&frame);
+    assert_int_equal(actions.write_count, 0);
+    assert_null(send_find(TDM_FRAME_FORWARD_RESULT));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -299,6 +407,9 @@ int main(void)
         cmocka_unit_test(test_replica_primary__first_epoch_ships_only_durable),
         cmocka_unit_test(test_replica_primary__restart_opens_next_epoch),
         cmocka_unit_test(test_replica_primary__empty_log_later_epoch_acts_again),
+        cmocka_unit_test(test_replica_primary__ship_failed_waits_for_repair),
+        cmocka_unit_test(test_replica_backup__ship_failed_ignored),
+        cmocka_unit_test(test_replica_primary__forward_ids_out_of_order),
     };
     return cmocka_run_group_tests_name("replica", tests, NULL, NULL);
 }

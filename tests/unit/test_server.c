@@ -253,6 +253,19 @@ static void test_tandem_server_start__standalone(void **state)
     assert_int_equal(tandem_status(tandem_server_node(server), &status), 0);
     assert_int_equal(status.lsn_last, lsn);
 
+    /* No replicas: a switchover or failover is refused with the reason. */
+    struct tandem_client *client = NULL;
+    struct tandem_diag diag = {{0}};
+    assert_int_equal(tandem_client_open(dir, NULL, &client, &diag), 0);
+    char *json = NULL;
+    assert_int_equal(tandem_client_switchover(client, NULL, &json, &diag), TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "a standalone node has no replicas"));
+    assert_int_equal(tandem_client_failover(client, "solo", TANDEM_FAILOVER_DRY_RUN, &json, &diag),
+                     TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "a standalone node has no replicas"));
+    assert_null(json);
+    tandem_client_close(client);
+
     tandem_server_stop(server);
     assert_stopped(dir);
 }
@@ -288,6 +301,40 @@ static void test_tandem_server_start__replicated(void **state)
     assert_int_equal(forwarded, lsn + 1);
     found_wait(tandem_server_node(primary), "<two@mx.example>", forwarded);
     found_wait(tandem_server_node(backup), "<two@mx.example>", forwarded);
+
+    /* A switchover through the client API: node2 becomes the primary and
+     * takes writes; a failover sent to another node than its target is
+     * refused before anything is stepped. */
+    struct tandem_client *client = NULL;
+    struct tandem_diag diag = {{0}};
+    assert_int_equal(tandem_client_open(dir1, NULL, &client, &diag), 0);
+    char *json = NULL;
+    int rv = TANDEM_EBUSY;
+    for (int i = 0; i < 100 && rv == TANDEM_EBUSY; i++) { /* Until node2's link is live. */
+        assert_int_equal(tandem_client_switchover(client, "node2", &json, &diag), 0);
+        rv = strstr(json, "\"outcome\": \"done\"") != NULL ? 0 : TANDEM_EBUSY;
+        if (rv != 0) {
+            assert_non_null(strstr(json, "\"outcome\": \"refused\""));
+            free(json);
+            json = NULL;
+            struct timespec pause = {.tv_sec = 0, .tv_nsec = 50 * 1000 * 1000};
+            nanosleep(&pause, NULL);
+        }
+    }
+    assert_int_equal(rv, 0);
+    assert_non_null(strstr(json, "\"target\": \"node2\""));
+    assert_non_null(strstr(json, "\"acting\": true"));
+    free(json);
+    json = NULL;
+    assert_int_equal(tandem_client_failover(client, "node2", 0, &json, &diag), TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "this is node node1"));
+    assert_null(json);
+    assert_int_equal(tandem_client_switchover(client, "bad id", &json, &diag), TANDEM_EINVALID);
+    assert_int_equal(tandem_client_failover(client, NULL, 0, &json, &diag), TANDEM_EINVALID);
+    tandem_client_close(client);
+    uint64_t after = client_append(dir1, "<three@mx.example>"); /* Forwarded to node2. */
+    assert_int_equal(after, forwarded + 1);
+    found_wait(tandem_server_node(backup), "<three@mx.example>", after);
 
     tandem_server_stop(backup);
     tandem_server_stop(primary);
@@ -342,6 +389,59 @@ static void test_tandem_server_start__bad_conf(void **state)
     assert_non_null(strstr(diag.message, "flags"));
 }
 
+/* [replication] switchover_interval and rotation (docs/OPERATIONS.md
+ * "Switchover"): a bad value fails the start naming the key, its line and
+ * the expected form; good values get past the configuration (the start then
+ * fails only on the credentials, which do not exist here). */
+static void test_tandem_server_start__switchover_conf(void **state)
+{
+    (void)state;
+    static const char *const bad_intervals[] = {
+        "10", "5x", "50ms", "-1h", "400d", "h", "1.5h", "99999999999999999999s", ""};
+    char dir[PATH_SIZE];
+    char conf[1024];
+    char expected[256];
+    const char *head = "[node]\ncluster = c1\nid = node1\n\n[replication]\nlisten = "
+                       "127.0.0.1:7000\npeer.node2 = 127.0.0.1:7001\npeer.node3 = "
+                       "127.0.0.1:7002\ntls_key = none.key\ntls_cert = none.crt\ntls_ca = "
+                       "none.ca\n";
+    node_make(dir, "switch", "");
+    for (size_t i = 0; i < sizeof(bad_intervals) / sizeof(bad_intervals[0]); i++) {
+        snprintf(conf, sizeof(conf), "%sswitchover_interval = %s\n", head, bad_intervals[i]);
+        file_write(dir, "tandem.conf", conf);
+        snprintf(expected, sizeof(expected),
+                 "line 12: bad value: [replication] switchover_interval = %s (expected off, or "
+                 "100ms to 365d",
+                 bad_intervals[i]);
+        assert_start_fails(dir, TANDEM_EINVALID, expected);
+    }
+    static const char *const bad_rotations[] = {"node1,,node2", "node1 node2", ",node1", "node1,",
+                                                "a,b,c,d,e,f,g,h,i"};
+    for (size_t i = 0; i < sizeof(bad_rotations) / sizeof(bad_rotations[0]); i++) {
+        snprintf(conf, sizeof(conf), "%srotation = %s\n", head, bad_rotations[i]);
+        file_write(dir, "tandem.conf", conf);
+        snprintf(expected, sizeof(expected),
+                 "line 12: bad value: [replication] rotation = %s (expected node ids separated "
+                 "by commas)",
+                 bad_rotations[i]);
+        assert_start_fails(dir, TANDEM_EINVALID, expected);
+    }
+    snprintf(conf, sizeof(conf), "%srotation = node2, node4\n", head);
+    file_write(dir, "tandem.conf", conf);
+    assert_start_fails(dir, TANDEM_EINVALID, "[replication] rotation: 'node4' is not this node");
+    snprintf(conf, sizeof(conf), "%srotation = node2,node1,node2\n", head);
+    file_write(dir, "tandem.conf", conf);
+    assert_start_fails(dir, TANDEM_EINVALID, "[replication] rotation: 'node2' given twice");
+    static const char *const good_intervals[] = {"24h", "30m", "90s", "500ms", "off", "7d"};
+    for (size_t i = 0; i < sizeof(good_intervals) / sizeof(good_intervals[0]); i++) {
+        snprintf(conf, sizeof(conf), "%sswitchover_interval = %s\nrotation = node3, node1,node2\n",
+                 head, good_intervals[i]);
+        file_write(dir, "tandem.conf", conf);
+        assert_start_fails(dir, -ENOENT, "none.");
+    }
+    assert_stopped(dir);
+}
+
 /* A second server on a directory that one serves fails with the lock named,
  * after its thread opened nothing, and leaves the first one serving; so does
  * a credential file that cannot be read, after the node was opened (the open
@@ -375,6 +475,7 @@ int main(void)
         cmocka_unit_test(test_tandem_server_start__standalone),
         cmocka_unit_test(test_tandem_server_start__replicated),
         cmocka_unit_test(test_tandem_server_start__bad_conf),
+        cmocka_unit_test(test_tandem_server_start__switchover_conf),
         cmocka_unit_test(test_tandem_server_start__fails_after_the_thread_started),
     };
     return cmocka_run_group_tests_name("server", tests, group_setup, group_teardown);

@@ -636,6 +636,37 @@ static void test_failover__trace(void **state)
     assert_int_equal(node_last(&c.nodes[0]), 2);
 }
 
+/* Writes forwarded to a primary that then dies get no answer from it. Once a
+ * failover moved the cluster to a new primary, each fails at once with
+ * TANDEM_ECOPIES ("not acknowledged", never "not stored"), on the backup
+ * that forwarded it (#1) and on the promoted node itself (#2, which forwarded
+ * its write while it was a backup), instead of at its deadline (5 s here). */
+static void test_failover__forwarded_writes_fail_at_once(void **state)
+{
+    (void)state;
+    cluster_ready(2);
+    c.link[1][0] = false; /* #1's and #2's FORWARDs never reach #0 (no PEER_DOWN). */
+    c.link[2][0] = false;
+    uint64_t w1 = submit(1, 1);
+    uint64_t w2 = submit(2, 1);
+    run();
+    node_crash(0);
+    run();
+    tick(250); /* The silence bound. */
+    uint64_t failover_ms = c.now_ms;
+    failover(2, false, false);
+    run();
+    tick(60);
+    assert_int_equal(status_of(2).role, TDM_ROLE_PRIMARY);
+    assert_int_equal(status_of(1).role, TDM_ROLE_BACKUP);
+    char line[128];
+    snprintf(line, sizeof(line), "#1 write %" PRIu64 " failed: %d", w1, TANDEM_ECOPIES);
+    assert_non_null(strstr(c.trace, line));
+    snprintf(line, sizeof(line), "#2 write %" PRIu64 " failed: %d", w2, TANDEM_ECOPIES);
+    assert_non_null(strstr(c.trace, line));
+    assert_true(c.now_ms < failover_ms + 1000); /* Simulated time: long before 5 s. */
+}
+
 /* --- Switchover refusals: each changes nothing --------------------------------- */
 
 /* A target that does not catch up within switchover_catch_up_ms (its link is
@@ -895,6 +926,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_switchover__trace),
         cmocka_unit_test(test_failover__trace),
+        cmocka_unit_test(test_failover__forwarded_writes_fail_at_once),
         cmocka_unit_test(test_switchover__refused_target_lagging),
         cmocka_unit_test(test_switchover__refused_in_progress),
         cmocka_unit_test(test_switchover__refused_target),

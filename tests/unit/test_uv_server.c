@@ -3,8 +3,9 @@
  * removal, refusal of a live path, a STATUS round trip, a malformed frame that
  * closes only its connection, the connection limit, backpressure under
  * requests_max, a clean close after which uv_loop_close()
- * returns 0 (no handle leaked; STYLE B8), and tdm_uv_serve() stopped by its
- * control rather than by a signal. */
+ * returns 0 (no handle leaked; STYLE B8), tdm_uv_serve() stopped by its
+ * control rather than by a signal, and a VERIFY answer streamed line by line
+ * while its callback runs. */
 #include "tdm_test.h"
 
 #include <errno.h>
@@ -350,6 +351,124 @@ static void test_uv_serve__control_start_fails(void **state)
     close_server(f, server);
 }
 
+/* ---- VERIFY streams its lines (PROTOCOL.md §7.7) ------------------------------ */
+
+/* The inspect callback of the streaming test: one line, then wait until the
+ * test has received it (it must be sent while the callback still runs),
+ * then a second line. */
+struct stream_inspect {
+    uv_mutex_t mutex;
+    uv_cond_t cond;
+    bool first_received;
+};
+
+#define STREAM_WAIT_NS (60ull * 1000 * 1000 * 1000) /* Deadline, not a timing check. */
+
+static int stream_inspect_cb(void *data, uint16_t type, uint8_t flags, tdm_uv_line_cb line,
+                             void *line_data, struct tdm_diag *diag)
+{
+    struct stream_inspect *s = data;
+    if (type != TDM_PROTO_VERIFY || flags != TDM_PROTO_VERIFY_DEEP) {
+        tdm_diag_printf(diag, "unexpected type %u flags %u", type, flags);
+        return TANDEM_EINVALID;
+    }
+    int rv = line(line_data, "one", 3);
+    if (rv != 0) {
+        return rv;
+    }
+    uv_mutex_lock(&s->mutex);
+    while (!s->first_received) {
+        if (uv_cond_timedwait(&s->cond, &s->mutex, STREAM_WAIT_NS) != 0) {
+            break;
+        }
+    }
+    bool received = s->first_received;
+    uv_mutex_unlock(&s->mutex);
+    if (!received) {
+        tdm_diag_printf(diag, "the first line was not sent while the pass ran");
+        return TANDEM_EBUSY;
+    }
+    return line(line_data, "two", 3);
+}
+
+/* Read the next whole frame from fd, running the loop meanwhile. */
+static void stream_next(struct fixture *f, int fd, struct tdm_proto_reader *reader,
+                        struct tdm_proto_msg *msg)
+{
+    static uint8_t bytes[4096];
+    static size_t have;
+    static size_t used;
+    for (;;) {
+        struct tdm_proto_frame frame;
+        struct tdm_diag diag = {{0}};
+        int rv = tdm_proto_reader_next(reader, &frame, &diag);
+        if (rv == 0) {
+            assert_int_equal(tdm_proto_decode(&frame, msg, &diag), 0);
+            return;
+        }
+        assert_int_equal(rv, -EAGAIN);
+        if (used == have) {
+            ssize_t n = run_until_readable(f, fd, bytes, sizeof(bytes));
+            assert_true(n > 0);
+            have = (size_t)n;
+            used = 0;
+        }
+        size_t consumed = 0;
+        assert_int_equal(tdm_proto_reader_feed(reader, bytes + used, have - used, &consumed, &diag),
+                         0);
+        used += consumed;
+    }
+}
+
+/* A VERIFY answer's first line reaches the client while the callback still
+ * runs (each line its own frame flagged MORE), then the second, then an
+ * empty closing frame; the request id pairs them all. */
+static void test_uv_server_verify__streams_lines(void **state)
+{
+    struct fixture *f = *state;
+    struct stream_inspect s = {.first_received = false};
+    assert_int_equal(uv_mutex_init(&s.mutex), 0);
+    assert_int_equal(uv_cond_init(&s.cond), 0);
+    struct tdm_uv_server_config config = config_of(f);
+    config.inspect = stream_inspect_cb;
+    config.inspect_data = &s;
+    struct tdm_uv_server *server = NULL;
+    assert_int_equal(tdm_uv_server_start(&f->loop, &config, &server, NULL), 0);
+    int fd = connect_to(f->socket_path);
+    struct tdm_proto_msg msg = {.type = TDM_PROTO_VERIFY};
+    msg.inspect.request_id = 7;
+    msg.inspect.flags = TDM_PROTO_VERIFY_DEEP;
+    uint8_t frame[64];
+    size_t written = 0;
+    assert_int_equal(tdm_proto_encode(&msg, frame, sizeof(frame), &written, NULL), 0);
+    assert_int_equal(send(fd, frame, written, 0), (ssize_t)written);
+    uint8_t *buffer = tdm_malloc(TDM_PROTO_BUFFER_SIZE);
+    struct tdm_proto_reader reader;
+    tdm_proto_reader_init(&reader, buffer, TDM_PROTO_BUFFER_SIZE);
+    static const char *const want[] = {"one\n", "two\n", ""};
+    for (size_t i = 0; i < 3; i++) {
+        struct tdm_proto_msg result;
+        stream_next(f, fd, &reader, &result);
+        assert_int_equal(result.type, TDM_PROTO_VERIFY_RESULT);
+        assert_int_equal(result.inspect_result.request_id, 7);
+        assert_int_equal(result.inspect_result.status, 0);
+        assert_int_equal(result.inspect_result.flags, i < 2 ? TDM_PROTO_RESULT_MORE : 0);
+        assert_int_equal(result.inspect_result.text.size, strlen(want[i]));
+        assert_memory_equal(result.inspect_result.text.data, want[i], strlen(want[i]));
+        if (i == 0) {
+            uv_mutex_lock(&s.mutex);
+            s.first_received = true;
+            uv_cond_signal(&s.cond);
+            uv_mutex_unlock(&s.mutex);
+        }
+    }
+    tdm_free(buffer);
+    close(fd);
+    close_server(f, server);
+    uv_cond_destroy(&s.cond);
+    uv_mutex_destroy(&s.mutex);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -362,6 +481,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_uv_serve__control_stop_before_serving, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_uv_serve__control_start_fails, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_uv_server_verify__streams_lines, setup, teardown),
     };
     return cmocka_run_group_tests_name("uv_server", tests, NULL, NULL);
 }
