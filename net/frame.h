@@ -214,27 +214,29 @@ struct tdm_frame_check_result {
 /* Why a switchover or a failover was refused or abandoned (PROTOCOL.md §8.4).
  * Values are the wire's (HANDOVER_DONE, FENCED: 0 there means "accepted"). */
 enum tdm_refusal {
-    TDM_REFUSAL_NOT_PRIMARY = 1, /* Switchover asked of a node that is not the acting primary. */
-    TDM_REFUSAL_NOT_BACKUP,      /* Failover asked of a node that is not a backup. */
-    TDM_REFUSAL_IN_PROGRESS,     /* Another switchover or failover is in progress. */
-    TDM_REFUSAL_BUSY,            /* Disk work of a handshake in flight: ask again. */
-    TDM_REFUSAL_TARGET_UNKNOWN,  /* No such node. */
-    TDM_REFUSAL_TARGET_SELF,     /* The primary itself. */
-    TDM_REFUSAL_NO_TARGET,       /* No node of the rotation is LIVE and caught up. */
-    TDM_REFUSAL_TARGET_DOWN,     /* The target's link is not LIVE. */
-    TDM_REFUSAL_TARGET_LAGGING,  /* The target did not catch up within the bound. */
-    TDM_REFUSAL_UNACKNOWLEDGED,  /* Writes in flight were not acknowledged within the bound. */
-    TDM_REFUSAL_TARGET_DIVERGED, /* The target's last LSN or chain hash is not ours. */
-    TDM_REFUSAL_TARGET_TIMEOUT,  /* No HANDOVER_DONE within the bound. */
-    TDM_REFUSAL_PRIMARY_ALIVE,   /* Failover: the old primary still answers (someone). */
-    TDM_REFUSAL_UNREACHABLE,     /* Failover: a node did not answer within the bound. */
-    TDM_REFUSAL_NOT_HIGHEST,     /* Failover: another node holds more durable data. */
-    TDM_REFUSAL_SINGLE_COPY,     /* Failover: min_copies 1, an acknowledged write may
-                                    exist on the old primary alone. */
-    TDM_REFUSAL_STATE_CHANGED,   /* Failover: a node changed between probe and fence. */
-    TDM_REFUSAL_EPOCH_AHEAD,     /* A node is in an epoch at or above the one proposed. */
-    TDM_REFUSAL_HIGHER_EPOCH,    /* A primary of a higher epoch appeared meanwhile. */
-    TDM_REFUSAL_FAILED,          /* The node stopped (fatal I/O) meanwhile. */
+    TDM_REFUSAL_NOT_PRIMARY = 1,   /* Switchover asked of a node that is not the acting primary. */
+    TDM_REFUSAL_NOT_BACKUP,        /* Failover asked of a node that is not a backup. */
+    TDM_REFUSAL_IN_PROGRESS,       /* Another switchover or failover is in progress. */
+    TDM_REFUSAL_BUSY,              /* Disk work of a handshake in flight: ask again. */
+    TDM_REFUSAL_TARGET_UNKNOWN,    /* No such node. */
+    TDM_REFUSAL_TARGET_SELF,       /* The primary itself. */
+    TDM_REFUSAL_NO_TARGET,         /* No node of the rotation is LIVE and caught up. */
+    TDM_REFUSAL_TARGET_DOWN,       /* The target's link is not LIVE. */
+    TDM_REFUSAL_TARGET_LAGGING,    /* The target did not catch up within the bound. */
+    TDM_REFUSAL_UNACKNOWLEDGED,    /* Writes in flight were not acknowledged within the bound. */
+    TDM_REFUSAL_TARGET_DIVERGED,   /* The target's last LSN or chain hash is not ours. */
+    TDM_REFUSAL_TARGET_TIMEOUT,    /* No HANDOVER_DONE within the bound. */
+    TDM_REFUSAL_PRIMARY_ALIVE,     /* Failover: the old primary still answers (someone). */
+    TDM_REFUSAL_UNREACHABLE,       /* Failover: a node did not answer within the bound. */
+    TDM_REFUSAL_NOT_HIGHEST,       /* Failover: another node holds more durable data. */
+    TDM_REFUSAL_SINGLE_COPY,       /* Failover: min_copies 1, an acknowledged write may
+                                      exist on the old primary alone. */
+    TDM_REFUSAL_STATE_CHANGED,     /* Failover: a node changed between probe and fence. */
+    TDM_REFUSAL_EPOCH_AHEAD,       /* A node is in an epoch at or above the one proposed. */
+    TDM_REFUSAL_HIGHER_EPOCH,      /* A primary of a higher epoch appeared meanwhile. */
+    TDM_REFUSAL_FAILED,            /* The node stopped (fatal I/O) meanwhile. */
+    TDM_REFUSAL_TARGET_UNVERIFIED, /* The verifier found the target's copy different
+                                      from the primary's (PROTOCOL.md §9). */
     TDM_REFUSAL__COUNT,
 };
 

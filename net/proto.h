@@ -129,7 +129,7 @@ struct tdm_proto_slice {
 };
 
 #define TDM_PROTO_CAUSE_MAX           8 /* Epoch causes 0..8 (PROTOCOL.md §3.3; == net/frame.h's). */
-#define TDM_PROTO_REFUSAL_MAX         20   /* Refusals 0..20 in HANDOVER_DONE, FENCED (§8.4). */
+#define TDM_PROTO_REFUSAL_MAX         21   /* Refusals 0..21 in HANDOVER_DONE, FENCED (§8.4). */
 #define TDM_PROTO_FENCE_PROBE         0x1u /* FENCE flags. */
 #define TDM_PROTO_FENCE_FORCE         0x2u
 #define TDM_PROTO_FENCED_PRIMARY_SEEN 0x1u /* FENCED flags. */

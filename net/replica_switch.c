@@ -118,6 +118,7 @@ static const char *const refusal_names[TDM_REFUSAL__COUNT] = {
     [TDM_REFUSAL_EPOCH_AHEAD] = "a node is in a higher epoch",
     [TDM_REFUSAL_HIGHER_EPOCH] = "a primary of a higher epoch appeared",
     [TDM_REFUSAL_FAILED] = "the node stopped after an I/O failure",
+    [TDM_REFUSAL_TARGET_UNVERIFIED] = "the verifier found the target's copy different",
 };
 
 const char *tdm_replica_cause_name(uint32_t cause)
@@ -266,6 +267,15 @@ struct tdm_epoch_entry tdm_replica_entry_make(const struct tdm_replica *replica,
     return entry;
 }
 
+/* The verifier found target's copy different from ours (a divergent range
+ * named, or a mismatch being narrowed down): it must not become the primary
+ * until that is resolved (repair, or a cut at the fork point). */
+static bool switch_target_unverified(const struct tdm_replica *replica, uint32_t target)
+{
+    const struct tdm_verify_peer *v = &replica->verify.peers[target];
+    return v->divergent_first != 0 || v->bad_lsn != 0;
+}
+
 uint32_t tdm_replica_switchover_next(const struct tdm_replica *replica)
 {
     const struct tdm_replica_config *config = &replica->config;
@@ -294,7 +304,8 @@ uint32_t tdm_replica_switchover_next(const struct tdm_replica *replica)
     for (uint32_t k = 0; k < count; k++) {
         uint32_t node = order[(start + k) % count];
         if (node != config->self_index && replica->peers[node].link == TDM_LINK_LIVE &&
-            lags[node].ms <= tdm_replica_catch_up_ms(replica)) {
+            lags[node].ms <= tdm_replica_catch_up_ms(replica) &&
+            !switch_target_unverified(replica, node)) {
             return node;
         }
     }
@@ -402,6 +413,9 @@ static uint32_t switch_refusal(const struct tdm_replica *replica, uint32_t targe
     tdm_replica_primary_lags(replica, lags);
     if (lags[target].ms > tdm_replica_catch_up_ms(replica)) {
         return TDM_REFUSAL_TARGET_LAGGING;
+    }
+    if (switch_target_unverified(replica, target)) {
+        return TDM_REFUSAL_TARGET_UNVERIFIED;
     }
     return 0;
 }

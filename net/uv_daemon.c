@@ -500,6 +500,7 @@ static const char *const command_refusal_tokens[TDM_REFUSAL__COUNT] = {
     [TDM_REFUSAL_EPOCH_AHEAD] = "epoch_ahead",
     [TDM_REFUSAL_HIGHER_EPOCH] = "higher_epoch",
     [TDM_REFUSAL_FAILED] = "failed",
+    [TDM_REFUSAL_TARGET_UNVERIFIED] = "target_unverified",
 };
 
 static const char *command_refusal_token(uint32_t refusal)

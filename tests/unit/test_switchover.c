@@ -727,6 +727,24 @@ static void test_switchover__refused_target(void **state)
     assert_nothing_changed();
 }
 
+/* A target whose copy the verifier found different from the primary's (a
+ * divergent range named: set here as net/replica_verify.c records it after a
+ * bisection, which tests/unit/test_replica_verify.c drives) is refused by
+ * name, and "next in rotation" passes over it. */
+static void test_switchover__refused_target_unverified(void **state)
+{
+    (void)state;
+    cluster_ready(2);
+    c.nodes[0].replica.verify.peers[1].divergent_first = 3;
+    c.nodes[0].replica.verify.peers[1].divergent_last = 3;
+    switchover(0, 1, true);
+    assert_int_equal(c.report.outcome, TDM_OUTCOME_REFUSED);
+    assert_int_equal(c.report.refusal, TDM_REFUSAL_TARGET_UNVERIFIED);
+    assert_int_equal(c.report.node_index, 1);
+    assert_int_equal(tdm_replica_switchover_next(&c.nodes[0].replica), 2);
+    assert_nothing_changed();
+}
+
 /* "Next in rotation" skips a node whose link is down; with none left it is
  * refused. */
 static void test_switchover__next_in_rotation(void **state)
@@ -930,6 +948,7 @@ int main(void)
         cmocka_unit_test(test_switchover__refused_target_lagging),
         cmocka_unit_test(test_switchover__refused_in_progress),
         cmocka_unit_test(test_switchover__refused_target),
+        cmocka_unit_test(test_switchover__refused_target_unverified),
         cmocka_unit_test(test_switchover__next_in_rotation),
         cmocka_unit_test(test_switchover__abandoned_resumes_above),
         cmocka_unit_test(test_switchover__offer_nobody_took),
