@@ -73,6 +73,7 @@
 
 #include "engine/base/assert.h"
 #include "engine/base/prng.h"
+#include "bench_util.h"
 #include "tandem.h"
 #include "tools/gen.h"
 
@@ -440,83 +441,6 @@ static bool bench_listed(const char *list, const char *name)
         }
     }
     return false;
-}
-
-/* ---- the record pool ---------------------------------------------------------------- */
-
-/* A bump allocator for the pool's strings. */
-struct bench_chunk {
-    struct bench_chunk *next;
-    size_t used;
-    char bytes[BENCH_CHUNK_SIZE];
-};
-
-/* The generated records. Immutable once built, so every thread may read it. */
-struct bench_pool {
-    struct tandem_record *records; /* records[0 .. count) */
-    size_t count;
-    struct bench_chunk *chunks; /* Owned; the strings of the records. */
-    size_t string_size;         /* Bytes of strings, NULs included. */
-};
-
-static void bench_pool_copy(struct bench_pool *pool, struct tandem_bytes *bytes)
-{
-    size_t size = bytes->size + 1;
-    tdm_assert(size <= BENCH_CHUNK_SIZE);
-    if (pool->chunks == NULL || pool->chunks->used + size > BENCH_CHUNK_SIZE) {
-        struct bench_chunk *chunk = malloc(sizeof(*chunk));
-        if (chunk == NULL) {
-            bench_fail("out of memory for the record pool");
-        }
-        chunk->next = pool->chunks;
-        chunk->used = 0;
-        pool->chunks = chunk;
-    }
-    char *copy = pool->chunks->bytes + pool->chunks->used;
-    if (bytes->size > 0) {
-        memcpy(copy, bytes->data, bytes->size);
-    }
-    copy[bytes->size] = '\0';
-    pool->chunks->used += size;
-    pool->string_size += size;
-    bytes->data = copy;
-}
-
-static void bench_pool_build(struct bench_pool *pool, const struct bench_options *o)
-{
-    memset(pool, 0, sizeof(*pool));
-    pool->records = calloc(o->record_count, sizeof(pool->records[0]));
-    if (pool->records == NULL) {
-        bench_fail("out of memory for %zu records", o->record_count);
-    }
-    struct tdm_gen *gen = malloc(sizeof(*gen));
-    if (gen == NULL) {
-        bench_fail("out of memory for the generator");
-    }
-    tdm_gen_init(gen, o->seed, o->customer_count);
-    for (size_t i = 0; i < o->record_count; i++) {
-        struct tandem_record *r = &pool->records[i];
-        tdm_gen_message(gen, r);
-        tdm_assert(r->type == TANDEM_RECORD_MESSAGE);
-        bench_pool_copy(pool, &r->message.threat);
-        bench_pool_copy(pool, &r->message.recipient);
-        bench_pool_copy(pool, &r->message.message_id);
-        bench_pool_copy(pool, &r->message.sender);
-        bench_pool_copy(pool, &r->message.subject);
-    }
-    pool->count = o->record_count;
-    free(gen);
-}
-
-static void bench_pool_free(struct bench_pool *pool)
-{
-    while (pool->chunks != NULL) {
-        struct bench_chunk *next = pool->chunks->next;
-        free(pool->chunks);
-        pool->chunks = next;
-    }
-    free(pool->records);
-    memset(pool, 0, sizeof(*pool));
 }
 
 /* ---- runs, workers and peers ----------------------------------------------------- */
@@ -1507,34 +1431,6 @@ static void bench_query(const struct bench_pool *pool, const struct bench_option
 
 /* ---- the machine ------------------------------------------------------------------------ */
 
-static const char *bench_fs_name(unsigned long type)
-{
-    switch (type) {
-    case 0xEF53UL:
-        return "ext2/ext3/ext4";
-    case 0x01021994UL:
-        return "tmpfs";
-    case 0x58465342UL:
-        return "xfs";
-    case 0x9123683EUL:
-        return "btrfs";
-    case 0x794C7630UL:
-        return "overlayfs";
-    case 0x2FC12FC1UL:
-        return "zfs";
-    case 0xF2F52010UL:
-        return "f2fs";
-    case 0x6969UL:
-        return "nfs";
-    case 0x65735546UL:
-        return "fuse";
-    case 0x858458F6UL:
-        return "ramfs";
-    default:
-        return "unknown";
-    }
-}
-
 /* Print the block device under dir and whether the kernel calls it rotational. */
 static void bench_describe_device(const char *dir)
 {
@@ -1744,7 +1640,7 @@ int main(int argc, char **argv)
     struct bench_rss pool_rss;
     bench_rss_begin(&pool_rss);
     int64_t t0 = bench_now_ns();
-    bench_pool_build(&pool, &o);
+    bench_pool_build(&pool, o.record_count, o.seed, o.customer_count, BENCH_CHUNK_SIZE, bench_fail);
     bench_rss_end(&pool_rss);
     printf("# generated %zu records (%.1f MiB of strings) in %.2f s\n", pool.count,
            (double)pool.string_size / (1 << 20), (double)(bench_now_ns() - t0) / 1e9);

@@ -65,6 +65,7 @@
 #include "engine/base/assert.h"
 #include "engine/fs.h"
 #include "engine/scrub.h"
+#include "bench_util.h"
 #include "tandem.h"
 #include "tools/gen.h"
 
@@ -131,24 +132,6 @@ static double bench_median(const double *values, uint32_t count)
 
 /* ---- the machine -------------------------------------------------------------------- */
 
-static const char *bench_fs_name(unsigned long type)
-{
-    switch (type) {
-    case 0xEF53UL:
-        return "ext2/ext3/ext4";
-    case 0x01021994UL:
-        return "tmpfs";
-    case 0x58465342UL:
-        return "xfs";
-    case 0x9123683EUL:
-        return "btrfs";
-    case 0x794C7630UL:
-        return "overlayfs";
-    default:
-        return "other";
-    }
-}
-
 static void bench_machine(const char *dir)
 {
     struct statfs sfs;
@@ -169,75 +152,6 @@ static void bench_machine(const char *dir)
     if ((unsigned long)sfs.f_type == 0x01021994UL) {
         printf("# WARNING: tmpfs is memory: these figures say nothing of a disk (use --dir)\n");
     }
-}
-
-/* ---- the record pool ------------------------------------------------------------------ */
-
-struct bench_chunk {
-    struct bench_chunk *next;
-    size_t used;
-    char bytes[BENCH_CHUNK_SIZE];
-};
-
-struct bench_pool {
-    struct tandem_record *records;
-    size_t count;
-    struct bench_chunk *chunks;
-};
-
-static void bench_pool_copy(struct bench_pool *pool, struct tandem_bytes *bytes)
-{
-    size_t size = bytes->size + 1;
-    tdm_assert(size <= BENCH_CHUNK_SIZE);
-    if (pool->chunks == NULL || pool->chunks->used + size > BENCH_CHUNK_SIZE) {
-        struct bench_chunk *chunk = malloc(sizeof(*chunk));
-        if (chunk == NULL) {
-            bench_fail("out of memory for the record pool");
-        }
-        chunk->next = pool->chunks;
-        chunk->used = 0;
-        pool->chunks = chunk;
-    }
-    char *copy = pool->chunks->bytes + pool->chunks->used;
-    if (bytes->size > 0) {
-        memcpy(copy, bytes->data, bytes->size);
-    }
-    copy[bytes->size] = '\0';
-    pool->chunks->used += size;
-    bytes->data = copy;
-}
-
-static void bench_pool_build(struct bench_pool *pool)
-{
-    memset(pool, 0, sizeof(*pool));
-    pool->records = calloc(BENCH_POOL_RECORDS, sizeof(pool->records[0]));
-    struct tdm_gen *gen = malloc(sizeof(*gen));
-    if (pool->records == NULL || gen == NULL) {
-        bench_fail("out of memory for the record pool");
-    }
-    tdm_gen_init(gen, 1, 1000);
-    for (size_t i = 0; i < BENCH_POOL_RECORDS; i++) {
-        struct tandem_record *r = &pool->records[i];
-        tdm_gen_message(gen, r);
-        tdm_assert(r->type == TANDEM_RECORD_MESSAGE);
-        bench_pool_copy(pool, &r->message.threat);
-        bench_pool_copy(pool, &r->message.recipient);
-        bench_pool_copy(pool, &r->message.message_id);
-        bench_pool_copy(pool, &r->message.sender);
-        bench_pool_copy(pool, &r->message.subject);
-    }
-    pool->count = BENCH_POOL_RECORDS;
-    free(gen);
-}
-
-static void bench_pool_free(struct bench_pool *pool)
-{
-    while (pool->chunks != NULL) {
-        struct bench_chunk *next = pool->chunks->next;
-        free(pool->chunks);
-        pool->chunks = next;
-    }
-    free(pool->records);
 }
 
 /* ---- the store -------------------------------------------------------------------------- */
@@ -809,7 +723,7 @@ int main(int argc, char **argv)
         bench_fail("mkdir %s: %s", path, strerror(errno));
     }
     struct bench_pool pool;
-    bench_pool_build(&pool);
+    bench_pool_build(&pool, BENCH_POOL_RECORDS, 1, 1000, BENCH_CHUNK_SIZE, bench_fail);
     bench_fill(&pool, o.size_mb * 1000000);
     bench_question_scrub(&o);
     if (!o.skip_ingest) {

@@ -175,69 +175,11 @@ class FailoverWriter(ts.Writer):
             errf = tempfile.TemporaryFile()
             proc = subprocess.Popen([self.t.tandem, "append", "--node", node.dir],
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errf)
-            if self.feed_timeout(proc, errf) != 0:
+            if self.feed(proc, errf, timeout_s=CLIENT_TIMEOUT_S) != 0:
                 time.sleep(RETRY_S)
 
-    def feed_timeout(self, proc, errf):
-        sent = []
-        sent_at = []
-        acked = [0]
-
-        def reader():
-            for line in proc.stdout:
-                try:
-                    lsn = json.loads(line)["lsn"]
-                except (ValueError, KeyError, TypeError):
-                    self.t.fail("writer %d: a line that is not an LSN: %r" % (self.wid, line))
-                    continue
-                i = acked[0]
-                if i >= len(sent):
-                    self.t.fail("writer %d: an LSN for no record" % self.wid)
-                    continue
-                self.t.record_ack(lsn, sent[i])
-                acked[0] += 1
-                self.acks += 1
-
-        rt = threading.Thread(target=reader, daemon=True)
-        rt.start()
-        interval = 1.0 / self.t.rate
-        next_t = time.monotonic()
-        timed_out = False
-        while not self.stop.is_set() and proc.poll() is None:
-            now = time.monotonic()
-            if acked[0] < len(sent) and now - sent_at[acked[0]] > CLIENT_TIMEOUT_S:
-                timed_out = True
-                proc.kill()
-                break
-            if now < next_t:
-                time.sleep(min(next_t - now, 0.05))
-                continue
-            next_t = max(next_t + interval, now - 1.0)
-            mid = self.t.new_message_id(self.wid)
-            sent.append(mid)
-            sent_at.append(now)
-            try:
-                proc.stdin.write((self.t.record_line(mid) + "\n").encode())
-                proc.stdin.flush()
-            except (BrokenPipeError, OSError):
-                break
-        try:
-            proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            rc = proc.wait(timeout=ts.DEADLINE_MS / 1000 + 30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            rc = "hung"
-        rt.join(timeout=10)
-        errf.seek(0)
-        err = errf.read().decode("utf-8", "replace").strip()
-        errf.close()
-        first = "client timeout" if timed_out else (err.splitlines()[0] if err else "")
-        self.exits.append((rc, first, len(sent), acked[0]))
-        return 0 if rc == 0 and not timed_out else 1
+    def exit_line(self, rc, first, timed_out):
+        return "client timeout" if timed_out else first
 
 
 class TandemBench(ts.Test):
@@ -486,13 +428,8 @@ class TandemBench(ts.Test):
         for name, node in self.nodes.items():
             if node.proc is None:
                 continue
-            try:
-                rc = node.proc.wait(timeout=max(1, ts.DEADLINE_MS / 1000 + 10 -
-                                                (time.monotonic() - t0)))
-            except subprocess.TimeoutExpired:
-                node.proc.kill()
-                node.proc.wait()
-                rc = "hung"
+            rc = ts.cluster_lib.wait_or_kill(
+                node.proc, max(1, ts.DEADLINE_MS / 1000 + 10 - (time.monotonic() - t0)))
             node.proc = None
             stops[name] = time.monotonic() - t0
             self.require("%s: tandemd exits 0 on SIGTERM" % name, rc == 0, str(rc))

@@ -381,6 +381,23 @@ int tandem_reindex(const char *dir, struct tandem_diag *diag)
 
 /* ---- verify -------------------------------------------------------------------- */
 
+/* The log part of a verify report: what a scrub pass found. */
+static void node_verify_report_scrub(struct tandem_verify_report *report,
+                                     const struct tdm_scrub_report *found)
+{
+    report->segment_count = found->segment_count;
+    report->sealed_count = found->sealed_count;
+    report->segment_bytes = found->segment_bytes;
+    report->read_bytes = found->read_bytes;
+    report->lsn_first = found->lsn_first;
+    report->lsn_last = found->lsn_last;
+    tdm_static_assert(sizeof(report->chain_hash) == sizeof(found->chain_hash));
+    memcpy(report->chain_hash, found->chain_hash, sizeof(report->chain_hash));
+    report->damaged_count = found->damaged_count;
+    tdm_static_assert(sizeof(report->damaged) == sizeof(found->damaged));
+    memcpy(report->damaged, found->damaged, sizeof(report->damaged));
+}
+
 /* Re-read every segment of t's directory from the medium (engine/scrub.c). */
 static int node_verify_scrub(struct tandem *t, const struct tdm_scrub_options *options,
                              struct tandem_verify_report *report, struct tdm_diag *diag)
@@ -399,17 +416,7 @@ static int node_verify_scrub(struct tandem *t, const struct tdm_scrub_options *o
         }
     }
     if (rv == 0) {
-        report->segment_count = found->segment_count;
-        report->sealed_count = found->sealed_count;
-        report->segment_bytes = found->segment_bytes;
-        report->read_bytes = found->read_bytes;
-        report->lsn_first = found->lsn_first;
-        report->lsn_last = found->lsn_last;
-        tdm_static_assert(sizeof(report->chain_hash) == sizeof(found->chain_hash));
-        memcpy(report->chain_hash, found->chain_hash, sizeof(report->chain_hash));
-        report->damaged_count = found->damaged_count;
-        tdm_static_assert(sizeof(report->damaged) == sizeof(found->damaged));
-        memcpy(report->damaged, found->damaged, sizeof(report->damaged));
+        node_verify_report_scrub(report, found);
     }
     tdm_free(found);
     tdm_free(scrub);
@@ -543,6 +550,7 @@ int tandem_verify(const char *dir, unsigned flags, struct tandem_verify_report *
 
 static int node_commit_blocking(struct tandem *t, struct tdm_commit_request *request,
                                 struct tdm_diag *diag);
+static int node_cut(struct tandem *t, uint64_t cut_after_lsn, bool reindex, struct tdm_diag *diag);
 
 #define NODE_VERIFY_LIVE_INDEX_NAME "index.verify-live" /* Scratch rebuild beside a tandemd. */
 #define NODE_VERIFY_LIVE_ATTEMPTS   100 /* Comparisons tried while the index moves on. */
@@ -643,15 +651,7 @@ static int node_verify_live_scrub(struct tandem *t, tdm_node_verify_progress_cb 
         tdm_scrub_close(scrub);
     }
     if (rv == 0) {
-        report->segment_count = found->segment_count;
-        report->sealed_count = found->sealed_count;
-        report->segment_bytes = found->segment_bytes;
-        report->read_bytes = found->read_bytes;
-        report->lsn_first = found->lsn_first;
-        report->lsn_last = found->lsn_last;
-        memcpy(report->chain_hash, found->chain_hash, sizeof(report->chain_hash));
-        report->damaged_count = found->damaged_count;
-        memcpy(report->damaged, found->damaged, sizeof(report->damaged));
+        node_verify_report_scrub(report, found);
     }
     tdm_free(found);
     tdm_free(scrub);
@@ -722,16 +722,7 @@ static int node_verify_live_compare(struct tandem *t, struct tdm_index *scratch,
 
 int tdm_node_reindex_running(struct tandem *t, struct tdm_diag *diag)
 {
-    tdm_assert(t != NULL);
-    if (t->read_only) {
-        tdm_diag_printf(diag, "the node directory is open read-only");
-        return TANDEM_EREADONLY;
-    }
-    struct tdm_commit_request request;
-    memset(&request, 0, sizeof(request));
-    request.kind = TDM_COMMIT_CUT;
-    request.reindex = true;
-    int rv = node_commit_blocking(t, &request, diag);
+    int rv = node_cut(t, 0, true, diag);
     if (rv == 0) {
         rv = tdm_commit_wait_indexed(&t->commit, diag);
     }
@@ -1054,6 +1045,23 @@ static int node_commit_blocking(struct tandem *t, struct tdm_commit_request *req
     return request->status;
 }
 
+/* A CUT request, waited for: the log cut after cut_after_lsn, or (reindex)
+ * the index rebuilt from the log. */
+static int node_cut(struct tandem *t, uint64_t cut_after_lsn, bool reindex, struct tdm_diag *diag)
+{
+    tdm_assert(t != NULL);
+    if (t->read_only) {
+        tdm_diag_printf(diag, "the node directory is open read-only");
+        return TANDEM_EREADONLY;
+    }
+    struct tdm_commit_request request;
+    memset(&request, 0, sizeof(request));
+    request.kind = TDM_COMMIT_CUT;
+    request.cut_after_lsn = cut_after_lsn;
+    request.reindex = reindex;
+    return node_commit_blocking(t, &request, diag);
+}
+
 int tdm_node_append_received(struct tandem *t, const uint8_t *bytes, size_t size, bool sync,
                              struct tdm_batch_header *header, struct tdm_diag *diag)
 {
@@ -1155,16 +1163,7 @@ int tdm_node_append_received_many(struct tandem *t, uint32_t count, const uint8_
 
 int tdm_node_cut_after(struct tandem *t, uint64_t lsn, struct tdm_diag *diag)
 {
-    tdm_assert(t != NULL);
-    if (t->read_only) {
-        tdm_diag_printf(diag, "the node directory is open read-only");
-        return TANDEM_EREADONLY;
-    }
-    struct tdm_commit_request request;
-    memset(&request, 0, sizeof(request));
-    request.kind = TDM_COMMIT_CUT;
-    request.cut_after_lsn = lsn;
-    return node_commit_blocking(t, &request, diag);
+    return node_cut(t, lsn, false, diag);
 }
 
 /* ---- queries --------------------------------------------------------------------- */

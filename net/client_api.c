@@ -201,6 +201,22 @@ static int api_encode(struct tandem_client *c, const struct tandem_record *recor
     return 0;
 }
 
+/* A NUL-terminated copy of text in *json. malloc, not tdm_malloc: the caller
+ * frees it with free() (tandem.h). */
+static int api_text_copy(const struct tdm_proto_slice *text, char **json)
+{
+    char *copy = malloc(text->size + 1);
+    if (copy == NULL) {
+        return -ENOMEM;
+    }
+    if (text->size > 0) {
+        memcpy(copy, text->data, text->size);
+    }
+    copy[text->size] = '\0';
+    *json = copy;
+    return 0;
+}
+
 /* The calls that need a usable client start here. */
 static int api_usable(const struct tandem_client *c, struct tandem_diag *diag)
 {
@@ -281,17 +297,7 @@ int tandem_client_status(struct tandem_client *client, char **json, struct tande
                         (const char *)result->text.data);
         return result->status < 0 ? result->status : TANDEM_ECORRUPT;
     }
-    /* malloc, not tdm_malloc: the caller frees it with free() (tandem.h). */
-    char *text = malloc(result->text.size + 1);
-    if (text == NULL) {
-        return -ENOMEM;
-    }
-    if (result->text.size > 0) {
-        memcpy(text, result->text.data, result->text.size);
-    }
-    text[result->text.size] = '\0';
-    *json = text;
-    return 0;
+    return api_text_copy(&result->text, json);
 }
 
 /* SWITCHOVER or FAILOVER: one request, one answer (PROTOCOL.md §7.5). */
@@ -332,16 +338,7 @@ static int api_command(struct tandem_client *client, uint16_t type, const char *
                         (const char *)result->text.data);
         return result->status;
     }
-    char *text = malloc(result->text.size + 1); /* The caller frees it with free(). */
-    if (text == NULL) {
-        return -ENOMEM;
-    }
-    if (result->text.size > 0) {
-        memcpy(text, result->text.data, result->text.size);
-    }
-    text[result->text.size] = '\0';
-    *json = text;
-    return 0;
+    return api_text_copy(&result->text, json);
 }
 
 int tandem_client_switchover(struct tandem_client *client, const char *target, char **json,

@@ -610,6 +610,21 @@ static uint32_t cache_find(struct tdm_uv_node *node, uint64_t lsn)
 
 /* ---- group commit (primary LOCAL writes) ---------------------------------------- */
 
+/* Commit thread: c, with the log's status now, to the loop thread's done list. */
+static void commit_done(struct tdm_uv_node *node, struct node_commit *c)
+{
+    tdm_log_status(node->log, &c->log);
+    pthread_mutex_lock(&node->mutex);
+    if (node->done_tail == NULL) {
+        node->done_head = c;
+    } else {
+        node->done_tail->next = c;
+    }
+    node->done_tail = c;
+    pthread_mutex_unlock(&node->mutex);
+    uv_async_send(&node->async);
+}
+
 /* Commit thread: a local batch is written, not yet fdatasync'd. Queue a copy
  * for the loop, which reports APPENDED and ships it (PROTOCOL.md §5.4). */
 static void written_cb(void *data, const struct tdm_batch_header *header, const uint8_t *bytes,
@@ -626,16 +641,7 @@ static void written_cb(void *data, const struct tdm_batch_header *header, const 
     c->header = *header;
     c->bytes = copy;
     c->size = (uint32_t)size;
-    tdm_log_status(node->log, &c->log);
-    pthread_mutex_lock(&node->mutex);
-    if (node->done_tail == NULL) {
-        node->done_head = c;
-    } else {
-        node->done_tail->next = c;
-    }
-    node->done_tail = c;
-    pthread_mutex_unlock(&node->mutex);
-    uv_async_send(&node->async);
+    commit_done(node, c);
 }
 
 /* Commit thread. */
@@ -645,16 +651,7 @@ static void commit_cb(void *data, int status, uint64_t lsn_first)
     struct tdm_uv_node *node = c->node;
     c->status = status;
     c->lsn_first = lsn_first;
-    tdm_log_status(node->log, &c->log);
-    pthread_mutex_lock(&node->mutex);
-    if (node->done_tail == NULL) {
-        node->done_head = c;
-    } else {
-        node->done_tail->next = c;
-    }
-    node->done_tail = c;
-    pthread_mutex_unlock(&node->mutex);
-    uv_async_send(&node->async);
+    commit_done(node, c);
 }
 
 static void async_cb(uv_async_t *async)

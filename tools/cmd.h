@@ -74,6 +74,13 @@ struct tdm_cmd_node {
 int tdm_cmd_node_resolve(const char *command, const char *addr, const char *cert,
                          struct tdm_cmd_node *node);
 
+/* The command line of a command that takes --node ADDR, --cert DIR and one
+ * flag --flag (*flag_set): tdm_cmd_parse(), then tdm_cmd_node_resolve().
+ * Returns -1 when *node and *flag_set are set, else the exit status to return
+ * at once. */
+int tdm_cmd_parse_node(const char *command, int argc, char **argv, const char *flag, bool *flag_set,
+                       struct tdm_cmd_node *node);
+
 struct tdm_client;
 struct tdm_diag;
 
@@ -145,6 +152,10 @@ int tdm_cmd_inspect_doc(const char *command, const struct tdm_cmd_node *node, ui
 
 /* The integer member key of a JSON object as u64 (0 if absent). */
 uint64_t tdm_cmd_json_u64(const struct json_t *object, const char *key);
+
+/* "81.2 MiB": bytes for a human into buf; below 1 KiB "N UNIT", with unit the
+ * word for bytes ("B" or "bytes"). */
+void tdm_cmd_bytes_human(uint64_t bytes, const char *unit, char *buf, size_t size);
 
 /* Print damaged ranges (at most TANDEM_STATUS_DAMAGED_MAX, then a count of the
  * rest) in the words `tandem status` and `tandem verify` share. */

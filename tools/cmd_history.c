@@ -222,21 +222,9 @@ static void history_print_text(const json_t *doc)
 
 int tdm_cmd_history(int argc, char **argv)
 {
-    const char *addr = NULL;
-    const char *cert = NULL;
     bool json = false;
-    const struct tdm_cmd_option options[] = {
-        {"node", true, &addr, NULL},
-        {"cert", true, &cert, NULL},
-        {"json", false, NULL, &json},
-        {NULL, false, NULL, NULL},
-    };
-    int exit_status = tdm_cmd_parse(argc, argv, options, NULL, 0, NULL);
-    if (exit_status >= 0) {
-        return exit_status;
-    }
     struct tdm_cmd_node node;
-    exit_status = tdm_cmd_node_resolve("history", addr, cert, &node);
+    int exit_status = tdm_cmd_parse_node("history", argc, argv, "json", &json, &node);
     if (exit_status >= 0) {
         return exit_status;
     }

@@ -33,18 +33,7 @@
 /* "81.2 MiB": bytes for a human. */
 static void quarantine_bytes_human(uint64_t bytes, char *buf, size_t size)
 {
-    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-    double value = (double)bytes;
-    size_t unit = 0;
-    while (value >= 1024.0 && unit + 1 < sizeof(units) / sizeof(units[0])) {
-        value /= 1024.0;
-        unit++;
-    }
-    if (unit == 0) {
-        snprintf(buf, size, "%" PRIu64 " B", bytes);
-    } else {
-        snprintf(buf, size, "%.1f %s", value, units[unit]);
-    }
+    tdm_cmd_bytes_human(bytes, "B", buf, size);
 }
 
 static void quarantine_print_file(const json_t *file)

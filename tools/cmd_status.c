@@ -151,21 +151,26 @@ static int status_print_json(const struct tdm_status_view *view)
     return 0;
 }
 
+void tdm_cmd_bytes_human(uint64_t bytes, const char *unit, char *buf, size_t size)
+{
+    static const char *const units[] = {"KiB", "MiB", "GiB", "TiB"};
+    if (bytes < 1024) {
+        snprintf(buf, size, "%llu %s", (unsigned long long)bytes, unit);
+        return;
+    }
+    double value = (double)bytes / 1024.0;
+    size_t i = 0;
+    while (value >= 1024.0 && i + 1 < sizeof(units) / sizeof(units[0])) {
+        value /= 1024.0;
+        i++;
+    }
+    snprintf(buf, size, "%.1f %s", value, units[i]);
+}
+
 /* "81.2 MiB": bytes for a human. */
 static void status_bytes_human(uint64_t bytes, char *buf, size_t size)
 {
-    static const char *const units[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
-    double value = (double)bytes;
-    size_t unit = 0;
-    while (value >= 1024.0 && unit + 1 < sizeof(units) / sizeof(units[0])) {
-        value /= 1024.0;
-        unit++;
-    }
-    if (unit == 0) {
-        snprintf(buf, size, "%llu bytes", (unsigned long long)bytes);
-    } else {
-        snprintf(buf, size, "%.1f %s", value, units[unit]);
-    }
+    tdm_cmd_bytes_human(bytes, "bytes", buf, size);
 }
 
 /* Why a replicated node without damage is degraded (tdm_status_judge). */

@@ -219,21 +219,9 @@ static int verify_local(const char *dir, bool deep)
 
 int tdm_cmd_verify(int argc, char **argv)
 {
-    const char *addr = NULL;
-    const char *cert = NULL;
     bool deep = false;
-    const struct tdm_cmd_option options[] = {
-        {"node", true, &addr, NULL},
-        {"cert", true, &cert, NULL},
-        {"deep", false, NULL, &deep},
-        {NULL, false, NULL, NULL},
-    };
-    int exit_status = tdm_cmd_parse(argc, argv, options, NULL, 0, NULL);
-    if (exit_status >= 0) {
-        return exit_status;
-    }
     struct tdm_cmd_node node;
-    exit_status = tdm_cmd_node_resolve("verify", addr, cert, &node);
+    int exit_status = tdm_cmd_parse_node("verify", argc, argv, "deep", &deep, &node);
     if (exit_status >= 0) {
         return exit_status;
     }

@@ -459,6 +459,25 @@ int tdm_cmd_node_resolve(const char *command, const char *addr, const char *cert
     return -1;
 }
 
+int tdm_cmd_parse_node(const char *command, int argc, char **argv, const char *flag, bool *flag_set,
+                       struct tdm_cmd_node *node)
+{
+    const char *addr = NULL;
+    const char *cert = NULL;
+    *flag_set = false;
+    const struct tdm_cmd_option options[] = {
+        {"node", true, &addr, NULL},
+        {"cert", true, &cert, NULL},
+        {flag, false, NULL, flag_set},
+        {NULL, false, NULL, NULL},
+    };
+    int exit_status = tdm_cmd_parse(argc, argv, options, NULL, 0, NULL);
+    if (exit_status >= 0) {
+        return exit_status;
+    }
+    return tdm_cmd_node_resolve(command, addr, cert, node);
+}
+
 int tdm_cmd_connect(const struct tdm_cmd_node *node, struct tdm_client *client,
                     struct tdm_diag *diag)
 {

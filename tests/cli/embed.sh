@@ -18,18 +18,7 @@
 set -uo pipefail
 T=$1
 E=$2
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
-fail=0
-check() { # check DESCRIPTION EXPECTED ACTUAL
-    if [[ "$2" == "$3" ]]; then echo "ok   $1"; else echo "FAIL $1: expected [$2] got [$3]"; fail=1; fi
-}
+. "$(dirname "$0")/lib.sh"
 # Run the example in the background, bounded to 60 s; sets rc.
 run_embed() { # run_embed NAME DIR...
     local name=$1
@@ -55,12 +44,7 @@ check "standalone: CLI finds every mail" 20 "$(wc -l < "$work/solo.q")"
 "$T" customer --node "$S" --id 7 > /dev/null; check "standalone: CLI finds the customer" 0 $?
 
 # A 2-node cluster in one process.
-read -r p1 p2 < <(python3 -c '
-import socket
-socks = [socket.socket() for _ in range(2)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*[s.getsockname()[1] for s in socks])')
+read -r p1 p2 < <(free_ports 2)
 "$T" ca "$work/ca" --cluster c2 > /dev/null; check "ca" 0 $?
 "$T" init "$work/n1" --cluster c2 --node n1 --listen "127.0.0.1:$p1" --ca "$work/ca" \
     --peer "n2=127.0.0.1:$p2" > /dev/null; check "init n1" 0 $?

@@ -31,18 +31,7 @@ set -uo pipefail
 T=$1
 D=$2
 unset TANDEM_CERT
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
-fail=0
-check() { # check DESCRIPTION EXPECTED ACTUAL
-    if [[ "$2" == "$3" ]]; then echo "ok   $1"; else echo "FAIL $1: expected [$2] got [$3]"; fail=1; fi
-}
+. "$(dirname "$0")/lib.sh"
 # jq-like: jget FILE EXPRESSION (python over the parsed document d).
 jget() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"; }
 RFC3339='^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?Z$'
@@ -206,26 +195,14 @@ bad "quarantine --export ''" 2 "tandem: quarantine: --export needs a file name" 
 bad "quarantine export unwritable" 1 "tandem: quarantine: --export $work/no/dir/x: No such file or directory" quarantine --node "$S" --export "$work/no/dir/x"
 
 # --- Two real tandemd nodes: a history written by a run. ------------------------------
-ports=$(python3 -c '
-import socket
-ss = [socket.socket() for _ in range(2)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in ss))')
+ports=$(free_ports 2)
 read -r P1 P2 <<< "$ports"
 CA=$work/ca
 "$T" ca "$CA" --cluster c1 >/dev/null
 "$T" ca "$CA" --client ops --out "$work/ops" >/dev/null
 N1=$work/n1
 N2=$work/n2
-"$T" init "$N1" --cluster c1 --node n1 --listen 127.0.0.1:$P1 --ca "$CA" --peer n2=127.0.0.1:$P2 >/dev/null
-"$T" init "$N2" --cluster c1 --node n2 --listen 127.0.0.1:$P2 --ca "$CA" --peer n1=127.0.0.1:$P1 >/dev/null
-start() { # start DIR NAME
-    "$D" "$1" 2>> "$work/$2.err" &
-    pids+=($!)
-    eval "pid_$2=$!"
-    for _ in $(seq 200); do [[ -S "$1/tandemd.sock" ]] && return 0; sleep 0.05; done
-    echo "FAIL tandemd $2 did not start"; cat "$work/$2.err"; exit 1
-}
+init_pair n1 "$P1" n2 "$P2"
 start "$N1" n1
 start "$N2" n2
 "$T" append --node "$N1" < "$work/r.jsonl" > /dev/null; check "cluster append" 0 $?
@@ -322,15 +299,10 @@ check "damaged via HOST:PORT: one line" "tandem: history: $N2/epochs: line 2: ca
 # acknowledged; it dies; the backup is promoted with --force; the old primary
 # comes back as a backup and cuts its divergent tail into quarantine, which
 # history gives to epoch 1 and export hands back for reconciliation.
-read -r P3 P4 <<< "$(python3 -c '
-import socket
-ss = [socket.socket() for _ in range(2)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in ss))')"
+read -r P3 P4 <<< "$(free_ports 2)"
 F1=$work/f1
 F2=$work/f2
-"$T" init "$F1" --cluster c1 --node f1 --listen 127.0.0.1:$P3 --ca "$CA" --peer f2=127.0.0.1:$P4 >/dev/null
-"$T" init "$F2" --cluster c1 --node f2 --listen 127.0.0.1:$P4 --ca "$CA" --peer f1=127.0.0.1:$P3 >/dev/null
+init_pair f1 "$P3" f2 "$P4"
 sed -i 's/^write_deadline_ms = .*/write_deadline_ms = 1000/' "$F1/tandem.conf" "$F2/tandem.conf"
 start "$F1" f1
 start "$F2" f2

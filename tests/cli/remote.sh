@@ -18,18 +18,7 @@ set -uo pipefail
 T=$1
 S=$2
 unset TANDEM_CERT
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
-fail=0
-check() { # check DESCRIPTION EXPECTED ACTUAL
-    if [[ "$2" == "$3" ]]; then echo "ok   $1"; else echo "FAIL $1: expected [$2] got [$3]"; fail=1; fi
-}
+. "$(dirname "$0")/lib.sh"
 CA=$work/ca
 "$T" ca "$CA" --cluster c1 >/dev/null
 "$T" ca "$CA" --client ops --out "$work/ops" >/dev/null

@@ -21,39 +21,17 @@ set -uo pipefail
 T=$1
 D=$2
 unset TANDEM_CERT
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
-fail=0
-check() { # check DESCRIPTION EXPECTED ACTUAL
-    if [[ "$2" == "$3" ]]; then echo "ok   $1"; else echo "FAIL $1: expected [$2] got [$3]"; fail=1; fi
-}
-ports=$(python3 -c '
-import socket
-ss = [socket.socket() for _ in range(2)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in ss))')
+. "$(dirname "$0")/lib.sh"
+ports=$(free_ports 2)
 read -r P1 P2 <<< "$ports"
 CA=$work/ca
 "$T" ca "$CA" --cluster c1 >/dev/null
 N1=$work/n1
 N2=$work/n2
-"$T" init "$N1" --cluster c1 --node n1 --listen 127.0.0.1:$P1 --ca "$CA" --peer n2=127.0.0.1:$P2 >/dev/null
-"$T" init "$N2" --cluster c1 --node n2 --listen 127.0.0.1:$P2 --ca "$CA" --peer n1=127.0.0.1:$P1 >/dev/null
+init_pair n1 "$P1" n2 "$P2"
 for n in "$N1" "$N2"; do
     printf '\n[log]\nsegment_size = 16384\n[verification]\nunverified_bound_s = 60\nverify_interval_ms = 200\nscrub_bytes_per_second = 1000000000\nscrub_pause_ms = 200\n' >> "$n/tandem.conf"
 done
-start() { # start DIR NAME
-    "$D" "$1" 2> "$work/$2.err" &
-    pids+=($!)
-    for _ in $(seq 200); do [[ -S "$1/tandemd.sock" ]] && return 0; sleep 0.05; done
-    echo "FAIL tandemd $2 did not start"; cat "$work/$2.err"; exit 1
-}
 start "$N1" n1
 start "$N2" n2
 "$T" generate --seed 7 --customers 4 --count 1596 > "$work/r.jsonl"

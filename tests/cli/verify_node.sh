@@ -25,26 +25,7 @@ set -uo pipefail
 T=$1
 D=$2
 unset TANDEM_CERT
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
-fail=0
-check() { # check DESCRIPTION EXPECTED ACTUAL
-    if [[ "$2" == "$3" ]]; then echo "ok   $1"; else echo "FAIL $1: expected [$2] got [$3]"; fail=1; fi
-}
-start() { # start DIR NAME: tandemd on DIR; its pid in pid_NAME
-    "$D" "$1" 2> "$work/$2.err" &
-    local p=$!
-    pids+=("$p")
-    eval "pid_$2=$p"
-    for _ in $(seq 200); do [[ -S "$1/tandemd.sock" ]] && return 0; sleep 0.05; done
-    echo "FAIL tandemd $2 did not start"; cat "$work/$2.err"; exit 1
-}
+. "$(dirname "$0")/lib.sh"
 stop() { # stop NAME
     local p
     eval "p=\$pid_$2"
@@ -189,19 +170,14 @@ bad "fake: another frame type" "tandem: verify $F: the node answered STATUS_RESU
 wait "$fake_pid"
 
 # --- A replicated 2-node cluster through HOST:PORT. ------------------------------
-ports=$(python3 -c '
-import socket
-ss = [socket.socket() for _ in range(3)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in ss))')
+ports=$(free_ports 3)
 read -r P1 P2 P3 <<< "$ports"
 CA=$work/ca
 "$T" ca "$CA" --cluster c1 >/dev/null
 "$T" ca "$CA" --client ops --out "$work/ops" >/dev/null
 N1=$work/n1
 N2=$work/n2
-"$T" init "$N1" --cluster c1 --node n1 --listen 127.0.0.1:$P1 --ca "$CA" --peer n2=127.0.0.1:$P2 >/dev/null
-"$T" init "$N2" --cluster c1 --node n2 --listen 127.0.0.1:$P2 --ca "$CA" --peer n1=127.0.0.1:$P1 >/dev/null
+init_pair n1 "$P1" n2 "$P2"
 for n in "$N1" "$N2"; do
     # repair = off: the flipped byte must stay for verify to find it.
     printf '\n[log]\nsegment_size = 65536\n[verification]\nrepair = off\n' >> "$n/tandem.conf"

@@ -69,16 +69,16 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cluster_lib import (free_ports, log, run, set_write_deadline, split_generated,  # noqa: E402
+                         tail_lines, wait_or_kill, wait_tandemd)
+
 CUSTOMERS = 20
 MIN_COPIES = 2
 DEADLINE_MS = 2000
 STALL_S = 0.6  # How long the backups' disks hang before their power goes.
 NODES = ("n1", "n2", "n3")
 PROXIES = (("n1", "n2"), ("n1", "n3"), ("n2", "n3"))  # (dialer, acceptor)
-
-
-def log(msg):
-    print(msg, flush=True)
 
 
 class Checks:
@@ -94,23 +94,6 @@ class Checks:
                 log("FAIL " + name + (": " + detail if detail else ""))
                 self.failures.append(name)
         return ok
-
-
-def free_ports(count):
-    socks = []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def run(args, timeout=30, **kw):
-    return subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
-                          text=True, **kw)
 
 
 class Proxy:
@@ -219,21 +202,8 @@ class Node:
                                      stderr=errf)
         errf.close()
         self.starts += 1
-        sock = os.path.join(self.dir, "tandemd.sock")
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("%s: tandemd exited %s at start: %s" %
-                                   (self.name, self.proc.returncode, self.tail()))
-            try:
-                s = socket.socket(socket.AF_UNIX)
-                s.connect(sock)
-                s.close()
-                self.up = True
-                return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("%s: tandemd does not answer on its socket" % self.name)
+        wait_tandemd(self.proc, self.dir, self.name, self.tail)
+        self.up = True
 
     def kill(self, sig=signal.SIGKILL):
         self.up = False
@@ -252,12 +222,7 @@ class Node:
             self.paused = False
         start = time.monotonic()
         self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            rc = "hung"
+        rc = wait_or_kill(self.proc, timeout)
         self.proc = None
         return rc, time.monotonic() - start
 
@@ -272,12 +237,7 @@ class Node:
             return None
 
     def tail(self, lines=25):
-        try:
-            with open(self.errpath, "rb") as f:
-                data = f.read().decode("utf-8", "replace").splitlines()
-            return "\n".join(data[-lines:])
-        except OSError:
-            return ""
+        return tail_lines(self.errpath, lines)
 
 
 def self_node(doc):
@@ -539,15 +499,7 @@ class Test:
                 args += ["--peer", "%s=127.0.0.1:%d" % (other, port)]
             r = run(args)
             assert r.returncode == 0, r.stderr
-            conf = os.path.join(node.dir, "tandem.conf")
-            with open(conf) as f:
-                text = f.read()
-            assert "write_deadline_ms = 10000" in text, text
-            with open(conf, "w") as f:
-                f.write(text.replace("write_deadline_ms = 10000",
-                                     "write_deadline_ms = %d" % DEADLINE_MS))
-                f.flush()
-                os.fsync(f.fileno())
+            set_write_deadline(node.dir, DEADLINE_MS, sync=True)
         for fs in self.lossy.values():
             self.checks.check("lossyfs sync after init answers ok", fs.send("sync") == "ok")
         for (a, b), port in pports.items():
@@ -559,12 +511,9 @@ class Test:
         gen = run([self.tandem, "generate", "--seed", str(o.seed), "--customers", str(CUSTOMERS),
                    "--count", "3000"])
         assert gen.returncode == 0, gen.stderr
-        for line in gen.stdout.splitlines():
-            rec = json.loads(line)
-            if rec["type"] == "customer":
-                self.customers.append(line)
-            else:
-                self.templates.append(rec)
+        customers, templates = split_generated(gen.stdout)
+        self.customers += customers
+        self.templates += templates
         for name in NODES:
             with self.nodes[name].lock:
                 self.nodes[name].start()

@@ -42,9 +42,8 @@ import tempfile
 import threading
 import time
 
-
-def log(msg):
-    print(msg, flush=True)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cluster_lib import free_ports, log, run, wait_tandemd  # noqa: E402
 
 
 failures = []
@@ -57,23 +56,6 @@ def check(name, ok, detail=""):
         log("FAIL " + name + (": " + detail if detail else ""))
         failures.append(name)
     return ok
-
-
-def run(args, timeout=30, **kw):
-    return subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          timeout=timeout, **kw)
-
-
-def free_ports(count):
-    socks = []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 class Recorder:
@@ -164,19 +146,7 @@ class Node:
         self.proc = subprocess.Popen([self.tandemd, self.dir], stdout=subprocess.DEVNULL,
                                      stderr=errf)
         errf.close()
-        sock = os.path.join(self.dir, "tandemd.sock")
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("%s: tandemd exited %s" % (self.name, self.proc.returncode))
-            try:
-                s = socket.socket(socket.AF_UNIX)
-                s.connect(sock)
-                s.close()
-                return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("%s: tandemd does not answer on its socket" % self.name)
+        wait_tandemd(self.proc, self.dir, self.name)
 
     def status(self):
         r = run([self.tandem, "status", "--node", self.dir, "--json"], timeout=15)

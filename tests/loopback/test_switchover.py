@@ -67,30 +67,17 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import cluster_lib  # noqa: E402
+from cluster_lib import free_ports, log  # noqa: E402
+
 NODES = ("n1", "n2", "n3")
 CUSTOMERS = 8
 DEADLINE_MS = 20000
 
 
-def log(msg):
-    print(msg, flush=True)
-
-
-def free_ports(count):
-    socks = []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def run(args, timeout=60, **kw):
-    return subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
-                          text=True, **kw)
+    return cluster_lib.run(args, timeout=timeout, **kw)
 
 
 def percentile(values, p):
@@ -116,21 +103,8 @@ class Node:
         self.proc = subprocess.Popen([self.t.tandemd, self.dir], stdout=subprocess.DEVNULL,
                                      stderr=errf)
         errf.close()
-        sock = os.path.join(self.dir, "tandemd.sock")
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("%s: tandemd exited %s at start" % (self.name,
-                                                                       self.proc.returncode))
-            try:
-                s = socket.socket(socket.AF_UNIX)
-                s.connect(sock)
-                s.close()
-                self.up = True
-                return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("%s: tandemd does not answer on its socket" % self.name)
+        cluster_lib.wait_tandemd(self.proc, self.dir, self.name)
+        self.up = True
 
     def kill(self):
         self.up = False
@@ -156,12 +130,7 @@ class Node:
         if self.paused:
             self.resume()
         self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            rc = "hung"
+        rc = cluster_lib.wait_or_kill(self.proc, 15)
         self.proc = None
         return rc
 
@@ -173,12 +142,7 @@ class Node:
             return None
 
     def tail(self, lines=30):
-        try:
-            with open(self.errpath, "rb") as f:
-                data = f.read().decode("utf-8", "replace").splitlines()
-            return "\n".join(data[-lines:])
-        except OSError:
-            return ""
+        return cluster_lib.tail_lines(self.errpath, lines)
 
 
 def self_entry(doc):
@@ -219,8 +183,12 @@ class Writer(threading.Thread):
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errf)
             self.feed(proc, errf)
 
-    def feed(self, proc, errf):
+    def feed(self, proc, errf, timeout_s=None):
+        """Feeds proc until the session stops or proc ends; with timeout_s, a
+        write unacknowledged for that long kills proc. Returns 0 if proc
+        exited 0 and did not time out, else 1."""
         sent = []
+        sent_at = []
         acked = [0]
 
         def reader():
@@ -242,8 +210,14 @@ class Writer(threading.Thread):
         rt.start()
         interval = 1.0 / self.t.rate
         next_t = time.monotonic()
+        timed_out = False
         while not self.stop.is_set() and proc.poll() is None:
             now = time.monotonic()
+            if timeout_s is not None and acked[0] < len(sent) and \
+                    now - sent_at[acked[0]] > timeout_s:
+                timed_out = True
+                proc.kill()
+                break
             if now < next_t:
                 time.sleep(min(next_t - now, 0.05))
                 continue
@@ -251,6 +225,7 @@ class Writer(threading.Thread):
             mid = self.t.new_message_id(self.wid)
             line = self.t.record_line(mid)
             sent.append(mid)
+            sent_at.append(now)
             try:
                 proc.stdin.write((line + "\n").encode())
                 proc.stdin.flush()
@@ -260,20 +235,21 @@ class Writer(threading.Thread):
             proc.stdin.close()
         except OSError:
             pass
-        try:
-            rc = proc.wait(timeout=DEADLINE_MS / 1000 + 30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            rc = "hung"
+        rc = cluster_lib.wait_or_kill(proc, DEADLINE_MS / 1000 + 30)
         rt.join(timeout=10)
         errf.seek(0)
         err = errf.read().decode("utf-8", "replace").strip()
         errf.close()
-        first = err.splitlines()[0] if err else ""
-        if rc != 0:
-            first = "writer %d on %s, t=%.1f: %s" % (self.wid, self.node.name, self.t.now(), first)
+        first = self.exit_line(rc, err.splitlines()[0] if err else "", timed_out)
         self.exits.append((rc, first, len(sent), acked[0]))
+        return 0 if rc == 0 and not timed_out else 1
+
+    def exit_line(self, rc, first, timed_out):
+        """What self.exits says of a process: its first stderr line, and who it
+        was if it failed."""
+        if rc != 0:
+            return "writer %d on %s, t=%.1f: %s" % (self.wid, self.node.name, self.t.now(), first)
+        return first
 
 
 class Test:
@@ -344,22 +320,13 @@ class Test:
                     args += ["--peer", "%s=127.0.0.1:%d" % (other, ports[other])]
             r = run(args)
             assert r.returncode == 0, r.stderr
-            conf = os.path.join(node.dir, "tandem.conf")
-            with open(conf) as f:
-                text = f.read()
-            assert "write_deadline_ms = 10000" in text, text
-            text = text.replace("write_deadline_ms = 10000", "write_deadline_ms = %d" % DEADLINE_MS)
-            with open(conf, "w") as f:
-                f.write(text)
+            cluster_lib.set_write_deadline(node.dir, DEADLINE_MS)
         gen = run([self.tandem, "generate", "--seed", "4", "--customers", str(CUSTOMERS),
                    "--count", "500"])
         assert gen.returncode == 0, gen.stderr
-        for line in gen.stdout.splitlines():
-            rec = json.loads(line)
-            if rec["type"] == "customer":
-                self.customers.append(line)
-            else:
-                self.templates.append(rec)
+        customers, templates = cluster_lib.split_generated(gen.stdout)
+        self.customers += customers
+        self.templates += templates
         for node in self.nodes.values():
             node.start()
         r = run([self.tandem, "append", "--node", self.nodes["n1"].dir],

@@ -19,18 +19,7 @@
 set -uo pipefail
 T=$1
 D=$2
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$work"
-}
-trap cleanup EXIT
-fail=0
-check() { # check DESCRIPTION EXPECTED ACTUAL
-    if [[ "$2" == "$3" ]]; then echo "ok   $1"; else echo "FAIL $1: expected [$2] got [$3]"; fail=1; fi
-}
+. "$(dirname "$0")/../cli/lib.sh"
 # Start tandemd on $N, logging to $work/$1.err; sets daemon to its pid.
 start_daemon() {
     "$D" "$N" 2> "$work/$1.err" &

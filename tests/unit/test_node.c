@@ -372,6 +372,36 @@ static void received_free(struct received *r)
     }
 }
 
+/* A primary's log built by received_build in a fresh temporary directory
+ * (dir, of size bytes): its batches in *r, its records returned (calloc'd).
+ * received_teardown() undoes it. */
+static struct received_records *received_setup(char *dir, size_t size, struct received *r)
+{
+    assert_int_equal(tdm_test_tmpdir_create(dir, size), 0);
+    memset(r, 0, sizeof(*r));
+    struct received_records *kept = calloc(1, sizeof(*kept));
+    assert_non_null(kept);
+    received_build(dir, r, kept);
+    return kept;
+}
+
+static void received_teardown(const char *dir, struct received *r, struct received_records *kept)
+{
+    received_free(r);
+    free(kept);
+    tdm_test_tmpdir_remove(dir);
+}
+
+/* A copy of batch b of r with its last byte flipped (free() it). */
+static uint8_t *received_damaged(const struct received *r, uint32_t b)
+{
+    uint8_t *copy = malloc(r->sizes[b]);
+    assert_non_null(copy);
+    memcpy(copy, r->bytes[b], r->sizes[b]);
+    copy[r->sizes[b] - 1] ^= 0x40;
+    return copy;
+}
+
 /* Customer 1's messages a query finds on t, each checked against kept. */
 static size_t received_query_count(struct tandem *t, struct received_records *kept)
 {
@@ -420,10 +450,8 @@ static void test_append_received__visible_without_reopen(void **state)
 {
     struct fixture *f = *state;
     char primary_dir[256];
-    assert_int_equal(tdm_test_tmpdir_create(primary_dir, sizeof(primary_dir)), 0);
-    struct received r = {.count = 0};
-    struct received_records *kept = calloc(1, sizeof(*kept));
-    received_build(primary_dir, &r, kept);
+    struct received r;
+    struct received_records *kept = received_setup(primary_dir, sizeof(primary_dir), &r);
 
     static const size_t messages_after[RECEIVED_BATCHES] = {0, 3, 5, 6, 10};
     for (uint32_t b = 0; b < RECEIVED_BATCHES; b++) {
@@ -438,9 +466,7 @@ static void test_append_received__visible_without_reopen(void **state)
         assert_int_equal(status.lsn_last, lsn_last);
         assert_int_equal(status.index_lsn, lsn_last);
     }
-    received_free(&r);
-    free(kept);
-    tdm_test_tmpdir_remove(primary_dir);
+    received_teardown(primary_dir, &r, kept);
 }
 
 /* A received batch that does not continue the log (a gap or an overlap),
@@ -450,10 +476,8 @@ static void test_append_received__refused(void **state)
 {
     struct fixture *f = *state;
     char primary_dir[256];
-    assert_int_equal(tdm_test_tmpdir_create(primary_dir, sizeof(primary_dir)), 0);
-    struct received r = {.count = 0};
-    struct received_records *kept = calloc(1, sizeof(*kept));
-    received_build(primary_dir, &r, kept);
+    struct received r;
+    struct received_records *kept = received_setup(primary_dir, sizeof(primary_dir), &r);
     struct tdm_batch_header header;
     struct tdm_diag diag = {{0}};
     received_append(f->t, &r, 0);
@@ -464,9 +488,7 @@ static void test_append_received__refused(void **state)
     assert_int_equal(tdm_node_append_received(f->t, r.bytes[0], r.sizes[0], true, &header, &diag),
                      TANDEM_EINVALID);
     /* Damaged bytes: one flipped in the body, or a short batch. */
-    uint8_t *copy = malloc(r.sizes[1]);
-    memcpy(copy, r.bytes[1], r.sizes[1]);
-    copy[r.sizes[1] - 1] ^= 0x40;
+    uint8_t *copy = received_damaged(&r, 1);
     assert_int_equal(tdm_node_append_received(f->t, copy, r.sizes[1], true, &header, &diag),
                      TANDEM_ECORRUPT);
     assert_int_equal(
@@ -492,9 +514,7 @@ static void test_append_received__refused(void **state)
     assert_int_equal(status.lsn_last, 1);
     received_append(f->t, &r, 1);
     assert_int_equal(received_query_count(f->t, kept), 3);
-    received_free(&r);
-    free(kept);
-    tdm_test_tmpdir_remove(primary_dir);
+    received_teardown(primary_dir, &r, kept);
 }
 
 /* Several received batches in one call (tdm_node_append_received_many): all
@@ -504,10 +524,8 @@ static void test_append_received_many__group(void **state)
 {
     struct fixture *f = *state;
     char primary_dir[256];
-    assert_int_equal(tdm_test_tmpdir_create(primary_dir, sizeof(primary_dir)), 0);
-    struct received r = {.count = 0};
-    struct received_records *kept = calloc(1, sizeof(*kept));
-    received_build(primary_dir, &r, kept);
+    struct received r;
+    struct received_records *kept = received_setup(primary_dir, sizeof(primary_dir), &r);
     size_t sizes[RECEIVED_BATCHES];
     for (uint32_t b = 0; b < RECEIVED_BATCHES; b++) {
         sizes[b] = r.sizes[b];
@@ -530,9 +548,7 @@ static void test_append_received_many__group(void **state)
     assert_int_equal(status.lsn_last, 12);
     assert_int_equal(received_query_count(f->t, kept), 10);
     received_customer_is(f->t, &kept->customer_b);
-    received_free(&r);
-    free(kept);
-    tdm_test_tmpdir_remove(primary_dir);
+    received_teardown(primary_dir, &r, kept);
 }
 
 /* In a call of several received batches, the first one refused stops the
@@ -543,17 +559,13 @@ static void test_append_received_many__stops_at_first_refused(void **state)
 {
     struct fixture *f = *state;
     char primary_dir[256];
-    assert_int_equal(tdm_test_tmpdir_create(primary_dir, sizeof(primary_dir)), 0);
-    struct received r = {.count = 0};
-    struct received_records *kept = calloc(1, sizeof(*kept));
-    received_build(primary_dir, &r, kept);
+    struct received r;
+    struct received_records *kept = received_setup(primary_dir, sizeof(primary_dir), &r);
     struct tdm_batch_header headers[RECEIVED_BATCHES];
     uint32_t appended = 99;
     struct tdm_diag diag = {{0}};
     /* Batches 1, 2, a damaged 3, then 4: 1 and 2 are stored. */
-    uint8_t *damaged = malloc(r.sizes[2]);
-    memcpy(damaged, r.bytes[2], r.sizes[2]);
-    damaged[r.sizes[2] - 1] ^= 0x40;
+    uint8_t *damaged = received_damaged(&r, 2);
     const uint8_t *bytes[4] = {r.bytes[0], r.bytes[1], damaged, r.bytes[3]};
     size_t sizes[4] = {r.sizes[0], r.sizes[1], r.sizes[2], r.sizes[3]};
     assert_int_equal(
@@ -575,9 +587,7 @@ static void test_append_received_many__stops_at_first_refused(void **state)
     assert_int_equal(status.lsn_last, tdm_batch_lsn_last(&r.headers[2]));
     assert_int_equal(received_query_count(f->t, kept), 5);
     free(damaged);
-    received_free(&r);
-    free(kept);
-    tdm_test_tmpdir_remove(primary_dir);
+    received_teardown(primary_dir, &r, kept);
 }
 
 /* The written callback (tdm_node_set_written): called on the commit thread
@@ -652,10 +662,8 @@ static void test_cut_after__queries_forget_cut_records(void **state)
 {
     struct fixture *f = *state;
     char primary_dir[256];
-    assert_int_equal(tdm_test_tmpdir_create(primary_dir, sizeof(primary_dir)), 0);
-    struct received r = {.count = 0};
-    struct received_records *kept = calloc(1, sizeof(*kept));
-    received_build(primary_dir, &r, kept);
+    struct received r;
+    struct received_records *kept = received_setup(primary_dir, sizeof(primary_dir), &r);
     for (uint32_t b = 0; b < RECEIVED_BATCHES; b++) {
         received_append(f->t, &r, b);
     }
@@ -697,9 +705,7 @@ static void test_cut_after__queries_forget_cut_records(void **state)
     assert_int_equal(tandem_verify(f->dir, TANDEM_VERIFY_DEEP, &report, NULL), 0);
     assert_true(report.index_equal);
     assert_false(report.index_rebuilt);
-    received_free(&r);
-    free(kept);
-    tdm_test_tmpdir_remove(primary_dir);
+    received_teardown(primary_dir, &r, kept);
 }
 
 /* ---- queries against a brute-force scan ------------------------------------- */

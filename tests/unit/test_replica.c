@@ -95,6 +95,27 @@ static const struct tdm_send *send_find(uint16_t type)
     return found;
 }
 
+/* The last step sent one APPEND, of LSNs lsn_first .. lsn_last. */
+static void append_sent_is(uint64_t lsn_first, uint64_t lsn_last)
+{
+    const struct tdm_send *append = send_find(TDM_FRAME_APPEND);
+    assert_non_null(append);
+    assert_int_equal(append->append.lsn_first, lsn_first);
+    assert_int_equal(append->append.lsn_last, lsn_last);
+}
+
+/* Node 1 acknowledges in epoch 1: received and durable through lsn. */
+static void step_ack(uint64_t lsn)
+{
+    static struct tdm_frame ack;
+    memset(&ack, 0, sizeof(ack));
+    ack.type = TDM_FRAME_ACK;
+    ack.epoch = 1;
+    ack.ack.durable_lsn = lsn;
+    ack.ack.received_lsn = lsn;
+    step_receive(&ack);
+}
+
 static enum tdm_role role_now(uint64_t *epoch)
 {
     struct tdm_replica_status status;
@@ -181,19 +202,10 @@ static void test_replica_primary__first_epoch_ships_only_durable(void **state)
     step_appended(2, 1);
     assert_null(send_find(TDM_FRAME_APPEND)); /* Written, not durable: stays here. */
     step_persisted(TDM_PERSISTED_LOG, 0, 2);
-    const struct tdm_send *append = send_find(TDM_FRAME_APPEND);
-    assert_non_null(append);
-    assert_int_equal(append->append.lsn_first, 1);
-    assert_int_equal(append->append.lsn_last, 2);
+    append_sent_is(1, 2);
     step_persisted(TDM_PERSISTED_WRITE, 1, 2);
     assert_int_equal(actions.result_count, 0);
-    static struct tdm_frame ack;
-    memset(&ack, 0, sizeof(ack));
-    ack.type = TDM_FRAME_ACK;
-    ack.epoch = 1;
-    ack.ack.durable_lsn = 2;
-    ack.ack.received_lsn = 2;
-    step_receive(&ack);
+    step_ack(2);
     assert_int_equal(actions.result_count, 1);
     assert_int_equal(actions.results[0].status, 0);
     assert_int_equal(actions.results[0].lsn_last, 2);
@@ -325,17 +337,8 @@ static void test_replica_primary__ship_failed_waits_for_repair(void **state)
     assert_int_equal(status.ship_failed_lsn, 1);
     now_ms += 300; /* retransmit_ms without progress: the range again. */
     step_tick();
-    const struct tdm_send *append = send_find(TDM_FRAME_APPEND);
-    assert_non_null(append);
-    assert_int_equal(append->append.lsn_first, 1);
-    assert_int_equal(append->append.lsn_last, 2);
-    static struct tdm_frame ack;
-    memset(&ack, 0, sizeof(ack));
-    ack.type = TDM_FRAME_ACK;
-    ack.epoch = 1;
-    ack.ack.durable_lsn = 2;
-    ack.ack.received_lsn = 2;
-    step_receive(&ack);
+    append_sent_is(1, 2);
+    step_ack(2);
     assert_int_equal(actions.result_count, 1);
     assert_int_equal(actions.results[0].status, 0);
     tdm_replica_status(&replica, &status);
