@@ -71,11 +71,6 @@ struct tdm_fs {
      * scrubber (engine/scrub.c) calls it before it re-reads a segment. Only
      * pages already written back are dropped: call it on durable files. */
     int (*advise_dontneed)(struct tdm_fs *fs, int fd);
-    /* A hint that [offset, offset + size) will be read soon
-     * (POSIX_FADV_WILLNEED): the device reads it while the caller checks
-     * what it read before (the scrubber's read-ahead). May be NULL; never
-     * fails (a hint). */
-    void (*advise_willneed)(struct tdm_fs *fs, int fd, uint64_t offset, uint64_t size);
 };
 
 /* The real file system. Stateless: one shared instance. */

@@ -217,12 +217,6 @@ static int posix_advise_dontneed(struct tdm_fs *fs, int fd)
     return -rv;
 }
 
-static void posix_advise_willneed(struct tdm_fs *fs, int fd, uint64_t offset, uint64_t size)
-{
-    (void)fs;
-    (void)posix_fadvise(fd, (off_t)offset, (off_t)size, POSIX_FADV_WILLNEED); /* A hint. */
-}
-
 static struct tdm_fs fs_posix = {
     .open = posix_open,
     .close = posix_close,
@@ -238,7 +232,6 @@ static struct tdm_fs fs_posix = {
     .list = posix_list,
     .lock = posix_lock,
     .advise_dontneed = posix_advise_dontneed,
-    .advise_willneed = posix_advise_willneed,
 };
 
 struct tdm_fs *tdm_fs_posix(void)

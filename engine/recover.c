@@ -98,6 +98,9 @@ static void walk_deinit(struct walk *w)
 {
     tdm_free(w->body);
     tdm_free(w->raw);
+    if (w->ahead != NULL) {
+        tdm_free(w->ahead);
+    }
 }
 
 /* Bytes [offset, offset + size) of the walk's file, within w->end: *out
@@ -124,13 +127,6 @@ static int walk_view(struct walk *w, uint8_t *scratch, size_t size, uint64_t off
         }
         w->ahead_offset = offset;
         w->ahead_size = want;
-        /* Let the device read the next window while this one is checked. */
-        uint64_t next = offset + want;
-        if (w->fs->advise_willneed != NULL && next < w->end) {
-            uint64_t left = w->end - next;
-            w->fs->advise_willneed(w->fs, w->fd, next,
-                                   left < RECOVER_AHEAD_SIZE ? left : RECOVER_AHEAD_SIZE);
-        }
     }
     *out = w->ahead + (offset - w->ahead_offset);
     return 0;
@@ -786,6 +782,14 @@ static int recover_segment(struct tdm_log *log, uint64_t segment_lsn, bool is_la
         }
         rv = recover_try_sealed(log, &w, &seg, &sh, st);
         if (rv == 0) {
+            if (log->options.scrub) {
+                /* As for sealed segments (recover_sealed_scrub): checksums
+                 * prove the bytes; a window instead of two preads a batch. */
+                w.checksum_only = true;
+                w.ahead = tdm_malloc(RECOVER_AHEAD_SIZE);
+                w.ahead_offset = 0;
+                w.ahead_size = 0;
+            }
             rv = recover_walk_open(log, &w, &seg, &sh, is_last, st, diag);
         } else if (rv == 1) {
             rv = 0;

@@ -310,14 +310,6 @@ static int scrub_fs_advise_dontneed(struct tdm_fs *base, int fd)
     return scrub->fs->advise_dontneed(scrub->fs, fd);
 }
 
-static void scrub_fs_advise_willneed(struct tdm_fs *base, int fd, uint64_t offset, uint64_t size)
-{
-    struct tdm_scrub *scrub = scrub_of(base);
-    if (scrub->fs->advise_willneed != NULL) {
-        scrub->fs->advise_willneed(scrub->fs, fd, offset, size);
-    }
-}
-
 static const struct tdm_fs scrub_fs_table = {
     .open = scrub_fs_open,
     .close = scrub_fs_close,
@@ -333,7 +325,6 @@ static const struct tdm_fs scrub_fs_table = {
     .list = scrub_fs_list,
     .lock = scrub_fs_lock,
     .advise_dontneed = scrub_fs_advise_dontneed,
-    .advise_willneed = scrub_fs_advise_willneed,
 };
 
 /* ---- passes ------------------------------------------------------------------- */
