@@ -30,7 +30,7 @@
 
 struct cmd_entry {
     const char *name;
-    int (*run)(int argc, char **argv); /* NULL: recognised but not built yet. */
+    int (*run)(int argc, char **argv); /* NULL only for "help" (cmd_help). */
     const char *summary;               /* One line for "tandem --help". */
     const char *usage;                 /* "tandem help NAME": synopsis and options. */
 };
@@ -261,10 +261,7 @@ int main(int argc, char **argv)
         tdm_cmd_fail("unknown command '%s' (see tandem --help)", name);
         return TDM_CMD_EXIT_USAGE;
     }
-    if (entry->run == NULL) {
-        tdm_cmd_fail("%s: needs replication (not built yet)", name);
-        return TDM_CMD_EXIT_USAGE;
-    }
+    tdm_assert(entry->run != NULL); /* Only "help" has none, and it is handled above. */
     return entry->run(argc - 1, argv + 1);
 }
 
