@@ -68,7 +68,7 @@ struct walk {
     XXH3_state_t *checksum; /* Fed with every verified byte, or NULL. */
     uint8_t *body;          /* Scratch for a batch body. */
     uint8_t *raw;           /* Scratch for its decompressed records. */
-    /* Scrub only (recover_sealed_scrub): bodies are proven by their checksum
+    /* Scrub mode only (walk_init): bodies are proven by their checksum
      * without decompressing them, and reads go through a read-ahead window
      * of RECOVER_AHEAD_SIZE bytes instead of two preads per batch. */
     bool checksum_only;
@@ -77,7 +77,10 @@ struct walk {
     size_t ahead_size;     /* Valid bytes in ahead. */
 };
 
-static int walk_init(struct walk *w, struct tdm_fs *fs, int fd, uint64_t segment_lsn, uint64_t end)
+/* scrub: checksum-only walks through the read-ahead window (struct walk);
+ * without memory for the window the walk reads each range directly. */
+static int walk_init(struct walk *w, struct tdm_fs *fs, int fd, uint64_t segment_lsn, uint64_t end,
+                     bool scrub)
 {
     memset(w, 0, sizeof(*w));
     w->fs = fs;
@@ -90,6 +93,14 @@ static int walk_init(struct walk *w, struct tdm_fs *fs, int fd, uint64_t segment
         tdm_free(w->body);
         tdm_free(w->raw);
         return -ENOMEM;
+    }
+    if (scrub) {
+        /* Every byte is proven by the checksums and the chain; the records
+         * were checked when the batch was built or received, and every read
+         * decodes them again. Without decompression and with the window a
+         * pass runs at about the medium's sequential rate (bench_scrub). */
+        w->checksum_only = true;
+        w->ahead = tdm_malloc(RECOVER_AHEAD_SIZE);
     }
     return 0;
 }
@@ -459,20 +470,8 @@ static int recover_sealed_scrub(struct tdm_log *log, struct walk *w, struct tdm_
     XXH3_64bits_update(state, hb, sizeof(hb));
     w->checksum = state;
     w->end = f->data_size;
-    /* Every byte is proven by the checksums and the chain; the records were
-     * checked when the batch was built or received, and every read decodes
-     * them again. Without the window and decompression a pass runs at close
-     * to the medium's sequential rate (docs/BENCHMARKS.md, bench_scrub). */
-    w->checksum_only = true;
-    w->ahead = tdm_malloc(RECOVER_AHEAD_SIZE);
-    w->ahead_offset = 0;
-    w->ahead_size = 0;
     struct recover_sealed_end end;
     rv = recover_sealed_damage(log, w, seg, sh, f, &end);
-    tdm_free(w->ahead);
-    w->ahead = NULL;
-    w->ahead_size = 0;
-    w->checksum_only = false;
     w->checksum = NULL;
     uint64_t checksum = XXH3_64bits_digest(state);
     XXH3_freeState(state);
@@ -746,7 +745,7 @@ static int recover_segment(struct tdm_log *log, uint64_t segment_lsn, bool is_la
         return rv;
     }
     struct walk w;
-    rv = walk_init(&w, log->fs, fd, segment_lsn, seg.size);
+    rv = walk_init(&w, log->fs, fd, segment_lsn, seg.size, log->options.scrub);
     if (rv != 0) {
         tdm_diag_printf(diag, "recover segment %s: out of memory", name);
         log->fs->close(log->fs, fd);
@@ -782,14 +781,6 @@ static int recover_segment(struct tdm_log *log, uint64_t segment_lsn, bool is_la
         }
         rv = recover_try_sealed(log, &w, &seg, &sh, st);
         if (rv == 0) {
-            if (log->options.scrub) {
-                /* As for sealed segments (recover_sealed_scrub): checksums
-                 * prove the bytes; a window instead of two preads a batch. */
-                w.checksum_only = true;
-                w.ahead = tdm_malloc(RECOVER_AHEAD_SIZE);
-                w.ahead_offset = 0;
-                w.ahead_size = 0;
-            }
             rv = recover_walk_open(log, &w, &seg, &sh, is_last, st, diag);
         } else if (rv == 1) {
             rv = 0;
@@ -973,7 +964,7 @@ static int scan_segment(struct tdm_log *log, const struct tdm_log_segment *seg, 
     }
     struct walk w;
     rv = walk_init(&w, log->fs, fd, seg->lsn_first,
-                   seg->sealed ? seg->size - TDM_SEGMENT_FOOTER_SIZE : seg->size);
+                   seg->sealed ? seg->size - TDM_SEGMENT_FOOTER_SIZE : seg->size, false);
     uint64_t offset = TDM_SEGMENT_HEADER_SIZE;
     while (rv == 0 && offset < w.end) {
         struct tdm_batch_header h;
