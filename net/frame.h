@@ -19,7 +19,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define TDM_FRAME_VERSION         1   /* HELLO's protocol version (PROTOCOL.md title). */
+#define TDM_FRAME_VERSION         2   /* HELLO's protocol version (PROTOCOL.md title). */
 #define TDM_REPLICA_NODES_MAX     8   /* Nodes in a cluster, self included (PROTOCOL.md §2). */
 #define TDM_REPLICA_EPOCHS_MAX    128 /* Epoch history entries kept and sent. */
 #define TDM_FRAME_BATCHES_MAX     64  /* Batches in one decoded APPEND. */
@@ -165,9 +165,12 @@ struct tdm_frame_heartbeat {
     struct tdm_frame_lag lags[TDM_REPLICA_NODES_MAX];
 };
 
+#define TDM_FORWARD_RESTART 0x1u /* FORWARD flags: the sender's oldest write (PROTOCOL.md §6). */
+
 struct tdm_frame_forward {
-    uint64_t request_id;    /* The backup's write id: unique, not in order (PROTOCOL.md §6). */
+    uint64_t request_id;    /* The backup's write id: unique, in submission order (§6). */
     uint32_t record_count;  /* >= 1. */
+    uint8_t flags;          /* TDM_FORWARD_*. */
     uint32_t size;          /* Bytes of records. */
     const uint8_t *records; /* Borrowed: (u32 size, record) entries, owned by the adapter. */
 };

@@ -48,6 +48,7 @@ tdm_static_assert((int)TDM_FRAME_FENCED == (int)TDM_PROTO_FENCED);
 tdm_static_assert((int)TDM_EPOCH_CAUSE__COUNT == TDM_PROTO_CAUSE_MAX + 1);
 tdm_static_assert((int)TDM_REFUSAL__COUNT == TDM_PROTO_REFUSAL_MAX + 1);
 tdm_static_assert(TDM_FENCE_PROBE == TDM_PROTO_FENCE_PROBE);
+tdm_static_assert(TDM_FORWARD_RESTART == TDM_PROTO_FORWARD_RESTART);
 tdm_static_assert(TDM_FENCE_FORCE == TDM_PROTO_FENCE_FORCE);
 tdm_static_assert(TDM_FENCED_PRIMARY_SEEN == TDM_PROTO_FENCED_PRIMARY_SEEN);
 tdm_static_assert((int)TDM_FRAME_CHECK == (int)TDM_PROTO_CHECK);
@@ -268,6 +269,7 @@ static int from_forward(const struct tdm_proto_records *in, struct tdm_frame_for
     }
     out->request_id = in->request_id;
     out->record_count = in->record_count;
+    out->flags = in->flags;
     out->size = (uint32_t)in->entries.size;
     out->records = in->entries.data;
     return 0;
@@ -586,6 +588,7 @@ static int to_forward(const struct tdm_frame_forward *in, struct tdm_proto_recor
     }
     out->request_id = in->request_id;
     out->record_count = in->record_count;
+    out->flags = in->flags;
     out->entries.data = in->records;
     out->entries.size = in->size;
     return 0;

@@ -696,6 +696,10 @@ static const char *proto_msg_check(const struct tdm_proto_msg *msg)
     case TDM_PROTO_HEARTBEAT:
         return proto_heartbeat_check(&msg->heartbeat);
     case TDM_PROTO_FORWARD:
+        if ((msg->forward.flags & ~TDM_PROTO_FORWARD_RESTART) != 0) {
+            return "flags: unknown bits";
+        }
+        return proto_records_check(&msg->forward);
     case TDM_PROTO_APPEND_REQUEST:
         return proto_records_check(&msg->forward);
     case TDM_PROTO_FORWARD_RESULT:
@@ -893,10 +897,11 @@ static void dec_heartbeat(struct proto_dec *d, struct tdm_proto_heartbeat *heart
 }
 
 /* Records run to the end of the payload; proto_records_check() walks them. */
-static void dec_records(struct proto_dec *d, struct tdm_proto_records *records)
+static void dec_records(struct proto_dec *d, struct tdm_proto_records *records, bool forward)
 {
     records->request_id = tdm_get_u64(&d->r);
     records->record_count = tdm_get_u32(&d->r);
+    records->flags = forward ? tdm_get_u8(&d->r) : 0;
     size_t rest = d->r.overflow ? 0 : d->r.size - d->r.offset;
     records->entries.data = tdm_reader_take(&d->r, rest);
     records->entries.size = rest;
@@ -1054,7 +1059,7 @@ static void dec_payload(struct proto_dec *d, struct tdm_proto_msg *msg)
         return;
     case TDM_PROTO_FORWARD:
     case TDM_PROTO_APPEND_REQUEST:
-        dec_records(d, &msg->forward);
+        dec_records(d, &msg->forward, msg->type == TDM_PROTO_FORWARD);
         return;
     case TDM_PROTO_FORWARD_RESULT:
     case TDM_PROTO_APPEND_RESULT:
@@ -1217,6 +1222,7 @@ static size_t enc_payload_size(const struct tdm_proto_msg *msg)
         }
         return size;
     case TDM_PROTO_FORWARD:
+        return 8 + 4 + 1 + msg->forward.entries.size;
     case TDM_PROTO_APPEND_REQUEST:
         return 8 + 4 + msg->forward.entries.size;
     case TDM_PROTO_FORWARD_RESULT:
@@ -1472,6 +1478,9 @@ static void enc_payload(struct tdm_writer *w, const struct tdm_proto_msg *msg)
     case TDM_PROTO_APPEND_REQUEST:
         tdm_put_u64(w, msg->forward.request_id);
         tdm_put_u32(w, msg->forward.record_count);
+        if (msg->type == TDM_PROTO_FORWARD) {
+            tdm_put_u8(w, msg->forward.flags);
+        }
         tdm_put_bytes(w, msg->forward.entries.data, msg->forward.entries.size);
         return;
     case TDM_PROTO_FORWARD_RESULT:

@@ -31,7 +31,7 @@
 
 #include "engine/base/error.h"
 
-#define TDM_PROTO_VERSION 1 /* HELLO's version; PROTOCOL.md title. */
+#define TDM_PROTO_VERSION 2 /* HELLO's version; PROTOCOL.md title. */
 
 /* Bytes after a frame's size field (PROTOCOL.md §3.1). */
 #define TDM_PROTO_FRAME_SIZE_MAX (16u << 20)
@@ -49,6 +49,7 @@
 #define TDM_PROTO_HISTORY_MAX            128 /* Epoch history entries in one frame. */
 #define TDM_PROTO_PEERS_MAX              8   /* Nodes in a cluster (PROTOCOL.md §2). */
 #define TDM_PROTO_APPEND_BATCHES_MAX     64  /* Batches in one APPEND (== TDM_FRAME_BATCHES_MAX). */
+#define TDM_PROTO_FORWARD_RESTART        0x1u /* FORWARD flags: see PROTOCOL.md §6. */
 #define TDM_PROTO_RECORDS_MAX            4096 /* == TANDEM_APPEND_RECORDS_MAX. */
 #define TDM_PROTO_RECORD_SIZE_MAX        4096 /* == TDM_RECORD_SIZE_MAX (engine/codec.h). */
 #define TDM_PROTO_MESSAGE_SIZE_MAX       255  /* Error text in a result frame. */
@@ -213,6 +214,7 @@ struct tdm_proto_heartbeat {
 struct tdm_proto_records {
     uint64_t request_id;   /* Chosen by the sender; echoed in the result. */
     uint32_t record_count; /* 1..TDM_PROTO_RECORDS_MAX entries in entries. */
+    uint8_t flags;         /* FORWARD only: TDM_PROTO_FORWARD_* (0 in APPEND_REQUEST). */
     struct tdm_proto_slice entries;
 };
 

@@ -184,6 +184,24 @@ bool tdm_replica_forward_lost(const struct tdm_replica *replica,
            replica->peers[write->forward_index].link == TDM_LINK_DOWN;
 }
 
+void tdm_replica_forward_link_lost(struct tdm_replica *replica, struct tdm_actions *actions,
+                                   uint32_t node_index)
+{
+    for (uint32_t i = 0; i < replica->write_count;) {
+        struct tdm_replica_write *write = &replica->writes[i];
+        if (write->state == TDM_WRITE_FORWARDED && write->forward_index == node_index) {
+            tdm_replica_tracef(replica,
+                               "write %" PRIu64 " was forwarded to #%u on a link that dropped: "
+                               "not acknowledged",
+                               write->write_id, node_index);
+            tdm_replica_result(actions, write->write_id, TANDEM_ECOPIES, 0, 0);
+            tdm_replica_write_remove(replica, write);
+        } else {
+            i++;
+        }
+    }
+}
+
 void tdm_replica_fail(struct tdm_replica *replica, struct tdm_actions *actions, int status,
                       const char *what)
 {
@@ -503,6 +521,7 @@ void tdm_replica_frame_from_send(const struct tdm_actions *actions, const struct
         frame->forward.request_id = send->forward.request_id;
         frame->forward.record_count = send->forward.record_count;
         frame->forward.size = send->forward.size;
+        frame->forward.flags = send->forward.flags;
         break; /* The record bytes are the adapter's part. */
     case TDM_FRAME_FORWARD_RESULT:
         frame->forward_result = send->forward_result;

@@ -256,6 +256,7 @@ struct tdm_send {
             uint64_t request_id; /* The write_id whose records the adapter holds. */
             uint32_t record_count;
             uint32_t size;
+            uint8_t flags; /* TDM_FORWARD_*. */
         } forward;
         struct tdm_frame_forward_result forward_result;
         struct {
@@ -336,16 +337,17 @@ struct tdm_replica_peer {
     uint64_t epoch;
     uint64_t last_lsn;
     /* Primary only: shipping to this backup. */
-    uint64_t fork_lsn;        /* From START. */
-    uint64_t next_lsn;        /* Next LSN to send. */
-    uint64_t received_lsn;    /* The backup's written LSN, from READY/ACK. */
-    uint64_t durable_lsn;     /* The backup's durable LSN in this epoch; 0 if unknown. */
-    uint64_t progress_ms;     /* Last ACK that moved received_lsn, or last (re)send. */
-    uint64_t heartbeat_ms;    /* Last HEARTBEAT sent. */
-    uint64_t rtt_ms;          /* Last heartbeat round trip on the primary's clock. */
-    uint64_t heard_ms;        /* Backup: last frame accepted from its primary. */
-    uint64_t echo_ms;         /* Backup: send_ms of the last HEARTBEAT, for ACK. */
-    uint64_t forward_id_last; /* Highest FORWARD request id taken on this link. */
+    uint64_t fork_lsn;     /* From START. */
+    uint64_t next_lsn;     /* Next LSN to send. */
+    uint64_t received_lsn; /* The backup's written LSN, from READY/ACK. */
+    uint64_t durable_lsn;  /* The backup's durable LSN in this epoch; 0 if unknown. */
+    uint64_t progress_ms;  /* Last ACK that moved received_lsn, or last (re)send. */
+    uint64_t heartbeat_ms; /* Last HEARTBEAT sent. */
+    uint64_t rtt_ms;       /* Last heartbeat round trip on the primary's clock. */
+    uint64_t heard_ms;     /* Backup: last frame accepted from its primary. */
+    uint64_t echo_ms;      /* Backup: send_ms of the last HEARTBEAT, for ACK. */
+    bool forward_held;     /* Primary: a FORWARD on this link was not taken, so no later one
+                            * is until one flagged TDM_FORWARD_RESTART (PROTOCOL.md §6). */
     uint32_t inflight_head;
     uint32_t inflight_count;
     uint64_t inflight_size;

@@ -99,7 +99,7 @@ static void backup_ack_send(struct tdm_replica *replica, struct tdm_actions *act
 }
 
 static void backup_forward_send(struct tdm_replica *replica, struct tdm_actions *actions,
-                                struct tdm_replica_write *write)
+                                struct tdm_replica_write *write, bool oldest)
 {
     tdm_assert(write->state == TDM_WRITE_UNSENT);
     tdm_assert(replica->peers[replica->primary_index].link != TDM_LINK_DOWN);
@@ -108,25 +108,68 @@ static void backup_forward_send(struct tdm_replica *replica, struct tdm_actions 
     send->forward.request_id = write->write_id;
     send->forward.record_count = write->record_count;
     send->forward.size = write->size;
+    send->forward.flags = oldest ? TDM_FORWARD_RESTART : 0;
     write->state = TDM_WRITE_FORWARDED;
     write->forward_index = replica->primary_index;
 }
 
-/* Forward every write still waiting for a primary (PROTOCOL.md §6): new ones,
- * and those a node that was not (or no longer) the primary sent back with
- * ENOTPRIMARY. Not while this node takes over a switchover's epoch. */
+static bool backup_may_forward(const struct tdm_replica *replica)
+{
+    return replica->peers[replica->primary_index].link != TDM_LINK_DOWN &&
+           replica->sw.phase != TDM_SWITCH_TAKEOVER;
+}
+
+/* Forward the writes still waiting for a primary (PROTOCOL.md §6): those held
+ * back, and those a node sent back not taken (ENOTPRIMARY, EBUSY), in the
+ * order they were submitted, so the records of one client stream get LSNs in
+ * its order. The oldest unanswered write goes first, flagged
+ * TDM_FORWARD_RESTART, once every FORWARD sent before it is answered: the
+ * primary took none sent after one it did not take. Not while this node takes
+ * over a switchover's epoch. */
 void tdm_replica_backup_forward_unsent(struct tdm_replica *replica, struct tdm_actions *actions)
 {
     tdm_assert(replica->role == TDM_ROLE_BACKUP);
-    if (replica->peers[replica->primary_index].link == TDM_LINK_DOWN ||
-        replica->sw.phase == TDM_SWITCH_TAKEOVER) {
+    if (!backup_may_forward(replica)) {
         return;
     }
+    bool forwarded = false;
     for (uint32_t i = 0; i < replica->write_count; i++) {
-        if (replica->writes[i].state == TDM_WRITE_UNSENT) {
-            backup_forward_send(replica, actions, &replica->writes[i]);
+        forwarded = forwarded || replica->writes[i].state == TDM_WRITE_FORWARDED;
+    }
+    bool sent = false; /* This pass sent the oldest: the rest follow it in order. */
+    for (uint32_t i = 0; i < replica->write_count; i++) {
+        struct tdm_replica_write *write = &replica->writes[i];
+        if (write->state == TDM_WRITE_FORWARDED) {
+            if (!sent) {
+                return; /* Taken, or on its way back: what follows waits. */
+            }
+        } else if (write->state == TDM_WRITE_UNSENT) {
+            if (!sent && forwarded) {
+                return; /* Answers to FORWARDs already sent are on their way. */
+            }
+            backup_forward_send(replica, actions, write, !sent);
+            sent = true;
         }
     }
+}
+
+/* A new write goes straight out if every older one is forwarded to the
+ * primary and none waits to be sent again; else it waits its turn. */
+static void backup_forward_new(struct tdm_replica *replica, struct tdm_actions *actions,
+                               struct tdm_replica_write *write)
+{
+    if (!backup_may_forward(replica)) {
+        return;
+    }
+    bool older = false;
+    for (struct tdm_replica_write *w = replica->writes; w < write; w++) {
+        if (w->state == TDM_WRITE_UNSENT ||
+            (w->state == TDM_WRITE_FORWARDED && w->forward_index != replica->primary_index)) {
+            return;
+        }
+        older = older || w->state == TDM_WRITE_FORWARDED;
+    }
+    backup_forward_send(replica, actions, write, !older);
 }
 
 /* The disk work of a handshake is done (or was never needed): READY if the
@@ -506,10 +549,7 @@ static void backup_on_submit(struct tdm_replica *replica, const struct tdm_event
     write->size = event->submit.size;
     write->deadline_ms =
         replica->now_ms + replica->config.write_deadline_ms + replica->config.handshake_ms;
-    if (replica->peers[replica->primary_index].link != TDM_LINK_DOWN &&
-        replica->sw.phase != TDM_SWITCH_TAKEOVER) {
-        backup_forward_send(replica, actions, write);
-    }
+    backup_forward_new(replica, actions, write);
 }
 
 /* The local log grew by a write handed to the engine before this node
@@ -541,17 +581,14 @@ static void backup_on_peer(struct tdm_replica *replica, const struct tdm_event *
     peer->hello_id = 0;
     if (event->type == TDM_EVENT_PEER_DOWN) {
         peer->link = TDM_LINK_DOWN;
+        tdm_replica_forward_link_lost(replica, actions, node_index);
         return;
     }
     peer->link = TDM_LINK_UP;
     if (node_index != replica->primary_index) {
         return;
     }
-    for (uint32_t i = 0; i < replica->write_count; i++) {
-        if (replica->writes[i].state == TDM_WRITE_UNSENT) {
-            backup_forward_send(replica, actions, &replica->writes[i]);
-        }
-    }
+    tdm_replica_backup_forward_unsent(replica, actions);
     if (!backup_disk_busy(replica)) {
         backup_hello_send(replica, actions);
     }

@@ -41,6 +41,11 @@ void tdm_replica_write_remove(struct tdm_replica *replica, struct tdm_replica_wr
  * switchover's old primary stays linked and answers what it took. */
 bool tdm_replica_forward_lost(const struct tdm_replica *replica,
                               const struct tdm_replica_write *write);
+/* The link to node_index dropped: the writes this node forwarded on it can
+ * get no answer any more (the primary drops answers for a link that is gone,
+ * and a new link does not carry them). They fail now with TANDEM_ECOPIES. */
+void tdm_replica_forward_link_lost(struct tdm_replica *replica, struct tdm_actions *actions,
+                                   uint32_t node_index);
 
 /* The node stops after a failed completion: every write fails with status. */
 void tdm_replica_fail(struct tdm_replica *replica, struct tdm_actions *actions, int status,

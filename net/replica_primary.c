@@ -290,14 +290,34 @@ static void primary_on_epoch_persisted(struct tdm_replica *replica, struct tdm_a
     tdm_replica_primary_act_or_wait(replica, actions);
 }
 
+/* Hand held writes to the engine in the order they were submitted; a write
+ * this node forwarded while a backup, still unanswered, holds back the ones
+ * after it (it may come back not taken, to be appended here first). */
 void tdm_replica_primary_release_held(struct tdm_replica *replica, struct tdm_actions *actions)
 {
     tdm_assert(replica->role == TDM_ROLE_PRIMARY);
     for (uint32_t i = 0; i < replica->write_count; i++) {
-        if (replica->writes[i].state == TDM_WRITE_HELD) {
-            primary_write_local(replica, actions, &replica->writes[i], NULL);
+        struct tdm_replica_write *write = &replica->writes[i];
+        if (write->state == TDM_WRITE_FORWARDED) {
+            return;
+        }
+        if (write->state == TDM_WRITE_HELD) {
+            primary_write_local(replica, actions, write, NULL);
         }
     }
+}
+
+/* True if a new local write must wait behind an older one (held, or
+ * forwarded while this node was a backup and not answered yet). */
+static bool primary_write_waits(const struct tdm_replica *replica)
+{
+    for (uint32_t i = 0; i < replica->write_count; i++) {
+        enum tdm_write_state state = replica->writes[i].state;
+        if (state == TDM_WRITE_HELD || state == TDM_WRITE_FORWARDED) {
+            return true;
+        }
+    }
+    return false;
 }
 
 /* Act as primary in replica->epoch: every linked node handshakes again (its
@@ -338,7 +358,7 @@ void tdm_replica_primary_become(struct tdm_replica *replica)
         primary_peer_reset(peer);
         peer->durable_lsn = 0;
         peer->hello_id = 0;
-        peer->forward_id_last = 0;
+        peer->forward_held = false;
         if (i != replica->config.self_index && peer->link != TDM_LINK_DOWN) {
             peer->link = TDM_LINK_UP;
             peer->link_ms = replica->now_ms;
@@ -764,6 +784,7 @@ static void primary_on_forward(struct tdm_replica *replica, uint32_t node_index,
         return;
     }
     const struct tdm_frame_forward *forward = &frame->forward;
+    struct tdm_replica_peer *peer = &replica->peers[node_index];
     struct tdm_replica_write *write = NULL;
     int status = TANDEM_EBUSY; /* Not acting yet, or too many writes: try again. */
     if (replica->role == TDM_ROLE_HOLDING) {
@@ -771,10 +792,16 @@ static void primary_on_forward(struct tdm_replica *replica, uint32_t node_index,
          * whichever node is the primary then (PROTOCOL.md §8.1). */
         status = TANDEM_ENOTPRIMARY;
     }
-    if (replica->role == TDM_ROLE_PRIMARY) {
+    if ((forward->flags & TDM_FORWARD_RESTART) != 0) {
+        peer->forward_held = false; /* The backup's oldest write: nothing before it comes back. */
+    }
+    if (replica->role == TDM_ROLE_PRIMARY && !peer->forward_held) {
         write = tdm_replica_write_add(replica, replica->forward_id_next, TDM_WRITE_APPENDING);
     }
     if (write == NULL) {
+        /* Not taken, so neither is any later FORWARD on this link until the
+         * backup sends its oldest write again: a stream keeps its order. */
+        peer->forward_held = true;
         struct tdm_send *send =
             tdm_replica_send(replica, actions, node_index, TDM_FRAME_FORWARD_RESULT);
         send->forward_result.request_id = forward->request_id;
@@ -782,8 +809,6 @@ static void primary_on_forward(struct tdm_replica *replica, uint32_t node_index,
         return;
     }
     replica->forward_id_next++;
-    replica->peers[node_index].forward_id_last =
-        tdm_replica_max(replica->peers[node_index].forward_id_last, forward->request_id);
     write->origin_index = node_index;
     write->request_id = forward->request_id;
     write->record_count = forward->record_count;
@@ -816,6 +841,9 @@ static void primary_on_forward_result(struct tdm_replica *replica, uint32_t node
     tdm_replica_result(actions, write->write_id, result->status, result->lsn_first,
                        result->lsn_last);
     tdm_replica_write_remove(replica, write);
+    if (replica->role == TDM_ROLE_PRIMARY) {
+        tdm_replica_primary_release_held(replica, actions);
+    }
 }
 
 static void primary_on_receive(struct tdm_replica *replica, const struct tdm_event *event,
@@ -871,7 +899,7 @@ static void primary_on_submit(struct tdm_replica *replica, const struct tdm_even
 {
     tdm_assert(event->submit.write_id < TDM_REPLICA_WRITE_ID_FORWARDED);
     tdm_assert(event->submit.record_count >= 1);
-    bool acting = replica->role == TDM_ROLE_PRIMARY;
+    bool acting = replica->role == TDM_ROLE_PRIMARY && !primary_write_waits(replica);
     struct tdm_replica_write *write = tdm_replica_write_add(
         replica, event->submit.write_id, acting ? TDM_WRITE_APPENDING : TDM_WRITE_HELD);
     if (write == NULL) {
@@ -1045,6 +1073,9 @@ static void primary_timers(struct tdm_replica *replica, struct tdm_actions *acti
             i++;
         }
     }
+    if (replica->role == TDM_ROLE_PRIMARY) {
+        tdm_replica_primary_release_held(replica, actions); /* One ended: the next may go. */
+    }
 }
 
 static void primary_on_peer(struct tdm_replica *replica, const struct tdm_event *event,
@@ -1056,11 +1087,15 @@ static void primary_on_peer(struct tdm_replica *replica, const struct tdm_event 
     struct tdm_replica_peer *peer = &replica->peers[node_index];
     primary_peer_reset(peer);
     peer->hello_id = 0;
-    peer->forward_id_last = 0;
+    peer->forward_held = false;
     peer->link_ms = replica->now_ms;
     if (event->type == TDM_EVENT_PEER_DOWN) {
         /* What it holds durably stays counted: durable bytes survive a link. */
         peer->link = TDM_LINK_DOWN;
+        tdm_replica_forward_link_lost(replica, actions, node_index);
+        if (replica->role == TDM_ROLE_PRIMARY) {
+            tdm_replica_primary_release_held(replica, actions);
+        }
         /* Its forwarded writes go on, but their results have nowhere to go:
          * the backup answers its client at its own deadline. */
         for (uint32_t i = 0; i < replica->write_count; i++) {
@@ -1171,12 +1206,16 @@ void tdm_replica_primary_invariants(const struct tdm_replica *replica)
             tdm_assert(peer->inflight_count == 0);
         }
     }
+    bool behind_forwarded = false;
     for (uint32_t i = 0; i < replica->write_count; i++) {
         const struct tdm_replica_write *write = &replica->writes[i];
-        /* HELD only while holding; FORWARDED: its own, sent while a backup. */
+        /* HELD only while holding, or behind an unanswered FORWARDED one (its
+         * own, sent while a backup). */
+        behind_forwarded = behind_forwarded || write->state == TDM_WRITE_FORWARDED;
         tdm_assert(write->state == TDM_WRITE_APPENDING || write->state == TDM_WRITE_WAITING ||
                    write->state == TDM_WRITE_FORWARDED ||
-                   (write->state == TDM_WRITE_HELD && replica->role == TDM_ROLE_HOLDING));
+                   (write->state == TDM_WRITE_HELD &&
+                    (replica->role == TDM_ROLE_HOLDING || behind_forwarded)));
         tdm_assert(write->state != TDM_WRITE_WAITING || write->lsn_last > replica->commit_lsn);
         tdm_assert(write->state != TDM_WRITE_FORWARDED ||
                    write->origin_index == replica->config.self_index);

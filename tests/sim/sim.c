@@ -58,6 +58,10 @@
  * - C1: every node's log agrees with the acknowledged log (by chain hash) at
  *   min(its last LSN, the acknowledged LSN): committed prefixes are identical;
  * - an acknowledged write's LSNs hold exactly that write's records;
+ * - O1: the writes submitted on one node get LSNs in the order they were
+ *   submitted (a client's stream keeps its order, forwarded or not), on
+ *   seeds whose links neither reorder nor duplicate frames, as TCP does not
+ *   (p->stream_links; frames may still be lost, with their link);
  * - at most one primary per epoch; epochs only grow on every node;
  * - a backup appends only frames of its own epoch, and every node's log
  *   agrees with its own persisted epoch history (no batch of an epoch that
@@ -197,6 +201,8 @@ struct sim_write {
     uint32_t node;
     enum sim_write_state state;
     uint32_t record_count;
+    uint64_t lsn_first; /* Once acknowledged. */
+    uint64_t lsn_last;
 };
 
 /* Per seed: what the swarm drew. */
@@ -207,6 +213,7 @@ struct sim_params {
     uint32_t drop_per_mille;
     uint32_t duplicate_per_mille;
     uint32_t reorder_per_mille; /* Frames that overtake or fall behind their link's order. */
+    bool stream_links;          /* No reorder, no duplicate (TCP): O1 is checked. */
     uint64_t disk_ms_max;
     uint64_t client_gap_ms_max;
     uint64_t crash_gap_ms; /* 0: no crashes. */
@@ -992,6 +999,37 @@ static const struct sim_node *sim_holder(const struct sim *sim,
     return NULL;
 }
 
+/* O1: the nearest acknowledged writes submitted on the same node before and
+ * after write_id hold lower and higher LSNs (transitively: all of them). */
+static void sim_check_order(struct sim *sim, uint64_t write_id)
+{
+    const struct sim_write *write = &sim->writes[write_id];
+    for (uint64_t id = write_id - 1; id >= 1; id--) {
+        const struct sim_write *before = &sim->writes[id];
+        if (before->node == write->node && before->state == SIM_WRITE_ACKED) {
+            if (before->lsn_last >= write->lsn_first) {
+                sim_fail(sim,
+                         "O1: n%u: write %" PRIu64 " at lsn %" PRIu64 " after write %" PRIu64
+                         " at lsn %" PRIu64 ", submitted later",
+                         write->node, write_id, write->lsn_first, id, before->lsn_last);
+            }
+            break;
+        }
+    }
+    for (uint64_t id = write_id + 1; id < sim->write_next; id++) {
+        const struct sim_write *after = &sim->writes[id];
+        if (after->node == write->node && after->state == SIM_WRITE_ACKED) {
+            if (after->lsn_first <= write->lsn_last) {
+                sim_fail(sim,
+                         "O1: n%u: write %" PRIu64 " at lsn %" PRIu64 " before write %" PRIu64
+                         " at lsn %" PRIu64 ", submitted earlier",
+                         write->node, id, after->lsn_first, write_id, write->lsn_last);
+            }
+            break;
+        }
+    }
+}
+
 static void sim_result(struct sim *sim, uint32_t index, const struct tdm_action_result *result)
 {
     if (result->write_id == 0 || result->write_id >= sim->write_next) {
@@ -1018,12 +1056,17 @@ static void sim_result(struct sim *sim, uint32_t index, const struct tdm_action_
         return;
     }
     write->state = SIM_WRITE_ACKED;
+    write->lsn_first = result->lsn_first;
+    write->lsn_last = result->lsn_last;
     sim_totals.writes_acked++;
     if (index != sim->authority_index) {
         sim_totals.writes_forwarded_acked++;
     }
     if (sim->lossy) {
         return; /* A forced failover: the acknowledged log is no longer checked. */
+    }
+    if (sim->params.stream_links) {
+        sim_check_order(sim, result->write_id);
     }
     int at = -1;
     const struct sim_node *primary = sim_holder(sim, result, &at);
@@ -1972,6 +2015,11 @@ static void sim_params_draw(struct sim *sim)
     p->drop_per_mille = sim_chance(sim, 300) ? 0 : (uint32_t)sim_random(sim, 30);
     p->duplicate_per_mille = (uint32_t)sim_random(sim, 50);
     p->reorder_per_mille = (uint32_t)sim_random(sim, 50);
+    p->stream_links = sim_chance(sim, 300);
+    if (p->stream_links) {
+        p->duplicate_per_mille = 0;
+        p->reorder_per_mille = 0;
+    }
     p->disk_ms_max = 1 + sim_random(sim, 15);
     p->client_gap_ms_max = 2 + sim_random(sim, 30);
     p->crash_gap_ms = sim_chance(sim, 800) ? 100 + sim_random(sim, 800) : 0;
@@ -2126,9 +2174,9 @@ int sim_run(uint64_t seed, bool verbose, char *message, size_t message_size, uin
     const struct sim_params *p = &sim->params;
     sim_log(sim,
             "seed %" PRIu64 ": %u nodes, min_copies %u, delay <= %" PRIu64
-            " ms, drop %u/1000, duplicate %u/1000, disk <= %" PRIu64 " ms",
+            " ms, drop %u/1000, duplicate %u/1000, reorder %u/1000, disk <= %" PRIu64 " ms",
             seed, p->node_count, p->min_copies, p->delay_ms_max, p->drop_per_mille,
-            p->duplicate_per_mille, p->disk_ms_max);
+            p->duplicate_per_mille, p->reorder_per_mille, p->disk_ms_max);
     for (uint32_t i = 0; i < p->node_count; i++) {
         sim_node_start(sim, i);
     }

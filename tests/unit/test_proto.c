@@ -334,6 +334,16 @@ static void sample_msg(uint16_t type, struct tdm_proto_msg *msg)
     fail_msg("no sample for type %u", type);
 }
 
+/* Encode msg_a as it is. */
+static size_t encode_sample_msg(uint8_t *buffer, size_t size)
+{
+    struct tdm_diag diag = {{0}};
+    size_t written = 0;
+    assert_int_equal(tdm_proto_encode(&msg_a, buffer, size, &written, &diag), 0);
+    assert_int_equal(written, tdm_proto_encoded_size(&msg_a));
+    return written;
+}
+
 static size_t encode_sample(uint16_t type, uint8_t *buffer, size_t size)
 {
     struct tdm_diag diag = {{0}};
@@ -769,11 +779,11 @@ static void test_proto_decode__semantic_checks(void **state)
     struct tdm_diag diag = {{0}};
     size_t written = 0;
     sample_msg(TDM_PROTO_HELLO, &msg_a);
-    msg_a.hello.version = 2;
+    msg_a.hello.version = TDM_PROTO_VERSION + 1;
     encode_refused("version");
     /* Patch the version in the bytes of a valid HELLO: the decoder refuses. */
     size_t size = encode_sample(TDM_PROTO_HELLO, frame_a, sizeof(frame_a));
-    frame_a[TDM_PROTO_FRAME_HEADER_SIZE] = 2;
+    frame_a[TDM_PROTO_FRAME_HEADER_SIZE] = TDM_PROTO_VERSION + 1;
     assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), TANDEM_ECORRUPT);
     assert_non_null(strstr(diag.message, "HELLO frame: version"));
     sample_msg(TDM_PROTO_HELLO, &msg_a);
@@ -824,6 +834,18 @@ static void test_proto_decode__semantic_checks(void **state)
     msg_a.forward.record_count = 4;
     assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag),
                      TANDEM_EINVALID);
+    /* FORWARD's flags: RESTART round-trips; an unknown bit is refused by
+     * the encoder, and by the decoder when patched into valid bytes. */
+    sample_msg(TDM_PROTO_FORWARD, &msg_a);
+    msg_a.forward.flags = TDM_PROTO_FORWARD_RESTART;
+    size = encode_sample_msg(frame_a, sizeof(frame_a));
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), 0);
+    assert_int_equal(msg_b.forward.flags, TDM_PROTO_FORWARD_RESTART);
+    frame_a[TDM_PROTO_FRAME_HEADER_SIZE + 8 + 4] = 0x2;
+    assert_int_equal(decode_buffer(frame_a, size, &msg_b, &diag), TANDEM_ECORRUPT);
+    assert_non_null(strstr(diag.message, "flags: unknown bits"));
+    msg_a.forward.flags = 0x80;
+    encode_refused("flags: unknown bits");
     sample_msg(TDM_PROTO_FENCE, &msg_a);
     msg_a.fence.new_epoch = 6;
     assert_int_equal(tdm_proto_encode(&msg_a, frame_a, sizeof(frame_a), &written, &diag),

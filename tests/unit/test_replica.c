@@ -403,6 +403,144 @@ static void test_replica_primary__forward_ids_out_of_order(void **state)
     assert_null(send_find(TDM_FRAME_FORWARD_RESULT));
 }
 
+/* A FORWARD the primary does not take (EBUSY: too many writes, or not
+ * acting yet) holds every later FORWARD of that link, until the backup sends
+ * its oldest unanswered write again, flagged RESTART (PROTOCOL.md §6).
+ * Without the hold, a backup's pipelined write taken after an older one
+ * bounced gets the lower LSN: loopback.cluster saw "LSNs increase in input
+ * order: 31003 after 31065" (sim: O1). */
+static void test_replica_primary__forward_held_after_bounce(void **state)
+{
+    (void)state;
+    const uint64_t entries[][3] = {{1, 1, 0}};
+    replica_make(1, entries, 0, 0);
+    step_tick();
+    backup_join(1, &replica.history);
+    static const uint8_t records[8] = {4, 0, 0, 0, 1, 2, 3, 4};
+    static struct tdm_frame frame;
+    memset(&frame, 0, sizeof(frame));
+    frame.type = TDM_FRAME_FORWARD;
+    frame.epoch = 1;
+    frame.forward.record_count = 1;
+    frame.forward.size = sizeof(records);
+    frame.forward.records = records;
+    /* Fill the write table with the primary's own writes. */
+    struct tdm_event submit = {.type = TDM_EVENT_SUBMIT};
+    submit.submit.record_count = 1;
+    submit.submit.size = sizeof(records);
+    for (uint64_t id = 1; id <= TDM_REPLICA_WRITES_MAX; id++) {
+        submit.submit.write_id = id;
+        step(&submit);
+        assert_int_equal(actions.result_count, 0);
+    }
+    frame.forward.request_id = 1;
+    frame.forward.flags = TDM_FORWARD_RESTART;
+    step_receive(&frame);
+    const struct tdm_send *result = send_find(TDM_FRAME_FORWARD_RESULT);
+    assert_non_null(result);
+    assert_int_equal(result->forward_result.status, TANDEM_EBUSY);
+    /* One of the primary's own writes fails by its deadline: room again. */
+    now_ms += 10000;
+    step_tick();
+    assert_int_equal(actions.result_count, TDM_REPLICA_WRITES_MAX);
+    /* Write 2 was pipelined behind 1: not taken either, though there is room. */
+    frame.forward.request_id = 2;
+    frame.forward.flags = 0;
+    step_receive(&frame);
+    result = send_find(TDM_FRAME_FORWARD_RESULT);
+    assert_non_null(result);
+    assert_int_equal(result->forward_result.status, TANDEM_EBUSY);
+    assert_int_equal(actions.write_count, 0);
+    /* The backup sends 1 again (its oldest, RESTART), then 2: both taken, in order. */
+    frame.forward.request_id = 1;
+    frame.forward.flags = TDM_FORWARD_RESTART;
+    step_receive(&frame);
+    assert_null(send_find(TDM_FRAME_FORWARD_RESULT));
+    assert_int_equal(actions.write_count, 1);
+    frame.forward.request_id = 2;
+    frame.forward.flags = 0;
+    step_receive(&frame);
+    assert_null(send_find(TDM_FRAME_FORWARD_RESULT));
+    assert_int_equal(actions.write_count, 1);
+}
+
+/* The backup's side: writes are forwarded in submission order, the first
+ * flagged RESTART; after a bounce nothing is sent again until every FORWARD
+ * sent is answered, then the oldest goes first (RESTART) and the rest follow
+ * in order; a new write waits behind an unsent older one. */
+static void test_replica_backup__forward_in_order_after_bounce(void **state)
+{
+    (void)state;
+    replica_make(1, (const uint64_t[][3]){{1, 1, 1}}, 0, 0);
+    step_tick();
+    struct tdm_event up = {.type = TDM_EVENT_PEER_UP};
+    up.peer.node_index = 1;
+    step(&up);
+    const struct tdm_send *hello = send_find(TDM_FRAME_HELLO);
+    assert_non_null(hello);
+    uint64_t hello_id = hello->hello.hello_id;
+    struct tdm_event submit = {.type = TDM_EVENT_SUBMIT};
+    submit.submit.record_count = 1;
+    submit.submit.size = 8;
+    for (uint64_t id = 1; id <= 3; id++) {
+        submit.submit.write_id = id;
+        step(&submit);
+        const struct tdm_send *forward = send_find(TDM_FRAME_FORWARD);
+        assert_non_null(forward);
+        assert_int_equal(forward->forward.request_id, id);
+        assert_int_equal(forward->forward.flags, id == 1 ? TDM_FORWARD_RESTART : 0);
+    }
+    /* The primary's answers: 1 bounced, so 2 and 3 bounce as well. */
+    static struct tdm_frame frame;
+    memset(&frame, 0, sizeof(frame));
+    frame.type = TDM_FRAME_FORWARD_RESULT;
+    frame.epoch = 1;
+    frame.forward_result.request_id = 1;
+    frame.forward_result.status = TANDEM_EBUSY;
+    step_receive(&frame);
+    assert_int_equal(actions.send_count, 0);
+    /* A new write waits behind the unsent one. */
+    submit.submit.write_id = 4;
+    step(&submit);
+    assert_null(send_find(TDM_FRAME_FORWARD));
+    /* The handshake completes; a HEARTBEAT: 2 and 3 are still unanswered. */
+    static struct tdm_frame start;
+    memset(&start, 0, sizeof(start));
+    start.type = TDM_FRAME_START;
+    start.epoch = 1;
+    start.start.hello_id = hello_id;
+    start.start.history = replica.history;
+    step_receive(&start);
+    assert_non_null(send_find(TDM_FRAME_READY));
+    assert_null(send_find(TDM_FRAME_FORWARD));
+    static struct tdm_frame heartbeat;
+    memset(&heartbeat, 0, sizeof(heartbeat));
+    heartbeat.type = TDM_FRAME_HEARTBEAT;
+    heartbeat.epoch = 1;
+    step_receive(&heartbeat);
+    assert_null(send_find(TDM_FRAME_FORWARD));
+    for (uint64_t id = 2; id <= 3; id++) {
+        frame.forward_result.request_id = id;
+        step_receive(&frame);
+    }
+    step_receive(&heartbeat);
+    assert_int_equal(actions.send_count, 5); /* ACK, then FORWARD 1..4. */
+    for (uint64_t id = 1; id <= 4; id++) {
+        const struct tdm_send *forward = &actions.sends[id];
+        assert_int_equal(forward->type, TDM_FRAME_FORWARD);
+        assert_int_equal(forward->forward.request_id, id);
+        assert_int_equal(forward->forward.flags, id == 1 ? TDM_FORWARD_RESTART : 0);
+    }
+    /* The link drops: no answer can come for them any more; they fail now. */
+    struct tdm_event down = {.type = TDM_EVENT_PEER_DOWN};
+    down.peer.node_index = 1;
+    step(&down);
+    assert_int_equal(actions.result_count, 4);
+    for (uint32_t i = 0; i < 4; i++) {
+        assert_int_equal(actions.results[i].status, TANDEM_ECOPIES);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -413,6 +551,8 @@ int main(void)
         cmocka_unit_test(test_replica_primary__ship_failed_waits_for_repair),
         cmocka_unit_test(test_replica_backup__ship_failed_ignored),
         cmocka_unit_test(test_replica_primary__forward_ids_out_of_order),
+        cmocka_unit_test(test_replica_primary__forward_held_after_bounce),
+        cmocka_unit_test(test_replica_backup__forward_in_order_after_bounce),
     };
     return cmocka_run_group_tests_name("replica", tests, NULL, NULL);
 }
