@@ -64,7 +64,8 @@
 struct cluster_options {
     const char *node;        /* --node ADDR: HOST:PORT or a node directory. */
     const char *cert_dir;    /* --cert DIR, else $TANDEM_CERT, else NULL. */
-    uint32_t appenders;      /* --appenders: threads, each with its own client. */
+    uint32_t appenders;      /* --appenders: threads. */
+    uint32_t connections;    /* --connections: clients they share (0: one each). */
     uint32_t batch;          /* --batch: records per call, 1..TANDEM_APPEND_RECORDS_MAX. */
     double seconds;          /* --seconds: the measured window. */
     double warmup_seconds;   /* --warmup: before the window, not counted. */
@@ -128,15 +129,18 @@ static void *cluster_alloc(size_t count, size_t size)
 
 static void cluster_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: bench_cluster --node ADDR [--cert DIR] --appenders N [--batch K]\n"
-            "                     [--seconds S] [--warmup S] [--customers N] [--seed N]\n"
-            "\n"
-            "N threads, each with its own tandem client, append generated message records\n"
-            "(tools/gen.h) to the node at ADDR (HOST:PORT with TLS, or a node directory)\n"
-            "for S seconds (default 10) after a warm-up (default 1), K records per call\n"
-            "(default 1). --cert defaults to $TANDEM_CERT. Prints\n"
-            "  tandem appenders=N batch=K records_per_s=X p50_ms=Y p99_ms=Z records=R calls=C\n");
+    fprintf(out, "usage: bench_cluster --node ADDR [--cert DIR] --appenders N [--connections C]\n"
+                 "                     [--batch K] [--seconds S] [--warmup S] [--customers N]\n"
+                 "                     [--seed N]\n"
+                 "\n"
+                 "N threads append generated message records (tools/gen.h) to the node at ADDR\n"
+                 "(HOST:PORT with TLS, or a node directory) for S seconds (default 10) after a\n"
+                 "warm-up (default 1), K records per call (default 1). Each thread has its own\n"
+                 "tandem client, or with --connections C the threads share C clients (thread i\n"
+                 "uses client i mod C; concurrent calls on one client are pipelined).\n"
+                 "--cert defaults to $TANDEM_CERT. Prints\n"
+                 "  tandem appenders=N connections=C batch=K records_per_s=X p50_ms=Y p99_ms=Z\n"
+                 "  records=R calls=C\n");
 }
 
 static _Noreturn void cluster_bad_usage(const char *message, const char *value)
@@ -195,6 +199,9 @@ static void cluster_parse(int argc, char **argv, struct cluster_options *options
             options->cert_dir = value;
         } else if (strcmp(arg, "--appenders") == 0) {
             options->appenders = (uint32_t)cluster_parse_u64(arg, value, 1, CLUSTER_APPENDERS_MAX);
+        } else if (strcmp(arg, "--connections") == 0) {
+            options->connections =
+                (uint32_t)cluster_parse_u64(arg, value, 1, CLUSTER_APPENDERS_MAX);
         } else if (strcmp(arg, "--batch") == 0) {
             options->batch = (uint32_t)cluster_parse_u64(arg, value, 1, TANDEM_APPEND_RECORDS_MAX);
         } else if (strcmp(arg, "--seconds") == 0) {
@@ -214,6 +221,9 @@ static void cluster_parse(int argc, char **argv, struct cluster_options *options
     }
     if (options->appenders == 0) {
         cluster_bad_usage("--appenders is required", NULL);
+    }
+    if (options->connections == 0 || options->connections > options->appenders) {
+        options->connections = options->appenders;
     }
 }
 
@@ -308,17 +318,23 @@ static void cluster_appender_init(struct cluster_appender *appender, struct clus
     appender->arena = cluster_alloc(options->batch, CLUSTER_RECORD_BYTES_MAX);
     appender->latency_capacity = CLUSTER_LATENCIES_INITIAL;
     appender->latencies_ns = cluster_alloc(appender->latency_capacity, sizeof(int64_t));
-    struct tandem_diag diag = {{0}};
-    int rv = tandem_client_open(options->node, options->cert_dir, &appender->client, &diag);
-    if (rv != 0) {
-        cluster_fail("appender %" PRIu32 ": tandem_client_open %s: %s: %s", index, options->node,
-                     tandem_strerror(rv), diag.message);
+    if (index < options->connections) {
+        struct tandem_diag diag = {{0}};
+        int rv = tandem_client_open(options->node, options->cert_dir, &appender->client, &diag);
+        if (rv != 0) {
+            cluster_fail("appender %" PRIu32 ": tandem_client_open %s: %s: %s", index,
+                         options->node, tandem_strerror(rv), diag.message);
+        }
+    } else {
+        appender->client = appender[-(ptrdiff_t)(index - index % options->connections)].client;
     }
 }
 
 static void cluster_appender_deinit(struct cluster_appender *appender)
 {
-    tandem_client_close(appender->client);
+    if (appender->index < appender->run->options->connections) {
+        tandem_client_close(appender->client);
+    }
     free(appender->records);
     free(appender->arena);
     free(appender->latencies_ns);
@@ -361,11 +377,11 @@ static void cluster_report(const struct cluster_options *options,
         used += appenders[i].latency_count;
     }
     qsort(all, call_count, sizeof(all[0]), cluster_compare_i64);
-    printf("tandem appenders=%" PRIu32 " batch=%" PRIu32
+    printf("tandem appenders=%" PRIu32 " connections=%" PRIu32 " batch=%" PRIu32
            " records_per_s=%.0f p50_ms=%.3f p99_ms=%.3f records=%" PRIu64 " calls=%zu\n",
-           options->appenders, options->batch, (double)record_count / options->seconds,
-           cluster_percentile_ms(all, call_count, 50), cluster_percentile_ms(all, call_count, 99),
-           record_count, call_count);
+           options->appenders, options->connections, options->batch,
+           (double)record_count / options->seconds, cluster_percentile_ms(all, call_count, 50),
+           cluster_percentile_ms(all, call_count, 99), record_count, call_count);
     free(all);
 }
 
@@ -394,11 +410,11 @@ int main(int argc, char **argv)
 {
     struct cluster_options options;
     cluster_parse(argc, argv, &options);
-    printf("# bench_cluster: node %s, %" PRIu32 " appenders, %" PRIu32
+    printf("# bench_cluster: node %s, %" PRIu32 " appenders on %" PRIu32 " connections, %" PRIu32
            " records per call, %.1f s after a %.1f s warm-up; tools/gen.h seed %" PRIu64
            " (+ appender), %" PRIu32 " customers\n",
-           options.node, options.appenders, options.batch, options.seconds, options.warmup_seconds,
-           options.seed, options.customer_count);
+           options.node, options.appenders, options.connections, options.batch, options.seconds,
+           options.warmup_seconds, options.seed, options.customer_count);
     cluster_print_status(&options);
     fflush(stdout);
 

@@ -50,14 +50,17 @@ set -euo pipefail
 usage() {
     cat <<'EOF'
 usage: bench/bench_replication.sh [BUILD_DIR] [--seconds S] [--warmup S]
-           [--appenders LIST] [--batch K] [--configs LIST] [--pg-seconds S]
+           [--appenders LIST] [--shared LIST] [--batch K] [--configs LIST] [--pg-seconds S]
            [--pg-clients LIST] [--skip-pg] [--skip-tandem] [--dir DIR] [--keep]
 
 BUILD_DIR (default build/) must hold tools/tandem, tools/tandemd and
 bench/bench_cluster; nothing is built.
   --seconds S        measured seconds of each tandem run (default 10)
   --warmup S         warm-up before each tandem run (default 1)
-  --appenders LIST   appender counts, one record per call (default 1,16,64)
+  --appenders LIST   appender counts, one record per call, each appender with
+                     its own connection (default 1,16,64)
+  --shared LIST      appender counts, one record per call, all appenders
+                     sharing one client connection (default 64; 0 skips)
   --batch K          records per call of the one-appender batch run (default
                      256; 0 skips it)
   --configs LIST     of solo, backup1, backup2 (default all three)
@@ -79,6 +82,7 @@ build=$repo/build
 seconds=10
 warmup=1
 appenders_list=1,16,64
+shared_list=64
 batch=256
 configs_list=solo,backup1,backup2
 pg_seconds=10
@@ -97,6 +101,7 @@ while [[ $# -gt 0 ]]; do
         --seconds) seconds=${2:?}; shift 2 ;;
         --warmup) warmup=${2:?}; shift 2 ;;
         --appenders) appenders_list=${2:?}; shift 2 ;;
+        --shared) shared_list=${2:?}; shift 2 ;;
         --batch) batch=${2:?}; shift 2 ;;
         --configs) configs_list=${2:?}; shift 2 ;;
         --pg-seconds) pg_seconds=${2:?}; shift 2 ;;
@@ -110,6 +115,7 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 IFS=, read -r -a appender_counts <<<"$appenders_list"
+IFS=, read -r -a shared_counts <<<"$shared_list"
 IFS=, read -r -a configs <<<"$configs_list"
 for n in "${appender_counts[@]}"; do
     [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "bench_replication: bad appender count '$n'" >&2; exit 2; }
@@ -356,14 +362,15 @@ else:
 EOF
 }
 
-run_load() { # CONFIG RUN APPENDERS BATCH
-    local config=$1 run=$2 appenders=$3 k=$4 out samples line
+run_load() { # CONFIG RUN APPENDERS BATCH [CONNECTIONS]
+    local config=$1 run=$2 appenders=$3 k=$4 connections=${5:-$3} out samples line
     out=$work/$config/$run.out
     samples=$work/$config/$run.status.jsonl
     sample_status "$primary_addr" "$samples" &
     sampler_pid=$!
     if ! run_child "$bench_cluster" --node "$primary_addr" --cert "$cert" --appenders "$appenders" \
-        --batch "$k" --seconds "$seconds" --warmup "$warmup" >"$out"; then
+        --connections "$connections" --batch "$k" --seconds "$seconds" --warmup "$warmup" \
+        >"$out"; then
         stop_sampler
         daemon_logs "$config"
         die "$config: bench_cluster --appenders $appenders --batch $k failed"
@@ -382,6 +389,9 @@ run_config() { # CONFIG
     wait_healthy "$config"
     for n in "${appender_counts[@]}"; do
         run_load "$config" "threads$n" "$n" 1
+    done
+    for n in "${shared_counts[@]}"; do
+        [[ "$n" == 0 ]] || run_load "$config" "shared$n" "$n" 1 1
     done
     if [[ $batch -gt 0 ]]; then
         run_load "$config" "batch$batch" 1 "$batch"
@@ -519,10 +529,20 @@ for t in traffic:
         print("# target {}: verification at most 2% of replication bytes: {:.4f}%, {}".format(
             t["config"], 100 * verify / sent, "met" if verify <= 0.02 * sent else "NOT met"))
 
-target = [r for r in rows if r["config"] != "solo" and r["run"] == "threads64"]
+target = [r for r in rows if r["config"] != "solo" and r["run"] in ("threads64", "shared64")]
 if target and pg64:
     for r in target:
         x = ratio(num(r, "records_per_s"), pg64)
-        print("# target {} threads64 >= 20 x pg_standby 64 clients: {:.1f} x, {}".format(
-            r["config"], x, "met" if x >= 20 else "NOT met"))
+        print("# target {} {} >= 20 x pg_standby 64 clients: {:.1f} x, {}".format(
+            r["config"], r["run"], x, "met" if x >= 20 else "NOT met"))
+for r in target:
+    rate, p50, p99 = num(r, "records_per_s"), num(r, "p50_ms"), num(r, "p99_ms")
+    half = ratio(rate, solo.get(r["run"]))
+    print("# target {} {}: >= 0.5 x solo: {}; p50 < 1 ms: {}; p99 < 5 ms: {}; lag p99 < 10 ms: {}"
+          .format(r["config"], r["run"],
+                  "-" if half is None else "{:.2f}, {}".format(half, "met" if half >= 0.5 else "NOT met"),
+                  "{:.2f}, {}".format(p50, "met" if p50 < 1 else "NOT met"),
+                  "{:.2f}, {}".format(p99, "met" if p99 < 5 else "NOT met"),
+                  "-" if num(r, "lag_s_p99") is None else "{:.1f} ms, {}".format(
+                      1000 * num(r, "lag_s_p99"), "met" if num(r, "lag_s_p99") < 0.010 else "NOT met")))
 EOF

@@ -377,8 +377,14 @@ int tandem_verify(const char *dir, unsigned flags, struct tandem_verify_report *
  * --client NAME` writes node.key, node.crt and ca.crt into a directory) and
  * accepts any node of that CA as the server.
  *
- * Thread: a client belongs to one thread at a time; it is not shared (open
- * one per thread). Every call blocks until the node answers.
+ * Thread: a client may be shared by any number of threads: calls from
+ * several threads at once are pipelined over its one connection (each call
+ * still blocks until the node answers it; requests that queue while one is
+ * being written leave together, and answers go to their callers by request
+ * id). A process with many worker threads needs one client, not one per
+ * thread: fewer connections, fewer syscalls, and the node groups their
+ * writes. tandem_client_close() must not run while a call on the client
+ * does. A failure of the connection fails every call waiting on it.
  * ------------------------------------------------------------------------ */
 
 struct tandem_client;

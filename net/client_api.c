@@ -6,8 +6,9 @@
  *    cert_dir or $TANDEM_CERT; a directory -> tdm_client_connect_local().
  * 2. tandem_client_append(): validate every record (tandem_record_validate),
  *    encode them as the engine does (engine/codec.h) into one APPEND_REQUEST
- *    (PROTOCOL.md §7.2), send it, and wait for the APPEND_RESULT with the same
- *    request_id.
+ *    (PROTOCOL.md §7.2), queue it, and wait for the APPEND_RESULT with the
+ *    same request_id (api_call: any number of threads at once, see struct
+ *    tandem_client).
  * 3. tandem_client_status(): one STATUS, one STATUS_RESULT; its text is copied
  *    into a malloc'd string (the caller frees it with free()); likewise
  *    tandem_client_switchover() and tandem_client_failover() (SWITCHOVER,
@@ -18,11 +19,14 @@
  * before anything is sent. A code in a result frame (the node refused the
  * request) is returned with the node's message; the connection stays usable.
  * Anything that breaks the connection or the frame stream (send or receive
- * error, an answer of the wrong type or id, a record count that does not
- * match) leaves the client failed: that code and diag are returned by every
- * later call, because the stream can no longer be trusted to pair answers with
- * requests. Close: the transport's close. */
+ * error, an answer of the wrong type or to a request no call waits for, a
+ * record count that does not match) leaves the client failed: every call
+ * waiting then returns that code and diag, and so does every later call,
+ * because the stream can no longer be trusted to pair answers with requests.
+ * Close: the transport's close. */
 #include <errno.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,12 +42,46 @@
 
 tdm_static_assert(TANDEM_APPEND_RECORDS_MAX == TDM_PROTO_RECORDS_MAX);
 
-/* Thread: one thread at a time (tandem.h). */
+/* One call waiting for its answer (on the caller's stack). */
+struct api_waiter {
+    uint64_t request_id;
+    uint16_t want;           /* The answer type expected. */
+    bool done;               /* The answer is in, or the connection failed. */
+    bool answered;           /* The answer is in. */
+    int32_t status;          /* The answer's status. */
+    uint64_t lsn_first;      /* APPEND_RESULT. */
+    uint32_t record_count;   /* APPEND_RESULT. */
+    char *text;              /* malloc'd, NUL-terminated: message or text; NULL if none. */
+    pthread_cond_t cond;     /* Signalled when done, or when it is to take the reader role. */
+    struct api_waiter *next; /* In c->waiters. */
+};
+
+/* Thread: any number of threads at once (tandem.h). Each call encodes its
+ * request, queues it in the outbox and waits for its answer by request id:
+ * - lock guards the outbox, the waiters, the roles and the failure; each
+ *   waiter's own cond signals its answer, a failure, or that the reader role
+ *   is free (only one waiter is woken per answer: no herd);
+ * - io_lock guards the transport (the TLS session and the socket);
+ * - one caller at a time is the sender: it writes everything queued, in one
+ *   send, until the outbox is empty (callers who queue meanwhile leave their
+ *   frames to it), so N concurrent calls cost about one syscall, not N;
+ * - one waiting caller at a time is the reader: it takes every answer that
+ *   has arrived, hands each to its waiter, and polls (holding no lock) when
+ *   there is none; once its own answer is in it hands the role on. */
 struct tandem_client {
-    struct tdm_client client;   /* Must not move: the client is heap-allocated once. */
-    struct tdm_proto_msg *msg;  /* Frame scratch (large: not on the stack). */
-    uint8_t *entries;           /* Encoded records of one request. */
-    size_t entries_capacity;    /* Bytes allocated in entries. */
+    struct tdm_client client; /* Must not move: the client is heap-allocated once. */
+    pthread_mutex_t lock;
+    pthread_mutex_t io_lock;
+    struct tdm_proto_msg *msg; /* The reader's frame scratch (large: not on the stack). */
+    uint8_t *outbox;           /* Encoded frames waiting for the sender. */
+    size_t outbox_size;
+    size_t outbox_capacity;
+    uint8_t *sending; /* The sender's: frames being written. */
+    size_t sending_capacity;
+    bool sender;                /* A caller is the sender. */
+    bool reader;                /* A caller is the reader. */
+    struct api_waiter *waiters; /* Sent or queued, not answered. */
+    uint64_t request_id_next;
     int failed;                 /* Sticky connection failure; 0 while usable. */
     struct tdm_diag failed_why; /* Its diag. */
 };
@@ -113,52 +151,275 @@ int tandem_client_open(const char *addr, const char *cert_dir, struct tandem_cli
         return rv;
     }
     tdm_assert(c->client.fd >= 0);
+    int init = pthread_mutex_init(&c->lock, NULL);
+    tdm_assert(init == 0);
+    init = pthread_mutex_init(&c->io_lock, NULL);
+    tdm_assert(init == 0);
+    c->request_id_next = 1;
     *out = c;
     return 0;
 }
 
-/* The connection broke: remember why for every later call. */
-static int api_fail(struct tandem_client *c, int rv, const struct tdm_diag *why,
-                    struct tandem_diag *diag)
+/* ---- Under c->lock ------------------------------------------------------------- */
+
+/* The connection broke: remember why for every later call, and end every
+ * wait (lock held). */
+static void api_fail_locked(struct tandem_client *c, int rv, const struct tdm_diag *why)
 {
     tdm_assert(rv < 0);
-    tdm_assert(c->failed == 0);
+    if (c->failed != 0) {
+        return;
+    }
     c->failed = rv;
     c->failed_why = *why;
-    api_diag_copy(diag, why);
-    return rv;
+    for (struct api_waiter *w = c->waiters; w != NULL; w = w->next) {
+        w->done = true;
+        pthread_cond_signal(&w->cond);
+    }
+    c->waiters = NULL;
 }
 
-/* Send msg and take the answer of type want (same request_id) into c->msg.
- * Returns 0, or a connection failure (already recorded in c->failed). */
-static int api_round_trip(struct tandem_client *c, uint16_t want, uint64_t request_id,
-                          struct tandem_diag *diag)
+static void api_waiter_remove(struct tandem_client *c, struct api_waiter *waiter)
 {
-    struct tdm_diag why = {{0}};
-    int rv = tdm_client_send(&c->client, c->msg, &why);
-    if (rv == 0) {
-        rv = tdm_client_receive(&c->client, c->msg, true, &why);
-    }
-    if (rv == 0) {
-        /* Both result types lead with request_id (struct tdm_proto_result and
-         * struct tdm_proto_text_result). */
-        uint64_t id = want == TDM_PROTO_APPEND_RESULT ? c->msg->append_result.request_id
-                                                      : c->msg->status_result.request_id;
-        if (c->msg->type != want || id != request_id) {
-            rv = TDM_CORRUPT(&why, "%s answered %s (request %llu) to request %llu", c->client.label,
-                             tdm_proto_type_name(c->msg->type), (unsigned long long)id,
-                             (unsigned long long)request_id);
+    for (struct api_waiter **p = &c->waiters; *p != NULL; p = &(*p)->next) {
+        if (*p == waiter) {
+            *p = waiter->next;
+            return;
         }
     }
-    if (rv != 0) {
-        return api_fail(c, rv, &why, diag);
+}
+
+/* Append size bytes to the outbox. Returns 0 or -ENOMEM. */
+static int api_outbox_add(struct tandem_client *c, const uint8_t *frame, size_t size)
+{
+    if (c->outbox_size + size > c->outbox_capacity) {
+        size_t capacity = c->outbox_capacity > 0 ? c->outbox_capacity : 4096;
+        while (capacity < c->outbox_size + size) {
+            capacity *= 2;
+        }
+        uint8_t *outbox = tdm_realloc(c->outbox, capacity);
+        if (outbox == NULL) {
+            return -ENOMEM;
+        }
+        c->outbox = outbox;
+        c->outbox_capacity = capacity;
     }
+    memcpy(c->outbox + c->outbox_size, frame, size);
+    c->outbox_size += size;
     return 0;
 }
 
-/* Validate records and encode them into c->entries. Returns 0 and *size, or
- * TANDEM_EINVALID / -ENOMEM with diag. */
-static int api_encode(struct tandem_client *c, const struct tandem_record *records, size_t count,
+/* The sender's turn (lock held on entry and exit): write the outbox until
+ * it stays empty. The lock is dropped around each write, so that callers
+ * keep queueing behind it. */
+static void api_send_queued(struct tandem_client *c)
+{
+    tdm_assert(c->sender);
+    while (c->outbox_size > 0 && c->failed == 0) {
+        uint8_t *data = c->outbox;
+        size_t size = c->outbox_size;
+        size_t capacity = c->outbox_capacity;
+        c->outbox = c->sending;
+        c->outbox_capacity = c->sending_capacity;
+        c->outbox_size = 0;
+        c->sending = data;
+        c->sending_capacity = capacity;
+        pthread_mutex_unlock(&c->lock);
+        struct tdm_diag why = {{0}};
+        pthread_mutex_lock(&c->io_lock);
+        int rv = tdm_client_send_bytes(&c->client, data, size, &why);
+        pthread_mutex_unlock(&c->io_lock);
+        pthread_mutex_lock(&c->lock);
+        if (rv != 0) {
+            api_fail_locked(c, rv, &why);
+        }
+    }
+    c->sender = false;
+}
+
+/* Hand the frame in c->msg to its waiter (lock held). Returns 0, or
+ * TANDEM_ECORRUPT with why for an answer nobody asked for. */
+static int api_dispatch(struct tandem_client *c, struct tdm_diag *why)
+{
+    const struct tdm_proto_msg *msg = c->msg;
+    /* Every result type leads with request_id (struct tdm_proto_result and
+     * struct tdm_proto_text_result). */
+    bool append = msg->type == TDM_PROTO_APPEND_RESULT;
+    uint64_t id = append ? msg->append_result.request_id : msg->status_result.request_id;
+    struct api_waiter *waiter = c->waiters;
+    while (waiter != NULL && waiter->request_id != id) {
+        waiter = waiter->next;
+    }
+    if (waiter == NULL || waiter->want != msg->type) {
+        return TDM_CORRUPT(why, "%s answered %s to request %llu, %s", c->client.label,
+                           tdm_proto_type_name(msg->type), (unsigned long long)id,
+                           waiter == NULL ? "which no call waits for" : "of another type");
+    }
+    if (append) {
+        const struct tdm_proto_result *result = &msg->append_result;
+        waiter->status = result->status;
+        waiter->lsn_first = result->lsn_first;
+        waiter->record_count = result->record_count;
+        waiter->text = result->status != 0 ? strdup(result->message) : NULL;
+    } else {
+        const struct tdm_proto_text_result *result = &msg->status_result;
+        waiter->status = result->status;
+        waiter->text = malloc(result->text.size + 1);
+        if (waiter->text != NULL) {
+            if (result->text.size > 0) {
+                memcpy(waiter->text, result->text.data, result->text.size);
+            }
+            waiter->text[result->text.size] = '\0';
+        }
+    }
+    waiter->done = true;
+    waiter->answered = true;
+    api_waiter_remove(c, waiter);
+    pthread_cond_signal(&waiter->cond);
+    return 0;
+}
+
+/* The reader's turn (lock held on entry and exit): take answers until
+ * self's is in or the connection fails. */
+static void api_read_answers(struct tandem_client *c, const struct api_waiter *self)
+{
+    tdm_assert(c->reader);
+    while (!self->done && c->failed == 0) {
+        pthread_mutex_unlock(&c->lock);
+        struct tdm_diag why = {{0}};
+        pthread_mutex_lock(&c->io_lock);
+        int rv = tdm_client_receive(&c->client, c->msg, false, &why);
+        pthread_mutex_unlock(&c->io_lock);
+        if (rv == -EAGAIN) {
+            struct pollfd p = {.fd = c->client.fd, .events = POLLIN};
+            rv = poll(&p, 1, -1) >= 0 || errno == EINTR ? 0 : -errno;
+            if (rv != 0) {
+                tdm_diag_printf(&why, "poll %s: %s", c->client.label, strerror(-rv));
+            }
+            pthread_mutex_lock(&c->lock);
+            if (rv != 0) {
+                api_fail_locked(c, rv, &why);
+            }
+            continue;
+        }
+        pthread_mutex_lock(&c->lock);
+        if (rv == 0) {
+            rv = api_dispatch(c, &why);
+        }
+        if (rv != 0) {
+            api_fail_locked(c, rv, &why);
+        }
+    }
+    c->reader = false;
+    if (c->waiters != NULL) {
+        pthread_cond_signal(&c->waiters->cond); /* It takes the role. */
+    }
+}
+
+/* Send the encoded request frame[0..size) (request id waiter->request_id)
+ * and wait for its answer in *waiter. Returns 0, or the connection's
+ * failure with diag. */
+static int api_call(struct tandem_client *c, const uint8_t *frame, size_t size,
+                    struct api_waiter *waiter, struct tandem_diag *diag)
+{
+    pthread_mutex_lock(&c->lock);
+    int rv = c->failed;
+    if (rv == 0) {
+        rv = api_outbox_add(c, frame, size);
+    }
+    if (rv != 0) {
+        if (c->failed == 0) {
+            struct tdm_diag why = {{0}};
+            tdm_diag_printf(&why, "request to %s: %s", c->client.label, strerror(-rv));
+            api_diag_copy(diag, &why);
+        } else {
+            api_diag_copy(diag, &c->failed_why);
+        }
+        pthread_mutex_unlock(&c->lock);
+        return rv;
+    }
+    waiter->next = c->waiters;
+    c->waiters = waiter;
+    pthread_cond_init(&waiter->cond, NULL);
+    if (!c->sender) {
+        c->sender = true;
+        api_send_queued(c);
+    }
+    while (!waiter->done) {
+        if (!c->reader) {
+            c->reader = true;
+            api_read_answers(c, waiter);
+        } else {
+            pthread_cond_wait(&waiter->cond, &c->lock);
+        }
+    }
+    pthread_cond_destroy(&waiter->cond);
+    rv = 0;
+    if (!waiter->answered) {
+        tdm_assert(c->failed != 0);
+        rv = c->failed;
+        api_diag_copy(diag, &c->failed_why);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return rv;
+}
+
+/* ---- Requests ------------------------------------------------------------------ */
+
+/* Encode msg into a new buffer (*frame, released with tdm_free). Returns 0
+ * and *size, or a negative code with why. */
+static int api_frame(const struct tdm_proto_msg *msg, uint8_t **frame, size_t *size,
+                     struct tdm_diag *why)
+{
+    size_t need = tdm_proto_encoded_size(msg);
+    uint8_t *data = tdm_malloc(need);
+    if (data == NULL) {
+        return -ENOMEM;
+    }
+    size_t written = 0;
+    int rv = tdm_proto_encode(msg, data, need, &written, why);
+    if (rv != 0) {
+        tdm_free(data);
+        return rv;
+    }
+    tdm_assert(written == need);
+    *frame = data;
+    *size = written;
+    return 0;
+}
+
+/* Send msg (request id already set) and wait for the answer of type want. */
+static int api_request(struct tandem_client *c, const struct tdm_proto_msg *msg, uint16_t want,
+                       uint64_t request_id, struct api_waiter *waiter, struct tandem_diag *diag)
+{
+    struct tdm_diag why = {{0}};
+    uint8_t *frame = NULL;
+    size_t size = 0;
+    int rv = api_frame(msg, &frame, &size, &why);
+    if (rv != 0) {
+        api_diag_copy(diag, &why);
+        return rv;
+    }
+    memset(waiter, 0, sizeof(*waiter));
+    waiter->request_id = request_id;
+    waiter->want = want;
+    rv = api_call(c, frame, size, waiter, diag);
+    tdm_free(frame);
+    return rv;
+}
+
+static uint64_t api_request_id(struct tandem_client *c)
+{
+    pthread_mutex_lock(&c->lock);
+    uint64_t id = c->request_id_next++;
+    pthread_mutex_unlock(&c->lock);
+    return id;
+}
+
+/* Validate records and encode them into a new buffer *entries (released with
+ * tdm_free). Returns 0 and *size, or TANDEM_EINVALID (a record breaks a limit,
+ * or the request would exceed a client frame) or -ENOMEM with diag. */
+static int api_encode(const struct tandem_record *records, size_t count, uint8_t **entries,
                       size_t *size, struct tdm_diag *diag)
 {
     size_t total = 0;
@@ -178,16 +439,12 @@ static int api_encode(struct tandem_client *c, const struct tandem_record *recor
                         count, frame, TDM_CLIENT_FRAME_SIZE_MAX);
         return TANDEM_EINVALID;
     }
-    if (total > c->entries_capacity) {
-        uint8_t *entries = tdm_realloc(c->entries, total);
-        if (entries == NULL) {
-            return -ENOMEM;
-        }
-        c->entries = entries;
-        c->entries_capacity = total;
+    uint8_t *data = tdm_malloc(total);
+    if (data == NULL) {
+        return -ENOMEM;
     }
     struct tdm_writer w;
-    tdm_writer_init(&w, c->entries, total);
+    tdm_writer_init(&w, data, total);
     for (size_t i = 0; i < count; i++) {
         size_t record_size = tdm_codec_size(&records[i]);
         tdm_put_u32(&w, (uint32_t)record_size);
@@ -197,117 +454,114 @@ static int api_encode(struct tandem_client *c, const struct tandem_record *recor
         tdm_assert(written == record_size);
     }
     tdm_assert(w.offset == total);
+    *entries = data;
     *size = total;
     return 0;
 }
 
-/* A NUL-terminated copy of text in *json. malloc, not tdm_malloc: the caller
- * frees it with free() (tandem.h). */
-static int api_text_copy(const struct tdm_proto_slice *text, char **json)
+/* The node refused the request: its message is the diag. */
+static int api_refused(const struct api_waiter *waiter, struct tandem_diag *diag)
 {
-    char *copy = malloc(text->size + 1);
-    if (copy == NULL) {
-        return -ENOMEM;
-    }
-    if (text->size > 0) {
-        memcpy(copy, text->data, text->size);
-    }
-    copy[text->size] = '\0';
-    *json = copy;
-    return 0;
-}
-
-/* The calls that need a usable client start here. */
-static int api_usable(const struct tandem_client *c, struct tandem_diag *diag)
-{
-    tdm_assert(c != NULL);
-    if (c->failed != 0) {
-        api_diag_copy(diag, &c->failed_why);
-        return c->failed;
-    }
-    tdm_assert(c->client.fd >= 0);
-    return 0;
+    tdm_assert(waiter->status != 0);
+    tdm_diag_printf((struct tdm_diag *)diag, "%s", waiter->text != NULL ? waiter->text : "");
+    return waiter->status < 0 ? waiter->status : TANDEM_ECORRUPT;
 }
 
 int tandem_client_append(struct tandem_client *client, const struct tandem_record *records,
                          size_t count, uint64_t *lsn_first, struct tandem_diag *diag)
 {
-    int rv = api_usable(client, diag);
-    if (rv != 0) {
-        return rv;
-    }
+    tdm_assert(client != NULL);
     struct tdm_diag why = {{0}};
     if (count == 0 || count > TANDEM_APPEND_RECORDS_MAX || records == NULL || lsn_first == NULL) {
         tdm_diag_printf((struct tdm_diag *)diag, "append: %zu records, limit 1..%d", count,
                         TANDEM_APPEND_RECORDS_MAX);
         return TANDEM_EINVALID;
     }
+    uint8_t *entries = NULL;
     size_t size = 0;
-    rv = api_encode(client, records, count, &size, &why);
+    int rv = api_encode(records, count, &entries, &size, &why);
     if (rv != 0) {
         api_diag_copy(diag, &why);
         return rv;
     }
-    uint64_t request_id = client->client.request_id_next++;
-    struct tdm_proto_msg *msg = client->msg;
-    memset(msg, 0, sizeof(*msg));
+    struct tdm_proto_msg *msg = tdm_calloc(1, sizeof(*msg));
+    if (msg == NULL) {
+        tdm_free(entries);
+        return -ENOMEM;
+    }
+    uint64_t request_id = api_request_id(client);
     msg->type = TDM_PROTO_APPEND_REQUEST;
     msg->append_request.request_id = request_id;
     msg->append_request.record_count = (uint32_t)count;
-    msg->append_request.entries.data = client->entries;
+    msg->append_request.entries.data = entries;
     msg->append_request.entries.size = size;
-    rv = api_round_trip(client, TDM_PROTO_APPEND_RESULT, request_id, diag);
+    struct api_waiter waiter;
+    rv = api_request(client, msg, TDM_PROTO_APPEND_RESULT, request_id, &waiter, diag);
+    tdm_free(msg);
+    tdm_free(entries);
     if (rv != 0) {
         return rv;
     }
-    const struct tdm_proto_result *result = &msg->append_result;
-    if (result->status != 0) {
-        tdm_diag_printf((struct tdm_diag *)diag, "%s", result->message);
-        return result->status < 0 ? result->status : TANDEM_ECORRUPT;
-    }
-    if (result->record_count != count || result->lsn_first == 0) {
+    if (waiter.status != 0) {
+        rv = api_refused(&waiter, diag);
+    } else if (waiter.record_count != count || waiter.lsn_first == 0) {
         rv = TDM_CORRUPT(&why, "%s acknowledged %u records at lsn %llu, %zu were sent",
-                         client->client.label, result->record_count,
-                         (unsigned long long)result->lsn_first, count);
-        return api_fail(client, rv, &why, diag);
+                         client->client.label, waiter.record_count,
+                         (unsigned long long)waiter.lsn_first, count);
+        pthread_mutex_lock(&client->lock);
+        api_fail_locked(client, rv, &why);
+        pthread_mutex_unlock(&client->lock);
+        api_diag_copy(diag, &why);
+    } else {
+        *lsn_first = waiter.lsn_first;
     }
-    *lsn_first = result->lsn_first;
+    free(waiter.text);
+    return rv;
+}
+
+/* A request answered by a text result (STATUS, SWITCHOVER, FAILOVER): the
+ * text in *json (malloc'd; the caller frees it), or the node's refusal. */
+static int api_text_request(struct tandem_client *c, const struct tdm_proto_msg *msg, uint16_t want,
+                            uint64_t request_id, char **json, struct tandem_diag *diag)
+{
+    struct api_waiter waiter;
+    int rv = api_request(c, msg, want, request_id, &waiter, diag);
+    if (rv != 0) {
+        return rv;
+    }
+    if (waiter.status != 0) {
+        rv = api_refused(&waiter, diag);
+        free(waiter.text);
+        return rv;
+    }
+    if (waiter.text == NULL) {
+        return -ENOMEM;
+    }
+    *json = waiter.text;
     return 0;
 }
 
 int tandem_client_status(struct tandem_client *client, char **json, struct tandem_diag *diag)
 {
-    int rv = api_usable(client, diag);
-    if (rv != 0) {
-        return rv;
-    }
+    tdm_assert(client != NULL);
     tdm_assert(json != NULL);
-    uint64_t request_id = client->client.request_id_next++;
-    struct tdm_proto_msg *msg = client->msg;
-    memset(msg, 0, sizeof(*msg));
+    struct tdm_proto_msg *msg = tdm_calloc(1, sizeof(*msg));
+    if (msg == NULL) {
+        return -ENOMEM;
+    }
+    uint64_t request_id = api_request_id(client);
     msg->type = TDM_PROTO_STATUS;
     msg->status.request_id = request_id;
-    rv = api_round_trip(client, TDM_PROTO_STATUS_RESULT, request_id, diag);
-    if (rv != 0) {
-        return rv;
-    }
-    const struct tdm_proto_text_result *result = &msg->status_result;
-    if (result->status != 0) {
-        tdm_diag_printf((struct tdm_diag *)diag, "%.*s", (int)result->text.size,
-                        (const char *)result->text.data);
-        return result->status < 0 ? result->status : TANDEM_ECORRUPT;
-    }
-    return api_text_copy(&result->text, json);
+    int rv = api_text_request(client, msg, TDM_PROTO_STATUS_RESULT, request_id, json, diag);
+    tdm_free(msg);
+    return rv;
 }
 
 /* SWITCHOVER or FAILOVER: one request, one answer (PROTOCOL.md §7.5). */
 static int api_command(struct tandem_client *client, uint16_t type, const char *target,
                        unsigned flags, char **json, struct tandem_diag *diag)
 {
-    int rv = api_usable(client, diag);
-    if (rv != 0) {
-        return rv;
-    }
+    tdm_assert(client != NULL);
     tdm_assert(json != NULL);
     size_t size = target != NULL ? strlen(target) : 0;
     if ((size > 0 && !tdm_proto_name_valid(target, size)) ||
@@ -317,9 +571,11 @@ static int api_command(struct tandem_client *client, uint16_t type, const char *
                         tdm_proto_type_name(type), target != NULL ? target : "", flags);
         return TANDEM_EINVALID;
     }
-    uint64_t request_id = client->client.request_id_next++;
-    struct tdm_proto_msg *msg = client->msg;
-    memset(msg, 0, sizeof(*msg));
+    struct tdm_proto_msg *msg = tdm_calloc(1, sizeof(*msg));
+    if (msg == NULL) {
+        return -ENOMEM;
+    }
+    uint64_t request_id = api_request_id(client);
     msg->type = type;
     msg->command.request_id = request_id;
     msg->command.flags = (uint8_t)flags;
@@ -328,17 +584,9 @@ static int api_command(struct tandem_client *client, uint16_t type, const char *
     }
     uint16_t want =
         type == TDM_PROTO_FAILOVER ? TDM_PROTO_FAILOVER_RESULT : TDM_PROTO_SWITCHOVER_RESULT;
-    rv = api_round_trip(client, want, request_id, diag);
-    if (rv != 0) {
-        return rv;
-    }
-    const struct tdm_proto_text_result *result = &msg->command_result;
-    if (result->status != 0) {
-        tdm_diag_printf((struct tdm_diag *)diag, "%.*s", (int)result->text.size,
-                        (const char *)result->text.data);
-        return result->status;
-    }
-    return api_text_copy(&result->text, json);
+    int rv = api_text_request(client, msg, want, request_id, json, diag);
+    tdm_free(msg);
+    return rv;
 }
 
 int tandem_client_switchover(struct tandem_client *client, const char *target, char **json,
@@ -358,8 +606,12 @@ void tandem_client_close(struct tandem_client *client)
     if (client == NULL) {
         return;
     }
+    tdm_assert(client->waiters == NULL); /* tandem.h: no call may be running. */
     tdm_client_close(&client->client);
-    tdm_free(client->entries);
+    pthread_mutex_destroy(&client->io_lock);
+    pthread_mutex_destroy(&client->lock);
+    tdm_free(client->outbox);
+    tdm_free(client->sending);
     tdm_free(client->msg);
     tdm_free(client);
 }

@@ -32,7 +32,7 @@ struct tdm_uv_server;
 struct tdm_uv_link;
 
 #define TDM_UV_CLIENTS_MAX        256        /* Default: connections served at once. */
-#define TDM_UV_REQUESTS_MAX       16         /* Default: requests in flight per connection. */
+#define TDM_UV_REQUESTS_MAX       128        /* Default: requests in flight per connection. */
 #define TDM_UV_FRAME_SIZE_DEFAULT (8u << 20) /* Default: bytes of one client frame. */
 
 /* Format record (at lsn) as one JSON object without a newline into a

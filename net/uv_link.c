@@ -20,9 +20,13 @@
  *    (link_hold). Resume arms the timer for 0 ms; its callback delivers what
  *    was held back and reads again (link_resume_cb), never from inside the
  *    caller's call.
- * 6. Send: encode, tdm_tls_write(), flush. The bytes handed to uv_write and not
- *    yet written are the queue; past TDM_UV_LINK_QUEUE_SIZE_MAX send refuses
- *    with TANDEM_EBUSY and on_drain runs when the queue is down to half.
+ * 6. Send: encode, tdm_tls_write(); the flush waits for the loop's prepare
+ *    phase (link->prepare, just before the loop polls), so that every frame
+ *    sent in one turn of the loop (a group of answers to a client, APPENDs and
+ *    HEARTBEATs to a backup) leaves in one uv_write(), one syscall. The bytes
+ *    encrypted or handed to uv_write and not yet written are the queue; past
+ *    TDM_UV_LINK_QUEUE_SIZE_MAX send refuses with TANDEM_EBUSY and on_drain
+ *    runs when the queue is down to half.
  *
  * Link states (link_moves_allowed):
  *
@@ -38,9 +42,9 @@
  * close_notify (or the alert a TLS failure left), flush, uv_shutdown() after
  * the queued writes, keep reading and discard until the peer's end of stream
  * (so that our alert is not lost to a reset), bounded by
- * TDM_UV_LINK_CLOSE_TIMEOUT_MS. Then uv_close() the socket and the timer; when
- * both are closed, on_close (or, for an accepted connection never handed out,
- * the listener's on_accept with the failure) and free. */
+ * TDM_UV_LINK_CLOSE_TIMEOUT_MS. Then uv_close() the socket, the timer and the
+ * prepare handle; when all three are closed, on_close (or, for an accepted connection never handed
+ * out, the listener's on_accept with the failure) and free. */
 #include "net/uv_link.h"
 
 #include <errno.h>
@@ -92,7 +96,9 @@ struct link_write {
 struct tdm_uv_link {
     uv_loop_t *loop;
     uv_tcp_t tcp;
-    uv_timer_t timer; /* Connect + handshake deadline, then the close deadline. */
+    uv_timer_t timer;     /* Connect + handshake deadline, then the close deadline. */
+    uv_prepare_t prepare; /* Active while a send's flush is deferred (step 6). */
+    bool flush_deferred;  /* prepare is started. */
     uv_connect_t connect;
     uv_shutdown_t shutdown;
     enum link_state state;
@@ -112,7 +118,7 @@ struct tdm_uv_link {
     bool shutdown_done;               /* The shutdown request completed. */
     bool eof_seen;                    /* The peer's end of stream, or a read error. */
     bool handles_closing;             /* uv_close() called on both handles. */
-    unsigned handles_open;            /* 2 until the close callbacks run. */
+    unsigned handles_open;            /* 3 until the close callbacks run. */
     int close_status;                 /* First failure; 0 until link_fail(). */
     struct tdm_diag close_diag;       /* Its diag. */
     size_t queue_size;                /* Ciphertext bytes in uv_write, not yet written. */
@@ -230,6 +236,7 @@ static void link_close_handles(struct tdm_uv_link *link)
     link->writable = false;
     uv_close((uv_handle_t *)&link->tcp, link_handle_close_cb);
     uv_close((uv_handle_t *)&link->timer, link_handle_close_cb);
+    uv_close((uv_handle_t *)&link->prepare, link_handle_close_cb);
 }
 
 static void link_maybe_close_handles(struct tdm_uv_link *link)
@@ -312,6 +319,20 @@ static bool link_flush_or_fail(struct tdm_uv_link *link)
         link_fail(link, rv, message);
     }
     return link->state != LINK_CLOSING;
+}
+
+/* The loop is about to poll: hand what this turn's sends encrypted to one
+ * uv_write() (step 6). */
+static void link_prepare_cb(uv_prepare_t *prepare)
+{
+    struct tdm_uv_link *link = prepare->data;
+    tdm_assert(link->flush_deferred);
+    link->flush_deferred = false;
+    int rv = uv_prepare_stop(prepare);
+    tdm_assert(rv == 0);
+    if (link->state == LINK_OPEN) {
+        (void)link_flush_or_fail(link);
+    }
 }
 
 static void link_shutdown_cb(uv_shutdown_t *req, int status)
@@ -722,10 +743,13 @@ static struct tdm_uv_link *link_new(uv_loop_t *loop, struct tdm_tls_config *tls,
     tdm_assert(init == 0); /* AF_UNSPEC: no socket is created yet. */
     init = uv_timer_init(loop, &link->timer);
     tdm_assert(init == 0);
+    init = uv_prepare_init(loop, &link->prepare);
+    tdm_assert(init == 0);
     link->tcp.data = link;
     link->timer.data = link;
+    link->prepare.data = link;
     link->connect.data = link;
-    link->handles_open = 2;
+    link->handles_open = 3;
     return link;
 }
 
@@ -806,9 +830,10 @@ int tdm_uv_link_send(struct tdm_uv_link *link, const struct tdm_proto_msg *msg,
                         TDM_PROTO_BUFFER_SIZE);
         return TANDEM_EINVALID;
     }
-    if (link->queue_size + size > TDM_UV_LINK_QUEUE_SIZE_MAX) {
+    size_t queued = link->queue_size + tdm_tls_pending(&link->tls);
+    if (queued + size > TDM_UV_LINK_QUEUE_SIZE_MAX) {
         link->blocked = true;
-        tdm_diag_printf(diag, "link to %s: %zu bytes queued", link->label, link->queue_size);
+        tdm_diag_printf(diag, "link to %s: %zu bytes queued", link->label, queued);
         return TANDEM_EBUSY;
     }
     if (link->encode_buffer == NULL) {
@@ -840,8 +865,10 @@ int tdm_uv_link_send(struct tdm_uv_link *link, const struct tdm_proto_msg *msg,
     if (rv != 0) {
         return rv;
     }
-    if (!link_flush_or_fail(link)) {
-        return TANDEM_ECANCELED;
+    if (!link->flush_deferred) {
+        link->flush_deferred = true;
+        rv = uv_prepare_start(&link->prepare, link_prepare_cb);
+        tdm_assert(rv == 0);
     }
     return 0;
 }
@@ -879,7 +906,7 @@ const char *tdm_uv_link_peer_name(const struct tdm_uv_link *link)
 
 size_t tdm_uv_link_queue_size(const struct tdm_uv_link *link)
 {
-    return link->queue_size;
+    return link->queue_size + tdm_tls_pending(&link->tls);
 }
 
 void tdm_uv_link_set_data(struct tdm_uv_link *link, void *data)

@@ -194,7 +194,7 @@ void tdm_uv_link_close(struct tdm_uv_link *link);
 /* The peer's authenticated name (node id or "client:<name>"); "" before. */
 const char *tdm_uv_link_peer_name(const struct tdm_uv_link *link);
 
-/* Ciphertext bytes handed to uv_write and not yet written. */
+/* Ciphertext bytes encrypted and not yet written (a deferred flush, then uv_write). */
 size_t tdm_uv_link_queue_size(const struct tdm_uv_link *link);
 
 /* Replace the data pointer passed to the link's callbacks. */

@@ -25,6 +25,8 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
@@ -381,6 +383,201 @@ static void test_tandem_client__tcp_append_status(void **state)
     assert_int_equal(atomic_load(&f->refusals), 0);
 }
 
+/* ---- One client shared by threads (include/tandem.h) --------------------------------- */
+
+#define SHARED_THREADS 8
+#define SHARED_CALLS   40
+
+struct shared_thread {
+    pthread_t thread;
+    struct tandem_client *client;
+    uint32_t index;
+    uint64_t lsn_first[SHARED_CALLS]; /* Of each call, in call order. */
+    uint32_t count[SHARED_CALLS];
+    int rv; /* First failure; 0 if none. */
+    char message[TANDEM_DIAG_SIZE];
+};
+
+static void *shared_thread_main(void *arg)
+{
+    struct shared_thread *t = arg;
+    struct tandem_record records[3];
+    for (uint32_t call = 0; call < SHARED_CALLS && t->rv == 0; call++) {
+        uint32_t count = 1 + (t->index + call) % 3;
+        for (uint32_t i = 0; i < count; i++) {
+            record_make(&records[i], 40 + t->index, (int64_t)(call * 3 + i), "shared", 6);
+        }
+        struct tandem_diag diag = {{0}};
+        t->count[call] = count;
+        t->rv = tandem_client_append(t->client, records, count, &t->lsn_first[call], &diag);
+        if (t->rv == 0 && call == SHARED_CALLS / 2) {
+            char *json = NULL;
+            t->rv = tandem_client_status(t->client, &json, &diag);
+            if (t->rv == 0 && strstr(json, "\"lsn_last\"") == NULL) {
+                t->rv = -EPROTO;
+            }
+            free(json);
+        }
+        snprintf(t->message, sizeof(t->message), "%s", diag.message);
+    }
+    return NULL;
+}
+
+static void shared_run(struct shared_thread *threads, struct tandem_client *client)
+{
+    for (uint32_t i = 0; i < SHARED_THREADS; i++) {
+        memset(&threads[i], 0, sizeof(threads[i]));
+        threads[i].client = client;
+        threads[i].index = i;
+        assert_int_equal(pthread_create(&threads[i].thread, NULL, shared_thread_main, &threads[i]),
+                         0);
+    }
+    for (uint32_t i = 0; i < SHARED_THREADS; i++) {
+        assert_int_equal(pthread_join(threads[i].thread, NULL), 0);
+    }
+}
+
+static int range_compare(const void *a, const void *b)
+{
+    const uint64_t *x = a;
+    const uint64_t *y = b;
+    return (x[0] > y[0]) - (x[0] < y[0]);
+}
+
+/* Eight threads share one client over TCP + TLS, each appending 40 times
+ * (1-3 records a call) and asking for status once, all at once: every call
+ * gets its own answer. Each thread's LSNs grow call by call, and the calls'
+ * LSN ranges tile exactly the LSNs the node wrote: none lost, none doubled,
+ * no answer given to the wrong caller. */
+static void test_tandem_client__shared_by_threads(void **state)
+{
+    struct fixture *f = *state;
+    char alice[PATH_SIZE];
+    cert_path(alice, "alice");
+    struct tandem_client *client = NULL;
+    struct tandem_diag diag = {{0}};
+    assert_int_equal(tandem_client_open(f->address, alice, &client, &diag), 0);
+    uint64_t before = node_lsn_last();
+    static struct shared_thread threads[SHARED_THREADS];
+    shared_run(threads, client);
+    static uint64_t ranges[SHARED_THREADS * SHARED_CALLS][2];
+    uint32_t range_count = 0;
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < SHARED_THREADS; i++) {
+        if (threads[i].rv != 0) {
+            fail_msg("thread %u: %s: %s", i, tandem_strerror(threads[i].rv), threads[i].message);
+        }
+        for (uint32_t call = 0; call < SHARED_CALLS; call++) {
+            if (call > 0) {
+                assert_true(threads[i].lsn_first[call] >
+                            threads[i].lsn_first[call - 1] + threads[i].count[call - 1] - 1);
+            }
+            ranges[range_count][0] = threads[i].lsn_first[call];
+            ranges[range_count][1] = threads[i].count[call];
+            range_count++;
+            total += threads[i].count[call];
+        }
+    }
+    qsort(ranges, range_count, sizeof(ranges[0]), range_compare);
+    uint64_t next = before + 1;
+    for (uint32_t r = 0; r < range_count; r++) {
+        assert_int_equal(ranges[r][0], next);
+        next += ranges[r][1];
+    }
+    assert_int_equal(node_lsn_last(), before + total);
+    tandem_client_close(client);
+}
+
+/* A fake tandemd on a node directory's local socket: it accepts one
+ * connection, reads what comes for a while, then either closes it or answers
+ * a request nobody made. */
+struct fake_server {
+    pthread_t thread;
+    int listen_fd;
+    bool answer_unknown; /* Else: close without answering. */
+    size_t received;     /* Bytes read before acting. */
+};
+
+static void *fake_server_main(void *arg)
+{
+    struct fake_server *s = arg;
+    int fd = accept(s->listen_fd, NULL, NULL);
+    if (fd < 0) {
+        return NULL;
+    }
+    uint8_t buffer[65536];
+    /* Wait until every thread's request is in (or 2 s). */
+    for (int i = 0; i < 200 && s->received < SHARED_THREADS * 20; i++) {
+        struct timespec pause = {.tv_sec = 0, .tv_nsec = 10000000};
+        nanosleep(&pause, NULL);
+        ssize_t n = recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT);
+        if (n > 0) {
+            s->received += (size_t)n;
+        }
+    }
+    if (s->answer_unknown) {
+        struct tdm_proto_msg *msg = calloc(1, sizeof(*msg));
+        msg->type = TDM_PROTO_APPEND_RESULT;
+        msg->append_result.request_id = 999999;
+        msg->append_result.lsn_first = 1;
+        msg->append_result.record_count = 1;
+        size_t written = 0;
+        struct tdm_diag diag = {{0}};
+        if (tdm_proto_encode(msg, buffer, sizeof(buffer), &written, &diag) == 0) {
+            (void)send(fd, buffer, written, MSG_NOSIGNAL);
+        }
+        free(msg);
+        struct timespec pause = {.tv_sec = 0, .tv_nsec = 200000000};
+        nanosleep(&pause, NULL);
+    }
+    close(fd);
+    return NULL;
+}
+
+static void fake_server_check(bool answer_unknown, int want, const char *want_message)
+{
+    char dir[PATH_SIZE];
+    path_make(dir, answer_unknown ? "fake-unknown" : "fake-close");
+    assert_int_equal(mkdir(dir, 0700), 0);
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    int n = snprintf(addr.sun_path, sizeof(addr.sun_path), "%s/tandemd.sock", dir);
+    assert_true(n > 0 && (size_t)n < sizeof(addr.sun_path));
+    struct fake_server server = {.answer_unknown = answer_unknown};
+    server.listen_fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    assert_true(server.listen_fd >= 0);
+    assert_int_equal(bind(server.listen_fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+    assert_int_equal(listen(server.listen_fd, 4), 0);
+    assert_int_equal(pthread_create(&server.thread, NULL, fake_server_main, &server), 0);
+    struct tandem_client *client = NULL;
+    struct tandem_diag diag = {{0}};
+    assert_int_equal(tandem_client_open(dir, NULL, &client, &diag), 0);
+    static struct shared_thread threads[SHARED_THREADS];
+    shared_run(threads, client);
+    for (uint32_t i = 0; i < SHARED_THREADS; i++) {
+        assert_int_equal(threads[i].rv, want);
+        assert_non_null(strstr(threads[i].message, want_message));
+    }
+    /* Sticky: a later call gets the same failure at once. */
+    struct tandem_record record;
+    record_make(&record, 5, 1, "x", 1);
+    uint64_t lsn_first = 0;
+    assert_int_equal(tandem_client_append(client, &record, 1, &lsn_first, &diag), want);
+    assert_non_null(strstr(diag.message, want_message));
+    tandem_client_close(client);
+    assert_int_equal(pthread_join(server.thread, NULL), 0);
+    close(server.listen_fd);
+}
+
+/* Threads waiting on a shared client when the node closes the connection all
+ * fail with -ECONNRESET, naming it; so does every later call. An answer to a
+ * request nobody made breaks the stream for every caller (TANDEM_ECORRUPT). */
+static void test_tandem_client__shared_failures(void **state)
+{
+    (void)state;
+    fake_server_check(false, -ECONNRESET, "closed the connection");
+    fake_server_check(true, TANDEM_ECORRUPT, "which no call waits for");
+}
+
 /* cert_dir NULL falls back to TANDEM_CERT; with neither, HOST:PORT is refused
  * with a diag naming both; a malformed address is refused as an address. */
 static void test_tandem_client_open__cert_from_environment(void **state)
@@ -733,6 +930,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tandem_client_open__cert_from_environment, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_tandem_client__local_socket, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tandem_client__shared_by_threads, setup, teardown),
+        cmocka_unit_test(test_tandem_client__shared_failures),
         cmocka_unit_test_setup_teardown(test_tandem_client_open__other_ca, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tandem_client_open__failures, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tdm_uv_server_adopt__node_certificate, setup,
