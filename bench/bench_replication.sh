@@ -362,12 +362,24 @@ else:
 EOF
 }
 
+# CPU seconds (user + system) the configuration's daemons have used so far.
+daemons_cpu() {
+    local pid total=0 ticks
+    for pid in "${daemon_pids[@]}"; do
+        ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null) || ticks=0
+        total=$((total + ticks))
+    done
+    awk -v t="$total" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'
+}
+
 run_load() { # CONFIG RUN APPENDERS BATCH [CONNECTIONS]
-    local config=$1 run=$2 appenders=$3 k=$4 connections=${5:-$3} out samples line
+    local config=$1 run=$2 appenders=$3 k=$4 connections=${5:-$3} out samples line cpu0 cpu1
+    local cpu_line
     out=$work/$config/$run.out
     samples=$work/$config/$run.status.jsonl
     sample_status "$primary_addr" "$samples" &
     sampler_pid=$!
+    cpu0=$(daemons_cpu)
     if ! run_child "$bench_cluster" --node "$primary_addr" --cert "$cert" --appenders "$appenders" \
         --connections "$connections" --batch "$k" --seconds "$seconds" --warmup "$warmup" \
         >"$out"; then
@@ -375,9 +387,12 @@ run_load() { # CONFIG RUN APPENDERS BATCH [CONNECTIONS]
         daemon_logs "$config"
         die "$config: bench_cluster --appenders $appenders --batch $k failed"
     fi
+    cpu1=$(daemons_cpu)
     stop_sampler
     line=$(grep '^tandem ' "$out") || die "$config: no result line from bench_cluster"
-    line="config=$config run=$run ${line#tandem } $(lag_summary "$samples")"
+    cpu_line=$(grep '^cpu ' "$out") || die "$config: no cpu line from bench_cluster"
+    line="config=$config run=$run ${line#tandem } ${cpu_line#cpu } daemons_cpu_s=$(awk \
+        -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.2f", b - a }') $(lag_summary "$samples")"
     echo "$line" >>"$results"
     echo "# $line"
 }
@@ -482,19 +497,26 @@ def result(name, measure, value):
 solo = {r["run"]: num(r, "records_per_s") for r in rows if r["config"] == "solo"}
 pg64 = num(pg[64], "inserts_per_s") if 64 in pg else None
 
+def cpu_us(fields, key):
+    # CPU microseconds per acknowledged record over the whole run.
+    n = num(fields, "records_all")
+    value = num(fields, key)
+    return 1e6 * value / n if n and value is not None else None
+
 print()
 print("| configuration | run | records/s | p50 / p99 ms | lag p50 / p99 s | lag p50 / p99 records"
-      " | / solo | / pg 64 clients |")
-print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+      " | / solo | / pg 64 clients | CPU us/record: daemons + client |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for r in rows:
     rate = num(r, "records_per_s")
     lag_s = ("-" if "lag_s_p50" not in r
              else "{} / {}".format(fmt(num(r, "lag_s_p50"), 3), fmt(num(r, "lag_s_p99"), 3)))
     lag_n = ("-" if "lag_records_p50" not in r
              else "{} / {}".format(fmt(num(r, "lag_records_p50")), fmt(num(r, "lag_records_p99"))))
-    print("| {} | {} | {} | {} / {} | {} | {} | {} | {} |".format(
+    print("| {} | {} | {} | {} / {} | {} | {} | {} | {} | {} + {} |".format(
         r["config"], r["run"], fmt(rate), fmt(num(r, "p50_ms"), 2), fmt(num(r, "p99_ms"), 2),
-        lag_s, lag_n, fmt(ratio(rate, solo.get(r["run"])), 2), fmt(ratio(rate, pg64), 1)))
+        lag_s, lag_n, fmt(ratio(rate, solo.get(r["run"])), 2), fmt(ratio(rate, pg64), 1),
+        fmt(cpu_us(r, "daemons_cpu_s")), fmt(cpu_us(r, "client_cpu_s"))))
 for clients in sorted(pg):
     p = pg[clients]
     print("| postgresql 15 + sync standby | {} clients | {} | {} / {} | | | | {} |".format(
@@ -510,6 +532,8 @@ for r in rows:
     result(name, "latency_p99_ms", num(r, "p99_ms"))
     for key in ("lag_s_p50", "lag_s_p99", "lag_records_p50", "lag_records_p99"):
         result(name, key, num(r, key))
+    result(name, "daemons_cpu_us_per_record", cpu_us(r, "daemons_cpu_s"))
+    result(name, "client_cpu_us_per_record", cpu_us(r, "client_cpu_s"))
     if r["config"] != "solo":
         result(name, "tandem_over_solo", ratio(rate, solo.get(r["run"])))
     result(name, "tandem_over_pg64", ratio(rate, pg64))

@@ -447,6 +447,7 @@ static void commit_cut(struct tdm_commit *commit, struct tdm_commit_request *req
 static void *commit_thread_main(void *arg)
 {
     struct tdm_commit *commit = arg;
+    (void)pthread_setname_np(pthread_self(), "tdm-commit"); /* For top -H, perf; best effort. */
     pthread_mutex_lock(&commit->mutex);
     for (;;) {
         while (tdm_queue_empty(&commit->pending) && !commit->closing) {
@@ -626,6 +627,7 @@ static int commit_index_rebuild(struct tdm_commit *commit, uint64_t lsn_last, st
 static void *commit_index_main(void *arg)
 {
     struct tdm_commit *commit = arg;
+    (void)pthread_setname_np(pthread_self(), "tdm-index"); /* For top -H, perf; best effort. */
     pthread_mutex_lock(&commit->mutex);
     for (;;) {
         while (tdm_queue_empty(&commit->index_queue) && !commit->index_closing) {
