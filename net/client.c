@@ -198,23 +198,38 @@ int tdm_client_send_bytes(struct tdm_client *client, const uint8_t *data, size_t
     return client_tls_flush(client, CLIENT_FOREVER, diag);
 }
 
-int tdm_client_send(struct tdm_client *client, const struct tdm_proto_msg *msg,
-                    struct tdm_diag *diag)
+int tdm_client_encode(const struct tdm_proto_msg *msg, uint8_t **frame, size_t *size,
+                      struct tdm_diag *diag)
 {
-    tdm_assert(client->fd >= 0);
     tdm_assert(tdm_proto_type_is_client(msg->type));
-    size_t size = tdm_proto_encoded_size(msg);
-    uint8_t *data = tdm_malloc(size);
+    size_t need = tdm_proto_encoded_size(msg);
+    uint8_t *data = tdm_malloc(need);
     if (data == NULL) {
         return -ENOMEM;
     }
     size_t written = 0;
-    int rv = tdm_proto_encode(msg, data, size, &written, diag);
-    if (rv == 0) {
-        tdm_assert(written == size);
-        rv = tdm_client_send_bytes(client, data, written, diag);
+    int rv = tdm_proto_encode(msg, data, need, &written, diag);
+    if (rv != 0) {
+        tdm_free(data);
+        return rv;
     }
-    tdm_free(data);
+    tdm_assert(written == need);
+    *frame = data;
+    *size = written;
+    return 0;
+}
+
+int tdm_client_send(struct tdm_client *client, const struct tdm_proto_msg *msg,
+                    struct tdm_diag *diag)
+{
+    tdm_assert(client->fd >= 0);
+    uint8_t *data = NULL;
+    size_t size = 0;
+    int rv = tdm_client_encode(msg, &data, &size, diag);
+    if (rv == 0) {
+        rv = tdm_client_send_bytes(client, data, size, diag);
+        tdm_free(data);
+    }
     return rv;
 }
 

@@ -124,6 +124,12 @@ int tdm_client_connect_tcp(const char *address, struct tdm_tls_config *config, u
 int tdm_client_connect_cert(const char *address, const char *cert_dir, uint32_t timeout_ms,
                             struct tdm_client *client, struct tdm_diag *diag);
 
+/* Encode msg (a client frame) into a new buffer, *frame (release with
+ * tdm_free), of *size bytes. Returns 0, -ENOMEM, or TANDEM_EINVALID with diag
+ * when msg does not encode. */
+int tdm_client_encode(const struct tdm_proto_msg *msg, uint8_t **frame, size_t *size,
+                      struct tdm_diag *diag);
+
 /* Encode and write msg (a client frame). Returns 0, or a negative code with
  * diag (-EPIPE or -ECONNRESET when the node went away; TANDEM_EINVALID when
  * msg does not encode). Blocks until every byte is handed to the kernel. */

@@ -366,28 +366,6 @@ static int api_call(struct tandem_client *c, const uint8_t *frame, size_t size,
 
 /* ---- Requests ------------------------------------------------------------------ */
 
-/* Encode msg into a new buffer (*frame, released with tdm_free). Returns 0
- * and *size, or a negative code with why. */
-static int api_frame(const struct tdm_proto_msg *msg, uint8_t **frame, size_t *size,
-                     struct tdm_diag *why)
-{
-    size_t need = tdm_proto_encoded_size(msg);
-    uint8_t *data = tdm_malloc(need);
-    if (data == NULL) {
-        return -ENOMEM;
-    }
-    size_t written = 0;
-    int rv = tdm_proto_encode(msg, data, need, &written, why);
-    if (rv != 0) {
-        tdm_free(data);
-        return rv;
-    }
-    tdm_assert(written == need);
-    *frame = data;
-    *size = written;
-    return 0;
-}
-
 /* Send msg (request id already set) and wait for the answer of type want. */
 static int api_request(struct tandem_client *c, const struct tdm_proto_msg *msg, uint16_t want,
                        uint64_t request_id, struct api_waiter *waiter, struct tandem_diag *diag)
@@ -395,7 +373,7 @@ static int api_request(struct tandem_client *c, const struct tdm_proto_msg *msg,
     struct tdm_diag why = {{0}};
     uint8_t *frame = NULL;
     size_t size = 0;
-    int rv = api_frame(msg, &frame, &size, &why);
+    int rv = tdm_client_encode(msg, &frame, &size, &why);
     if (rv != 0) {
         api_diag_copy(diag, &why);
         return rv;

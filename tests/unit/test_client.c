@@ -353,6 +353,17 @@ static void append_and_status(struct tandem_client *client)
     free(json);
 }
 
+/* A client of f's listener with alice's client certificate. */
+static struct tandem_client *client_open_alice(const struct fixture *f)
+{
+    char alice[PATH_SIZE];
+    cert_path(alice, "alice");
+    struct tandem_client *client = NULL;
+    struct tandem_diag diag = {{0}};
+    assert_int_equal(tandem_client_open(f->address, alice, &client, &diag), 0);
+    return client;
+}
+
 /* ---- Tests ---------------------------------------------------------------------- */
 
 /* Over TCP + TLS with a client certificate, appends are acknowledged with
@@ -362,11 +373,8 @@ static void append_and_status(struct tandem_client *client)
 static void test_tandem_client__tcp_append_status(void **state)
 {
     struct fixture *f = *state;
-    char alice[PATH_SIZE];
-    cert_path(alice, "alice");
-    struct tandem_client *client = NULL;
+    struct tandem_client *client = client_open_alice(f);
     struct tandem_diag diag = {{0}};
-    assert_int_equal(tandem_client_open(f->address, alice, &client, &diag), 0);
     append_and_status(client);
 
     struct tandem_record records[2];
@@ -452,11 +460,7 @@ static int range_compare(const void *a, const void *b)
 static void test_tandem_client__shared_by_threads(void **state)
 {
     struct fixture *f = *state;
-    char alice[PATH_SIZE];
-    cert_path(alice, "alice");
-    struct tandem_client *client = NULL;
-    struct tandem_diag diag = {{0}};
-    assert_int_equal(tandem_client_open(f->address, alice, &client, &diag), 0);
+    struct tandem_client *client = client_open_alice(f);
     uint64_t before = node_lsn_last();
     static struct shared_thread threads[SHARED_THREADS];
     shared_run(threads, client);
