@@ -381,7 +381,8 @@ int tandem_verify(const char *dir, unsigned flags, struct tandem_verify_report *
  * several threads at once are pipelined over its one connection (each call
  * still blocks until the node answers it; requests that queue while one is
  * being written leave together, and answers go to their callers by request
- * id). A process with many worker threads needs one client, not one per
+ * id; at most 64 calls are in flight on one client, more wait for room).
+ * A process with many worker threads needs one client, not one per
  * thread: fewer connections, fewer syscalls, and the node groups their
  * writes. tandem_client_close() must not run while a call on the client
  * does. A failure of the connection fails every call waiting on it.

@@ -37,8 +37,16 @@
 #include "engine/base/bytes.h"
 #include "engine/codec.h"
 #include "net/client.h"
+#include "net/uv.h"
 
 #define CLIENT_CERT_ENV "TANDEM_CERT"
+/* Calls in flight on one client; more wait for room. Below the node's
+ * requests in flight per connection, so the node never stops reading this
+ * connection: a sender blocked on a full socket (holding the transport) while
+ * the node waits for us to read its answers would wait forever. */
+#define API_CALLS_MAX 64u
+
+tdm_static_assert(API_CALLS_MAX <= TDM_UV_REQUESTS_MAX);
 
 tdm_static_assert(TANDEM_APPEND_RECORDS_MAX == TDM_PROTO_RECORDS_MAX);
 
@@ -81,6 +89,8 @@ struct tandem_client {
     bool sender;                /* A caller is the sender. */
     bool reader;                /* A caller is the reader. */
     struct api_waiter *waiters; /* Sent or queued, not answered. */
+    uint32_t calls;             /* Calls between admission and their answer. */
+    pthread_cond_t admit;       /* A call ended: room for one more. */
     uint64_t request_id_next;
     int failed;                 /* Sticky connection failure; 0 while usable. */
     struct tdm_diag failed_why; /* Its diag. */
@@ -155,6 +165,8 @@ int tandem_client_open(const char *addr, const char *cert_dir, struct tandem_cli
     tdm_assert(init == 0);
     init = pthread_mutex_init(&c->io_lock, NULL);
     tdm_assert(init == 0);
+    init = pthread_cond_init(&c->admit, NULL);
+    tdm_assert(init == 0);
     c->request_id_next = 1;
     *out = c;
     return 0;
@@ -177,6 +189,7 @@ static void api_fail_locked(struct tandem_client *c, int rv, const struct tdm_di
         pthread_cond_signal(&w->cond);
     }
     c->waiters = NULL;
+    pthread_cond_broadcast(&c->admit); /* Waiting for room: fail at once. */
 }
 
 static void api_waiter_remove(struct tandem_client *c, struct api_waiter *waiter)
@@ -323,6 +336,9 @@ static int api_call(struct tandem_client *c, const uint8_t *frame, size_t size,
                     struct api_waiter *waiter, struct tandem_diag *diag)
 {
     pthread_mutex_lock(&c->lock);
+    while (c->failed == 0 && c->calls >= API_CALLS_MAX) {
+        pthread_cond_wait(&c->admit, &c->lock);
+    }
     int rv = c->failed;
     if (rv == 0) {
         rv = api_outbox_add(c, frame, size);
@@ -340,6 +356,7 @@ static int api_call(struct tandem_client *c, const uint8_t *frame, size_t size,
     }
     waiter->next = c->waiters;
     c->waiters = waiter;
+    c->calls++;
     pthread_cond_init(&waiter->cond, NULL);
     if (!c->sender) {
         c->sender = true;
@@ -354,6 +371,9 @@ static int api_call(struct tandem_client *c, const uint8_t *frame, size_t size,
         }
     }
     pthread_cond_destroy(&waiter->cond);
+    tdm_assert(c->calls > 0);
+    c->calls--;
+    pthread_cond_signal(&c->admit);
     rv = 0;
     if (!waiter->answered) {
         tdm_assert(c->failed != 0);
@@ -586,6 +606,7 @@ void tandem_client_close(struct tandem_client *client)
     }
     tdm_assert(client->waiters == NULL); /* tandem.h: no call may be running. */
     tdm_client_close(&client->client);
+    pthread_cond_destroy(&client->admit);
     pthread_mutex_destroy(&client->io_lock);
     pthread_mutex_destroy(&client->lock);
     tdm_free(client->outbox);
