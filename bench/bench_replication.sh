@@ -61,6 +61,8 @@ bench/bench_cluster; nothing is built.
                      its own connection (default 1,16,64)
   --shared LIST      appender counts, one record per call, all appenders
                      sharing one client connection (default 64; 0 skips)
+  --shared-batch K   records per call of a run of 64 appenders sharing one
+                     client (default 16; 0 skips it)
   --batch K          records per call of the one-appender batch run (default
                      256; 0 skips it)
   --configs LIST     of solo, backup1, backup2 (default all three)
@@ -83,6 +85,7 @@ seconds=10
 warmup=1
 appenders_list=1,16,64
 shared_list=64
+shared_batch=16
 batch=256
 configs_list=solo,backup1,backup2
 pg_seconds=10
@@ -102,6 +105,7 @@ while [[ $# -gt 0 ]]; do
         --warmup) warmup=${2:?}; shift 2 ;;
         --appenders) appenders_list=${2:?}; shift 2 ;;
         --shared) shared_list=${2:?}; shift 2 ;;
+        --shared-batch) shared_batch=${2:?}; shift 2 ;;
         --batch) batch=${2:?}; shift 2 ;;
         --configs) configs_list=${2:?}; shift 2 ;;
         --pg-seconds) pg_seconds=${2:?}; shift 2 ;;
@@ -127,6 +131,7 @@ for config in "${configs[@]}"; do
     esac
 done
 [[ "$batch" =~ ^[0-9]+$ ]] || { echo "bench_replication: bad --batch" >&2; exit 2; }
+[[ "$shared_batch" =~ ^[0-9]+$ && $shared_batch -le 4096 ]] || { echo "bench_replication: bad --shared-batch" >&2; exit 2; }
 
 build=$(cd "$build" 2>/dev/null && pwd) || die "no build directory $build"
 tandem=$build/tools/tandem
@@ -408,6 +413,9 @@ run_config() { # CONFIG
     for n in "${shared_counts[@]}"; do
         [[ "$n" == 0 ]] || run_load "$config" "shared$n" "$n" 1 1
     done
+    if [[ $shared_batch -gt 0 ]]; then
+        run_load "$config" "shared64x$shared_batch" 64 "$shared_batch" 1
+    fi
     if [[ $batch -gt 0 ]]; then
         run_load "$config" "batch$batch" 1 "$batch"
     fi
