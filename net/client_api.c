@@ -47,6 +47,11 @@
 #define API_CALLS_MAX 64u
 
 tdm_static_assert(API_CALLS_MAX <= TDM_UV_REQUESTS_MAX);
+/* Combined APPEND_REQUESTs in flight on one client. Appends queued while
+ * that many wait for their answers wait too, and leave together when one is
+ * answered: the busier the client, the more records a request carries (the
+ * node's group commit, one level up). */
+#define API_APPENDS_INFLIGHT_MAX 2u
 
 tdm_static_assert(TANDEM_APPEND_RECORDS_MAX == TDM_PROTO_RECORDS_MAX);
 
@@ -62,6 +67,14 @@ struct api_waiter {
     char *text;              /* malloc'd, NUL-terminated: message or text; NULL if none. */
     pthread_cond_t cond;     /* Signalled when done, or when it is to take the reader role. */
     struct api_waiter *next; /* In c->waiters. */
+    /* An append: its encoded records, combined with other callers' appends
+     * into one APPEND_REQUEST by the sender (api_combine). */
+    const uint8_t *entries;          /* The caller's, until it returns. */
+    size_t entries_size;             /* Bytes. */
+    uint32_t count;                  /* Records. */
+    uint32_t offset;                 /* Records before ours in the combined request. */
+    uint32_t batch_total;            /* Records of the combined request. */
+    struct api_waiter *pending_next; /* In c->pending until combined. */
 };
 
 /* Thread: any number of threads at once (tandem.h). Each call encodes its
@@ -73,6 +86,11 @@ struct api_waiter {
  * - one caller at a time is the sender: it writes everything queued, in one
  *   send, until the outbox is empty (callers who queue meanwhile leave their
  *   frames to it), so N concurrent calls cost about one syscall, not N;
+ * - appends waiting to be sent are combined into one APPEND_REQUEST (up to
+ *   TDM_PROTO_RECORDS_MAX records and a client frame): each caller's records
+ *   get consecutive LSNs inside it, in the order the calls were queued, and
+ *   every caller learns the request's outcome (the node groups them anyway;
+ *   this saves it, and us, a frame, a request and an answer per call);
  * - one waiting caller at a time is the reader: it takes every answer that
  *   has arrived, hands each to its waiter, and polls (holding no lock) when
  *   there is none; once its own answer is in it hands the role on. */
@@ -89,8 +107,12 @@ struct tandem_client {
     bool sender;                /* A caller is the sender. */
     bool reader;                /* A caller is the reader. */
     struct api_waiter *waiters; /* Sent or queued, not answered. */
-    uint32_t calls;             /* Calls between admission and their answer. */
-    pthread_cond_t admit;       /* A call ended: room for one more. */
+    struct api_waiter *pending; /* Appends not yet combined into a request, oldest first. */
+    struct api_waiter **pending_tail;
+    struct tdm_proto_msg *send_msg; /* The sender's scratch for combined requests. */
+    uint32_t appends_inflight;      /* Combined APPEND_REQUESTs sent, not answered. */
+    uint32_t calls;                 /* Calls between admission and their answer. */
+    pthread_cond_t admit;           /* A call ended: room for one more. */
     uint64_t request_id_next;
     int failed;                 /* Sticky connection failure; 0 while usable. */
     struct tdm_diag failed_why; /* Its diag. */
@@ -148,15 +170,20 @@ int tandem_client_open(const char *addr, const char *cert_dir, struct tandem_cli
         return -ENOMEM;
     }
     c->msg = tdm_calloc(1, sizeof(*c->msg));
-    if (c->msg == NULL) {
+    c->send_msg = tdm_calloc(1, sizeof(*c->send_msg));
+    if (c->msg == NULL || c->send_msg == NULL) {
+        tdm_free(c->msg);
+        tdm_free(c->send_msg);
         tdm_free(c);
         return -ENOMEM;
     }
+    c->pending_tail = &c->pending;
     int rv = api_connect(c, addr, cert_dir, &why);
     if (rv != 0) {
         tdm_assert(rv < 0);
         api_diag_copy(diag, &why);
         tdm_free(c->msg);
+        tdm_free(c->send_msg);
         tdm_free(c);
         return rv;
     }
@@ -189,6 +216,8 @@ static void api_fail_locked(struct tandem_client *c, int rv, const struct tdm_di
         pthread_cond_signal(&w->cond);
     }
     c->waiters = NULL;
+    c->pending = NULL;
+    c->pending_tail = &c->pending;
     pthread_cond_broadcast(&c->admit); /* Waiting for room: fail at once. */
 }
 
@@ -222,13 +251,85 @@ static int api_outbox_add(struct tandem_client *c, const uint8_t *frame, size_t 
     return 0;
 }
 
+/* Combine the pending appends, oldest first, into APPEND_REQUESTs in the
+ * outbox (lock held; the callers wait for their answers, so their entries
+ * stay valid). Returns 0, or -ENOMEM / the encoder's code with why. */
+static int api_combine(struct tandem_client *c, struct tdm_diag *why)
+{
+    while (c->pending != NULL && c->appends_inflight < API_APPENDS_INFLIGHT_MAX) {
+        uint32_t total = 0;
+        size_t bytes = 0;
+        struct api_waiter *end = c->pending;
+        /* request_id, record_count, then the entries (PROTOCOL.md §3.3). */
+        while (end != NULL &&
+               (total == 0 || (total + end->count <= TDM_PROTO_RECORDS_MAX &&
+                               TDM_PROTO_FRAME_SIZE_MIN + 8 + 4 + bytes + end->entries_size <=
+                                   TDM_CLIENT_FRAME_SIZE_MAX))) {
+            total += end->count;
+            bytes += end->entries_size;
+            end = end->pending_next;
+        }
+        uint8_t *entries = tdm_malloc(bytes);
+        if (entries == NULL) {
+            return -ENOMEM;
+        }
+        uint64_t request_id = c->request_id_next++;
+        size_t at = 0;
+        uint32_t offset = 0;
+        for (struct api_waiter *w = c->pending; w != end; w = w->pending_next) {
+            memcpy(entries + at, w->entries, w->entries_size);
+            at += w->entries_size;
+            w->request_id = request_id;
+            w->offset = offset;
+            w->batch_total = total;
+            offset += w->count;
+        }
+        struct tdm_proto_msg *msg = c->send_msg;
+        memset(msg, 0, sizeof(*msg));
+        msg->type = TDM_PROTO_APPEND_REQUEST;
+        msg->append_request.request_id = request_id;
+        msg->append_request.record_count = total;
+        msg->append_request.entries.data = entries;
+        msg->append_request.entries.size = bytes;
+        uint8_t *frame = NULL;
+        size_t size = 0;
+        int rv = tdm_client_encode(msg, &frame, &size, why);
+        tdm_free(entries);
+        if (rv == 0) {
+            rv = api_outbox_add(c, frame, size);
+            tdm_free(frame);
+        }
+        if (rv != 0) {
+            return rv;
+        }
+        c->pending = end;
+        if (end == NULL) {
+            c->pending_tail = &c->pending;
+        }
+        c->appends_inflight++;
+    }
+    return 0;
+}
+
 /* The sender's turn (lock held on entry and exit): write the outbox until
  * it stays empty. The lock is dropped around each write, so that callers
  * keep queueing behind it. */
 static void api_send_queued(struct tandem_client *c)
 {
     tdm_assert(c->sender);
-    while (c->outbox_size > 0 && c->failed == 0) {
+    for (;;) {
+        struct tdm_diag combine_why = {{0}};
+        int combined = c->failed == 0 ? api_combine(c, &combine_why) : 0;
+        if (combined != 0) {
+            if (combine_why.message[0] == '\0') {
+                tdm_diag_printf(&combine_why, "request to %s: %s", c->client.label,
+                                tandem_strerror(combined));
+            }
+            api_fail_locked(c, combined, &combine_why);
+        }
+        if (c->outbox_size == 0 || c->failed != 0) {
+            break;
+        }
         uint8_t *data = c->outbox;
         size_t size = c->outbox_size;
         size_t capacity = c->outbox_capacity;
@@ -269,11 +370,30 @@ static int api_dispatch(struct tandem_client *c, struct tdm_diag *why)
                            waiter == NULL ? "which no call waits for" : "of another type");
     }
     if (append) {
+        /* Every caller whose records the request combined. */
         const struct tdm_proto_result *result = &msg->append_result;
-        waiter->status = result->status;
-        waiter->lsn_first = result->lsn_first;
-        waiter->record_count = result->record_count;
-        waiter->text = result->status != 0 ? strdup(result->message) : NULL;
+        if (result->status == 0 && result->record_count != waiter->batch_total) {
+            return TDM_CORRUPT(why, "%s acknowledged %u records at lsn %llu, %u were sent",
+                               c->client.label, result->record_count,
+                               (unsigned long long)result->lsn_first, waiter->batch_total);
+        }
+        tdm_assert(c->appends_inflight > 0);
+        c->appends_inflight--;
+        for (struct api_waiter *w = c->waiters, *next; w != NULL; w = next) {
+            next = w->next;
+            if (w->request_id != id) {
+                continue;
+            }
+            w->status = result->status;
+            w->lsn_first = result->status == 0 ? result->lsn_first + w->offset : 0;
+            w->record_count = result->status == 0 ? w->count : 0;
+            w->text = result->status != 0 ? strdup(result->message) : NULL;
+            w->done = true;
+            w->answered = true;
+            api_waiter_remove(c, w);
+            pthread_cond_signal(&w->cond);
+        }
+        return 0;
     } else {
         const struct tdm_proto_text_result *result = &msg->status_result;
         waiter->status = result->status;
@@ -322,6 +442,10 @@ static void api_read_answers(struct tandem_client *c, const struct api_waiter *s
         if (rv != 0) {
             api_fail_locked(c, rv, &why);
         }
+        if (c->pending != NULL && !c->sender && c->failed == 0) {
+            c->sender = true; /* An answer made room: send what waited for it. */
+            api_send_queued(c);
+        }
     }
     c->reader = false;
     if (c->waiters != NULL) {
@@ -329,8 +453,9 @@ static void api_read_answers(struct tandem_client *c, const struct api_waiter *s
     }
 }
 
-/* Send the encoded request frame[0..size) (request id waiter->request_id)
- * and wait for its answer in *waiter. Returns 0, or the connection's
+/* Send the encoded request frame[0..size) (request id waiter->request_id),
+ * or with frame NULL the append in waiter->entries, and wait for its answer
+ * in *waiter. Returns 0, or the connection's
  * failure with diag. */
 static int api_call(struct tandem_client *c, const uint8_t *frame, size_t size,
                     struct api_waiter *waiter, struct tandem_diag *diag)
@@ -340,8 +465,13 @@ static int api_call(struct tandem_client *c, const uint8_t *frame, size_t size,
         pthread_cond_wait(&c->admit, &c->lock);
     }
     int rv = c->failed;
-    if (rv == 0) {
+    if (rv == 0 && frame != NULL) {
         rv = api_outbox_add(c, frame, size);
+    } else if (rv == 0) {
+        /* An append: combined with others when the sender gets to it. */
+        waiter->pending_next = NULL;
+        *c->pending_tail = waiter;
+        c->pending_tail = &waiter->pending_next;
     }
     if (rv != 0) {
         if (c->failed == 0) {
@@ -482,20 +612,13 @@ int tandem_client_append(struct tandem_client *client, const struct tandem_recor
         api_diag_copy(diag, &why);
         return rv;
     }
-    struct tdm_proto_msg *msg = tdm_calloc(1, sizeof(*msg));
-    if (msg == NULL) {
-        tdm_free(entries);
-        return -ENOMEM;
-    }
-    uint64_t request_id = api_request_id(client);
-    msg->type = TDM_PROTO_APPEND_REQUEST;
-    msg->append_request.request_id = request_id;
-    msg->append_request.record_count = (uint32_t)count;
-    msg->append_request.entries.data = entries;
-    msg->append_request.entries.size = size;
     struct api_waiter waiter;
-    rv = api_request(client, msg, TDM_PROTO_APPEND_RESULT, request_id, &waiter, diag);
-    tdm_free(msg);
+    memset(&waiter, 0, sizeof(waiter));
+    waiter.want = TDM_PROTO_APPEND_RESULT;
+    waiter.entries = entries;
+    waiter.entries_size = size;
+    waiter.count = (uint32_t)count;
+    rv = api_call(client, NULL, 0, &waiter, diag);
     tdm_free(entries);
     if (rv != 0) {
         return rv;
@@ -612,5 +735,6 @@ void tandem_client_close(struct tandem_client *client)
     tdm_free(client->outbox);
     tdm_free(client->sending);
     tdm_free(client->msg);
+    tdm_free(client->send_msg);
     tdm_free(client);
 }
