@@ -382,6 +382,9 @@ int tandem_verify(const char *dir, unsigned flags, struct tandem_verify_report *
  * still blocks until the node answers it; requests that queue while one is
  * being written leave together, and answers go to their callers by request
  * id; at most 64 calls are in flight on one client, more wait for room).
+ * Appends from several threads may travel as one request: each call's
+ * records still get consecutive LSNs, in its order, and each call returns
+ * once its records are acknowledged (or fails with the request's error).
  * A process with many worker threads needs one client, not one per
  * thread: fewer connections, fewer syscalls, and the node groups their
  * writes. tandem_client_close() must not run while a call on the client

@@ -574,6 +574,170 @@ static void fake_server_check(bool answer_unknown, int want, const char *want_me
     close(server.listen_fd);
 }
 
+struct combine_caller {
+    pthread_t thread;
+    struct tandem_client *client;
+    uint64_t lsn;
+    int rv;
+};
+
+/* One one-record append on the shared client. */
+static void *combine_caller_main(void *arg)
+{
+    struct combine_caller *caller = arg;
+    struct tandem_record record;
+    record_make(&record, 2000, 1, "combined", 8);
+    struct tandem_diag diag = {{0}};
+    caller->rv = tandem_client_append(caller->client, &record, 1, &caller->lsn, &diag);
+    return NULL;
+}
+
+/* A fake node on a local socket that answers APPEND_REQUESTs slowly: it
+ * reads for 300 ms before answering anything, then answers every request it
+ * has, oldest first (LSNs from 1), and keeps doing so until calls_total
+ * records are answered. It counts the requests and the most it saw unanswered
+ * at once. */
+struct combine_server {
+    pthread_t thread;
+    int listen_fd;
+    uint32_t calls_total;
+    uint32_t requests;         /* APPEND_REQUESTs received. */
+    uint32_t unanswered_max;   /* Most requests waiting for an answer at once. */
+    uint32_t first_wait_count; /* Requests received in the first 300 ms. */
+    int failed;                /* A frame that did not decode. */
+};
+
+static void *combine_server_main(void *arg)
+{
+    struct combine_server *s = arg;
+    int fd = accept(s->listen_fd, NULL, NULL);
+    if (fd < 0) {
+        s->failed = 1;
+        return NULL;
+    }
+    uint8_t *buffer = malloc(TDM_PROTO_BUFFER_SIZE);
+    struct tdm_proto_msg *msg = calloc(1, sizeof(*msg));
+    struct tdm_proto_reader reader;
+    tdm_proto_reader_init(&reader, buffer, TDM_PROTO_BUFFER_SIZE);
+    uint64_t ids[SHARED_THREADS];
+    uint32_t counts[SHARED_THREADS];
+    uint32_t unanswered = 0;
+    uint32_t answered_records = 0;
+    uint64_t lsn_next = 1;
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    while (answered_records < s->calls_total && s->failed == 0) {
+        uint8_t in[65536];
+        ssize_t n = recv(fd, in, sizeof(in), MSG_DONTWAIT);
+        if (n == 0) {
+            break;
+        }
+        size_t used = 0;
+        struct tdm_diag diag = {{0}};
+        while (n > 0 && used < (size_t)n) {
+            size_t consumed = 0;
+            if (tdm_proto_reader_feed(&reader, in + used, (size_t)n - used, &consumed, &diag) !=
+                0) {
+                s->failed = 2;
+                break;
+            }
+            used += consumed;
+            struct tdm_proto_frame frame;
+            while (tdm_proto_reader_next(&reader, &frame, &diag) == 0) {
+                if (tdm_proto_decode(&frame, msg, &diag) != 0 ||
+                    msg->type != TDM_PROTO_APPEND_REQUEST || unanswered == SHARED_THREADS) {
+                    s->failed = 3;
+                    break;
+                }
+                ids[unanswered] = msg->append_request.request_id;
+                counts[unanswered] = msg->append_request.record_count;
+                unanswered++;
+                s->requests++;
+            }
+        }
+        s->unanswered_max = unanswered > s->unanswered_max ? unanswered : s->unanswered_max;
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        int64_t ms = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+        if (ms < 300) {
+            s->first_wait_count = s->requests;
+            struct timespec pause = {.tv_sec = 0, .tv_nsec = 1000000};
+            nanosleep(&pause, NULL);
+            continue;
+        }
+        for (uint32_t i = 0; i < unanswered; i++) {
+            memset(msg, 0, sizeof(*msg));
+            msg->type = TDM_PROTO_APPEND_RESULT;
+            msg->append_result.request_id = ids[i];
+            msg->append_result.lsn_first = lsn_next;
+            msg->append_result.record_count = counts[i];
+            lsn_next += counts[i];
+            answered_records += counts[i];
+            size_t written = 0;
+            if (tdm_proto_encode(msg, in, sizeof(in), &written, &diag) != 0 ||
+                send(fd, in, written, MSG_NOSIGNAL) != (ssize_t)written) {
+                s->failed = 4;
+            }
+        }
+        unanswered = 0;
+        struct timespec pause = {.tv_sec = 0, .tv_nsec = 1000000};
+        nanosleep(&pause, NULL);
+    }
+    free(msg);
+    free(buffer);
+    close(fd);
+    return NULL;
+}
+
+/* Appends of many threads on one client travel combined: while two requests
+ * wait for answers, nothing more is sent; once they are answered, every call
+ * that waited leaves in one request. All SHARED_THREADS one-record calls get
+ * their own LSN, the LSNs tile 1..SHARED_THREADS, and the node saw fewer
+ * requests than calls. */
+static void test_tandem_client__shared_appends_combined(void **state)
+{
+    (void)state;
+    char dir[PATH_SIZE];
+    path_make(dir, "fake-combine");
+    assert_int_equal(mkdir(dir, 0700), 0);
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    int n = snprintf(addr.sun_path, sizeof(addr.sun_path), "%s/tandemd.sock", dir);
+    assert_true(n > 0 && (size_t)n < sizeof(addr.sun_path));
+    static struct combine_server server;
+    memset(&server, 0, sizeof(server));
+    server.calls_total = SHARED_THREADS;
+    server.listen_fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    assert_true(server.listen_fd >= 0);
+    assert_int_equal(bind(server.listen_fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+    assert_int_equal(listen(server.listen_fd, 4), 0);
+    assert_int_equal(pthread_create(&server.thread, NULL, combine_server_main, &server), 0);
+    struct tandem_client *client = NULL;
+    struct tandem_diag diag = {{0}};
+    assert_int_equal(tandem_client_open(dir, NULL, &client, &diag), 0);
+    static struct combine_caller callers[SHARED_THREADS];
+    for (uint32_t i = 0; i < SHARED_THREADS; i++) {
+        callers[i].client = client;
+        assert_int_equal(pthread_create(&callers[i].thread, NULL, combine_caller_main, &callers[i]),
+                         0);
+    }
+    static bool seen[SHARED_THREADS + 1];
+    memset(seen, 0, sizeof(seen));
+    for (uint32_t i = 0; i < SHARED_THREADS; i++) {
+        assert_int_equal(pthread_join(callers[i].thread, NULL), 0);
+        assert_int_equal(callers[i].rv, 0);
+        assert_true(callers[i].lsn >= 1 && callers[i].lsn <= SHARED_THREADS);
+        assert_false(seen[callers[i].lsn]);
+        seen[callers[i].lsn] = true;
+    }
+    tandem_client_close(client);
+    assert_int_equal(pthread_join(server.thread, NULL), 0);
+    close(server.listen_fd);
+    assert_int_equal(server.failed, 0);
+    assert_true(server.first_wait_count <= 2); /* Two in flight, the rest held back. */
+    assert_true(server.unanswered_max <= 2);
+    assert_true(server.requests < SHARED_THREADS);
+}
+
 /* Threads waiting on a shared client when the node closes the connection all
  * fail with -ECONNRESET, naming it; so does every later call. An answer to a
  * request nobody made breaks the stream for every caller (TANDEM_ECORRUPT). */
@@ -938,6 +1102,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tandem_client__local_socket, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tandem_client__shared_by_threads, setup, teardown),
         cmocka_unit_test(test_tandem_client__shared_failures),
+        cmocka_unit_test(test_tandem_client__shared_appends_combined),
         cmocka_unit_test_setup_teardown(test_tandem_client_open__other_ca, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tandem_client_open__failures, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tdm_uv_server_adopt__node_certificate, setup,
