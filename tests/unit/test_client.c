@@ -494,6 +494,22 @@ static void test_tandem_client__shared_by_threads(void **state)
     tandem_client_close(client);
 }
 
+/* Make the node directory tmp_dir/name with a listening DIR/tandemd.sock, as
+ * a fake tandemd would; dir receives its path. Returns the listening fd. */
+static int fake_node_listen(const char *name, char *dir)
+{
+    path_make(dir, name);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    int n = snprintf(addr.sun_path, sizeof(addr.sun_path), "%s/tandemd.sock", dir);
+    assert_true(n > 0 && (size_t)n < sizeof(addr.sun_path));
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+    assert_int_equal(listen(fd, 4), 0);
+    return fd;
+}
+
 /* A fake tandemd on a node directory's local socket: it accepts one
  * connection, reads what comes for a while, then either closes it or answers
  * a request nobody made. */
@@ -543,16 +559,8 @@ static void *fake_server_main(void *arg)
 static void fake_server_check(bool answer_unknown, int want, const char *want_message)
 {
     char dir[PATH_SIZE];
-    path_make(dir, answer_unknown ? "fake-unknown" : "fake-close");
-    assert_int_equal(mkdir(dir, 0700), 0);
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    int n = snprintf(addr.sun_path, sizeof(addr.sun_path), "%s/tandemd.sock", dir);
-    assert_true(n > 0 && (size_t)n < sizeof(addr.sun_path));
     struct fake_server server = {.answer_unknown = answer_unknown};
-    server.listen_fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    assert_true(server.listen_fd >= 0);
-    assert_int_equal(bind(server.listen_fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
-    assert_int_equal(listen(server.listen_fd, 4), 0);
+    server.listen_fd = fake_node_listen(answer_unknown ? "fake-unknown" : "fake-close", dir);
     assert_int_equal(pthread_create(&server.thread, NULL, fake_server_main, &server), 0);
     struct tandem_client *client = NULL;
     struct tandem_diag diag = {{0}};
@@ -698,18 +706,10 @@ static void test_tandem_client__shared_appends_combined(void **state)
 {
     (void)state;
     char dir[PATH_SIZE];
-    path_make(dir, "fake-combine");
-    assert_int_equal(mkdir(dir, 0700), 0);
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    int n = snprintf(addr.sun_path, sizeof(addr.sun_path), "%s/tandemd.sock", dir);
-    assert_true(n > 0 && (size_t)n < sizeof(addr.sun_path));
     static struct combine_server server;
     memset(&server, 0, sizeof(server));
     server.calls_total = SHARED_THREADS;
-    server.listen_fd = socket(AF_UNIX, SOCK_STREAM, 0);
-    assert_true(server.listen_fd >= 0);
-    assert_int_equal(bind(server.listen_fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
-    assert_int_equal(listen(server.listen_fd, 4), 0);
+    server.listen_fd = fake_node_listen("fake-combine", dir);
     assert_int_equal(pthread_create(&server.thread, NULL, combine_server_main, &server), 0);
     struct tandem_client *client = NULL;
     struct tandem_diag diag = {{0}};
