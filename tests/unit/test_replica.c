@@ -367,6 +367,25 @@ static void test_replica_backup__ship_failed_ignored(void **state)
     assert_int_equal(status.ship_failed_lsn, 0);
 }
 
+/* One encoded record of 4 bytes, as a FORWARD carries it. */
+static const uint8_t forward_records[8] = {4, 0, 0, 0, 1, 2, 3, 4};
+
+/* Node 0, primary of epoch 1 with node 1 LIVE as its backup; *frame is a
+ * FORWARD from node 1 of forward_records (request id 0, no flags). */
+static void primary_with_backup_forward(struct tdm_frame *frame)
+{
+    const uint64_t entries[][3] = {{1, 1, 0}};
+    replica_make(1, entries, 0, 0);
+    step_tick();
+    backup_join(1, &replica.history);
+    memset(frame, 0, sizeof(*frame));
+    frame->type = TDM_FRAME_FORWARD;
+    frame->epoch = 1;
+    frame->forward.record_count = 1;
+    frame->forward.size = sizeof(forward_records);
+    frame->forward.records = forward_records;
+}
+
 /* FORWARD request ids need not arrive in order (PROTOCOL.md §6): a write a
  * holding primary answered ENOTPRIMARY (not taken) is sent again to the new
  * primary after newer ones it already took. The older id is taken; only an
@@ -376,19 +395,9 @@ static void test_replica_backup__ship_failed_ignored(void **state)
 static void test_replica_primary__forward_ids_out_of_order(void **state)
 {
     (void)state;
-    const uint64_t entries[][3] = {{1, 1, 0}};
-    replica_make(1, entries, 0, 0);
-    step_tick();
-    backup_join(1, &replica.history);
-    static const uint8_t records[8] = {4, 0, 0, 0, 1, 2, 3, 4};
     static struct tdm_frame frame;
-    memset(&frame, 0, sizeof(frame));
-    frame.type = TDM_FRAME_FORWARD;
-    frame.epoch = 1;
+    primary_with_backup_forward(&frame);
     frame.forward.request_id = 20;
-    frame.forward.record_count = 1;
-    frame.forward.size = sizeof(records);
-    frame.forward.records = records;
     step_receive(&frame);
     assert_int_equal(actions.write_count, 1); /* Taken: handed to the engine. */
     assert_int_equal(actions.writes[0].kind, TDM_WRITE_LOCAL);
@@ -412,22 +421,12 @@ static void test_replica_primary__forward_ids_out_of_order(void **state)
 static void test_replica_primary__forward_held_after_bounce(void **state)
 {
     (void)state;
-    const uint64_t entries[][3] = {{1, 1, 0}};
-    replica_make(1, entries, 0, 0);
-    step_tick();
-    backup_join(1, &replica.history);
-    static const uint8_t records[8] = {4, 0, 0, 0, 1, 2, 3, 4};
     static struct tdm_frame frame;
-    memset(&frame, 0, sizeof(frame));
-    frame.type = TDM_FRAME_FORWARD;
-    frame.epoch = 1;
-    frame.forward.record_count = 1;
-    frame.forward.size = sizeof(records);
-    frame.forward.records = records;
+    primary_with_backup_forward(&frame);
     /* Fill the write table with the primary's own writes. */
     struct tdm_event submit = {.type = TDM_EVENT_SUBMIT};
     submit.submit.record_count = 1;
-    submit.submit.size = sizeof(records);
+    submit.submit.size = sizeof(forward_records);
     for (uint64_t id = 1; id <= TDM_REPLICA_WRITES_MAX; id++) {
         submit.submit.write_id = id;
         step(&submit);
