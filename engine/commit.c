@@ -13,10 +13,12 @@
  *   3. Once the fdatasync returned, the records are durable: each request
  *      gets its LSNs, blocking writers wake, asynchronous callbacks run on the
  *      commit thread.
- *   4. The batch's body goes to the index thread, which applies up to
- *      TDM_COMMIT_INDEX_BATCHES_MAX batches per LMDB transaction, at most one
- *      transaction per TDM_COMMIT_INDEX_INTERVAL_MS unless a query waits (each
- *      LMDB commit costs an fdatasync that competes with the log's).
+ *   4. The batch's body goes to the index thread, which applies the batches
+ *      queued in one LMDB transaction (a group: at most
+ *      TDM_COMMIT_INDEX_GROUP_SIZE_MAX bytes or TDM_COMMIT_INDEX_GROUP_BATCHES_MAX
+ *      batches), at most one transaction per TDM_COMMIT_INDEX_INTERVAL_MS
+ *      unless a query waits or a full group is queued (each LMDB commit costs
+ *      an fdatasync that competes with the log's).
  * On a backup (engine/node.h tdm_node_append_received, tdm_node_cut_after):
  *   5. A received batch is a request of its own in the same queue: the commit
  *      thread appends it as received (tdm_log_append_batch), completes it and
@@ -557,6 +559,15 @@ static int commit_index_apply(struct tdm_commit *commit, struct tdm_queue *items
     return rv;
 }
 
+tdm_static_assert(TDM_COMMIT_INDEX_GROUP_SIZE_MAX < TDM_COMMIT_INDEX_QUEUE_SIZE_MAX);
+
+/* Whether the index queue holds a full live group (under the mutex). */
+static bool commit_index_group_full(const struct tdm_commit *commit)
+{
+    return commit->index_queue_count >= TDM_COMMIT_INDEX_GROUP_BATCHES_MAX ||
+           commit->index_queue_size >= TDM_COMMIT_INDEX_GROUP_SIZE_MAX;
+}
+
 /* Let more batches gather for one LMDB commit (under the mutex): wait until
  * TDM_COMMIT_INDEX_INTERVAL_MS after the first arrived, unless closing, a
  * query waits, or a full group is queued. */
@@ -569,8 +580,7 @@ static void commit_index_gather(struct tdm_commit *commit)
         deadline.tv_sec++;
         deadline.tv_nsec -= 1000000000L;
     }
-    while (!commit->index_closing && !commit->index_urgent &&
-           commit->index_queue_count < TDM_COMMIT_INDEX_BATCHES_MAX) {
+    while (!commit->index_closing && !commit->index_urgent && !commit_index_group_full(commit)) {
         if (pthread_cond_timedwait(&commit->index_cond, &commit->mutex, &deadline) != 0) {
             break; /* The interval is over. */
         }
@@ -579,7 +589,8 @@ static void commit_index_gather(struct tdm_commit *commit)
 }
 
 /* Take (under the mutex) the next group from the index queue into items: up
- * to TDM_COMMIT_INDEX_BATCHES_MAX batches, or one rebuild marker alone. Sets
+ * to TDM_COMMIT_INDEX_GROUP_BATCHES_MAX batches, until their decoded size
+ * reaches TDM_COMMIT_INDEX_GROUP_SIZE_MAX, or one rebuild marker alone. Sets
  * *rebuild, *count, *size and *lsn_last (the LSN the index holds once the
  * group is applied). */
 static void commit_index_take(struct tdm_commit *commit, struct tdm_queue *items, bool *rebuild,
@@ -589,7 +600,8 @@ static void commit_index_take(struct tdm_commit *commit, struct tdm_queue *items
     *count = 0;
     *size = 0;
     *lsn_last = 0;
-    while (!tdm_queue_empty(&commit->index_queue) && *count < TDM_COMMIT_INDEX_BATCHES_MAX) {
+    while (!tdm_queue_empty(&commit->index_queue) && *count < TDM_COMMIT_INDEX_GROUP_BATCHES_MAX &&
+           *size < TDM_COMMIT_INDEX_GROUP_SIZE_MAX) {
         struct tdm_queue *e = tdm_queue_head(&commit->index_queue);
         struct commit_indexable *item = TDM_QUEUE_DATA(e, struct commit_indexable, link);
         if (item->rebuild && *count > 0) {
