@@ -346,8 +346,8 @@ struct tdm_replica_peer {
     uint64_t rtt_ms;       /* Last heartbeat round trip on the primary's clock. */
     uint64_t heard_ms;     /* Backup: last frame accepted from its primary. */
     uint64_t echo_ms;      /* Backup: send_ms of the last HEARTBEAT, for ACK. */
-    bool forward_held;     /* Primary: a FORWARD on this link was not taken, so no later one
-                            * is until one flagged TDM_FORWARD_RESTART (PROTOCOL.md §6). */
+    bool forward_held;     /* A FORWARD on this link was not taken (in any role), so no later
+                            * one is until one flagged TDM_FORWARD_RESTART (PROTOCOL.md §6). */
     uint32_t inflight_head;
     uint32_t inflight_count;
     uint64_t inflight_size;

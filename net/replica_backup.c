@@ -469,7 +469,11 @@ static void backup_on_receive(struct tdm_replica *replica, const struct tdm_even
         tdm_replica_verify_on_check(replica, node_index, frame, actions);
         break;
     case TDM_FRAME_FORWARD: {
-        /* Not the primary: the sender's idea of the primary is stale. */
+        /* Not the primary: the sender's idea of the primary is stale. Not
+         * taken, so neither is a later FORWARD on this link, even once this
+         * node is promoted, until the sender's oldest write comes again
+         * flagged TDM_FORWARD_RESTART (PROTOCOL.md §6). */
+        replica->peers[node_index].forward_held = true;
         struct tdm_send *send =
             tdm_replica_send(replica, actions, node_index, TDM_FRAME_FORWARD_RESULT);
         send->forward_result.request_id = frame->forward.request_id;
@@ -579,6 +583,7 @@ static void backup_on_peer(struct tdm_replica *replica, const struct tdm_event *
     struct tdm_replica_peer *peer = &replica->peers[node_index];
     peer->link_ms = replica->now_ms;
     peer->hello_id = 0;
+    peer->forward_held = false; /* A new link starts with the sender's oldest write. */
     if (event->type == TDM_EVENT_PEER_DOWN) {
         peer->link = TDM_LINK_DOWN;
         tdm_replica_forward_link_lost(replica, actions, node_index);
@@ -617,10 +622,12 @@ static void backup_timers(struct tdm_replica *replica, struct tdm_actions *actio
     }
     for (uint32_t i = 0; i < replica->write_count;) {
         struct tdm_replica_write *write = &replica->writes[i];
-        if (now >= write->deadline_ms || tdm_replica_forward_lost(replica, write)) {
+        if (now >= write->deadline_ms) {
             tdm_replica_result(actions, write->write_id, TANDEM_ECOPIES, 0, 0);
             tdm_replica_write_remove(replica, write);
         } else {
+            /* A write forwarded on a link that dropped failed at PEER_DOWN. */
+            tdm_assert(!tdm_replica_forward_lost(replica, write));
             i++;
         }
     }

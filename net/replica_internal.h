@@ -36,9 +36,9 @@ struct tdm_replica_write *tdm_replica_write_find(struct tdm_replica *replica, ui
 void tdm_replica_write_remove(struct tdm_replica *replica, struct tdm_replica_write *write);
 /* A write this node forwarded to a node that is no longer the primary and
  * whose link is down: no answer can come any more (a failover replaced a
- * primary that is gone). It fails now with TANDEM_ECOPIES ("not
- * acknowledged", never "not stored") instead of at its deadline. A
- * switchover's old primary stays linked and answers what it took. */
+ * primary that is gone). Never true between steps: such a write failed
+ * when the link dropped (tdm_replica_forward_link_lost); the timers assert
+ * it. A switchover's old primary stays linked and answers what it took. */
 bool tdm_replica_forward_lost(const struct tdm_replica *replica,
                               const struct tdm_replica_write *write);
 /* The link to node_index dropped: the writes this node forwarded on it can

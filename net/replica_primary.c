@@ -358,7 +358,8 @@ void tdm_replica_primary_become(struct tdm_replica *replica)
         primary_peer_reset(peer);
         peer->durable_lsn = 0;
         peer->hello_id = 0;
-        peer->forward_held = false;
+        /* forward_held stays: a FORWARD this node refused as a backup holds
+         * the link until the sender restarts from its oldest write. */
         if (i != replica->config.self_index && peer->link != TDM_LINK_DOWN) {
             peer->link = TDM_LINK_UP;
             peer->link_ms = replica->now_ms;
@@ -1063,13 +1064,9 @@ static void primary_timers(struct tdm_replica *replica, struct tdm_actions *acti
             tdm_replica_tracef(replica, "write %" PRIu64 " not acknowledged by its deadline",
                                write->write_id);
             primary_write_finish(replica, actions, write, TANDEM_ECOPIES);
-        } else if (tdm_replica_forward_lost(replica, write)) {
-            tdm_replica_tracef(replica,
-                               "write %" PRIu64 " was forwarded to #%u, a primary that is gone: "
-                               "not acknowledged",
-                               write->write_id, write->forward_index);
-            primary_write_finish(replica, actions, write, TANDEM_ECOPIES);
         } else {
+            /* A write forwarded on a link that dropped failed at PEER_DOWN. */
+            tdm_assert(!tdm_replica_forward_lost(replica, write));
             i++;
         }
     }
