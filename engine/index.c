@@ -36,11 +36,10 @@
  *
  * Happy path:
  * 1. tdm_index_open() creates DIR/index/ (writer only), opens the environment
- *    (writer: MDB_NOTLS | MDB_NOMETASYNC | MDB_WRITEMAP, with a map of twice
- *    the data, at least 64 MiB, that doubles when full (index_grow()); reader:
- *    MDB_RDONLY | MDB_NOTLS, with a 64 GiB map, which costs address space,
- *    not memory), opens every named database in one transaction, and checks
- *    the version (the writer stores 1 in a new index).
+ *    (writer: MDB_NOTLS | MDB_NOMETASYNC; reader: MDB_RDONLY | MDB_NOTLS) with
+ *    a 64 GiB map (a sparse file: it costs address space, not disk), opens
+ *    every named database in one transaction, and checks the version (the
+ *    writer stores 1 in a new index).
  * 2. tdm_index_apply() checks that the batches follow the watermark, then in
  *    one write transaction stores each batch's location, each record's
  *    entries (a customer record first deletes the username and email entries
@@ -61,18 +60,15 @@
  *   code becomes -EIO. The diag (or a trace line, for calls without one) names
  *   the database, the LMDB function and mdb_strerror(). A failed write
  *   transaction is aborted whole, so the index stays at its old watermark.
- * - The disk fills up under the writer's map: SIGBUS, which index_write()
- *   turns into -ENOSPC; the environment takes no write until it is opened
- *   again. The map itself full at 64 GiB, or unable to grow (address space,
- *   EFBIG): -ENOSPC.
  * - A value of the wrong shape is TANDEM_ECORRUPT: the index is derived
  *   state, so the cure is a rebuild from the log (tandem_reindex).
  * - A version above 1, or a database with the wrong flags: TANDEM_EFORMAT.
  * - A read-only open of an index that does not exist (no data file, or no
  *   named databases yet): -ENOENT, having created nothing.
- * - mmap refuses a reader's 64 GiB map (ulimit -v, valgrind): the open
- *   retries with half the map, down to 1 GiB; a reader whose map is smaller
- *   than a writer's data gets -EIO (MDB_MAP_RESIZED) and must reopen.
+ * - mmap refuses the 64 GiB map (ulimit -v, valgrind): the open retries with
+ *   half the map, down to 1 GiB. The index then holds less before mdb_put
+ *   fails with -ENOSPC; a reader whose map is smaller than a writer's data
+ *   gets -EIO (MDB_MAP_RESIZED) and must reopen.
  * - A crash: with MDB_NOMETASYNC the last committed transactions may be lost,
  *   never half of one; the watermark goes back with them, and recovery applies
  *   the log again from there.
@@ -96,10 +92,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <inttypes.h>
 #include <pthread.h>
-#include <setjmp.h>
-#include <signal.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -120,10 +114,7 @@
 #else
 #define INDEX_MAP_SIZE ((size_t)1 << 30)
 #endif
-#define INDEX_MAP_SIZE_MIN ((size_t)1 << 30) /* Smallest map tried if mmap refuses. */
-/* A writer's map (MDB_WRITEMAP sizes data.mdb to it) starts at twice the
- * data, at least this, and doubles when full, up to INDEX_MAP_SIZE. */
-#define INDEX_WRITER_MAP_SIZE_MIN  ((size_t)64 << 20)
+#define INDEX_MAP_SIZE_MIN         ((size_t)1 << 30) /* Smallest map tried if mmap refuses. */
 #define INDEX_PATH_SIZE            4096
 #define INDEX_FIELD_SIZE_MAX       400 /* A longer field is hashed. */
 #define INDEX_FIELD_PREFIX_SIZE    384 /* Bytes of a hashed field kept as they are. */
@@ -192,15 +183,7 @@ struct index_env_entry {
     ino_t ino;
     MDB_env *env;   /* Owned by the entry. */
     bool read_only; /* Opened with MDB_RDONLY. */
-    /* A write transaction was cut short by SIGBUS (index_write()): LMDB's
-     * in-memory state of env is unknown, so no later write touches it.
-     * Written and read by the one writer thread. */
-    bool broken;
-    unsigned refs; /* struct tdm_index handles sharing env. */
-    /* LMDB resizes a map only while no transaction of the process runs: every
-     * read transaction holds this shared, index_grow() exclusive. */
-    pthread_rwlock_t resize_lock;
-    size_t map_size; /* Writer: the map's size now. */
+    unsigned refs;  /* struct tdm_index handles sharing env. */
     struct index_env_entry *next;
 };
 
@@ -255,16 +238,11 @@ static uint16_t index_load_be16(const uint8_t *p)
     return (uint16_t)((p[0] << 8) | p[1]);
 }
 
-/* The LMDB code of this thread's last index_error(): index_write() grows the
- * map on MDB_MAP_FULL. */
-static _Thread_local int index_error_rc;
-
 /* Translate an LMDB return code (rc != 0) into a tandem code, and say why in
  * diag, or in a trace line when the caller has no diag. */
 static int index_error(int rc, const char *subject, const char *operation, struct tdm_diag *diag)
 {
     tdm_assert(rc != MDB_SUCCESS);
-    index_error_rc = rc;
     tdm_assert(operation != NULL);
     const char *what = mdb_strerror(rc);
     int rv;
@@ -395,179 +373,6 @@ static int index_directory_prepare(const char *env_dir, bool read_only, struct t
     return 0;
 }
 
-/* ------------------------------------------------------------------------
- * Write transactions, guarded against SIGBUS.
- *
- * With MDB_WRITEMAP LMDB writes its pages in a shared map of a sparse
- * data.mdb. The first write to a page that has no disk block yet allocates
- * one, and on a full file system the kernel answers that write with SIGBUS,
- * not with an error code. index_write() runs every write transaction under
- * a guard: a SIGBUS on that thread while it runs the transaction jumps back
- * out of LMDB, and the write fails with -ENOSPC. (The only file that thread
- * maps is data.mdb, so a SIGBUS there is the map's. LMDB does not tell
- * where its map is: MDB_envinfo's me_mapaddr is set only with
- * MDB_FIXEDMAP.) The transaction is left as
- * it was, not even aborted (LMDB's bookkeeping may point into the abandoned
- * stack frames): the environment is marked broken, every later write of
- * this environment fails at once, and reads go on seeing the last committed
- * transaction, which the abandoned one never touched (LMDB copies a page
- * before it writes it). LMDB's writer lock stays with the thread and passes
- * on when the thread ends (it is a robust mutex), so the environment opened
- * again works. Any other SIGBUS goes to the disposition installed before
- * ours (by default, the process ends as it would have).
- * ------------------------------------------------------------------------ */
-
-struct index_guard {
-    sigjmp_buf jump;
-};
-
-/* The guard of the write transaction this thread runs, or NULL. initial-exec:
- * read in a signal handler, which must not allocate the variable lazily. */
-static _Thread_local struct index_guard *volatile index_guard_current
-    __attribute__((tls_model("initial-exec")));
-/* The disposition before ours. Guarded by index_envs_mutex. */
-static struct sigaction index_sigbus_previous;
-
-static void index_sigbus(int signo, siginfo_t *info, void *context)
-{
-    struct index_guard *guard = index_guard_current;
-    if (guard != NULL) {
-        index_guard_current = NULL;
-        siglongjmp(guard->jump, 1);
-    }
-    if ((index_sigbus_previous.sa_flags & SA_SIGINFO) != 0 &&
-        index_sigbus_previous.sa_sigaction != NULL) {
-        index_sigbus_previous.sa_sigaction(signo, info, context);
-        return;
-    }
-    if ((index_sigbus_previous.sa_flags & SA_SIGINFO) == 0 &&
-        index_sigbus_previous.sa_handler != SIG_DFL &&
-        index_sigbus_previous.sa_handler != SIG_IGN) {
-        index_sigbus_previous.sa_handler(signo);
-        return;
-    }
-    /* The default disposition, restored: the faulting access runs again and
-     * ends the process as it would have without this handler. */
-    struct sigaction dfl;
-    memset(&dfl, 0, sizeof(dfl));
-    dfl.sa_handler = SIG_DFL;
-    sigemptyset(&dfl.sa_mask);
-    sigaction(SIGBUS, &dfl, NULL);
-}
-
-/* Install the handler unless it is installed (registry mutex held): on
- * every writer's open, since the application may have installed its own
- * since (which then handles the SIGBUS that are not ours). */
-static void index_sigbus_install(void)
-{
-    struct sigaction current;
-    if (sigaction(SIGBUS, NULL, &current) == 0 && (current.sa_flags & SA_SIGINFO) != 0 &&
-        current.sa_sigaction == index_sigbus) {
-        return;
-    }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_sigaction = index_sigbus;
-    sa.sa_flags = SA_SIGINFO;
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGBUS, &sa, &index_sigbus_previous) != 0) {
-        tdm_tracef("index: sigaction SIGBUS: %s: a full disk will end the process",
-                   strerror(errno));
-    }
-}
-
-/* Double the writer's map (MDB_MAP_FULL), up to INDEX_MAP_SIZE, while no
- * read transaction of this process runs. With MDB_WRITEMAP LMDB also sizes
- * data.mdb to the new map. If LMDB cannot map the new size (address space,
- * or a file system that cannot size the file so: EFBIG), the old size is
- * mapped again and the write fails with -ENOSPC. */
-static int index_grow(struct tdm_index *index, struct tdm_diag *diag)
-{
-    struct index_env_entry *entry = index->entry;
-    size_t old_size = entry->map_size;
-    if (old_size >= INDEX_MAP_SIZE) {
-        tdm_diag_printf(diag, "index: full: the map is at its largest, %zu MiB", old_size >> 20);
-        return -ENOSPC;
-    }
-    size_t new_size = old_size > INDEX_MAP_SIZE / 2 ? INDEX_MAP_SIZE : old_size * 2;
-    pthread_rwlock_wrlock(&entry->resize_lock);
-    int rc = mdb_env_set_mapsize(index->env, new_size);
-    if (rc != MDB_SUCCESS) {
-        int back = mdb_env_set_mapsize(index->env, old_size);
-        /* Readers would use a map that is gone: nothing sane is left. */
-        tdm_assert(back == MDB_SUCCESS);
-    } else {
-        entry->map_size = new_size;
-    }
-    pthread_rwlock_unlock(&entry->resize_lock);
-    if (rc != MDB_SUCCESS) {
-        tdm_diag_printf(diag, "index: full: the map cannot grow from %zu to %zu MiB: %s",
-                        old_size >> 20, new_size >> 20, mdb_strerror(rc));
-        return -ENOSPC;
-    }
-    tdm_tracef("index: map grown from %zu to %zu MiB", old_size >> 20, new_size >> 20);
-    return 0;
-}
-
-/* The body of a write transaction: 0 commits it, an error aborts it. */
-typedef int (*index_write_fn)(struct tdm_index *index, MDB_txn *txn, void *arg,
-                              struct tdm_diag *diag);
-
-/* Run body in one write transaction under the SIGBUS guard, and commit it
- * when body returns 0. subject names the operation in errors. */
-static int index_write(struct tdm_index *index, const char *subject, index_write_fn body, void *arg,
-                       struct tdm_diag *diag)
-{
-    struct index_env_entry *entry = index->entry;
-    if (entry->broken) {
-        tdm_diag_printf(diag,
-                        "index: %s: an earlier write found no space left on the device; "
-                        "the index takes writes again once the node is reopened",
-                        subject);
-        return -ENOSPC;
-    }
-    struct index_guard guard;
-    if (sigsetjmp(guard.jump, 1) != 0) {
-        entry->broken = true;
-        tdm_diag_printf(diag,
-                        "index: %s: no space left on the device for a new page of "
-                        "data.mdb (SIGBUS in the LMDB map); nothing of this write was "
-                        "committed",
-                        subject);
-        return -ENOSPC;
-    }
-    index_guard_current = &guard;
-    int rv;
-    for (;;) {
-        MDB_txn *txn = NULL;
-        index_error_rc = MDB_SUCCESS;
-        int rc = mdb_txn_begin(index->env, NULL, 0, &txn);
-        if (rc != MDB_SUCCESS) {
-            rv = index_error(rc, subject, "mdb_txn_begin", diag);
-        } else {
-            rv = body(index, txn, arg, diag);
-            if (rv != 0) {
-                mdb_txn_abort(txn);
-            } else {
-                rc = mdb_txn_commit(txn);
-                rv = rc == MDB_SUCCESS ? 0 : index_error(rc, subject, "mdb_txn_commit", diag);
-            }
-        }
-        if (rv == 0 || index_error_rc != MDB_MAP_FULL) {
-            break;
-        }
-        /* The transaction is gone (aborted, or failed in commit): grow the map
-         * and run the whole body again. */
-        rv = index_grow(index, diag);
-        if (rv != 0) {
-            break;
-        }
-        memset(diag, 0, sizeof(*diag));
-    }
-    index_guard_current = NULL;
-    return rv;
-}
-
 /* Create and open the environment with one map size. Returns an LMDB code
  * and the failed LMDB function in *operation; on failure nothing is left. */
 static int index_env_try(struct tdm_index *index, const char *path, size_t map_size,
@@ -588,17 +393,8 @@ static int index_env_try(struct tdm_index *index, const char *path, size_t map_s
     if (rc == MDB_SUCCESS) {
         /* The index is rebuilt from the log, so the writer skips the metapage
          * fsync: LMDB stays consistent after a crash and loses at most the
-         * last transactions, which recovery applies again. The writer writes
-         * its pages in the map (MDB_WRITEMAP): no copy of each touched page
-         * and no pwrite() per page at commit, and LMDB appends to its list of
-         * dirty pages instead of inserting in order (which grew with the
-         * transaction): half the index's CPU per record on an index of 2
-         * million records (docs/BENCHMARKS.md, replication). LMDB then sizes
-         * data.mdb to the map (a sparse file), and a full disk shows as
-         * SIGBUS while a page is first written: index_write() turns that into
-         * -ENOSPC. */
-        unsigned int flags =
-            index->read_only ? MDB_RDONLY | MDB_NOTLS : MDB_NOTLS | MDB_NOMETASYNC | MDB_WRITEMAP;
+         * last transactions, which recovery applies again. */
+        unsigned int flags = index->read_only ? MDB_RDONLY | MDB_NOTLS : MDB_NOTLS | MDB_NOMETASYNC;
         *operation = "mdb_env_open";
         rc = mdb_env_open(index->env, path, flags, 0600);
     }
@@ -611,8 +407,7 @@ static int index_env_try(struct tdm_index *index, const char *path, size_t map_s
 
 /* Open the environment with the largest map size the address space allows:
  * INDEX_MAP_SIZE, halved while mmap refuses it (ENOMEM under a ulimit -v,
- * EINVAL under valgrind) or the file system cannot size data.mdb to it
- * (EFBIG), down to INDEX_MAP_SIZE_MIN. */
+ * EINVAL under valgrind), down to INDEX_MAP_SIZE_MIN. */
 static int index_env_open(struct tdm_index *index, const char *env_dir, struct tdm_diag *diag)
 {
     char path[INDEX_PATH_SIZE];
@@ -622,22 +417,8 @@ static int index_env_open(struct tdm_index *index, const char *env_dir, struct t
     }
     const char *operation = NULL;
     size_t map_size = INDEX_MAP_SIZE;
-    if (!index->read_only) {
-        /* A writer's map, and with it data.mdb's size, follows the data
-         * (index_grow()): copies of a node directory by tools that write
-         * holes out stay near the index's real size. */
-        char data_path[INDEX_PATH_SIZE];
-        struct stat st;
-        map_size = INDEX_WRITER_MAP_SIZE_MIN;
-        if (index_path(data_path, env_dir, "data.mdb", NULL) == 0 && stat(data_path, &st) == 0) {
-            while (map_size < INDEX_MAP_SIZE && map_size / 2 < (size_t)st.st_blocks * 512) {
-                map_size *= 2;
-            }
-        }
-    }
     int rc = index_env_try(index, path, map_size, &operation);
-    while ((rc == ENOMEM || rc == EINVAL || rc == EFBIG) && map_size > INDEX_MAP_SIZE_MIN &&
-           index->read_only) {
+    while ((rc == ENOMEM || rc == EINVAL) && map_size > INDEX_MAP_SIZE_MIN) {
         map_size /= 2;
         tdm_tracef("index: %s: %s; retrying with a map of %zu MiB", operation, mdb_strerror(rc),
                    map_size >> 20);
@@ -734,10 +515,13 @@ static int index_version_check(struct tdm_index *index, MDB_txn *txn, struct tdm
 
 /* Open every named database (and check the version) in one transaction:
  * the handles become usable by every later transaction once it commits. */
-static int index_dbs_open_body(struct tdm_index *index, MDB_txn *txn, void *arg,
-                               struct tdm_diag *diag)
+static int index_dbs_open(struct tdm_index *index, struct tdm_diag *diag)
 {
-    (void)arg;
+    MDB_txn *txn = NULL;
+    int rc = mdb_txn_begin(index->env, NULL, index->read_only ? MDB_RDONLY : 0, &txn);
+    if (rc != MDB_SUCCESS) {
+        return index_error(rc, "open", "mdb_txn_begin", diag);
+    }
     int rv = 0;
     for (int db = INDEX_DB_META; db < INDEX_DB__COUNT && rv == 0; db++) {
         rv = index_db_open(index, txn, (enum index_db)db, diag);
@@ -745,20 +529,6 @@ static int index_dbs_open_body(struct tdm_index *index, MDB_txn *txn, void *arg,
     if (rv == 0) {
         rv = index_version_check(index, txn, diag);
     }
-    return rv;
-}
-
-static int index_dbs_open(struct tdm_index *index, struct tdm_diag *diag)
-{
-    if (!index->read_only) {
-        return index_write(index, "open", index_dbs_open_body, NULL, diag);
-    }
-    MDB_txn *txn = NULL;
-    int rc = mdb_txn_begin(index->env, NULL, MDB_RDONLY, &txn);
-    if (rc != MDB_SUCCESS) {
-        return index_error(rc, "open", "mdb_txn_begin", diag);
-    }
-    int rv = index_dbs_open_body(index, txn, NULL, diag);
     if (rv != 0) {
         mdb_txn_abort(txn);
         return rv;
@@ -811,22 +581,8 @@ static int index_env_acquire(struct tdm_index *index, const char *env_dir, struc
         tdm_free(e);
         return rv;
     }
-    MDB_envinfo info;
-    int rc = mdb_env_info(index->env, &info);
-    tdm_assert(rc == MDB_SUCCESS); /* It only copies fields of an open environment. */
-    *e = (struct index_env_entry){.dev = st.st_dev,
-                                  .ino = st.st_ino,
-                                  .env = index->env,
-                                  .read_only = index->read_only,
-                                  .refs = 1,
-                                  .map_size = info.me_mapsize,
-                                  .next = index_envs};
-    pthread_rwlockattr_t attr;
-    pthread_rwlockattr_init(&attr);
-    /* A resize waiting for readers to finish keeps new ones out. */
-    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    pthread_rwlock_init(&e->resize_lock, &attr);
-    pthread_rwlockattr_destroy(&attr);
+    *e =
+        (struct index_env_entry){st.st_dev, st.st_ino, index->env, index->read_only, 1, index_envs};
     index_envs = e;
     index->entry = e;
     return 0;
@@ -848,7 +604,6 @@ static void index_env_release(struct tdm_index *index)
     }
     *p = e->next;
     mdb_env_close(e->env);
-    pthread_rwlock_destroy(&e->resize_lock);
     tdm_free(e);
 }
 
@@ -881,9 +636,6 @@ int tdm_index_open_at(const char *node_dir, const char *name, bool read_only,
     }
     index->read_only = read_only;
     pthread_mutex_lock(&index_envs_mutex);
-    if (!read_only) {
-        index_sigbus_install();
-    }
     rv = index_env_acquire(index, env_dir, diag);
     if (rv != 0) {
         pthread_mutex_unlock(&index_envs_mutex);
@@ -936,25 +688,15 @@ int tdm_index_sync(struct tdm_index *index)
  * Small lookups shared by readers and the writer.
  * ------------------------------------------------------------------------ */
 
-/* Begin a read transaction, ended by index_read_end(): the map is not
- * resized meanwhile (index_grow()). */
 static int index_read_begin(struct tdm_index *index, MDB_txn **txn, struct tdm_diag *diag)
 {
     tdm_assert(index != NULL);
     tdm_assert(index->env != NULL);
-    pthread_rwlock_rdlock(&index->entry->resize_lock);
     int rc = mdb_txn_begin(index->env, NULL, MDB_RDONLY, txn);
     if (rc != MDB_SUCCESS) {
-        pthread_rwlock_unlock(&index->entry->resize_lock);
         return index_error(rc, "read", "mdb_txn_begin", diag);
     }
     return 0;
-}
-
-static void index_read_end(struct tdm_index *index, MDB_txn *txn)
-{
-    mdb_txn_abort(txn);
-    pthread_rwlock_unlock(&index->entry->resize_lock);
 }
 
 static int index_watermark_get(struct tdm_index *index, MDB_txn *txn, uint64_t *lsn,
@@ -989,7 +731,7 @@ static int index_watermark_read(struct tdm_index *index, uint64_t *lsn,
         return rv;
     }
     rv = index_watermark_get(index, txn, lsn, chain, diag);
-    index_read_end(index, txn);
+    mdb_txn_abort(txn);
     return rv;
 }
 
@@ -1066,7 +808,7 @@ int tdm_index_customer(struct tdm_index *index, uint32_t customer_id, uint64_t *
     }
     struct index_customer_value value = {0};
     rv = index_customer_get(index, txn, customer_id, &value, NULL);
-    index_read_end(index, txn);
+    mdb_txn_abort(txn);
     if (rv != 0) {
         return rv;
     }
@@ -1127,13 +869,13 @@ int tdm_index_locate(struct tdm_index *index, uint64_t lsn, struct tdm_index_loc
     MDB_cursor *cursor = NULL;
     int rc = mdb_cursor_open(txn, index->dbis[INDEX_DB_BATCH], &cursor);
     if (rc != MDB_SUCCESS) {
-        index_read_end(index, txn);
+        mdb_txn_abort(txn);
         return index_error(rc, "batch", "mdb_cursor_open", NULL);
     }
     struct tdm_index_location found = {0};
     rv = index_locate_cursor(cursor, lsn, &found);
     mdb_cursor_close(cursor);
-    index_read_end(index, txn);
+    mdb_txn_abort(txn);
     if (rv != 0) {
         return rv;
     }
@@ -1310,32 +1052,6 @@ static int index_watermark_put(struct tdm_index *index, MDB_txn *txn, uint64_t l
                      sizeof(index_key_watermark) - 1, value, sizeof(value), diag);
 }
 
-struct index_apply_args {
-    const struct tdm_index_batch *batches;
-    size_t count;
-    uint64_t watermark; /* Read before the transaction began. */
-    uint64_t lsn_last;
-};
-
-static int index_apply_body(struct tdm_index *index, MDB_txn *txn, void *arg, struct tdm_diag *diag)
-{
-    const struct index_apply_args *args = arg;
-    uint64_t watermark_in_txn = 0;
-    struct tdm_chain_hash chain;
-    int rv = index_watermark_get(index, txn, &watermark_in_txn, &chain, diag);
-    if (rv == 0) {
-        tdm_assert(watermark_in_txn == args->watermark);
-    }
-    for (size_t i = 0; i < args->count && rv == 0; i++) {
-        rv = index_apply_batch(index, txn, &args->batches[i], diag);
-    }
-    if (rv == 0) {
-        rv = index_watermark_put(index, txn, args->lsn_last,
-                                 &args->batches[args->count - 1].chain_hash, diag);
-    }
-    return rv;
-}
-
 int tdm_index_apply(struct tdm_index *index, const struct tdm_index_batch *batches, size_t count,
                     struct tdm_diag *diag)
 {
@@ -1357,25 +1073,33 @@ int tdm_index_apply(struct tdm_index *index, const struct tdm_index_batch *batch
     if (rv != 0) {
         return rv;
     }
-    struct index_apply_args args = {batches, count, watermark,
-                                    index_batches_check(batches, count, watermark)};
-    return index_write(index, "apply", index_apply_body, &args, diag);
-}
+    uint64_t lsn_last = index_batches_check(batches, count, watermark);
 
-static int index_clear_body(struct tdm_index *index, MDB_txn *txn, void *arg, struct tdm_diag *diag)
-{
-    (void)arg;
-    int rv = 0;
-    for (int db = INDEX_DB_META; db < INDEX_DB__COUNT && rv == 0; db++) {
-        int rc = mdb_drop(txn, index->dbis[db], 0);
-        if (rc != MDB_SUCCESS) {
-            rv = index_error(rc, index_db_specs[db].name, "mdb_drop", diag);
-        }
+    MDB_txn *txn = NULL;
+    int rc = mdb_txn_begin(index->env, NULL, 0, &txn);
+    if (rc != MDB_SUCCESS) {
+        return index_error(rc, "apply", "mdb_txn_begin", diag);
+    }
+    uint64_t watermark_in_txn = 0;
+    rv = index_watermark_get(index, txn, &watermark_in_txn, &chain, diag);
+    if (rv == 0) {
+        tdm_assert(watermark_in_txn == watermark);
+    }
+    for (size_t i = 0; i < count && rv == 0; i++) {
+        rv = index_apply_batch(index, txn, &batches[i], diag);
     }
     if (rv == 0) {
-        rv = index_version_write(index, txn, diag);
+        rv = index_watermark_put(index, txn, lsn_last, &batches[count - 1].chain_hash, diag);
     }
-    return rv;
+    if (rv != 0) {
+        mdb_txn_abort(txn);
+        return rv;
+    }
+    rc = mdb_txn_commit(txn);
+    if (rc != MDB_SUCCESS) {
+        return index_error(rc, "apply", "mdb_txn_commit", diag);
+    }
+    return 0;
 }
 
 int tdm_index_clear(struct tdm_index *index, struct tdm_diag *diag)
@@ -1386,7 +1110,30 @@ int tdm_index_clear(struct tdm_index *index, struct tdm_diag *diag)
         tdm_diag_printf(diag, "index: clear: opened read-only");
         return TANDEM_EREADONLY;
     }
-    return index_write(index, "clear", index_clear_body, NULL, diag);
+    MDB_txn *txn = NULL;
+    int rc = mdb_txn_begin(index->env, NULL, 0, &txn);
+    if (rc != MDB_SUCCESS) {
+        return index_error(rc, "clear", "mdb_txn_begin", diag);
+    }
+    int rv = 0;
+    for (int db = INDEX_DB_META; db < INDEX_DB__COUNT && rv == 0; db++) {
+        rc = mdb_drop(txn, index->dbis[db], 0);
+        if (rc != MDB_SUCCESS) {
+            rv = index_error(rc, index_db_specs[db].name, "mdb_drop", diag);
+        }
+    }
+    if (rv == 0) {
+        rv = index_version_write(index, txn, diag);
+    }
+    if (rv != 0) {
+        mdb_txn_abort(txn);
+        return rv;
+    }
+    rc = mdb_txn_commit(txn);
+    if (rc != MDB_SUCCESS) {
+        return index_error(rc, "clear", "mdb_txn_commit", diag);
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------------------
@@ -1609,13 +1356,13 @@ int tdm_index_scan_next(struct tdm_index *index, struct tdm_index_scan *scan, ui
     MDB_cursor *cursor = NULL;
     int rc = mdb_cursor_open(txn, index->dbis[plan.db], &cursor);
     if (rc != MDB_SUCCESS) {
-        index_read_end(index, txn);
+        mdb_txn_abort(txn);
         return index_error(rc, index_db_specs[plan.db].name, "mdb_cursor_open", NULL);
     }
     struct tdm_index_scan saved = *scan;
     rv = index_scan_collect(index, txn, cursor, scan, &plan, lsns, lsn_max, lsn_count);
     mdb_cursor_close(cursor);
-    index_read_end(index, txn);
+    mdb_txn_abort(txn);
     if (rv != 0) {
         *scan = saved; /* The position moves only on success. */
     }
@@ -1697,13 +1444,13 @@ static int index_compare(struct tdm_index *index, struct tdm_index *reference, c
         rv = index_watermark_get(index, ta, &found, &chain, diag);
         *at = rv == 0 && found == *lsn;
         if (rv != 0 || !*at) {
-            index_read_end(index, ta);
+            mdb_txn_abort(ta);
             return rv;
         }
     }
     rv = index_read_begin(reference, &tb, diag);
     if (rv != 0) {
-        index_read_end(index, ta);
+        mdb_txn_abort(ta);
         return rv;
     }
     bool same = true;
@@ -1717,8 +1464,8 @@ static int index_compare(struct tdm_index *index, struct tdm_index *reference, c
                      index_db_specs[db].name, entry_index);
         }
     }
-    index_read_end(index, ta);
-    index_read_end(reference, tb);
+    mdb_txn_abort(ta);
+    mdb_txn_abort(tb);
     if (rv == 0) {
         *equal = same;
     }
