@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -137,6 +138,9 @@ static int teardown(void **state)
 {
     struct fixture *f = *state;
     close_handles(f); /* Still open only when the test failed. */
+    char mnt[TEST_PATH_SIZE + 8];
+    (void)snprintf(mnt, sizeof(mnt), "%s/mnt", f->dir);
+    (void)umount2(mnt, MNT_DETACH); /* test_index_apply__full_disk's, if it failed. */
     tdm_test_tmpdir_remove(f->dir);
     test_free(f);
     return 0;
@@ -1608,6 +1612,79 @@ static void test_index_sync__writer(void **state)
     close_handles(f); /* cmocka counts blocks still held at the end of a test. */
 }
 
+/* ------------------------------------------------------------------------
+ * A full disk under the writer.
+ * ------------------------------------------------------------------------ */
+
+#define FULL_RECORDS    3000
+#define FULL_ID_SIZE    400
+#define FULL_FS_OPTIONS "size=4m"
+
+static char full_ids[FULL_RECORDS][FULL_ID_SIZE + 1];
+static struct tandem_record full_records[FULL_RECORDS];
+
+/* Fill the file system of path: write a file until the disk is full. */
+static void fill_fs(const char *path)
+{
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    static char chunk[4096];
+    memset(chunk, 'f', sizeof(chunk));
+    while (fwrite(chunk, 1, sizeof(chunk), fp) == sizeof(chunk) && fflush(fp) == 0) {
+    }
+    (void)fclose(fp); /* Fails as well: the disk is full. */
+}
+
+/* With the node directory on a full file system (a 4 MiB tmpfs), a write
+ * that needs new pages fails with -ENOSPC and a message that names the
+ * cause; reads still see every committed record, and once there is room
+ * again the same handle takes the same write. Needs root (mount); skipped
+ * otherwise. */
+static void test_index_apply__full_disk(void **state)
+{
+    struct fixture *f = *state;
+    char mnt[TEST_PATH_SIZE];
+    assert_true(snprintf(mnt, sizeof(mnt), "%s/mnt", f->dir) < (int)sizeof(mnt));
+    assert_int_equal(mkdir(mnt, 0700), 0);
+    if (geteuid() != 0 || mount("tmpfs", mnt, "tmpfs", 0, FULL_FS_OPTIONS) != 0) {
+        skip(); /* Needs root and tmpfs. */
+    }
+    for (size_t i = 0; i < FULL_RECORDS; i++) {
+        int n = snprintf(full_ids[i], sizeof(full_ids[i]), "<%06zu@", i);
+        memset(full_ids[i] + n, 'a' + (char)(i % 26), FULL_ID_SIZE - (size_t)n);
+        full_ids[i][FULL_ID_SIZE] = '\0';
+        full_records[i] =
+            message(1 + (uint32_t)(i % 7), (int64_t)i, text(full_ids[i]), "r@x", "s@x");
+    }
+    struct tdm_index *index = NULL;
+    struct tdm_diag diag = {{0}};
+    assert_int_equal(tdm_index_open(mnt, false, &index, &diag), 0);
+    struct tandem_record first = message(1, 1, text("<first@x>"), "r@x", "s@x");
+    apply_records(index, 1, &first, 1);
+    char filler[TEST_PATH_SIZE];
+    assert_true(snprintf(filler, sizeof(filler), "%s/filler", mnt) < (int)sizeof(filler));
+    fill_fs(filler);
+
+    struct tdm_index_batch b = batch_of(2, full_records, FULL_RECORDS);
+    assert_int_equal(tdm_index_apply(index, &b, 1, &diag), -ENOSPC);
+    assert_non_null(strstr(diag.message, "No space left on device"));
+    uint64_t lsn = 0;
+    assert_int_equal(tdm_index_watermark(index, &lsn, NULL), 0);
+    assert_int_equal(lsn, 1);
+    uint64_t want[] = {1};
+    check_lsns(index, TDM_INDEX_SCAN_MESSAGE_ID, 0, text("<first@x>"), 0, 0, want, 1);
+
+    assert_int_equal(unlink(filler), 0);
+    apply_records(index, 2, full_records, FULL_RECORDS);
+    assert_int_equal(tdm_index_watermark(index, &lsn, NULL), 0);
+    assert_int_equal(lsn, 1 + FULL_RECORDS);
+    uint64_t want_last[] = {1 + FULL_RECORDS};
+    check_lsns(index, TDM_INDEX_SCAN_MESSAGE_ID, 0, text(full_ids[FULL_RECORDS - 1]), 0, 0,
+               want_last, 1);
+    tdm_index_close(index);
+    assert_int_equal(umount(mnt), 0);
+}
+
 #define TEST(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 
 int main(int argc, char **argv)
@@ -1658,6 +1735,7 @@ int main(int argc, char **argv)
         TEST(test_index_apply__message_id_key_format),
         TEST(test_index_apply__not_after_watermark),
         TEST(test_index_apply__batches_out_of_order),
+        TEST(test_index_apply__full_disk),
         TEST(test_index_clear__empties_everything),
         TEST(test_index_sync__writer),
     };
