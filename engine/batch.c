@@ -30,6 +30,7 @@
 #include "batch.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 #include <xxhash.h>
 
@@ -219,6 +220,41 @@ int tdm_batch_body_check(const struct tdm_batch_header *header, const uint8_t *b
     return 0;
 }
 
+/* One decompression context per thread, kept for the thread's life:
+ * ZSTD_decompress() allocates and initialises a fresh one (about 160 KiB)
+ * on every call, which cost more than decompressing a small batch. */
+static pthread_key_t batch_dctx_key;
+static pthread_once_t batch_dctx_once = PTHREAD_ONCE_INIT;
+static int batch_dctx_key_rv;
+
+static void batch_dctx_free(void *dctx)
+{
+    ZSTD_freeDCtx(dctx);
+}
+
+static void batch_dctx_key_create(void)
+{
+    batch_dctx_key_rv = pthread_key_create(&batch_dctx_key, batch_dctx_free);
+}
+
+/* This thread's context, or NULL (out of memory, or no key). */
+static ZSTD_DCtx *batch_dctx(void)
+{
+    pthread_once(&batch_dctx_once, batch_dctx_key_create);
+    if (batch_dctx_key_rv != 0) {
+        return NULL;
+    }
+    ZSTD_DCtx *dctx = pthread_getspecific(batch_dctx_key);
+    if (dctx == NULL) {
+        dctx = ZSTD_createDCtx();
+        if (dctx != NULL && pthread_setspecific(batch_dctx_key, dctx) != 0) {
+            ZSTD_freeDCtx(dctx);
+            dctx = NULL;
+        }
+    }
+    return dctx;
+}
+
 int tdm_batch_body_decode(const struct tdm_batch_header *header, const uint8_t *body, uint8_t *raw,
                           size_t raw_size, struct tdm_diag *diag)
 {
@@ -227,7 +263,9 @@ int tdm_batch_body_decode(const struct tdm_batch_header *header, const uint8_t *
     if (rv != 0) {
         return rv;
     }
-    size_t n = ZSTD_decompress(raw, raw_size, body, header->body_size);
+    ZSTD_DCtx *dctx = batch_dctx();
+    size_t n = dctx != NULL ? ZSTD_decompressDCtx(dctx, raw, raw_size, body, header->body_size)
+                            : ZSTD_decompress(raw, raw_size, body, header->body_size);
     if (ZSTD_isError(n) || n != header->raw_size) {
         return TDM_CORRUPT(diag, "batch %llu: body does not decompress to %u bytes",
                            (unsigned long long)header->lsn_first, header->raw_size);
