@@ -13,8 +13,12 @@
  * Happy path of tdm_replica_fork_point():
  * 1. Take the backup's entries whose epoch is at most the epoch of its last
  *    batch (a history persisted ahead of a cut must not vouch for old data).
- * 2. From the newest down, find the first entry whose epoch and primary also
- *    appear in the primary's history.
+ * 2. From the newest down, find the first entry whose epoch, primary and
+ *    first LSN also appear in the primary's history. (An abandoned
+ *    switchover leaves its offering node an entry for an epoch the target
+ *    never opened there; another node may open that epoch later at another
+ *    LSN. Two entries that differ in their first LSN are two different
+ *    epochs, and neither vouches for the other's data: simulator seed 5390.)
  * 3. The fork point is the smaller of the two ends of that epoch: in the
  *    backup's log, and in the primary's.
  *
@@ -136,7 +140,8 @@ uint64_t tdm_replica_fork_point(const struct tdm_epoch_history *primary, uint64_
             continue; /* Persisted ahead of the data: vouches for nothing held. */
         }
         int j = tdm_replica_history_find(primary, entry->epoch);
-        if (j >= 0 && primary->entries[j].primary_index == entry->primary_index) {
+        if (j >= 0 && primary->entries[j].primary_index == entry->primary_index &&
+            primary->entries[j].lsn_first == entry->lsn_first) {
             uint64_t primary_end =
                 tdm_replica_history_epoch_end(primary, (uint32_t)j, primary_last_lsn);
             uint64_t fork = fork_min(end, primary_end);

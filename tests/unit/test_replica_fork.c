@@ -86,6 +86,27 @@ static void test_replica_fork_point__unknown_epoch(void **state)
     assert_int_equal(tdm_replica_fork_point(&primary, 80, &backup, 70, 4), 50);
 }
 
+/* Simulator seed 5390: node 2 offered epoch 140 to node 0 at LSN 1078 in a
+ * switchover it then abandoned (its history keeps (140, 1078, 0)); node 0
+ * later opened epoch 140 at 1081 for node 3's switchover, and the backup
+ * holds that one's data. Same epoch and primary, another first LSN: another
+ * epoch, so the walk goes down to epoch 134, which both hold, and cuts at
+ * its end (1067), not at the end of the primary's empty epoch 140 (1077,
+ * inside a batch of the backup's epoch 139). */
+static void test_replica_fork_point__same_epoch_other_first_lsn(void **state)
+{
+    (void)state;
+    struct tdm_epoch_history primary;
+    struct tdm_epoch_history backup;
+    history_make(
+        &primary, 4,
+        (const uint64_t[][3]){{134, 1061, 2}, {138, 1068, 2}, {140, 1078, 0}, {142, 1078, 2}});
+    history_make(
+        &backup, 4,
+        (const uint64_t[][3]){{134, 1061, 2}, {139, 1068, 3}, {140, 1081, 0}, {141, 1090, 1}});
+    assert_int_equal(tdm_replica_fork_point(&primary, 1077, &backup, 1089, 141), 1067);
+}
+
 /* No shared epoch at all: the whole log is suspect. */
 static void test_replica_fork_point__nothing_shared(void **state)
 {
@@ -171,6 +192,7 @@ int main(void)
         cmocka_unit_test(test_replica_fork_point__nothing_shared),
         cmocka_unit_test(test_replica_fork_point__empty_epochs),
         cmocka_unit_test(test_replica_fork_point__bounded_by_both_logs),
+        cmocka_unit_test(test_replica_fork_point__same_epoch_other_first_lsn),
         cmocka_unit_test(test_replica_history_valid__rejects_malformed),
         cmocka_unit_test(test_replica_history_equal__and_find),
     };
