@@ -41,9 +41,11 @@
  *    every named database in one transaction, and checks the version (the
  *    writer stores 1 in a new index).
  * 2. tdm_index_apply() checks that the batches follow the watermark, then in
- *    one write transaction stores each batch's location, each record's
- *    entries (a customer record first deletes the username and email entries
- *    of the record it replaces), and the new watermark.
+ *    one write transaction stores each batch's location and each customer
+ *    record's entries in LSN order (a customer record first deletes the
+ *    username and email entries of the record it replaces), the message
+ *    records' entries sorted by database and key (struct index_entries), and
+ *    the new watermark.
  * 3. Every query (watermark, locate, customer, scan) runs in its own read
  *    transaction, begun and ended inside the call (STYLE B1.5).
  * 4. tdm_index_scan_next() positions after the last entry it returned (kept
@@ -95,6 +97,7 @@
 #include <pthread.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -891,7 +894,144 @@ int tdm_index_locate(struct tdm_index *index, uint64_t lsn, struct tdm_index_loc
  * Applying batches.
  * ------------------------------------------------------------------------ */
 
-static int index_apply_message(struct tdm_index *index, MDB_txn *txn, uint64_t lsn,
+/* The entries of a group's message records, collected first and stored in
+ * key order. Stored one by one in LSN order, every entry of message_id,
+ * recipient and sender lands on another page of a large index: LMDB then
+ * descends from the root for each one and looks every page on the way up in
+ * its dirty list. In key order, one cursor per database mostly stays on the
+ * leaf it is on (mdb_cursor_set checks the current page first), and the
+ * pages are touched once each in order. The entries and their order do not
+ * change what the index holds: these databases hold sets of key/value pairs,
+ * and no pair of a message record depends on another. */
+struct index_entry {
+    const uint8_t *key; /* In the arena, followed by the value; set once the arena is full. */
+    size_t offset;      /* Of the key in the arena. */
+    uint16_t key_size;
+    uint8_t value_size;
+    uint8_t db; /* enum index_db. */
+};
+
+struct index_entries {
+    struct index_entry *entries;
+    size_t count;
+    size_t capacity;
+    uint8_t *arena;
+    size_t used;
+    size_t size;
+};
+
+static void index_entries_free(struct index_entries *e)
+{
+    tdm_free(e->entries);
+    tdm_free(e->arena);
+    memset(e, 0, sizeof(*e));
+}
+
+static int index_entries_add(struct index_entries *e, enum index_db db, const void *key,
+                             size_t key_size, const void *value, size_t value_size,
+                             struct tdm_diag *diag)
+{
+    tdm_assert(key_size > 0);
+    tdm_assert(key_size <= INDEX_LMDB_KEY_SIZE_MAX);
+    tdm_assert(value_size <= UINT8_MAX);
+    if (e->count == e->capacity) {
+        size_t capacity = e->capacity > 0 ? e->capacity * 2 : 1024;
+        struct index_entry *entries = tdm_realloc(e->entries, capacity * sizeof(*entries));
+        if (entries == NULL) {
+            tdm_diag_printf(diag, "index: apply: out of memory for %zu entries", capacity);
+            return -ENOMEM;
+        }
+        e->entries = entries;
+        e->capacity = capacity;
+    }
+    size_t need = key_size + value_size;
+    if (e->size - e->used < need) {
+        size_t size = e->size > 0 ? e->size : 64 * 1024;
+        while (size - e->used < need) {
+            size *= 2;
+        }
+        uint8_t *arena = tdm_realloc(e->arena, size);
+        if (arena == NULL) {
+            tdm_diag_printf(diag, "index: apply: out of memory for %zu bytes of entries", size);
+            return -ENOMEM;
+        }
+        e->arena = arena;
+        e->size = size;
+    }
+    memcpy(e->arena + e->used, key, key_size);
+    if (value_size > 0) {
+        memcpy(e->arena + e->used + key_size, value, value_size);
+    }
+    e->entries[e->count++] = (struct index_entry){
+        .offset = e->used,
+        .key_size = (uint16_t)key_size,
+        .value_size = (uint8_t)value_size,
+        .db = (uint8_t)db,
+    };
+    e->used += need;
+    return 0;
+}
+
+/* LMDB's default order (memcmp, then the shorter first), on the key and
+ * then the value, within one database. */
+static int index_bytes_compare(const uint8_t *a, size_t a_size, const uint8_t *b, size_t b_size)
+{
+    int c = memcmp(a, b, a_size < b_size ? a_size : b_size);
+    if (c != 0) {
+        return c;
+    }
+    return a_size < b_size ? -1 : a_size > b_size ? 1 : 0;
+}
+
+static int index_entry_compare(const void *pa, const void *pb)
+{
+    const struct index_entry *a = pa;
+    const struct index_entry *b = pb;
+    if (a->db != b->db) {
+        return a->db < b->db ? -1 : 1;
+    }
+    int c = index_bytes_compare(a->key, a->key_size, b->key, b->key_size);
+    if (c != 0) {
+        return c;
+    }
+    return index_bytes_compare(a->key + a->key_size, a->value_size, b->key + b->key_size,
+                               b->value_size);
+}
+
+/* Store the collected entries, in order, with one cursor per database. */
+static int index_entries_store(struct tdm_index *index, MDB_txn *txn, struct index_entries *e,
+                               struct tdm_diag *diag)
+{
+    for (size_t i = 0; i < e->count; i++) {
+        e->entries[i].key = e->arena + e->entries[i].offset;
+    }
+    if (e->count > 1) {
+        qsort(e->entries, e->count, sizeof(*e->entries), index_entry_compare);
+    }
+    size_t i = 0;
+    while (i < e->count) {
+        enum index_db db = (enum index_db)e->entries[i].db;
+        MDB_cursor *cursor = NULL;
+        int rc = mdb_cursor_open(txn, index->dbis[db], &cursor);
+        if (rc != MDB_SUCCESS) {
+            return index_error(rc, index_db_specs[db].name, "mdb_cursor_open", diag);
+        }
+        for (; i < e->count && e->entries[i].db == db; i++) {
+            const struct index_entry *entry = &e->entries[i];
+            MDB_val k = index_val(entry->key, entry->key_size);
+            MDB_val v = index_val(entry->key + entry->key_size, entry->value_size);
+            rc = mdb_cursor_put(cursor, &k, &v, 0);
+            if (rc != MDB_SUCCESS) {
+                mdb_cursor_close(cursor);
+                return index_error(rc, index_db_specs[db].name, "mdb_cursor_put", diag);
+            }
+        }
+        mdb_cursor_close(cursor);
+    }
+    return 0;
+}
+
+static int index_apply_message(struct index_entries *entries, uint64_t lsn,
                                const struct tandem_message *message, struct tdm_diag *diag)
 {
     uint8_t key[INDEX_ADDRESS_KEY_SIZE_MAX];
@@ -901,7 +1041,8 @@ static int index_apply_message(struct tdm_index *index, MDB_txn *txn, uint64_t l
     if (message->message_id.size > 0) {
         size_t key_size = index_field_key(key, message->message_id.data, message->message_id.size);
         tdm_store_be64(value, lsn);
-        rv = index_put(index, txn, INDEX_DB_MESSAGE_ID, key, key_size, value, INDEX_LSN_SIZE, diag);
+        rv = index_entries_add(entries, INDEX_DB_MESSAGE_ID, key, key_size, value, INDEX_LSN_SIZE,
+                               diag);
         if (rv != 0) {
             return rv;
         }
@@ -909,7 +1050,8 @@ static int index_apply_message(struct tdm_index *index, MDB_txn *txn, uint64_t l
     tdm_store_be32(key, message->customer_id);
     tdm_store_be64(key + 4, time);
     tdm_store_be64(key + 12, lsn);
-    rv = index_put(index, txn, INDEX_DB_CUSTOMER_TIME, key, INDEX_TIME_KEY_SIZE, value, 0, diag);
+    rv = index_entries_add(entries, INDEX_DB_CUSTOMER_TIME, key, INDEX_TIME_KEY_SIZE, value, 0,
+                           diag);
     if (rv != 0) {
         return rv;
     }
@@ -917,13 +1059,13 @@ static int index_apply_message(struct tdm_index *index, MDB_txn *txn, uint64_t l
     tdm_store_be64(value + 8, lsn);
     size_t key_size = index_address_key(key, message->customer_id, message->recipient.data,
                                         message->recipient.size);
-    rv = index_put(index, txn, INDEX_DB_RECIPIENT, key, key_size, value, sizeof(value), diag);
+    rv = index_entries_add(entries, INDEX_DB_RECIPIENT, key, key_size, value, sizeof(value), diag);
     if (rv != 0) {
         return rv;
     }
     key_size =
         index_address_key(key, message->customer_id, message->sender.data, message->sender.size);
-    return index_put(index, txn, INDEX_DB_SENDER, key, key_size, value, sizeof(value), diag);
+    return index_entries_add(entries, INDEX_DB_SENDER, key, key_size, value, sizeof(value), diag);
 }
 
 /* Delete the username and email entries of customer_id's current record. */
@@ -987,11 +1129,12 @@ static int index_apply_customer(struct tdm_index *index, MDB_txn *txn, uint64_t 
     return rv;
 }
 
-static int index_apply_record(struct tdm_index *index, MDB_txn *txn, uint64_t lsn,
-                              const struct tandem_record *record, struct tdm_diag *diag)
+static int index_apply_record(struct tdm_index *index, MDB_txn *txn, struct index_entries *entries,
+                              uint64_t lsn, const struct tandem_record *record,
+                              struct tdm_diag *diag)
 {
     if (record->type == TANDEM_RECORD_MESSAGE) {
-        return index_apply_message(index, txn, lsn, &record->message, diag);
+        return index_apply_message(entries, lsn, &record->message, diag);
     }
     if (record->type == TANDEM_RECORD_CUSTOMER) {
         return index_apply_customer(index, txn, lsn, &record->customer, diag);
@@ -1009,7 +1152,7 @@ static void index_location_encode(uint8_t *p, const struct tdm_index_location *l
     tdm_store_be32(p + 20, location->record_count);
 }
 
-static int index_apply_batch(struct tdm_index *index, MDB_txn *txn,
+static int index_apply_batch(struct tdm_index *index, MDB_txn *txn, struct index_entries *entries,
                              const struct tdm_index_batch *batch, struct tdm_diag *diag)
 {
     const struct tdm_index_location *location = &batch->location;
@@ -1019,7 +1162,8 @@ static int index_apply_batch(struct tdm_index *index, MDB_txn *txn,
     index_location_encode(value, location);
     int rv = index_put(index, txn, INDEX_DB_BATCH, key, sizeof(key), value, sizeof(value), diag);
     for (uint32_t i = 0; i < location->record_count && rv == 0; i++) {
-        rv = index_apply_record(index, txn, location->lsn_first + i, &batch->records[i], diag);
+        rv = index_apply_record(index, txn, entries, location->lsn_first + i, &batch->records[i],
+                                diag);
     }
     return rv;
 }
@@ -1085,9 +1229,17 @@ int tdm_index_apply(struct tdm_index *index, const struct tdm_index_batch *batch
     if (rv == 0) {
         tdm_assert(watermark_in_txn == watermark);
     }
+    /* Batch locations and customer records in LSN order (a customer record
+     * reads and replaces its predecessor's entries); the message records'
+     * entries collected, then stored in key order. */
+    struct index_entries entries = {0};
     for (size_t i = 0; i < count && rv == 0; i++) {
-        rv = index_apply_batch(index, txn, &batches[i], diag);
+        rv = index_apply_batch(index, txn, &entries, &batches[i], diag);
     }
+    if (rv == 0) {
+        rv = index_entries_store(index, txn, &entries, diag);
+    }
+    index_entries_free(&entries);
     if (rv == 0) {
         rv = index_watermark_put(index, txn, lsn_last, &batches[count - 1].chain_hash, diag);
     }

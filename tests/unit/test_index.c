@@ -1506,6 +1506,38 @@ static void test_index_apply__unknown_record_type(void **state)
     close_handles(f); /* cmocka counts blocks still held at the end of a test. */
 }
 
+/* When the sorted entries of a group cannot be allocated, the apply fails
+ * with -ENOMEM and a message naming the cause, nothing of the call is
+ * indexed, and the same batches apply once memory is back. */
+static void test_index_apply__out_of_memory(void **state)
+{
+    struct fixture *f = *state;
+    struct tandem_record records[3] = {
+        customer(1, "ann", "ann@x"),
+        message(1, 1, text("<m@x>"), "r@x", "s@x"),
+        message(1, 2, text("<n@x>"), "r@x", "s@x"),
+    };
+    open_writer(f);
+    struct tdm_index_batch b = batch_of(1, records, 3);
+    struct tdm_diag diag = {{0}};
+    heap_fail = true;
+    int rv = tdm_index_apply(f->index, &b, 1, &diag);
+    heap_fail = false;
+    assert_int_equal(rv, -ENOMEM);
+    assert_non_null(strstr(diag.message, "out of memory"));
+    uint64_t lsn = 9;
+    assert_int_equal(tdm_index_watermark(f->index, &lsn, NULL), 0);
+    assert_int_equal(lsn, 0);
+    uint64_t customer_lsn = 0;
+    assert_int_equal(tdm_index_customer(f->index, 1, &customer_lsn), TANDEM_ENOTFOUND);
+    assert_int_equal(tdm_index_apply(f->index, &b, 1, &diag), 0);
+    assert_int_equal(tdm_index_customer(f->index, 1, &customer_lsn), 0);
+    assert_int_equal(customer_lsn, 1);
+    uint64_t want[] = {3};
+    check_lsns(f->index, TDM_INDEX_SCAN_MESSAGE_ID, 0, text("<n@x>"), 0, 0, want, 1);
+    close_handles(f); /* cmocka counts blocks still held at the end of a test. */
+}
+
 /* The stored key of a Message-ID is the Message-ID itself up to 400 bytes,
  * and beyond that its first 384 bytes and its canonical XXH3-128
  * (docs/FORMAT.md "Index"): a rebuild must write the same bytes. */
@@ -1732,6 +1764,7 @@ int main(int argc, char **argv)
         TEST(test_index_locate__corrupt_value),
         TEST(test_index_watermark__after_apply),
         TEST(test_index_apply__unknown_record_type),
+        TEST(test_index_apply__out_of_memory),
         TEST(test_index_apply__message_id_key_format),
         TEST(test_index_apply__not_after_watermark),
         TEST(test_index_apply__batches_out_of_order),
