@@ -110,6 +110,7 @@ struct commit_fill {
     size_t size;
     uint64_t lsn_first;
     uint64_t lsn_last;
+    const atomic_bool *stop; /* NULL: none. */
     struct tdm_diag *diag;
 };
 
@@ -142,6 +143,10 @@ static int commit_fill_cb(void *data, const struct tdm_batch_header *header,
     if (header->lsn_first > c->lsn_last) {
         return COMMIT_FILL_STOP;
     }
+    if (c->stop != NULL && atomic_load(c->stop)) {
+        tdm_diag_printf(c->diag, "index fill stopped before lsn %" PRIu64, header->lsn_first);
+        return TANDEM_ECANCELED;
+    }
     uint8_t *copy = tdm_malloc(header->raw_size + 1u);
     if (copy == NULL) {
         return -ENOMEM;
@@ -171,7 +176,7 @@ static int commit_fill_cb(void *data, const struct tdm_batch_header *header,
 }
 
 int tdm_commit_index_fill(struct tdm_log *log, struct tdm_index *index, uint64_t lsn_first,
-                          uint64_t lsn_last, struct tdm_diag *diag)
+                          uint64_t lsn_last, const atomic_bool *stop, struct tdm_diag *diag)
 {
     tdm_assert(lsn_first >= 1);
     tdm_assert(lsn_first <= lsn_last);
@@ -183,6 +188,7 @@ int tdm_commit_index_fill(struct tdm_log *log, struct tdm_index *index, uint64_t
     c->index = index;
     c->lsn_first = lsn_first;
     c->lsn_last = lsn_last;
+    c->stop = stop;
     c->diag = diag;
     int rv = tdm_log_scan(log, lsn_first, commit_fill_cb, c, diag);
     if (rv == COMMIT_FILL_STOP) {
@@ -628,7 +634,7 @@ static int commit_index_rebuild(struct tdm_commit *commit, uint64_t lsn_last, st
 {
     int rv = tdm_index_clear(commit->index, diag);
     if (rv == 0 && lsn_last > 0) {
-        rv = tdm_commit_index_fill(commit->log, commit->index, 1, lsn_last, diag);
+        rv = tdm_commit_index_fill(commit->log, commit->index, 1, lsn_last, NULL, diag);
     }
     if (rv != 0) {
         tdm_diag_wrapf(diag, "rebuild after a cut");

@@ -155,10 +155,12 @@ int tdm_commit_decode(const uint8_t *raw, const struct tdm_batch_header *header,
 /* Apply to index every verified batch of log whose LSNs lie in lsn_first ..
  * lsn_last (whole batches: none may straddle either bound), in groups of up to
  * TDM_COMMIT_INDEX_BATCHES_MAX per LMDB transaction. Used by open (catch-up,
- * rebuild), by tandem_verify() and by the index thread after a cut. Returns 0,
- * or the first error of the scan, the decoding or the index, with diag.
+ * rebuild), by tandem_verify() and by the index thread after a cut. Once *stop
+ * (if not NULL) is true, the fill ends before its next batch with
+ * TANDEM_ECANCELED (the groups applied stay applied). Returns 0, or the first
+ * error of the scan, the decoding or the index, with diag.
  * Thread: the index's writer. */
 int tdm_commit_index_fill(struct tdm_log *log, struct tdm_index *index, uint64_t lsn_first,
-                          uint64_t lsn_last, struct tdm_diag *diag);
+                          uint64_t lsn_last, const atomic_bool *stop, struct tdm_diag *diag);
 
 #endif

@@ -1535,8 +1535,8 @@ static bool index_val_equal(const MDB_val *a, const MDB_val *b)
  * the first entry that differs. *entry_index receives the 0-based position of
  * that entry, or the entry count when both hold the same entries. */
 static int index_db_compare(struct tdm_index *a, MDB_txn *ta, struct tdm_index *b, MDB_txn *tb,
-                            enum index_db db, bool *equal, uint64_t *entry_index,
-                            struct tdm_diag *diag)
+                            enum index_db db, const atomic_bool *stop, bool *equal,
+                            uint64_t *entry_index, struct tdm_diag *diag)
 {
     const char *name = index_db_specs[db].name;
     MDB_cursor *ca = NULL;
@@ -1560,6 +1560,13 @@ static int index_db_compare(struct tdm_index *a, MDB_txn *ta, struct tdm_index *
             break;
         }
         n++;
+        if (stop != NULL && n % TDM_INDEX_COMPARE_STOP_ENTRIES == 0 && atomic_load(stop)) {
+            mdb_cursor_close(ca);
+            mdb_cursor_close(cb);
+            tdm_diag_printf(diag, "index comparison stopped in database %s at entry %" PRIu64, name,
+                            n);
+            return TANDEM_ECANCELED;
+        }
         ra = mdb_cursor_get(ca, &ka, &va, MDB_NEXT);
         rb = mdb_cursor_get(cb, &kb, &vb, MDB_NEXT);
     }
@@ -1578,8 +1585,8 @@ static int index_db_compare(struct tdm_index *a, MDB_txn *ta, struct tdm_index *
 
 /* tdm_index_compare(), and tdm_index_compare_at() when at is not NULL. */
 static int index_compare(struct tdm_index *index, struct tdm_index *reference, const uint64_t *lsn,
-                         bool *at, bool *equal, char *difference, size_t difference_size,
-                         struct tdm_diag *diag)
+                         const atomic_bool *stop, bool *at, bool *equal, char *difference,
+                         size_t difference_size, struct tdm_diag *diag)
 {
     tdm_assert(index != NULL);
     tdm_assert(reference != NULL);
@@ -1608,8 +1615,8 @@ static int index_compare(struct tdm_index *index, struct tdm_index *reference, c
     bool same = true;
     for (int db = INDEX_DB_META; db < INDEX_DB__COUNT && rv == 0 && same; db++) {
         uint64_t entry_index = 0;
-        rv = index_db_compare(index, ta, reference, tb, (enum index_db)db, &same, &entry_index,
-                              diag);
+        rv = index_db_compare(index, ta, reference, tb, (enum index_db)db, stop, &same,
+                              &entry_index, diag);
         if (rv == 0 && !same && difference != NULL) {
             snprintf(difference, difference_size,
                      "database %s differs from a rebuild at entry %" PRIu64,
@@ -1627,16 +1634,18 @@ static int index_compare(struct tdm_index *index, struct tdm_index *reference, c
 int tdm_index_compare(struct tdm_index *index, struct tdm_index *reference, bool *equal,
                       char *difference, size_t difference_size, struct tdm_diag *diag)
 {
-    return index_compare(index, reference, NULL, NULL, equal, difference, difference_size, diag);
+    return index_compare(index, reference, NULL, NULL, NULL, equal, difference, difference_size,
+                         diag);
 }
 
 int tdm_index_compare_at(struct tdm_index *index, struct tdm_index *reference, uint64_t lsn,
-                         bool *at, bool *equal, char *difference, size_t difference_size,
-                         struct tdm_diag *diag)
+                         const atomic_bool *stop, bool *at, bool *equal, char *difference,
+                         size_t difference_size, struct tdm_diag *diag)
 {
     tdm_assert(at != NULL);
     *at = false;
-    return index_compare(index, reference, &lsn, at, equal, difference, difference_size, diag);
+    return index_compare(index, reference, &lsn, stop, at, equal, difference, difference_size,
+                         diag);
 }
 
 /* LMDB's two files in an environment directory. */

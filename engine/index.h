@@ -21,6 +21,7 @@
 #ifndef TDM_ENGINE_INDEX_H
 #define TDM_ENGINE_INDEX_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -77,10 +78,13 @@ int tdm_index_compare(struct tdm_index *index, struct tdm_index *reference, bool
  * writes: the comparison reads index in one LMDB read snapshot and runs only
  * if that snapshot's watermark is lsn (*at set); otherwise it returns 0 with
  * *at false and *equal untouched (the writer moved on: fill reference up to
- * the new watermark and try again). */
+ * the new watermark and try again). Once *stop (if not NULL) is true, the
+ * walk ends within TDM_INDEX_COMPARE_STOP_ENTRIES entries with TANDEM_ECANCELED. */
 int tdm_index_compare_at(struct tdm_index *index, struct tdm_index *reference, uint64_t lsn,
-                         bool *at, bool *equal, char *difference, size_t difference_size,
-                         struct tdm_diag *diag);
+                         const atomic_bool *stop, bool *at, bool *equal, char *difference,
+                         size_t difference_size, struct tdm_diag *diag);
+
+#define TDM_INDEX_COMPARE_STOP_ENTRIES 4096 /* Entries walked between looks at *stop. */
 
 /* The LSN the index is current to (0 when empty) and the chain hash there. */
 int tdm_index_watermark(struct tdm_index *index, uint64_t *lsn, struct tdm_chain_hash *chain);

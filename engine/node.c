@@ -59,6 +59,7 @@ struct tandem {
     bool commit_started;
     struct tdm_commit commit;
     atomic_bool verify_running; /* tdm_node_verify_running() under way. */
+    atomic_bool verify_stop;    /* tdm_node_verify_stop(): verifies end, none starts. */
 };
 
 void tandem_options_init(struct tandem_options *options)
@@ -142,7 +143,7 @@ static int node_lock(struct tandem *t, struct tdm_diag *diag)
 static int node_index_fill(struct tandem *t, struct tdm_index *index, uint64_t lsn_from,
                            struct tdm_diag *diag)
 {
-    return tdm_commit_index_fill(&t->log, index, lsn_from, UINT64_MAX, diag);
+    return tdm_commit_index_fill(&t->log, index, lsn_from, UINT64_MAX, NULL, diag);
 }
 
 /* Set *trusted if the index's watermark names a batch of this log with the
@@ -603,6 +604,7 @@ static int node_verify_live_scrub(struct tandem *t, tdm_node_verify_progress_cb 
     struct tdm_scrub_options options;
     tdm_scrub_options_init(&options);
     options.rate_bytes_per_second = 0; /* The operator asked for it now. */
+    options.stop = &t->verify_stop;
     int rv = status != NULL && w != NULL ? tandem_status(t, status) : -ENOMEM;
     if (rv == -ENOMEM) {
         tdm_diag_printf(diag, "verify: out of memory");
@@ -700,14 +702,15 @@ static int node_verify_live_compare(struct tandem *t, struct tdm_index *scratch,
             filled = 0;
         }
         if (rv == 0 && watermark > filled) {
-            rv = tdm_commit_index_fill(&t->log, scratch, filled + 1, watermark, diag);
+            rv = tdm_commit_index_fill(&t->log, scratch, filled + 1, watermark, &t->verify_stop,
+                                       diag);
         }
         if (rv != 0) {
             return rv;
         }
         filled = watermark;
         bool at = false;
-        rv = tdm_index_compare_at(t->index, scratch, watermark, &at, equal,
+        rv = tdm_index_compare_at(t->index, scratch, watermark, &t->verify_stop, &at, equal,
                                   report->index_difference, sizeof(report->index_difference), diag);
         if (rv != 0 || at) {
             return rv;
@@ -789,6 +792,11 @@ int tdm_node_verify_running(struct tandem *t, unsigned flags, tdm_node_verify_pr
         tdm_diag_printf(diag, "another verify of this node is under way: wait for it");
         return TANDEM_EBUSY;
     }
+    if (atomic_load(&t->verify_stop)) {
+        atomic_store(&t->verify_running, false);
+        tdm_diag_printf(diag, "verify stopped: the node is shutting down");
+        return TANDEM_ECANCELED;
+    }
     struct tandem_verify_report *found = tdm_calloc(1, sizeof(*found));
     int rv = found != NULL ? 0 : -ENOMEM;
     if (rv == 0) {
@@ -803,9 +811,18 @@ int tdm_node_verify_running(struct tandem *t, unsigned flags, tdm_node_verify_pr
     if (rv == 0) {
         *report = *found;
     }
+    if (rv == TANDEM_ECANCELED && atomic_load(&t->verify_stop)) {
+        tdm_diag_wrapf(diag, "verify stopped: the node is shutting down");
+    }
     tdm_free(found);
     atomic_store(&t->verify_running, false);
     return rv;
+}
+
+void tdm_node_verify_stop(struct tandem *t)
+{
+    tdm_assert(t != NULL);
+    atomic_store(&t->verify_stop, true);
 }
 
 /* ---- append -------------------------------------------------------------------- */

@@ -130,10 +130,17 @@ typedef void (*tdm_node_verify_progress_cb)(void *data, const char *phase, uint6
  * and the report says so. Returns 0 and *report (damage and a rebuilt index
  * are results), or TANDEM_EBUSY (another verify of t runs; or the index moved
  * on at every attempt), TANDEM_EINVALID (unknown flags; t read-only), I/O and
- * index errors, with diag. Thread: any but t's commit and index threads; it
+ * index errors, or TANDEM_ECANCELED (tdm_node_verify_stop()), with diag.
+ * Thread: any but t's commit and index threads; it
  * blocks for the whole pass. */
 int tdm_node_verify_running(struct tandem *t, unsigned flags, tdm_node_verify_progress_cb progress,
                             void *data, struct tandem_verify_report *report, struct tdm_diag *diag);
+
+/* Make the verify under way (if any) end soon with TANDEM_ECANCELED ("verify
+ * stopped: the node is shutting down"), at its next read, batch or few
+ * thousand index entries, and every later one at once: a tandemd that is
+ * stopping does not wait for a verify's whole pass. Thread-safe; for good. */
+void tdm_node_verify_stop(struct tandem *t);
 
 /* Abandon the handle as a crash would: stop the threads without closing the
  * log or the index cleanly, release memory. For power-loss tests only. */

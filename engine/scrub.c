@@ -174,6 +174,13 @@ static uint64_t scrub_due_ns(uint64_t bytes, uint64_t rate)
     return bytes / rate * SCRUB_NS_PER_SECOND + bytes % rate * SCRUB_NS_PER_SECOND / rate;
 }
 
+/* tdm_scrub_cancel() was called during this pass, or the owner's stop flag is set. */
+static bool scrub_cancelled(struct tdm_scrub *scrub)
+{
+    return atomic_load(&scrub->cancel) ||
+           (scrub->options.stop != NULL && atomic_load(scrub->options.stop));
+}
+
 /* Sleep until the bytes read so far are within the rate, in slices of at
  * most TDM_SCRUB_SLEEP_NS_MAX so that a cancel is seen soon. */
 static int scrub_throttle(struct tdm_scrub *scrub)
@@ -185,7 +192,7 @@ static int scrub_throttle(struct tdm_scrub *scrub)
     const struct tdm_scrub_clock *clock = &scrub->options.clock;
     uint64_t due = scrub_due_ns(scrub->read_bytes, rate);
     for (;;) {
-        if (atomic_load(&scrub->cancel)) {
+        if (scrub_cancelled(scrub)) {
             return TANDEM_ECANCELED;
         }
         int64_t elapsed = clock->now_ns(clock->data) - scrub->throttle_start_ns;
@@ -206,7 +213,7 @@ static int scrub_fs_pread(struct tdm_fs *base, int fd, void *buf, size_t size, u
                           size_t *read_size)
 {
     struct tdm_scrub *scrub = scrub_of(base);
-    if (atomic_load(&scrub->cancel)) {
+    if (scrub_cancelled(scrub)) {
         return TANDEM_ECANCELED;
     }
     size_t got = 0;

@@ -43,6 +43,7 @@ struct tdm_scrub_clock {
 struct tdm_scrub_options {
     uint64_t rate_bytes_per_second; /* 0: unthrottled; else <= TDM_SCRUB_RATE_MAX. */
     struct tdm_scrub_clock clock;   /* Defaults: clock_gettime and nanosleep. */
+    const atomic_bool *stop; /* Borrowed; once true, a pass ends as on a cancel. NULL: none. */
 };
 
 /* Progress of the pass under way and of the last complete one. */

@@ -81,6 +81,7 @@
 #include "engine/base/queue.h"
 #include "engine/base/trace.h"
 #include "engine/codec.h"
+#include "engine/node.h"
 #include "net/proto.h"
 #include "net/tls.h"
 #include "net/uv_link.h"
@@ -1506,6 +1507,8 @@ void tdm_uv_server_close(struct tdm_uv_server *handle, tdm_uv_server_close_cb cb
     server->closing = true;
     server->close_cb = cb;
     server->close_data = data;
+    /* A verify's pass may take minutes: it ends now, its client told why. */
+    tdm_node_verify_stop(server->config.t);
     uv_close((uv_handle_t *)&server->listener, server_handle_close_cb);
     for (struct conn *conn = server->conns; conn != NULL;) {
         struct conn *next = conn->next;

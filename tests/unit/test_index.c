@@ -1538,6 +1538,45 @@ static void test_index_apply__out_of_memory(void **state)
     close_handles(f); /* cmocka counts blocks still held at the end of a test. */
 }
 
+/* A comparison whose stop flag is set ends within
+ * TDM_INDEX_COMPARE_STOP_ENTRIES entries with TANDEM_ECANCELED, naming where;
+ * without the flag the same two indexes compare equal. */
+#define STOP_RECORDS (TDM_INDEX_COMPARE_STOP_ENTRIES + 100)
+static void test_index_compare__stop(void **state)
+{
+    struct fixture *f = *state;
+    static struct tandem_record records[STOP_RECORDS];
+    for (uint32_t i = 0; i < STOP_RECORDS; i++) {
+        records[i] = message(1 + i % 5, i, text("<c@x>"), "r@x", "s@x");
+    }
+    open_writer(f);
+    struct tdm_index *reference = NULL;
+    struct tdm_diag diag = {{0}};
+    assert_int_equal(tdm_index_open_at(f->dir, "reference", false, &reference, &diag), 0);
+    apply_records(f->index, 1, records, STOP_RECORDS);
+    apply_records(reference, 1, records, STOP_RECORDS);
+    bool at = false;
+    bool equal = false;
+    char difference[128] = "";
+    atomic_bool stop;
+    atomic_init(&stop, false);
+    assert_int_equal(tdm_index_compare_at(f->index, reference, STOP_RECORDS, &stop, &at, &equal,
+                                          difference, sizeof(difference), &diag),
+                     0);
+    assert_true(at);
+    assert_true(equal);
+    atomic_store(&stop, true);
+    equal = false;
+    assert_int_equal(tdm_index_compare_at(f->index, reference, STOP_RECORDS, &stop, &at, &equal,
+                                          difference, sizeof(difference), &diag),
+                     TANDEM_ECANCELED);
+    assert_non_null(strstr(diag.message, "index comparison stopped in database"));
+    assert_false(equal);
+    tdm_index_close(reference);
+    assert_int_equal(tdm_index_remove_at(f->dir, "reference", &diag), 0);
+    close_handles(f); /* cmocka counts blocks still held at the end of a test. */
+}
+
 /* The stored key of a Message-ID is the Message-ID itself up to 400 bytes,
  * and beyond that its first 384 bytes and its canonical XXH3-128
  * (docs/FORMAT.md "Index"): a rebuild must write the same bytes. */
@@ -1765,6 +1804,7 @@ int main(int argc, char **argv)
         TEST(test_index_watermark__after_apply),
         TEST(test_index_apply__unknown_record_type),
         TEST(test_index_apply__out_of_memory),
+        TEST(test_index_compare__stop),
         TEST(test_index_apply__message_id_key_format),
         TEST(test_index_apply__not_after_watermark),
         TEST(test_index_apply__batches_out_of_order),

@@ -77,7 +77,9 @@ struct progress {
     int index_calls;
     uint64_t first_done;
     uint64_t first_total;
-    struct tandem *nested; /* Not NULL: verify it again from the first call. */
+    struct tandem *nested;  /* Not NULL: verify it again from the first call. */
+    struct tandem *stop;    /* Not NULL: tdm_node_verify_stop() it from the first call... */
+    const char *stop_phase; /* ... of this phase. */
     int nested_rv;
     char nested_message[TANDEM_DIAG_SIZE];
 };
@@ -87,6 +89,10 @@ static void progress_cb(void *data, const char *phase, uint64_t bytes_done, uint
 {
     struct progress *p = data;
     (void)segment_lsn;
+    if (p->stop != NULL && strcmp(phase, p->stop_phase) == 0) {
+        tdm_node_verify_stop(p->stop);
+        p->stop = NULL;
+    }
     if (strcmp(phase, "index") == 0) {
         p->index_calls++;
         return;
@@ -210,6 +216,43 @@ static void test_verify_running__busy(void **state)
     assert_int_equal(tdm_node_verify_running(f->t, 0, NULL, NULL, &report, &diag), 0);
 }
 
+/* tdm_node_verify_stop() (a tandemd's SIGTERM) while the log is re-read, or
+ * while the index is rebuilt beside the live one: the verify ends with
+ * TANDEM_ECANCELED and says why, the scratch index is gone, and every later
+ * verify is refused at once. The node itself goes on. */
+static void verify_stop_in(struct fixture *f, const char *phase, const char *cause)
+{
+    struct tandem_verify_report report;
+    struct tdm_diag diag = {{0}};
+    struct progress p = {.stop = f->t, .stop_phase = phase};
+    assert_int_equal(
+        tdm_node_verify_running(f->t, TANDEM_VERIFY_DEEP, progress_cb, &p, &report, &diag),
+        TANDEM_ECANCELED);
+    assert_null(p.stop);
+    assert_non_null(strstr(diag.message, "verify stopped: the node is shutting down"));
+    assert_non_null(strstr(diag.message, cause));
+    char path[512];
+    snprintf(path, sizeof(path), "%s/index.verify-live", f->dir);
+    assert_int_equal(access(path, F_OK), -1);
+    diag.message[0] = '\0';
+    assert_int_equal(tdm_node_verify_running(f->t, 0, NULL, NULL, &report, &diag),
+                     TANDEM_ECANCELED);
+    assert_non_null(strstr(diag.message, "verify stopped: the node is shutting down"));
+    struct tandem_status status;
+    assert_int_equal(tandem_status(f->t, &status), 0);
+    assert_int_equal(status.lsn_last, f->lsn_last);
+}
+
+static void test_verify_running__stop_in_log(void **state)
+{
+    verify_stop_in(*state, "log", "cancel");
+}
+
+static void test_verify_running__stop_in_index(void **state)
+{
+    verify_stop_in(*state, "index", "index fill stopped before lsn 1");
+}
+
 /* Unknown flags and a read-only handle are refused, naming the cause. */
 static void test_verify_running__refused(void **state)
 {
@@ -324,6 +367,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_verify_running__damage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_verify_running__busy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_verify_running__refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_verify_running__stop_in_log, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_verify_running__stop_in_index, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reindex_running__queries_survive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_verify_doc__round_trip, setup, teardown),
     };
