@@ -350,6 +350,97 @@ static int index_path(char *path, const char *env_dir, const char *name, struct 
     return 0;
 }
 
+/* True (and diag says so) if env_dir is a symbolic link to nothing: the
+ * index was put on another file system (tandem init --index-dir) that is
+ * not there now. */
+static bool index_link_dangling(const char *env_dir, struct tdm_diag *diag)
+{
+    struct stat st;
+    char target[INDEX_PATH_SIZE];
+    if (lstat(env_dir, &st) != 0 || !S_ISLNK(st.st_mode) || stat(env_dir, &st) == 0) {
+        return false;
+    }
+    ssize_t n = readlink(env_dir, target, sizeof(target) - 1);
+    if (n < 0) {
+        return false;
+    }
+    target[n] = '\0';
+    tdm_diag_printf(diag,
+                    "index: %s is a link to %s, which does not exist (mount its file system; or "
+                    "remove the link, and tandemd or tandem reindex rebuilds the index there "
+                    "from the log)",
+                    env_dir, target);
+    return true;
+}
+
+#define INDEX_OWNER_NAME "node-dir" /* In a linked index: the node directory it is of. */
+
+/* A writer's check of an index that DIR/index links to (tandem init
+ * --index-dir): copies of DIR (cp -a, rsync -a) copy the link, and two node
+ * directories must never share one index. The target holds node-dir, the
+ * real path of the directory whose index it is. Another directory whose
+ * index still resolves to the same target owns it: refused, naming it.
+ * Otherwise (first open, or the directory was moved) this one claims it;
+ * the file is a guard, not data, so it is not fsync'd. */
+static int index_link_claim(const char *node_dir, const char *env_dir, struct tdm_diag *diag)
+{
+    struct stat st;
+    if (lstat(env_dir, &st) != 0 || !S_ISLNK(st.st_mode)) {
+        return 0;
+    }
+    char self[INDEX_PATH_SIZE];
+    char target[INDEX_PATH_SIZE];
+    if (realpath(node_dir, self) == NULL || realpath(env_dir, target) == NULL) {
+        int rv = -errno;
+        tdm_diag_printf(diag, "index: resolve %s: %s", env_dir, tandem_strerror(rv));
+        return rv;
+    }
+    char owner_path[INDEX_PATH_SIZE];
+    char tmp_path[INDEX_PATH_SIZE];
+    int rv = index_path(owner_path, target, INDEX_OWNER_NAME, diag);
+    if (rv == 0) {
+        rv = index_path(tmp_path, target, INDEX_OWNER_NAME ".tmp", diag);
+    }
+    if (rv != 0) {
+        return rv;
+    }
+    char owner[INDEX_PATH_SIZE] = "";
+    FILE *f = fopen(owner_path, "re");
+    if (f != NULL) {
+        if (fgets(owner, sizeof(owner), f) == NULL) {
+            owner[0] = '\0';
+        }
+        fclose(f);
+        owner[strcspn(owner, "\n")] = '\0';
+    }
+    if (strcmp(owner, self) == 0) {
+        return 0;
+    }
+    if (owner[0] != '\0') {
+        char other[INDEX_PATH_SIZE];
+        char other_target[INDEX_PATH_SIZE];
+        if (index_path(other, owner, "index", diag) == 0 && realpath(other, other_target) != NULL &&
+            strcmp(other_target, target) == 0) {
+            tdm_diag_printf(diag,
+                            "index: %s links to %s, the index of node directory %s (a copy of "
+                            "it?): remove the link, and the index is rebuilt from the log here",
+                            env_dir, target, owner);
+            return TANDEM_EBUSY;
+        }
+    }
+    f = fopen(tmp_path, "we");
+    bool written = f != NULL && fprintf(f, "%s\n", self) > 0;
+    if (f != NULL && fclose(f) != 0) {
+        written = false;
+    }
+    if (!written || rename(tmp_path, owner_path) != 0) {
+        rv = -errno;
+        tdm_diag_printf(diag, "index: write %s: %s", owner_path, tandem_strerror(rv));
+        return rv != 0 ? rv : -EIO;
+    }
+    return 0;
+}
+
 /* Writer: create DIR/index/ unless it exists. Reader: require its data file,
  * so that a missing index is reported before LMDB creates a lock file. */
 static int index_directory_prepare(const char *env_dir, bool read_only, struct tdm_diag *diag)
@@ -358,6 +449,9 @@ static int index_directory_prepare(const char *env_dir, bool read_only, struct t
     int rv = index_path(path, env_dir, read_only ? "data.mdb" : NULL, diag);
     if (rv != 0) {
         return rv;
+    }
+    if (index_link_dangling(env_dir, diag)) {
+        return -ENOENT;
     }
     if (read_only) {
         struct stat st;
@@ -628,6 +722,9 @@ int tdm_index_open_at(const char *node_dir, const char *name, bool read_only,
         return rv;
     }
     rv = index_directory_prepare(env_dir, read_only, diag);
+    if (rv == 0 && !read_only) {
+        rv = index_link_claim(node_dir, env_dir, diag);
+    }
     if (rv != 0) {
         goto err;
     }

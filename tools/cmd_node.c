@@ -6,6 +6,10 @@
  *    the first id in sorted order) and that --ca CADIR holds the CA of this
  *    cluster (tdm_pki_ca_cluster).
  * 2. Create DIR and its parents; refuse a DIR that already has a tandem.conf.
+ *    With --index-dir PATH (absolute): create PATH, which must be empty, and
+ *    make DIR/index a symbolic link to it (as PostgreSQL's initdb --waldir
+ *    links pg_wal), then fsync DIR. A link to PATH left by an interrupted
+ *    init is kept, whatever PATH holds.
  * 3. Create the store: tandem_open(DIR, TANDEM_OPEN_CREATE), tandem_close().
  * 4. With --listen: issue DIR/tls/{node.key,node.crt,ca.crt} from the CA
  *    (tdm_pki_issue, CN = node id), replacing what an interrupted init left.
@@ -28,6 +32,7 @@
 #include "cmd.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <ini.h>
 #include <stdio.h>
@@ -147,6 +152,7 @@ struct node_init_args {
     const char *primary;
     const char *listen; /* NULL: a standalone node. */
     const char *ca;
+    const char *index_dir; /* NULL: DIR/index is a directory of DIR. */
     struct node_peer peers[NODE_PEERS_MAX];
     size_t peer_count;
 };
@@ -335,6 +341,11 @@ static int node_init_check(struct node_init_args *args, const char **peers, size
             return TDM_CMD_EXIT_USAGE;
         }
     }
+    if (args->index_dir != NULL && args->index_dir[0] != '/') {
+        tdm_cmd_fail("init: --index-dir '%s': give an absolute path (DIR/index links to it)",
+                     args->index_dir);
+        return TDM_CMD_EXIT_USAGE;
+    }
     int exit_status = node_init_check_replication(args, peers, peer_count);
     if (exit_status >= 0 || args->listen != NULL) {
         return exit_status;
@@ -421,6 +432,65 @@ static int node_init_tls(const struct node_init_args *args)
     return TDM_CMD_EXIT_OK;
 }
 
+/* True if path is a directory with no entry. */
+static bool node_dir_empty(const char *path)
+{
+    DIR *dir = opendir(path);
+    if (dir == NULL) {
+        return false;
+    }
+    bool empty = true;
+    for (struct dirent *e = readdir(dir); e != NULL && empty; e = readdir(dir)) {
+        empty = strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0;
+    }
+    closedir(dir);
+    return empty;
+}
+
+/* Step 2 with --index-dir: DIR/index, a link to an empty PATH of its own. */
+static int node_init_index_dir(const struct node_init_args *args)
+{
+    char link_path[TDM_CMD_PATH_SIZE];
+    char target[TDM_CMD_PATH_SIZE];
+    snprintf(link_path, sizeof(link_path), "%s/index", args->dir);
+    ssize_t n = readlink(link_path, target, sizeof(target) - 1);
+    if (n >= 0) {
+        target[n] = '\0';
+        if (strcmp(target, args->index_dir) == 0) {
+            return TDM_CMD_EXIT_OK; /* An interrupted init made it. */
+        }
+        tdm_cmd_fail("init: %s is a link to %s, not to --index-dir %s", link_path, target,
+                     args->index_dir);
+        return TDM_CMD_EXIT_FAILED;
+    }
+    struct stat st;
+    if (lstat(link_path, &st) == 0) {
+        tdm_cmd_fail("init: %s exists: the index is already in DIR (no --index-dir then)",
+                     link_path);
+        return TDM_CMD_EXIT_FAILED;
+    }
+    int rv = tdm_mkdir_parents(args->index_dir, 0700);
+    if (rv != 0) {
+        tdm_cmd_fail("init: --index-dir %s: create: %s", args->index_dir, tandem_strerror(rv));
+        return TDM_CMD_EXIT_FAILED;
+    }
+    if (!node_dir_empty(args->index_dir)) {
+        tdm_cmd_fail("init: --index-dir %s is not an empty directory (another node's index?)",
+                     args->index_dir);
+        return TDM_CMD_EXIT_FAILED;
+    }
+    if (symlink(args->index_dir, link_path) != 0) {
+        tdm_cmd_fail("init: link %s to %s: %s", link_path, args->index_dir, strerror(errno));
+        return TDM_CMD_EXIT_FAILED;
+    }
+    rv = node_fsync_path(args->dir, O_RDONLY | O_DIRECTORY);
+    if (rv != 0) {
+        tdm_cmd_fail("init: fsync %s: %s", args->dir, tandem_strerror(rv));
+        return TDM_CMD_EXIT_FAILED;
+    }
+    return TDM_CMD_EXIT_OK;
+}
+
 /* Steps 2-5 of the header. */
 static int node_init_create(const struct node_init_args *args)
 {
@@ -441,6 +511,9 @@ static int node_init_create(const struct node_init_args *args)
     }
     if (rv != -ENOENT) {
         tdm_cmd_fail("init: %s/tandem.conf exists and cannot be read: %s", args->dir, diag.message);
+        return TDM_CMD_EXIT_FAILED;
+    }
+    if (args->index_dir != NULL && node_init_index_dir(args) != TDM_CMD_EXIT_OK) {
         return TDM_CMD_EXIT_FAILED;
     }
     struct tandem *t;
@@ -491,6 +564,7 @@ int tdm_cmd_init(int argc, char **argv)
         {"listen", true, &args.listen, NULL},
         {"ca", true, &args.ca, NULL},
         {"peer", true, &peer, NULL},
+        {"index-dir", true, &args.index_dir, NULL},
         {NULL, false, NULL, NULL},
     };
     const char *positional[1] = {NULL};

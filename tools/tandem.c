@@ -39,6 +39,7 @@ static const struct cmd_entry cmd_table[] = {
     {"init", tdm_cmd_init, "create a node directory",
      "usage: tandem init DIR --cluster NAME --node ID [--primary ID]\n"
      "       [--listen HOST:PORT --ca CADIR] [--peer ID=HOST:PORT]...\n"
+     "       [--index-dir PATH]\n"
      "\n"
      "Create DIR (and its parents) as node ID of cluster NAME: DIR/tandem.conf,\n"
      "DIR/log/, DIR/index/, DIR/quarantine/. Refuses a directory that already has\n"
@@ -48,7 +49,9 @@ static const struct cmd_entry cmd_table[] = {
      "certificate (CN ID) are issued from the cluster CA into DIR/tls/, and\n"
      "tandem.conf lists the other nodes (--peer ID=HOST:PORT, repeatable) and the\n"
      "primary of epoch 1 (--primary ID, default the first id in sorted order of\n"
-     "this node and its peers). IPv6 hosts go in brackets: [::1]:7000.\n"},
+     "this node and its peers). IPv6 hosts go in brackets: [::1]:7000.\n"
+     "With --index-dir PATH (absolute; created, must be empty) the index lives\n"
+     "there, on another disk for instance, and DIR/index is a link to it.\n"},
     {"append", tdm_cmd_append, "write JSON Lines records from stdin",
      "usage: tandem append --node ADDR [--cert DIR] < records.jsonl\n"
      "\n"

@@ -166,11 +166,11 @@ check "append to a stopped replicated node says why" 1 "$(grep -c 'no tandemd ru
 check "append to a stopped replicated node writes nothing" 0 "$("$T" status --node "$R/n2" --json |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["nodes"][0]["last_lsn"])')"
 bad() { # bad DESCRIPTION EXPECTED_RC ARGS...: refused with one line, nothing created
-    local want=$2; shift 2
+    local what=$1 want=$2; shift 2
     "$T" init "$R/bad" --cluster c1 --node n9 "$@" >/dev/null 2>"$work/err"
-    check "init $1 rc" "$want" $?
-    check "init $1 one line" 1 "$(wc -l < "$work/err")"
-    [[ ! -e "$R/bad" ]]; check "init $1 creates nothing" 0 $?
+    check "init $what rc" "$want" $?
+    check "init $what one line" 1 "$(wc -l < "$work/err")"
+    [[ ! -e "$R/bad" ]]; check "init $what creates nothing" 0 $?
 }
 bad "bad listen port" 2 --listen 127.0.0.1:70000 --ca "$CA"
 bad "bad listen host" 2 --listen 'a b:7000' --ca "$CA"
@@ -183,4 +183,56 @@ bad "missing CA" 2 --listen 127.0.0.1:7009 --ca "$work/pki/none" --peer n1=h:1
 bad "CA of another cluster" 2 --listen 127.0.0.1:7009 --ca "$CA" --peer n1=h:1 --cluster c2
 bad "listen without ca" 2 --listen 127.0.0.1:7009
 bad "peer without listen" 2 --peer n1=h:1
+bad "relative index dir" 2 --index-dir rel/index
+
+# --index-dir PATH: the index on another file system, DIR/index a link to it.
+I=$work/idx
+"$T" init "$work/xi" --cluster c1 --node n1 --index-dir "$I/n1" >/dev/null; check "init --index-dir rc" 0 $?
+check "init --index-dir links DIR/index" "$I/n1" "$(readlink "$work/xi/index")"
+check "init --index-dir holds the index" 1 "$(ls "$I/n1" | grep -c '^data.mdb$')"
+"$T" append --node "$work/xi" < "$work/r.jsonl" >/dev/null; check "index dir: append rc" 0 $?
+check "index dir: get" 1 "$("$T" get --node "$work/xi" --message-id "$mid" | grep -c '"lsn":50,')"
+"$T" reindex "$work/xi" >/dev/null; check "index dir: reindex rc" 0 $?
+check "index dir: still a link after reindex" "$I/n1" "$(readlink "$work/xi/index")"
+"$T" verify --node "$work/xi" --deep > "$work/v" 2>/dev/null; check "index dir: verify --deep rc" 0 $?
+check "index dir: verify --deep equal" 1 "$(grep -c '^index       equal to a rebuild' "$work/v")"
+# The index's file system gone (the link dangles): one line naming the link and
+# its target, nothing changed; without the link the index is rebuilt in DIR.
+mv "$I/n1" "$I/n1.away"
+"$T" get --node "$work/xi" --message-id "$mid" > /dev/null 2>"$work/err"; check "index dir gone: get rc" 1 $?
+check "index dir gone: says why" 1 "$(grep -c "index: $work/xi/index is a link to $I/n1, which does not exist" "$work/err")"
+check "index dir gone: one line" 1 "$(wc -l < "$work/err")"
+rm "$work/xi/index"
+"$T" reindex "$work/xi" >/dev/null; check "index dir removed: reindex rc" 0 $?
+check "index dir removed: rebuilt from the log" 1 "$("$T" get --node "$work/xi" --message-id "$mid" | grep -c '"lsn":50,')"
+[[ -d "$work/xi/index" && ! -L "$work/xi/index" ]]; check "index dir removed: index back in DIR" 0 $?
+mv "$I/n1.away" "$I/n1"
+"$T" init "$work/xj" --cluster c1 --node n2 --index-dir "$I/n1" >/dev/null 2>"$work/err"
+check "init --index-dir not empty rc" 1 $?
+check "init --index-dir not empty says why" 1 "$(grep -c "^tandem: init: --index-dir $I/n1 is not an empty directory" "$work/err")"
+# An init interrupted after its link: the same --index-dir goes on, another is refused.
+mkdir -p "$work/xk" "$I/n3" && ln -s "$I/n3" "$work/xk/index" && touch "$I/n3/data.mdb.partial"
+"$T" init "$work/xk" --cluster c1 --node n3 --index-dir "$I/n4" >/dev/null 2>"$work/err"
+check "init --index-dir other link rc" 1 $?
+check "init --index-dir other link says why" 1 "$(grep -c "is a link to $I/n3, not to --index-dir $I/n4" "$work/err")"
+rm "$I/n3/data.mdb.partial"
+"$T" init "$work/xk" --cluster c1 --node n3 --index-dir "$I/n3" >/dev/null; check "init --index-dir again rc" 0 $?
+# Two node directories never share one index: a copy (cp -a copies the link)
+# is refused, naming the owner; a moved directory takes its index along.
+head -5 "$work/r.jsonl" | "$T" append --node "$work/xk" >/dev/null; check "index dir: first writer claims it" "$(realpath "$work/xk")" "$(cat "$I/n3/node-dir")"
+cp -a "$work/xk" "$work/xk-copy"
+head -1 "$work/r.jsonl" | "$T" append --node "$work/xk-copy" >/dev/null 2>"$work/err"; check "index dir: copy refused rc" 1 $?
+check "index dir: copy refused says why" 1 "$(grep -c "links to $I/n3, the index of node directory $(realpath "$work/xk") (a copy of it?)" "$work/err")"
+check "index dir: copy refused one line" 1 "$(wc -l < "$work/err")"
+mv "$work/xk" "$work/xk-moved"
+head -1 "$work/r.jsonl" | "$T" append --node "$work/xk-moved" >/dev/null; check "index dir: moved directory rc" 0 $?
+check "index dir: moved directory claims it" "$(realpath "$work/xk-moved")" "$(cat "$I/n3/node-dir")"
+rm "$work/xk-copy/index"
+head -1 "$work/r.jsonl" | "$T" append --node "$work/xk-copy" >/dev/null; check "index dir: copy without the link rc" 0 $?
+check "index dir: the copy's own index" 6 "$("$T" status --node "$work/xk-copy" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["nodes"][0]["index_lsn"])')"
+"$T" init "$work/xl" --cluster c1 --node n4 >/dev/null
+rm "$work/xl/tandem.conf"
+"$T" init "$work/xl" --cluster c1 --node n4 --index-dir "$I/n5" >/dev/null 2>"$work/err"
+check "init --index-dir over an index dir rc" 1 $?
+check "init --index-dir over an index dir says why" 1 "$(grep -c "index exists: the index is already in DIR" "$work/err")"
 exit $fail
