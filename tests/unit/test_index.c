@@ -1706,6 +1706,35 @@ static void fill_fs(const char *path)
     (void)fclose(fp); /* Fails as well: the disk is full. */
 }
 
+/* A linked index (tandem init --index-dir) whose node-dir file cannot be
+ * written (its file system read-only): the writer's open fails with one
+ * message naming the file and the cause, and opens nothing. */
+static void test_index_open__linked_owner_unwritable(void **state)
+{
+    struct fixture *f = *state;
+    char mnt[TEST_PATH_SIZE];
+    char node[TEST_PATH_SIZE];
+    char link_path[TEST_PATH_SIZE];
+    assert_true(snprintf(mnt, sizeof(mnt), "%s/mnt", f->dir) < (int)sizeof(mnt));
+    assert_true(snprintf(node, sizeof(node), "%s/node", f->dir) < (int)sizeof(node));
+    assert_true(snprintf(link_path, sizeof(link_path), "%s/index", node) < (int)sizeof(link_path));
+    assert_int_equal(mkdir(mnt, 0700), 0);
+    assert_int_equal(mkdir(node, 0700), 0);
+    if (geteuid() != 0 || mount("tmpfs", mnt, "tmpfs", 0, "size=1m") != 0) {
+        skip(); /* Needs root and tmpfs. */
+    }
+    assert_int_equal(symlink(mnt, link_path), 0);
+    assert_int_equal(mount("tmpfs", mnt, NULL, MS_REMOUNT | MS_RDONLY, NULL), 0);
+    struct tdm_index *index = NULL;
+    struct tdm_diag diag = {{0}};
+    int rv = tdm_index_open(node, false, &index, &diag);
+    assert_int_equal(rv, -EROFS);
+    assert_null(index);
+    assert_non_null(strstr(diag.message, "node-dir"));
+    assert_non_null(strstr(diag.message, "Read-only file system"));
+    assert_int_equal(umount2(mnt, MNT_DETACH), 0);
+}
+
 /* With the node directory on a full file system (a 4 MiB tmpfs), a write
  * that needs new pages fails with -ENOSPC and a message that names the
  * cause; reads still see every committed record, and once there is room
@@ -1805,6 +1834,7 @@ int main(int argc, char **argv)
         TEST(test_index_apply__unknown_record_type),
         TEST(test_index_apply__out_of_memory),
         TEST(test_index_compare__stop),
+        TEST(test_index_open__linked_owner_unwritable),
         TEST(test_index_apply__message_id_key_format),
         TEST(test_index_apply__not_after_watermark),
         TEST(test_index_apply__batches_out_of_order),
