@@ -52,6 +52,7 @@ usage() {
 usage: bench/bench_replication.sh [BUILD_DIR] [--seconds S] [--warmup S]
            [--appenders LIST] [--shared LIST] [--batch K] [--configs LIST] [--pg-seconds S]
            [--pg-clients LIST] [--skip-pg] [--skip-tandem] [--dir DIR] [--keep]
+           [--index-dir DIR]
 
 BUILD_DIR (default build/) must hold tools/tandem, tools/tandemd and
 bench/bench_cluster; nothing is built.
@@ -71,6 +72,8 @@ bench/bench_cluster; nothing is built.
   --skip-pg          no PostgreSQL run; --skip-tandem: only PostgreSQL
   --dir DIR          where the work directory goes (default $TMPDIR or /tmp)
   --keep             leave the work directory (daemons stopped)
+  --index-dir DIR    put each node's index under DIR (tandem init --index-dir),
+                     another file system than the logs' (default: in the node)
 EOF
 }
 
@@ -94,6 +97,7 @@ skip_pg=0
 skip_tandem=0
 parent=${TMPDIR:-/tmp}
 keep=0
+index_parent=""
 
 if [[ $# -gt 0 && "$1" != -* ]]; then
     build=$1
@@ -114,6 +118,7 @@ while [[ $# -gt 0 ]]; do
         --skip-tandem) skip_tandem=1; shift ;;
         --dir) parent=${2:?}; shift 2 ;;
         --keep) keep=1; shift ;;
+        --index-dir) index_parent=${2:?}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; exit 2 ;;
     esac
@@ -152,6 +157,11 @@ mkdir -p "$parent"
 work=$(mktemp -d "$(cd "$parent" && pwd)/bench_replication-XXXXXX")
 # pg_standby.sh runs PostgreSQL as 'postgres' when we are root: it must reach $work/pg.
 chmod 755 "$work"
+index_root=""
+if [[ -n "$index_parent" ]]; then
+    mkdir -p "$index_parent"
+    index_root=$(mktemp -d "$(cd "$index_parent" && pwd)/bench_replication-index-XXXXXX")
+fi
 results=$work/results.txt
 : >"$results"
 daemon_pids=()
@@ -202,6 +212,7 @@ cleanup() {
         echo "# bench_replication: kept $work (the daemons' logs are n*.log there)" >&2
     else
         rm -rf "$work"
+        [[ -z "$index_root" ]] || rm -rf "$index_root"
     fi
     exit "$status"
 }
@@ -240,6 +251,7 @@ echo "# bench_replication: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(uname -sr), $(nproc
     "$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo);" \
     "work directory $work ($(stat -f -c %T "$work")); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# build $build; git $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+[[ -z "$index_root" ]] || echo "# indexes in $index_root ($(stat -f -c %T "$index_root")), linked from the node directories"
 
 # ---- tandem -------------------------------------------------------------------------------
 
@@ -270,8 +282,11 @@ init_config() { # CONFIG: sets ports[] and primary_addr
         for ((j = 1; j <= count; j++)); do
             ((j == i)) || peers+=(--peer "n$j=127.0.0.1:${ports[$j]}")
         done
+        index_args=()
+        [[ -z "$index_root" ]] || index_args=(--index-dir "$index_root/$config/n$i")
         "$tandem" init "$work/$config/n$i" --cluster bench --node "n$i" \
-            --listen "127.0.0.1:${ports[$i]}" --ca "$ca" "${peers[@]}" --primary n1 >/dev/null ||
+            --listen "127.0.0.1:${ports[$i]}" --ca "$ca" "${peers[@]}" --primary n1 \
+            "${index_args[@]}" >/dev/null ||
             die "tandem init $work/$config/n$i failed"
         conf=$work/$config/n$i/tandem.conf
         grep -q '^min_copies = ' "$conf" || die "$conf has no min_copies line"

@@ -375,14 +375,16 @@ static bool index_link_dangling(const char *env_dir, struct tdm_diag *diag)
 
 #define INDEX_OWNER_NAME "node-dir" /* In a linked index: the node directory it is of. */
 
-/* A writer's check of an index that DIR/index links to (tandem init
- * --index-dir): copies of DIR (cp -a, rsync -a) copy the link, and two node
- * directories must never share one index. The target holds node-dir, the
- * real path of the directory whose index it is. Another directory whose
- * index still resolves to the same target owns it: refused, naming it.
- * Otherwise (first open, or the directory was moved) this one claims it;
- * the file is a guard, not data, so it is not fsync'd. */
-static int index_link_claim(const char *node_dir, const char *env_dir, struct tdm_diag *diag)
+/* The check of an index that DIR/index links to (tandem init --index-dir):
+ * copies of DIR (cp -a, rsync -a) copy the link, and two node directories
+ * must never share one index. The target holds node-dir, the real path of
+ * the directory whose index it is. Another directory whose index still
+ * resolves to the same target owns it: refused (writers and readers),
+ * naming it. Otherwise (first open, or the directory was moved) a writer
+ * (claim) takes it over; the file is a guard, not data, so it is not
+ * fsync'd. */
+static int index_link_claim(const char *node_dir, const char *env_dir, bool claim,
+                            struct tdm_diag *diag)
 {
     struct stat st;
     if (lstat(env_dir, &st) != 0 || !S_ISLNK(st.st_mode)) {
@@ -427,6 +429,9 @@ static int index_link_claim(const char *node_dir, const char *env_dir, struct td
                             env_dir, target, owner);
             return TANDEM_EBUSY;
         }
+    }
+    if (!claim) {
+        return 0;
     }
     f = fopen(tmp_path, "we");
     bool written = f != NULL && fprintf(f, "%s\n", self) > 0;
@@ -722,8 +727,8 @@ int tdm_index_open_at(const char *node_dir, const char *name, bool read_only,
         return rv;
     }
     rv = index_directory_prepare(env_dir, read_only, diag);
-    if (rv == 0 && !read_only) {
-        rv = index_link_claim(node_dir, env_dir, diag);
+    if (rv == 0 && strcmp(name, "index") == 0) {
+        rv = index_link_claim(node_dir, env_dir, !read_only, diag);
     }
     if (rv != 0) {
         goto err;

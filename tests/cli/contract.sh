@@ -224,6 +224,8 @@ cp -a "$work/xk" "$work/xk-copy"
 head -1 "$work/r.jsonl" | "$T" append --node "$work/xk-copy" >/dev/null 2>"$work/err"; check "index dir: copy refused rc" 1 $?
 check "index dir: copy refused says why" 1 "$(grep -c "links to $I/n3, the index of node directory $(realpath "$work/xk") (a copy of it?)" "$work/err")"
 check "index dir: copy refused one line" 1 "$(wc -l < "$work/err")"
+"$T" get --node "$work/xk-copy" --message-id "$mid" >/dev/null 2>"$work/err"; check "index dir: copy refused to a reader rc" 1 $?
+check "index dir: copy refused to a reader says why" 1 "$(grep -c "the index of node directory $(realpath "$work/xk")" "$work/err")"
 mv "$work/xk" "$work/xk-moved"
 head -1 "$work/r.jsonl" | "$T" append --node "$work/xk-moved" >/dev/null; check "index dir: moved directory rc" 0 $?
 check "index dir: moved directory claims it" "$(realpath "$work/xk-moved")" "$(cat "$I/n3/node-dir")"
