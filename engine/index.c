@@ -394,7 +394,7 @@ static int index_link_claim(const char *node_dir, const char *env_dir, bool clai
     char target[INDEX_PATH_SIZE];
     if (realpath(node_dir, self) == NULL || realpath(env_dir, target) == NULL) {
         int rv = -errno;
-        tdm_diag_printf(diag, "index: resolve %s: %s", env_dir, tandem_strerror(rv));
+        tdm_diag_printf(diag, "index: resolve %s and its link: %s", env_dir, tandem_strerror(rv));
         return rv;
     }
     char owner_path[INDEX_PATH_SIZE];
@@ -425,7 +425,8 @@ static int index_link_claim(const char *node_dir, const char *env_dir, bool clai
             strcmp(other_target, target) == 0) {
             tdm_diag_printf(diag,
                             "index: %s links to %s, the index of node directory %s (a copy of "
-                            "it?): remove the link, and the index is rebuilt from the log here",
+                            "it?): remove the link, and tandemd or tandem reindex rebuilds the "
+                            "index here from the log",
                             env_dir, target, owner);
             return TANDEM_EBUSY;
         }
