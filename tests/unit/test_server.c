@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "net/tls.h"
+#include "net/uv.h"
 #include "tandem.h"
 
 #define PATH_SIZE   1024
@@ -394,6 +395,92 @@ static void test_tandem_server_start__bad_conf(void **state)
     assert_non_null(strstr(diag.message, "flags"));
 }
 
+/* tdm_uv_cluster_check(): a good cluster passes; each of its refusals names
+ * the setting at fault, in one line. */
+static struct tdm_uv_cluster_config cluster_good(void)
+{
+    struct tdm_uv_cluster_config c;
+    memset(&c, 0, sizeof(c));
+    snprintf(c.cluster, sizeof(c.cluster), "c1");
+    snprintf(c.self_id, sizeof(c.self_id), "n1");
+    snprintf(c.primary, sizeof(c.primary), "n2");
+    c.node_count = 3;
+    for (uint32_t i = 0; i < 3; i++) {
+        snprintf(c.nodes[i].id, sizeof(c.nodes[i].id), "n%u", i + 1);
+        snprintf(c.nodes[i].addr, sizeof(c.nodes[i].addr), "127.0.0.1:%u", 7000 + i);
+    }
+    c.min_copies = 2;
+    c.write_deadline_ms = 10000;
+    c.rotation_count = 2;
+    snprintf(c.rotation[0], sizeof(c.rotation[0]), "n3");
+    snprintf(c.rotation[1], sizeof(c.rotation[1]), "n1");
+    return c;
+}
+
+static void cluster_refused(const struct tdm_uv_cluster_config *c, const char *words)
+{
+    struct tdm_diag diag = {{0}};
+    assert_int_equal(tdm_uv_cluster_check(c, &diag), TANDEM_EINVALID);
+    if (strstr(diag.message, words) == NULL) {
+        fail_msg("diag [%s] does not say [%s]", diag.message, words);
+    }
+    assert_null(strchr(diag.message, '\n'));
+}
+
+static void test_cluster_check__refusals(void **state)
+{
+    (void)state;
+    struct tdm_uv_cluster_config c = cluster_good();
+    struct tdm_diag diag = {{0}};
+    assert_int_equal(tdm_uv_cluster_check(&c, &diag), 0);
+
+    c = cluster_good();
+    snprintf(c.cluster, sizeof(c.cluster), "bad name");
+    cluster_refused(&c, "[node] cluster 'bad name'");
+    c = cluster_good();
+    c.node_count = 0;
+    cluster_refused(&c, "0 nodes: a cluster has 1 to");
+    c = cluster_good();
+    c.node_count = TDM_UV_NODES_MAX + 1;
+    cluster_refused(&c, "nodes: a cluster has 1 to");
+    c = cluster_good();
+    snprintf(c.nodes[2].id, sizeof(c.nodes[2].id), "n/3");
+    cluster_refused(&c, "node id 'n/3'");
+    c = cluster_good();
+    snprintf(c.nodes[0].addr, sizeof(c.nodes[0].addr), "127.0.0.1");
+    cluster_refused(&c, "[replication] listen '127.0.0.1': expected HOST:PORT");
+    c = cluster_good();
+    snprintf(c.nodes[1].addr, sizeof(c.nodes[1].addr), "h:0");
+    cluster_refused(&c, "[replication] peer 'h:0': expected HOST:PORT");
+    c = cluster_good();
+    snprintf(c.nodes[2].id, sizeof(c.nodes[2].id), "n2");
+    cluster_refused(&c, "node id 'n2' given twice");
+    c = cluster_good();
+    snprintf(c.self_id, sizeof(c.self_id), "n9");
+    cluster_refused(&c, "[replication] listen is not set for this node (n9)");
+    c = cluster_good();
+    snprintf(c.primary, sizeof(c.primary), "n9");
+    cluster_refused(&c, "[replication] primary 'n9': not this node nor any peer");
+    c = cluster_good();
+    c.min_copies = 4;
+    cluster_refused(&c, "[replication] min_copies 4: must be 1 to the 3 nodes");
+    c = cluster_good();
+    c.min_copies = 0;
+    cluster_refused(&c, "[replication] min_copies 0");
+    c = cluster_good();
+    c.write_deadline_ms = 0;
+    cluster_refused(&c, "[replication] write_deadline_ms 0: must be 1 to");
+    c = cluster_good();
+    c.rotation_count = 4;
+    cluster_refused(&c, "[replication] rotation: 4 ids for 3 nodes");
+    c = cluster_good();
+    snprintf(c.rotation[1], sizeof(c.rotation[1]), "n7");
+    cluster_refused(&c, "[replication] rotation: 'n7' is not this node nor any peer");
+    c = cluster_good();
+    snprintf(c.rotation[1], sizeof(c.rotation[1]), "n3");
+    cluster_refused(&c, "[replication] rotation: 'n3' given twice");
+}
+
 /* [replication] switchover_interval and rotation (docs/OPERATIONS.md
  * "Switchover"): a bad value fails the start naming the key, its line and
  * the expected form; good values get past the configuration (the start then
@@ -480,6 +567,7 @@ int main(void)
         cmocka_unit_test(test_tandem_server_start__standalone),
         cmocka_unit_test(test_tandem_server_start__replicated),
         cmocka_unit_test(test_tandem_server_start__bad_conf),
+        cmocka_unit_test(test_cluster_check__refusals),
         cmocka_unit_test(test_tandem_server_start__switchover_conf),
         cmocka_unit_test(test_tandem_server_start__fails_after_the_thread_started),
     };
