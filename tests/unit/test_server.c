@@ -417,14 +417,59 @@ static struct tdm_uv_cluster_config cluster_good(void)
     return c;
 }
 
-static void cluster_refused(const struct tdm_uv_cluster_config *c, const char *words)
+/* Case i of the refusals: break one setting of c; returns the words the
+ * refusal must say, or NULL past the last case. */
+static const char *cluster_break(struct tdm_uv_cluster_config *c, int i)
 {
-    struct tdm_diag diag = {{0}};
-    assert_int_equal(tdm_uv_cluster_check(c, &diag), TANDEM_EINVALID);
-    if (strstr(diag.message, words) == NULL) {
-        fail_msg("diag [%s] does not say [%s]", diag.message, words);
+    switch (i) {
+    case 0:
+        snprintf(c->cluster, sizeof(c->cluster), "bad name");
+        return "[node] cluster 'bad name'";
+    case 1:
+        c->node_count = 0;
+        return "0 nodes: a cluster has 1 to";
+    case 2:
+        c->node_count = TDM_UV_NODES_MAX + 1;
+        return "nodes: a cluster has 1 to";
+    case 3:
+        snprintf(c->nodes[2].id, sizeof(c->nodes[2].id), "n/3");
+        return "node id 'n/3'";
+    case 4:
+        snprintf(c->nodes[0].addr, sizeof(c->nodes[0].addr), "127.0.0.1");
+        return "[replication] listen '127.0.0.1': expected HOST:PORT";
+    case 5:
+        snprintf(c->nodes[1].addr, sizeof(c->nodes[1].addr), "h:0");
+        return "[replication] peer 'h:0': expected HOST:PORT";
+    case 6:
+        snprintf(c->nodes[2].id, sizeof(c->nodes[2].id), "n2");
+        return "node id 'n2' given twice";
+    case 7:
+        snprintf(c->self_id, sizeof(c->self_id), "n9");
+        return "[replication] listen is not set for this node (n9)";
+    case 8:
+        snprintf(c->primary, sizeof(c->primary), "n9");
+        return "[replication] primary 'n9': not this node nor any peer";
+    case 9:
+        c->min_copies = 4;
+        return "[replication] min_copies 4: must be 1 to the 3 nodes";
+    case 10:
+        c->min_copies = 0;
+        return "[replication] min_copies 0";
+    case 11:
+        c->write_deadline_ms = 0;
+        return "[replication] write_deadline_ms 0: must be 1 to";
+    case 12:
+        c->rotation_count = 4;
+        return "[replication] rotation: 4 ids for 3 nodes";
+    case 13:
+        snprintf(c->rotation[1], sizeof(c->rotation[1]), "n7");
+        return "[replication] rotation: 'n7' is not this node nor any peer";
+    case 14:
+        snprintf(c->rotation[1], sizeof(c->rotation[1]), "n3");
+        return "[replication] rotation: 'n3' given twice";
+    default:
+        return NULL;
     }
-    assert_null(strchr(diag.message, '\n'));
 }
 
 static void test_cluster_check__refusals(void **state)
@@ -433,52 +478,18 @@ static void test_cluster_check__refusals(void **state)
     struct tdm_uv_cluster_config c = cluster_good();
     struct tdm_diag diag = {{0}};
     assert_int_equal(tdm_uv_cluster_check(&c, &diag), 0);
-
-    c = cluster_good();
-    snprintf(c.cluster, sizeof(c.cluster), "bad name");
-    cluster_refused(&c, "[node] cluster 'bad name'");
-    c = cluster_good();
-    c.node_count = 0;
-    cluster_refused(&c, "0 nodes: a cluster has 1 to");
-    c = cluster_good();
-    c.node_count = TDM_UV_NODES_MAX + 1;
-    cluster_refused(&c, "nodes: a cluster has 1 to");
-    c = cluster_good();
-    snprintf(c.nodes[2].id, sizeof(c.nodes[2].id), "n/3");
-    cluster_refused(&c, "node id 'n/3'");
-    c = cluster_good();
-    snprintf(c.nodes[0].addr, sizeof(c.nodes[0].addr), "127.0.0.1");
-    cluster_refused(&c, "[replication] listen '127.0.0.1': expected HOST:PORT");
-    c = cluster_good();
-    snprintf(c.nodes[1].addr, sizeof(c.nodes[1].addr), "h:0");
-    cluster_refused(&c, "[replication] peer 'h:0': expected HOST:PORT");
-    c = cluster_good();
-    snprintf(c.nodes[2].id, sizeof(c.nodes[2].id), "n2");
-    cluster_refused(&c, "node id 'n2' given twice");
-    c = cluster_good();
-    snprintf(c.self_id, sizeof(c.self_id), "n9");
-    cluster_refused(&c, "[replication] listen is not set for this node (n9)");
-    c = cluster_good();
-    snprintf(c.primary, sizeof(c.primary), "n9");
-    cluster_refused(&c, "[replication] primary 'n9': not this node nor any peer");
-    c = cluster_good();
-    c.min_copies = 4;
-    cluster_refused(&c, "[replication] min_copies 4: must be 1 to the 3 nodes");
-    c = cluster_good();
-    c.min_copies = 0;
-    cluster_refused(&c, "[replication] min_copies 0");
-    c = cluster_good();
-    c.write_deadline_ms = 0;
-    cluster_refused(&c, "[replication] write_deadline_ms 0: must be 1 to");
-    c = cluster_good();
-    c.rotation_count = 4;
-    cluster_refused(&c, "[replication] rotation: 4 ids for 3 nodes");
-    c = cluster_good();
-    snprintf(c.rotation[1], sizeof(c.rotation[1]), "n7");
-    cluster_refused(&c, "[replication] rotation: 'n7' is not this node nor any peer");
-    c = cluster_good();
-    snprintf(c.rotation[1], sizeof(c.rotation[1]), "n3");
-    cluster_refused(&c, "[replication] rotation: 'n3' given twice");
+    int cases = 0;
+    for (const char *words = cluster_break(&c, 0); words != NULL;
+         words = cluster_break(&c, ++cases)) {
+        diag.message[0] = '\0';
+        assert_int_equal(tdm_uv_cluster_check(&c, &diag), TANDEM_EINVALID);
+        if (strstr(diag.message, words) == NULL) {
+            fail_msg("case %d: diag [%s] does not say [%s]", cases, diag.message, words);
+        }
+        assert_null(strchr(diag.message, '\n'));
+        c = cluster_good();
+    }
+    assert_int_equal(cases, 15);
 }
 
 /* [replication] switchover_interval and rotation (docs/OPERATIONS.md
