@@ -35,13 +35,8 @@
 /* A live group (one LMDB transaction of the index thread) ends at this many
  * bytes of decoded batches or this many batches, whichever comes first. The
  * byte bound stays below TDM_COMMIT_INDEX_QUEUE_SIZE_MAX, so writers never
- * wait for a group that is still gathering; a group being applied still
- * counts in the queue, so memory stays bounded by the queue's size. At 48
- * MiB (was 16) a node ingesting batches of 256 records commits its index
- * about 1.4 times a second instead of 4: with 2 million records indexed, the
- * index threads' CPU per record fell from 14 to 9-10 us and the p99 of a
- * 256-record append from 15-18 ms to 9-15 (docs/BENCHMARKS.md). */
-#define TDM_COMMIT_INDEX_GROUP_SIZE_MAX    (48u << 20)
+ * wait for a group that is still gathering. */
+#define TDM_COMMIT_INDEX_GROUP_SIZE_MAX    (16u << 20)
 #define TDM_COMMIT_INDEX_GROUP_BATCHES_MAX 16384
 /* Most requests waiting for the commit thread before submitters get TANDEM_EBUSY. */
 #define TDM_COMMIT_PENDING_MAX 65536
