@@ -350,40 +350,20 @@ static int index_path(char *path, const char *env_dir, const char *name, struct 
     return 0;
 }
 
-/* True (and diag says so) if env_dir is a symbolic link to nothing: the
- * index was put on another file system (tandem init --index-dir) that is
- * not there now. */
-static bool index_link_dangling(const char *env_dir, struct tdm_diag *diag)
-{
-    struct stat st;
-    char target[INDEX_PATH_SIZE];
-    if (lstat(env_dir, &st) != 0 || !S_ISLNK(st.st_mode) || stat(env_dir, &st) == 0) {
-        return false;
-    }
-    ssize_t n = readlink(env_dir, target, sizeof(target) - 1);
-    if (n < 0) {
-        return false;
-    }
-    target[n] = '\0';
-    tdm_diag_printf(diag,
-                    "index: %s is a link to %s, which does not exist (mount its file system; or "
-                    "remove the link, and tandemd or tandem reindex rebuilds the index there "
-                    "from the log)",
-                    env_dir, target);
-    return true;
-}
-
 #define INDEX_OWNER_NAME "node-dir" /* In a linked index: the node directory it is of. */
 
-/* The check of an index that DIR/index links to (tandem init --index-dir):
- * copies of DIR (cp -a, rsync -a) copy the link, and two node directories
- * must never share one index. The target holds node-dir, the real path of
- * the directory whose index it is. Another directory whose index still
- * resolves to the same target owns it: refused (writers and readers),
- * naming it. Otherwise (first open, or the directory was moved) a writer
- * (claim) takes it over; the file is a guard, not data, so it is not
- * fsync'd. */
-static int index_link_claim(const char *node_dir, const char *env_dir, bool claim,
+/* The check of an index that DIR/index links to (tandem init --index-dir),
+ * before anything is opened or created through the link:
+ * - a link to nothing (its file system not mounted) fails the open, naming
+ *   the link and its target;
+ * - copies of DIR (cp -a, rsync -a) copy the link, and two node directories
+ *   must never share one index. The target holds node-dir, the real path of
+ *   the directory whose index it is. Another directory whose index still
+ *   resolves to the same target owns it: refused (writers and readers),
+ *   naming it. Otherwise (first open, or the directory was moved) a writer
+ *   (claim) takes it over; the file is a guard, not data, so it is not
+ *   fsync'd. */
+static int index_link_check(const char *node_dir, const char *env_dir, bool claim,
                             struct tdm_diag *diag)
 {
     struct stat st;
@@ -392,6 +372,16 @@ static int index_link_claim(const char *node_dir, const char *env_dir, bool clai
     }
     char self[INDEX_PATH_SIZE];
     char target[INDEX_PATH_SIZE];
+    if (stat(env_dir, &st) != 0) {
+        ssize_t n = readlink(env_dir, target, sizeof(target) - 1);
+        target[n >= 0 ? n : 0] = '\0';
+        tdm_diag_printf(diag,
+                        "index: %s is a link to %s, which does not exist (mount its file system; "
+                        "or remove the link, and tandemd or tandem reindex rebuilds the index "
+                        "there from the log)",
+                        env_dir, target);
+        return -ENOENT;
+    }
     if (realpath(node_dir, self) == NULL || realpath(env_dir, target) == NULL) {
         int rv = -errno;
         tdm_diag_printf(diag, "index: resolve %s and its link: %s", env_dir, tandem_strerror(rv));
@@ -455,9 +445,6 @@ static int index_directory_prepare(const char *env_dir, bool read_only, struct t
     int rv = index_path(path, env_dir, read_only ? "data.mdb" : NULL, diag);
     if (rv != 0) {
         return rv;
-    }
-    if (index_link_dangling(env_dir, diag)) {
-        return -ENOENT;
     }
     if (read_only) {
         struct stat st;
@@ -727,9 +714,11 @@ int tdm_index_open_at(const char *node_dir, const char *name, bool read_only,
     if (rv != 0) {
         return rv;
     }
-    rv = index_directory_prepare(env_dir, read_only, diag);
-    if (rv == 0 && strcmp(name, "index") == 0) {
-        rv = index_link_claim(node_dir, env_dir, !read_only, diag);
+    if (strcmp(name, "index") == 0) {
+        rv = index_link_check(node_dir, env_dir, !read_only, diag);
+    }
+    if (rv == 0) {
+        rv = index_directory_prepare(env_dir, read_only, diag);
     }
     if (rv != 0) {
         goto err;

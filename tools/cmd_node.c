@@ -32,7 +32,6 @@
 #include "cmd.h"
 
 #include <errno.h>
-#include <dirent.h>
 #include <fcntl.h>
 #include <ini.h>
 #include <stdio.h>
@@ -43,6 +42,7 @@
 #include <unistd.h>
 
 #include "engine/base/assert.h"
+#include "engine/fs.h"
 #include "net/tls.h"
 
 #define NODE_DIR_MODE      0750 /* Node directories hold customer data. */
@@ -432,19 +432,19 @@ static int node_init_tls(const struct node_init_args *args)
     return TDM_CMD_EXIT_OK;
 }
 
-/* True if path is a directory with no entry. */
+static int node_dir_entry_cb(void *data, const char *name)
+{
+    (void)data;
+    (void)name;
+    return 1; /* One entry is enough: stop the listing. */
+}
+
+/* True if path is a directory with no entry (the file-system table's list()
+ * skips "." and ".."). */
 static bool node_dir_empty(const char *path)
 {
-    DIR *dir = opendir(path);
-    if (dir == NULL) {
-        return false;
-    }
-    bool empty = true;
-    for (struct dirent *e = readdir(dir); e != NULL && empty; e = readdir(dir)) {
-        empty = strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0;
-    }
-    closedir(dir);
-    return empty;
+    struct tdm_fs *fs = tdm_fs_posix();
+    return fs->list(fs, path, node_dir_entry_cb, NULL) == 0;
 }
 
 /* Step 2 with --index-dir: DIR/index, a link to an empty PATH of its own. */
