@@ -221,6 +221,160 @@ int tdm_log_progress_sync(struct tdm_log *log, uint64_t lsn, const struct tdm_ch
     return rv;
 }
 
+/* ---- prepared segments ---------------------------------------------------------- */
+
+#define PREPARE_CHUNK_SIZE (1u << 20)
+#define PREPARE_SYNC_EVERY (8u << 20) /* fdatasync as it goes: no 64 MiB flush at once. */
+
+static bool log_prepare_stopping(struct tdm_log *log)
+{
+    pthread_mutex_lock(&log->prepare_mutex);
+    bool stop = log->prepare_stop;
+    pthread_mutex_unlock(&log->prepare_mutex);
+    return stop;
+}
+
+/* Write zeros over [from, to) of fd, fdatasync'ing every PREPARE_SYNC_EVERY. */
+static int log_prepare_zero(struct tdm_log *log, int fd, const uint8_t *zeros, uint64_t from,
+                            uint64_t to)
+{
+    uint64_t unsynced = 0;
+    for (uint64_t at = from; at < to;) {
+        if (log_prepare_stopping(log)) {
+            return -ECANCELED;
+        }
+        size_t n = to - at < PREPARE_CHUNK_SIZE ? (size_t)(to - at) : PREPARE_CHUNK_SIZE;
+        int rv = log->fs->pwrite(log->fs, fd, zeros, n, at);
+        if (rv == 0 && (unsynced += n) >= PREPARE_SYNC_EVERY) {
+            unsynced = 0;
+            rv = log->fs->fdatasync(log->fs, fd);
+        }
+        if (rv != 0) {
+            return rv;
+        }
+        at += n;
+    }
+    return log->fs->fdatasync(log->fs, fd);
+}
+
+int tdm_log_prepare_file(struct tdm_log *log)
+{
+    char path[TDM_PATH_SIZE];
+    int rv = tdm_fs_path(path, sizeof(path), log->log_dir, TDM_LOG_PREPARE_NAME);
+    tdm_assert(rv == 0);
+    uint64_t slack = log->options.segment_size / 16;
+    uint64_t size =
+        log->options.segment_size + (slack < TDM_LOG_PREPARE_SLACK ? slack : TDM_LOG_PREPARE_SLACK);
+    uint8_t *zeros = tdm_calloc(1, PREPARE_CHUNK_SIZE);
+    if (zeros == NULL) {
+        return -ENOMEM;
+    }
+    int fd = -1;
+    uint64_t have = 0;
+    rv = log->fs->open(log->fs, path, TDM_FS_WRITE | TDM_FS_CREATE, &fd);
+    rv = rv != 0 ? rv : log->fs->size(log->fs, fd, &have);
+    if (rv == 0 && have > size) { /* segment_size changed: start over. */
+        have = 0;
+        rv = log->fs->truncate(log->fs, fd, 0);
+    }
+    if (rv == 0 && have > 0) {
+        /* A segment header a crash left before the rename became durable: no
+         * batch is ever written before that, so the rest is zeros. */
+        uint64_t head = have < TDM_SEGMENT_HEADER_SIZE ? have : TDM_SEGMENT_HEADER_SIZE;
+        rv = log->fs->pwrite(log->fs, fd, zeros, (size_t)head, 0);
+    }
+    rv = rv != 0 ? rv : log_prepare_zero(log, fd, zeros, have, size);
+    tdm_free(zeros);
+    if (fd >= 0) {
+        log->fs->close(log->fs, fd);
+    }
+    if (rv != 0 && rv != -ECANCELED) {
+        (void)log->fs->unlink(log->fs, path); /* Zeros only: frees the space. */
+        return rv;
+    }
+    if (rv == 0) {
+        pthread_mutex_lock(&log->prepare_mutex);
+        log->prepare_ready = true;
+        pthread_mutex_unlock(&log->prepare_mutex);
+    }
+    return rv;
+}
+
+/* Prepare, or say in one trace line why segments are created empty for now. */
+static void log_prepare_run(struct tdm_log *log)
+{
+    int rv = tdm_log_prepare_file(log);
+    if (rv != 0 && rv != -ECANCELED) {
+        tdm_tracef("prepare %s/%s: %s; the next segment is created empty", log->log_dir,
+                   TDM_LOG_PREPARE_NAME, tandem_strerror(rv));
+    }
+}
+
+static void *log_prepare_main(void *arg)
+{
+    struct tdm_log *log = arg;
+    (void)pthread_setname_np(pthread_self(), "tdm-prepare"); /* For top -H; best effort. */
+    pthread_mutex_lock(&log->prepare_mutex);
+    for (;;) {
+        while (!log->prepare_stop && (!log->prepare_wanted || log->prepare_ready)) {
+            pthread_cond_wait(&log->prepare_cond, &log->prepare_mutex);
+        }
+        if (log->prepare_stop) {
+            break;
+        }
+        log->prepare_wanted = false;
+        pthread_mutex_unlock(&log->prepare_mutex);
+        log_prepare_run(log);
+        pthread_mutex_lock(&log->prepare_mutex);
+    }
+    pthread_mutex_unlock(&log->prepare_mutex);
+    return NULL;
+}
+
+/* The open segment is half full: ask for the next segment file. */
+static void log_prepare_ask(struct tdm_log *log)
+{
+    if (log->options.prepare == TDM_LOG_PREPARE_OFF || log->tail_prepare_asked ||
+        log->tail_offset < log->options.segment_size / 2) {
+        return;
+    }
+    log->tail_prepare_asked = true;
+    if (log->options.prepare == TDM_LOG_PREPARE_INLINE) {
+        log_prepare_run(log);
+        return;
+    }
+    if (!log->prepare_started) {
+        return;
+    }
+    pthread_mutex_lock(&log->prepare_mutex);
+    log->prepare_wanted = true;
+    pthread_cond_signal(&log->prepare_cond);
+    pthread_mutex_unlock(&log->prepare_mutex);
+}
+
+/* Take the prepared file if one is ready: 1 and *fd open for writing, or 0. */
+static int log_prepare_take(struct tdm_log *log, const char *segment_path, int *fd)
+{
+    pthread_mutex_lock(&log->prepare_mutex);
+    bool ready = log->prepare_ready;
+    log->prepare_ready = false;
+    pthread_mutex_unlock(&log->prepare_mutex);
+    if (!ready) {
+        return 0;
+    }
+    char path[TDM_PATH_SIZE];
+    int rv = tdm_fs_path(path, sizeof(path), log->log_dir, TDM_LOG_PREPARE_NAME);
+    tdm_assert(rv == 0);
+    int probe;
+    rv = log->fs->open(log->fs, segment_path, TDM_FS_READ, &probe);
+    if (rv == 0) { /* A rename must never replace a segment: create it as usual. */
+        log->fs->close(log->fs, probe);
+        return 0;
+    }
+    rv = log->fs->open(log->fs, path, TDM_FS_WRITE, fd);
+    return rv == 0 ? 1 : 0;
+}
+
 /* ---- open and close --------------------------------------------------------- */
 
 int tdm_log_open(struct tdm_log *log, struct tdm_fs *fs, const char *dir,
@@ -242,6 +396,8 @@ int tdm_log_open(struct tdm_log *log, struct tdm_fs *fs, const char *dir,
     }
     pthread_mutex_init(&log->mutex, NULL);
     pthread_mutex_init(&log->swap_mutex, NULL);
+    pthread_mutex_init(&log->prepare_mutex, NULL);
+    pthread_cond_init(&log->prepare_cond, NULL);
     int rv = -ENOMEM;
     log->tail_checksum = XXH3_createState();
     if (log->tail_checksum == NULL) {
@@ -269,6 +425,11 @@ int tdm_log_open(struct tdm_log *log, struct tdm_fs *fs, const char *dir,
             goto err;
         }
     }
+    if (options->prepare == TDM_LOG_PREPARE_THREAD && !options->read_only) {
+        /* Without the thread, segments are created empty: slower, not wrong. */
+        log->prepare_started =
+            pthread_create(&log->prepare_thread, NULL, log_prepare_main, log) == 0;
+    }
     return 0;
 
 err:
@@ -279,6 +440,14 @@ err:
 
 void tdm_log_close(struct tdm_log *log)
 {
+    if (log->prepare_started) {
+        pthread_mutex_lock(&log->prepare_mutex);
+        log->prepare_stop = true;
+        pthread_cond_signal(&log->prepare_cond);
+        pthread_mutex_unlock(&log->prepare_mutex);
+        pthread_join(log->prepare_thread, NULL);
+        log->prepare_started = false;
+    }
     if (log->tail_fd >= 0) {
         log->fs->close(log->fs, log->tail_fd);
         log->tail_fd = -1;
@@ -307,6 +476,8 @@ void tdm_log_close(struct tdm_log *log)
     }
     pthread_mutex_destroy(&log->mutex);
     pthread_mutex_destroy(&log->swap_mutex);
+    pthread_cond_destroy(&log->prepare_cond);
+    pthread_mutex_destroy(&log->prepare_mutex);
 }
 
 /* ---- append ------------------------------------------------------------------- */
@@ -329,11 +500,16 @@ static int log_segment_create(struct tdm_log *log, struct tdm_diag *diag)
     char path[TDM_PATH_SIZE];
     log_path(log, lsn_first, path);
     int fd;
-    int rv = log->fs->open(log->fs, path, TDM_FS_WRITE | TDM_FS_CREATE | TDM_FS_EXCLUSIVE, &fd);
+    int prepared = log_prepare_take(log, path, &fd);
+    int rv = 0;
+    if (!prepared) {
+        rv = log->fs->open(log->fs, path, TDM_FS_WRITE | TDM_FS_CREATE | TDM_FS_EXCLUSIVE, &fd);
+    }
     if (rv != 0) {
         return log_fail_io(log, rv, diag, "create", lsn_first);
     }
     struct tdm_segment_header header = {
+        .flags = prepared ? TDM_SEGMENT_PREPARED : 0,
         .lsn_first = lsn_first,
         .epoch = log->epoch,
         .chain_prev = log->chain_last,
@@ -346,6 +522,14 @@ static int log_segment_create(struct tdm_log *log, struct tdm_diag *diag)
     if (rv == 0) {
         what = "fdatasync";
         rv = log->fs->fdatasync(log->fs, fd);
+    }
+    char prepared_path[TDM_PATH_SIZE];
+    if (rv == 0 && prepared) {
+        /* The header is durable under the prepared name first, so the
+         * segment's name never shows a file without one. */
+        what = "rename the prepared file to";
+        rv = tdm_fs_path(prepared_path, sizeof(prepared_path), log->log_dir, TDM_LOG_PREPARE_NAME);
+        rv = rv != 0 ? rv : log->fs->rename(log->fs, prepared_path, path);
     }
     if (rv == 0) {
         /* The new name must survive a crash before any batch is written into it. */
@@ -373,6 +557,8 @@ static int log_segment_create(struct tdm_log *log, struct tdm_diag *diag)
     log->tail_fd = fd;
     log->tail_offset = TDM_SEGMENT_HEADER_SIZE;
     log->tail_batch_count = 0;
+    log->tail_allocated = prepared;
+    log->tail_prepare_asked = false;
     return 0;
 }
 
@@ -394,7 +580,17 @@ int tdm_log_seal(struct tdm_log *log, struct tdm_diag *diag)
     };
     uint8_t buf[TDM_SEGMENT_FOOTER_SIZE];
     tdm_segment_footer_encode(&footer, buf);
-    int rv = log->fs->pwrite(log->fs, log->tail_fd, buf, sizeof(buf), log->tail_offset);
+    int rv = 0;
+    if (log->tail_allocated) {
+        /* The footer ends the file: drop the zeros after it first. A crash
+         * before the fdatasync leaves either zeros (still open) or the
+         * footer before zeros, a torn tail that recovery cuts. */
+        rv = log->fs->truncate(log->fs, log->tail_fd, log->tail_offset + sizeof(buf));
+        if (rv != 0) {
+            return log_fail_io(log, rv, diag, "truncate", segment->lsn_first);
+        }
+    }
+    rv = log->fs->pwrite(log->fs, log->tail_fd, buf, sizeof(buf), log->tail_offset);
     if (rv != 0) {
         return log_fail_io(log, rv, diag, "write footer of", segment->lsn_first);
     }
@@ -404,6 +600,7 @@ int tdm_log_seal(struct tdm_log *log, struct tdm_diag *diag)
     }
     log->fs->close(log->fs, log->tail_fd);
     log->tail_fd = -1;
+    log->tail_allocated = false;
     if (log->tail_unsynced) { /* The footer's fdatasync covered the batches. */
         log->tail_unsynced = false;
         progress_write(log);
@@ -511,6 +708,7 @@ static int log_write_batch(struct tdm_log *log, const uint8_t *bytes, size_t siz
     segment->chain_last = h->chain_hash;
     log->log_bytes += (uint64_t)size;
     pthread_mutex_unlock(&log->mutex);
+    log_prepare_ask(log);
     if (sync) {
         progress_write(log);
     } else {

@@ -25,6 +25,10 @@
 #define TDM_LOG_DAMAGED_MAX    TANDEM_STATUS_DAMAGED_MAX
 #define TDM_PROGRESS_SLOT_SIZE 64
 #define TDM_LOG_TABLES_MAX     4 /* Batch tables kept: the open segment's and 3 others. */
+/* A prepared segment file (options.prepare) holds segment_size plus this many
+ * zero bytes, so that the batch that crosses segment_size mostly fits too. */
+#define TDM_LOG_PREPARE_SLACK (1u << 20)      /* At most; segment_size / 16 for small segments. */
+#define TDM_LOG_PREPARE_NAME  "next.prepared" /* In DIR/log/; not a segment name. */
 
 /* One segment file as recovery found it. */
 struct tdm_log_segment {
@@ -84,11 +88,26 @@ struct tdm_log_batch {
     struct tdm_log_location location;
 };
 
+enum tdm_log_prepare {
+    TDM_LOG_PREPARE_OFF = 0, /* Segments are created empty. */
+    TDM_LOG_PREPARE_THREAD,  /* The tdm-prepare thread keeps the next one ready. */
+    TDM_LOG_PREPARE_INLINE,  /* The writer prepares it itself (tests). */
+};
+
 struct tdm_log_options {
     uint64_t segment_size; /* Seal a segment once it holds this many bytes. */
     bool read_only;        /* Modify no file: a torn tail is ignored, not cut. */
     bool scrub; /* Prove every sealed segment whole even read-only: every batch (checksums,
                  * LSNs, chain hash) and the footer (engine/scrub.c). */
+    /* Keep the next segment file prepared: a thread (tdm-prepare) writes
+     * DIR/log/next.prepared full of zeros and fdatasyncs it once the open
+     * segment is half full, and the writer renames it into place when it
+     * needs a segment. Appends into written zeros change no file metadata
+     * (size, block allocation), so their fdatasync needs no journal commit
+     * (PostgreSQL's WAL segments; docs/FORMAT.md "Prepared segments").
+     * TDM_LOG_PREPARE_INLINE does the same in the writer's thread, at the
+     * same moment: deterministic, for fault tests. Ignored read-only. */
+    enum tdm_log_prepare prepare;
 };
 
 struct tdm_log {
@@ -117,6 +136,17 @@ struct tdm_log {
     uint64_t tail_offset;      /* Bytes written to it. */
     uint32_t tail_batch_count; /* Batches in it. */
     XXH3_state_t *tail_checksum; /* Running XXH3-64 of its bytes, for the footer. */
+    bool tail_allocated;         /* Its file goes on past tail_offset with zeros (prepared). */
+    bool tail_prepare_asked;     /* The next segment was asked of the prepare thread. */
+
+    /* The prepare thread (options.prepare); prepare_mutex guards the flags. */
+    pthread_mutex_t prepare_mutex;
+    pthread_cond_t prepare_cond;
+    pthread_t prepare_thread;
+    bool prepare_started; /* The thread runs (joined by close). */
+    bool prepare_stop;    /* Close asks it to end. */
+    bool prepare_wanted;  /* The writer asks for a prepared file. */
+    bool prepare_ready;   /* DIR/log/next.prepared is whole, zero and durable. */
 
     int progress_fd;       /* DIR/log/progress, or -1. */
     uint64_t progress_seq; /* Sequence of the last progress record. */
@@ -261,6 +291,16 @@ void tdm_log_fail(struct tdm_log *log, int code, const char *message);
  * TANDEM_EREADONLY, TANDEM_EFAILED, or an I/O error, which also makes the log
  * failed. Thread: writer only. */
 int tdm_log_cut_after(struct tdm_log *log, uint64_t lsn, struct tdm_diag *diag);
+
+/* Prepare DIR/log/next.prepared now, in the calling thread: create it or
+ * take over what a stopped run left, zero its header bytes, write zeros up to
+ * segment_size + TDM_LOG_PREPARE_SLACK and fdatasync; then it is ready for
+ * the writer's next segment (prepare_ready). The prepare thread calls it;
+ * tests call it directly. Between writes of 1 MiB it returns -ECANCELED once
+ * close asked the thread to stop. On failure the file is removed (it only ever held zeros and a
+ * header that no batch followed) and segments are created empty, as without options.prepare.
+ * Returns 0 or a negative errno. */
+int tdm_log_prepare_file(struct tdm_log *log);
 
 /* Write the progress record (both slots) for lsn and fdatasync it. */
 int tdm_log_progress_sync(struct tdm_log *log, uint64_t lsn, const struct tdm_chain_hash *chain);

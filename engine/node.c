@@ -257,7 +257,11 @@ static int node_open(const char *dir, const struct tandem_options *options, stru
             goto err_after_alloc;
         }
     }
-    struct tdm_log_options log_options = {.segment_size = segment_size, .read_only = t->read_only};
+    struct tdm_log_options log_options = {
+        .segment_size = segment_size, .read_only = t->read_only, .prepare = TDM_LOG_PREPARE_THREAD};
+    if ((options->flags & TDM_OPEN_PREPARE_INLINE) != 0) {
+        log_options.prepare = TDM_LOG_PREPARE_INLINE;
+    }
     rv = tdm_log_open(&t->log, fs, dir, &log_options, diag);
     if (rv != 0) {
         goto err_after_lock;
@@ -315,8 +319,11 @@ int tandem_open(const char *dir, const struct tandem_options *options, struct ta
         node_diag_copy(diag, &d);
         return TANDEM_EINVALID;
     }
-    int rv = node_open(dir, options != NULL ? options : &defaults, tdm_fs_posix(),
-                       NODE_INDEX_CATCH_UP, out, &d);
+    if (options != NULL) {
+        defaults = *options;
+        defaults.flags &= ~TDM_OPEN_PREPARE_INLINE; /* Internal: tdm_node_open() only. */
+    }
+    int rv = node_open(dir, &defaults, tdm_fs_posix(), NODE_INDEX_CATCH_UP, out, &d);
     node_diag_copy(diag, &d);
     return rv;
 }

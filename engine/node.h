@@ -6,6 +6,11 @@
 #include "base/error.h"
 #include "fs.h"
 
+/* tdm_node_open() flag: prepare the next segment file in the writer's thread
+ * (TDM_LOG_PREPARE_INLINE), deterministically, instead of in the tdm-prepare
+ * thread; for fault tests that count file operations. */
+#define TDM_OPEN_PREPARE_INLINE (1u << 31)
+
 /* tandem_open() with the file-system table fs (borrowed until close). */
 int tdm_node_open(const char *dir, const struct tandem_options *options, struct tdm_fs *fs,
                   struct tandem **out, struct tdm_diag *diag);

@@ -227,6 +227,35 @@ static int walk_resync(struct walk *w, uint64_t from, uint64_t *found, struct td
     return 0;
 }
 
+/* The end of the last non-zero byte in [from, w->end), or from if all are
+ * zero: a prepared segment's space after its last batch (log.h
+ * options.prepare) was written as zeros before any batch. */
+static int walk_used_end(struct walk *w, uint64_t from, uint64_t *used_end)
+{
+    uint8_t *chunk = w->body; /* Reused: this happens after the last batch. */
+    *used_end = from;
+    for (uint64_t offset = from; offset < w->end;) {
+        size_t want =
+            w->end - offset < RECOVER_CHUNK_SIZE ? (size_t)(w->end - offset) : RECOVER_CHUNK_SIZE;
+        size_t got = 0;
+        int rv = w->fs->pread(w->fs, w->fd, chunk, want, offset, &got);
+        if (rv != 0) {
+            return rv;
+        }
+        if (got == 0) {
+            break;
+        }
+        for (size_t i = got; i > 0; i--) {
+            if (chunk[i - 1] != 0) {
+                *used_end = offset + i;
+                break;
+            }
+        }
+        offset += got;
+    }
+    return 0;
+}
+
 /* ---- quarantine ------------------------------------------------------------ */
 
 static int recover_copy(struct tdm_fs *fs, int from_fd, uint64_t offset, uint64_t size, int to_fd)
@@ -572,6 +601,7 @@ static int recover_tail_verdict(struct tdm_log *log, struct walk *w, struct tdm_
         if (rv != 0) {
             return rv;
         }
+        log->tail_allocated = false; /* Truncated at offset. */
     }
     seg->size = offset;
     return 0;
@@ -652,6 +682,24 @@ static int recover_walk_open(struct tdm_log *log, struct walk *w, struct tdm_log
         prev = h.chain_hash;
         st->epoch = h.epoch;
         batch_count++;
+    }
+    if (offset < seg->size && is_last && (sh->flags & TDM_SEGMENT_PREPARED) != 0) {
+        /* Zeros after the last batch are a prepared segment's unwritten
+         * space: the log ends at offset (a durable LSN beyond it is damage:
+         * recover_check_progress). The judgement below sees only the bytes
+         * up to the last non-zero one. */
+        uint64_t used_end = offset;
+        int rv = walk_used_end(w, offset, &used_end);
+        if (rv != 0) {
+            tdm_diag_printf(diag, "read segment %" PRIu64 ": %s", seg->lsn_first,
+                            tandem_strerror(rv));
+            return rv;
+        }
+        if (used_end < seg->size) {
+            log->tail_allocated = !log->options.read_only;
+            seg->size = used_end;
+            w->end = used_end;
+        }
     }
     if (offset < seg->size && is_last) {
         uint64_t resume = 0;
@@ -1130,6 +1178,8 @@ static int cut_reopen_tail(struct tdm_log *log, uint32_t index, uint64_t offset,
     log->tail_fd = fd;
     log->tail_offset = offset;
     log->tail_batch_count = batch_count;
+    log->tail_allocated = false;
+    log->tail_prepare_asked = false;
     return 0;
 }
 

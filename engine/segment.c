@@ -62,7 +62,7 @@ void tdm_segment_header_encode(const struct tdm_segment_header *header, uint8_t 
     tdm_writer_init(&w, out, TDM_SEGMENT_HEADER_SIZE);
     tdm_put_u32(&w, TDM_SEGMENT_MAGIC);
     tdm_put_u16(&w, TDM_SEGMENT_VERSION);
-    tdm_put_u16(&w, 0);
+    tdm_put_u16(&w, header->flags);
     tdm_put_u64(&w, header->lsn_first);
     tdm_put_u64(&w, header->epoch);
     tdm_put_bytes(&w, header->chain_prev.bytes, TDM_CHAIN_HASH_SIZE);
@@ -80,8 +80,8 @@ int tdm_segment_header_decode(const uint8_t *buf, struct tdm_segment_header *hea
     tdm_reader_init(&r, buf, TDM_SEGMENT_HEADER_SIZE);
     uint32_t magic = tdm_get_u32(&r);
     uint16_t version = tdm_get_u16(&r);
-    (void)tdm_get_u16(&r);
     struct tdm_segment_header h;
+    h.flags = tdm_get_u16(&r);
     h.lsn_first = tdm_get_u64(&r);
     h.epoch = tdm_get_u64(&r);
     tdm_get_bytes(&r, h.chain_prev.bytes, TDM_CHAIN_HASH_SIZE);
@@ -97,6 +97,9 @@ int tdm_segment_header_decode(const uint8_t *buf, struct tdm_segment_header *hea
     }
     if (version != TDM_SEGMENT_VERSION) {
         return TDM_CORRUPT(diag, "segment header: unsupported version %u", version);
+    }
+    if ((h.flags & ~TDM_SEGMENT_PREPARED) != 0) {
+        return TDM_CORRUPT(diag, "segment header: unknown flags 0x%04x", h.flags);
     }
     if (h.lsn_first == 0) {
         return TDM_CORRUPT(diag, "segment header: lsn_first 0");

@@ -20,7 +20,13 @@
 #define TDM_SEGMENT_SIZE_MIN     (4ull << 10)
 #define TDM_SEGMENT_SIZE_MAX     (1ull << 30)
 
+/* Segment header flags. */
+#define TDM_SEGMENT_PREPARED                                                                       \
+    0x1u /* Made from a zero-filled file: zeros may follow the                                     \
+          * last batch (docs/FORMAT.md "Prepared segments"). */
+
 struct tdm_segment_header {
+    uint16_t flags;                   /* TDM_SEGMENT_PREPARED or 0. */
     uint64_t lsn_first;               /* LSN of the first batch the segment holds. */
     uint64_t epoch;                   /* Epoch when the segment was created. */
     struct tdm_chain_hash chain_prev; /* Chain hash at lsn_first - 1 (zero at LSN 1). */

@@ -260,6 +260,34 @@ static int inspect_pread(int fd, void *buf, size_t size, uint64_t offset)
     return 0;
 }
 
+/* Whether bytes [from, size) of fd are all zero: the unwritten space of a
+ * prepared segment (docs/FORMAT.md "Prepared segments"), not data. */
+static int inspect_zero_rest(int fd, uint64_t from, uint64_t size, bool *zero)
+{
+    uint8_t *buf = tdm_malloc(INSPECT_RESYNC_CHUNK);
+    if (buf == NULL) {
+        return -ENOMEM;
+    }
+    *zero = true;
+    for (uint64_t at = from; *zero && at < size;) {
+        size_t n = size - at < INSPECT_RESYNC_CHUNK ? (size_t)(size - at) : INSPECT_RESYNC_CHUNK;
+        int rv = inspect_pread(fd, buf, n, at);
+        if (rv != 0) {
+            tdm_free(buf);
+            return rv;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (buf[i] != 0) {
+                *zero = false;
+                break;
+            }
+        }
+        at += n;
+    }
+    tdm_free(buf);
+    return 0;
+}
+
 /* The first offset after from where a batch header verifies, or size. */
 static int inspect_resync(int fd, uint64_t from, uint64_t size, uint64_t *next)
 {
@@ -354,11 +382,20 @@ static int inspect_walk_batches(int fd, uint64_t from, uint64_t size,
             return 0; /* The footer of a sealed segment: not data. */
         }
         struct tdm_batch_header header;
+        bool zero = false;
+        bool bad = left >= TDM_BATCH_HEADER_SIZE &&
+                   tdm_batch_header_decode(buf, TDM_BATCH_HEADER_SIZE, &header, &diag) != 0;
+        if (left < TDM_BATCH_HEADER_SIZE || bad) {
+            rv = inspect_zero_rest(fd, offset, size, &zero);
+            if (rv != 0 || zero) {
+                return rv;
+            }
+        }
         if (left < TDM_BATCH_HEADER_SIZE) {
             ops->unreadable(ops->data, offset, left, "ends inside a batch header (torn)");
             return 0;
         }
-        if (tdm_batch_header_decode(buf, TDM_BATCH_HEADER_SIZE, &header, &diag) != 0) {
+        if (bad) {
             uint64_t next = size;
             rv = inspect_resync(fd, offset, size, &next);
             if (rv != 0) {

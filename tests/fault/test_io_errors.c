@@ -38,7 +38,7 @@ static struct tandem *node_open(struct fixture *f, uint32_t flags, int *rv_out,
 {
     struct tandem_options options;
     tandem_options_init(&options);
-    options.flags = flags;
+    options.flags = flags | TDM_OPEN_PREPARE_INLINE; /* Deterministic file operations. */
     options.segment_size = 4096;
     struct tandem *t = NULL;
     int rv = tdm_node_open(f->dir, &options, &f->fs.base, &t, diag);

@@ -45,7 +45,7 @@ static struct tandem *run_open(struct run *r, uint32_t flags, struct tandem_diag
 {
     struct tandem_options options;
     tandem_options_init(&options);
-    options.flags = flags;
+    options.flags = flags | TDM_OPEN_PREPARE_INLINE; /* Deterministic file operations. */
     options.segment_size = 8192; /* Seals and new segments inside the workload. */
     struct tandem *t = NULL;
     struct tdm_diag diag = {{0}};

@@ -60,12 +60,22 @@ void tdm_kept_generate(struct tdm_gen *gen, uint32_t n, struct tdm_kept *kept,
     }
 }
 
+bool tdm_test_zero_rest(const uint8_t *bytes, uint64_t offset, uint64_t end)
+{
+    for (uint64_t i = offset; i < end; i++) {
+        if (bytes[i] != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
 struct tandem *tdm_test_node_open(struct tdm_fs *fs, const char *dir, uint32_t flags,
                                   uint64_t segment_size)
 {
     struct tandem_options options;
     tandem_options_init(&options);
-    options.flags = flags;
+    options.flags = flags | TDM_OPEN_PREPARE_INLINE; /* Deterministic file operations. */
     if (segment_size != 0) {
         options.segment_size = segment_size;
     }

@@ -3,6 +3,7 @@
 #ifndef TDM_TESTS_LIB_RECORDS_H
 #define TDM_TESTS_LIB_RECORDS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -35,6 +36,11 @@ int tdm_delivery_cb(void *data, uint64_t lsn, const struct tandem_record *record
 
 /* Open the node in dir over fs (tdm_node_open) with flags and segment_size
  * (0: the default); fails the test, printing the cause, if it cannot. */
+/* Whether bytes[offset, end) are all zero: the unwritten space of a prepared
+ * segment after its last batch (docs/FORMAT.md "Prepared segments"). A batch
+ * header never starts with a zero byte. */
+bool tdm_test_zero_rest(const uint8_t *bytes, uint64_t offset, uint64_t end);
+
 struct tandem *tdm_test_node_open(struct tdm_fs *fs, const char *dir, uint32_t flags,
                                   uint64_t segment_size);
 

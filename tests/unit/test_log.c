@@ -720,6 +720,248 @@ static void test_log_locate__io_errors(void **state)
     tdm_log_close(&b);
 }
 
+/* ---- prepared segments (log.h options.prepare) ---------------------------------- */
+
+static void log_open_mode(struct fixture *f, struct tdm_log *log, const char *dir,
+                          enum tdm_log_prepare prepare)
+{
+    struct tdm_log_options options = {.segment_size = 4096, .prepare = prepare};
+    struct tdm_diag diag = {{0}};
+    int rv = tdm_log_open(log, &f->fs.base, dir, &options, &diag);
+    if (rv != 0) {
+        fprintf(stderr, "open %s: %s\n", dir, diag.message);
+    }
+    assert_int_equal(rv, 0);
+}
+
+/* The bytes of segment segment_lsn of the node in dir (tdm_malloc'd). */
+static uint8_t *segment_read(struct fixture *f, const char *dir, uint64_t segment_lsn, size_t *size)
+{
+    char path[400];
+    char name[TDM_SEGMENT_NAME_SIZE];
+    tdm_segment_name(name, sizeof(name), segment_lsn);
+    snprintf(path, sizeof(path), "%s/log/%s", dir, name);
+    void *data = NULL;
+    assert_int_equal(tdm_fault_fs_read_all(&f->fs, path, &data, size), 0);
+    return data;
+}
+
+static uint16_t segment_flags(const uint8_t *bytes)
+{
+    struct tdm_segment_header h;
+    assert_int_equal(tdm_segment_header_decode(bytes, &h, NULL), 0);
+    return h.flags;
+}
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Every segment after the first is made from a prepared file: its header says
+ * so, a sealed one ends at its footer (seal cut the zeros), and the open one
+ * goes on with zeros. Recovery ends the log at the last batch and moves
+ * nothing to quarantine; appends continue there, and every batch reads back. */
+static void test_log_prepare__zero_tail_is_the_end(void **state)
+{
+    struct fixture *f = *state;
+    struct tdm_log b;
+    log_open_mode(f, &b, f->dir_b, TDM_LOG_PREPARE_INLINE);
+    fill(f, &b, 9);
+    assert_true(b.segment_count >= 3);
+    assert_true(b.tail_allocated);
+    for (uint32_t i = 0; i < b.segment_count; i++) {
+        size_t size = 0;
+        uint8_t *bytes = segment_read(f, f->dir_b, b.segments[i].lsn_first, &size);
+        assert_int_equal(segment_flags(bytes), i == 0 ? 0 : TDM_SEGMENT_PREPARED);
+        if (b.segments[i].sealed) {
+            assert_int_equal(size, b.segments[i].size);
+        } else {
+            assert_true(size > b.segments[i].size);
+            assert_true(all_zero(bytes + b.segments[i].size, size - b.segments[i].size));
+        }
+        tdm_free(bytes);
+    }
+    uint64_t lsn_last = b.lsn_last;
+    uint64_t tail_size = b.segments[b.segment_count - 1].size;
+    tdm_log_close(&b);
+
+    log_open_mode(f, &b, f->dir_b, TDM_LOG_PREPARE_OFF);
+    assert_int_equal(b.damaged_count, 0);
+    assert_int_equal(b.quarantine_count, 0);
+    assert_int_equal(b.lsn_last, lsn_last);
+    assert_int_equal(b.segments[b.segment_count - 1].size, tail_size);
+    assert_int_equal(b.tail_offset, tail_size);
+    assert_true(b.tail_allocated);
+    fill(f, &b, 10); /* Into the zeros, then sealed, then unprepared segments. */
+    tdm_log_close(&b);
+
+    log_open_mode(f, &b, f->dir_b, TDM_LOG_PREPARE_OFF);
+    assert_int_equal(b.damaged_count, 0);
+    assert_int_equal(b.quarantine_count, 0);
+    assert_int_equal(b.lsn_last, tdm_batch_lsn_last(&f->headers[BATCHES - 1]));
+    struct oracle *o = oracle_build(&b);
+    assert_int_equal(o->count, 2 * BATCHES);
+    free(o);
+    tdm_log_close(&b);
+}
+
+/* A torn batch before the zeros of a prepared segment: only its bytes (up to
+ * the last non-zero one) go to quarantine, the segment is cut where the batch
+ * began, and appends continue. */
+static void test_log_prepare__torn_batch_before_zeros(void **state)
+{
+    struct fixture *f = *state;
+    struct tdm_log b;
+    log_open_mode(f, &b, f->dir_b, TDM_LOG_PREPARE_INLINE);
+    fill(f, &b, 9);
+    assert_true(b.tail_allocated);
+    uint64_t lsn_last = b.lsn_last;
+    uint64_t segment_lsn = b.segments[b.segment_count - 1].lsn_first;
+    uint64_t end = b.segments[b.segment_count - 1].size;
+    tdm_log_close(&b);
+
+    /* 100 bytes of a batch that a power loss tore, durable, the last one not zero. */
+    uint8_t torn[100];
+    for (size_t i = 0; i < sizeof(torn); i++) {
+        torn[i] = (uint8_t)(i * 37 + 1);
+    }
+    char path[400];
+    char name[TDM_SEGMENT_NAME_SIZE];
+    tdm_segment_name(name, sizeof(name), segment_lsn);
+    snprintf(path, sizeof(path), "%s/log/%s", f->dir_b, name);
+    int fd;
+    assert_int_equal(f->fs.base.open(&f->fs.base, path, TDM_FS_WRITE, &fd), 0);
+    assert_int_equal(f->fs.base.pwrite(&f->fs.base, fd, torn, 100, end), 0);
+    assert_int_equal(f->fs.base.fdatasync(&f->fs.base, fd), 0);
+    f->fs.base.close(&f->fs.base, fd);
+
+    log_open_mode(f, &b, f->dir_b, TDM_LOG_PREPARE_OFF);
+    assert_int_equal(b.damaged_count, 0);
+    assert_int_equal(b.lsn_last, lsn_last);
+    assert_int_equal(b.quarantine_count, 1);
+    assert_int_equal(b.quarantine_bytes, 100);
+    assert_false(b.tail_allocated);
+    uint64_t file_size = 0;
+    assert_int_equal(tdm_fault_fs_file_size(&f->fs, path, &file_size), 0);
+    assert_int_equal(file_size, end);
+    fill(f, &b, 10);
+    tdm_log_close(&b);
+    log_open_mode(f, &b, f->dir_b, TDM_LOG_PREPARE_OFF);
+    assert_int_equal(b.damaged_count, 0);
+    assert_int_equal(b.quarantine_count, 1);
+    tdm_log_close(&b);
+}
+
+/* What a crash leaves of a prepared file (a segment header written before the
+ * rename became durable, a partial fill) is taken over and made whole zeros;
+ * a prepared file that cannot be written is removed, nothing fails, and the
+ * next segment is created empty. */
+static void test_log_prepare__leftover_and_failure(void **state)
+{
+    struct fixture *f = *state;
+    char path[400];
+    snprintf(path, sizeof(path), "%s/log/%s", f->dir_b, TDM_LOG_PREPARE_NAME);
+    uint8_t junk[TDM_SEGMENT_HEADER_SIZE + 10];
+    memset(junk, 0, sizeof(junk));
+    memset(junk, 0xab, TDM_SEGMENT_HEADER_SIZE);
+    assert_int_equal(tdm_fault_fs_write_file(&f->fs, path, junk, sizeof(junk)), 0);
+    struct tdm_log b;
+    log_open_mode(f, &b, f->dir_b, TDM_LOG_PREPARE_OFF);
+    assert_int_equal(b.damaged_count, 0); /* Not a segment name. */
+    assert_int_equal(tdm_log_prepare_file(&b), 0);
+    assert_true(b.prepare_ready);
+    size_t size = 0;
+    void *data = NULL;
+    assert_int_equal(tdm_fault_fs_read_all(&f->fs, path, &data, &size), 0);
+    assert_int_equal(size, 4096 + 4096 / 16);
+    assert_true(all_zero(data, size));
+    tdm_free(data);
+
+    /* The first segment takes it (asked for or not), whatever the mode. */
+    struct tdm_gen gen;
+    tdm_gen_init(&gen, 3, 4);
+    struct tdm_batch_header h;
+    struct tdm_log_location location;
+    append_generated(&b, &gen, 1, &h, &location);
+    assert_false(b.prepare_ready);
+    assert_false(tdm_fault_fs_exists(&f->fs, path));
+    uint8_t *bytes = segment_read(f, f->dir_b, 1, &size);
+    assert_int_equal(segment_flags(bytes), TDM_SEGMENT_PREPARED);
+    tdm_free(bytes);
+
+    /* A failed write: the file is removed, the log goes on. */
+    assert_int_equal(tdm_fault_fs_fail_next(&f->fs, TDM_FS_OP_PWRITE, -ENOSPC), 0);
+    assert_int_equal(tdm_log_prepare_file(&b), -ENOSPC);
+    assert_false(b.prepare_ready);
+    assert_false(tdm_fault_fs_exists(&f->fs, path));
+    struct tdm_diag diag = {{0}};
+    assert_int_equal(tdm_log_failed(&b, &diag), 0);
+    while (b.segment_count < 2) {
+        append_generated(&b, &gen, 5, &h, &location);
+    }
+    bytes = segment_read(f, f->dir_b, b.segments[1].lsn_first, &size);
+    assert_int_equal(segment_flags(bytes), 0);
+    tdm_free(bytes);
+    tdm_log_close(&b);
+}
+
+/* Sealing a prepared segment cuts the zeros first; when that fails, the log
+ * fails (never retried) with one message naming the segment. */
+static void test_log_prepare__seal_truncate_fails(void **state)
+{
+    struct fixture *f = *state;
+    struct tdm_log b;
+    log_open_mode(f, &b, f->dir_b, TDM_LOG_PREPARE_OFF);
+    assert_int_equal(tdm_log_prepare_file(&b), 0);
+    struct tdm_gen gen;
+    tdm_gen_init(&gen, 4, 4);
+    struct tdm_batch_header h;
+    struct tdm_log_location location;
+    append_generated(&b, &gen, 1, &h, &location);
+    assert_true(b.tail_allocated);
+    assert_int_equal(tdm_fault_fs_fail_next(&f->fs, TDM_FS_OP_TRUNCATE, -EIO), 0);
+    struct tdm_diag diag = {{0}};
+    assert_int_equal(tdm_log_seal(&b, &diag), TANDEM_EFAILED);
+    assert_non_null(strstr(diag.message, "truncate segment 1"));
+    assert_int_equal(tdm_log_failed(&b, &diag), -EIO);
+    tdm_log_close(&b);
+    log_open_mode(f, &b, f->dir_b, TDM_LOG_PREPARE_OFF);
+    assert_int_equal(b.damaged_count, 0);
+    assert_int_equal(b.lsn_last, h.lsn_first + h.record_count - 1);
+    tdm_log_close(&b);
+}
+
+/* The prepare thread makes the next file while the writer appends; closing
+ * stops it, and what it left is taken over on the next open. */
+static void test_log_prepare__thread(void **state)
+{
+    struct fixture *f = *state;
+    struct tdm_log b;
+    log_open_mode(f, &b, f->dir_b, TDM_LOG_PREPARE_THREAD);
+    assert_true(b.prepare_started);
+    fill(f, &b, 9);
+    tdm_log_close(&b);
+    log_open_mode(f, &b, f->dir_b, TDM_LOG_PREPARE_THREAD);
+    assert_int_equal(b.damaged_count, 0);
+    assert_int_equal(b.quarantine_count, 0);
+    fill(f, &b, 10);
+    assert_int_equal(b.lsn_last, tdm_batch_lsn_last(&f->headers[BATCHES - 1]));
+    tdm_log_close(&b);
+    log_open_mode(f, &b, f->dir_b, TDM_LOG_PREPARE_OFF);
+    assert_int_equal(b.damaged_count, 0);
+    assert_int_equal(b.quarantine_count, 0);
+    struct oracle *o = oracle_build(&b);
+    assert_int_equal(o->count, 2 * BATCHES);
+    free(o);
+    tdm_log_close(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -736,6 +978,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_log_locate__tables_answer_without_io, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_locate__damage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_locate__io_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_log_prepare__zero_tail_is_the_end, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_log_prepare__torn_batch_before_zeros, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_log_prepare__leftover_and_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_log_prepare__seal_truncate_fails, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_log_prepare__thread, setup, teardown),
     };
     return cmocka_run_group_tests_name("log", tests, NULL, NULL);
 }
