@@ -15,10 +15,11 @@
  *      commit thread.
  *   4. The batch's body goes to the index thread, which applies the batches
  *      queued in one LMDB transaction (a group: at most
- *      TDM_COMMIT_INDEX_GROUP_SIZE_MAX bytes or TDM_COMMIT_INDEX_GROUP_BATCHES_MAX
- *      batches), at most one transaction per TDM_COMMIT_INDEX_INTERVAL_MS
- *      unless a query waits or a full group is queued (each LMDB commit costs
- *      an fdatasync that competes with the log's).
+ *      TDM_COMMIT_INDEX_GROUP_SIZE_MAX bytes, 48 MiB, or
+ *      TDM_COMMIT_INDEX_GROUP_BATCHES_MAX batches), at most one transaction
+ *      per TDM_COMMIT_INDEX_INTERVAL_MS unless a query waits or a full group
+ *      is queued (each LMDB commit costs an fdatasync that competes with the
+ *      log's).
  * On a backup (engine/node.h tdm_node_append_received, tdm_node_cut_after):
  *   5. A received batch is a request of its own in the same queue: the commit
  *      thread appends it as received (tdm_log_append_batch), completes it and
@@ -44,8 +45,11 @@
  *     (TANDEM_ECORRUPT, TANDEM_EINVALID, TANDEM_ESTALEEPOCH) and nothing is
  *     written. A failed write, fdatasync or cut makes the log failed (sticky).
  *   - Too many queued requests: TANDEM_EBUSY to the submitter (backpressure).
- *   - The index falls behind by TDM_COMMIT_INDEX_QUEUE_SIZE_MAX bytes: the
- *     commit thread waits for it (backpressure).
+ *   - The index falls behind by TDM_COMMIT_INDEX_QUEUE_SIZE_MAX bytes (128
+ *     MiB, the group being applied included): the commit thread waits for it
+ *     (backpressure). Requests queued meanwhile then go into full batches
+ *     (step 2's bounds), so a batch written after a wait can be up to
+ *     TDM_BATCH_RAW_SIZE_MAX before compression.
  *
  * Close (tdm_commit_stop()): refuse new requests, let the commit thread finish
  * what is queued, then let the index thread drain, then join both. */
@@ -565,7 +569,17 @@ static int commit_index_apply(struct tdm_commit *commit, struct tdm_queue *items
     return rv;
 }
 
-tdm_static_assert(TDM_COMMIT_INDEX_GROUP_SIZE_MAX < TDM_COMMIT_INDEX_QUEUE_SIZE_MAX);
+/* The queue holds a group being applied (its last batch may cross the byte
+ * bound) and a whole next group gathering behind it: writers wait only once
+ * more than a whole group is queued behind the one being applied. */
+tdm_static_assert((uint64_t)TDM_COMMIT_INDEX_GROUP_SIZE_MAX + TDM_BATCH_RAW_SIZE_MAX +
+                      TDM_COMMIT_INDEX_GROUP_SIZE_MAX <=
+                  TDM_COMMIT_INDEX_QUEUE_SIZE_MAX);
+/* Behind a full group writers keep at least the 48 MiB they had with 16 MiB
+ * groups in a 64 MiB queue. 48 MiB groups in that queue left them 16 MiB, and
+ * under a slow index (CI's AddressSanitizer build) they waited for it
+ * (docs/BENCHMARKS.md). */
+tdm_static_assert(TDM_COMMIT_INDEX_QUEUE_SIZE_MAX - TDM_COMMIT_INDEX_GROUP_SIZE_MAX >= (48u << 20));
 
 /* Whether the index queue holds a full live group (under the mutex). */
 static bool commit_index_group_full(const struct tdm_commit *commit)

@@ -16,8 +16,16 @@
 #include "index.h"
 #include "log.h"
 
-/* Most bytes of decoded batches waiting for the index before writers wait. */
-#define TDM_COMMIT_INDEX_QUEUE_SIZE_MAX (64u << 20)
+/* Most bytes of decoded batches waiting for the index before writers wait; a
+ * group being applied counts until it is committed, so this bounds the
+ * queue's memory (plus one batch: the check comes before the push). It is
+ * 128 MiB (was 64) so that behind a full live group (below, 48 MiB) 80 MiB
+ * are left for writers, more than the 48 MiB left behind the 16 MiB groups
+ * before: in a 64 MiB queue a 48 MiB group left 16 MiB, and under a slow
+ * index (CI's AddressSanitizer build) writers waited for it, most likely
+ * while their appends piled up into batches of several MB
+ * (docs/BENCHMARKS.md). */
+#define TDM_COMMIT_INDEX_QUEUE_SIZE_MAX (128u << 20)
 /* Most batches indexed in one LMDB transaction when filling the index from
  * the log (open, rebuild). */
 #define TDM_COMMIT_INDEX_BATCHES_MAX 256
@@ -34,9 +42,14 @@
 #define TDM_COMMIT_INDEX_INTERVAL_MS 1000
 /* A live group (one LMDB transaction of the index thread) ends at this many
  * bytes of decoded batches or this many batches, whichever comes first. The
- * byte bound stays below TDM_COMMIT_INDEX_QUEUE_SIZE_MAX, so writers never
- * wait for a group that is still gathering. */
-#define TDM_COMMIT_INDEX_GROUP_SIZE_MAX    (16u << 20)
+ * queue holds a group being applied (which may pass the byte bound by less
+ * than one batch) and a whole next group, so writers do not wait while the
+ * next group is still gathering (static asserts in engine/commit.c). At 48
+ * MiB (was 16) a node ingesting batches of 256 records commits its index
+ * about 1.4 times a second instead of 4: with 2 million records indexed, the
+ * index threads' CPU per record fell from 14 to 9-10 us and the p99 of a
+ * 256-record append from 15-18 ms to 9-15 (docs/BENCHMARKS.md). */
+#define TDM_COMMIT_INDEX_GROUP_SIZE_MAX    (48u << 20)
 #define TDM_COMMIT_INDEX_GROUP_BATCHES_MAX 16384
 /* Most requests waiting for the commit thread before submitters get TANDEM_EBUSY. */
 #define TDM_COMMIT_PENDING_MAX 65536

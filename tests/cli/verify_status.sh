@@ -13,7 +13,9 @@
 # - the background scrubber runs (a full pass, bytes_total = log_bytes);
 # - a byte flipped in the backup's sealed segment under the running tandemd is
 #   found by the scrubber: scrub.damaged 1 with its range, health degraded,
-#   exit 1; flipped back, the next pass clears it: healthy again;
+#   exit 1; flipped back, the next pass clears it: healthy again (the sealed
+#   segment comes from appending until the backup reports one, and the byte
+#   is in the middle of a batch body, whatever sizes the batches have);
 # - a bad [verification] value stops tandemd with a line naming the key.
 # Every process started here is killed in teardown.
 set -uo pipefail
@@ -39,16 +41,22 @@ start "$N2" n2
 LAST=$(tail -1 "$work/lsn" | python3 -c 'import json,sys; print(json.load(sys.stdin)["lsn"])')
 check "last lsn" 200 "$LAST"
 
-# until CONDITION (python over the status document s of NODE) holds, 20 s at most.
-until_status() { # until_status NODE PYTHON_CONDITION
-    for _ in $(seq 200); do
-        "$T" status --node "$1" --json > "$work/s.json" 2>/dev/null
-        python3 - "$work/s.json" "$2" <<'PY' && return 0
+# whether CONDITION (python over the status document s of NODE; nodes by id;
+# me = NODE's own object) holds now; the document is left in $work/s.json.
+status_is() { # status_is NODE PYTHON_CONDITION
+    "$T" status --node "$1" --json > "$work/s.json" 2>/dev/null
+    python3 - "$work/s.json" "$2" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
 nodes = {n["id"]: n for n in s["nodes"]}
+me = [n for n in s["nodes"] if n["self"]][0]
 sys.exit(0 if eval(sys.argv[2]) else 1)
 PY
+}
+# until CONDITION (as for status_is) holds, 20 s at most.
+until_status() { # until_status NODE PYTHON_CONDITION
+    for _ in $(seq 200); do
+        status_is "$1" "$2" && return 0
         sleep 0.1
     done
     echo "FAIL waited for: $2"; cat "$work/s.json"; echo; return 1
@@ -95,12 +103,22 @@ check "text verified line" 1 "$(grep -c "^verified    n2: equal to the primary t
 until_status "$N2" "[n for n in s['nodes'] if n['self']][0]['scrub']['passes'] >= 1"
 check "backup: a full scrub pass" 0 $?
 
-# Seal a segment (64 MiB of incompressible records), then rot a byte of the
-# backup's copy under its running tandemd: the scrubber must find it.
-python3 - <<'PY' | "$T" append --node "$N1" >/dev/null; check "append 64 MiB rc" 0 $?
+# Seal a segment of the backup (the default 64 MiB) with incompressible
+# records, then rot a byte of it under its running tandemd: the scrubber must
+# find it. A segment seals at the first batch written after it reached its
+# size, and where batches end depends on timing (group commit joins the
+# appends queued meanwhile, up to 8 MiB a batch, and more queue while a slow
+# index holds the primary back), so no one append of a fixed size is sure to
+# seal it. Instead, append 2000 records (about 3.5 MB) at a time, wait until
+# the backup holds them, and stop once it reports a sealed segment: that takes
+# 64 MiB plus at most one batch plus one more append, about 20 appends; 40
+# is the bound.
+chunk() { # chunk N: records N*2000 .. N*2000+1999 of one seeded stream
+    python3 - "$1" <<'PY'
 import base64, json, random, sys
-r = random.Random(5)
-for i in range(39000):
+n = int(sys.argv[1])
+r = random.Random(5000 + n)
+for i in range(n * 2000, (n + 1) * 2000):
     sys.stdout.write(json.dumps({"type": "message", "customer_id": 1 + i % 7,
         "time": "2026-11-28T00:00:%02d.%09dZ" % (i % 60, i), "size": 100 + i,
         "destination": "delivered", "classification": "clean", "threat": "",
@@ -109,11 +127,46 @@ for i in range(39000):
         "sender": "s@example.org", "relay_ip": "203.0.113.7",
         "subject_base64": base64.b64encode(r.randbytes(990)).decode()}) + "\n")
 PY
+}
+append_rc=0
+sealed=0
+for n in $(seq 0 39); do
+    chunk "$n" | "$T" append --node "$N1" > "$work/lsn" || { append_rc=1; break; }
+    LAST=$(tail -1 "$work/lsn" | python3 -c 'import json,sys; print(json.load(sys.stdin)["lsn"])')
+    until_status "$N2" "me['durable_lsn'] >= $LAST" || break
+    if status_is "$N2" "me['sealed_segments'] >= 1"; then sealed=1; break; fi
+done
+check "appends until a segment seals rc" 0 $append_rc
+echo "info $((n + 1)) appends of 2000 records, last lsn ${LAST:-?}, sealed $sealed"
+if [[ $sealed -ne 1 ]]; then
+    echo "FAIL no sealed segment on the backup after $((n + 1)) appends of 2000 records (last lsn ${LAST:-?}):"
+    cat "$work/s.json"; echo
+fi
+check "backup: a sealed segment" 1 $sealed
+[[ $sealed -eq 1 ]] || exit 1 # What follows needs the sealed segment.
 S=$N2/log/00000000000000000001.seg
-until_status "$N2" "[n for n in s['nodes'] if n['self']][0]['sealed_segments'] >= 1"
-check "backup: a sealed segment" 0 $?
+# The byte to flip: the middle of the body of the batch that holds offset 32
+# MiB of the sealed segment, so that one batch and nothing else is damaged
+# whatever the batches' sizes (docs/FORMAT.md "Segment": a 64-byte header,
+# then batches of a 96-byte header, body_size at 28, and the body).
+AT=$(python3 - "$S" <<'PY'
+import struct, sys
+f = open(sys.argv[1], "rb")
+offset = 64
+while True:
+    f.seek(offset)
+    header = f.read(96)
+    assert header[:4] == b"BTCH", ("no batch header at", offset)
+    end = offset + 96 + struct.unpack_from("<I", header, 28)[0]
+    if end > 32 << 20:
+        print(offset + 96 + (end - offset - 96) // 2)
+        break
+    offset = end
+PY
+)
+check "a body byte at 32 MiB of the sealed segment" 1 "$([[ -n "$AT" ]] && echo 1 || echo 0)"
 flip() { python3 -c 'import sys; p=sys.argv[1]; f=open(p,"r+b"); f.seek(int(sys.argv[2])); b=f.read(1); f.seek(int(sys.argv[2])); f.write(bytes([b[0]^1]))' "$@"; }
-flip "$S" 33554432
+flip "$S" "$AT"
 until_status "$N2" "[n for n in s['nodes'] if n['self']][0]['scrub']['damaged'] == 1"
 check "scrub finds the flipped byte" 0 $?
 "$T" status --node "$N2" --json > "$work/s2.json"; check "damaged: status rc" 1 $?
@@ -127,7 +180,7 @@ assert d["segment"] == 1 and 0 < d["lsn_first"] <= d["lsn_last"], d
 PY
 "$T" status --node "$N2" | grep -c '^health      DEGRADED: scrub found 1 damaged range in sealed segments$' > "$work/c"
 check "damaged: text reason" 1 "$(cat "$work/c")"
-flip "$S" 33554432
+flip "$S" "$AT"
 until_status "$N2" "[n for n in s['nodes'] if n['self']][0]['scrub']['damaged'] == 0 and s['health'] == 'healthy'"
 check "flipped back: the next pass clears it" 0 $?
 
