@@ -834,6 +834,8 @@ void tdm_node_verify_stop(struct tandem *t)
 
 /* ---- append -------------------------------------------------------------------- */
 
+tdm_static_assert(TANDEM_APPEND_SIZE_MAX == TDM_BATCH_RAW_SIZE_MAX); /* One call, one batch. */
+
 /* Validate and encode records into a new request (all or nothing). */
 static int node_request_make(struct tandem *t, const struct tandem_record *records, size_t count,
                              struct tdm_commit_request *request, struct tdm_diag *diag)
@@ -856,7 +858,13 @@ static int node_request_make(struct tandem *t, const struct tandem_record *recor
         }
         size += 4 + tdm_codec_size(&records[i]);
     }
-    tdm_assert(size <= TDM_BATCH_RAW_SIZE_MAX);
+    if (size > TANDEM_APPEND_SIZE_MAX) {
+        tdm_diag_printf(diag,
+                        "%zu records take %zu bytes encoded, more than one batch's %u: "
+                        "append them in several calls",
+                        count, size, TANDEM_APPEND_SIZE_MAX);
+        return TANDEM_EINVALID;
+    }
     uint8_t *raw = tdm_malloc(size);
     if (raw == NULL) {
         tdm_diag_printf(diag, "out of memory for %zu records (%zu bytes)", count, size);

@@ -74,6 +74,7 @@ struct tandem_diag {
 #define TANDEM_MESSAGE_SIZE_MAX     (1ULL << 40) /* size: 1 TiB */
 #define TANDEM_SPAM_SCORE_MILLI_MAX 1000000000   /* |spam_score| <= 1,000,000.000 */
 #define TANDEM_APPEND_RECORDS_MAX   4096         /* records in one tandem_append() call */
+#define TANDEM_APPEND_SIZE_MAX      (8u << 20)   /* their encoded bytes, 4 per record included */
 
 enum tandem_record_type {
     TANDEM_RECORD_MESSAGE = 1,
@@ -201,7 +202,10 @@ void tandem_close(struct tandem *t);
  *
  * Returns 0, or:
  * - TANDEM_EINVALID: a record breaks a limit (diag names the record's index
- *   and the field); nothing of this call was stored;
+ *   and the field), or the records together take more than
+ *   TANDEM_APPEND_SIZE_MAX bytes encoded (docs/FORMAT.md "Record encoding",
+ *   plus 4 bytes each: only calls of thousands of large records come near);
+ *   nothing of this call was stored;
  * - TANDEM_EFAILED: the node stopped accepting writes after a failed write or
  *   fdatasync (tandem_status() says why); reopen after fixing the cause;
  * - TANDEM_EDAMAGED: the tail of the log is damaged and must be repaired;

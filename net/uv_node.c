@@ -1723,8 +1723,9 @@ int tdm_uv_node_submit(struct tdm_uv_node *node, const struct tandem_record *rec
         }
         size += 4 + tdm_codec_size(&records[i]);
     }
-    if (size > TDM_BATCH_RAW_SIZE_MAX) {
-        tdm_diag_printf(diag, "%zu bytes of records", size);
+    if (size > TANDEM_APPEND_SIZE_MAX) {
+        tdm_diag_printf(diag, "%zu records take %zu bytes encoded, more than one batch's %u", count,
+                        size, TANDEM_APPEND_SIZE_MAX);
         return TANDEM_EINVALID;
     }
     struct node_write *w = tdm_calloc(1, sizeof(*w));

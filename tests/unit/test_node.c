@@ -283,6 +283,40 @@ static void test_append__invalid_record_stores_nothing(void **state)
     assert_int_equal(tandem_append(f->t, r, 0, &lsn, &diag), TANDEM_EINVALID);
 }
 
+/* Records that are each valid but together take more than one batch are
+ * refused with one message, and nothing is stored (the engine used to abort). */
+static void test_append__too_many_bytes_stores_nothing(void **state)
+{
+    struct fixture *f = *state;
+    static char id[TANDEM_MESSAGE_ID_SIZE_MAX];
+    static char subject[TANDEM_SUBJECT_SIZE_MAX];
+    memset(id, 'm', sizeof(id));
+    memset(subject, 's', sizeof(subject));
+    struct tdm_gen gen;
+    tdm_gen_init(&gen, 6, 5);
+    size_t count = TANDEM_APPEND_RECORDS_MAX;
+    struct tdm_kept *k = calloc(count, sizeof(*k));
+    struct tandem_record *r = calloc(count, sizeof(*r));
+    assert_non_null(k);
+    assert_non_null(r);
+    tdm_kept_generate(&gen, (uint32_t)count, k, r);
+    for (size_t i = 0; i < count; i++) {
+        r[i].message.message_id = (struct tandem_bytes){id, sizeof(id)};
+        r[i].message.subject = (struct tandem_bytes){subject, sizeof(subject)};
+    }
+    uint64_t lsn = 0;
+    struct tandem_diag diag;
+    assert_int_equal(tandem_append(f->t, r, count, &lsn, &diag), TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "append them in several calls"));
+    struct tandem_status status;
+    assert_int_equal(tandem_status(f->t, &status), 0);
+    assert_int_equal(status.lsn_last, 0);
+    assert_int_equal(tandem_append(f->t, r, count / 4, &lsn, &diag), 0); /* 2 MiB is fine. */
+    assert_int_equal(lsn, 1);
+    free(r);
+    free(k);
+}
+
 /* ---- received batches (a backup) --------------------------------------------- */
 
 #define RECEIVED_BATCHES 5
@@ -1061,6 +1095,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_append_async__callbacks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_append_raw_async__epoch_and_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_append__invalid_record_stores_nothing, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_append__too_many_bytes_stores_nothing, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_append_received__visible_without_reopen, setup,
                                         teardown),

@@ -257,6 +257,37 @@ static void submit(struct fixture *f, uint32_t n, uint32_t seed)
     }
 }
 
+/* Records each valid but together more than one batch: refused at once with
+ * one message, nothing submitted. */
+static void submit_too_many_bytes(struct fixture *f)
+{
+    static char id[TANDEM_MESSAGE_ID_SIZE_MAX];
+    static char subject[TANDEM_SUBJECT_SIZE_MAX];
+    memset(id, 'm', sizeof(id));
+    memset(subject, 's', sizeof(subject));
+    size_t count = TANDEM_APPEND_RECORDS_MAX;
+    struct tandem_record *records = calloc(count, sizeof(*records));
+    assert_non_null(records);
+    for (size_t i = 0; i < count; i++) {
+        records[i].type = TANDEM_RECORD_MESSAGE;
+        struct tandem_message *msg = &records[i].message;
+        msg->customer_id = 7;
+        msg->time_ns = 1700000000000000000;
+        msg->destination = TANDEM_DESTINATION_DELIVERED;
+        msg->classification = TANDEM_CLASSIFICATION_CLEAN;
+        msg->recipient = (struct tandem_bytes){"user@example.com", 16};
+        msg->message_id = (struct tandem_bytes){id, sizeof(id)};
+        msg->subject = (struct tandem_bytes){subject, sizeof(subject)};
+        msg->relay_ip.family = 4;
+    }
+    struct tdm_diag diag = {{0}};
+    int rv = tdm_uv_node_submit(f->members[0].node, records, count, write_cb, f, &diag);
+    if (rv != TANDEM_EINVALID || strstr(diag.message, "more than one batch") == NULL) {
+        fail_msg("submit of %zu large records: %s: %s", count, tandem_strerror(rv), diag.message);
+    }
+    free(records);
+}
+
 static void phase_next(struct fixture *f);
 static void verify_poll_cb(uv_timer_t *timer);
 
@@ -460,6 +491,7 @@ static void test_uv_node__replicate(void **state)
     member_start(f, 1);
     member_connect(f);
     f->expected = WRITES;
+    submit_too_many_bytes(f);
     submit(f, WRITES, 0);
     assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
     assert_int_equal(f->acked, WRITES);
