@@ -47,8 +47,8 @@ static void repair_path(const char *dir, uint64_t segment_lsn, const char *suffi
     tdm_assert(rv == 0); /* The directories' lengths were checked at open. */
 }
 
-/* Read the sealed segment whole; its header and footer must decode. */
-static int image_read(struct tdm_log *log, uint64_t segment_lsn, struct image *image,
+/* Read the sealed segment whole, decoding nothing. */
+static int image_load(struct tdm_log *log, uint64_t segment_lsn, struct image *image,
                       struct tdm_diag *diag)
 {
     memset(image, 0, sizeof(*image));
@@ -82,24 +82,41 @@ static int image_read(struct tdm_log *log, uint64_t segment_lsn, struct image *i
         tdm_diag_printf(diag, "read segment %" PRIu64 ": %s", segment_lsn, tandem_strerror(rv));
         return rv;
     }
-    struct tdm_diag inner = {{0}};
-    rv = tdm_segment_header_decode(image->bytes, &image->header, &inner);
-    if (rv == 0 && image->header.lsn_first != segment_lsn) {
-        rv = TANDEM_ECORRUPT;
-    }
+    return 0;
+}
+
+/* Whether image's header decodes and names segment_lsn (into image->header). */
+static bool image_header_ok(struct image *image, uint64_t segment_lsn, struct tdm_diag *diag)
+{
+    return tdm_segment_header_decode(image->bytes, &image->header, diag) == 0 &&
+           image->header.lsn_first == segment_lsn;
+}
+
+/* Whether image's footer decodes and fits the file (into image->footer). */
+static bool image_footer_ok(struct image *image, uint64_t segment_lsn, struct tdm_diag *diag)
+{
+    return tdm_segment_footer_decode(image->bytes + image->size - TDM_SEGMENT_FOOTER_SIZE,
+                                     &image->footer, diag) == 0 &&
+           image->footer.lsn_first == segment_lsn &&
+           image->footer.data_size == image->size - TDM_SEGMENT_FOOTER_SIZE;
+}
+
+/* Read the sealed segment whole; its header and footer must decode. */
+static int image_read(struct tdm_log *log, uint64_t segment_lsn, struct image *image,
+                      struct tdm_diag *diag)
+{
+    int rv = image_load(log, segment_lsn, image, diag);
     if (rv != 0) {
+        return rv;
+    }
+    struct tdm_diag inner = {{0}};
+    if (!image_header_ok(image, segment_lsn, &inner)) {
         tdm_free(image->bytes);
         image->bytes = NULL;
         return TDM_CORRUPT(diag, "segment %" PRIu64 ": its header is damaged: %s", segment_lsn,
                            inner.message);
     }
-    rv = tdm_segment_footer_decode(image->bytes + image->size - TDM_SEGMENT_FOOTER_SIZE,
-                                   &image->footer, &inner);
-    if (rv == 0 && (image->footer.lsn_first != segment_lsn ||
-                    image->footer.data_size != image->size - TDM_SEGMENT_FOOTER_SIZE)) {
-        rv = TANDEM_ECORRUPT;
-    }
-    if (rv != 0) {
+    if (!image_footer_ok(image, segment_lsn, &inner)) {
         tdm_free(image->bytes);
         image->bytes = NULL;
         return TDM_CORRUPT(diag, "segment %" PRIu64 ": its footer is damaged: %s", segment_lsn,
@@ -342,6 +359,53 @@ static void repair_forget(struct tdm_log *log, uint64_t segment_lsn, uint64_t qu
     pthread_mutex_unlock(&log->mutex);
 }
 
+/* Put the rebuilt image in place of segment segment_lsn: write it aside and
+ * fdatasync, keep the damaged bytes in quarantine as <segment>.seg.<at>.damaged,
+ * rename, fsync DIR/log (a failure there fails the log), and let the log forget
+ * the segment's damage. Under log->swap_mutex. */
+static int image_swap(struct tdm_log *log, uint64_t segment_lsn, uint64_t at,
+                      const struct image *image, const uint8_t *damaged, struct tdm_diag *diag)
+{
+    struct tdm_fs *fs = log->fs;
+    char aside[TDM_PATH_SIZE];
+    char target[TDM_PATH_SIZE];
+    char quarantine[TDM_PATH_SIZE];
+    char suffix[48];
+    snprintf(suffix, sizeof(suffix), "%" PRIu64 ".damaged", at);
+    repair_path(log->log_dir, segment_lsn, TDM_REPAIR_SUFFIX, aside);
+    repair_path(log->log_dir, segment_lsn, NULL, target);
+    repair_path(log->quarantine_dir, segment_lsn, suffix, quarantine);
+    const char *what = "write the rebuilt segment";
+    int rv = file_write(fs, aside, image->bytes, image->size);
+    if (rv == 0) {
+        what = "quarantine the damaged segment";
+        rv = fs->mkdir(fs, log->quarantine_dir);
+        rv = rv != 0 ? rv : file_write(fs, quarantine, damaged, image->size);
+        rv = rv != 0 ? rv : fs->sync_dir(fs, log->quarantine_dir);
+    }
+    if (rv == 0) {
+        what = "rename the rebuilt segment";
+        rv = fs->rename(fs, aside, target);
+    }
+    if (rv != 0) {
+        (void)fs->unlink(fs, aside); /* Best effort: recovery ignores the name. */
+        tdm_diag_printf(diag, "repair segment %" PRIu64 ": %s: %s", segment_lsn, what,
+                        tandem_strerror(rv));
+        return rv;
+    }
+    rv = fs->sync_dir(fs, log->log_dir);
+    if (rv != 0) {
+        char message[TDM_DIAG_SIZE];
+        snprintf(message, sizeof(message), "sync directory after repairing segment %" PRIu64 ": %s",
+                 segment_lsn, tandem_strerror(rv));
+        tdm_log_fail(log, rv, message);
+        tdm_diag_printf(diag, "%s", message);
+        return TANDEM_EFAILED;
+    }
+    repair_forget(log, segment_lsn, image->size);
+    return 0;
+}
+
 int tdm_repair_apply(struct tdm_log *log, const struct tdm_repair_plan *plan, const uint8_t *bytes,
                      size_t size, struct tdm_diag *diag)
 {
@@ -388,48 +452,197 @@ int tdm_repair_apply(struct tdm_log *log, const struct tdm_repair_plan *plan, co
             goto out;
         }
     }
-    struct tdm_fs *fs = log->fs;
-    char aside[TDM_PATH_SIZE];
-    char target[TDM_PATH_SIZE];
-    char quarantine[TDM_PATH_SIZE];
-    char suffix[48];
-    snprintf(suffix, sizeof(suffix), "%" PRIu64 ".damaged", plan->offset);
-    repair_path(log->log_dir, plan->segment_lsn, TDM_REPAIR_SUFFIX, aside);
-    repair_path(log->log_dir, plan->segment_lsn, NULL, target);
-    repair_path(log->quarantine_dir, plan->segment_lsn, suffix, quarantine);
-    const char *what = "write the rebuilt segment";
-    rv = file_write(fs, aside, image.bytes, image.size);
-    if (rv == 0) {
-        what = "quarantine the damaged segment";
-        rv = fs->mkdir(fs, log->quarantine_dir);
-        rv = rv != 0 ? rv : file_write(fs, quarantine, damaged, image.size);
-        rv = rv != 0 ? rv : fs->sync_dir(fs, log->quarantine_dir);
-    }
-    if (rv == 0) {
-        what = "rename the rebuilt segment";
-        rv = fs->rename(fs, aside, target);
-    }
+    rv = image_swap(log, plan->segment_lsn, plan->offset, &image, damaged, diag);
     if (rv != 0) {
-        (void)fs->unlink(fs, aside); /* Best effort: recovery ignores the name. */
-        tdm_diag_printf(diag, "repair segment %" PRIu64 ": %s: %s", plan->segment_lsn, what,
-                        tandem_strerror(rv));
         goto out;
     }
-    rv = fs->sync_dir(fs, log->log_dir);
-    if (rv != 0) {
-        char message[TDM_DIAG_SIZE];
-        snprintf(message, sizeof(message), "sync directory after repairing segment %" PRIu64 ": %s",
-                 plan->segment_lsn, tandem_strerror(rv));
-        tdm_log_fail(log, rv, message);
-        tdm_diag_printf(diag, "%s", message);
-        rv = TANDEM_EFAILED;
-        goto out;
-    }
-    repair_forget(log, plan->segment_lsn, image.size);
     tdm_tracef("repair: segment %" PRIu64 " offset %" PRIu64 ": lsn %" PRIu64 "..%" PRIu64
                " restored; the damaged file is in quarantine",
                plan->segment_lsn, plan->offset, plan->lsn_first, plan->lsn_last);
 out:
+    pthread_mutex_unlock(&log->swap_mutex);
+    tdm_free(damaged);
+    tdm_free(image.bytes);
+    return rv;
+}
+
+/* ---- a damaged header or footer, rebuilt from the segment itself ---------------- */
+
+/* What the log knows around segment_lsn: the chain hash before it (the
+ * previous segment's last; zero at LSN 1), and the next segment's first LSN
+ * (0: none). Returns false if segment_lsn is not a segment of the log. */
+static bool frame_neighbours(struct tdm_log *log, uint64_t segment_lsn,
+                             struct tdm_chain_hash *chain_prev, uint64_t *next_lsn)
+{
+    bool found = false;
+    memset(chain_prev, 0, sizeof(*chain_prev));
+    *next_lsn = 0;
+    pthread_mutex_lock(&log->mutex);
+    for (uint32_t i = 0; i < log->segment_count; i++) {
+        if (log->segments[i].lsn_first != segment_lsn) {
+            continue;
+        }
+        found = true;
+        if (i > 0) {
+            *chain_prev = log->segments[i - 1].chain_last;
+        }
+        if (i + 1 < log->segment_count) {
+            *next_lsn = log->segments[i + 1].lsn_first;
+        }
+    }
+    pthread_mutex_unlock(&log->mutex);
+    return found;
+}
+
+/* The epoch of the batch holding lsn, read from the log; 0 if it cannot be. */
+static uint64_t frame_epoch_at(struct tdm_log *log, uint64_t lsn)
+{
+    struct tdm_log_batch batch;
+    uint32_t count = 0;
+    struct tdm_diag ignored = {{0}};
+    if (lsn == 0 || tdm_log_locate(log, lsn, lsn, &batch, 1, &count, &ignored) != 0) {
+        return 0;
+    }
+    uint8_t *bytes = tdm_malloc(batch.location.size);
+    struct tdm_batch_header h = {0};
+    int rv = bytes == NULL ? -ENOMEM : tdm_log_read_located(log, &batch, 1, bytes, &h, &ignored);
+    tdm_free(bytes);
+    return rv == 0 ? h.epoch : 0;
+}
+
+/* Rebuild the header: what it held is known but for its epoch at creation
+ * (the last batch's before it, or its own first batch's) and its flags, and the
+ * footer's XXH3-64 of bytes [0, data_size) proves which candidate it was. */
+static int frame_header(struct tdm_log *log, struct image *image, uint64_t segment_lsn,
+                        struct tdm_diag *diag)
+{
+    uint64_t next_lsn;
+    struct tdm_segment_header h = {.lsn_first = segment_lsn};
+    (void)frame_neighbours(log, segment_lsn, &h.chain_prev, &next_lsn);
+    uint64_t epochs[2] = {frame_epoch_at(log, segment_lsn - 1), 0};
+    struct tdm_batch_header first;
+    if (image->footer.data_size >= TDM_SEGMENT_HEADER_SIZE + TDM_BATCH_HEADER_SIZE &&
+        tdm_batch_header_decode(image->bytes + TDM_SEGMENT_HEADER_SIZE, TDM_BATCH_HEADER_SIZE,
+                                &first, NULL) == 0) {
+        epochs[1] = first.epoch;
+    }
+    for (uint16_t flags = 0; flags <= TDM_SEGMENT_PREPARED; flags++) {
+        for (int e = 0; e < 2; e++) {
+            if (epochs[e] == 0) {
+                continue;
+            }
+            h.flags = flags;
+            h.epoch = epochs[e];
+            tdm_segment_header_encode(&h, image->bytes);
+            image->header = h;
+            if (image_intact(image)) {
+                return 0;
+            }
+        }
+    }
+    return TDM_CORRUPT(diag,
+                       "segment %" PRIu64 ": no header rebuilt from the log matches its footer's "
+                       "checksum",
+                       segment_lsn);
+}
+
+/* Rebuild the footer: every batch from the header must verify up to where the
+ * footer begins, and the next segment must begin right after the last of them
+ * with that chain hash; the footer is then a function of those bytes. */
+static int frame_footer(struct tdm_log *log, struct image *image, uint64_t segment_lsn,
+                        struct tdm_diag *diag)
+{
+    struct tdm_chain_hash unused;
+    uint64_t next_lsn;
+    (void)frame_neighbours(log, segment_lsn, &unused, &next_lsn);
+    uint64_t data_size = image->size - TDM_SEGMENT_FOOTER_SIZE;
+    image->footer = (struct tdm_segment_footer){.data_size = data_size};
+    uint64_t offset;
+    uint64_t lsn;
+    struct tdm_chain_hash chain;
+    uint32_t count;
+    image_walk(image, &offset, &lsn, &chain, &count);
+    if (offset != data_size || count == 0) {
+        return TDM_CORRUPT(diag, "segment %" PRIu64 ": its batches do not verify up to its footer",
+                           segment_lsn);
+    }
+    struct image next = {0};
+    struct tdm_diag ignored = {{0}};
+    int rv = next_lsn == 0 ? TANDEM_ENOTFOUND : image_load(log, next_lsn, &next, &ignored);
+    bool follows = rv == 0 && next_lsn == lsn && image_header_ok(&next, next_lsn, &ignored) &&
+                   tdm_chain_hash_equal(&next.header.chain_prev, &chain);
+    tdm_free(next.bytes);
+    if (!follows) {
+        return TDM_CORRUPT(diag,
+                           "segment %" PRIu64 ": the next segment does not begin where its "
+                           "batches end: no footer can be proven",
+                           segment_lsn);
+    }
+    image->footer = (struct tdm_segment_footer){
+        .lsn_first = segment_lsn,
+        .lsn_last = lsn - 1,
+        .batch_count = count,
+        .data_size = data_size,
+        .checksum = XXH3_64bits(image->bytes, (size_t)data_size),
+        .chain_last = chain,
+    };
+    tdm_segment_footer_encode(&image->footer, image->bytes + data_size);
+    return 0;
+}
+
+int tdm_repair_frame(struct tdm_log *log, uint64_t segment_lsn, struct tdm_diag *diag)
+{
+    tdm_assert(log != NULL);
+    pthread_mutex_lock(&log->swap_mutex); /* No cut truncates a segment meanwhile. */
+    struct image image;
+    uint8_t *damaged = NULL;
+    int rv = image_load(log, segment_lsn, &image, diag);
+    if (rv != 0) {
+        pthread_mutex_unlock(&log->swap_mutex);
+        return rv;
+    }
+    struct tdm_diag ignored = {{0}};
+    bool header_ok = image_header_ok(&image, segment_lsn, &ignored);
+    bool footer_ok = image_footer_ok(&image, segment_lsn, &ignored);
+    struct tdm_chain_hash chain_prev;
+    uint64_t next_lsn;
+    if (header_ok && footer_ok) {
+        tdm_diag_printf(diag, "segment %" PRIu64 ": its header and footer verify", segment_lsn);
+        rv = TANDEM_ENOTFOUND;
+    } else if (!header_ok && !footer_ok) {
+        rv = TDM_CORRUPT(diag,
+                         "segment %" PRIu64 ": its header and its footer are both damaged: "
+                         "nothing proves a rebuilt one",
+                         segment_lsn);
+    } else if (!frame_neighbours(log, segment_lsn, &chain_prev, &next_lsn)) {
+        rv = TDM_CORRUPT(diag, "segment %" PRIu64 " is not a segment of the log", segment_lsn);
+    } else {
+        damaged = tdm_malloc(image.size);
+        rv = damaged == NULL ? -ENOMEM : 0;
+    }
+    if (rv == 0) {
+        memcpy(damaged, image.bytes, image.size);
+        rv = header_ok ? frame_footer(log, &image, segment_lsn, diag)
+                       : frame_header(log, &image, segment_lsn, diag);
+    }
+    uint64_t at = header_ok ? image.size - TDM_SEGMENT_FOOTER_SIZE : 0;
+    if (rv == 0) {
+        rv = image_swap(log, segment_lsn, at, &image, damaged, diag);
+    }
+    if (rv == 0) {
+        pthread_mutex_lock(&log->mutex);
+        for (uint32_t i = 0; i < log->segment_count; i++) {
+            if (log->segments[i].lsn_first == segment_lsn) {
+                log->segments[i].sealed = true; /* A damaged footer left it unsealed. */
+                log->segments[i].lsn_last = image.footer.lsn_last;
+                log->segments[i].chain_last = image.footer.chain_last;
+            }
+        }
+        pthread_mutex_unlock(&log->mutex);
+        tdm_tracef("repair: segment %" PRIu64 ": its %s rebuilt from its own bytes and proven; the "
+                   "damaged file is in quarantine",
+                   segment_lsn, header_ok ? "footer" : "header");
+    }
     pthread_mutex_unlock(&log->swap_mutex);
     tdm_free(damaged);
     tdm_free(image.bytes);

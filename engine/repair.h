@@ -75,4 +75,22 @@ int tdm_repair_plan(struct tdm_log *log, uint64_t segment_lsn, struct tdm_repair
 int tdm_repair_apply(struct tdm_log *log, const struct tdm_repair_plan *plan, const uint8_t *bytes,
                      size_t size, struct tdm_diag *diag);
 
+/* Restore a damaged header or footer of sealed segment segment_lsn from the
+ * segment itself (docs/FORMAT.md "Repair"), where batches from another copy
+ * cannot (segment boundaries are each node's own):
+ * - a header: every field is known (the file name, the previous segment's
+ *   last chain hash, time 0) but its epoch at creation (the batch's before
+ *   it, or its own first batch's) and its flags; the candidate whose bytes
+ *   make the XXH3-64 of [0, data_size) equal the footer's checksum is the one
+ *   written at creation, byte for byte;
+ * - a footer: every batch from the header must verify up to where the footer
+ *   begins, and the next segment must begin at the LSN after the last with
+ *   its chain hash; the footer is a function of those bytes.
+ * Then it is swapped in as tdm_repair_apply() does (the damaged file goes to
+ * quarantine as <segment>.seg.<0 or data_size>.damaged). Returns 0
+ * (restored), TANDEM_ENOTFOUND (both verify), TANDEM_ECORRUPT (both are
+ * damaged, or nothing proves a rebuilt one: nothing changed), TANDEM_EFAILED
+ * or another I/O error as tdm_repair_apply(), with diag. Thread-safe. */
+int tdm_repair_frame(struct tdm_log *log, uint64_t segment_lsn, struct tdm_diag *diag);
+
 #endif

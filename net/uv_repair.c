@@ -58,6 +58,7 @@ struct repair_job {
     uint32_t batch_count;
     /* Result. */
     int status;
+    bool framed; /* PLANNING: a damaged header or footer was restored first. */
     struct tdm_diag diag;
 };
 
@@ -208,12 +209,38 @@ static void job_serve_work(struct repair_job *job)
     job->status = rv;
 }
 
+/* Plan; damage in the segment's header or footer, which no copy's batches
+ * restore, is rebuilt from the segment itself first (tdm_repair_frame), then
+ * planned again for any damage left in its batches. */
+static void job_plan_work(struct repair_job *job)
+{
+    struct tdm_log *log = job->repair->log;
+    job->framed = false;
+    job->status = tdm_repair_plan(log, job->segment_lsn, &job->plan, &job->diag);
+    if (job->status != TANDEM_ECORRUPT) {
+        return;
+    }
+    struct tdm_diag framing = {{0}};
+    int rv = tdm_repair_frame(log, job->segment_lsn, &framing);
+    if (rv == TANDEM_ENOTFOUND) {
+        return; /* Both verify: the plan's verdict stands. */
+    }
+    if (rv != 0) {
+        job->status = rv;
+        job->diag = framing;
+        return;
+    }
+    job->framed = true;
+    job->diag = (struct tdm_diag){{0}};
+    job->status = tdm_repair_plan(log, job->segment_lsn, &job->plan, &job->diag);
+}
+
 static void job_work(uv_work_t *work)
 {
     struct repair_job *job = work->data;
     switch (job->kind) {
     case REPAIR_PLANNING:
-        job->status = tdm_repair_plan(job->repair->log, job->segment_lsn, &job->plan, &job->diag);
+        job_plan_work(job);
         return;
     case REPAIR_APPLYING:
         job->status =
@@ -326,6 +353,12 @@ static void repair_copy_bad(struct tdm_uv_repair *r, const char *why)
 
 static void repair_planned(struct tdm_uv_repair *r, struct repair_job *job)
 {
+    if (job->framed) {
+        r->repaired++;
+        tdm_tracef("repair: log/%020" PRIu64 ".seg: REPAIRED its header or footer from its own "
+                   "bytes",
+                   job->segment_lsn);
+    }
     if (job->status == TANDEM_ENOTFOUND) {
         /* It verifies (repaired already, or the pass read it mid-swap). */
         repair_found_whole(r, job->segment_lsn);

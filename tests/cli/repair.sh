@@ -15,7 +15,9 @@
 # - the same batch damaged on both copies: each node reports the range LOST
 #   (JSON repair.lost_ranges, a LOST line, health degraded, exit 1) and no
 #   file is altered (bytes compared before and after), nothing is quarantined;
-# - queries over the lost range fail with an error, never with bad data.
+# - queries over the lost range fail with an error, never with bad data;
+# - a damaged segment header (backup) and footer (primary), which no copy's
+#   batches restore, are rebuilt by each node from its own segment.
 # Every process started here is killed in teardown.
 set -uo pipefail
 T=$1
@@ -65,8 +67,19 @@ check "primary: backup verified, segments sealed" 0 $?
 until_status "$N2" "me['verified_lsn'] == $LAST and me['sealed_segments'] >= 4 and me['scrub']['passes'] >= 1"
 check "backup: verified, segments sealed, scrubbed" 0 $?
 mapfile -t SEGS < <(cd "$N1/log" && ls *.seg | sort)
-for i in 0 1 2; do
-    check "segment ${SEGS[$i]} equal on both nodes" 0 "$(cmp -s "$N1/log/${SEGS[$i]}" "$N2/log/${SEGS[$i]}"; echo $?)"
+same_batches() { # same_batches FILE1 FILE2: equal bytes between header and footer
+    # (a header, and so the footer's checksum, differ where one node's segment
+    # was prepared and the other's not: docs/FORMAT.md "Prepared segments").
+    python3 - "$1" "$2" <<'PY'
+import sys
+a, b = (open(p, "rb").read() for p in sys.argv[1:3])
+sys.exit(0 if len(a) == len(b) and a[64:-80] == b[64:-80] else 1)
+PY
+}
+check "at least 6 segments" 1 "$(( ${#SEGS[@]} >= 6 ))"
+for i in 0 1 2 3 4; do
+    check "segment ${SEGS[$i]} holds the same batches on both nodes" 0 \
+        "$(same_batches "$N1/log/${SEGS[$i]}" "$N2/log/${SEGS[$i]}"; echo $?)"
 done
 records() { # records NODE: every record it serves, in a stable order
     for c in 1 2 3 4; do
@@ -93,18 +106,22 @@ repaired_ok() { # repaired_ok NODE DIR PEER_DIR SEGMENT WHAT [REPAIRS]
     check "$5: found and repaired, healthy" 0 $?
     "$T" status --node "$1" > "$work/s.txt"; check "$5: status rc 0" 0 $?
     check "$5: text repair line" 1 "$(grep -c "^repair      $n ranges\{0,1\} repaired from verified copies; 0 lost$" "$work/s.txt")"
-    check "$5: file equals the verified copy" 0 "$(cmp -s "$2/log/$4" "$3/log/$4"; echo $?)"
+    # Its own bytes before the damage ($work/orig): segment headers are each
+    # node's own (a prepared segment's flag), so the peer's file may differ there.
+    check "$5: file equals its bytes before the damage" 0 "$(cmp -s "$2/log/$4" "$work/orig"; echo $?)"
+    check "$5: batches equal the verified copy's" 0 "$(same_batches "$2/log/$4" "$3/log/$4"; echo $?)"
     check "$5: damaged file in quarantine" 1 "$(ls "$2/quarantine" 2>/dev/null | grep -c "^$4\.[0-9]*\.damaged$")"
     local q
     q="$2/quarantine/$(ls "$2/quarantine" | grep "^$4\.")"
     check "$5: quarantined bytes are the damaged ones" 1 \
-        "$([[ $(stat -c %s "$q") == $(stat -c %s "$3/log/$4") ]] && ! cmp -s "$q" "$3/log/$4" && echo 1)"
+        "$([[ $(stat -c %s "$q") == $(stat -c %s "$work/orig") ]] && ! cmp -s "$q" "$work/orig" && echo 1)"
     records "$2" > "$work/after"
     check "$5: every record reads as before" 0 "$(cmp -s "$work/before" "$work/after"; echo $?)"
 }
 
 # 1. The backup's copy rots; the primary's verified copy restores it.
 S=${SEGS[0]}
+cp "$N2/log/$S" "$work/orig"
 flip "$N2/log/$S" $OFF
 repaired_ok "$N2" "$N2" "$N1" "$S" "backup damage"
 "$T" status --node "$N1" --json > "$work/s1.json"
@@ -112,6 +129,7 @@ check "primary served the fetch" 1 "$(python3 -c 'import json,sys; s=json.load(o
 
 # 2. The primary's own copy rots; the backup's verified copy restores it.
 S=${SEGS[1]}
+cp "$N1/log/$S" "$work/orig"
 flip "$N1/log/$S" $OFF
 repaired_ok "$N1" "$N1" "$N2" "$S" "primary damage"
 
@@ -135,6 +153,7 @@ for f in $(cd "$N1/log" && ls *.seg | sort); do
 done
 check "a sealed segment of single-record batches" 1 "$([[ -n "$S" ]] && echo 1 || echo 0)"
 records "$N2" > "$work/before"
+cp "$N2/log/$S" "$work/orig"
 python3 - "$N2/log/$S" <<'PY'
 import sys
 with open(sys.argv[1], "r+b") as f:
@@ -144,7 +163,22 @@ repaired_ok "$N2" "$N2" "$N1" "$S" "long span" 2
 "$T" status --node "$N1" --json > "$work/s1.json"
 check "long span: fetched in several FETCHes" 1 "$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(int([n for n in s["nodes"] if n["self"]][0]["repair"]["fetches_served"] >= 3))' "$work/s1.json")"
 
-# 4. The same batch rots on both copies: lost, nothing altered.
+# 4. A segment's header rots on the backup, its footer on the primary: no
+# copy's batches hold them, so each node rebuilds its own from the segment
+# (its footer's checksum proves a header; the batches and the next segment
+# prove a footer).
+S=${SEGS[3]}
+cp "$N2/log/$S" "$work/orig"
+flip "$N2/log/$S" 30
+repaired_ok "$N2" "$N2" "$N1" "$S" "header damage" 3
+grep -q "REPAIRED its header or footer from its own bytes" "$work/n2.err"
+check "header damage: the trace says how" 0 $?
+S=${SEGS[4]}
+cp "$N1/log/$S" "$work/orig"
+flip "$N1/log/$S" $(($(stat -c %s "$N1/log/$S") - 20))
+repaired_ok "$N1" "$N1" "$N2" "$S" "footer damage" 2
+
+# 5. The same batch rots on both copies: lost, nothing altered.
 S=${SEGS[2]}
 flip "$N1/log/$S" $OFF "$N2/log/$S" $OFF
 cp "$N1/log/$S" "$work/damaged1"

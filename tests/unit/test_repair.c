@@ -376,6 +376,109 @@ static void test_repair__plan_limits(void **state)
     assert_non_null(strstr(diag.message, "open segment 7777777"));
 }
 
+/* A segment's damaged header or footer is rebuilt from the segment itself
+ * (tdm_repair_frame): byte for byte, the damaged file kept in quarantine;
+ * segment 1 was created empty (flags 0), segment 2 from a prepared file
+ * (flags 0x1), so both header candidates are needed. */
+static void test_repair__frame(void **state)
+{
+    (void)state;
+    struct tdm_diag diag = {{0}};
+    struct tdm_segment_footer footer;
+    assert_int_equal(
+        tdm_segment_footer_decode(f.orig + f.size - TDM_SEGMENT_FOOTER_SIZE, &footer, NULL), 0);
+    assert_int_equal(tdm_repair_frame(f.log, 1, &diag), TANDEM_ENOTFOUND);
+    uint64_t second = footer.lsn_last + 1;
+    char second_path[TDM_PATH_SIZE];
+    snprintf(second_path, sizeof(second_path), "%s/log/%020" PRIu64 ".seg", f.dir, second);
+    uint8_t *second_orig;
+    size_t second_size;
+    read_all(second_path, &second_orig, &second_size);
+    struct tdm_segment_header sh;
+    assert_int_equal(tdm_segment_header_decode(second_orig, &sh, NULL), 0);
+    assert_int_equal(sh.flags, TDM_SEGMENT_PREPARED);
+
+    struct {
+        const char *path;
+        uint64_t segment_lsn;
+        const uint8_t *orig;
+        size_t size;
+        size_t offset; /* The flipped byte. */
+        uint64_t at;   /* The quarantine name's offset. */
+    } cases[] = {
+        {f.path, 1, f.orig, f.size, 30, 0},                         /* Header chain hash. */
+        {f.path, 1, f.orig, f.size, 17, 0},                         /* Header epoch. */
+        {second_path, second, second_orig, second_size, 6, 0},      /* Header flags. */
+        {f.path, 1, f.orig, f.size, f.size - 20, footer.data_size}, /* Footer chain hash. */
+        {second_path, second, second_orig, second_size, second_size - 50,
+         second_size - TDM_SEGMENT_FOOTER_SIZE}, /* Footer checksum. */
+    };
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        uint8_t b = cases[c].orig[cases[c].offset] ^ 0x10;
+        write_at(cases[c].path, cases[c].offset, &b, 1);
+        uint32_t before = quarantine_files();
+        struct tdm_repair_plan plan;
+        assert_int_equal(tdm_repair_plan(f.log, cases[c].segment_lsn, &plan, &diag),
+                         TANDEM_ECORRUPT);
+        diag = (struct tdm_diag){{0}};
+        int rv = tdm_repair_frame(f.log, cases[c].segment_lsn, &diag);
+        if (rv != 0) {
+            fail_msg("case %zu: %s: %s", c, tandem_strerror(rv), diag.message);
+        }
+        uint8_t *now;
+        size_t size;
+        read_all(cases[c].path, &now, &size);
+        assert_int_equal(size, cases[c].size);
+        assert_memory_equal(now, cases[c].orig, size);
+        free(now);
+        char quarantined[TDM_PATH_SIZE + 64];
+        snprintf(quarantined, sizeof(quarantined), "%s/%020" PRIu64 ".seg.%" PRIu64 ".damaged",
+                 f.quarantine, cases[c].segment_lsn, cases[c].at);
+        assert_int_equal(quarantine_files(),
+                         before + (c == 1 ? 0 : 1)); /* Case 1: case 0's name. */
+        uint8_t *kept;
+        size_t kept_size;
+        read_all(quarantined, &kept, &kept_size);
+        assert_int_equal(kept_size, size);
+        assert_int_equal(kept[cases[c].offset], b);
+        free(kept);
+        assert_int_equal(tdm_repair_plan(f.log, cases[c].segment_lsn, &plan, &diag),
+                         TANDEM_ENOTFOUND);
+    }
+    free(second_orig);
+}
+
+/* What nothing proves is refused, with nothing changed: header and footer
+ * both damaged; a damaged header beside a damaged batch (no candidate
+ * matches the footer's checksum); a damaged footer after a damaged batch
+ * (the batches do not verify up to it). */
+static void test_repair__frame_refused(void **state)
+{
+    (void)state;
+    struct tdm_diag diag = {{0}};
+    size_t flips[][2] = {
+        {30, f.size - 20},
+        {30, f.batches[2].offset + TDM_BATCH_HEADER_SIZE + 3},
+        {f.size - 20, f.batches[f.batch_count - 1].offset + TDM_BATCH_HEADER_SIZE + 3},
+    };
+    const char *why[] = {"both damaged", "no header rebuilt", "do not verify up to its footer"};
+    for (size_t c = 0; c < 3; c++) {
+        flip(flips[c][0]);
+        flip(flips[c][1]);
+        uint8_t *damaged;
+        size_t size;
+        read_all(f.path, &damaged, &size);
+        uint32_t before = quarantine_files();
+        assert_int_equal(tdm_repair_frame(f.log, 1, &diag), TANDEM_ECORRUPT);
+        assert_non_null(strstr(diag.message, why[c]));
+        assert_file(damaged);
+        assert_int_equal(quarantine_files(), before);
+        free(damaged);
+        restore();
+    }
+    assert_int_not_equal(tdm_repair_frame(f.log, 7777777, &diag), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -383,6 +486,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_repair__refuses_bad_copies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repair__plan_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repair__two_spans, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repair__frame, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repair__frame_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
