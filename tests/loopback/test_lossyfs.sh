@@ -167,6 +167,9 @@ if [[ -n "$D" ]]; then
     echo "# tandemd, cut in the middle of a streaming append"
     N=$mnt/n2 # A node of its own: this part proves durability by itself.
     "$T" init "$N" --cluster c --node n2 > /dev/null; check "init n2 on the mount" 0 $?
+    # 32 KiB segments: the cut lands after several prepared segments (written
+    # full of zeros ahead, docs/FORMAT.md "Prepared segments"), in one of them.
+    printf '\n[log]\nsegment_size = 32768\n' >> "$N/tandem.conf"
     "$D" "$N" 2> "$work/tandemd.err" &
     pids+=($!)
     for _ in $(seq 100); do [[ -S "$N/tandemd.sock" ]] && break; sleep 0.05; done
@@ -175,18 +178,34 @@ if [[ -n "$D" ]]; then
     # disk): the cut then lands on an LMDB file that exists, with transactions
     # in flight, and reopening it must work.
     check "sync answers ok" ok "$("$L" --send "$sock" sync)"
-    "$T" generate --seed 2 --customers 10 --count 20000 > "$work/r2.jsonl"
+    "$T" generate --seed 2 --customers 10 --count 60000 > "$work/r2.jsonl"
     "$T" append --node "$N" < "$work/r2.jsonl" > "$work/lsn2" 2> "$work/append2.err" &
     pids+=($!)
     # Cut once some LSNs are acknowledged, while more are in flight (the input
     # is all there: the stream never waits for it).
+    # And once a segment made from a prepared file holds batches.
+    prepared_count() {
+        python3 - "$N/log" <<'PY'
+import os, sys
+d = sys.argv[1]
+print(sum(1 for n in os.listdir(d) if n.endswith(".seg") and
+          open(os.path.join(d, n), "rb").read(8)[6:8] == b"\x01\x00"))
+PY
+    }
     for _ in $(seq 500); do
         [[ $(wc -l < "$work/lsn2") -ge 500 ]] && break
         sleep 0.01
     done
+    for _ in $(seq 100); do
+        [[ $(prepared_count) -ge 1 ]] && break
+    done
+    prepared=$(prepared_count)
+    check "tandemd: a prepared segment before the cut" yes \
+        "$([[ ${prepared:-0} -ge 1 ]] && echo yes || echo "no: $prepared")"
     power_cut
     boot
     check_node "$(lsn_max "$work/lsn2")" "tandemd"
+    echo "info tandemd: $prepared prepared segments before the cut, $(prepared_count) after it"
 fi
 
 power_cut # Leave the disk as the last cut left it; teardown removes it.
