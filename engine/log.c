@@ -835,6 +835,34 @@ int tdm_log_append_batch_unsynced(struct tdm_log *log, const uint8_t *bytes, siz
     return rv;
 }
 
+/* ---- quarantine names ---------------------------------------------------------- */
+
+int tdm_log_quarantine_path(struct tdm_log *log, const char *name, char *path)
+{
+    char candidate[TDM_PATH_SIZE];
+    for (unsigned n = 1; n <= TDM_LOG_QUARANTINE_TRIES; n++) {
+        int rv = n == 1 ? snprintf(candidate, sizeof(candidate), "%s", name)
+                        : snprintf(candidate, sizeof(candidate), "%s.%u", name, n);
+        if (rv < 0 || (size_t)rv >= sizeof(candidate)) {
+            return -ENAMETOOLONG;
+        }
+        rv = tdm_fs_path(path, TDM_PATH_SIZE, log->quarantine_dir, candidate);
+        if (rv != 0) {
+            return rv;
+        }
+        int fd;
+        rv = log->fs->open(log->fs, path, TDM_FS_READ, &fd);
+        if (rv == -ENOENT) {
+            return 0;
+        }
+        if (rv != 0) {
+            return rv;
+        }
+        log->fs->close(log->fs, fd);
+    }
+    return -EEXIST;
+}
+
 /* ---- reading ---------------------------------------------------------------- */
 
 int tdm_log_read_batch(struct tdm_fs *fs, const char *log_dir,

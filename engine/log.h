@@ -305,6 +305,13 @@ int tdm_log_prepare_file(struct tdm_log *log);
 /* Write the progress record (both slots) for lsn and fdatasync it. */
 int tdm_log_progress_sync(struct tdm_log *log, uint64_t lsn, const struct tdm_chain_hash *chain);
 
+/* The path in DIR/quarantine/ for a file to be named name: name itself, or,
+ * if that is taken, name.2, name.3, ... (TDM_LOG_QUARANTINE_TRIES at most):
+ * quarantine files are never overwritten. Returns 0, -EEXIST (every name
+ * taken), or an error of fs->open(). Internal to recover.c and repair.c. */
+#define TDM_LOG_QUARANTINE_TRIES 1000
+int tdm_log_quarantine_path(struct tdm_log *log, const char *name, char *path);
+
 /* Internal to log.c and recover.c. */
 int tdm_log_recover(struct tdm_log *log, struct tdm_diag *diag);
 void tdm_log_damage_add(struct tdm_log *log, const struct tandem_damage *damage);

@@ -277,8 +277,10 @@ static int recover_copy(struct tdm_fs *fs, int from_fd, uint64_t offset, uint64_
     return rv;
 }
 
-/* Copy bytes [offset, size) of segment fd into quarantine/<segment>.<offset>.<suffix>,
- * durably (file fdatasync'd, directory fsync'd). Redoing it gives the same file. */
+/* Copy bytes [offset, size) of segment fd into quarantine/<segment>.<offset>.<suffix>
+ * (or a free variant of that name: tdm_log_quarantine_path), durably (file
+ * fdatasync'd, directory fsync'd). Redoing it after a crash gives a second copy
+ * of the same bytes, never fewer. */
 static int quarantine_copy(struct tdm_log *log, int fd, uint64_t segment_lsn, uint64_t offset,
                            uint64_t size, const char *suffix)
 {
@@ -289,7 +291,7 @@ static int quarantine_copy(struct tdm_log *log, int fd, uint64_t segment_lsn, ui
     tdm_segment_name(segment_name, sizeof(segment_name), segment_lsn);
     snprintf(name, sizeof(name), "%s.%" PRIu64 ".%s", segment_name, offset, suffix);
     int rv = fs->mkdir(fs, log->quarantine_dir);
-    rv = rv != 0 ? rv : tdm_fs_path(path, sizeof(path), log->quarantine_dir, name);
+    rv = rv != 0 ? rv : tdm_log_quarantine_path(log, name, path);
     int qfd = -1;
     rv = rv != 0 ? rv : fs->open(fs, path, TDM_FS_WRITE | TDM_FS_CREATE, &qfd);
     if (rv == 0) {
@@ -306,8 +308,8 @@ static int quarantine_copy(struct tdm_log *log, int fd, uint64_t segment_lsn, ui
     return rv;
 }
 
-/* Move the whole segment file into quarantine/<segment>.<suffix>: rename, then
- * fsync both directories. */
+/* Move the whole segment file into quarantine/<segment>.<suffix> (or a free
+ * variant of that name): rename, then fsync both directories. */
 static int quarantine_move(struct tdm_log *log, uint64_t segment_lsn, uint64_t size,
                            const char *suffix)
 {
@@ -320,7 +322,7 @@ static int quarantine_move(struct tdm_log *log, uint64_t segment_lsn, uint64_t s
     snprintf(name, sizeof(name), "%s.%s", segment_name, suffix);
     int rv = fs->mkdir(fs, log->quarantine_dir);
     rv = rv != 0 ? rv : tdm_fs_path(from, sizeof(from), log->log_dir, segment_name);
-    rv = rv != 0 ? rv : tdm_fs_path(to, sizeof(to), log->quarantine_dir, name);
+    rv = rv != 0 ? rv : tdm_log_quarantine_path(log, name, to);
     rv = rv != 0 ? rv : fs->rename(fs, from, to);
     rv = rv != 0 ? rv : fs->sync_dir(fs, log->quarantine_dir);
     rv = rv != 0 ? rv : fs->sync_dir(fs, log->log_dir);

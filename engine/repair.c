@@ -374,12 +374,16 @@ static int image_swap(struct tdm_log *log, uint64_t segment_lsn, uint64_t at,
     snprintf(suffix, sizeof(suffix), "%" PRIu64 ".damaged", at);
     repair_path(log->log_dir, segment_lsn, TDM_REPAIR_SUFFIX, aside);
     repair_path(log->log_dir, segment_lsn, NULL, target);
-    repair_path(log->quarantine_dir, segment_lsn, suffix, quarantine);
+    char name[TDM_SEGMENT_NAME_SIZE + 48];
+    tdm_segment_name(name, sizeof(name), segment_lsn);
+    size_t n = strlen(name);
+    snprintf(name + n, sizeof(name) - n, ".%s", suffix);
     const char *what = "write the rebuilt segment";
     int rv = file_write(fs, aside, image->bytes, image->size);
     if (rv == 0) {
         what = "quarantine the damaged segment";
         rv = fs->mkdir(fs, log->quarantine_dir);
+        rv = rv != 0 ? rv : tdm_log_quarantine_path(log, name, quarantine);
         rv = rv != 0 ? rv : file_write(fs, quarantine, damaged, image->size);
         rv = rv != 0 ? rv : fs->sync_dir(fs, log->quarantine_dir);
     }

@@ -213,6 +213,18 @@ static void inspect_origin_parse(const char *name, struct inspect_origin *origin
     } else if (digits > 0) {
         return;
     }
+    /* A second file of the same origin got ".N" (tdm_log_quarantine_path). */
+    char kind[16];
+    size_t kind_size = strcspn(rest, ".");
+    if (kind_size >= sizeof(kind) ||
+        (rest[kind_size] == '.' &&
+         (rest[kind_size + 1] == '\0' ||
+          strspn(rest + kind_size + 1, "0123456789") != strlen(rest + kind_size + 1)))) {
+        return;
+    }
+    memcpy(kind, rest, kind_size);
+    kind[kind_size] = '\0';
+    rest = kind;
     if (strcmp(rest, "torn") == 0) {
         origin->reason = "torn tail";
     } else if (strcmp(rest, "cut") == 0) {

@@ -130,6 +130,18 @@ check "damaged: only the whole segment's records" "1 2 3 4 5 6 7 8 9 10" \
     "$(python3 -c 'import json,sys; print(*[json.loads(l)["lsn"] for l in open(sys.argv[1])])' "$work/e2.jsonl")"
 check "damaged: export says so" 1 "$(grep -c '^tandem: quarantine: exported 10 records; [0-9]* unreadable ranges' "$work/err")"
 
+# A second file of the same origin (the name was taken: never overwritten) is
+# read as the first; a suffix that is not a generation number is not ours.
+S5=$work/s5
+"$T" init "$S5" --cluster c0 --node s5 >/dev/null
+cp "$SEG" "$S5/quarantine/00000000000000000001.seg.cut"
+cp "$SEG" "$S5/quarantine/00000000000000000001.seg.cut.2"
+cp "$SEG" "$S5/quarantine/00000000000000000001.seg.cut.x"
+"$T" quarantine --node "$S5" --json > "$work/q5.json"; check "generations: exit 0" 0 $?
+check "generations: both read, the odd one not ours" \
+    "cut at a fork point|True|10 cut at a fork point|True|10 unknown (not a name tandem writes)|False|10" \
+    "$(jget "$work/q5.json" '" ".join("|".join(str(x) for x in (f["reason"], f["whole_segment"], f["records"])) for f in d["files"])')"
+
 # More shapes of damage, each its own file in a third node's quarantine: garbage
 # before a whole batch (the walk finds the batch again), a batch cut short, a
 # whole segment whose header is damaged, one too short for a header, and a

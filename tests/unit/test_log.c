@@ -962,6 +962,32 @@ static void test_log_prepare__thread(void **state)
     tdm_log_close(&b);
 }
 
+/* A quarantine file is never overwritten: a taken name gets .2, .3, ...;
+ * when every variant is taken, -EEXIST. */
+static void test_log_quarantine_path__never_overwrites(void **state)
+{
+    struct fixture *f = *state;
+    struct tdm_log a;
+    log_open(f, &a, f->dir_a);
+    char path[TDM_PATH_SIZE];
+    char want[TDM_PATH_SIZE + 32];
+    assert_int_equal(tdm_log_quarantine_path(&a, "x.seg.0.cut", path), 0);
+    snprintf(want, sizeof(want), "%s/quarantine/x.seg.0.cut", f->dir_a);
+    assert_string_equal(path, want);
+    for (unsigned n = 1; n <= TDM_LOG_QUARANTINE_TRIES; n++) {
+        assert_int_equal(tdm_fault_fs_write_file(&f->fs, path, "kept", 4), 0);
+        int rv = tdm_log_quarantine_path(&a, "x.seg.0.cut", path);
+        if (n == TDM_LOG_QUARANTINE_TRIES) {
+            assert_int_equal(rv, -EEXIST);
+            break;
+        }
+        assert_int_equal(rv, 0);
+        snprintf(want, sizeof(want), "%s/quarantine/x.seg.0.cut.%u", f->dir_a, n + 1);
+        assert_string_equal(path, want);
+    }
+    tdm_log_close(&a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -983,6 +1009,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_log_prepare__leftover_and_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_prepare__seal_truncate_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_prepare__thread, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_log_quarantine_path__never_overwrites, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests_name("log", tests, NULL, NULL);
 }
