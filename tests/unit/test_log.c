@@ -988,6 +988,37 @@ static void test_log_quarantine_path__never_overwrites(void **state)
     tdm_log_close(&a);
 }
 
+/* A cut that moves a whole segment to a quarantine name already taken (the
+ * same segment cut in an earlier history) keeps the earlier file. */
+static void test_log_cut_after__keeps_earlier_quarantine(void **state)
+{
+    struct fixture *f = *state;
+    struct tdm_log a;
+    log_open(f, &a, f->dir_a);
+    uint64_t lsn = tdm_batch_lsn_last(&f->headers[9]);
+    uint64_t last = a.segments[a.segment_count - 1].lsn_first;
+    assert_true(last > lsn + 1); /* Moved whole by the cut. */
+    char name[TDM_SEGMENT_NAME_SIZE];
+    tdm_segment_name(name, sizeof(name), last);
+    char planted[TDM_PATH_SIZE + 64];
+    snprintf(planted, sizeof(planted), "%s/quarantine/%s.cut", f->dir_a, name);
+    assert_int_equal(tdm_fault_fs_write_file(&f->fs, planted, "earlier", 7), 0);
+    struct tdm_diag diag = {{0}};
+    assert_int_equal(tdm_log_cut_after(&a, lsn, &diag), 0);
+    void *data = NULL;
+    size_t size = 0;
+    assert_int_equal(tdm_fault_fs_read_all(&f->fs, planted, &data, &size), 0);
+    assert_int_equal(size, 7);
+    assert_memory_equal(data, "earlier", 7);
+    tdm_free(data);
+    char moved[TDM_PATH_SIZE + 64];
+    snprintf(moved, sizeof(moved), "%s.2", planted);
+    assert_int_equal(tdm_fault_fs_read_all(&f->fs, moved, &data, &size), 0);
+    assert_true(size > TDM_SEGMENT_HEADER_SIZE);
+    tdm_free(data);
+    tdm_log_close(&a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1010,6 +1041,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_log_prepare__seal_truncate_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_prepare__thread, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_quarantine_path__never_overwrites, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_log_cut_after__keeps_earlier_quarantine, setup,
                                         teardown),
     };
     return cmocka_run_group_tests_name("log", tests, NULL, NULL);
