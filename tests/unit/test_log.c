@@ -1011,7 +1011,7 @@ static void test_log_cut_after__keeps_earlier_quarantine(void **state)
     assert_int_equal(size, 7);
     assert_memory_equal(data, "earlier", 7);
     tdm_free(data);
-    char moved[TDM_PATH_SIZE + 64];
+    char moved[sizeof(planted) + 8];
     snprintf(moved, sizeof(moved), "%s.2", planted);
     assert_int_equal(tdm_fault_fs_read_all(&f->fs, moved, &data, &size), 0);
     assert_true(size > TDM_SEGMENT_HEADER_SIZE);
