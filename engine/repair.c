@@ -35,14 +35,22 @@ struct image {
     struct tdm_segment_footer footer;
 };
 
-static void repair_path(const char *dir, uint64_t segment_lsn, const char *suffix, char *path)
+#define REPAIR_NAME_SIZE (TDM_SEGMENT_NAME_SIZE + 48)
+
+/* <segment>.seg, or <segment>.seg.<suffix> (suffix not NULL), into name. */
+static void repair_name(uint64_t segment_lsn, const char *suffix, char name[REPAIR_NAME_SIZE])
 {
-    char name[TDM_SEGMENT_NAME_SIZE + 32];
-    tdm_segment_name(name, sizeof(name), segment_lsn);
+    tdm_segment_name(name, REPAIR_NAME_SIZE, segment_lsn);
     if (suffix != NULL) {
         size_t n = strlen(name);
-        snprintf(name + n, sizeof(name) - n, ".%s", suffix);
+        snprintf(name + n, REPAIR_NAME_SIZE - n, ".%s", suffix);
     }
+}
+
+static void repair_path(const char *dir, uint64_t segment_lsn, const char *suffix, char *path)
+{
+    char name[REPAIR_NAME_SIZE];
+    repair_name(segment_lsn, suffix, name);
     int rv = tdm_fs_path(path, TDM_PATH_SIZE, dir, name);
     tdm_assert(rv == 0); /* The directories' lengths were checked at open. */
 }
@@ -374,10 +382,8 @@ static int image_swap(struct tdm_log *log, uint64_t segment_lsn, uint64_t at,
     snprintf(suffix, sizeof(suffix), "%" PRIu64 ".damaged", at);
     repair_path(log->log_dir, segment_lsn, TDM_REPAIR_SUFFIX, aside);
     repair_path(log->log_dir, segment_lsn, NULL, target);
-    char name[TDM_SEGMENT_NAME_SIZE + 48];
-    tdm_segment_name(name, sizeof(name), segment_lsn);
-    size_t n = strlen(name);
-    snprintf(name + n, sizeof(name) - n, ".%s", suffix);
+    char name[REPAIR_NAME_SIZE];
+    repair_name(segment_lsn, suffix, name);
     const char *what = "write the rebuilt segment";
     int rv = file_write(fs, aside, image->bytes, image->size);
     if (rv == 0) {
@@ -518,11 +524,9 @@ static uint64_t frame_epoch_at(struct tdm_log *log, uint64_t lsn)
  * (the last batch's before it, or its own first batch's) and its flags, and the
  * footer's XXH3-64 of bytes [0, data_size) proves which candidate it was. */
 static int frame_header(struct tdm_log *log, struct image *image, uint64_t segment_lsn,
-                        struct tdm_diag *diag)
+                        const struct tdm_chain_hash *chain_prev, struct tdm_diag *diag)
 {
-    uint64_t next_lsn;
-    struct tdm_segment_header h = {.lsn_first = segment_lsn};
-    (void)frame_neighbours(log, segment_lsn, &h.chain_prev, &next_lsn);
+    struct tdm_segment_header h = {.lsn_first = segment_lsn, .chain_prev = *chain_prev};
     uint64_t epochs[2] = {frame_epoch_at(log, segment_lsn - 1), 0};
     struct tdm_batch_header first;
     if (image->footer.data_size >= TDM_SEGMENT_HEADER_SIZE + TDM_BATCH_HEADER_SIZE &&
@@ -554,11 +558,8 @@ static int frame_header(struct tdm_log *log, struct image *image, uint64_t segme
  * footer begins, and the next segment must begin right after the last of them
  * with that chain hash; the footer is then a function of those bytes. */
 static int frame_footer(struct tdm_log *log, struct image *image, uint64_t segment_lsn,
-                        struct tdm_diag *diag)
+                        uint64_t next_lsn, struct tdm_diag *diag)
 {
-    struct tdm_chain_hash unused;
-    uint64_t next_lsn;
-    (void)frame_neighbours(log, segment_lsn, &unused, &next_lsn);
     uint64_t data_size = image->size - TDM_SEGMENT_FOOTER_SIZE;
     image->footer = (struct tdm_segment_footer){.data_size = data_size};
     uint64_t offset;
@@ -626,8 +627,8 @@ int tdm_repair_frame(struct tdm_log *log, uint64_t segment_lsn, struct tdm_diag 
     }
     if (rv == 0) {
         memcpy(damaged, image.bytes, image.size);
-        rv = header_ok ? frame_footer(log, &image, segment_lsn, diag)
-                       : frame_header(log, &image, segment_lsn, diag);
+        rv = header_ok ? frame_footer(log, &image, segment_lsn, next_lsn, diag)
+                       : frame_header(log, &image, segment_lsn, &chain_prev, diag);
     }
     uint64_t at = header_ok ? image.size - TDM_SEGMENT_FOOTER_SIZE : 0;
     if (rv == 0) {
