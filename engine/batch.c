@@ -37,6 +37,7 @@
 #include "base/alloc.h"
 #include "base/assert.h"
 #include "base/bytes.h"
+#include "codec.h"
 
 #define BATCH_CHAIN_OFFSET    64
 #define BATCH_CHECKSUM_OFFSET 88
@@ -314,4 +315,49 @@ int tdm_batch_next(const uint8_t *raw, size_t raw_size, size_t *offset, const ui
     *record_size = size;
     *offset += 4 + size;
     return 1;
+}
+
+int tdm_batch_raw_encode(const struct tandem_record *records, size_t count, size_t size_max,
+                         uint8_t **raw, size_t *raw_size, struct tdm_diag *diag)
+{
+    if (records == NULL || count == 0 || count > TANDEM_APPEND_RECORDS_MAX) {
+        tdm_diag_printf(diag, "record count %zu out of range [1, %d]", count,
+                        TANDEM_APPEND_RECORDS_MAX);
+        return TANDEM_EINVALID;
+    }
+    size_t size = 0;
+    for (size_t i = 0; i < count; i++) {
+        int rv = tdm_codec_validate(&records[i], diag);
+        if (rv != 0) {
+            tdm_diag_wrapf(diag, "record %zu", i);
+            return rv;
+        }
+        size += 4 + tdm_codec_size(&records[i]);
+    }
+    if (size > size_max) {
+        tdm_diag_printf(diag,
+                        "%zu records take %zu bytes encoded, more than one call's %zu: "
+                        "append them in several calls",
+                        count, size, size_max);
+        return TANDEM_EINVALID;
+    }
+    uint8_t *out = tdm_malloc(size);
+    if (out == NULL) {
+        tdm_diag_printf(diag, "out of memory for %zu records (%zu bytes)", count, size);
+        return -ENOMEM;
+    }
+    struct tdm_writer w;
+    tdm_writer_init(&w, out, size);
+    for (size_t i = 0; i < count; i++) {
+        size_t record_size = tdm_codec_size(&records[i]);
+        tdm_put_u32(&w, (uint32_t)record_size);
+        uint8_t *entry = tdm_writer_reserve(&w, record_size);
+        tdm_assert(entry != NULL);
+        size_t written = tdm_codec_encode(&records[i], entry, record_size);
+        tdm_assert(written == record_size);
+    }
+    tdm_assert(w.offset == size);
+    *raw = out;
+    *raw_size = size;
+    return 0;
 }

@@ -87,4 +87,11 @@ int tdm_batch_verify(const uint8_t *bytes, size_t size, struct tdm_batch_header 
 int tdm_batch_next(const uint8_t *raw, size_t raw_size, size_t *offset, const uint8_t **record,
                    size_t *record_size);
 
+/* Validate count records (untrusted: from an application) and encode them as
+ * a raw body's entries into a new buffer *raw (tdm_free). size_max bounds the
+ * encoded bytes. Returns 0 and *raw_size, TANDEM_EINVALID with a diag naming
+ * the count, the record and its field, or the sizes, or -ENOMEM. */
+int tdm_batch_raw_encode(const struct tandem_record *records, size_t count, size_t size_max,
+                         uint8_t **raw, size_t *raw_size, struct tdm_diag *diag);
+
 #endif

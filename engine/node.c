@@ -33,6 +33,7 @@
 #include "base/assert.h"
 #include "base/bytes.h"
 #include "base/trace.h"
+#include "batch.h"
 #include "codec.h"
 #include "commit.h"
 #include "index.h"
@@ -844,41 +845,12 @@ static int node_request_make(struct tandem *t, const struct tandem_record *recor
         tdm_diag_printf(diag, "the node directory is open read-only");
         return TANDEM_EREADONLY;
     }
-    if (records == NULL || count == 0 || count > TANDEM_APPEND_RECORDS_MAX) {
-        tdm_diag_printf(diag, "record count %zu out of range [1, %d]", count,
-                        TANDEM_APPEND_RECORDS_MAX);
-        return TANDEM_EINVALID;
-    }
+    uint8_t *raw = NULL;
     size_t size = 0;
-    for (size_t i = 0; i < count; i++) {
-        int rv = tdm_codec_validate(&records[i], diag);
-        if (rv != 0) {
-            tdm_diag_wrapf(diag, "record %zu", i);
-            return rv;
-        }
-        size += 4 + tdm_codec_size(&records[i]);
+    int rv = tdm_batch_raw_encode(records, count, TANDEM_APPEND_SIZE_MAX, &raw, &size, diag);
+    if (rv != 0) {
+        return rv;
     }
-    if (size > TANDEM_APPEND_SIZE_MAX) {
-        tdm_diag_printf(diag,
-                        "%zu records take %zu bytes encoded, more than one batch's %u: "
-                        "append them in several calls",
-                        count, size, TANDEM_APPEND_SIZE_MAX);
-        return TANDEM_EINVALID;
-    }
-    uint8_t *raw = tdm_malloc(size);
-    if (raw == NULL) {
-        tdm_diag_printf(diag, "out of memory for %zu records (%zu bytes)", count, size);
-        return -ENOMEM;
-    }
-    size_t offset = 0;
-    for (size_t i = 0; i < count; i++) {
-        size_t n = tdm_codec_encode(&records[i], raw + offset + 4, size - offset - 4);
-        struct tdm_writer w;
-        tdm_writer_init(&w, raw + offset, 4);
-        tdm_put_u32(&w, (uint32_t)n);
-        offset += 4 + n;
-    }
-    tdm_assert(offset == size);
     request->kind = TDM_COMMIT_LOCAL;
     request->raw = raw;
     request->raw_size = size;

@@ -35,7 +35,7 @@
 #include "engine/base/alloc.h"
 #include "engine/base/assert.h"
 #include "engine/base/bytes.h"
-#include "engine/codec.h"
+#include "engine/batch.h"
 #include "net/client.h"
 #include "net/uv.h"
 
@@ -544,49 +544,6 @@ static uint64_t api_request_id(struct tandem_client *c)
     return id;
 }
 
-/* Validate records and encode them into a new buffer *entries (released with
- * tdm_free). Returns 0 and *size, or TANDEM_EINVALID (a record breaks a limit,
- * or the request would exceed a client frame) or -ENOMEM with diag. */
-static int api_encode(const struct tandem_record *records, size_t count, uint8_t **entries,
-                      size_t *size, struct tdm_diag *diag)
-{
-    size_t total = 0;
-    for (size_t i = 0; i < count; i++) {
-        struct tandem_diag why = {{0}};
-        int rv = tandem_record_validate(&records[i], &why);
-        if (rv != 0) {
-            tdm_diag_printf(diag, "record %zu: %s", i, why.message);
-            return rv;
-        }
-        total += 4 + tdm_codec_size(&records[i]);
-    }
-    /* request_id, record_count, then the entries (PROTOCOL.md §3.3). */
-    size_t frame = TDM_PROTO_FRAME_SIZE_MIN + 8 + 4 + total;
-    if (frame > TDM_CLIENT_FRAME_SIZE_MAX) {
-        tdm_diag_printf(diag, "%zu records encode to a %zu-byte request, limit %u: split the call",
-                        count, frame, TDM_CLIENT_FRAME_SIZE_MAX);
-        return TANDEM_EINVALID;
-    }
-    uint8_t *data = tdm_malloc(total);
-    if (data == NULL) {
-        return -ENOMEM;
-    }
-    struct tdm_writer w;
-    tdm_writer_init(&w, data, total);
-    for (size_t i = 0; i < count; i++) {
-        size_t record_size = tdm_codec_size(&records[i]);
-        tdm_put_u32(&w, (uint32_t)record_size);
-        uint8_t *out = tdm_writer_reserve(&w, record_size);
-        tdm_assert(out != NULL);
-        size_t written = tdm_codec_encode(&records[i], out, record_size);
-        tdm_assert(written == record_size);
-    }
-    tdm_assert(w.offset == total);
-    *entries = data;
-    *size = total;
-    return 0;
-}
-
 /* The node refused the request: its message is the diag. */
 static int api_refused(const struct api_waiter *waiter, struct tandem_diag *diag)
 {
@@ -600,14 +557,16 @@ int tandem_client_append(struct tandem_client *client, const struct tandem_recor
 {
     tdm_assert(client != NULL);
     struct tdm_diag why = {{0}};
-    if (count == 0 || count > TANDEM_APPEND_RECORDS_MAX || records == NULL || lsn_first == NULL) {
-        tdm_diag_printf((struct tdm_diag *)diag, "append: %zu records, limit 1..%d", count,
-                        TANDEM_APPEND_RECORDS_MAX);
+    if (lsn_first == NULL) {
+        tdm_diag_printf((struct tdm_diag *)diag, "lsn_first must not be NULL");
         return TANDEM_EINVALID;
     }
     uint8_t *entries = NULL;
     size_t size = 0;
-    int rv = api_encode(records, count, &entries, &size, &why);
+    /* request_id, record_count, then the entries (PROTOCOL.md §3.3). */
+    int rv = tdm_batch_raw_encode(records, count,
+                                  TDM_CLIENT_FRAME_SIZE_MAX - TDM_PROTO_FRAME_SIZE_MIN - 8 - 4,
+                                  &entries, &size, &why);
     if (rv != 0) {
         api_diag_copy(diag, &why);
         return rv;

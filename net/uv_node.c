@@ -1707,42 +1707,25 @@ int tdm_uv_node_submit(struct tdm_uv_node *node, const struct tandem_record *rec
         tdm_diag_printf(diag, "closing");
         return TANDEM_ECANCELED;
     }
-    if (count == 0 || count > TANDEM_APPEND_RECORDS_MAX || cb == NULL) {
-        tdm_diag_printf(diag, "record count %zu out of range", count);
+    if (cb == NULL) {
+        tdm_diag_printf(diag, "cb must not be NULL");
         return TANDEM_EINVALID;
     }
     if (node->write_count >= TDM_REPLICA_WRITES_MAX) {
         tdm_diag_printf(diag, "%u writes in flight", (unsigned)node->write_count);
         return TANDEM_EBUSY;
     }
+    uint8_t *raw = NULL;
     size_t size = 0;
-    for (size_t i = 0; i < count; i++) {
-        int rv = tdm_codec_validate(&records[i], diag);
-        if (rv != 0) {
-            return rv;
-        }
-        size += 4 + tdm_codec_size(&records[i]);
-    }
-    if (size > TANDEM_APPEND_SIZE_MAX) {
-        tdm_diag_printf(diag, "%zu records take %zu bytes encoded, more than one batch's %u", count,
-                        size, TANDEM_APPEND_SIZE_MAX);
-        return TANDEM_EINVALID;
+    int rv = tdm_batch_raw_encode(records, count, TANDEM_APPEND_SIZE_MAX, &raw, &size, diag);
+    if (rv != 0) {
+        return rv;
     }
     struct node_write *w = tdm_calloc(1, sizeof(*w));
-    uint8_t *raw = tdm_malloc(size);
-    if (w == NULL || raw == NULL) {
-        tdm_free(w);
+    if (w == NULL) {
         tdm_free(raw);
         tdm_diag_printf(diag, "out of memory");
         return -ENOMEM;
-    }
-    size_t offset = 0;
-    for (size_t i = 0; i < count; i++) {
-        size_t n = tdm_codec_encode(&records[i], raw + offset + 4, size - offset - 4);
-        struct tdm_writer writer;
-        tdm_writer_init(&writer, raw + offset, 4);
-        tdm_put_u32(&writer, (uint32_t)n);
-        offset += 4 + n;
     }
     w->write_id = node->write_id_next++;
     w->raw = raw;

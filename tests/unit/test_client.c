@@ -385,6 +385,26 @@ static void test_tandem_client__tcp_append_status(void **state)
     assert_int_equal(tandem_client_append(client, records, 2, &lsn_first, &diag), TANDEM_EINVALID);
     assert_non_null(strstr(diag.message, "record 1: recipient"));
     assert_int_equal(tandem_client_append(client, records, 0, &lsn_first, &diag), TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "record count 0 out of range"));
+    assert_int_equal(tandem_client_append(client, records, 2, NULL, &diag), TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "lsn_first"));
+
+    /* Records each valid but together more than one request can carry. */
+    static char subject[TANDEM_SUBJECT_SIZE_MAX];
+    static char id[TANDEM_MESSAGE_ID_SIZE_MAX];
+    memset(subject, 's', sizeof(subject));
+    memset(id, 'm', sizeof(id));
+    struct tandem_record *many = calloc(TANDEM_APPEND_RECORDS_MAX, sizeof(*many));
+    assert_non_null(many);
+    for (size_t i = 0; i < TANDEM_APPEND_RECORDS_MAX; i++) {
+        record_make(&many[i], 5, 1, subject, sizeof(subject));
+        many[i].message.message_id = (struct tandem_bytes){id, sizeof(id)};
+    }
+    assert_int_equal(
+        tandem_client_append(client, many, TANDEM_APPEND_RECORDS_MAX, &lsn_first, &diag),
+        TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "append them in several calls"));
+    free(many);
     append_and_status(client);
     tandem_client_close(client);
     assert_true(atomic_load(&f->accepts) >= 1);

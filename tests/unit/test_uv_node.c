@@ -282,7 +282,7 @@ static void submit_too_many_bytes(struct fixture *f)
     }
     struct tdm_diag diag = {{0}};
     int rv = tdm_uv_node_submit(f->members[0].node, records, count, write_cb, f, &diag);
-    if (rv != TANDEM_EINVALID || strstr(diag.message, "more than one batch") == NULL) {
+    if (rv != TANDEM_EINVALID || strstr(diag.message, "append them in several calls") == NULL) {
         fail_msg("submit of %zu large records: %s: %s", count, tandem_strerror(rv), diag.message);
     }
     free(records);
