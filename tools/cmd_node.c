@@ -129,8 +129,8 @@ static void node_conf_format(char *text, size_t size, const char *cluster, const
                      "# The primary of the first epoch.\n"
                      "primary = %s\n"
                      "# Nodes, this one included, that must hold a write durably before it\n"
-                     "# is acknowledged. Applies once replication is built: until then a\n"
-                     "# standalone node acknowledges a write once it is durable on its disk.\n"
+                     "# is acknowledged. A standalone node (no peers) holds the only copy:\n"
+                     "# it acknowledges a write once it is durable on its own disk.\n"
                      "min_copies = 2\n"
                      "# How long a write waits for min_copies before it fails.\n"
                      "write_deadline_ms = 60000\n",
