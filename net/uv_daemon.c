@@ -272,7 +272,7 @@ static int addr_resolve(const char *what, const char *addr, struct sockaddr_stor
     struct addrinfo *result = NULL;
     int rv = getaddrinfo(host, port, &hints, &result);
     if (rv != 0 || result == NULL) {
-        tdm_diag_printf(diag, "%s '%s': %s", what, addr, gai_strerror(rv));
+        tdm_diag_printf(diag, "tandem.conf: %s '%s': %s", what, addr, gai_strerror(rv));
         return TANDEM_EINVALID;
     }
     tdm_assert(result->ai_addrlen <= sizeof(*out));
@@ -893,8 +893,7 @@ static int daemon_start(void *data, struct uv_loop_s *loop, struct tdm_uv_server
     if (rv != 0) {
         uv_close((uv_handle_t *)&d->command_timer, command_timer_closed);
         d->command_timer_open = false;
-        tdm_diag_wrapf(diag, "listen %s", daemon_self_addr(d));
-        return rv;
+        return rv; /* diag names the cause, the listen address included. */
     }
     d->started_ns = daemon_wall_ns();
     struct tdm_diag scrub_diag = {{0}};

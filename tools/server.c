@@ -532,9 +532,10 @@ static int server_serve(struct tandem_server *server, struct tdm_diag *diag)
     int rv = server->conf.replicated ? tdm_uv_serve_replicated(&config, &server->conf.cluster,
                                                                server->control, &serve_diag)
                                      : tdm_uv_serve(&config, NULL, server->control, &serve_diag);
-    if (rv != 0) {
-        tdm_diag_printf(diag, "serve %s: %s%s%s", server->socket_path, tandem_strerror(rv),
-                        serve_diag.message[0] != '\0' ? ": " : "", serve_diag.message);
+    if (rv != 0 && serve_diag.message[0] != '\0') {
+        tdm_diag_printf(diag, "%s", serve_diag.message); /* It names the socket or address. */
+    } else if (rv != 0) {
+        tdm_diag_printf(diag, "serve %s: %s", server->socket_path, tandem_strerror(rv));
     }
     return rv;
 }

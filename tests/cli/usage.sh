@@ -153,6 +153,40 @@ conf_case '/^\[replication\]/a listen = 127.0.0.1:7001' \
     '/^\[replication\]/a peer.n2 = 127.0.0.1:7002\npeer.n3 = 127.0.0.1:7003\npeer.n4 = 127.0.0.1:7004\npeer.n5 = 127.0.0.1:7005\npeer.n6 = 127.0.0.1:7006\npeer.n7 = 127.0.0.1:7007\npeer.n8 = 127.0.0.1:7008\npeer.n9 = 127.0.0.1:7009'
 refuse 1 "tandemd: " "tandem.conf: more than 7 peers: a cluster has at most 8 nodes" "$D" "$work/c"
 
+# A replicated node: addresses that do not parse or resolve, a port in use.
+R=$work/r
+"$T" init "$R" --cluster c1 --node n1 --listen 127.0.0.1:7001 --peer n2=127.0.0.1:7002 --ca "$work/ca" >/dev/null ||
+    { echo "FAIL init replicated"; exit 1; }
+repl_case() { # repl_case SED-EXPRESSION: a copy of R whose tandem.conf is edited
+    rm -rf "$work/c"
+    cp -a "$R" "$work/c"
+    sed -i "$1" "$work/c/tandem.conf"
+}
+repl_case 's/^listen = .*/listen = 127.0.0.1/'
+refuse 1 "tandemd: " "tandem.conf: [replication] listen '127.0.0.1': expected HOST:PORT" "$D" "$work/c"
+repl_case 's/^listen = .*/listen = [::1/'
+refuse 1 "tandemd: " "tandem.conf: [replication] listen '[::1': expected HOST:PORT" "$D" "$work/c"
+repl_case 's/^peer.n2 = .*/peer.n2 = 127.0.0.1:99999/'
+refuse 1 "tandemd: " "tandem.conf: [replication] peer '127.0.0.1:99999': expected HOST:PORT" "$D" "$work/c"
+repl_case 's/^listen = .*/listen = nosuchhost.invalid:7001/'
+refuse 1 "tandemd: " "tandem.conf: [replication] listen 'nosuchhost.invalid:7001': " "$D" "$work/c"
+# The listen port is taken: the last stderr line says so (trace lines may come first).
+repl_case 's/^listen = .*/listen = 127.0.0.1:PORT/'
+python3 - "$D" "$work/c" >"$work/taken" 2>&1 <<'PY'
+import socket, subprocess, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen()
+port = s.getsockname()[1]
+conf = sys.argv[2] + "/tandem.conf"
+text = open(conf).read().replace("PORT", str(port))
+open(conf, "w").write(text)
+p = subprocess.run(["timeout", "20", sys.argv[1], sys.argv[2]], capture_output=True, text=True)
+last = p.stderr.strip().split("\n")[-1]
+print(p.returncode, "ok" if last == "tandemd: listen on 127.0.0.1:%d: address already in use" % port else last)
+PY
+check "tandemd: listen port taken" "1 ok" "$(cat "$work/taken")"
+
 check "the node is unchanged" "$before" "$(fingerprint "$N")"
 "$T" status --node "$N" >/dev/null
 check "the node is healthy" 0 $?
