@@ -1,8 +1,11 @@
 /* tests/unit/test_log.c: the log's replication primitives: appending a batch
  * built elsewhere exactly as received (tdm_log_append_batch), cutting a
  * divergent tail into quarantine (tdm_log_cut_after), including a power loss
- * at every file operation of a cut, and locating batches by LSN
- * (tdm_log_locate, tdm_log_read_located) against tdm_log_scan as the oracle. */
+ * at every file operation of a cut, locating batches by LSN
+ * (tdm_log_locate, tdm_log_read_located) against tdm_log_scan as the oracle,
+ * prepared segments, quarantine names, and recovery from whole-file damage: a
+ * torn segment creation, an unsealed segment that is not the last, a missing
+ * segment, a chain hash break between segments. */
 #include "tdm_test.h"
 
 #include <errno.h>
@@ -1019,6 +1022,224 @@ static void test_log_cut_after__keeps_earlier_quarantine(void **state)
     tdm_log_close(&a);
 }
 
+/* ---- recovery of whole-file damage (engine/recover.c) --------------------------- */
+
+static void segment_path(const char *dir, uint64_t segment_lsn, char *path, size_t size)
+{
+    char name[TDM_SEGMENT_NAME_SIZE];
+    tdm_segment_name(name, sizeof(name), segment_lsn);
+    snprintf(path, size, "%s/log/%s", dir, name);
+}
+
+static struct tandem_status log_status(struct tdm_log *log)
+{
+    struct tandem_status status;
+    memset(&status, 0, sizeof(status));
+    tdm_log_status(log, &status);
+    return status;
+}
+
+/* The header a new segment after the log's last LSN would get. */
+static void next_header(const struct tdm_log *log, uint8_t out[TDM_SEGMENT_HEADER_SIZE])
+{
+    struct tdm_segment_header h = {
+        .lsn_first = log->lsn_last + 1, .epoch = 1, .chain_prev = log->chain_last, .time_ns = 1};
+    tdm_segment_header_encode(&h, out);
+}
+
+/* A crash while the next segment was being created (its header half
+ * written, after the one before was sealed): the file holds no batch and the
+ * progress record claims nothing beyond the log, so nothing in it was ever
+ * acknowledged. Recovery moves it whole to quarantine, the log is clean, and
+ * appends go on at the next LSN. */
+static void test_log_recover__torn_segment_creation_is_quarantined(void **state)
+{
+    struct fixture *f = *state;
+    struct tdm_log a;
+    log_open(f, &a, f->dir_a);
+    assert_int_equal(tdm_log_seal(&a, NULL), 0);
+    uint64_t last = a.lsn_last;
+    uint8_t header[TDM_SEGMENT_HEADER_SIZE];
+    next_header(&a, header);
+    tdm_log_close(&a);
+    char path[400];
+    segment_path(f->dir_a, last + 1, path, sizeof(path));
+    assert_int_equal(tdm_fault_fs_write_file(&f->fs, path, header, 20), 0);
+
+    log_open(f, &a, f->dir_a);
+    struct tandem_status status = log_status(&a);
+    assert_int_equal(status.damaged_count, 0);
+    assert_int_equal(status.quarantine_count, 1);
+    assert_int_equal(status.lsn_last, last);
+    assert_false(tdm_fault_fs_exists(&f->fs, path));
+    char name[TDM_SEGMENT_NAME_SIZE];
+    tdm_segment_name(name, sizeof(name), last + 1);
+    char moved[TDM_PATH_SIZE + 64];
+    snprintf(moved, sizeof(moved), "%s/quarantine/%s.torn", f->dir_a, name);
+    void *data = NULL;
+    size_t size = 0;
+    assert_int_equal(tdm_fault_fs_read_all(&f->fs, moved, &data, &size), 0);
+    assert_int_equal(size, 20);
+    assert_memory_equal(data, header, 20); /* The bytes themselves, not a copy of less. */
+    tdm_free(data);
+    struct tdm_gen gen;
+    tdm_gen_init(&gen, 99, 4);
+    struct tdm_batch_header h;
+    struct tdm_log_location location;
+    append_generated(&a, &gen, 2, &h, &location);
+    assert_int_equal(h.lsn_first, last + 1);
+    tdm_log_close(&a);
+    log_open(f, &a, f->dir_a);
+    status = log_status(&a);
+    assert_int_equal(status.damaged_count, 0);
+    assert_int_equal(status.lsn_last, last + 2);
+    tdm_log_close(&a);
+}
+
+/* The same torn file, but the progress record says LSNs beyond the log were
+ * durable: they may have been acknowledged, so the file is kept where it is,
+ * the log reports damage from the first missing LSN and refuses appends
+ * (which would reuse those LSNs), and opening changes no file. */
+static void test_log_recover__torn_segment_after_progress_is_damage(void **state)
+{
+    struct fixture *f = *state;
+    struct tdm_log a;
+    log_open(f, &a, f->dir_a);
+    assert_int_equal(tdm_log_seal(&a, NULL), 0);
+    uint64_t last = a.lsn_last;
+    uint8_t header[TDM_SEGMENT_HEADER_SIZE];
+    next_header(&a, header);
+    assert_int_equal(tdm_log_progress_sync(&a, last + 3, &a.chain_last), 0);
+    tdm_log_close(&a);
+    char path[400];
+    segment_path(f->dir_a, last + 1, path, sizeof(path));
+    assert_int_equal(tdm_fault_fs_write_file(&f->fs, path, header, 20), 0);
+
+    uint64_t before = tdm_fault_fs_checksum_all(&f->fs, f->dir_a);
+    log_open(f, &a, f->dir_a);
+    struct tandem_status status = log_status(&a);
+    assert_true(status.damaged_count >= 1);
+    assert_int_equal(status.damaged[0].lsn_first, last + 1);
+    assert_int_equal(status.quarantine_count, 0);
+    assert_int_equal(status.lsn_last, last);
+    struct tdm_gen gen;
+    tdm_gen_init(&gen, 99, 4);
+    uint8_t raw[TDM_RECORD_SIZE_MAX + 4];
+    struct tandem_record r;
+    tdm_gen_message(&gen, &r);
+    size_t n = tdm_codec_encode(&r, raw + 4, sizeof(raw) - 4);
+    struct tdm_writer w;
+    tdm_writer_init(&w, raw, 4);
+    tdm_put_u32(&w, (uint32_t)n);
+    struct tdm_batch_header h;
+    struct tdm_log_location location;
+    struct tdm_diag diag = {{0}};
+    assert_int_equal(tdm_log_append(&a, raw, 4 + n, 1, 1, &h, &location, &diag), TANDEM_EDAMAGED);
+    assert_true(strlen(diag.message) > 0);
+    tdm_log_close(&a);
+    assert_int_equal(tdm_fault_fs_checksum_all(&f->fs, f->dir_a), before);
+}
+
+/* Every segment but the last was sealed before the next was created; an
+ * unsealed one followed by another (a file restored from elsewhere, or the
+ * last one's footer lost with a later segment in place) is damage in that
+ * segment, never cut or moved: open changes no file. */
+static void test_log_recover__unsealed_segment_not_last_is_damage(void **state)
+{
+    struct fixture *f = *state;
+    struct tdm_log a;
+    log_open(f, &a, f->dir_a);
+    uint64_t open_lsn = a.segments[a.segment_count - 1].lsn_first;
+    uint64_t last = a.lsn_last;
+    uint8_t header[TDM_SEGMENT_HEADER_SIZE];
+    next_header(&a, header);
+    tdm_log_close(&a);
+    char path[400];
+    segment_path(f->dir_a, last + 1, path, sizeof(path));
+    assert_int_equal(tdm_fault_fs_write_file(&f->fs, path, header, sizeof(header)), 0);
+
+    uint64_t before = tdm_fault_fs_checksum_all(&f->fs, f->dir_a);
+    log_open(f, &a, f->dir_a);
+    struct tandem_status status = log_status(&a);
+    assert_int_equal(status.damaged_count, 1);
+    assert_int_equal(status.damaged[0].segment_lsn, open_lsn);
+    assert_int_equal(status.lsn_last, last);
+    assert_int_equal(status.quarantine_count, 0);
+    tdm_log_close(&a);
+    assert_int_equal(tdm_fault_fs_checksum_all(&f->fs, f->dir_a), before);
+}
+
+/* A sealed segment file missing from the middle of the log: its LSN range is
+ * reported as damage (named exactly, from its neighbours), the segments
+ * around it still serve their batches, and open changes no file. */
+static void test_log_recover__missing_segment_is_damage(void **state)
+{
+    struct fixture *f = *state;
+    struct tdm_log a;
+    log_open(f, &a, f->dir_a);
+    assert_true(a.segment_count >= 4);
+    struct tdm_log_segment gone = a.segments[1];
+    uint64_t last = a.lsn_last;
+    tdm_log_close(&a);
+    char path[400];
+    segment_path(f->dir_a, gone.lsn_first, path, sizeof(path));
+    assert_int_equal(f->fs.base.unlink(&f->fs.base, path), 0);
+
+    uint64_t before = tdm_fault_fs_checksum_all(&f->fs, f->dir_a);
+    log_open(f, &a, f->dir_a);
+    struct tandem_status status = log_status(&a);
+    assert_int_equal(status.damaged_count, 1);
+    assert_int_equal(status.damaged[0].lsn_first, gone.lsn_first);
+    assert_int_equal(status.damaged[0].lsn_last, gone.lsn_last);
+    assert_int_equal(status.lsn_last, last);
+    for (int b = 0; b < BATCHES; b++) {
+        bool inside =
+            f->headers[b].lsn_first >= gone.lsn_first && f->headers[b].lsn_first <= gone.lsn_last;
+        struct tdm_log_batch found;
+        uint32_t count = 0;
+        int rv = tdm_log_locate(&a, f->headers[b].lsn_first, f->headers[b].lsn_first, &found, 1,
+                                &count, NULL);
+        assert_int_equal(rv == 0 && count == 1, !inside);
+    }
+    tdm_log_close(&a);
+    assert_int_equal(tdm_fault_fs_checksum_all(&f->fs, f->dir_a), before);
+}
+
+/* A segment whose header does not continue the chain of the one before (a
+ * file from another history put in place): damage reported at its header
+ * (offset 0, its first LSN), and again at its first batch, whose chain hash
+ * does not follow either; open changes no file. */
+static void test_log_recover__chain_hash_break_is_damage(void **state)
+{
+    struct fixture *f = *state;
+    struct tdm_log a;
+    log_open(f, &a, f->dir_a);
+    struct tdm_log_segment seg = a.segments[a.segment_count - 1];
+    tdm_log_close(&a);
+    char path[400];
+    segment_path(f->dir_a, seg.lsn_first, path, sizeof(path));
+    void *data = NULL;
+    size_t size = 0;
+    assert_int_equal(tdm_fault_fs_read_all(&f->fs, path, &data, &size), 0);
+    struct tdm_segment_header h;
+    assert_int_equal(tdm_segment_header_decode(data, &h, NULL), 0);
+    h.chain_prev.bytes[0] ^= 1;
+    tdm_segment_header_encode(&h, data);
+    assert_int_equal(tdm_fault_fs_write_file(&f->fs, path, data, size), 0);
+    tdm_free(data);
+
+    uint64_t before = tdm_fault_fs_checksum_all(&f->fs, f->dir_a);
+    log_open(f, &a, f->dir_a);
+    struct tandem_status status = log_status(&a);
+    assert_true(status.damaged_count >= 1);
+    assert_int_equal(status.damaged[0].segment_lsn, seg.lsn_first);
+    assert_int_equal(status.damaged[0].lsn_first, seg.lsn_first);
+    assert_int_equal(status.damaged[0].lsn_last, seg.lsn_first); /* The header's own report, */
+    assert_int_equal(status.damaged[0].offset, 0);               /* before its first batch's. */
+    tdm_log_close(&a);
+    assert_int_equal(tdm_fault_fs_checksum_all(&f->fs, f->dir_a), before);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1043,6 +1264,16 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_log_quarantine_path__never_overwrites, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_log_cut_after__keeps_earlier_quarantine, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_log_recover__torn_segment_creation_is_quarantined,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_log_recover__torn_segment_after_progress_is_damage,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_log_recover__unsealed_segment_not_last_is_damage,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_log_recover__missing_segment_is_damage, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_log_recover__chain_hash_break_is_damage, setup,
                                         teardown),
     };
     return cmocka_run_group_tests_name("log", tests, NULL, NULL);
