@@ -1743,12 +1743,10 @@ int tdm_index_compare_at(struct tdm_index *index, struct tdm_index *reference, u
 /* LMDB's two files in an environment directory. */
 static const char *const index_file_names[] = {"data.mdb", "lock.mdb"};
 
-int tdm_index_remove_at(const char *node_dir, const char *name, struct tdm_diag *diag)
+/* Unlink LMDB's files in env_dir (absent ones are fine). */
+static int index_remove_files(const char *env_dir, struct tdm_diag *diag)
 {
-    tdm_assert(node_dir != NULL);
-    tdm_assert(name != NULL);
-    char env_dir[INDEX_PATH_SIZE];
-    int rv = index_path(env_dir, node_dir, name, diag);
+    int rv = 0;
     for (size_t i = 0; rv == 0 && i < sizeof(index_file_names) / sizeof(index_file_names[0]); i++) {
         char path[INDEX_PATH_SIZE];
         rv = index_path(path, env_dir, index_file_names[i], diag);
@@ -1757,9 +1755,29 @@ int tdm_index_remove_at(const char *node_dir, const char *name, struct tdm_diag 
             tdm_diag_printf(diag, "index: unlink %s: %s", path, tandem_strerror(rv));
         }
     }
+    return rv;
+}
+
+int tdm_index_remove_at(const char *node_dir, const char *name, struct tdm_diag *diag)
+{
+    tdm_assert(node_dir != NULL);
+    tdm_assert(name != NULL);
+    char env_dir[INDEX_PATH_SIZE];
+    int rv = index_path(env_dir, node_dir, name, diag);
+    if (rv == 0) {
+        rv = index_remove_files(env_dir, diag);
+    }
     if (rv == 0 && rmdir(env_dir) != 0 && errno != ENOENT) {
         rv = -errno;
         tdm_diag_printf(diag, "index: rmdir %s: %s", env_dir, tandem_strerror(rv));
     }
     return rv;
+}
+
+int tdm_index_discard(const char *node_dir, struct tdm_diag *diag)
+{
+    tdm_assert(node_dir != NULL);
+    char env_dir[INDEX_PATH_SIZE];
+    int rv = index_path(env_dir, node_dir, "index", diag);
+    return rv == 0 ? index_remove_files(env_dir, diag) : rv;
 }

@@ -66,6 +66,13 @@ int tdm_index_open_at(const char *node_dir, const char *name, bool read_only,
  * this process. Returns 0 or a negative errno with diag. */
 int tdm_index_remove_at(const char *node_dir, const char *name, struct tdm_diag *diag);
 
+/* Unlink the files of the node's own index, DIR/index/ (through the link of
+ * an index kept elsewhere, which stays, as does the directory), so that the
+ * next tdm_index_open() creates an empty one. Only for an index that cannot
+ * be opened: it is derived state, rebuilt from the log. Returns 0 or -errno
+ * with diag. */
+int tdm_index_discard(const char *node_dir, struct tdm_diag *diag);
+
 /* Compare every named database of index with those of reference, entry by
  * entry, duplicates included, each in one read transaction. Returns 0 and
  * *equal; when they differ, difference (if not NULL) receives the first

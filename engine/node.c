@@ -220,6 +220,17 @@ static int node_index_catch_up(struct tandem *t, bool rebuild, struct tdm_diag *
     return tdm_index_sync(t->index);
 }
 
+/* An index that does not open is discarded and rebuilt by a writer's open:
+ * one whose files are damaged (TANDEM_ECORRUPT) always, one of another format
+ * version (TANDEM_EFORMAT) only when asked to rebuild (tandem reindex). */
+static bool node_index_discardable(const struct tandem *t, enum node_index_mode mode, int rv)
+{
+    if (t->read_only || mode == NODE_INDEX_VERIFY) {
+        return false;
+    }
+    return rv == TANDEM_ECORRUPT || (rv == TANDEM_EFORMAT && mode == NODE_INDEX_REBUILD);
+}
+
 static int node_open(const char *dir, const struct tandem_options *options, struct tdm_fs *fs,
                      enum node_index_mode mode, struct tandem **out, struct tdm_diag *diag)
 {
@@ -267,12 +278,31 @@ static int node_open(const char *dir, const struct tandem_options *options, stru
     if (rv != 0) {
         goto err_after_lock;
     }
+    bool rebuild = mode == NODE_INDEX_REBUILD;
     rv = tdm_index_open(dir, t->read_only, &t->index, diag);
+    if (node_index_discardable(t, mode, rv)) {
+        /* The index is derived from the log: a damaged one is rebuilt, not fatal. */
+        tdm_tracef("open %s: %s: discarding the index, rebuilding it from the log", dir,
+                   diag != NULL ? diag->message : tandem_strerror(rv));
+        if (diag != NULL) {
+            diag->message[0] = '\0';
+        }
+        rv = tdm_index_discard(dir, diag);
+        rv = rv != 0 ? rv : tdm_index_open(dir, false, &t->index, diag);
+        rebuild = true;
+    } else if (rv == TANDEM_ECORRUPT && t->read_only && diag != NULL) {
+        char why[sizeof(diag->message)];
+        memcpy(why, diag->message, sizeof(why));
+        tdm_diag_printf(diag,
+                        "%.900s (the index is derived from the log: a writer's open, "
+                        "tandemd or tandem reindex, rebuilds it)",
+                        why);
+    }
     if (rv != 0) {
         goto err_after_log;
     }
     if (!t->read_only && mode != NODE_INDEX_VERIFY) {
-        rv = node_index_catch_up(t, mode == NODE_INDEX_REBUILD, diag);
+        rv = node_index_catch_up(t, rebuild, diag);
         if (rv != 0) {
             goto err_after_index;
         }

@@ -988,6 +988,62 @@ static void test_query__matches_brute_force(void **state)
     free(all.records);
 }
 
+/* Overwrite the first bytes of DIR/index/data.mdb: LMDB's meta pages. */
+static void index_damage(const char *dir)
+{
+    char path[300];
+    snprintf(path, sizeof(path), "%s/index/data.mdb", dir);
+    int fd = open(path, O_WRONLY);
+    assert_true(fd >= 0);
+    uint8_t garbage[64];
+    memset(garbage, 0xA5, sizeof(garbage));
+    assert_int_equal(pwrite(fd, garbage, sizeof(garbage), 0), (ssize_t)sizeof(garbage));
+    close(fd);
+}
+
+/* A damaged index file (derived state) does not break the node: a read-only
+ * open refuses with TANDEM_ECORRUPT and says how it is rebuilt; a writer's
+ * open discards it and rebuilds it from the log, and every query equals the
+ * brute-force scan again; tandem_reindex does the same. The log is not
+ * touched. */
+static void test_open__damaged_index_is_rebuilt(void **state)
+{
+    struct fixture *f = *state;
+    corpus_fill(f->t, 17, 600);
+    struct all all;
+    all_load(f->t, &all);
+    struct tandem_status before;
+    assert_int_equal(tandem_status(f->t, &before), 0);
+    tandem_close(f->t);
+    f->t = NULL;
+
+    index_damage(f->dir);
+    struct tandem_options options;
+    tandem_options_init(&options);
+    options.flags = TANDEM_OPEN_READONLY;
+    struct tandem *reader = NULL;
+    struct tandem_diag diag;
+    assert_int_equal(tandem_open(f->dir, &options, &reader, &diag), TANDEM_ECORRUPT);
+    assert_non_null(strstr(diag.message, "index"));
+    assert_non_null(strstr(diag.message, "tandem reindex"));
+
+    f->t = open_dir(f->dir, 0, 64 << 10);
+    struct tandem_status status;
+    assert_int_equal(tandem_status(f->t, &status), 0);
+    assert_int_equal(status.lsn_last, before.lsn_last);
+    assert_int_equal(status.index_lsn, before.lsn_last);
+    assert_memory_equal(status.chain_hash, before.chain_hash, sizeof(status.chain_hash));
+    check_all_queries(f->t, &all, 5);
+    tandem_close(f->t);
+    f->t = NULL;
+
+    index_damage(f->dir);
+    assert_int_equal(tandem_reindex(f->dir, &diag), 0);
+    f->t = open_dir(f->dir, TANDEM_OPEN_READONLY, 0);
+    check_all_queries(f->t, &all, 6);
+    free(all.records);
+}
+
 /* A second writer is refused with TANDEM_ELOCKED while readers may open the
  * directory beside the writer and see what it wrote. */
 static void test_open__one_writer_many_readers(void **state)
@@ -1111,6 +1167,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_open__one_writer_many_readers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open__reader_in_another_process, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open__errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open__damaged_index_is_rebuilt, setup, teardown),
     };
     return cmocka_run_group_tests_name("node", tests, NULL, NULL);
 }
