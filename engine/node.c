@@ -293,10 +293,8 @@ static int node_open(const char *dir, const struct tandem_options *options, stru
     } else if (rv == TANDEM_ECORRUPT && t->read_only && diag != NULL) {
         char why[sizeof(diag->message)];
         memcpy(why, diag->message, sizeof(why));
-        tdm_diag_printf(diag,
-                        "%.900s (the index is derived from the log: a writer's open, "
-                        "tandemd or tandem reindex, rebuilds it)",
-                        why);
+        tdm_diag_printf(
+            diag, "damaged index (tandemd or tandem reindex rebuilds it from the log): %s", why);
     }
     if (rv != 0) {
         goto err_after_log;
