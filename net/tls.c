@@ -160,12 +160,20 @@ static int tls_ctx_load(SSL_CTX *ctx, const char *key_path, const char *cert_pat
     char reason[128];
     if (SSL_CTX_use_certificate_file(ctx, cert_path, SSL_FILETYPE_PEM) != 1) {
         tls_openssl_reason(reason, sizeof(reason));
-        tdm_diag_printf(diag, "load certificate %s: %s", cert_path, reason);
+        tdm_diag_printf(diag, "load certificate %s: not a PEM certificate (OpenSSL: %s)", cert_path,
+                        reason);
         return TANDEM_EINVALID;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key_path, SSL_FILETYPE_PEM) != 1) {
+        /* OpenSSL checks the key against the certificate as it loads it. */
+        bool mismatch = ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH;
         tls_openssl_reason(reason, sizeof(reason));
-        tdm_diag_printf(diag, "load key %s: %s", key_path, reason);
+        if (mismatch) {
+            tdm_diag_printf(diag, "key %s does not match certificate %s", key_path, cert_path);
+        } else {
+            tdm_diag_printf(diag, "load key %s: not a PEM private key (OpenSSL: %s)", key_path,
+                            reason);
+        }
         return TANDEM_EINVALID;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
@@ -175,7 +183,7 @@ static int tls_ctx_load(SSL_CTX *ctx, const char *key_path, const char *cert_pat
     }
     if (SSL_CTX_load_verify_locations(ctx, ca_path, NULL) != 1) {
         tls_openssl_reason(reason, sizeof(reason));
-        tdm_diag_printf(diag, "load CA %s: %s", ca_path, reason);
+        tdm_diag_printf(diag, "load CA %s: not a PEM certificate (OpenSSL: %s)", ca_path, reason);
         return TANDEM_EINVALID;
     }
     STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(ca_path);

@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "engine/base/assert.h"
+#include "net/proto.h"
 #include "net/tls.h"
 
 static int ca_create(const char *cadir, const char *cluster)
@@ -48,7 +49,7 @@ static int ca_client(const char *cadir, const char *client, const char *out)
     char name[TDM_TLS_NAME_SIZE_MAX + 1];
     char dir[TDM_CMD_PATH_SIZE];
     tdm_assert(client != NULL);
-    if (strlen(client) > TDM_CMD_NAME_SIZE_MAX) {
+    if (!tdm_proto_name_valid(client, strlen(client))) {
         tdm_cmd_fail("ca: --client '%s': use 1-63 letters, digits, '.', '_' or '-'", client);
         return TDM_CMD_EXIT_USAGE;
     }
@@ -60,11 +61,7 @@ static int ca_client(const char *cadir, const char *client, const char *out)
         return TDM_CMD_EXIT_USAGE;
     }
     struct tdm_diag diag = {{0}};
-    int rv = tdm_pki_issue(cadir, name, dir, &diag);
-    if (rv == TANDEM_EINVALID) {
-        tdm_cmd_fail("ca: --client '%s': use 1-63 letters, digits, '.', '_' or '-'", client);
-        return TDM_CMD_EXIT_USAGE;
-    }
+    int rv = tdm_pki_issue(cadir, name, dir, &diag); /* The name is valid: EINVALID is the CA's. */
     if (rv != 0) {
         tdm_cmd_fail("ca: %s", diag.message);
         return TDM_CMD_EXIT_FAILED;

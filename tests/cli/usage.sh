@@ -170,6 +170,27 @@ repl_case 's/^peer.n2 = .*/peer.n2 = 127.0.0.1:99999/'
 refuse 1 "tandemd: " "tandem.conf: [replication] peer '127.0.0.1:99999': expected HOST:PORT" "$D" "$work/c"
 repl_case 's/^listen = .*/listen = nosuchhost.invalid:7001/'
 refuse 1 "tandemd: " "tandem.conf: [replication] listen 'nosuchhost.invalid:7001': " "$D" "$work/c"
+# TLS files that are not what tandem.conf says they are.
+repl_case 's|^tls_cert = .*|tls_cert = tandem.conf|'
+refuse 1 "tandemd: " "load certificate $work/c/tandem.conf: not a PEM certificate" "$D" "$work/c"
+repl_case 's|^tls_key = .*|tls_key = tandem.conf|'
+refuse 1 "tandemd: " "load key $work/c/tandem.conf: not a PEM private key" "$D" "$work/c"
+repl_case 's|^tls_ca = .*|tls_ca = tandem.conf|'
+refuse 1 "tandemd: " "load CA $work/c/tandem.conf: not a PEM certificate" "$D" "$work/c"
+repl_case 's|^tls_key = .*|tls_key = nothere.key|'
+refuse 1 "tandemd: " "open key $work/c/nothere.key: No such file or directory" "$D" "$work/c"
+"$T" init "$work/r2" --cluster c1 --node n2 --listen 127.0.0.1:7002 --peer n1=127.0.0.1:7001 --ca "$work/ca" >/dev/null
+repl_case "s|^tls_key = .*|tls_key = $work/r2/tls/node.key|"
+refuse 1 "tandemd: " "key $work/r2/tls/node.key does not match certificate $work/c/tls/node.crt" "$D" "$work/c"
+# A CA directory whose files are not a tandem CA.
+mkdir -p "$work/badca"
+echo junk >"$work/badca/ca.crt"
+echo junk >"$work/badca/ca.key"
+refuse 1 "tandem: " "ca: $work/badca/ca.crt: not a PEM certificate" "$T" ca "$work/badca" --client me
+refuse 1 "tandem: " "init: --ca $work/badca: $work/badca/ca.crt: not a PEM certificate" \
+    "$T" init "$work/new2" --cluster c1 --node n1 --listen 127.0.0.1:7000 --peer n2=127.0.0.1:1 --ca "$work/badca"
+check "ca, init: nothing created" "no no" \
+    "$([[ -e $work/badca/clients ]] && echo yes || echo no) $([[ -e $work/new2 ]] && echo yes || echo no)"
 # The listen port is taken: the last stderr line says so (trace lines may come first).
 repl_case 's/^listen = .*/listen = 127.0.0.1:PORT/'
 python3 - "$D" "$work/c" >"$work/taken" 2>&1 <<'PY'
