@@ -78,6 +78,24 @@ same "query window" query --customer 2 --since 2000-01-01T00:00:00Z --until 2100
 same "query nothing" query --customer 999
 same "customer" customer --id 2
 same "customer username" customer --username "$user"
+# The filters a compliance query uses: recipient, sender, a customer by email.
+read -r cust rcpt sndr < <(sed -n 40p "$work/r.jsonl" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+print(r["customer_id"], r["recipient"], r["sender"])')
+email=$(sed -n 3p "$work/r.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["email"])')
+same "query recipient" query --customer "$cust" --recipient "$rcpt"
+check "query recipient: found, all of that recipient" 0 "$(python3 -c '
+import json, sys
+rs = [json.loads(l) for l in open(sys.argv[1])]
+sys.exit(0 if rs and all(r["recipient"] == sys.argv[2] for r in rs) else 1)' "$work/a.out" "$rcpt"; echo $?)"
+same "query sender" query --customer "$cust" --sender "$sndr"
+check "query sender: found, all of that sender" 0 "$(python3 -c '
+import json, sys
+rs = [json.loads(l) for l in open(sys.argv[1])]
+sys.exit(0 if rs and all(r["sender"] == sys.argv[2] for r in rs) else 1)' "$work/a.out" "$sndr"; echo $?)"
+same "customer email" customer --email "$email"
+check "customer email: found" 1 "$(grep -c "\"email\":\"$email\"" "$work/a.out")"
 same "customer nothing" customer --id 999
 same "status json" status --json
 check "status json healthy" 1 "$(grep -c '"health": *"healthy"' "$work/a.out")"
