@@ -472,8 +472,8 @@ int tdm_cmd_status(int argc, char **argv)
         if (!view.opened) {
             tdm_cmd_fail("status: %s", view.open_error);
         }
-        if (!watch) {
-            return status_exit(view.health);
+        if (!watch || ferror(stdout)) {
+            return status_exit(view.health); /* main() reports a failed stdout. */
         }
         if (!json && !redraw) {
             putchar('\n');

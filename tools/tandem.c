@@ -252,20 +252,32 @@ int main(int argc, char **argv)
         return TDM_CMD_EXIT_USAGE;
     }
     const char *name = argv[1];
+    int exit_status;
     if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
+        name = "help";
         cmd_help_print(stdout);
-        return TDM_CMD_EXIT_OK;
+        exit_status = TDM_CMD_EXIT_OK;
+    } else if (strcmp(name, "help") == 0) {
+        exit_status = cmd_help(argc - 1, argv + 1);
+    } else {
+        const struct cmd_entry *entry = cmd_find(name);
+        if (entry == NULL) {
+            tdm_cmd_fail("unknown command '%s' (see tandem --help)", name);
+            return TDM_CMD_EXIT_USAGE;
+        }
+        tdm_assert(entry->run != NULL); /* Only "help" has none, and it is handled above. */
+        exit_status = entry->run(argc - 1, argv + 1);
     }
-    if (strcmp(name, "help") == 0) {
-        return cmd_help(argc - 1, argv + 1);
+    /* Output that did not reach stdout (a full disk, /dev/full) must not pass
+     * for success: the command's own answer is lost. A command that failed
+     * has said why already; status's "degraded" (1) is an answer too. */
+    bool status = strcmp(name, "status") == 0;
+    bool answered = exit_status == TDM_CMD_EXIT_OK || (status && exit_status == 1);
+    if ((fflush(stdout) != 0 || ferror(stdout)) && answered) {
+        tdm_cmd_fail("%s: write to stdout failed", name);
+        return status ? TDM_CMD_EXIT_USAGE : TDM_CMD_EXIT_FAILED;
     }
-    const struct cmd_entry *entry = cmd_find(name);
-    if (entry == NULL) {
-        tdm_cmd_fail("unknown command '%s' (see tandem --help)", name);
-        return TDM_CMD_EXIT_USAGE;
-    }
-    tdm_assert(entry->run != NULL); /* Only "help" has none, and it is handled above. */
-    return entry->run(argc - 1, argv + 1);
+    return exit_status;
 }
 
 void tdm_cmd_fail(const char *format, ...)

@@ -36,9 +36,10 @@ refuse() {
     fi
 }
 
-# fingerprint DIR: every file under DIR with its checksum, and every directory.
+# fingerprint DIR: every file under DIR with its checksum, and every directory
+# (not LMDB's lock.mdb, its table of readers, which every open writes).
 fingerprint() {
-    (cd "$1" && find . -type d | sort && find . -type f ! -name '*.lock' -print0 | sort -z | xargs -0 md5sum)
+    (cd "$1" && find . -type d | sort && find . -type f ! -name '*.lock' ! -name lock.mdb -print0 | sort -z | xargs -0 md5sum)
 }
 
 N=$work/node
@@ -207,6 +208,34 @@ last = p.stderr.strip().split("\n")[-1]
 print(p.returncode, "ok" if last == "tandemd: listen on 127.0.0.1:%d: address already in use" % port else last)
 PY
 check "tandemd: listen port taken" "1 ok" "$(cat "$work/taken")"
+
+# Output that cannot be written (a full disk: /dev/full) is a failure that
+# says so, never a silent success: exit 1 (status: 2, it has no answer).
+full() { # full RC ARG...
+    local rc=$1
+    shift
+    "$T" "$@" >/dev/full 2>"$work/err" </dev/null
+    check "[$* >/dev/full] rc" "$rc" $?
+    check "[$* >/dev/full] says so" "tandem: $1: write to stdout failed" "$(tail -1 "$work/err")"
+}
+cust=$("$T" generate --seed 3 --customers 2 --count 20 | sed -n 1p | python3 -c 'import json,sys; print(json.load(sys.stdin)["customer_id"])')
+mid=$("$T" generate --seed 3 --customers 2 --count 20 | sed -n '$p' | python3 -c 'import json,sys; print(json.load(sys.stdin)["message_id"])')
+full 1 generate --count 3
+full 1 query --node "$N" --customer "$cust"
+full 1 get --node "$N" --message-id "$mid"
+full 1 customer --node "$N" --id "$cust"
+full 2 status --node "$N"
+full 2 status --node "$N" --json
+full 1 quarantine --node "$N"
+full 1 quarantine --node "$N" --json
+full 1 verify --node "$N"
+full 1 help
+full 1 help status
+"$T" init "$work/a" --cluster c1 --node n1 >/dev/null
+"$T" generate --count 2 >"$work/two.jsonl"
+"$T" append --node "$work/a" <"$work/two.jsonl" >/dev/full 2>"$work/err"
+check "[append >/dev/full] rc" 1 $?
+check "[append >/dev/full] says so" "tandem: append: write to stdout failed" "$(tail -1 "$work/err")"
 
 check "the node is unchanged" "$before" "$(fingerprint "$N")"
 "$T" status --node "$N" >/dev/null
