@@ -237,6 +237,19 @@ full 1 help status
 check "[append >/dev/full] rc" 1 $?
 check "[append >/dev/full] says so" "tandem: append: write to stdout failed" "$(tail -1 "$work/err")"
 
+# A line longer than append takes: the lines before it are stored, then the
+# first bad line rule (DESIGN "Public contracts").
+{
+    "$T" generate --seed 4 --count 2 | head -3
+    python3 -c 'print("{\"type\":\"message\",\"subject\":\"" + "x" * 1100000 + "\"}")'
+    "$T" generate --seed 5 --count 1 | tail -1
+} >"$work/long.jsonl"
+"$T" append --node "$work/a" <"$work/long.jsonl" >"$work/out" 2>"$work/err"
+check "[append a 1.1 MB line] rc" 1 $?
+check "[append a 1.1 MB line] the lines before it stored" 3 "$(wc -l <"$work/out")"
+check "[append a 1.1 MB line] names the line and the limit" "tandem: line 4: longer than 1048576 bytes" \
+    "$(cat "$work/err")"
+
 check "the node is unchanged" "$before" "$(fingerprint "$N")"
 "$T" status --node "$N" >/dev/null
 check "the node is healthy" 0 $?
