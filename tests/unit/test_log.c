@@ -52,14 +52,15 @@ static void log_open(struct fixture *f, struct tdm_log *log, const char *dir)
     assert_int_equal(rv, 0);
 }
 
-/* Append one batch of count generated records to log. */
-static void append_generated(struct tdm_log *log, struct tdm_gen *gen, uint32_t count,
-                             struct tdm_batch_header *header, struct tdm_log_location *location)
+/* Append one batch of count generated records to log; returns its code. */
+static int append_generated_rv(struct tdm_log *log, struct tdm_gen *gen, uint32_t count,
+                               struct tdm_batch_header *header, struct tdm_log_location *location,
+                               struct tdm_diag *diag)
 {
     uint8_t raw[5 * (TDM_RECORD_SIZE_MAX + 4)];
     size_t size = 0;
     assert_true(count <= 5);
-    for (uint32_t i = 0; i < count; i++) {
+    for (uint32_t i = 0; i < count; i++) { /* Each at once: the generator reuses its buffers. */
         struct tandem_record r;
         tdm_gen_message(gen, &r);
         size_t n = tdm_codec_encode(&r, raw + size + 4, sizeof(raw) - size - 4);
@@ -68,7 +69,14 @@ static void append_generated(struct tdm_log *log, struct tdm_gen *gen, uint32_t 
         tdm_put_u32(&w, (uint32_t)n);
         size += 4 + n;
     }
-    assert_int_equal(tdm_log_append(log, raw, size, count, 1, header, location, NULL), 0);
+    return tdm_log_append(log, raw, size, count, 1, header, location, diag);
+}
+
+/* Append one batch of count generated records to log. */
+static void append_generated(struct tdm_log *log, struct tdm_gen *gen, uint32_t count,
+                             struct tdm_batch_header *header, struct tdm_log_location *location)
+{
+    assert_int_equal(append_generated_rv(log, gen, count, header, location, NULL), 0);
 }
 
 /* Append BATCHES batches of 1-5 generated records to log, recording each. */
@@ -1047,6 +1055,29 @@ static void next_header(const struct tdm_log *log, uint8_t out[TDM_SEGMENT_HEADE
     tdm_segment_header_encode(&h, out);
 }
 
+/* Open log A (sealing its last segment if asked, recording a progress claim
+ * of claim_beyond LSNs past its end if not 0), note its last LSN in *last, close
+ * it, and plant the first size bytes of the header of segment *last + 1 as a
+ * file: a segment whose creation was cut short. Returns the header in out. */
+static void plant_next_segment(struct fixture *f, bool seal, uint64_t claim_beyond, size_t size,
+                               uint64_t *last, uint8_t out[TDM_SEGMENT_HEADER_SIZE], char *path,
+                               size_t path_size)
+{
+    struct tdm_log a;
+    log_open(f, &a, f->dir_a);
+    if (seal) {
+        assert_int_equal(tdm_log_seal(&a, NULL), 0);
+    }
+    *last = a.lsn_last;
+    next_header(&a, out);
+    if (claim_beyond != 0) {
+        assert_int_equal(tdm_log_progress_sync(&a, a.lsn_last + claim_beyond, &a.chain_last), 0);
+    }
+    tdm_log_close(&a);
+    segment_path(f->dir_a, *last + 1, path, path_size);
+    assert_int_equal(tdm_fault_fs_write_file(&f->fs, path, out, size), 0);
+}
+
 /* A crash while the next segment was being created (its header half
  * written, after the one before was sealed): the file holds no batch and the
  * progress record claims nothing beyond the log, so nothing in it was ever
@@ -1055,17 +1086,12 @@ static void next_header(const struct tdm_log *log, uint8_t out[TDM_SEGMENT_HEADE
 static void test_log_recover__torn_segment_creation_is_quarantined(void **state)
 {
     struct fixture *f = *state;
-    struct tdm_log a;
-    log_open(f, &a, f->dir_a);
-    assert_int_equal(tdm_log_seal(&a, NULL), 0);
-    uint64_t last = a.lsn_last;
+    uint64_t last;
     uint8_t header[TDM_SEGMENT_HEADER_SIZE];
-    next_header(&a, header);
-    tdm_log_close(&a);
     char path[400];
-    segment_path(f->dir_a, last + 1, path, sizeof(path));
-    assert_int_equal(tdm_fault_fs_write_file(&f->fs, path, header, 20), 0);
+    plant_next_segment(f, true, 0, 20, &last, header, path, sizeof(path));
 
+    struct tdm_log a;
     log_open(f, &a, f->dir_a);
     struct tandem_status status = log_status(&a);
     assert_int_equal(status.damaged_count, 0);
@@ -1103,19 +1129,13 @@ static void test_log_recover__torn_segment_creation_is_quarantined(void **state)
 static void test_log_recover__torn_segment_after_progress_is_damage(void **state)
 {
     struct fixture *f = *state;
-    struct tdm_log a;
-    log_open(f, &a, f->dir_a);
-    assert_int_equal(tdm_log_seal(&a, NULL), 0);
-    uint64_t last = a.lsn_last;
+    uint64_t last;
     uint8_t header[TDM_SEGMENT_HEADER_SIZE];
-    next_header(&a, header);
-    assert_int_equal(tdm_log_progress_sync(&a, last + 3, &a.chain_last), 0);
-    tdm_log_close(&a);
     char path[400];
-    segment_path(f->dir_a, last + 1, path, sizeof(path));
-    assert_int_equal(tdm_fault_fs_write_file(&f->fs, path, header, 20), 0);
+    plant_next_segment(f, true, 3, 20, &last, header, path, sizeof(path));
 
     uint64_t before = tdm_fault_fs_checksum_all(&f->fs, f->dir_a);
+    struct tdm_log a;
     log_open(f, &a, f->dir_a);
     struct tandem_status status = log_status(&a);
     assert_true(status.damaged_count >= 1);
@@ -1124,17 +1144,10 @@ static void test_log_recover__torn_segment_after_progress_is_damage(void **state
     assert_int_equal(status.lsn_last, last);
     struct tdm_gen gen;
     tdm_gen_init(&gen, 99, 4);
-    uint8_t raw[TDM_RECORD_SIZE_MAX + 4];
-    struct tandem_record r;
-    tdm_gen_message(&gen, &r);
-    size_t n = tdm_codec_encode(&r, raw + 4, sizeof(raw) - 4);
-    struct tdm_writer w;
-    tdm_writer_init(&w, raw, 4);
-    tdm_put_u32(&w, (uint32_t)n);
     struct tdm_batch_header h;
     struct tdm_log_location location;
     struct tdm_diag diag = {{0}};
-    assert_int_equal(tdm_log_append(&a, raw, 4 + n, 1, 1, &h, &location, &diag), TANDEM_EDAMAGED);
+    assert_int_equal(append_generated_rv(&a, &gen, 1, &h, &location, &diag), TANDEM_EDAMAGED);
     assert_true(strlen(diag.message) > 0);
     tdm_log_close(&a);
     assert_int_equal(tdm_fault_fs_checksum_all(&f->fs, f->dir_a), before);
@@ -1150,13 +1163,11 @@ static void test_log_recover__unsealed_segment_not_last_is_damage(void **state)
     struct tdm_log a;
     log_open(f, &a, f->dir_a);
     uint64_t open_lsn = a.segments[a.segment_count - 1].lsn_first;
-    uint64_t last = a.lsn_last;
-    uint8_t header[TDM_SEGMENT_HEADER_SIZE];
-    next_header(&a, header);
     tdm_log_close(&a);
+    uint64_t last;
+    uint8_t header[TDM_SEGMENT_HEADER_SIZE];
     char path[400];
-    segment_path(f->dir_a, last + 1, path, sizeof(path));
-    assert_int_equal(tdm_fault_fs_write_file(&f->fs, path, header, sizeof(header)), 0);
+    plant_next_segment(f, false, 0, sizeof(header), &last, header, path, sizeof(path));
 
     uint64_t before = tdm_fault_fs_checksum_all(&f->fs, f->dir_a);
     log_open(f, &a, f->dir_a);
