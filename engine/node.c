@@ -56,7 +56,8 @@ struct tandem {
     bool read_only;
     int lock_fd; /* -1 for readers. */
     struct tdm_log log;
-    struct tdm_index *index;
+    struct tdm_index *index;         /* NULL only for a verify whose index did not open: */
+    char index_error[TDM_DIAG_SIZE]; /* why (tdm_node_verify). */
     bool commit_started;
     struct tdm_commit commit;
     atomic_bool verify_running; /* tdm_node_verify_running() under way. */
@@ -290,6 +291,15 @@ static int node_open(const char *dir, const struct tandem_options *options, stru
         rv = tdm_index_discard(dir, diag);
         rv = rv != 0 ? rv : tdm_index_open(dir, false, &t->index, diag);
         rebuild = true;
+    } else if (rv == TANDEM_ECORRUPT && mode == NODE_INDEX_VERIFY) {
+        /* The log is checked without it; --deep rebuilds it (tdm_node_verify). */
+        snprintf(t->index_error, sizeof(t->index_error), "%s",
+                 diag != NULL ? diag->message : tandem_strerror(rv));
+        if (diag != NULL) {
+            diag->message[0] = '\0';
+        }
+        t->index = NULL;
+        rv = 0;
     } else if (rv == TANDEM_ECORRUPT && t->read_only && diag != NULL) {
         char why[sizeof(diag->message)];
         memcpy(why, diag->message, sizeof(why));
@@ -365,7 +375,7 @@ void tandem_close(struct tandem *t)
     if (t->commit_started) {
         tdm_commit_stop(&t->commit);
     }
-    if (!t->read_only) {
+    if (!t->read_only && t->index != NULL) {
         (void)tdm_index_sync(t->index);
     }
     tdm_index_close(t->index);
@@ -533,6 +543,25 @@ static int node_verify_index(struct tandem *t, struct tandem_verify_report *repo
     return rv;
 }
 
+/* --deep on a node whose index files did not open (t->index_error): the
+ * index differs from a rebuild by definition; discard it and rebuild. */
+static int node_verify_discarded_index(struct tandem *t, struct tandem_verify_report *report,
+                                       struct tdm_diag *diag)
+{
+    report->index_checked = true;
+    snprintf(report->index_difference, sizeof(report->index_difference),
+             "the index files do not open (%.200s)", t->index_error);
+    tdm_tracef("verify %s: %s: rebuilding the index", t->dir, report->index_difference);
+    int rv = tdm_index_discard(t->dir, diag);
+    rv = rv != 0 ? rv : tdm_index_open(t->dir, false, &t->index, diag);
+    rv = rv != 0 ? rv : node_index_catch_up(t, true, diag);
+    if (rv == 0) {
+        report->index_lsn = t->log.lsn_last;
+        report->index_rebuilt = true;
+    }
+    return rv;
+}
+
 int tdm_node_verify(const char *dir, unsigned flags, struct tdm_fs *fs,
                     const struct tdm_scrub_options *scrub_options,
                     struct tandem_verify_report *report, struct tdm_diag *diag)
@@ -559,7 +588,10 @@ int tdm_node_verify(const char *dir, unsigned flags, struct tdm_fs *fs,
     struct tandem_verify_report found;
     memset(&found, 0, sizeof(found));
     rv = node_verify_scrub(t, scrub_options, &found, diag);
-    if (rv == 0 && (flags & TANDEM_VERIFY_DEEP) != 0 && found.damaged_count == 0) {
+    bool deep = rv == 0 && (flags & TANDEM_VERIFY_DEEP) != 0 && found.damaged_count == 0;
+    if (deep && t->index == NULL) {
+        rv = node_verify_discarded_index(t, &found, diag);
+    } else if (deep) {
         rv = node_verify_index(t, &found, diag);
     }
     tandem_close(t);

@@ -1004,8 +1004,8 @@ static void index_damage(const char *dir)
 /* A damaged index file (derived state) does not break the node: a read-only
  * open refuses with TANDEM_ECORRUPT and says how it is rebuilt; a writer's
  * open discards it and rebuilds it from the log, and every query equals the
- * brute-force scan again; tandem_reindex does the same. The log is not
- * touched. */
+ * brute-force scan again; tandem_reindex does the same; tandem_verify checks
+ * the log without it, and with DEEP rebuilds it. The log is not touched. */
 static void test_open__damaged_index_is_rebuilt(void **state)
 {
     struct fixture *f = *state;
@@ -1041,6 +1041,25 @@ static void test_open__damaged_index_is_rebuilt(void **state)
     assert_int_equal(tandem_reindex(f->dir, &diag), 0);
     f->t = open_dir(f->dir, TANDEM_OPEN_READONLY, 0);
     check_all_queries(f->t, &all, 6);
+    tandem_close(f->t);
+    f->t = NULL;
+
+    /* tandem_verify checks the log without the index; DEEP rebuilds it. */
+    index_damage(f->dir);
+    struct tandem_verify_report report;
+    assert_int_equal(tandem_verify(f->dir, 0, &report, &diag), 0);
+    assert_int_equal(report.damaged_count, 0);
+    assert_int_equal(report.lsn_last, before.lsn_last);
+    assert_false(report.index_checked);
+    assert_int_equal(tandem_verify(f->dir, TANDEM_VERIFY_DEEP, &report, &diag), 0);
+    assert_true(report.index_checked);
+    assert_false(report.index_equal);
+    assert_true(report.index_rebuilt);
+    assert_non_null(strstr(report.index_difference, "do not open"));
+    assert_int_equal(tandem_verify(f->dir, TANDEM_VERIFY_DEEP, &report, &diag), 0);
+    assert_true(report.index_equal);
+    f->t = open_dir(f->dir, TANDEM_OPEN_READONLY, 0);
+    check_all_queries(f->t, &all, 7);
     free(all.records);
 }
 
