@@ -173,30 +173,6 @@ static void status_bytes_human(uint64_t bytes, char *buf, size_t size)
     tdm_cmd_bytes_human(bytes, "bytes", buf, size);
 }
 
-/* Why a replicated node without damage is degraded (tdm_status_judge). */
-static const char *status_degraded_reason(const struct tdm_status_view *view)
-{
-    static char reason[256];
-    snprintf(reason, sizeof(reason), "see the nodes below");
-    for (uint32_t i = 0; i < view->cluster.node_count; i++) {
-        const struct tdm_uv_node_view *node = &view->cluster.nodes[i];
-        if (!node->self && strcmp(node->link, "live") != 0) {
-            snprintf(reason, sizeof(reason), "node %s: link %s", node->id, node->link);
-            break;
-        }
-        if (node->lag_ms > TDM_STATUS_LAG_MS_DEGRADED) {
-            snprintf(reason, sizeof(reason), "node %s: %.1f s behind the primary", node->id,
-                     (double)node->lag_ms / 1000.0);
-            return reason;
-        }
-    }
-    char verify[256];
-    if (tdm_status_verify_problem(view, verify, sizeof(verify)) != NULL) {
-        snprintf(reason, sizeof(reason), "%s", verify);
-    }
-    return reason;
-}
-
 static void status_print_health(const struct tdm_status_view *view)
 {
     const struct tandem_status *status = &view->status;
@@ -209,7 +185,9 @@ static void status_print_health(const struct tdm_status_view *view)
             printf("health      DEGRADED: %u damaged range%s in the log; repair from a replica\n",
                    status->damaged_count, status->damaged_count == 1 ? "" : "s");
         } else {
-            printf("health      DEGRADED: %s\n", status_degraded_reason(view));
+            char reason[256];
+            printf("health      DEGRADED: %s\n",
+                   tdm_status_degraded_reason(view, reason, sizeof(reason)));
         }
         break;
     case TDM_STATUS_BROKEN:

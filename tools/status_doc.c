@@ -25,16 +25,12 @@
 #define STATUS_SCHEMA   1
 #define STATUS_NS_PER_S 1000000000
 
-/* Verification (docs/PROTOCOL.md §9): degraded while a copy this node
- * compares has been unverified longer than the bound (counted from when this
- * node started, at the earliest), a mismatch is known, or the background
- * scrubber found damage. Returns NULL or why. */
-const char *tdm_status_verify_problem(const struct tdm_status_view *view, char *reason, size_t size)
+/* Damage or divergence (docs/PROTOCOL.md §9): ranges no verified copy
+ * holds, damage the background scrubber found, a known mismatch. */
+static const char *status_integrity_problem(const struct tdm_status_view *view, char *reason,
+                                            size_t size)
 {
     const struct tdm_uv_cluster_view *cluster = &view->cluster;
-    if (!view->replicated) {
-        return NULL;
-    }
     if (cluster->repair.lost_count > 0) {
         snprintf(reason, size,
                  "LOST: %u damaged range%s that no verified copy holds intact (see \"LOST\" below)",
@@ -58,6 +54,15 @@ const char *tdm_status_verify_problem(const struct tdm_status_view *view, char *
             return reason;
         }
     }
+    return NULL;
+}
+
+/* A copy this node compares unverified longer than the bound (counted from
+ * when this node started, at the earliest). */
+static const char *status_unverified_problem(const struct tdm_status_view *view, char *reason,
+                                             size_t size)
+{
+    const struct tdm_uv_cluster_view *cluster = &view->cluster;
     for (uint32_t i = 0; i < cluster->node_count; i++) {
         const struct tdm_uv_node_view *node = &cluster->nodes[i];
         if (!node->verify_known) {
@@ -74,6 +79,53 @@ const char *tdm_status_verify_problem(const struct tdm_status_view *view, char *
         }
     }
     return NULL;
+}
+
+const char *tdm_status_verify_problem(const struct tdm_status_view *view, char *reason, size_t size)
+{
+    if (!view->replicated) {
+        return NULL;
+    }
+    const char *problem = status_integrity_problem(view, reason, size);
+    return problem != NULL ? problem : status_unverified_problem(view, reason, size);
+}
+
+/* A node whose link is not live, that lags, or whose role is failed. */
+static const char *status_node_problem(const struct tdm_status_view *view, char *reason,
+                                       size_t size)
+{
+    for (uint32_t i = 0; i < view->cluster.node_count; i++) {
+        const struct tdm_uv_node_view *node = &view->cluster.nodes[i];
+        if (strcmp(node->role, "failed") == 0) {
+            snprintf(reason, size, "node %s: failed (writes stopped there)", node->id);
+            return reason;
+        }
+        if (!node->self && strcmp(node->link, "live") != 0) {
+            snprintf(reason, size, "node %s: link %s", node->id, node->link);
+            return reason;
+        }
+        if (node->lag_ms > TDM_STATUS_LAG_MS_DEGRADED) {
+            snprintf(reason, size, "node %s: %.1f s behind the primary", node->id,
+                     (double)node->lag_ms / 1000.0);
+            return reason;
+        }
+    }
+    return NULL;
+}
+
+const char *tdm_status_degraded_reason(const struct tdm_status_view *view, char *reason,
+                                       size_t size)
+{
+    const char *problem = NULL;
+    if (view->replicated) {
+        problem = status_integrity_problem(view, reason, size);
+        problem = problem != NULL ? problem : status_node_problem(view, reason, size);
+        problem = problem != NULL ? problem : status_unverified_problem(view, reason, size);
+    }
+    if (problem == NULL) {
+        snprintf(reason, size, "see the nodes below");
+    }
+    return reason;
 }
 
 void tdm_status_judge(struct tdm_status_view *view)

@@ -49,6 +49,14 @@ void tdm_status_judge(struct tdm_status_view *view);
 const char *tdm_status_verify_problem(const struct tdm_status_view *view, char *reason,
                                       size_t size);
 
+/* Why a replicated node without damaged log ranges is degraded, the first of:
+ * damage or divergence (tdm_status_verify_problem()'s), a node failed, a link
+ * not live, a node lagging, a copy unverified past the bound (a link that is
+ * down leaves its copy unverified: the cause is named, not the consequence).
+ * Fills reason (size bytes) and returns it; "see the nodes below" if none. */
+const char *tdm_status_degraded_reason(const struct tdm_status_view *view, char *reason,
+                                       size_t size);
+
 const char *tdm_status_health_name(enum tdm_status_health health);
 /* True when the node cannot write (not opened, or writes stopped). */
 bool tdm_status_failed(const struct tdm_status_view *view);

@@ -92,6 +92,39 @@ static void test_status__unverified_bound(void **state)
     assert_int_equal(view.health, TDM_STATUS_HEALTHY);
 }
 
+/* The reason a degraded cluster gives names the cause first: a backup whose
+ * link is down is named even after its copy has gone unverified past the
+ * bound (the consequence); damage outranks both; then a lagging node. */
+static void test_status__degraded_reason_names_the_cause(void **state)
+{
+    (void)state;
+    char reason[256];
+    view_make(BOUND_S + 30);
+    snprintf(view.cluster.nodes[1].link, sizeof(view.cluster.nodes[1].link), "down");
+    tdm_status_judge(&view);
+    assert_int_equal(view.health, TDM_STATUS_DEGRADED);
+    assert_string_equal(tdm_status_degraded_reason(&view, reason, sizeof(reason)),
+                        "node n2: link down");
+    view.cluster.scrub.damaged_count = 2;
+    assert_string_equal(tdm_status_degraded_reason(&view, reason, sizeof(reason)),
+                        "scrub found 2 damaged ranges in sealed segments");
+    view_make(1);
+    view.cluster.nodes[1].lag_ms = TDM_STATUS_LAG_MS_DEGRADED + 1500;
+    tdm_status_judge(&view);
+    assert_int_equal(view.health, TDM_STATUS_DEGRADED);
+    assert_non_null(strstr(tdm_status_degraded_reason(&view, reason, sizeof(reason)), "node n2: "));
+    assert_non_null(strstr(reason, "s behind the primary"));
+    view_make(BOUND_S + 1);
+    assert_string_equal(tdm_status_degraded_reason(&view, reason, sizeof(reason)),
+                        "node n1: unverified for 61 s (bound 60 s)");
+    snprintf(view.cluster.nodes[1].role, sizeof(view.cluster.nodes[1].role), "failed");
+    assert_string_equal(tdm_status_degraded_reason(&view, reason, sizeof(reason)),
+                        "node n2: failed (writes stopped there)");
+    view_make(1);
+    assert_string_equal(tdm_status_degraded_reason(&view, reason, sizeof(reason)),
+                        "see the nodes below");
+}
+
 /* A known mismatch, or damage found by the scrubber: degraded. */
 static void test_status__mismatch_and_scrub_damage(void **state)
 {
@@ -168,6 +201,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_status__unverified_bound),
+        cmocka_unit_test(test_status__degraded_reason_names_the_cause),
         cmocka_unit_test(test_status__mismatch_and_scrub_damage),
         cmocka_unit_test(test_status__json_fields),
     };
