@@ -176,25 +176,12 @@ static void status_bytes_human(uint64_t bytes, char *buf, size_t size)
 static void status_print_health(const struct tdm_status_view *view)
 {
     const struct tandem_status *status = &view->status;
-    switch (view->health) {
-    case TDM_STATUS_HEALTHY:
+    char reason[TDM_STATUS_REASON_SIZE];
+    if (tdm_status_health_reason(view, reason, sizeof(reason)) == NULL) {
         printf("health      HEALTHY\n");
-        break;
-    case TDM_STATUS_DEGRADED:
-        if (status->damaged_count > 0) {
-            printf("health      DEGRADED: %u damaged range%s in the log; repair from a replica\n",
-                   status->damaged_count, status->damaged_count == 1 ? "" : "s");
-        } else {
-            char reason[256];
-            printf("health      DEGRADED: %s\n",
-                   tdm_status_degraded_reason(view, reason, sizeof(reason)));
-        }
-        break;
-    case TDM_STATUS_BROKEN:
-        printf("health      BROKEN: %s%s\n",
-               view->opened && !view->stopped ? "writes stopped: " : "",
-               tdm_status_failed_message(view));
-        break;
+    } else {
+        printf("health      %s: %s\n", view->health == TDM_STATUS_BROKEN ? "BROKEN" : "DEGRADED",
+               reason);
     }
     printf("cluster     %s    primary %s    epoch %llu\n",
            view->conf_found ? view->conf.cluster : "? (no tandem.conf)",

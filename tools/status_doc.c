@@ -437,6 +437,27 @@ const char *tdm_status_primary(const struct tdm_status_view *view)
     return view->conf.primary[0] != '\0' ? view->conf.primary : view->conf.id;
 }
 
+const char *tdm_status_health_reason(const struct tdm_status_view *view, char *reason, size_t size)
+{
+    const struct tandem_status *status = &view->status;
+    switch (view->health) {
+    case TDM_STATUS_HEALTHY:
+        return NULL;
+    case TDM_STATUS_DEGRADED:
+        if (status->damaged_count > 0) {
+            snprintf(reason, size, "%u damaged range%s in the log; repair from a replica",
+                     status->damaged_count, status->damaged_count == 1 ? "" : "s");
+            return reason;
+        }
+        return tdm_status_degraded_reason(view, reason, size);
+    case TDM_STATUS_BROKEN:
+        snprintf(reason, size, "%s%s", view->opened && !view->stopped ? "writes stopped: " : "",
+                 tdm_status_failed_message(view));
+        return reason;
+    }
+    tdm_unreachable();
+}
+
 int tdm_status_json(const struct tdm_status_view *view, char **out)
 {
     tdm_assert(view->health >= TDM_STATUS_HEALTHY);
@@ -445,6 +466,9 @@ int tdm_status_json(const struct tdm_status_view *view, char **out)
     json_object_set_new(root, "schema", json_integer(STATUS_SCHEMA));
     json_object_set_new(root, "cluster", json_string(view->conf.cluster));
     json_object_set_new(root, "health", json_string(tdm_status_health_name(view->health)));
+    char reason[TDM_STATUS_REASON_SIZE];
+    const char *why = tdm_status_health_reason(view, reason, sizeof(reason));
+    json_object_set_new(root, "health_reason", why != NULL ? json_string(why) : json_null());
     json_object_set_new(root, "primary", json_string(tdm_status_primary(view)));
     json_object_set_new(root, "epoch",
                         json_integer(view->replicated ? (json_int_t)view->cluster.epoch

@@ -57,6 +57,13 @@ const char *tdm_status_verify_problem(const struct tdm_status_view *view, char *
 const char *tdm_status_degraded_reason(const struct tdm_status_view *view, char *reason,
                                        size_t size);
 
+#define TDM_STATUS_REASON_SIZE 512
+
+/* The health line's reason: NULL when healthy; else reason (size bytes)
+ * filled: the damaged ranges of the log, tdm_status_degraded_reason(), or
+ * why the node is broken. JSON: "health_reason". */
+const char *tdm_status_health_reason(const struct tdm_status_view *view, char *reason, size_t size);
+
 const char *tdm_status_health_name(enum tdm_status_health health);
 /* True when the node cannot write (not opened, or writes stopped). */
 bool tdm_status_failed(const struct tdm_status_view *view);

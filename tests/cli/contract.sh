@@ -53,6 +53,7 @@ sys.exit(0 if ts==sorted(ts) and all(r["customer_id"]==1 for r in rs) else 1)' "
 import json,sys
 s=json.load(sys.stdin); n=s["nodes"][0]
 assert s["schema"]==1 and s["cluster"]=="c1" and s["health"]=="healthy" and s["primary"]=="n1"
+assert s["health_reason"] is None
 assert n["id"]=="n1" and n["role"]=="primary" and n["last_lsn"]==110 and n["link"]=="up"
 assert set(n["lag"])=={"records","bytes","seconds"}
 # Verification fields (docs/OPERATIONS.md "Verification"): a standalone node has

@@ -162,6 +162,8 @@ static void test_status__json_fields(void **state)
     json_t *root = json_loads(text, 0, &error);
     assert_non_null(root);
     assert_string_equal(json_string_value(json_object_get(root, "health")), "degraded");
+    assert_string_equal(json_string_value(json_object_get(root, "health_reason")),
+                        "scrub found 1 damaged range in sealed segments");
     assert_int_equal(json_integer_value(json_object_get(root, "unverified_bound_s")), BOUND_S);
     json_t *n2 = json_array_get(json_object_get(root, "nodes"), 1);
     assert_int_equal(json_integer_value(json_object_get(n2, "verified_lsn")), LAST_LSN);
