@@ -37,9 +37,9 @@
  * Happy path:
  * 1. tdm_index_open() creates DIR/index/ (writer only), opens the environment
  *    (writer: MDB_NOTLS | MDB_NOMETASYNC; reader: MDB_RDONLY | MDB_NOTLS) with
- *    a 64 GiB map (a sparse file: it costs address space, not disk), opens
- *    every named database in one transaction, and checks the version (the
- *    writer stores 1 in a new index).
+ *    a 4 TiB map (address space, not disk: the file grows with its pages),
+ *    opens every named database in one transaction, and checks the version
+ *    (the writer stores 1 in a new index).
  * 2. tdm_index_apply() checks that the batches follow the watermark, then in
  *    one write transaction stores each batch's location and each customer
  *    record's entries in LSN order (a customer record first deletes the
@@ -67,7 +67,7 @@
  * - A version above 1, or a database with the wrong flags: TANDEM_EFORMAT.
  * - A read-only open of an index that does not exist (no data file, or no
  *   named databases yet): -ENOENT, having created nothing.
- * - mmap refuses the 64 GiB map (ulimit -v, valgrind): the open retries with
+ * - mmap refuses the 4 TiB map (ulimit -v, valgrind): the open retries with
  *   half the map, down to 1 GiB. The index then holds less before mdb_put
  *   fails with -ENOSPC; a reader whose map is smaller than a writer's data
  *   gets -EIO (MDB_MAP_RESIZED) and must reopen.
@@ -113,7 +113,9 @@
 #define INDEX_VERSION 1u
 #define INDEX_DBS_MAX 16
 #if SIZE_MAX > UINT32_MAX
-#define INDEX_MAP_SIZE ((size_t)64 << 30) /* Sparse on Linux: costs address space only. */
+/* Address space only (the file grows with its pages): room for about ten
+ * billion message records at 300-450 bytes each (docs/OPERATIONS.md). */
+#define INDEX_MAP_SIZE ((size_t)4 << 40)
 #else
 #define INDEX_MAP_SIZE ((size_t)1 << 30)
 #endif

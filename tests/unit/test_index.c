@@ -953,7 +953,7 @@ static void run_child_check(const char *dir, uint64_t lsn_want)
 #endif
 #endif
 
-/* A writer whose address space cannot hold a 64 GiB map opens with a
+/* A writer whose address space cannot hold a 4 TiB map opens with a
  * smaller one instead of failing (ulimit -v, valgrind), and the index works
  * at full size again in an unlimited process. */
 static void test_index_open__small_address_space(void **state)
