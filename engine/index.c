@@ -5,7 +5,7 @@
  * and duplicate values sort by number under LMDB's default memcmp order.
  *
  *   database       flags     key                                 value
- *   meta           -         "version"                           u32 version (1)
+ *   meta           -         "version"                           u32 version (2)
  *                            "watermark"                         u64 lsn, 16-byte chain hash
  *   batch          -         u64 lsn_first                       u64 segment_lsn, u64 offset,
  *                                                                u32 size, u32 record_count
@@ -19,11 +19,13 @@
  *   username       DUPSORT   field(username)                     u32 customer
  *   email          DUPSORT   field(email)                        u32 customer
  *
- * field(x) is x itself when x is at most 400 bytes, else the first 384 bytes of
- * x followed by the 16-byte canonical (big-endian) XXH3-128 of all of x. Keys
- * stay below LMDB's 511-byte limit; two fields may share a key (a 400-byte
- * field may even equal the key of a longer one), so a lookup may return false
- * candidates and callers compare the record's field.
+ * field(x) is x itself when x is at most 16 bytes, else the 16-byte canonical
+ * (big-endian) XXH3-128 of x: short keys keep the B-trees small (version 1 kept
+ * up to 400 bytes of each field, and took a third more pages). Two fields may
+ * share a key (a 16-byte field may even equal the hash of a longer one), so a
+ * lookup may return false candidates and callers compare the record's field.
+ * A writer that opens an index of version 1 empties it and rebuilds it from
+ * the log; a reader refuses it (TANDEM_EFORMAT).
  * An empty message_id, username or email is not indexed: LMDB keys cannot be
  * empty, and nobody looks a record up by nothing. An empty sender (a bounce) is
  * indexed under the 4-byte key of its customer alone.
@@ -39,7 +41,7 @@
  *    (writer: MDB_NOTLS | MDB_NOMETASYNC; reader: MDB_RDONLY | MDB_NOTLS) with
  *    a 4 TiB map (address space, not disk: the file grows with its pages),
  *    opens every named database in one transaction, and checks the version
- *    (the writer stores 1 in a new index).
+ *    (the writer stores 2 in a new index).
  * 2. tdm_index_apply() checks that the batches follow the watermark, then in
  *    one write transaction stores each batch's location and each customer
  *    record's entries in LSN order (a customer record first deletes the
@@ -64,7 +66,8 @@
  *   transaction is aborted whole, so the index stays at its old watermark.
  * - A value of the wrong shape is TANDEM_ECORRUPT: the index is derived
  *   state, so the cure is a rebuild from the log (tandem_reindex).
- * - A version above 1, or a database with the wrong flags: TANDEM_EFORMAT.
+ * - A version above 2 (or 1, for a reader), or a database with the wrong
+ *   flags: TANDEM_EFORMAT.
  * - A read-only open of an index that does not exist (no data file, or no
  *   named databases yet): -ENOENT, having created nothing.
  * - mmap refuses the 4 TiB map (ulimit -v, valgrind): the open retries with
@@ -110,7 +113,7 @@
 #include "base/bytes.h"
 #include "base/trace.h"
 
-#define INDEX_VERSION 1u
+#define INDEX_VERSION 2u
 #define INDEX_DBS_MAX 16
 #if SIZE_MAX > UINT32_MAX
 /* Address space only (the file grows with its pages): room for about ten
@@ -121,9 +124,7 @@
 #endif
 #define INDEX_MAP_SIZE_MIN         ((size_t)1 << 30) /* Smallest map tried if mmap refuses. */
 #define INDEX_PATH_SIZE            4096
-#define INDEX_FIELD_SIZE_MAX       400 /* A longer field is hashed. */
-#define INDEX_FIELD_PREFIX_SIZE    384 /* Bytes of a hashed field kept as they are. */
-#define INDEX_FIELD_HASH_SIZE      16  /* XXH3-128, canonical form. */
+#define INDEX_FIELD_SIZE_MAX       16 /* A longer field is hashed: XXH3-128, canonical form. */
 #define INDEX_CUSTOMER_KEY_SIZE    4
 #define INDEX_ADDRESS_KEY_SIZE_MAX (INDEX_CUSTOMER_KEY_SIZE + INDEX_FIELD_SIZE_MAX)
 #define INDEX_LMDB_KEY_SIZE_MAX    511 /* LMDB's default MDB_MAXKEYSIZE. */
@@ -136,12 +137,9 @@
     (INDEX_LSN_SIZE + 2 + INDEX_FIELD_SIZE_MAX + 2 + INDEX_FIELD_SIZE_MAX)
 #define INDEX_SCAN_FIRST_SIZE_MAX INDEX_TIME_KEY_SIZE
 
-tdm_static_assert(INDEX_FIELD_PREFIX_SIZE + INDEX_FIELD_HASH_SIZE == INDEX_FIELD_SIZE_MAX);
 tdm_static_assert(INDEX_ADDRESS_KEY_SIZE_MAX <= INDEX_LMDB_KEY_SIZE_MAX);
 tdm_static_assert(INDEX_TIME_KEY_SIZE <= TDM_INDEX_KEY_SIZE_MAX);
 tdm_static_assert(INDEX_TIME_VALUE_SIZE <= TDM_INDEX_KEY_SIZE_MAX);
-tdm_static_assert(TANDEM_ADDRESS_SIZE_MAX <= INDEX_FIELD_SIZE_MAX);
-tdm_static_assert(TANDEM_USERNAME_SIZE_MAX <= INDEX_FIELD_SIZE_MAX);
 tdm_static_assert(INDEX_FIELD_SIZE_MAX <= UINT16_MAX);
 
 static const char index_key_version[] = "version";
@@ -277,7 +275,8 @@ static int index_error(int rc, const char *subject, const char *operation, struc
 }
 
 /* Write the key form of a field into out (INDEX_FIELD_SIZE_MAX bytes) and
- * return its size: the field itself when short, else prefix and hash. */
+ * return its size: the field itself when at most 16 bytes, else its 16-byte
+ * canonical XXH3-128. */
 static size_t index_field_key(uint8_t *out, const char *data, size_t size)
 {
     tdm_assert(out != NULL);
@@ -290,8 +289,7 @@ static size_t index_field_key(uint8_t *out, const char *data, size_t size)
     }
     XXH128_canonical_t canonical;
     XXH128_canonicalFromHash(&canonical, XXH3_128bits(data, size));
-    memcpy(out, data, INDEX_FIELD_PREFIX_SIZE);
-    memcpy(out + INDEX_FIELD_PREFIX_SIZE, canonical.digest, INDEX_FIELD_HASH_SIZE);
+    memcpy(out, canonical.digest, INDEX_FIELD_SIZE_MAX);
     return INDEX_FIELD_SIZE_MAX;
 }
 
@@ -576,7 +574,23 @@ static int index_version_write(struct tdm_index *index, MDB_txn *txn, struct tdm
                      value, sizeof(value), diag);
 }
 
-/* Check the stored version; a new writer's index gets version 1. */
+/* Empty every database in txn and store this build's version: the
+ * watermark goes with meta, so the next catch-up fills from LSN 1. */
+static int index_clear_in(struct tdm_index *index, MDB_txn *txn, struct tdm_diag *diag)
+{
+    int rv = 0;
+    for (int db = INDEX_DB_META; db < INDEX_DB__COUNT && rv == 0; db++) {
+        int rc = mdb_drop(txn, index->dbis[db], 0);
+        if (rc != MDB_SUCCESS) {
+            rv = index_error(rc, index_db_specs[db].name, "mdb_drop", diag);
+        }
+    }
+    return rv == 0 ? index_version_write(index, txn, diag) : rv;
+}
+
+/* Check the stored version; a new writer's index gets this build's. A
+ * writer empties an index of an older version (the format of its keys
+ * changed; it is rebuilt from the log); a reader refuses it. */
 static int index_version_check(struct tdm_index *index, MDB_txn *txn, struct tdm_diag *diag)
 {
     MDB_val k = index_val(index_key_version, sizeof(index_key_version) - 1);
@@ -597,9 +611,15 @@ static int index_version_check(struct tdm_index *index, MDB_txn *txn, struct tdm
         return TANDEM_EFORMAT;
     }
     uint32_t version = tdm_load_be32(v.mv_data);
-    if (version == 0 || version > INDEX_VERSION) {
-        tdm_diag_printf(diag, "index: version %" PRIu32 ", this build reads version %u", version,
-                        INDEX_VERSION);
+    if (version > 0 && version < INDEX_VERSION && !index->read_only) {
+        tdm_tracef("index: version %" PRIu32 ", this build writes version %u: rebuilding it",
+                   version, INDEX_VERSION);
+        return index_clear_in(index, txn, diag);
+    }
+    if (version != INDEX_VERSION) {
+        tdm_diag_printf(diag, "index: version %" PRIu32 ", this build reads version %u%s", version,
+                        INDEX_VERSION,
+                        version < INDEX_VERSION ? " (tandemd or tandem reindex rebuilds it)" : "");
         return TANDEM_EFORMAT;
     }
     return 0;
@@ -1361,16 +1381,7 @@ int tdm_index_clear(struct tdm_index *index, struct tdm_diag *diag)
     if (rc != MDB_SUCCESS) {
         return index_error(rc, "clear", "mdb_txn_begin", diag);
     }
-    int rv = 0;
-    for (int db = INDEX_DB_META; db < INDEX_DB__COUNT && rv == 0; db++) {
-        rc = mdb_drop(txn, index->dbis[db], 0);
-        if (rc != MDB_SUCCESS) {
-            rv = index_error(rc, index_db_specs[db].name, "mdb_drop", diag);
-        }
-    }
-    if (rv == 0) {
-        rv = index_version_write(index, txn, diag);
-    }
+    int rv = index_clear_in(index, txn, diag);
     if (rv != 0) {
         mdb_txn_abort(txn);
         return rv;

@@ -349,7 +349,7 @@ static void pools_init(void)
     pool_message_id_set(1, '<', 17, "m1@example.com>");
     pool_message_id_set(2, '<', 17, "m2@example.com>");
     pool_message_id_set(3, '<', 17, "m3@example.com>");
-    pool_message_id_set(4, 'q', 400, "");   /* The longest key kept as is. */
+    pool_message_id_set(4, 'q', 400, "");   /* Version 1's longest key kept as is. */
     pool_message_id_set(5, 'q', 401, "");   /* Shares all 400 bytes above. */
     pool_message_id_set(6, 'r', 500, "-1"); /* 6..8 share 498 bytes. */
     pool_message_id_set(7, 'r', 500, "-2");
@@ -755,14 +755,45 @@ static void test_index_open__version_too_new(void **state)
     open_writer(f);
     close_writer(f);
     uint8_t version[4];
-    tdm_store_be32(version, 2);
+    tdm_store_be32(version, 3);
     raw_put(f->dir, "meta", "version", 7, version, sizeof(version));
     struct tdm_index *index = NULL;
     struct tdm_diag diag = {{0}};
     assert_int_equal(tdm_index_open(f->dir, false, &index, &diag), TANDEM_EFORMAT);
-    assert_non_null(strstr(diag.message, "version 2"));
+    assert_non_null(strstr(diag.message, "version 3"));
     assert_int_equal(tdm_index_open(f->dir, true, &index, &diag), TANDEM_EFORMAT);
     assert_null(index);
+    close_handles(f); /* cmocka counts blocks still held at the end of a test. */
+}
+
+/* An index of version 1 (keys of up to 400 bytes of each field): a reader
+ * refuses it and says what rebuilds it; a writer empties it (watermark 0,
+ * no entry left) and stores version 2, so that the node's open rebuilds it
+ * from the log. */
+static void test_index_open__version_1_is_emptied_by_a_writer(void **state)
+{
+    struct fixture *f = *state;
+    struct tandem_record records[2] = {message(3, 10, text("<v1@x>"), "r@x", "s@x"),
+                                       message(3, 11, text("<v1b@x>"), "r@x", "")};
+    open_writer(f);
+    apply_records(f->index, 1, records, 2);
+    close_writer(f);
+    uint8_t version[4];
+    tdm_store_be32(version, 1);
+    raw_put(f->dir, "meta", "version", 7, version, sizeof(version));
+    struct tdm_index *index = NULL;
+    struct tdm_diag diag = {{0}};
+    assert_int_equal(tdm_index_open(f->dir, true, &index, &diag), TANDEM_EFORMAT);
+    assert_non_null(strstr(diag.message, "rebuilds it"));
+    assert_null(index);
+    open_writer(f);
+    uint64_t lsn = 99;
+    assert_int_equal(tdm_index_watermark(f->index, &lsn, NULL), 0);
+    assert_int_equal(lsn, 0);
+    check_lsns(f->index, TDM_INDEX_SCAN_MESSAGE_ID, 0, text("<v1@x>"), 0, 0, NULL, 0);
+    apply_records(f->index, 1, records, 2);
+    uint64_t want[] = {1};
+    check_lsns(f->index, TDM_INDEX_SCAN_MESSAGE_ID, 0, text("<v1@x>"), 0, 0, want, 1);
     close_handles(f); /* cmocka counts blocks still held at the end of a test. */
 }
 
@@ -1577,15 +1608,18 @@ static void test_index_compare__stop(void **state)
     close_handles(f); /* cmocka counts blocks still held at the end of a test. */
 }
 
-/* The stored key of a Message-ID is the Message-ID itself up to 400 bytes,
- * and beyond that its first 384 bytes and its canonical XXH3-128
- * (docs/FORMAT.md "Index"): a rebuild must write the same bytes. */
+/* The stored key of a Message-ID is the Message-ID itself up to 16 bytes,
+ * and beyond that its 16-byte canonical XXH3-128 (docs/FORMAT.md "Index"): a
+ * rebuild must write the same bytes. */
 static void test_index_apply__message_id_key_format(void **state)
 {
     struct fixture *f = *state;
+    struct tandem_bytes plain = text("<abcdefghijklmn>");
+    assert_int_equal(plain.size, 16);
+    assert_int_equal(pool_message_id[1].size, 17);
     struct tandem_record records[] = {
-        message(1, 1, pool_message_id[4], "r@x", "s@x"), /* 400 bytes: as is. */
-        message(1, 1, pool_message_id[5], "r@x", "s@x"), /* 401 bytes: hashed. */
+        message(1, 1, plain, "r@x", "s@x"),              /* 16 bytes: as is. */
+        message(1, 1, pool_message_id[1], "r@x", "s@x"), /* 17 bytes: hashed. */
     };
     open_writer(f);
     apply_records(f->index, 1, records, 2);
@@ -1594,16 +1628,13 @@ static void test_index_apply__message_id_key_format(void **state)
     size_t key_sizes[4] = {0};
     assert_int_equal(raw_keys(f->dir, "message_id", keys, key_sizes, 4), 2);
     XXH128_canonical_t hash;
-    XXH128_canonicalFromHash(&hash, XXH3_128bits(pool_message_id[5].data, 401));
-    uint8_t hashed[400];
-    memcpy(hashed, pool_message_id[5].data, 384);
-    memcpy(hashed + 384, hash.digest, 16);
-    /* Both keys are 400 bytes; LMDB sorts them by their bytes. */
-    assert_int_equal(key_sizes[0], 400);
-    assert_int_equal(key_sizes[1], 400);
-    int first_is_plain = memcmp(keys[0], pool_message_id[4].data, 400) == 0;
-    assert_memory_equal(keys[first_is_plain ? 0 : 1], pool_message_id[4].data, 400);
-    assert_memory_equal(keys[first_is_plain ? 1 : 0], hashed, 400);
+    XXH128_canonicalFromHash(&hash, XXH3_128bits(pool_message_id[1].data, 17));
+    /* Both keys are 16 bytes; LMDB sorts them by their bytes. */
+    assert_int_equal(key_sizes[0], 16);
+    assert_int_equal(key_sizes[1], 16);
+    int first_is_plain = memcmp(keys[0], plain.data, 16) == 0;
+    assert_memory_equal(keys[first_is_plain ? 0 : 1], plain.data, 16);
+    assert_memory_equal(keys[first_is_plain ? 1 : 0], hash.digest, 16);
     close_handles(f); /* cmocka counts blocks still held at the end of a test. */
 }
 
@@ -1808,6 +1839,7 @@ int main(int argc, char **argv)
         TEST(test_index_open__read_only_missing),
         TEST(test_index_open__read_only_without_databases),
         TEST(test_index_open__version_too_new),
+        TEST(test_index_open__version_1_is_emptied_by_a_writer),
         TEST(test_index_open__version_malformed),
         TEST(test_index_open__out_of_memory),
         TEST(test_index_open__reopen_persists),
