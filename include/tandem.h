@@ -359,8 +359,9 @@ struct tandem_verify_report {
  * agrees with it is first brought up to date, as an open would. An index that
  * differs is rebuilt from the log (tandem_reindex()) and the report says so;
  * so is one whose files do not open (damaged), which a verify without DEEP
- * leaves as it is (the log is still checked). With damage in the log the comparison is skipped: a rebuild would drop the
- * damaged records' entries, which repair from a replica restores.
+ * leaves as it is (the log is still checked). With damage in the log the
+ * comparison is skipped: a rebuild would drop the damaged records' entries,
+ * which repair from a replica restores.
  *
  * Returns 0 and *report whatever was found (a damaged log or a rebuilt index
  * is a result, not an error), or:
