@@ -108,6 +108,7 @@ struct tdm_cmd_conf {
     char primary[TDM_CMD_NAME_SIZE_MAX + 1]; /* [replication] primary; empty if unset. */
     uint32_t min_copies;                     /* [replication] min_copies; 0 if unset. */
     bool replicated; /* [replication] listen or peer.* is set: a node of a cluster. */
+    char bad[160];   /* The line whose value does not parse: "[section] key = value". */
 };
 
 /* Read dir/tandem.conf into conf. Returns 0, -ENOENT when the file is missing,

@@ -653,13 +653,19 @@ static int node_conf_handler(void *user, const char *section, const char *name, 
     } else if (strcmp(section, "replication") == 0 && strcmp(name, "primary") == 0) {
         target = conf->primary;
     } else if (strcmp(section, "replication") == 0 && strcmp(name, "min_copies") == 0) {
-        return tdm_cmd_parse_u32(value, &conf->min_copies) == 0;
+        if (tdm_cmd_parse_u32(value, &conf->min_copies) != 0) {
+            snprintf(conf->bad, sizeof(conf->bad), "[%s] %s = %.100s", section, name, value);
+            return 0;
+        }
+        return 1;
     } else if (strcmp(section, "replication") == 0 &&
                (strcmp(name, "listen") == 0 || strncmp(name, "peer.", 5) == 0)) {
         conf->replicated = true;
     }
     if (target != NULL) {
         if (strlen(value) > TDM_CMD_NAME_SIZE_MAX) {
+            snprintf(conf->bad, sizeof(conf->bad), "[%s] %s = %.100s (longer than %d bytes)",
+                     section, name, value, TDM_CMD_NAME_SIZE_MAX);
             return 0;
         }
         snprintf(target, TDM_CMD_NAME_SIZE_MAX + 1, "%s", value);
@@ -682,8 +688,14 @@ int tdm_cmd_conf_read(const char *dir, struct tdm_cmd_conf *conf, struct tandem_
     }
     int line = ini_parse_file(file, node_conf_handler, conf);
     fclose(file);
-    if (line != 0) {
-        snprintf(diag->message, sizeof(diag->message), "tandem.conf: line %d: bad value", line);
+    if (line != 0 && conf->bad[0] != '\0') {
+        snprintf(diag->message, sizeof(diag->message), "tandem.conf: line %d: bad value: %s", line,
+                 conf->bad);
+        return TANDEM_EINVALID;
+    }
+    if (line != 0) { /* inih found no '=' (or ':'), or an unclosed '['. */
+        snprintf(diag->message, sizeof(diag->message),
+                 "tandem.conf: line %d: neither [section] nor key = value", line);
         return TANDEM_EINVALID;
     }
     return 0;

@@ -401,8 +401,8 @@ static int server_conf_read(struct server_conf *conf, struct tdm_diag *diag)
         tdm_diag_printf(diag, "%s: line %d: bad value: %s", path, line, conf->bad_key);
         return TANDEM_EINVALID;
     }
-    if (line != 0) {
-        tdm_diag_printf(diag, "%s: line %d: bad value", path, line);
+    if (line != 0) { /* inih found no '=' (or ':'), or an unclosed '['. */
+        tdm_diag_printf(diag, "%s: line %d: neither [section] nor key = value", path, line);
         return TANDEM_EINVALID;
     }
     if (conf->conf.cluster[0] == '\0' || conf->conf.id[0] == '\0') {

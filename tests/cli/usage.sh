@@ -144,6 +144,15 @@ conf_case() { # conf_case TEXT SED-EXPRESSION...: a copy of the node whose tande
 }
 conf_case '$a [log]\nsegment_size = banana'
 refuse 1 "tandemd: " "tandem.conf: line 18: bad value: [log] segment_size = banana" "$D" "$work/c"
+conf_case '$a this line is neither'
+refuse 1 "tandemd: " "tandem.conf: line 17: neither [section] nor key = value" "$D" "$work/c"
+refuse 1 "tandem: " "quarantine: $work/c: tandem.conf: line 17: neither [section] nor key = value" \
+    "$T" quarantine --node "$work/c"
+conf_case 's/^min_copies = .*/min_copies = two/'
+refuse 1 "tandem: " "history: $work/c: tandem.conf: line 14: bad value: [replication] min_copies = two" \
+    "$T" history --node "$work/c"
+refuse 1 "tandem: " "init: $work/c/tandem.conf exists and cannot be read: tandem.conf: line 14: bad value" \
+    "$T" init "$work/c" --cluster c1 --node n1
 conf_case '/^id = /d'
 refuse 1 "tandemd: " "tandem.conf: [node] cluster and id are required" "$D" "$work/c"
 conf_case 's/^min_copies = .*/min_copies = many/'
