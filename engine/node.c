@@ -232,6 +232,13 @@ static bool node_index_discardable(const struct tandem *t, enum node_index_mode 
     return rv == TANDEM_ECORRUPT || (rv == TANDEM_EFORMAT && mode == NODE_INDEX_REBUILD);
 }
 
+/* Replace t's index, whose files did not open, with an empty one. */
+static int node_index_reopen_empty(struct tandem *t, struct tdm_diag *diag)
+{
+    int rv = tdm_index_discard(t->dir, diag);
+    return rv != 0 ? rv : tdm_index_open(t->dir, false, &t->index, diag);
+}
+
 static int node_open(const char *dir, const struct tandem_options *options, struct tdm_fs *fs,
                      enum node_index_mode mode, struct tandem **out, struct tdm_diag *diag)
 {
@@ -288,8 +295,7 @@ static int node_open(const char *dir, const struct tandem_options *options, stru
         if (diag != NULL) {
             diag->message[0] = '\0';
         }
-        rv = tdm_index_discard(dir, diag);
-        rv = rv != 0 ? rv : tdm_index_open(dir, false, &t->index, diag);
+        rv = node_index_reopen_empty(t, diag);
         rebuild = true;
     } else if (rv == TANDEM_ECORRUPT && mode == NODE_INDEX_VERIFY) {
         /* The log is checked without it; --deep rebuilds it (tdm_node_verify). */
@@ -552,8 +558,7 @@ static int node_verify_discarded_index(struct tandem *t, struct tandem_verify_re
     snprintf(report->index_difference, sizeof(report->index_difference),
              "the index files do not open (%.200s)", t->index_error);
     tdm_tracef("verify %s: %s: rebuilding the index", t->dir, report->index_difference);
-    int rv = tdm_index_discard(t->dir, diag);
-    rv = rv != 0 ? rv : tdm_index_open(t->dir, false, &t->index, diag);
+    int rv = node_index_reopen_empty(t, diag);
     rv = rv != 0 ? rv : node_index_catch_up(t, true, diag);
     if (rv == 0) {
         report->index_lsn = t->log.lsn_last;
