@@ -445,8 +445,11 @@ const char *tdm_status_health_reason(const struct tdm_status_view *view, char *r
         return NULL;
     case TDM_STATUS_DEGRADED:
         if (status->damaged_count > 0) {
-            snprintf(reason, size, "%u damaged range%s in the log; repair from a replica",
-                     status->damaged_count, status->damaged_count == 1 ? "" : "s");
+            /* What to do differs: docs/OPERATIONS.md "Damage", steps 3 and 4. */
+            snprintf(reason, size, "%u damaged range%s in the log; %s (docs/OPERATIONS.md Damage)",
+                     status->damaged_count, status->damaged_count == 1 ? "" : "s",
+                     view->replicated ? "tandemd repairs sealed segments from a verified copy"
+                                      : "restore the segment file from a backup copy");
             return reason;
         }
         return tdm_status_degraded_reason(view, reason, size);

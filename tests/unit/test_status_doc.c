@@ -123,6 +123,15 @@ static void test_status__degraded_reason_names_the_cause(void **state)
     view_make(1);
     assert_string_equal(tdm_status_degraded_reason(&view, reason, sizeof(reason)),
                         "see the nodes below");
+    /* Damaged ranges of the log itself: what to do depends on the node. */
+    view.status.damaged_count = 2;
+    tdm_status_judge(&view);
+    assert_int_equal(view.health, TDM_STATUS_DEGRADED);
+    assert_non_null(strstr(tdm_status_health_reason(&view, reason, sizeof(reason)),
+                           "2 damaged ranges in the log; tandemd repairs"));
+    view.replicated = false;
+    assert_non_null(strstr(tdm_status_health_reason(&view, reason, sizeof(reason)),
+                           "restore the segment file from a backup copy"));
 }
 
 /* A known mismatch, or damage found by the scrubber: degraded. */
