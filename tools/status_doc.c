@@ -142,16 +142,10 @@ void tdm_status_judge(struct tdm_status_view *view)
     if (view->health != TDM_STATUS_HEALTHY || !view->replicated) {
         return;
     }
-    for (uint32_t i = 0; i < view->cluster.node_count; i++) {
-        const struct tdm_uv_node_view *node = &view->cluster.nodes[i];
-        bool live = node->self || strcmp(node->link, "live") == 0;
-        if (!live || node->lag_ms > TDM_STATUS_LAG_MS_DEGRADED ||
-            strcmp(node->role, "failed") == 0) {
-            view->health = TDM_STATUS_DEGRADED;
-        }
-    }
-    char reason[256];
-    if (tdm_status_verify_problem(view, reason, sizeof(reason)) != NULL) {
+    /* Degraded exactly when tdm_status_degraded_reason() names a problem. */
+    char reason[TDM_STATUS_REASON_SIZE];
+    if (status_node_problem(view, reason, sizeof(reason)) != NULL ||
+        tdm_status_verify_problem(view, reason, sizeof(reason)) != NULL) {
         view->health = TDM_STATUS_DEGRADED;
     }
 }
