@@ -25,12 +25,16 @@
  * because the stream can no longer be trusted to pair answers with requests.
  * Close: the transport's close. */
 #include <errno.h>
+#include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "engine/base/alloc.h"
 #include "engine/base/assert.h"
@@ -55,18 +59,28 @@ tdm_static_assert(API_CALLS_MAX <= TDM_UV_REQUESTS_MAX);
 
 tdm_static_assert(TANDEM_APPEND_RECORDS_MAX == TDM_PROTO_RECORDS_MAX);
 
+/* Why a waiter was woken (struct api_waiter's wake). */
+enum api_wake {
+    API_WAKE_NONE = 0, /* Still waiting. */
+    API_WAKE_ROLE = 1, /* The reader role is free: take it if still waiting. */
+    API_WAKE_DONE = 2, /* Answered or failed; the last store anyone makes to the waiter. */
+};
+
 /* One call waiting for its answer (on the caller's stack). */
 struct api_waiter {
     uint64_t request_id;
-    uint16_t want;           /* The answer type expected. */
-    bool done;               /* The answer is in, or the connection failed. */
-    bool answered;           /* The answer is in. */
-    int32_t status;          /* The answer's status. */
-    uint64_t lsn_first;      /* APPEND_RESULT. */
-    uint32_t record_count;   /* APPEND_RESULT. */
-    char *text;              /* malloc'd, NUL-terminated: message or text; NULL if none. */
-    pthread_cond_t cond;     /* Signalled when done, or when it is to take the reader role. */
-    struct api_waiter *next; /* In c->waiters. */
+    uint16_t want;         /* The answer type expected. */
+    bool done;             /* The answer is in, or the connection failed. */
+    bool answered;         /* The answer is in. */
+    int32_t status;        /* The answer's status. */
+    uint64_t lsn_first;    /* APPEND_RESULT. */
+    uint32_t record_count; /* APPEND_RESULT. */
+    char *text;            /* malloc'd, NUL-terminated: message or text; NULL if none. */
+    /* enum api_wake, a futex word: the caller sleeps on it without c->lock,
+     * so that a woken caller does not queue on the lock its waker holds. */
+    _Atomic uint32_t wake;
+    struct api_waiter *next;      /* In c->waiters. */
+    struct api_waiter *wake_next; /* In the reader's list of callers to wake. */
     /* An append: its encoded records, combined with other callers' appends
      * into one APPEND_REQUEST by the sender (api_combine). */
     const uint8_t *entries;          /* The caller's, until it returns. */
@@ -80,8 +94,10 @@ struct api_waiter {
 /* Thread: any number of threads at once (tandem.h). Each call encodes its
  * request, queues it in the outbox and waits for its answer by request id:
  * - lock guards the outbox, the waiters, the roles and the failure; each
- *   waiter's own cond signals its answer, a failure, or that the reader role
- *   is free (only one waiter is woken per answer: no herd);
+ *   waiter sleeps on its own futex word (wake), which says that its answer
+ *   is in (or the connection failed), or that the reader role is free: only
+ *   the waiter concerned is woken, and the reader wakes the answered ones
+ *   after dropping the lock, so a woken caller returns without taking it;
  * - io_lock guards the transport (the TLS session and the socket);
  * - one caller at a time is the sender: it writes everything queued, in one
  *   send, until the outbox is empty (callers who queue meanwhile leave their
@@ -199,7 +215,60 @@ int tandem_client_open(const char *addr, const char *cert_dir, struct tandem_cli
     return 0;
 }
 
+/* ---- Waking callers --------------------------------------------------------------- */
+
+/* Tell w why it wakes, and wake it. Once why is API_WAKE_DONE the caller may
+ * return at once and its waiter be gone: FUTEX_WAKE only names the address,
+ * it neither reads nor writes there (a stale wake of a later waiter at the
+ * same address is a spurious wake, which api_sleep() ignores). */
+static void api_wake(struct api_waiter *w, uint32_t why)
+{
+    _Atomic uint32_t *word = &w->wake;
+    atomic_store_explicit(word, why, memory_order_release);
+    syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+/* Sleep until w is woken (with done, until it is woken with
+ * API_WAKE_DONE: a ROLE it was given before its call ended does not
+ * count); returns why (enum api_wake). */
+static uint32_t api_sleep(struct api_waiter *w, bool done)
+{
+    for (;;) {
+        uint32_t why = atomic_load_explicit(&w->wake, memory_order_acquire);
+        if (why == API_WAKE_DONE || (why != API_WAKE_NONE && !done)) {
+            return why;
+        }
+        /* EAGAIN (the word changed before we slept) and EINTR: look again. */
+        syscall(SYS_futex, &w->wake, FUTEX_WAIT_PRIVATE, why, NULL, NULL, 0);
+    }
+}
+
+/* Wake the answered callers of list (lock not held): each returns without
+ * taking c->lock. self, the reader, is not asleep. */
+static void api_wake_answered(struct api_waiter *list, struct api_waiter *self)
+{
+    while (list != NULL) {
+        struct api_waiter *next = list->wake_next; /* Before list may be gone. */
+        if (list == self) {
+            atomic_store_explicit(&self->wake, API_WAKE_DONE, memory_order_relaxed);
+        } else {
+            api_wake(list, API_WAKE_DONE);
+        }
+        list = next;
+    }
+}
+
 /* ---- Under c->lock ------------------------------------------------------------- */
+
+/* w's call is over (lock held): it leaves the waiters and makes room for
+ * another call. */
+static void api_end_locked(struct tandem_client *c, struct api_waiter *w)
+{
+    w->done = true;
+    tdm_assert(c->calls > 0);
+    c->calls--;
+    pthread_cond_signal(&c->admit);
+}
 
 /* The connection broke: remember why for every later call, and end every
  * wait (lock held). */
@@ -211,9 +280,10 @@ static void api_fail_locked(struct tandem_client *c, int rv, const struct tdm_di
     }
     c->failed = rv;
     c->failed_why = *why;
-    for (struct api_waiter *w = c->waiters; w != NULL; w = w->next) {
-        w->done = true;
-        pthread_cond_signal(&w->cond);
+    for (struct api_waiter *w = c->waiters, *next; w != NULL; w = next) {
+        next = w->next;
+        api_end_locked(c, w);
+        api_wake(w, API_WAKE_DONE);
     }
     c->waiters = NULL;
     c->pending = NULL;
@@ -351,9 +421,10 @@ static void api_send_queued(struct tandem_client *c)
     c->sender = false;
 }
 
-/* Hand the frame in c->msg to its waiter (lock held). Returns 0, or
- * TANDEM_ECORRUPT with why for an answer nobody asked for. */
-static int api_dispatch(struct tandem_client *c, struct tdm_diag *why)
+/* Hand the frame in c->msg to its waiter (lock held): fill in its answer and
+ * add it to *wakes, which the reader wakes once it drops the lock. Returns 0,
+ * or TANDEM_ECORRUPT with why for an answer nobody asked for. */
+static int api_dispatch(struct tandem_client *c, struct api_waiter **wakes, struct tdm_diag *why)
 {
     const struct tdm_proto_msg *msg = c->msg;
     /* Every result type leads with request_id (struct tdm_proto_result and
@@ -379,46 +450,54 @@ static int api_dispatch(struct tandem_client *c, struct tdm_diag *why)
         }
         tdm_assert(c->appends_inflight > 0);
         c->appends_inflight--;
-        for (struct api_waiter *w = c->waiters, *next; w != NULL; w = next) {
-            next = w->next;
+        for (struct api_waiter **p = &c->waiters; *p != NULL;) {
+            struct api_waiter *w = *p;
             if (w->request_id != id) {
+                p = &w->next;
                 continue;
             }
+            *p = w->next;
             w->status = result->status;
             w->lsn_first = result->status == 0 ? result->lsn_first + w->offset : 0;
             w->record_count = result->status == 0 ? w->count : 0;
             w->text = result->status != 0 ? strdup(result->message) : NULL;
-            w->done = true;
             w->answered = true;
-            api_waiter_remove(c, w);
-            pthread_cond_signal(&w->cond);
+            api_end_locked(c, w);
+            w->wake_next = *wakes;
+            *wakes = w;
         }
         return 0;
-    } else {
-        const struct tdm_proto_text_result *result = &msg->status_result;
-        waiter->status = result->status;
-        waiter->text = malloc(result->text.size + 1);
-        if (waiter->text != NULL) {
-            if (result->text.size > 0) {
-                memcpy(waiter->text, result->text.data, result->text.size);
-            }
-            waiter->text[result->text.size] = '\0';
-        }
     }
-    waiter->done = true;
+    const struct tdm_proto_text_result *result = &msg->status_result;
+    waiter->status = result->status;
+    waiter->text = malloc(result->text.size + 1);
+    if (waiter->text != NULL) {
+        if (result->text.size > 0) {
+            memcpy(waiter->text, result->text.data, result->text.size);
+        }
+        waiter->text[result->text.size] = '\0';
+    }
     waiter->answered = true;
     api_waiter_remove(c, waiter);
-    pthread_cond_signal(&waiter->cond);
+    api_end_locked(c, waiter);
+    waiter->wake_next = *wakes;
+    *wakes = waiter;
     return 0;
 }
 
 /* The reader's turn (lock held on entry and exit): take answers until
- * self's is in or the connection fails. */
-static void api_read_answers(struct tandem_client *c, const struct api_waiter *self)
+ * self's is in or the connection fails. The callers answered are woken
+ * between reads, without the lock; those of the last read are left in
+ * *wakes for the caller to wake once it drops the lock. */
+static void api_read_answers(struct tandem_client *c, struct api_waiter *self,
+                             struct api_waiter **wakes)
 {
     tdm_assert(c->reader);
     while (!self->done && c->failed == 0) {
+        struct api_waiter *answered = *wakes;
+        *wakes = NULL;
         pthread_mutex_unlock(&c->lock);
+        api_wake_answered(answered, self);
         struct tdm_diag why = {{0}};
         pthread_mutex_lock(&c->io_lock);
         int rv = tdm_client_receive(&c->client, c->msg, false, &why);
@@ -437,7 +516,7 @@ static void api_read_answers(struct tandem_client *c, const struct api_waiter *s
         }
         pthread_mutex_lock(&c->lock);
         if (rv == 0) {
-            rv = api_dispatch(c, &why);
+            rv = api_dispatch(c, wakes, &why);
         }
         if (rv != 0) {
             api_fail_locked(c, rv, &why);
@@ -449,7 +528,7 @@ static void api_read_answers(struct tandem_client *c, const struct api_waiter *s
     }
     c->reader = false;
     if (c->waiters != NULL) {
-        pthread_cond_signal(&c->waiters->cond); /* It takes the role. */
+        api_wake(c->waiters, API_WAKE_ROLE); /* It takes the role. */
     }
 }
 
@@ -487,29 +566,43 @@ static int api_call(struct tandem_client *c, const uint8_t *frame, size_t size,
     waiter->next = c->waiters;
     c->waiters = waiter;
     c->calls++;
-    pthread_cond_init(&waiter->cond, NULL);
+    atomic_init(&waiter->wake, API_WAKE_NONE);
     if (!c->sender) {
         c->sender = true;
         api_send_queued(c);
     }
+    struct api_waiter *wakes = NULL;
+    bool locked = true;
     while (!waiter->done) {
         if (!c->reader) {
             c->reader = true;
-            api_read_answers(c, waiter);
-        } else {
-            pthread_cond_wait(&waiter->cond, &c->lock);
+            api_read_answers(c, waiter, &wakes);
+            continue;
         }
+        /* No store to the word is pending: DONE comes after done is set
+         * and ROLE only under the lock. */
+        atomic_store_explicit(&waiter->wake, API_WAKE_NONE, memory_order_relaxed);
+        pthread_mutex_unlock(&c->lock);
+        if (api_sleep(waiter, false) == API_WAKE_DONE) {
+            locked = false;
+            break;
+        }
+        pthread_mutex_lock(&c->lock); /* The reader role is free. */
     }
-    pthread_cond_destroy(&waiter->cond);
-    tdm_assert(c->calls > 0);
-    c->calls--;
-    pthread_cond_signal(&c->admit);
-    rv = 0;
-    if (!waiter->answered) {
-        tdm_assert(c->failed != 0);
-        rv = c->failed;
-        api_diag_copy(diag, &c->failed_why);
+    if (locked) {
+        pthread_mutex_unlock(&c->lock);
+        api_wake_answered(wakes, waiter);
+        /* Whoever ended the call stores DONE last: wait for it, so that
+         * it never writes to a waiter that is gone. */
+        (void)api_sleep(waiter, true);
     }
+    if (waiter->answered) {
+        return 0;
+    }
+    pthread_mutex_lock(&c->lock);
+    tdm_assert(c->failed != 0);
+    rv = c->failed;
+    api_diag_copy(diag, &c->failed_why);
     pthread_mutex_unlock(&c->lock);
     return rv;
 }
