@@ -64,6 +64,7 @@
 #include "base/alloc.h"
 #include "base/assert.h"
 #include "base/trace.h"
+#include "base/wake.h"
 #include "codec.h"
 
 /* A durable batch waiting for the index thread, or a rebuild marker. */
@@ -259,12 +260,27 @@ static uint8_t *commit_join(struct tdm_queue *batch, size_t size)
     return raw;
 }
 
-/* Complete every request of the batch with status; run callbacks. */
+/* Wake the blocking writers of woken (under no lock). Each may return and
+ * free its request as soon as its done word is set: it leaves woken first. */
+static void commit_wake(struct tdm_queue *woken)
+{
+    while (!tdm_queue_empty(woken)) {
+        struct tdm_queue *e = tdm_queue_head(woken);
+        tdm_queue_remove(e);
+        struct tdm_commit_request *r = TDM_QUEUE_DATA(e, struct tdm_commit_request, link);
+        tdm_wake_set(&r->done, 1);
+    }
+}
+
+/* Complete every request of the batch with status; wake the blocking
+ * writers and run the callbacks once the lock is dropped. */
 static void commit_complete(struct tdm_commit *commit, struct tdm_queue *batch, int status,
                             uint64_t lsn_first, const char *message)
 {
     struct tdm_queue callbacks;
+    struct tdm_queue woken;
     tdm_queue_init(&callbacks);
+    tdm_queue_init(&woken);
     pthread_mutex_lock(&commit->mutex);
     uint64_t lsn = lsn_first;
     while (!tdm_queue_empty(batch)) {
@@ -277,17 +293,13 @@ static void commit_complete(struct tdm_commit *commit, struct tdm_queue *batch, 
         r->lsn_first = status == 0 ? lsn : 0;
         snprintf(r->message, sizeof(r->message), "%s", status == 0 ? "" : message);
         lsn += r->record_count;
-        if (r->cb != NULL) {
-            tdm_queue_insert_tail(&callbacks, e);
-        } else {
-            r->done = true;
-        }
+        tdm_queue_insert_tail(r->cb != NULL ? &callbacks : &woken, e);
     }
     if (status == 0) {
         commit->durable_lsn = lsn - 1;
     }
-    pthread_cond_broadcast(&commit->done_cond);
     pthread_mutex_unlock(&commit->mutex);
+    commit_wake(&woken);
     while (!tdm_queue_empty(&callbacks)) {
         struct tdm_queue *e = tdm_queue_head(&callbacks);
         struct tdm_commit_request *r = TDM_QUEUE_DATA(e, struct tdm_commit_request, link);
@@ -347,14 +359,12 @@ static void commit_to_index(struct tdm_commit *commit, const struct tdm_batch_he
 static void commit_complete_one(struct tdm_commit *commit, struct tdm_commit_request *request,
                                 int status, const struct tdm_diag *diag)
 {
+    (void)commit;
     tdm_assert(request->cb == NULL);
     tdm_assert(request->kind != TDM_COMMIT_LOCAL);
-    pthread_mutex_lock(&commit->mutex);
     request->status = status;
     snprintf(request->message, sizeof(request->message), "%s", status == 0 ? "" : diag->message);
-    request->done = true;
-    pthread_cond_broadcast(&commit->done_cond);
-    pthread_mutex_unlock(&commit->mutex);
+    tdm_wake_set(&request->done, 1);
 }
 
 /* RECEIVED: append the batch as received, then index it like a local batch. */
@@ -791,7 +801,7 @@ int tdm_commit_submit(struct tdm_commit *commit, struct tdm_commit_request *requ
         tdm_assert(request->batch_size >= TDM_BATCH_HEADER_SIZE);
     }
     tdm_assert(request->kind == TDM_COMMIT_LOCAL || request->cb == NULL);
-    request->done = false;
+    atomic_store_explicit(&request->done, 0, memory_order_relaxed); /* The mutex publishes it. */
     pthread_mutex_lock(&commit->mutex);
     int rv = 0;
     if (commit->closing) {
@@ -809,12 +819,9 @@ int tdm_commit_submit(struct tdm_commit *commit, struct tdm_commit_request *requ
 
 void tdm_commit_wait(struct tdm_commit *commit, struct tdm_commit_request *request)
 {
+    (void)commit;
     tdm_assert(request->cb == NULL);
-    pthread_mutex_lock(&commit->mutex);
-    while (!request->done) {
-        pthread_cond_wait(&commit->done_cond, &commit->mutex);
-    }
-    pthread_mutex_unlock(&commit->mutex);
+    (void)tdm_wake_sleep(&request->done);
 }
 
 int tdm_commit_wait_indexed(struct tdm_commit *commit, struct tdm_diag *diag)

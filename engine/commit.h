@@ -8,6 +8,7 @@
 #define TDM_ENGINE_COMMIT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -80,7 +81,7 @@ struct tdm_commit_request {
     bool reindex;                   /* CUT: cut nothing; rebuild the index from the log. */
     tandem_append_cb cb;            /* NULL: a blocking caller waits on done. */
     void *data;                     /* For cb. */
-    bool done;                      /* Set under commit->mutex when status is final. */
+    _Atomic uint32_t done;          /* 1 once status is final (engine/base/wake.h). */
     int status;                     /* 0 or an error code. */
     uint64_t lsn_first;             /* LOCAL, RECEIVED: valid when status is 0. */
     struct tdm_batch_header header; /* RECEIVED: the appended batch, when status is 0. */
@@ -100,7 +101,7 @@ struct tdm_commit {
     struct tdm_index *index; /* Borrowed; written by the index thread only; may be NULL. */
     pthread_mutex_t mutex;
     pthread_cond_t work_cond;  /* Commit thread: pending work or closing. */
-    pthread_cond_t done_cond;  /* Blocking writers: a request completed. */
+    pthread_cond_t done_cond;  /* tdm_commit_set_written(): the callback returned. */
     pthread_cond_t index_cond; /* Index thread, queries and backpressure. */
     struct tdm_queue pending;  /* Requests not yet in a batch. */
     uint32_t pending_count;

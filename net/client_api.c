@@ -25,20 +25,17 @@
  * because the stream can no longer be trusted to pair answers with requests.
  * Close: the transport's close. */
 #include <errno.h>
-#include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include "engine/base/alloc.h"
 #include "engine/base/assert.h"
 #include "engine/base/bytes.h"
+#include "engine/base/wake.h"
 #include "engine/batch.h"
 #include "net/client.h"
 #include "net/uv.h"
@@ -217,15 +214,11 @@ int tandem_client_open(const char *addr, const char *cert_dir, struct tandem_cli
 
 /* ---- Waking callers --------------------------------------------------------------- */
 
-/* Tell w why it wakes, and wake it. Once why is API_WAKE_DONE the caller may
- * return at once and its waiter be gone: FUTEX_WAKE only names the address,
- * it neither reads nor writes there (a stale wake of a later waiter at the
- * same address is a spurious wake, which api_sleep() ignores). */
+/* Tell w why it wakes, and wake it (engine/base/wake.h: once why is
+ * API_WAKE_DONE, the caller may return at once and w be gone). */
 static void api_wake(struct api_waiter *w, uint32_t why)
 {
-    _Atomic uint32_t *word = &w->wake;
-    atomic_store_explicit(word, why, memory_order_release);
-    syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    tdm_wake_set(&w->wake, why);
 }
 
 /* Sleep until w is woken (with done, until it is woken with
@@ -238,8 +231,7 @@ static uint32_t api_sleep(struct api_waiter *w, bool done)
         if (why == API_WAKE_DONE || (why != API_WAKE_NONE && !done)) {
             return why;
         }
-        /* EAGAIN (the word changed before we slept) and EINTR: look again. */
-        syscall(SYS_futex, &w->wake, FUTEX_WAIT_PRIVATE, why, NULL, NULL, 0);
+        tdm_wake_wait(&w->wake, why);
     }
 }
 
