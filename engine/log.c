@@ -865,54 +865,62 @@ int tdm_log_quarantine_path(struct tdm_log *log, const char *name, char *path)
 
 /* ---- reading ---------------------------------------------------------------- */
 
-int tdm_log_read_batch(struct tdm_fs *fs, const char *log_dir,
-                       const struct tdm_log_location *location, struct tdm_batch_header *header,
-                       uint8_t **raw, struct tdm_diag *diag)
+int tdm_log_segment_open(struct tdm_fs *fs, const char *log_dir, uint64_t segment_lsn, int *fd,
+                         struct tdm_diag *diag)
 {
     char name[TDM_SEGMENT_NAME_SIZE];
     char path[TDM_PATH_SIZE];
-    tdm_segment_name(name, sizeof(name), location->segment_lsn);
+    tdm_segment_name(name, sizeof(name), segment_lsn);
     int rv = tdm_fs_path(path, sizeof(path), log_dir, name);
-    if (rv != 0) {
-        return rv;
+    if (rv == 0) {
+        rv = fs->open(fs, path, TDM_FS_READ, fd);
     }
-    int fd;
-    rv = fs->open(fs, path, TDM_FS_READ, &fd);
     if (rv != 0) {
         tdm_diag_printf(diag, "open segment %s: %s", name, tandem_strerror(rv));
-        return rv;
     }
-    uint8_t *body = NULL;
+    return rv;
+}
+
+int tdm_log_read_batch_at(struct tdm_fs *fs, int fd, const struct tdm_log_location *location,
+                          struct tdm_batch_header *header, uint8_t **raw, struct tdm_diag *diag)
+{
+    uint8_t *bytes = NULL;
     uint8_t *out = NULL;
-    uint8_t head[TDM_BATCH_HEADER_SIZE];
     struct tdm_batch_header h;
-    rv = tdm_fs_read_exact(fs, fd, head, sizeof(head), location->offset);
-    if (rv == -ENODATA) {
-        rv = TDM_CORRUPT(diag, "batch header past the end of the file");
+    int rv = 0;
+    /* The location comes from the index, derived state: bound it before
+     * reading header and body in one read. */
+    if (location->size < TDM_BATCH_HEADER_SIZE ||
+        location->size > TDM_BATCH_HEADER_SIZE + (uint64_t)TDM_BATCH_BODY_SIZE_MAX) {
+        rv = TDM_CORRUPT(diag, "batch size differs from the index");
     }
     if (rv == 0) {
-        rv = tdm_batch_header_decode(head, sizeof(head), &h, diag);
+        bytes = tdm_malloc(location->size);
+        rv = bytes == NULL ? -ENOMEM : 0;
+    }
+    if (rv == 0) {
+        rv = tdm_fs_read_exact(fs, fd, bytes, location->size, location->offset);
+        if (rv == -ENODATA) {
+            rv = TDM_CORRUPT(diag, "batch past the end of the file");
+        }
+    }
+    if (rv == 0) {
+        rv = tdm_batch_header_decode(bytes, TDM_BATCH_HEADER_SIZE, &h, diag);
     }
     if (rv == 0 && TDM_BATCH_HEADER_SIZE + (uint64_t)h.body_size != location->size) {
         rv = TDM_CORRUPT(diag, "batch size differs from the index");
     }
     if (rv == 0) {
-        body = tdm_malloc(h.body_size + 1);
         out = tdm_malloc(h.raw_size + 1);
-        rv = (body == NULL || out == NULL) ? -ENOMEM : 0;
+        rv = out == NULL ? -ENOMEM : 0;
     }
     if (rv == 0) {
-        rv = tdm_fs_read_exact(fs, fd, body, h.body_size, location->offset + TDM_BATCH_HEADER_SIZE);
-        if (rv == -ENODATA) {
-            rv = TDM_CORRUPT(diag, "batch body past the end of the file");
-        }
+        rv = tdm_batch_body_decode(&h, bytes + TDM_BATCH_HEADER_SIZE, out, h.raw_size, diag);
     }
-    if (rv == 0) {
-        rv = tdm_batch_body_decode(&h, body, out, h.raw_size, diag);
-    }
-    fs->close(fs, fd);
-    tdm_free(body);
+    tdm_free(bytes);
     if (rv != 0) {
+        char name[TDM_SEGMENT_NAME_SIZE];
+        tdm_segment_name(name, sizeof(name), location->segment_lsn);
         tdm_diag_wrapf(diag, "segment %s offset %" PRIu64, name, location->offset);
         tdm_free(out);
         return rv;
@@ -920,6 +928,20 @@ int tdm_log_read_batch(struct tdm_fs *fs, const char *log_dir,
     *header = h;
     *raw = out;
     return 0;
+}
+
+int tdm_log_read_batch(struct tdm_fs *fs, const char *log_dir,
+                       const struct tdm_log_location *location, struct tdm_batch_header *header,
+                       uint8_t **raw, struct tdm_diag *diag)
+{
+    int fd;
+    int rv = tdm_log_segment_open(fs, log_dir, location->segment_lsn, &fd, diag);
+    if (rv != 0) {
+        return rv;
+    }
+    rv = tdm_log_read_batch_at(fs, fd, location, header, raw, diag);
+    fs->close(fs, fd);
+    return rv;
 }
 
 void tdm_log_status(struct tdm_log *log, struct tandem_status *status)

@@ -236,6 +236,15 @@ int tdm_log_read_batch(struct tdm_fs *fs, const char *log_dir,
                        const struct tdm_log_location *location, struct tdm_batch_header *header,
                        uint8_t **raw, struct tdm_diag *diag);
 
+/* The same in two steps, for a reader of many batches: open segment
+ * segment_lsn of the log in log_dir for reading (*fd; the caller closes it
+ * with fs->close), then read batches from it (location->segment_lsn names
+ * it). Same returns. */
+int tdm_log_segment_open(struct tdm_fs *fs, const char *log_dir, uint64_t segment_lsn, int *fd,
+                         struct tdm_diag *diag);
+int tdm_log_read_batch_at(struct tdm_fs *fs, int fd, const struct tdm_log_location *location,
+                          struct tdm_batch_header *header, uint8_t **raw, struct tdm_diag *diag);
+
 /* Call cb for every verified batch with lsn_last >= lsn_from, in LSN order;
  * damaged batches are skipped (recovery reported them). raw is valid during
  * the call only. A non-zero return of cb stops the scan and is returned. */

@@ -1237,17 +1237,35 @@ int tdm_node_cut_after(struct tandem *t, uint64_t lsn, struct tdm_diag *diag)
 
 /* ---- queries --------------------------------------------------------------------- */
 
-/* Reads records by LSN, keeping the last batch read. */
+/* Reads records by LSN, keeping the last batch read and its segment file
+ * open (a customer's rows lie in successive batches of one segment, mostly). */
 struct node_reader {
     struct tandem *t;
     struct tdm_batch_header header; /* Of the cached batch. */
     uint8_t *raw;                   /* Cached batch body, or NULL. */
+    int fd;                         /* Segment fd_segment_lsn open for reading, or -1. */
+    uint64_t fd_segment_lsn;
 };
 
-static void node_reader_deinit(struct node_reader *r)
+static void node_reader_init(struct node_reader *r, struct tandem *t)
+{
+    *r = (struct node_reader){.t = t, .fd = -1};
+}
+
+/* Forget the cached batch. */
+static void node_reader_drop(struct node_reader *r)
 {
     tdm_free(r->raw);
     r->raw = NULL;
+}
+
+static void node_reader_deinit(struct node_reader *r)
+{
+    node_reader_drop(r);
+    if (r->fd >= 0) {
+        r->t->fs->close(r->t->fs, r->fd);
+        r->fd = -1;
+    }
 }
 
 /* An LSN the index does not hold may lie in a range that recovery reported
@@ -1278,21 +1296,35 @@ static int node_read_record(struct node_reader *r, uint64_t lsn, struct tandem_r
                             struct tdm_diag *diag)
 {
     if (r->raw == NULL || lsn < r->header.lsn_first || lsn > tdm_batch_lsn_last(&r->header)) {
-        node_reader_deinit(r);
+        node_reader_drop(r);
         struct tdm_index_location location;
         int rv = tdm_index_locate(r->t->index, lsn, &location);
         if (rv != 0) {
             return node_read_missing(r->t, lsn, rv, diag);
         }
         struct tdm_log_location where = {location.segment_lsn, location.offset, location.size};
-        rv = tdm_log_read_batch(r->t->fs, r->t->log.log_dir, &where, &r->header, &r->raw, diag);
+        if (r->fd >= 0 && r->fd_segment_lsn != location.segment_lsn) {
+            r->t->fs->close(r->t->fs, r->fd);
+            r->fd = -1;
+        }
+        if (r->fd < 0) {
+            rv = tdm_log_segment_open(r->t->fs, r->t->log.log_dir, location.segment_lsn, &r->fd,
+                                      diag);
+            if (rv != 0) {
+                r->fd = -1;
+                tdm_diag_wrapf(diag, "read LSN %" PRIu64, lsn);
+                return rv;
+            }
+            r->fd_segment_lsn = location.segment_lsn;
+        }
+        rv = tdm_log_read_batch_at(r->t->fs, r->fd, &where, &r->header, &r->raw, diag);
         if (rv != 0) {
             tdm_diag_wrapf(diag, "read LSN %" PRIu64, lsn);
             return rv;
         }
         if (r->header.lsn_first != location.lsn_first ||
             r->header.record_count != location.record_count) {
-            node_reader_deinit(r);
+            node_reader_drop(r);
             return TDM_CORRUPT(diag, "LSN %" PRIu64 ": batch differs from the index", lsn);
         }
     }
@@ -1329,7 +1361,8 @@ static int node_scan(struct tandem *t, struct tdm_index_scan *scan, node_filter 
     if (rv != 0) {
         return rv;
     }
-    struct node_reader reader = {.t = t};
+    struct node_reader reader;
+    node_reader_init(&reader, t);
     uint64_t lsns[NODE_SCAN_CHUNK];
     bool stop = false;
     while (!stop && rv == 0) {
@@ -1477,7 +1510,8 @@ static bool node_filter_customer_key(const void *arg, const struct tandem_record
 static int node_deliver(struct tandem *t, uint64_t lsn, node_filter filter, const void *arg,
                         tandem_record_cb cb, void *data, struct tdm_diag *diag)
 {
-    struct node_reader reader = {.t = t};
+    struct node_reader reader;
+    node_reader_init(&reader, t);
     struct tandem_record record;
     int rv = node_read_record(&reader, lsn, &record, diag);
     if (rv == 0 && (filter == NULL || filter(arg, &record))) {

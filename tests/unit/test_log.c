@@ -613,6 +613,58 @@ static void test_log_locate__matches_scan(void **state)
     tdm_log_close(&b);
 }
 
+/* tdm_log_read_batch() reads every batch where its location says, and a
+ * location that holds no batch (a damaged index gave it) is refused with
+ * TANDEM_ECORRUPT naming the cause and the place, or with the open error of
+ * a segment that is not there. */
+static void test_log_read_batch__bad_locations(void **state)
+{
+    struct fixture *f = *state;
+    char log_dir[300];
+    snprintf(log_dir, sizeof(log_dir), "%s/log", f->dir_a);
+    struct tdm_batch_header h;
+    uint8_t *raw = NULL;
+    struct tdm_diag diag = {{0}};
+    for (int b = 0; b < BATCHES; b++) {
+        assert_int_equal(
+            tdm_log_read_batch(&f->fs.base, log_dir, &f->locations[b], &h, &raw, &diag), 0);
+        assert_int_equal(h.lsn_first, f->headers[b].lsn_first);
+        assert_int_equal(h.record_count, f->headers[b].record_count);
+        assert_int_equal(h.raw_size, f->headers[b].raw_size);
+        tdm_free(raw);
+    }
+    const struct tdm_log_location good = f->locations[3];
+    struct {
+        struct tdm_log_location location;
+        int rv;
+        const char *why;
+    } cases[] = {
+        {{good.segment_lsn, good.offset, good.size - 1},
+         TANDEM_ECORRUPT,
+         "batch size differs from the index"},
+        {{good.segment_lsn, good.offset, 10}, TANDEM_ECORRUPT, "batch size differs from the index"},
+        {{good.segment_lsn, good.offset, TDM_BATCH_HEADER_SIZE + TDM_BATCH_BODY_SIZE_MAX + 1},
+         TANDEM_ECORRUPT,
+         "batch size differs from the index"},
+        {{good.segment_lsn, good.offset + 1, good.size}, TANDEM_ECORRUPT, "segment "},
+        {{good.segment_lsn, 1u << 30, good.size},
+         TANDEM_ECORRUPT,
+         "batch past the end of the file"},
+        {{good.segment_lsn + 1000000, good.offset, good.size}, -ENOENT, "open segment"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        memset(&diag, 0, sizeof(diag));
+        raw = NULL;
+        int rv = tdm_log_read_batch(&f->fs.base, log_dir, &cases[i].location, &h, &raw, &diag);
+        if (rv != cases[i].rv || strstr(diag.message, cases[i].why) == NULL) {
+            fprintf(stderr, "case %zu: %d %s\n", i, rv, diag.message);
+        }
+        assert_int_equal(rv, cases[i].rv);
+        assert_non_null(strstr(diag.message, cases[i].why));
+        assert_null(raw);
+    }
+}
+
 /* The open segment's batches and those of a sealed segment located once are
  * found again without reading the disk: the batch tables answer. */
 static void test_log_locate__tables_answer_without_io(void **state)
@@ -1263,6 +1315,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_log_cut_after__quarantines_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_cut_after__power_loss_at_every_step, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_log_read_batch__bad_locations, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_locate__matches_scan, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_locate__tables_answer_without_io, setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_locate__damage, setup, teardown),
