@@ -35,6 +35,8 @@
 #include "engine/base/alloc.h"
 #include "engine/base/assert.h"
 #include "engine/base/trace.h"
+#include "engine/batch.h"
+#include "engine/codec.h"
 #include "net/replica.h"
 #include "net/tls.h"
 #include "net/uv.h"
@@ -63,8 +65,15 @@ tdm_static_assert(TDM_UV_NAME_SIZE_MAX == TDM_PROTO_NAME_SIZE_MAX);
  * reading at most this many LSNs and naming at most this many customers. */
 #define DAEMON_RISK_LSNS_MAX      100000u
 #define DAEMON_RISK_CUSTOMERS_MAX 256u
+/* The LSNs at risk beyond this node's own copy are counted in the copy of
+ * the node that answered the probe with the highest durable LSN, fetched
+ * with FETCH (PROTOCOL.md §7.5, §9.4) under ids of their own (this bit set:
+ * never the repairer's), for at most this long in all. */
+#define DAEMON_RISK_FETCH_BIT ((uint64_t)1 << 63)
+#define DAEMON_RISK_FETCH_MS  3000u
 
 struct daemon;
+struct daemon_risk;
 
 /* A SWITCHOVER or FAILOVER waiting for its outcome (PROTOCOL.md §7.5). */
 struct daemon_command {
@@ -76,6 +85,7 @@ struct daemon_command {
     bool decided;          /* A final report came (in report). */
     uint64_t acting_deadline_ms;
     struct tdm_report report;
+    struct daemon_risk *risk; /* A dry run's count of the LSNs at risk, once begun. */
     tdm_uv_command_done_cb done;
     void *done_data;
 };
@@ -97,7 +107,8 @@ struct daemon {
     int64_t started_ns;              /* UTC when the adapter started. */
     struct daemon_command *commands; /* Waiting for their outcome. */
     uint64_t command_next_id;
-    uv_timer_t command_timer; /* Polls commands while any waits. */
+    uint64_t risk_fetch_next_id; /* Of the dry runs' FETCHes (DAEMON_RISK_FETCH_BIT added). */
+    uv_timer_t command_timer;    /* Polls commands while any waits. */
     bool command_timer_open;
 };
 
@@ -536,70 +547,256 @@ static void text_add(struct daemon_text *text, const char *format, ...)
 }
 
 struct daemon_risk {
+    uint64_t lsn_first; /* The LSNs at risk (the report's). */
+    uint64_t lsn_last;
+    uint64_t count_last;     /* Counted at most through here (DAEMON_RISK_LSNS_MAX). */
+    uint64_t own_lsn_last;   /* Counted in this node's own copy through here; 0: none. */
+    uint64_t next_lsn;       /* The first LSN not counted yet. */
+    uint64_t records;        /* Records counted. */
+    uint32_t from_index;     /* The node whose copy counts past ours; node_count: none. */
+    uint64_t fetch_id;       /* A FETCH in flight, or 0. */
+    uint64_t fetch_deadline; /* uv_now() bound on all the FETCHes. */
+    char error[160];         /* Why the count in from_index's copy stopped short, or "". */
     uint32_t customer_count;
     uint32_t customers[DAEMON_RISK_CUSTOMERS_MAX];
-    uint64_t records[DAEMON_RISK_CUSTOMERS_MAX];
+    uint64_t customer_records[DAEMON_RISK_CUSTOMERS_MAX];
     uint64_t other_records; /* Of customers beyond the table. */
 };
 
-static int risk_record_cb(void *data, uint64_t lsn, const struct tandem_record *record)
+static void risk_count(struct daemon_risk *risk, const struct tandem_record *record)
 {
-    struct daemon_risk *risk = data;
-    (void)lsn;
     uint32_t customer = record->type == TANDEM_RECORD_MESSAGE ? record->message.customer_id
                                                               : record->customer.customer_id;
+    risk->records++;
     for (uint32_t i = 0; i < risk->customer_count; i++) {
         if (risk->customers[i] == customer) {
-            risk->records[i]++;
-            return 0;
+            risk->customer_records[i]++;
+            return;
         }
     }
     if (risk->customer_count < DAEMON_RISK_CUSTOMERS_MAX) {
         risk->customers[risk->customer_count] = customer;
-        risk->records[risk->customer_count++] = 1;
+        risk->customer_records[risk->customer_count++] = 1;
     } else {
         risk->other_records++;
     }
+}
+
+static int risk_record_cb(void *data, uint64_t lsn, const struct tandem_record *record)
+{
+    (void)lsn;
+    risk_count(data, record);
     return 0;
 }
 
-/* The records at risk that this node's own copy holds, per customer (DESIGN:
- * a dry run names "how many records of which customers"). LSNs beyond its log
- * are not known here: "known_last" says how far it could count. */
-static void command_risk(struct daemon *d, const struct tdm_report *report,
-                         struct daemon_text *text)
+/* Ask risk->from_index for the LSNs from risk->next_lsn on. */
+static void risk_fetch(struct daemon *d, struct daemon_risk *risk)
 {
+    struct tdm_replica_status status;
+    tdm_uv_node_status(d->node, &status);
+    struct tdm_proto_msg *msg = tdm_calloc(1, sizeof(*msg));
+    if (msg == NULL) {
+        snprintf(risk->error, sizeof(risk->error), "out of memory");
+        return;
+    }
+    risk->fetch_id = DAEMON_RISK_FETCH_BIT | ++d->risk_fetch_next_id;
+    msg->type = TDM_PROTO_FETCH;
+    msg->epoch = status.epoch;
+    msg->fetch.fetch_id = risk->fetch_id;
+    msg->fetch.lsn_first = risk->next_lsn;
+    msg->fetch.lsn_last = risk->count_last;
+    struct tdm_diag diag = {{0}};
+    if (tdm_uv_node_send(d->node, risk->from_index, msg, &diag) != 0) {
+        risk->fetch_id = 0;
+        snprintf(risk->error, sizeof(risk->error), "%s", diag.message);
+    }
+    tdm_free(msg);
+}
+
+/* Begin a dry run's count of the LSNs at risk (DESIGN: it names "how many
+ * records of which customers"): those in this node's own copy at once, the
+ * rest in the copy of the answered node with the highest durable LSN, by
+ * FETCH; the answer waits for them (command_timer_cb). Returns NULL if out
+ * of memory (the answer then has no count). */
+static struct daemon_risk *risk_begin(struct daemon *d, const struct tdm_report *report)
+{
+    struct daemon_risk *risk = tdm_calloc(1, sizeof(*risk));
+    if (risk == NULL) {
+        return NULL;
+    }
+    risk->lsn_first = report->risk_lsn_first;
+    risk->lsn_last = report->risk_lsn_last;
+    risk->count_last = risk->lsn_last;
+    if (risk->count_last - risk->lsn_first >= DAEMON_RISK_LSNS_MAX) {
+        risk->count_last = risk->lsn_first + DAEMON_RISK_LSNS_MAX - 1;
+    }
+    risk->from_index = d->frame_cluster.node_count;
     struct tandem_status st;
-    uint64_t last = 0;
+    uint64_t own_last = 0;
     if (tandem_status(d->server_config.t, &st) == 0) {
-        last = st.lsn_last;
+        own_last = st.lsn_last < risk->count_last ? st.lsn_last : risk->count_last;
     }
-    uint64_t first = report->risk_lsn_first;
-    uint64_t known_last = report->risk_lsn_last < last ? report->risk_lsn_last : last;
-    if (known_last >= first && known_last - first >= DAEMON_RISK_LSNS_MAX) {
-        known_last = first + DAEMON_RISK_LSNS_MAX - 1;
-    }
-    static struct daemon_risk risk; /* Loop thread only. */
-    memset(&risk, 0, sizeof(risk));
-    uint64_t counted = 0;
-    for (uint64_t lsn = first; lsn <= known_last; lsn++) {
+    risk->next_lsn = risk->lsn_first;
+    for (uint64_t lsn = risk->lsn_first; lsn <= own_last; lsn++) {
         struct tandem_diag diag = {{0}};
-        if (tandem_read(d->server_config.t, lsn, risk_record_cb, &risk, &diag) == 0) {
-            counted++;
+        (void)tandem_read(d->server_config.t, lsn, risk_record_cb, risk, &diag);
+        risk->next_lsn = lsn + 1;
+    }
+    risk->own_lsn_last = risk->next_lsn > risk->lsn_first ? risk->next_lsn - 1 : 0;
+    if (risk->next_lsn > risk->count_last || report->outcome != TDM_OUTCOME_DRY_RUN) {
+        return risk;
+    }
+    uint64_t best = 0;
+    for (uint32_t i = 0; i < report->node_count && i < d->frame_cluster.node_count; i++) {
+        const struct tdm_report_node *n = &report->nodes[i];
+        if (i != d->frame_cluster.self_index && n->answered && n->durable_lsn >= risk->next_lsn &&
+            n->durable_lsn > best) {
+            best = n->durable_lsn;
+            risk->from_index = i;
         }
     }
+    if (risk->from_index < d->frame_cluster.node_count) {
+        risk->fetch_deadline = uv_now(d->loop) + DAEMON_RISK_FETCH_MS;
+        risk_fetch(d, risk);
+    }
+    return risk;
+}
+
+/* Count the records of one batch from a peer's FETCHED: bytes not trusted. */
+static int risk_count_batch(struct daemon_risk *risk, const struct tdm_proto_slice *batch,
+                            struct tdm_diag *diag)
+{
+    struct tdm_batch_header h;
+    int rv = tdm_batch_header_decode(batch->data, batch->size, &h, diag);
+    if (rv == 0 && batch->size != TDM_BATCH_HEADER_SIZE + (size_t)h.body_size) {
+        rv = TDM_CORRUPT(diag, "batch %" PRIu64 ": %zu bytes, header says %u", h.lsn_first,
+                         batch->size, TDM_BATCH_HEADER_SIZE + h.body_size);
+    }
+    if (rv == 0 && (h.lsn_first > risk->next_lsn || tdm_batch_lsn_last(&h) < risk->next_lsn)) {
+        rv = TDM_CORRUPT(diag, "batch %" PRIu64 "..%" PRIu64 " does not hold LSN %" PRIu64,
+                         h.lsn_first, tdm_batch_lsn_last(&h), risk->next_lsn);
+    }
+    uint8_t *raw = rv == 0 ? tdm_malloc(h.raw_size + 1u) : NULL;
+    if (rv == 0 && raw == NULL) {
+        tdm_diag_printf(diag, "out of memory");
+        rv = -ENOMEM;
+    }
+    if (rv == 0) {
+        rv = tdm_batch_body_decode(&h, batch->data + TDM_BATCH_HEADER_SIZE, raw, h.raw_size, diag);
+    }
+    size_t offset = 0;
+    const uint8_t *entry = NULL;
+    size_t entry_size = 0;
+    for (uint64_t lsn = h.lsn_first; rv == 0 && lsn <= tdm_batch_lsn_last(&h); lsn++) {
+        int more = tdm_batch_next(raw, h.raw_size, &offset, &entry, &entry_size);
+        tdm_assert(more == 1); /* tdm_batch_body_decode checked the entries. */
+        if (lsn < risk->next_lsn || lsn > risk->count_last) {
+            continue;
+        }
+        struct tandem_record record;
+        rv = tdm_codec_decode(entry, entry_size, &record, diag);
+        if (rv == 0) {
+            risk_count(risk, &record);
+            risk->next_lsn = lsn + 1;
+        }
+    }
+    tdm_free(raw);
+    return rv;
+}
+
+/* FETCHED for a dry run's count (the id has DAEMON_RISK_FETCH_BIT). */
+static void risk_fetched(struct daemon *d, uint32_t index, const struct tdm_proto_fetched *f)
+{
+    struct daemon_risk *risk = NULL;
+    for (struct daemon_command *c = d->commands; c != NULL; c = c->next) {
+        if (c->risk != NULL && c->risk->fetch_id == f->fetch_id && c->risk->from_index == index) {
+            risk = c->risk;
+        }
+    }
+    if (risk == NULL) {
+        return; /* Late: its command was answered. */
+    }
+    risk->fetch_id = 0;
+    const char *node = d->frame_cluster.node_ids[index];
+    if (f->status != 0) {
+        snprintf(risk->error, sizeof(risk->error), "%s answered %s", node,
+                 tandem_strerror(f->status));
+        return;
+    }
+    uint64_t before = risk->next_lsn;
+    for (uint32_t i = 0; i < f->batch_count && risk->next_lsn <= risk->count_last; i++) {
+        struct tdm_diag diag = {{0}};
+        if (risk_count_batch(risk, &f->batches[i], &diag) != 0) {
+            snprintf(risk->error, sizeof(risk->error), "%s sent a bad batch: %s", node,
+                     diag.message);
+            tdm_tracef("failover dry run: %s", risk->error);
+            return;
+        }
+    }
+    if (risk->next_lsn <= risk->count_last) {
+        if (risk->next_lsn == before) {
+            snprintf(risk->error, sizeof(risk->error), "%s sent no batch of LSN %" PRIu64, node,
+                     risk->next_lsn);
+            return;
+        }
+        risk_fetch(d, risk); /* The rest: a FETCHED carries at most 16 batches. */
+    }
+}
+
+/* The count of the records at risk in the answer (DESIGN: a dry run names
+ * "how many records of which customers"). */
+static void command_risk(struct daemon *d, const struct daemon_command *c, struct daemon_text *text)
+{
+    const struct tdm_report *report = &c->report;
+    const struct daemon_risk *risk = c->risk;
+    if (risk == NULL) {
+        text_add(text,
+                 ", \"risk\": {\"lsn_first\": %" PRIu64 ", \"lsn_last\": %" PRIu64
+                 ", \"counted_lsn_last\": 0, \"own_lsn_last\": 0, \"records_counted\": 0"
+                 ", \"counted_in\": null, \"count_error\": \"out of memory\""
+                 ", \"unknown_lsn_first\": %" PRIu64
+                 ", \"customers\": [], \"other_customers_records\": 0}",
+                 report->risk_lsn_first, report->risk_lsn_last, report->risk_lsn_first);
+        return;
+    }
+    uint64_t counted_last = risk->next_lsn > risk->lsn_first ? risk->next_lsn - 1 : 0;
+    bool fetched = risk->from_index < d->frame_cluster.node_count &&
+                   risk->next_lsn > risk->own_lsn_last + 1 && risk->next_lsn > risk->lsn_first;
     text_add(text,
              ", \"risk\": {\"lsn_first\": %" PRIu64 ", \"lsn_last\": %" PRIu64
-             ", \"counted_lsn_last\": %" PRIu64 ", \"records_counted\": %" PRIu64
-             ", \"unknown_lsn_first\": %" PRIu64 ", \"customers\": [",
-             first, report->risk_lsn_last, known_last >= first ? known_last : 0, counted,
-             known_last >= report->risk_lsn_last ? 0
-                                                 : (known_last >= first ? known_last + 1 : first));
-    for (uint32_t i = 0; i < risk.customer_count; i++) {
-        text_add(text, "%s{\"customer_id\": %" PRIu32 ", \"records\": %" PRIu64 "}",
-                 i == 0 ? "" : ", ", risk.customers[i], risk.records[i]);
+             ", \"counted_lsn_last\": %" PRIu64 ", \"own_lsn_last\": %" PRIu64
+             ", \"records_counted\": %" PRIu64 ", \"counted_in\": %s%s%s",
+             risk->lsn_first, risk->lsn_last, counted_last, risk->own_lsn_last, risk->records,
+             fetched ? "\"" : "", fetched ? d->frame_cluster.node_ids[risk->from_index] : "null",
+             fetched ? "\"" : "");
+    if (risk->error[0] != '\0') {
+        text_add(text, ", \"count_error\": \"");
+        for (const char *p = risk->error; *p != '\0'; p++) { /* JSON: no quotes, no controls. */
+            text_add(text, "%c", *p == '"' || *p == '\\' || (unsigned char)*p < 0x20 ? '\'' : *p);
+        }
+        text_add(text, "\"");
+    } else if (risk->next_lsn <= risk->lsn_last) {
+        text_add(text, ", \"count_error\": \"%s\"",
+                 risk->next_lsn <= risk->count_last ? "no answered node holds them"
+                                                    : "beyond the count's bound");
+    } else {
+        text_add(text, ", \"count_error\": null");
     }
-    text_add(text, "], \"other_customers_records\": %" PRIu64 "}", risk.other_records);
+    text_add(text, ", \"unknown_lsn_first\": %" PRIu64 ", \"customers\": [",
+             risk->next_lsn <= risk->lsn_last ? risk->next_lsn : 0);
+    uint32_t order[DAEMON_RISK_CUSTOMERS_MAX]; /* By customer id (insertion: at most 256). */
+    for (uint32_t i = 0; i < risk->customer_count; i++) {
+        uint32_t j = i;
+        for (; j > 0 && risk->customers[order[j - 1]] > risk->customers[i]; j--) {
+            order[j] = order[j - 1];
+        }
+        order[j] = i;
+    }
+    for (uint32_t i = 0; i < risk->customer_count; i++) {
+        text_add(text, "%s{\"customer_id\": %" PRIu32 ", \"records\": %" PRIu64 "}",
+                 i == 0 ? "" : ", ", risk->customers[order[i]], risk->customer_records[order[i]]);
+    }
+    text_add(text, "], \"other_customers_records\": %" PRIu64 "}", risk->other_records);
 }
 
 /* The answer document of a decided command (PROTOCOL.md §7.5). */
@@ -656,7 +853,7 @@ static void command_answer_text(struct daemon *d, const struct daemon_command *c
         }
         text_add(text, "]");
         if (r->risk_lsn_first != 0) {
-            command_risk(d, r, text);
+            command_risk(d, c, text);
         } else {
             text_add(text, ", \"risk\": null");
         }
@@ -689,6 +886,7 @@ static void command_answer(struct daemon *d, struct daemon_command *c, bool acti
         }
     }
     tdm_free(text.data);
+    tdm_free(c->risk);
     tdm_free(c);
 }
 
@@ -720,7 +918,18 @@ static void command_timer_cb(uv_timer_t *timer)
         } else if (!c->failover && c->report.outcome == TDM_OUTCOME_DONE) {
             acting = command_acting(d, c);
             answer = acting || now >= c->acting_deadline_ms;
+        } else if (c->failover && c->report.risk_lsn_first != 0 && c->risk == NULL) {
+            c->risk = risk_begin(d, &c->report);
+            answer = c->risk == NULL || c->risk->fetch_id == 0;
+            acting = answer && command_acting(d, c);
+        } else if (c->risk != NULL && c->risk->fetch_id != 0 && now < c->risk->fetch_deadline) {
+            answer = false; /* The count waits for its FETCHED. */
         } else {
+            if (c->risk != NULL && c->risk->fetch_id != 0) {
+                snprintf(c->risk->error, sizeof(c->risk->error), "%s did not answer within %u ms",
+                         d->frame_cluster.node_ids[c->risk->from_index], DAEMON_RISK_FETCH_MS);
+                c->risk->fetch_id = 0;
+            }
             acting = command_acting(d, c);
             answer = true;
         }
@@ -819,10 +1028,15 @@ static int daemon_command(void *data, bool failover, const char *target, uint32_
 
 /* ---- The adapter beside the server ------------------------------------------------ */
 
-/* FETCH and FETCHED from a peer (PROTOCOL.md §9.4): the repairer's. */
+/* FETCH and FETCHED from a peer (PROTOCOL.md §9.4): the repairer's, but for
+ * the FETCHED of a failover dry run's count. */
 static void daemon_repair(void *data, uint32_t index, const struct tdm_proto_msg *msg)
 {
     struct daemon *d = data;
+    if (msg->type == TDM_PROTO_FETCHED && (msg->fetched.fetch_id & DAEMON_RISK_FETCH_BIT) != 0) {
+        risk_fetched(d, index, &msg->fetched); /* A failover dry run's count. */
+        return;
+    }
     tdm_uv_repair_receive(d->repair, index, msg);
 }
 

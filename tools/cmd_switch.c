@@ -14,8 +14,8 @@
  * 4. Print one readable summary (with --json the node's document as is): what
  *    happened, the new primary, the epoch, the pause; or the refusal and the
  *    node it is about. A dry run also prints the probe's table and the LSNs at
- *    risk with their records per customer (as far as the target's own copy
- *    holds them).
+ *    risk with their records per customer (counted in the target's own copy,
+ *    then in the copy of the answered node with the highest durable LSN).
  * Exit status: 0 done (a dry run: a real run would go ahead), 1 refused or
  * abandoned (a dry run: a real run would be refused) or the node failed the
  * command, 2 bad usage or the node unreachable.
@@ -80,12 +80,22 @@ static void switch_print_failover_detail(json_t *doc, const char *target)
     uint64_t first = json_u64(risk, "lsn_first");
     uint64_t last = json_u64(risk, "lsn_last");
     uint64_t counted_last = json_u64(risk, "counted_lsn_last");
+    uint64_t own_last = json_u64(risk, "own_lsn_last");
     uint64_t unknown_first = json_u64(risk, "unknown_lsn_first");
+    const char *counted_in = json_str(risk, "counted_in", NULL);
     printf("at risk: LSN %" PRIu64 "..%" PRIu64 " (%" PRIu64 " records)\n", first, last,
            last - first + 1);
     if (counted_last >= first && counted_last != 0) {
-        printf("  in %s's own copy, LSN %" PRIu64 "..%" PRIu64 ": %" PRIu64 " records\n", target,
-               first, counted_last, json_u64(risk, "records_counted"));
+        bool own = own_last >= first && own_last != 0;
+        printf("  counted");
+        if (own) {
+            printf(" in %s's own copy (LSN %" PRIu64 "..%" PRIu64 ")", target, first, own_last);
+        }
+        if (counted_in != NULL && counted_last > (own ? own_last : first - 1)) {
+            printf("%s in %s's copy (LSN %" PRIu64 "..%" PRIu64 ")", own ? " and" : "", counted_in,
+                   own ? own_last + 1 : first, counted_last);
+        }
+        printf(": %" PRIu64 " records\n", json_u64(risk, "records_counted"));
         json_t *customers = json_object_get(risk, "customers");
         size_t i;
         json_t *c;
@@ -100,9 +110,8 @@ static void switch_print_failover_detail(json_t *doc, const char *target)
         }
     }
     if (unknown_first != 0) {
-        printf("  LSN %" PRIu64 "..%" PRIu64 ": not in %s's copy: customers unknown (held by the "
-               "node(s) with the higher durable or commit LSN above)\n",
-               unknown_first, last, target);
+        printf("  LSN %" PRIu64 "..%" PRIu64 ": not counted (%s): customers unknown\n",
+               unknown_first, last, json_str(risk, "count_error", "no answered node holds them"));
     }
 }
 

@@ -39,8 +39,9 @@ Method:
   does not answer: "unreachable"), epochs unchanged.
 - (b) restart that backup: `tandem failover --dry-run` on it says a
   promotion would be refused (the other backup holds more: "not_highest")
-  and names the LSNs at risk (beyond its durable LSN; not in its copy, so
-  their customers are unknown); the dry run on the other backup names it the
+  and names the LSNs at risk (beyond its durable LSN), with their records per
+  customer counted in the other backup's copy (fetched from it: every LSN up
+  to its durable LSN counted once); the dry run on the other backup names it the
   most caught up (highest durable LSN in the probe's table); `tandem failover
   --to` it succeeds (retried while the old primary's silence is shorter than
   failover_silence_ms: "primary alive"). The old primary is restarted and
@@ -652,15 +653,24 @@ class Test:
                                                                               err))
         self.check("(b) ... and names the LSNs at risk: beyond its durable LSN, up to the other's",
                    risk.get("lsn_first") == rows.get(stopped.name, {}).get("durable_lsn", -1) + 1
-                   and risk.get("lsn_last", 0) >= rows.get(backups[0], {}).get("durable_lsn", 0)
-                   and risk.get("unknown_lsn_first", 0) >= risk.get("lsn_first", 1),
+                   and risk.get("lsn_last", 0) >= rows.get(backups[0], {}).get("durable_lsn", 0),
                    json.dumps(risk))
+        customers = risk.get("customers") or []
+        counted = risk.get("counted_lsn_last", 0) - risk.get("lsn_first", 1) + 1
+        self.check("(b) ... counted per customer in %s's copy, every LSN to its durable one once"
+                   % backups[0],
+                   risk.get("counted_in") == backups[0] and
+                   risk.get("counted_lsn_last", 0) >= rows.get(backups[0], {}).get("durable_lsn", 1)
+                   and risk.get("records_counted") == counted and len(customers) > 0 and
+                   sum(c["records"] for c in customers) + risk.get("other_customers_records", 0)
+                   == counted, json.dumps(risk))
         r = run([self.tandem, "failover", "--dry-run", "--node", stopped.dir, "--to",
                  stopped.name])
         log("     tandem failover --dry-run on %s says:\n%s" % (stopped.name, r.stdout.rstrip()))
-        self.check("(b) ... in the summary: the range and its customers unknown",
+        self.check("(b) ... in the summary: the range and its records per customer",
                    "at risk: LSN %s..%s" % (risk.get("lsn_first"), risk.get("lsn_last")) in
-                   r.stdout and "customers unknown" in r.stdout, r.stdout)
+                   r.stdout and ("in %s's copy" % backups[0]) in r.stdout and
+                   "    customer " in r.stdout, r.stdout)
         # (b) the dry run names the most caught-up backup.
         rc, doc, err = self.command(["failover", "--dry-run", "--node",
                                      self.nodes[backups[0]].dir, "--to", backups[0]])
