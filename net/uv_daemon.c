@@ -35,9 +35,8 @@
 #include "engine/base/alloc.h"
 #include "engine/base/assert.h"
 #include "engine/base/trace.h"
-#include "engine/batch.h"
-#include "engine/codec.h"
 #include "net/replica.h"
+#include "net/risk.h"
 #include "net/tls.h"
 #include "net/uv.h"
 #include "net/uv_link.h"
@@ -61,10 +60,6 @@ tdm_static_assert(TDM_UV_NAME_SIZE_MAX == TDM_PROTO_NAME_SIZE_MAX);
 #define DAEMON_ACTING_MS       5000u
 #define DAEMON_COMMAND_POLL_MS 5u
 #define DAEMON_ANSWER_SIZE     (64u * 1024)
-/* A dry run counts the records at risk per customer in this node's own copy,
- * reading at most this many LSNs and naming at most this many customers. */
-#define DAEMON_RISK_LSNS_MAX      100000u
-#define DAEMON_RISK_CUSTOMERS_MAX 256u
 /* The LSNs at risk beyond this node's own copy are counted in the copy of
  * the node that answered the probe with the highest durable LSN, fetched
  * with FETCH (PROTOCOL.md §7.5, §9.4) under ids of their own (this bit set:
@@ -546,50 +541,24 @@ static void text_add(struct daemon_text *text, const char *format, ...)
     }
 }
 
+/* A dry run's count of the LSNs at risk (net/risk.h), and its FETCHes. */
 struct daemon_risk {
-    uint64_t lsn_first; /* The LSNs at risk (the report's). */
-    uint64_t lsn_last;
-    uint64_t count_last;     /* Counted at most through here (DAEMON_RISK_LSNS_MAX). */
+    struct tdm_risk count;
     uint64_t own_lsn_last;   /* Counted in this node's own copy through here; 0: none. */
-    uint64_t next_lsn;       /* The first LSN not counted yet. */
-    uint64_t records;        /* Records counted. */
     uint32_t from_index;     /* The node whose copy counts past ours; node_count: none. */
     uint64_t fetch_id;       /* A FETCH in flight, or 0. */
     uint64_t fetch_deadline; /* uv_now() bound on all the FETCHes. */
     char error[160];         /* Why the count in from_index's copy stopped short, or "". */
-    uint32_t customer_count;
-    uint32_t customers[DAEMON_RISK_CUSTOMERS_MAX];
-    uint64_t customer_records[DAEMON_RISK_CUSTOMERS_MAX];
-    uint64_t other_records; /* Of customers beyond the table. */
 };
-
-static void risk_count(struct daemon_risk *risk, const struct tandem_record *record)
-{
-    uint32_t customer = record->type == TANDEM_RECORD_MESSAGE ? record->message.customer_id
-                                                              : record->customer.customer_id;
-    risk->records++;
-    for (uint32_t i = 0; i < risk->customer_count; i++) {
-        if (risk->customers[i] == customer) {
-            risk->customer_records[i]++;
-            return;
-        }
-    }
-    if (risk->customer_count < DAEMON_RISK_CUSTOMERS_MAX) {
-        risk->customers[risk->customer_count] = customer;
-        risk->customer_records[risk->customer_count++] = 1;
-    } else {
-        risk->other_records++;
-    }
-}
 
 static int risk_record_cb(void *data, uint64_t lsn, const struct tandem_record *record)
 {
     (void)lsn;
-    risk_count(data, record);
+    tdm_risk_count(data, record);
     return 0;
 }
 
-/* Ask risk->from_index for the LSNs from risk->next_lsn on. */
+/* Ask risk->from_index for the LSNs from the next one to count on. */
 static void risk_fetch(struct daemon *d, struct daemon_risk *risk)
 {
     struct tdm_replica_status status;
@@ -603,8 +572,8 @@ static void risk_fetch(struct daemon *d, struct daemon_risk *risk)
     msg->type = TDM_PROTO_FETCH;
     msg->epoch = status.epoch;
     msg->fetch.fetch_id = risk->fetch_id;
-    msg->fetch.lsn_first = risk->next_lsn;
-    msg->fetch.lsn_last = risk->count_last;
+    msg->fetch.lsn_first = risk->count.next_lsn;
+    msg->fetch.lsn_last = risk->count.count_last;
     struct tdm_diag diag = {{0}};
     if (tdm_uv_node_send(d->node, risk->from_index, msg, &diag) != 0) {
         risk->fetch_id = 0;
@@ -624,32 +593,30 @@ static struct daemon_risk *risk_begin(struct daemon *d, const struct tdm_report 
     if (risk == NULL) {
         return NULL;
     }
-    risk->lsn_first = report->risk_lsn_first;
-    risk->lsn_last = report->risk_lsn_last;
-    risk->count_last = risk->lsn_last;
-    if (risk->count_last - risk->lsn_first >= DAEMON_RISK_LSNS_MAX) {
-        risk->count_last = risk->lsn_first + DAEMON_RISK_LSNS_MAX - 1;
-    }
+    struct tdm_risk *count = &risk->count;
+    tdm_risk_init(count, report->risk_lsn_first, report->risk_lsn_last);
     risk->from_index = d->frame_cluster.node_count;
     struct tandem_status st;
     uint64_t own_last = 0;
     if (tandem_status(d->server_config.t, &st) == 0) {
-        own_last = st.lsn_last < risk->count_last ? st.lsn_last : risk->count_last;
+        own_last = st.lsn_last < count->count_last ? st.lsn_last : count->count_last;
     }
-    risk->next_lsn = risk->lsn_first;
-    for (uint64_t lsn = risk->lsn_first; lsn <= own_last; lsn++) {
+    while (count->next_lsn <= own_last) {
         struct tandem_diag diag = {{0}};
-        (void)tandem_read(d->server_config.t, lsn, risk_record_cb, risk, &diag);
-        risk->next_lsn = lsn + 1;
+        uint64_t lsn = count->next_lsn;
+        if (tandem_read(d->server_config.t, lsn, risk_record_cb, count, &diag) != 0 ||
+            count->next_lsn == lsn) {
+            break; /* Not readable here: the rest is counted elsewhere, or not at all. */
+        }
     }
-    risk->own_lsn_last = risk->next_lsn > risk->lsn_first ? risk->next_lsn - 1 : 0;
-    if (risk->next_lsn > risk->count_last || report->outcome != TDM_OUTCOME_DRY_RUN) {
+    risk->own_lsn_last = count->next_lsn > count->lsn_first ? count->next_lsn - 1 : 0;
+    if (count->next_lsn > count->count_last || report->outcome != TDM_OUTCOME_DRY_RUN) {
         return risk;
     }
     uint64_t best = 0;
     for (uint32_t i = 0; i < report->node_count && i < d->frame_cluster.node_count; i++) {
         const struct tdm_report_node *n = &report->nodes[i];
-        if (i != d->frame_cluster.self_index && n->answered && n->durable_lsn >= risk->next_lsn &&
+        if (i != d->frame_cluster.self_index && n->answered && n->durable_lsn >= count->next_lsn &&
             n->durable_lsn > best) {
             best = n->durable_lsn;
             risk->from_index = i;
@@ -660,48 +627,6 @@ static struct daemon_risk *risk_begin(struct daemon *d, const struct tdm_report 
         risk_fetch(d, risk);
     }
     return risk;
-}
-
-/* Count the records of one batch from a peer's FETCHED: bytes not trusted. */
-static int risk_count_batch(struct daemon_risk *risk, const struct tdm_proto_slice *batch,
-                            struct tdm_diag *diag)
-{
-    struct tdm_batch_header h;
-    int rv = tdm_batch_header_decode(batch->data, batch->size, &h, diag);
-    if (rv == 0 && batch->size != TDM_BATCH_HEADER_SIZE + (size_t)h.body_size) {
-        rv = TDM_CORRUPT(diag, "batch %" PRIu64 ": %zu bytes, header says %u", h.lsn_first,
-                         batch->size, TDM_BATCH_HEADER_SIZE + h.body_size);
-    }
-    if (rv == 0 && (h.lsn_first > risk->next_lsn || tdm_batch_lsn_last(&h) < risk->next_lsn)) {
-        rv = TDM_CORRUPT(diag, "batch %" PRIu64 "..%" PRIu64 " does not hold LSN %" PRIu64,
-                         h.lsn_first, tdm_batch_lsn_last(&h), risk->next_lsn);
-    }
-    uint8_t *raw = rv == 0 ? tdm_malloc(h.raw_size + 1u) : NULL;
-    if (rv == 0 && raw == NULL) {
-        tdm_diag_printf(diag, "out of memory");
-        rv = -ENOMEM;
-    }
-    if (rv == 0) {
-        rv = tdm_batch_body_decode(&h, batch->data + TDM_BATCH_HEADER_SIZE, raw, h.raw_size, diag);
-    }
-    size_t offset = 0;
-    const uint8_t *entry = NULL;
-    size_t entry_size = 0;
-    for (uint64_t lsn = h.lsn_first; rv == 0 && lsn <= tdm_batch_lsn_last(&h); lsn++) {
-        int more = tdm_batch_next(raw, h.raw_size, &offset, &entry, &entry_size);
-        tdm_assert(more == 1); /* tdm_batch_body_decode checked the entries. */
-        if (lsn < risk->next_lsn || lsn > risk->count_last) {
-            continue;
-        }
-        struct tandem_record record;
-        rv = tdm_codec_decode(entry, entry_size, &record, diag);
-        if (rv == 0) {
-            risk_count(risk, &record);
-            risk->next_lsn = lsn + 1;
-        }
-    }
-    tdm_free(raw);
-    return rv;
 }
 
 /* FETCHED for a dry run's count (the id has DAEMON_RISK_FETCH_BIT). */
@@ -723,20 +648,21 @@ static void risk_fetched(struct daemon *d, uint32_t index, const struct tdm_prot
                  tandem_strerror(f->status));
         return;
     }
-    uint64_t before = risk->next_lsn;
-    for (uint32_t i = 0; i < f->batch_count && risk->next_lsn <= risk->count_last; i++) {
+    struct tdm_risk *count = &risk->count;
+    uint64_t before = count->next_lsn;
+    for (uint32_t i = 0; i < f->batch_count && count->next_lsn <= count->count_last; i++) {
         struct tdm_diag diag = {{0}};
-        if (risk_count_batch(risk, &f->batches[i], &diag) != 0) {
+        if (tdm_risk_count_batch(count, f->batches[i].data, f->batches[i].size, &diag) != 0) {
             snprintf(risk->error, sizeof(risk->error), "%s sent a bad batch: %s", node,
                      diag.message);
             tdm_tracef("failover dry run: %s", risk->error);
             return;
         }
     }
-    if (risk->next_lsn <= risk->count_last) {
-        if (risk->next_lsn == before) {
+    if (count->next_lsn <= count->count_last) {
+        if (count->next_lsn == before) {
             snprintf(risk->error, sizeof(risk->error), "%s sent no batch of LSN %" PRIu64, node,
-                     risk->next_lsn);
+                     count->next_lsn);
             return;
         }
         risk_fetch(d, risk); /* The rest: a FETCHED carries at most 16 batches. */
@@ -759,14 +685,15 @@ static void command_risk(struct daemon *d, const struct daemon_command *c, struc
                  report->risk_lsn_first, report->risk_lsn_last, report->risk_lsn_first);
         return;
     }
-    uint64_t counted_last = risk->next_lsn > risk->lsn_first ? risk->next_lsn - 1 : 0;
+    const struct tdm_risk *count = &risk->count;
+    uint64_t counted_last = count->next_lsn > count->lsn_first ? count->next_lsn - 1 : 0;
     bool fetched = risk->from_index < d->frame_cluster.node_count &&
-                   risk->next_lsn > risk->own_lsn_last + 1 && risk->next_lsn > risk->lsn_first;
+                   count->next_lsn > risk->own_lsn_last + 1 && count->next_lsn > count->lsn_first;
     text_add(text,
              ", \"risk\": {\"lsn_first\": %" PRIu64 ", \"lsn_last\": %" PRIu64
              ", \"counted_lsn_last\": %" PRIu64 ", \"own_lsn_last\": %" PRIu64
              ", \"records_counted\": %" PRIu64 ", \"counted_in\": %s%s%s",
-             risk->lsn_first, risk->lsn_last, counted_last, risk->own_lsn_last, risk->records,
+             count->lsn_first, count->lsn_last, counted_last, risk->own_lsn_last, count->records,
              fetched ? "\"" : "", fetched ? d->frame_cluster.node_ids[risk->from_index] : "null",
              fetched ? "\"" : "");
     if (risk->error[0] != '\0') {
@@ -775,28 +702,22 @@ static void command_risk(struct daemon *d, const struct daemon_command *c, struc
             text_add(text, "%c", *p == '"' || *p == '\\' || (unsigned char)*p < 0x20 ? '\'' : *p);
         }
         text_add(text, "\"");
-    } else if (risk->next_lsn <= risk->lsn_last) {
+    } else if (count->next_lsn <= count->lsn_last) {
         text_add(text, ", \"count_error\": \"%s\"",
-                 risk->next_lsn <= risk->count_last ? "no answered node holds them"
-                                                    : "beyond the count's bound");
+                 count->next_lsn <= count->count_last ? "no answered node holds them"
+                                                      : "beyond the count's bound");
     } else {
         text_add(text, ", \"count_error\": null");
     }
     text_add(text, ", \"unknown_lsn_first\": %" PRIu64 ", \"customers\": [",
-             risk->next_lsn <= risk->lsn_last ? risk->next_lsn : 0);
-    uint32_t order[DAEMON_RISK_CUSTOMERS_MAX]; /* By customer id (insertion: at most 256). */
-    for (uint32_t i = 0; i < risk->customer_count; i++) {
-        uint32_t j = i;
-        for (; j > 0 && risk->customers[order[j - 1]] > risk->customers[i]; j--) {
-            order[j] = order[j - 1];
-        }
-        order[j] = i;
-    }
-    for (uint32_t i = 0; i < risk->customer_count; i++) {
+             count->next_lsn <= count->lsn_last ? count->next_lsn : 0);
+    uint32_t order[TDM_RISK_CUSTOMERS_MAX];
+    tdm_risk_order(count, order);
+    for (uint32_t i = 0; i < count->customer_count; i++) {
         text_add(text, "%s{\"customer_id\": %" PRIu32 ", \"records\": %" PRIu64 "}",
-                 i == 0 ? "" : ", ", risk->customers[order[i]], risk->customer_records[order[i]]);
+                 i == 0 ? "" : ", ", count->customers[order[i]], count->customer_records[order[i]]);
     }
-    text_add(text, "], \"other_customers_records\": %" PRIu64 "}", risk->other_records);
+    text_add(text, "], \"other_customers_records\": %" PRIu64 "}", count->other_records);
 }
 
 /* The answer document of a decided command (PROTOCOL.md §7.5). */
