@@ -42,20 +42,6 @@ start "$work/n1" n1
 start "$work/n2" n2
 start "$work/n3" n3
 
-# until CONDITION (python over the status document s of NODE) holds, 30 s at most.
-until_status() { # until_status NODE PYTHON_CONDITION
-    for _ in $(seq 300); do
-        "$T" status --node "$1" --json > "$work/s.json" 2>/dev/null
-        python3 - "$work/s.json" "$2" <<'PY' && return 0
-import json, sys
-s = json.load(open(sys.argv[1]))
-nodes = {n["id"]: n for n in s["nodes"]}
-sys.exit(0 if eval(sys.argv[2]) else 1)
-PY
-        sleep 0.1
-    done
-    echo "FAIL waited for: $2"; cat "$work/s.json"; echo; return 1
-}
 until_status "$work/n1" "s['health'] == 'healthy'"
 check "the cluster is healthy" 0 $?
 "$T" generate --seed 3 --customers 5 --count 95 > "$work/r.jsonl"

@@ -46,22 +46,6 @@ check "appends rc" 0 $rc
 LAST=$(tail -1 "$work/lsn" | python3 -c 'import json,sys; print(json.load(sys.stdin)["lsn"])')
 check "last lsn" 1600 "$LAST"
 
-# until CONDITION (python over the status document s of NODE; me = its own
-# node object) holds, 30 s at most.
-until_status() { # until_status NODE PYTHON_CONDITION
-    for _ in $(seq 300); do
-        "$T" status --node "$1" --json > "$work/s.json" 2>/dev/null
-        python3 - "$work/s.json" "$2" <<'PY' && return 0
-import json, sys
-s = json.load(open(sys.argv[1]))
-nodes = {n["id"]: n for n in s["nodes"]}
-me = [n for n in s["nodes"] if n["self"]][0]
-sys.exit(0 if eval(sys.argv[2]) else 1)
-PY
-        sleep 0.1
-    done
-    echo "FAIL waited for: $2"; cat "$work/s.json"; echo; return 1
-}
 until_status "$N1" "nodes['n2']['verified_lsn'] == $LAST and s['health'] == 'healthy' and me['sealed_segments'] >= 4"
 check "primary: backup verified, segments sealed" 0 $?
 until_status "$N2" "me['verified_lsn'] == $LAST and me['sealed_segments'] >= 4 and me['scrub']['passes'] >= 1"
