@@ -311,8 +311,12 @@ static void status_print_verification(const struct tdm_status_view *view)
     if (scrub->last_full_pass_ns != 0) {
         tdm_time_format(scrub->last_full_pass_ns, last, sizeof(last));
     }
-    printf("scrub       %s %s of %s; %llu full pass%s, last %s; %u damaged range%s\n",
-           scrub->running ? "reading" : "between passes, last read", done, total,
+    /* bytes_done counts every byte of segment files the pass read (the zeros
+     * after a prepared segment's last batch, and what recovery reads twice,
+     * included), so it is no fraction of the log's batch bytes. */
+    printf("scrub       %s %s of segment files (the log holds %s); %llu full pass%s, last %s; "
+           "%u damaged range%s\n",
+           scrub->running ? "reading: read" : "between passes: the last read", done, total,
            (unsigned long long)scrub->passes, scrub->passes == 1 ? "" : "es", last,
            scrub->damaged_count, scrub->damaged_count == 1 ? "" : "s");
     uint32_t listed = scrub->damaged_count < TDM_UV_SCRUB_DAMAGED_MAX ? scrub->damaged_count

@@ -102,6 +102,10 @@ check "text VERIFIED_LSN" "$LAST" "$(awk '$1 == "n2" {print $6}' "$work/s.txt")"
 check "text verified line" 1 "$(grep -c "^verified    n2: equal to the primary through lsn $LAST, " "$work/s.txt")"
 until_status "$N2" "[n for n in s['nodes'] if n['self']][0]['scrub']['passes'] >= 1"
 check "backup: a full scrub pass" 0 $?
+"$T" status --node "$N2" > "$work/s2.txt"
+check "text scrub line: segment bytes read, the log's bytes" 1 "$(grep -cE \
+    '^scrub       (reading: read|between passes: the last read) [0-9.]+ ([KMGT]iB|bytes) of segment files \(the log holds [0-9.]+ ([KMGT]iB|bytes)\); [0-9]+ full pass(es)?, last ' \
+    "$work/s2.txt")"
 
 # Seal a segment of the backup (the default 64 MiB) with incompressible
 # records, then rot a byte of it under its running tandemd: the scrubber must
