@@ -16,6 +16,8 @@
 #   customer in that range (the LSNs `tandem append` printed);
 # - the summary prints the range, where it was counted and a line per
 #   customer;
+# - with a byte of n2's copy of the range flipped, n2 answers the FETCH with
+#   the error and nothing is counted (damaged bytes never leave a node);
 # - with n2's FETCH service off ([verification] repair = off: it answers no
 #   FETCH), the dry run still answers, after the count's bound, with nothing
 #   counted, the count's error naming n2, and the customers unknown.
@@ -108,6 +110,41 @@ check "summary: where it was counted" 1 \
     "$(grep -c "^  counted in n2's copy (LSN 41\.\.100): 60 records$" "$work/dry")"
 check "summary: a line per customer" 1 \
     "$(( $(grep -c '^    customer [0-9]*: [0-9]* records$' "$work/dry") >= 2 ))"
+
+# A damaged batch in n2's copy of the range (a byte flipped under its
+# running tandemd, in the batch that holds LSN 41): n2 answers the FETCH with
+# the error, never with the bytes, and nothing is counted. Then the byte is
+# flipped back.
+S2=$(ls "$work/n2/log/"*.seg | sort | tail -n 1)
+AT=$(python3 - "$S2" <<'PY'
+import struct, sys
+f = open(sys.argv[1], "rb")
+offset = 64
+while True:
+    f.seek(offset)
+    header = f.read(96)
+    assert header[:4] == b"BTCH", ("no batch header at", offset)
+    lsn_first, count = struct.unpack_from("<QI", header, 16)
+    body = struct.unpack_from("<I", header, 28)[0]
+    if lsn_first <= 41 < lsn_first + count:
+        print(offset + 96 + body // 2)
+        break
+    offset += 96 + body
+PY
+)
+flip() { python3 -c 'import sys; p=sys.argv[1]; f=open(p,"r+b"); f.seek(int(sys.argv[2])); b=f.read(1); f.seek(int(sys.argv[2])); f.write(bytes([b[0]^1]))' "$@"; }
+flip "$S2" "$AT"
+dry_run_json
+check "damaged copy: exit 1" 1 "$rc"
+python3 - "$work/dry" <<'PY'
+import json, sys
+risk = json.load(open(sys.argv[1]))["risk"]
+assert risk["records_counted"] == 0 and risk["customers"] == [], risk
+assert risk["unknown_lsn_first"] == 41 and risk["counted_in"] is None, risk
+assert risk["count_error"].startswith("n2 answered "), risk
+PY
+check "damaged copy: n2 answers the error, nothing counted" 0 $?
+flip "$S2" "$AT"
 
 # n2 answers no FETCH: the count gives up after its bound, and says why.
 kill -TERM "$pid_n2"
