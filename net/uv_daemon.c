@@ -610,7 +610,14 @@ static struct daemon_risk *risk_begin(struct daemon *d, const struct tdm_report 
         }
     }
     risk->own_lsn_last = count->next_lsn > count->lsn_first ? count->next_lsn - 1 : 0;
-    if (count->next_lsn > count->count_last || report->outcome != TDM_OUTCOME_DRY_RUN) {
+    if (count->next_lsn > count->count_last) {
+        return risk;
+    }
+    if (report->outcome != TDM_OUTCOME_DRY_RUN) {
+        /* Forced: the nodes ahead are fenced now, and cut those LSNs. */
+        snprintf(risk->error, sizeof(risk->error),
+                 "counted only by a dry run: a node ahead cuts them into its quarantine when "
+                 "fenced (tandem quarantine)");
         return risk;
     }
     uint64_t best = 0;

@@ -20,7 +20,10 @@
 #   the error and nothing is counted (damaged bytes never leave a node);
 # - with n2's FETCH service off ([verification] repair = off: it answers no
 #   FETCH), the dry run still answers, after the count's bound, with nothing
-#   counted, the count's error naming n2, and the customers unknown.
+#   counted, the count's error naming n2, and the customers unknown;
+# - a forced failover to n3 names the same LSNs at risk, says they are
+#   counted only by a dry run, and n2, fenced, cuts them into its quarantine
+#   (tandem quarantine: LSN 41..100, 60 records).
 # Every process started here is killed in teardown.
 set -uo pipefail
 T=$1
@@ -164,4 +167,26 @@ check "unanswered count: nothing counted, n2 named, customers unknown" 0 $?
 dry_run_text
 check "unanswered count: the summary" 1 \
     "$(grep -c '^  LSN 41\.\.100: not counted (n2 did not answer within [0-9]* ms): customers unknown$' "$work/dry")"
+
+# Forced anyway: the answer names the same LSNs at risk, not counted (the
+# node ahead is fenced and cuts them into its quarantine, where tandem
+# quarantine finds them: 60 records from LSN 41).
+"$T" failover --node "$work/n3" --to n3 --force --json > "$work/forced" 2> "$work/forced.err"
+check "forced failover: exit 0" 0 $?
+python3 - "$work/forced" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+risk = doc["risk"]
+assert doc["outcome"] == "done", doc
+assert risk["lsn_first"] == 41 and risk["records_counted"] == 0, risk
+assert risk["unknown_lsn_first"] == 41 and risk["count_error"].startswith("counted only by a dry run"), risk
+PY
+check "forced failover: the LSNs at risk, counted only by a dry run" 0 $?
+for _ in $(seq 100); do
+    "$T" quarantine --node "$work/n2" --json > "$work/q.json" 2>/dev/null &&
+        python3 -c 'import json, sys; sys.exit(not json.load(open(sys.argv[1]))["files"])' "$work/q.json" && break
+    sleep 0.2
+done
+check "forced failover: n2 cut LSN 41..100 into its quarantine" "41 100 60" \
+    "$(python3 -c 'import json, sys; f = json.load(open(sys.argv[1]))["files"][0]; print(f["lsn_first"], f["lsn_last"], f["records"])' "$work/q.json")"
 exit $fail
