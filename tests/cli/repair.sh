@@ -17,13 +17,18 @@
 #   file is altered (bytes compared before and after), nothing is quarantined;
 # - queries over the lost range fail with an error, never with bad data;
 # - a damaged segment header (backup) and footer (primary), which no copy's
-#   batches restore, are rebuilt by each node from its own segment.
+#   batches restore, are rebuilt by each node from its own segment;
+# - everything runs under umask 0, yet every data file the nodes made is 0600
+#   and every directory under a node directory 0700.
 # Every process started here is killed in teardown.
 set -uo pipefail
 T=$1
 D=$2
 unset TANDEM_CERT
 . "$(dirname "$0")/lib.sh"
+# Every file is made under umask 0: modes must come from the code (checked
+# at the end).
+umask 000
 ports=$(free_ports 2)
 read -r P1 P2 <<< "$ports"
 CA=$work/ca
@@ -198,6 +203,17 @@ check "both damaged: no record read differs" 0 \
 
 for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
 for p in "${pids[@]}"; do wait "$p"; check "tandemd exits 0 on SIGTERM" 0 $?; done
+# Made under umask 0 (top): the customer data is the owner's alone
+# (RELIABILITY S13). Every file 0600 (segments, the prepared one, progress,
+# quarantine copies, index, epochs, the node key) but tandem.conf (0640) and
+# the certificates (public); every directory 0700 but the node's own (0750).
+check "umask 0: files 0600" "" "$(find "$N1" "$N2" -type f ! -perm 600 ! -name tandem.conf \
+    ! -name '*.crt' -printf '%m %p\n')"
+check "umask 0: directories 0700" "" "$(find "$N1" "$N2" -mindepth 1 -type d ! -perm 700 -printf '%m %p\n')"
+check "umask 0: node directories 0750, tandem.conf 0640" "750 640 750 640" \
+    "$(stat -c %a "$N1" "$N1/tandem.conf" "$N2" "$N2/tandem.conf" | tr '\n' ' ' | sed 's/ $//')"
+check "umask 0: quarantine and sealed segments were there to check" 1 \
+    "$(( $(ls "$N1/quarantine" "$N2/quarantine" | grep -c '\.seg') > 0 && ${#SEGS[@]} >= 6 ))"
 pids=()
 
 # Bad [verification] repair, scrub_pause_ms and [log] segment_size values stop
