@@ -3,6 +3,11 @@
  * tools/server.c), which does the work.
  *
  * Happy path:
+ * 0. No core dumps: a core of tandemd would hold customer records and the
+ *    node's TLS key (RELIABILITY S13). RLIMIT_CORE 0, and not dumpable
+ *    (PR_SET_DUMPABLE 0: no core even if a later setrlimit raised it, and
+ *    only root may attach a debugger). A failure of either is one line on
+ *    stderr, and tandemd goes on.
  * 1. Block SIGTERM and SIGINT, so that one sent while the node opens (recovery
  *    can take a while) waits, and stops the node once it serves.
  * 2. tandem_server_start(DIR): read DIR/tandem.conf, open the node for
@@ -20,9 +25,12 @@
  * Failure modes: a bad command line exits 2; a missing or bad tandem.conf, an
  * open error, a socket or listen address that cannot be bound exits 1 with the
  * cause in one line. */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 
 #include "tandem.h"
 
@@ -37,6 +45,19 @@ static int tandemd_wait(const sigset_t *stop)
     }
 }
 
+/* Step 0. */
+static void tandemd_no_core(void)
+{
+    struct rlimit none = {0, 0};
+    if (setrlimit(RLIMIT_CORE, &none) != 0) {
+        fprintf(stderr, "tandemd: setrlimit(RLIMIT_CORE, 0): %s; core dumps stay possible\n",
+                strerror(errno));
+    }
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+        fprintf(stderr, "tandemd: prctl(PR_SET_DUMPABLE, 0): %s\n", strerror(errno));
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2 || argv[1][0] == '-') {
@@ -46,6 +67,7 @@ int main(int argc, char **argv)
         return argc == 2 && strcmp(argv[1], "--help") == 0 ? 0 : 2;
     }
     const char *dir = argv[1];
+    tandemd_no_core();
     sigset_t stop;
     sigemptyset(&stop);
     sigaddset(&stop, SIGTERM);

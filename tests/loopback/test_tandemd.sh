@@ -14,7 +14,8 @@
 # - a malformed frame closes only that connection, is traced, and the daemon
 #   goes on serving;
 # - SIGTERM during a streaming append: tandemd exits 0 within 5 s and every LSN
-#   the CLI printed is in the log afterwards.
+#   the CLI printed is in the log afterwards;
+# - tandemd sets its core size limit to 0, and SIGABRT leaves no core file.
 # Every process started here is killed in teardown.
 set -uo pipefail
 T=$1
@@ -192,5 +193,32 @@ last=$("$T" status --node "$N" --json | python3 -c 'import json,sys; print(json.
 check "every printed LSN of the big append is in the log" 1 "$(( base + printed <= last ))"
 check "big append LSNs are consecutive" "$(seq $((base + 1)) $((base + printed)) | md5sum)" \
     "$(sed 's/[^0-9]//g' "$work/lsn4" | md5sum)"
+
+# No core dumps (RELIABILITY S13: a core would hold customer records and the
+# node's TLS key): started with the core size limit raised, tandemd lowers it
+# to 0, and SIGABRT leaves no core. A control process beside it, killed the
+# same way, shows that this machine would write one (else: skipped).
+mkdir -p "$work/cores"
+(cd "$work/cores" && ulimit -c unlimited 2>/dev/null && exec sleep 30) &
+control=$!
+pids+=("$control")
+sleep 0.2
+kill -ABRT "$control"; wait "$control" 2>/dev/null
+control_core=$(ls "$work/cores" | grep -c '^core')
+rm -f "$work/cores"/core*
+D_ABS=$(realpath "$D")
+(cd "$work/cores" && ulimit -c unlimited 2>/dev/null; exec "$D_ABS" "$N") 2> "$work/abrt.err" &
+daemon=$!
+pids+=("$daemon")
+for _ in $(seq 100); do [[ -S "$N/tandemd.sock" ]] && break; sleep 0.05; done
+[[ -r /proc/$daemon/limits ]] || { echo "FAIL tandemd did not start:"; cat "$work/abrt.err"; fail=1; }
+check "tandemd: core size limit 0" "0 0" \
+    "$(awk '/^Max core file size/ {print $5, $6}' "/proc/$daemon/limits")"
+kill -ABRT "$daemon"; wait "$daemon" 2>/dev/null
+if [[ $control_core -ge 1 ]]; then
+    check "tandemd killed by SIGABRT leaves no core" 0 "$(ls "$work/cores" | grep -c '^core')"
+else
+    echo "skip tandemd killed by SIGABRT leaves no core: this machine writes no core files here"
+fi
 
 exit $fail
