@@ -119,23 +119,8 @@ check "summary: a line per customer" 1 \
 # the error, never with the bytes, and nothing is counted. Then the byte is
 # flipped back.
 S2=$(ls "$work/n2/log/"*.seg | sort | tail -n 1)
-AT=$(python3 - "$S2" <<'PY'
-import struct, sys
-f = open(sys.argv[1], "rb")
-offset = 64
-while True:
-    f.seek(offset)
-    header = f.read(96)
-    assert header[:4] == b"BTCH", ("no batch header at", offset)
-    lsn_first, count = struct.unpack_from("<QI", header, 16)
-    body = struct.unpack_from("<I", header, 28)[0]
-    if lsn_first <= 41 < lsn_first + count:
-        print(offset + 96 + body // 2)
-        break
-    offset += 96 + body
-PY
-)
-flip() { python3 -c 'import sys; p=sys.argv[1]; f=open(p,"r+b"); f.seek(int(sys.argv[2])); b=f.read(1); f.seek(int(sys.argv[2])); f.write(bytes([b[0]^1]))' "$@"; }
+AT=$(batch_body_middle "$S2" "lsn_first <= 41 < lsn_first + count")
+check "a batch of n2's copy holds LSN 41" 1 "$([[ -n "$AT" ]] && echo 1 || echo 0)"
 flip "$S2" "$AT"
 dry_run_json
 check "damaged copy: exit 1" 1 "$rc"

@@ -11,7 +11,13 @@
 # - init_pair NAME1 PORT1 NAME2 PORT2: two nodes of one cluster;
 # - until_status NODE CONDITION: waits (30 s at most, else FAIL and 1) until
 #   CONDITION, python over the status document s of NODE (nodes: its nodes by
-#   id; me: the node's own), holds.
+#   id; me: the node's own), holds;
+# - flip FILE OFFSET: xor the byte at OFFSET with 1;
+# - batch_body_middle SEGMENT CONDITION: the offset of the middle of the body
+#   of the first batch of SEGMENT for which CONDITION, python over offset,
+#   end, lsn_first and count, holds (docs/FORMAT.md "Segment": a 64-byte
+#   header, then batches of a 96-byte header, lsn_first at 16, record_count
+#   at 24, body_size at 28, and the body); nothing if none does.
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -56,4 +62,25 @@ PY
         sleep 0.1
     done
     echo "FAIL waited for: $2"; cat "$work/s.json"; echo; return 1
+}
+flip() { # flip FILE OFFSET
+    python3 -c 'import sys; p=sys.argv[1]; f=open(p,"r+b"); f.seek(int(sys.argv[2])); b=f.read(1); f.seek(int(sys.argv[2])); f.write(bytes([b[0]^1]))' "$@"
+}
+batch_body_middle() { # batch_body_middle SEGMENT PYTHON_CONDITION
+    python3 - "$1" "$2" <<'PY'
+import struct, sys
+f = open(sys.argv[1], "rb")
+offset = 64
+while True:
+    f.seek(offset)
+    header = f.read(96)
+    if header[:4] != b"BTCH":
+        break
+    lsn_first, count = struct.unpack_from("<QI", header, 16)
+    end = offset + 96 + struct.unpack_from("<I", header, 28)[0]
+    if eval(sys.argv[2]):
+        print(offset + 96 + (end - offset - 96) // 2)
+        break
+    offset = end
+PY
 }

@@ -34,7 +34,6 @@ stop() { # stop NAME
     eval "p=\$pid_$2"
     kill -TERM "$p"; wait "$p"; check "tandemd $1 exits 0 on SIGTERM" 0 $?
 }
-flip() { python3 -c 'import sys; p=sys.argv[1]; f=open(p,"r+b"); f.seek(int(sys.argv[2])); b=f.read(1); f.seek(int(sys.argv[2])); f.write(bytes([b[0]^1]))' "$@"; }
 
 # --- A running standalone node, through its directory. ---------------------------
 S=$work/s

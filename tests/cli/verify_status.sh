@@ -153,23 +153,8 @@ S=$N2/log/00000000000000000001.seg
 # MiB of the sealed segment, so that one batch and nothing else is damaged
 # whatever the batches' sizes (docs/FORMAT.md "Segment": a 64-byte header,
 # then batches of a 96-byte header, body_size at 28, and the body).
-AT=$(python3 - "$S" <<'PY'
-import struct, sys
-f = open(sys.argv[1], "rb")
-offset = 64
-while True:
-    f.seek(offset)
-    header = f.read(96)
-    assert header[:4] == b"BTCH", ("no batch header at", offset)
-    end = offset + 96 + struct.unpack_from("<I", header, 28)[0]
-    if end > 32 << 20:
-        print(offset + 96 + (end - offset - 96) // 2)
-        break
-    offset = end
-PY
-)
+AT=$(batch_body_middle "$S" "end > 32 << 20")
 check "a body byte at 32 MiB of the sealed segment" 1 "$([[ -n "$AT" ]] && echo 1 || echo 0)"
-flip() { python3 -c 'import sys; p=sys.argv[1]; f=open(p,"r+b"); f.seek(int(sys.argv[2])); b=f.read(1); f.seek(int(sys.argv[2])); f.write(bytes([b[0]^1]))' "$@"; }
 flip "$S" "$AT"
 until_status "$N2" "[n for n in s['nodes'] if n['self']][0]['scrub']['damaged'] == 1"
 check "scrub finds the flipped byte" 0 $?
