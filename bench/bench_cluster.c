@@ -17,6 +17,11 @@
  *    (untimed), tandem_client_append() them (timed with CLOCK_MONOTONIC), until
  *    the end of --warmup + --seconds. A call that returns inside the measured
  *    window (after the warm-up) counts: its records and its latency.
+ *    With --async there are no appender threads: each appender is a chain of
+ *    tandem_client_append_async() calls, one in flight at a time, that main
+ *    starts and each call's callback continues (on its client's thread:
+ *    generate, time, call), the way pgbench drives 64 clients from a few
+ *    threads; main waits until every chain has ended.
  * 4. Join; print
  *      tandem appenders=N batch=K records_per_s=X p50_ms=Y p99_ms=Z records=R calls=C
  *    records_per_s is the counted records over the window's length; p50/p99
@@ -72,6 +77,7 @@ struct cluster_options {
     double warmup_seconds;   /* --warmup: before the window, not counted. */
     uint32_t customer_count; /* --customers of the generator. */
     uint64_t seed;           /* --seed of the generator (thread i uses seed + i). */
+    bool async;              /* --async: no appender threads; callbacks drive them. */
 };
 
 /* What every appender shares. */
@@ -81,6 +87,10 @@ struct cluster_run {
     int64_t window_start_ns;               /* CLOCK_MONOTONIC; set by main before the barrier. */
     int64_t window_end_ns;                 /* Likewise; no call starts after it. */
     atomic_bool failed;                    /* An appender failed: the others stop. */
+    /* --async: appenders with a call in flight; main waits for none. */
+    pthread_mutex_t lock;
+    pthread_cond_t idle;
+    uint32_t active;
 };
 
 /* One appender thread and its results. */
@@ -97,6 +107,7 @@ struct cluster_appender {
     uint64_t record_count;         /* Records of counted calls. */
     uint64_t record_count_all;     /* Records of every acknowledged call, warm-up included. */
     pthread_t thread;              /* Joined by main. */
+    int64_t start_ns;              /* --async: when the call in flight began. */
 };
 
 __attribute__((format(printf, 1, 2))) _Noreturn static void cluster_fail(const char *format, ...)
@@ -133,13 +144,17 @@ static void cluster_usage(FILE *out)
 {
     fprintf(out, "usage: bench_cluster --node ADDR [--cert DIR] --appenders N [--connections C]\n"
                  "                     [--batch K] [--seconds S] [--warmup S] [--customers N]\n"
-                 "                     [--seed N]\n"
+                 "                     [--seed N] [--async]\n"
                  "\n"
                  "N threads append generated message records (tools/gen.h) to the node at ADDR\n"
                  "(HOST:PORT with TLS, or a node directory) for S seconds (default 10) after a\n"
                  "warm-up (default 1), K records per call (default 1). Each thread has its own\n"
                  "tandem client, or with --connections C the threads share C clients (thread i\n"
                  "uses client i mod C; concurrent calls on one client are pipelined).\n"
+                 "--async: no appender threads; each appender is a chain of calls of\n"
+                 "tandem_client_append_async(), one in flight at a time, whose callback (on\n"
+                 "the client's thread) issues the next, as pgbench drives its clients from a\n"
+                 "few threads (C defaults to 1 then).\n"
                  "--cert defaults to $TANDEM_CERT. Prints\n"
                  "  tandem appenders=N connections=C batch=K records_per_s=X p50_ms=Y p99_ms=Z\n"
                  "  records=R calls=C\n");
@@ -191,6 +206,10 @@ static void cluster_parse(int argc, char **argv, struct cluster_options *options
             cluster_usage(stdout);
             exit(0);
         }
+        if (strcmp(arg, "--async") == 0) {
+            options->async = true;
+            continue;
+        }
         if (i + 1 >= argc) {
             cluster_bad_usage("unknown option or missing value", arg);
         }
@@ -223,6 +242,9 @@ static void cluster_parse(int argc, char **argv, struct cluster_options *options
     }
     if (options->appenders == 0) {
         cluster_bad_usage("--appenders is required", NULL);
+    }
+    if (options->connections == 0 && options->async) {
+        options->connections = 1;
     }
     if (options->connections == 0 || options->connections > options->appenders) {
         options->connections = options->appenders;
@@ -308,6 +330,89 @@ static void *cluster_appender_main(void *data)
         appender->record_count_all += batch;
     }
     return NULL;
+}
+
+/* ---- --async: appenders as chains of callbacks ---------------------------------------- */
+
+/* An appender's chain ended (any thread). */
+static void cluster_async_end(struct cluster_run *run)
+{
+    pthread_mutex_lock(&run->lock);
+    tdm_assert(run->active > 0);
+    if (--run->active == 0) {
+        pthread_cond_signal(&run->idle);
+    }
+    pthread_mutex_unlock(&run->lock);
+}
+
+static void cluster_async_done(void *data, int status, uint64_t lsn_first,
+                               const struct tandem_diag *diag);
+
+/* The appender's next call, unless the window is over or another failed. */
+static void cluster_async_next(struct cluster_appender *appender)
+{
+    struct cluster_run *run = appender->run;
+    uint32_t batch = run->options->batch;
+    if (atomic_load_explicit(&run->failed, memory_order_relaxed)) {
+        cluster_async_end(run);
+        return;
+    }
+    cluster_next_records(appender, batch);
+    appender->start_ns = cluster_now_ns();
+    if (appender->start_ns >= run->window_end_ns) {
+        cluster_async_end(run);
+        return;
+    }
+    struct tandem_diag diag = {{0}};
+    int rv = tandem_client_append_async(appender->client, appender->records, batch,
+                                        cluster_async_done, appender, &diag);
+    if (rv != 0) {
+        fprintf(stderr, "bench_cluster: appender %" PRIu32 ": tandem_client_append_async: %s: %s\n",
+                appender->index, tandem_strerror(rv), diag.message);
+        atomic_store(&run->failed, true);
+        cluster_async_end(run);
+    }
+}
+
+/* A call's callback, on its client's thread: count it, and make the next. */
+static void cluster_async_done(void *data, int status, uint64_t lsn_first,
+                               const struct tandem_diag *diag)
+{
+    struct cluster_appender *appender = data;
+    struct cluster_run *run = appender->run;
+    uint32_t batch = run->options->batch;
+    int64_t end_ns = cluster_now_ns();
+    (void)lsn_first;
+    if (status != 0) {
+        fprintf(stderr, "bench_cluster: appender %" PRIu32 ": append callback: %s: %s\n",
+                appender->index, tandem_strerror(status), diag != NULL ? diag->message : "");
+        atomic_store(&run->failed, true);
+        cluster_async_end(run);
+        return;
+    }
+    if (end_ns >= run->window_start_ns && end_ns <= run->window_end_ns) {
+        cluster_latency_push(appender, end_ns - appender->start_ns);
+        appender->record_count += batch;
+    }
+    appender->record_count_all += batch;
+    cluster_async_next(appender);
+}
+
+/* Start every appender's chain and wait until each has ended. */
+static void cluster_async_run(struct cluster_run *run, struct cluster_appender *appenders)
+{
+    uint32_t count = run->options->appenders;
+    pthread_mutex_lock(&run->lock);
+    run->active = count;
+    pthread_mutex_unlock(&run->lock);
+    for (uint32_t i = 0; i < count; i++) {
+        cluster_async_next(&appenders[i]);
+    }
+    pthread_mutex_lock(&run->lock);
+    while (run->active > 0) {
+        pthread_cond_wait(&run->idle, &run->lock);
+    }
+    pthread_mutex_unlock(&run->lock);
 }
 
 static void cluster_appender_init(struct cluster_appender *appender, struct cluster_run *run,
@@ -424,37 +529,49 @@ int main(int argc, char **argv)
 {
     struct cluster_options options;
     cluster_parse(argc, argv, &options);
-    printf("# bench_cluster: node %s, %" PRIu32 " appenders on %" PRIu32 " connections, %" PRIu32
+    printf("# bench_cluster: node %s, %" PRIu32 " appenders%s on %" PRIu32 " connections, %" PRIu32
            " records per call, %.1f s after a %.1f s warm-up; tools/gen.h seed %" PRIu64
            " (+ appender), %" PRIu32 " customers\n",
-           options.node, options.appenders, options.connections, options.batch, options.seconds,
-           options.warmup_seconds, options.seed, options.customer_count);
+           options.node, options.appenders, options.async ? " (async callbacks)" : "",
+           options.connections, options.batch, options.seconds, options.warmup_seconds,
+           options.seed, options.customer_count);
     cluster_print_status(&options);
     fflush(stdout);
 
     struct cluster_run run = {.options = &options};
     atomic_init(&run.failed, false);
+    int rv = pthread_mutex_init(&run.lock, NULL);
+    tdm_assert(rv == 0);
+    rv = pthread_cond_init(&run.idle, NULL);
+    tdm_assert(rv == 0);
     struct cluster_appender *appenders = cluster_alloc(options.appenders, sizeof(appenders[0]));
     for (uint32_t i = 0; i < options.appenders; i++) {
         cluster_appender_init(&appenders[i], &run, i);
     }
-    int rv = pthread_barrier_init(&run.start, NULL, options.appenders + 1);
-    tdm_assert(rv == 0);
-    for (uint32_t i = 0; i < options.appenders; i++) {
-        rv = pthread_create(&appenders[i].thread, NULL, cluster_appender_main, &appenders[i]);
-        if (rv != 0) {
-            cluster_fail("pthread_create: %s", strerror(rv));
-        }
-    }
-    int64_t now_ns = cluster_now_ns();
-    run.window_start_ns = now_ns + (int64_t)(options.warmup_seconds * 1e9);
-    run.window_end_ns = run.window_start_ns + (int64_t)(options.seconds * 1e9);
-    pthread_barrier_wait(&run.start); /* Publishes the window to every appender. */
-    for (uint32_t i = 0; i < options.appenders; i++) {
-        rv = pthread_join(appenders[i].thread, NULL);
+    if (options.async) {
+        int64_t now_ns = cluster_now_ns();
+        run.window_start_ns = now_ns + (int64_t)(options.warmup_seconds * 1e9);
+        run.window_end_ns = run.window_start_ns + (int64_t)(options.seconds * 1e9);
+        cluster_async_run(&run, appenders);
+    } else {
+        rv = pthread_barrier_init(&run.start, NULL, options.appenders + 1);
         tdm_assert(rv == 0);
+        for (uint32_t i = 0; i < options.appenders; i++) {
+            rv = pthread_create(&appenders[i].thread, NULL, cluster_appender_main, &appenders[i]);
+            if (rv != 0) {
+                cluster_fail("pthread_create: %s", strerror(rv));
+            }
+        }
+        int64_t now_ns = cluster_now_ns();
+        run.window_start_ns = now_ns + (int64_t)(options.warmup_seconds * 1e9);
+        run.window_end_ns = run.window_start_ns + (int64_t)(options.seconds * 1e9);
+        pthread_barrier_wait(&run.start); /* Publishes the window to every appender. */
+        for (uint32_t i = 0; i < options.appenders; i++) {
+            rv = pthread_join(appenders[i].thread, NULL);
+            tdm_assert(rv == 0);
+        }
+        pthread_barrier_destroy(&run.start);
     }
-    pthread_barrier_destroy(&run.start);
     bool failed = atomic_load(&run.failed);
     if (!failed) {
         cluster_report(&options, appenders);
@@ -463,5 +580,7 @@ int main(int argc, char **argv)
         cluster_appender_deinit(&appenders[i]);
     }
     free(appenders);
+    pthread_cond_destroy(&run.idle);
+    pthread_mutex_destroy(&run.lock);
     return failed ? 1 : 0;
 }

@@ -20,8 +20,10 @@
 #      backup2  n1 primary + n2 + n3, min_copies=2.
 #    Start one tandemd per node, wait until `tandem status --node n1 --json`
 #    says healthy with every node's link up, then run bench_cluster against n1
-#    with 1, 16 and 64 appenders of one record per call and one appender of
-#    --batch records per call. During each run `tandem status --json` of n1 is
+#    with 1, 16 and 64 appenders of one record per call (each its own thread
+#    and connection), 64 sharing one connection (--shared), 64 as chains of
+#    asynchronous calls on one connection (--async: pgbench's way of driving
+#    its clients), and one appender of --batch records per call. During each run `tandem status --json` of n1 is
 #    sampled every ~100 ms; the backups' lag.seconds and lag.records of those
 #    samples give the replication lag p50/p99. Stop the daemons (SIGTERM: they
 #    exit 0 within seconds, DESIGN). Each tandemd traces, as its node closes,
@@ -50,7 +52,8 @@ set -euo pipefail
 usage() {
     cat <<'EOF'
 usage: bench/bench_replication.sh [BUILD_DIR] [--seconds S] [--warmup S]
-           [--appenders LIST] [--shared LIST] [--batch K] [--configs LIST] [--pg-seconds S]
+           [--appenders LIST] [--shared LIST] [--async LIST] [--batch K] [--configs LIST]
+           [--pg-seconds S]
            [--pg-clients LIST] [--skip-pg] [--skip-tandem] [--dir DIR] [--keep]
            [--index-dir DIR]
 
@@ -62,6 +65,12 @@ bench/bench_cluster; nothing is built.
                      its own connection (default 1,16,64)
   --shared LIST      appender counts, one record per call, all appenders
                      sharing one client connection (default 64; 0 skips)
+  --async LIST       appender counts, one record per call, all appenders on
+                     one client and no thread of their own: each is a chain
+                     of tandem_client_append_async() calls, one in flight at
+                     a time, run from the client's callbacks, as pgbench
+                     drives its clients from a few threads (default 64; 0
+                     skips)
   --shared-batch K   records per call of a run of 64 appenders sharing one
                      client (default 16; 0 skips it)
   --batch K          records per call of the one-appender batch run (default
@@ -88,6 +97,7 @@ seconds=10
 warmup=1
 appenders_list=1,16,64
 shared_list=64
+async_list=64
 shared_batch=16
 batch=256
 configs_list=solo,backup1,backup2
@@ -109,6 +119,7 @@ while [[ $# -gt 0 ]]; do
         --warmup) warmup=${2:?}; shift 2 ;;
         --appenders) appenders_list=${2:?}; shift 2 ;;
         --shared) shared_list=${2:?}; shift 2 ;;
+        --async) async_list=${2:?}; shift 2 ;;
         --shared-batch) shared_batch=${2:?}; shift 2 ;;
         --batch) batch=${2:?}; shift 2 ;;
         --configs) configs_list=${2:?}; shift 2 ;;
@@ -125,6 +136,7 @@ while [[ $# -gt 0 ]]; do
 done
 IFS=, read -r -a appender_counts <<<"$appenders_list"
 IFS=, read -r -a shared_counts <<<"$shared_list"
+IFS=, read -r -a async_counts <<<"$async_list"
 IFS=, read -r -a configs <<<"$configs_list"
 for n in "${appender_counts[@]}"; do
     [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "bench_replication: bad appender count '$n'" >&2; exit 2; }
@@ -392,16 +404,17 @@ daemons_cpu() {
     awk -v t="$total" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'
 }
 
-run_load() { # CONFIG RUN APPENDERS BATCH [CONNECTIONS]
+run_load() { # CONFIG RUN APPENDERS BATCH [CONNECTIONS [BENCH_CLUSTER_OPTION...]]
     local config=$1 run=$2 appenders=$3 k=$4 connections=${5:-$3} out samples line cpu0 cpu1
     local cpu_line
+    shift $(($# < 5 ? $# : 5))
     out=$work/$config/$run.out
     samples=$work/$config/$run.status.jsonl
     sample_status "$primary_addr" "$samples" &
     sampler_pid=$!
     cpu0=$(daemons_cpu)
     if ! run_child "$bench_cluster" --node "$primary_addr" --cert "$cert" --appenders "$appenders" \
-        --connections "$connections" --batch "$k" --seconds "$seconds" --warmup "$warmup" \
+        --connections "$connections" --batch "$k" --seconds "$seconds" --warmup "$warmup" "$@" \
         >"$out"; then
         stop_sampler
         daemon_logs "$config"
@@ -427,6 +440,9 @@ run_config() { # CONFIG
     done
     for n in "${shared_counts[@]}"; do
         [[ "$n" == 0 ]] || run_load "$config" "shared$n" "$n" 1 1
+    done
+    for n in "${async_counts[@]}"; do
+        [[ "$n" == 0 ]] || run_load "$config" "async$n" "$n" 1 1 --async
     done
     if [[ $shared_batch -gt 0 ]]; then
         run_load "$config" "shared64x$shared_batch" 64 "$shared_batch" 1
@@ -576,7 +592,8 @@ for t in traffic:
         print("# target {}: verification at most 2% of replication bytes: {:.4f}%, {}".format(
             t["config"], 100 * verify / sent, "met" if verify <= 0.02 * sent else "NOT met"))
 
-target = [r for r in rows if r["config"] != "solo" and r["run"] in ("threads64", "shared64")]
+target = [r for r in rows
+          if r["config"] != "solo" and r["run"] in ("threads64", "shared64", "async64")]
 if target and pg64:
     for r in target:
         x = ratio(num(r, "records_per_s"), pg64)

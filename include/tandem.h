@@ -449,6 +449,36 @@ int tandem_client_open(const char *addr, const char *cert_dir, struct tandem_cli
 int tandem_client_append(struct tandem_client *client, const struct tandem_record *records,
                          size_t count, uint64_t *lsn_first, struct tandem_diag *diag);
 
+/* Completion of tandem_client_append_async(): status is 0 or one of
+ * tandem_client_append()'s codes, lsn_first is valid only when status is 0,
+ * and diag (NULL when status is 0) holds the message. Runs on the client's
+ * own thread, without any lock of the client held: it must be quick, may call
+ * tandem_client_append_async(), and must not call tandem_client_close() nor a
+ * blocking tandem_client_* function (those return TANDEM_EINVALID there). */
+typedef void (*tandem_client_append_cb)(void *data, int status, uint64_t lsn_first,
+                                        const struct tandem_diag *diag);
+
+/* Like tandem_client_append(), but returns as soon as the request is queued:
+ * cb runs exactly once, when the node has answered (the records are
+ * acknowledged, or refused) or the connection has failed. For a program that
+ * drives many writes from one thread (an event loop), as pgbench drives its
+ * clients: it saves a thread and two context switches per call. The first
+ * call starts the client's thread, which from then on reads every answer on
+ * this client and runs the callbacks, in the order the answers came (calls
+ * combined into one request complete in the order they were made). Sync and
+ * async calls may be mixed on one client.
+ * At most 64 calls (of either kind) are in flight per client: a further call
+ * waits for room, except inside a callback, where it returns TANDEM_EBUSY.
+ * Returns 0 once queued; or, with cb never called, TANDEM_EINVALID (a record
+ * breaks a limit, the request is too large, cb is NULL), TANDEM_EBUSY,
+ * -ENOMEM, -errno (the thread could not start), or the connection's failure.
+ * tandem_client_close() ends the calls not answered by then: their callbacks
+ * run with TANDEM_ECANCELED (the outcome is unknown: the records may be
+ * stored) before it returns. */
+int tandem_client_append_async(struct tandem_client *client, const struct tandem_record *records,
+                               size_t count, tandem_client_append_cb cb, void *data,
+                               struct tandem_diag *diag);
+
 /* The node's status document: the JSON object `tandem status --json` prints
  * (schema 1; DESIGN "Public contracts": cluster, health, primary, epoch, nodes
  * with roles, LSNs, lag and links), NUL-terminated, in *json, which the caller
@@ -477,7 +507,9 @@ int tandem_client_switchover(struct tandem_client *client, const char *target, c
 int tandem_client_failover(struct tandem_client *client, const char *target, unsigned flags,
                            char **json, struct tandem_diag *diag);
 
-/* Close the connection and free the client. client may be NULL. */
+/* Close the connection and free the client. client may be NULL. No blocking
+ * call may be running on it; asynchronous appends not answered yet end first,
+ * their callbacks run with TANDEM_ECANCELED. Not from a callback. */
 void tandem_client_close(struct tandem_client *client);
 
 /* ------------------------------------------------------------------------

@@ -9,6 +9,9 @@
  *    (PROTOCOL.md §7.2), queue it, and wait for the APPEND_RESULT with the
  *    same request_id (api_call: any number of threads at once, see struct
  *    tandem_client).
+ *    tandem_client_append_async(): the same request, but the call returns once
+ *    it is queued; the client's thread (api_thread_main, started by the first
+ *    such call) reads every answer from then on and runs the callbacks.
  * 3. tandem_client_status(): one STATUS, one STATUS_RESULT; its text is copied
  *    into a malloc'd string (the caller frees it with free()); likewise
  *    tandem_client_switchover() and tandem_client_failover() (SWITCHOVER,
@@ -23,14 +26,20 @@
  * record count that does not match) leaves the client failed: every call
  * waiting then returns that code and diag, and so does every later call,
  * because the stream can no longer be trusted to pair answers with requests.
- * Close: the transport's close. */
+ * An asynchronous append's callback gets the same code and diag.
+ * Close: the client's thread (if started) ends every asynchronous append not
+ * yet answered with TANDEM_ECANCELED, runs its callback and exits; then the
+ * transport's close. */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "engine/base/alloc.h"
 #include "engine/base/assert.h"
@@ -86,6 +95,11 @@ struct api_waiter {
     uint32_t offset;                 /* Records before ours in the combined request. */
     uint32_t batch_total;            /* Records of the combined request. */
     struct api_waiter *pending_next; /* In c->pending until combined. */
+    /* An asynchronous append (tandem_client_append_async): heap-allocated,
+     * owns entries; the client's thread runs cb once the call has ended. */
+    tandem_client_append_cb cb;
+    void *cb_data;
+    uint8_t *entries_owned; /* == entries. */
 };
 
 /* Thread: any number of threads at once (tandem.h). Each call encodes its
@@ -129,6 +143,17 @@ struct tandem_client {
     uint64_t request_id_next;
     int failed;                 /* Sticky connection failure; 0 while usable. */
     struct tdm_diag failed_why; /* Its diag. */
+    /* The client's thread, started by the first asynchronous append: from
+     * then on it is the only reader (sync callers no longer take the role),
+     * and it runs the callbacks of the ended asynchronous appends, in the
+     * order they ended, without any lock held. */
+    bool thread_started;
+    bool closing; /* tandem_client_close(): the thread ends. */
+    pthread_t thread;
+    pthread_cond_t thread_cond;    /* The role is free, a callback is due, or closing. */
+    int event_fd;                  /* Wakes the thread from poll(2); -1 until it starts. */
+    struct api_waiter *async_done; /* Ended asynchronous appends, oldest first. */
+    struct api_waiter **async_done_tail;
 };
 
 static void api_diag_copy(struct tandem_diag *diag, const struct tdm_diag *from)
@@ -191,6 +216,8 @@ int tandem_client_open(const char *addr, const char *cert_dir, struct tandem_cli
         return -ENOMEM;
     }
     c->pending_tail = &c->pending;
+    c->async_done_tail = &c->async_done;
+    c->event_fd = -1;
     int rv = api_connect(c, addr, cert_dir, &why);
     if (rv != 0) {
         tdm_assert(rv < 0);
@@ -206,6 +233,8 @@ int tandem_client_open(const char *addr, const char *cert_dir, struct tandem_cli
     init = pthread_mutex_init(&c->io_lock, NULL);
     tdm_assert(init == 0);
     init = pthread_cond_init(&c->admit, NULL);
+    tdm_assert(init == 0);
+    init = pthread_cond_init(&c->thread_cond, NULL);
     tdm_assert(init == 0);
     c->request_id_next = 1;
     *out = c;
@@ -262,6 +291,29 @@ static void api_end_locked(struct tandem_client *c, struct api_waiter *w)
     pthread_cond_signal(&c->admit);
 }
 
+/* Wake the client's thread (lock held): from its condition variable, and
+ * from poll(2) when it reads. */
+static void api_thread_wake_locked(struct tandem_client *c)
+{
+    if (!c->thread_started) {
+        return;
+    }
+    pthread_cond_signal(&c->thread_cond);
+    uint64_t one = 1;
+    ssize_t n = write(c->event_fd, &one, sizeof(one));
+    (void)n; /* Only EAGAIN (the counter is full: a wake is pending anyway). */
+}
+
+/* The asynchronous append w has ended (lock held): its callback is due, on
+ * the client's thread. */
+static void api_async_due_locked(struct tandem_client *c, struct api_waiter *w)
+{
+    w->wake_next = NULL;
+    *c->async_done_tail = w;
+    c->async_done_tail = &w->wake_next;
+    api_thread_wake_locked(c);
+}
+
 /* The connection broke: remember why for every later call, and end every
  * wait (lock held). */
 static void api_fail_locked(struct tandem_client *c, int rv, const struct tdm_diag *why)
@@ -275,12 +327,19 @@ static void api_fail_locked(struct tandem_client *c, int rv, const struct tdm_di
     for (struct api_waiter *w = c->waiters, *next; w != NULL; w = next) {
         next = w->next;
         api_end_locked(c, w);
-        api_wake(w, API_WAKE_DONE);
+        if (w->cb != NULL) {
+            w->status = rv;
+            w->text = strdup(why->message);
+            api_async_due_locked(c, w);
+        } else {
+            api_wake(w, API_WAKE_DONE);
+        }
     }
     c->waiters = NULL;
     c->pending = NULL;
     c->pending_tail = &c->pending;
     pthread_cond_broadcast(&c->admit); /* Waiting for room: fail at once. */
+    api_thread_wake_locked(c);
 }
 
 static void api_waiter_remove(struct tandem_client *c, struct api_waiter *waiter)
@@ -455,8 +514,12 @@ static int api_dispatch(struct tandem_client *c, struct api_waiter **wakes, stru
             w->text = result->status != 0 ? strdup(result->message) : NULL;
             w->answered = true;
             api_end_locked(c, w);
-            w->wake_next = *wakes;
-            *wakes = w;
+            if (w->cb != NULL) {
+                api_async_due_locked(c, w);
+            } else {
+                w->wake_next = *wakes;
+                *wakes = w;
+            }
         }
         return 0;
     }
@@ -519,27 +582,186 @@ static void api_read_answers(struct tandem_client *c, struct api_waiter *self,
         }
     }
     c->reader = false;
-    if (c->waiters != NULL) {
+    if (c->thread_started) {
+        api_thread_wake_locked(c); /* The client's thread takes the role. */
+    } else if (c->waiters != NULL) {
         api_wake(c->waiters, API_WAKE_ROLE); /* It takes the role. */
     }
 }
 
-/* Send the encoded request frame[0..size) (request id waiter->request_id),
- * or with frame NULL the append in waiter->entries, and wait for its answer
- * in *waiter. Returns 0, or the connection's
- * failure with diag. */
-static int api_call(struct tandem_client *c, const uint8_t *frame, size_t size,
-                    struct api_waiter *waiter, struct tandem_diag *diag)
+/* ---- The client's thread (asynchronous appends) ---------------------------------- */
+
+/* Run the callbacks of the ended asynchronous appends of list, oldest first,
+ * and free them (no lock held). */
+static void api_run_callbacks(struct tandem_client *c, struct api_waiter *list)
 {
+    while (list != NULL) {
+        struct api_waiter *w = list;
+        list = w->wake_next;
+        struct tandem_diag diag = {{0}};
+        int status = w->status;
+        uint64_t lsn_first = 0;
+        if (status == 0 && (w->record_count != w->count || w->lsn_first == 0)) {
+            struct tdm_diag why = {{0}};
+            status = TDM_CORRUPT(&why, "%s acknowledged %u records at lsn %llu, %u were sent",
+                                 c->client.label, w->record_count, (unsigned long long)w->lsn_first,
+                                 w->count);
+            pthread_mutex_lock(&c->lock);
+            api_fail_locked(c, status, &why);
+            pthread_mutex_unlock(&c->lock);
+            api_diag_copy(&diag, &why);
+        } else if (status == 0) {
+            lsn_first = w->lsn_first;
+        } else {
+            snprintf(diag.message, sizeof(diag.message), "%s", w->text != NULL ? w->text : "");
+            status = status < 0 ? status : TANDEM_ECORRUPT; /* As api_refused(). */
+        }
+        w->cb(w->cb_data, status, lsn_first, status == 0 ? NULL : &diag);
+        free(w->text);
+        tdm_free(w->entries_owned);
+        tdm_free(w);
+    }
+}
+
+/* The client's thread: once started it is the only reader. It waits for the
+ * role if a caller holds it, then reads answers (polling the connection and
+ * event_fd) and hands them out: sync callers are woken, and the callbacks of
+ * asynchronous appends run, both without the lock. On closing it ends every
+ * call still in flight with TANDEM_ECANCELED, runs their callbacks and exits. */
+static void *api_thread_main(void *arg)
+{
+    struct tandem_client *c = arg;
+    (void)pthread_setname_np(pthread_self(), "tandem-client"); /* Best effort. */
     pthread_mutex_lock(&c->lock);
+    bool reading = false; /* This thread holds the reader role. */
+    struct api_waiter *wakes = NULL;
+    for (;;) {
+        if (c->closing && c->failed == 0) {
+            struct tdm_diag why = {{0}};
+            tdm_diag_printf(&why, "%s: the client was closed before the answer came",
+                            c->client.label);
+            api_fail_locked(c, TANDEM_ECANCELED, &why);
+        }
+        struct api_waiter *due = c->async_done;
+        c->async_done = NULL;
+        c->async_done_tail = &c->async_done;
+        if (due != NULL || wakes != NULL) {
+            struct api_waiter *answered = wakes;
+            wakes = NULL;
+            pthread_mutex_unlock(&c->lock);
+            api_wake_answered(answered, NULL);
+            api_run_callbacks(c, due);
+            pthread_mutex_lock(&c->lock);
+            continue;
+        }
+        if (c->closing) {
+            break;
+        }
+        if (c->failed != 0 || (c->reader && !reading)) {
+            pthread_cond_wait(&c->thread_cond, &c->lock); /* Closing, or the role is free. */
+            continue;
+        }
+        reading = true;
+        c->reader = true;
+        pthread_mutex_unlock(&c->lock);
+        struct tdm_diag why = {{0}};
+        pthread_mutex_lock(&c->io_lock);
+        int rv = tdm_client_receive(&c->client, c->msg, false, &why);
+        pthread_mutex_unlock(&c->io_lock);
+        if (rv == -EAGAIN) {
+            struct pollfd p[2] = {{.fd = c->client.fd, .events = POLLIN},
+                                  {.fd = c->event_fd, .events = POLLIN}};
+            rv = poll(p, 2, -1) >= 0 || errno == EINTR ? 0 : -errno;
+            if (rv != 0) {
+                tdm_diag_printf(&why, "poll %s: %s", c->client.label, strerror(-rv));
+            } else if ((p[1].revents & POLLIN) != 0) {
+                uint64_t count;
+                ssize_t n = read(c->event_fd, &count, sizeof(count));
+                (void)n; /* Non-blocking: EAGAIN if another read emptied it. */
+            }
+            pthread_mutex_lock(&c->lock);
+            if (rv != 0) {
+                api_fail_locked(c, rv, &why);
+            }
+            continue;
+        }
+        pthread_mutex_lock(&c->lock);
+        if (rv == 0) {
+            rv = api_dispatch(c, &wakes, &why);
+        }
+        if (rv != 0) {
+            api_fail_locked(c, rv, &why);
+        }
+        if (c->pending != NULL && !c->sender && c->failed == 0) {
+            c->sender = true; /* An answer made room: send what waited for it. */
+            api_send_queued(c);
+        }
+    }
+    if (reading) {
+        c->reader = false;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+/* Start the client's thread unless it runs (lock held). Returns 0, or -errno
+ * with diag. */
+static int api_thread_start_locked(struct tandem_client *c, struct tandem_diag *diag)
+{
+    if (c->thread_started) {
+        return 0;
+    }
+    int fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (fd < 0) {
+        int rv = -errno;
+        tdm_diag_printf((struct tdm_diag *)diag, "client of %s: eventfd: %s", c->client.label,
+                        strerror(-rv));
+        return rv;
+    }
+    c->event_fd = fd;
+    int rc = pthread_create(&c->thread, NULL, api_thread_main, c);
+    if (rc != 0) {
+        close(fd);
+        c->event_fd = -1;
+        tdm_diag_printf((struct tdm_diag *)diag, "client of %s: pthread_create: %s",
+                        c->client.label, strerror(rc));
+        return -rc;
+    }
+    c->thread_started = true; /* Before the thread can take the lock. */
+    return 0;
+}
+
+/* Whether the calling thread is the client's own (a callback runs on it). */
+static bool api_on_own_thread(const struct tandem_client *c)
+{
+    return c->thread_started && pthread_equal(pthread_self(), c->thread) != 0;
+}
+
+/* Admit the call of waiter and queue it (lock held on entry and exit): the
+ * encoded request frame[0..size) (request id waiter->request_id), or with
+ * frame NULL the append in waiter->entries, combined with others when the
+ * sender gets to it. Waits for room among the API_CALLS_MAX calls in flight,
+ * except on the client's own thread, which must never wait for itself: there
+ * a full client is TANDEM_EBUSY. Returns 0 (the call is the client's until
+ * it ends: sent, or failed with the connection), or the failure with diag
+ * (nothing queued). */
+static int api_queue_locked(struct tandem_client *c, const uint8_t *frame, size_t size,
+                            struct api_waiter *waiter, struct tandem_diag *diag)
+{
     while (c->failed == 0 && c->calls >= API_CALLS_MAX) {
+        if (api_on_own_thread(c)) {
+            tdm_diag_printf(
+                (struct tdm_diag *)diag,
+                "request to %s: %u calls in flight, and a callback cannot wait for room",
+                c->client.label, API_CALLS_MAX);
+            return TANDEM_EBUSY;
+        }
         pthread_cond_wait(&c->admit, &c->lock);
     }
     int rv = c->failed;
     if (rv == 0 && frame != NULL) {
         rv = api_outbox_add(c, frame, size);
     } else if (rv == 0) {
-        /* An append: combined with others when the sender gets to it. */
         waiter->pending_next = NULL;
         *c->pending_tail = waiter;
         c->pending_tail = &waiter->pending_next;
@@ -552,7 +774,6 @@ static int api_call(struct tandem_client *c, const uint8_t *frame, size_t size,
         } else {
             api_diag_copy(diag, &c->failed_why);
         }
-        pthread_mutex_unlock(&c->lock);
         return rv;
     }
     waiter->next = c->waiters;
@@ -563,10 +784,31 @@ static int api_call(struct tandem_client *c, const uint8_t *frame, size_t size,
         c->sender = true;
         api_send_queued(c);
     }
+    return 0;
+}
+
+/* Queue the call of waiter (api_queue_locked) and wait for its answer in
+ * *waiter. Returns 0, or the connection's failure with diag. */
+static int api_call(struct tandem_client *c, const uint8_t *frame, size_t size,
+                    struct api_waiter *waiter, struct tandem_diag *diag)
+{
+    pthread_mutex_lock(&c->lock);
+    if (api_on_own_thread(c)) {
+        pthread_mutex_unlock(&c->lock);
+        tdm_diag_printf((struct tdm_diag *)diag,
+                        "a blocking call from a callback of %s would wait for itself",
+                        c->client.label);
+        return TANDEM_EINVALID;
+    }
+    int rv = api_queue_locked(c, frame, size, waiter, diag);
+    if (rv != 0) {
+        pthread_mutex_unlock(&c->lock);
+        return rv;
+    }
     struct api_waiter *wakes = NULL;
     bool locked = true;
     while (!waiter->done) {
-        if (!c->reader) {
+        if (!c->reader && !c->thread_started) {
             c->reader = true;
             api_read_answers(c, waiter, &wakes);
             continue;
@@ -684,6 +926,55 @@ int tandem_client_append(struct tandem_client *client, const struct tandem_recor
     return rv;
 }
 
+int tandem_client_append_async(struct tandem_client *client, const struct tandem_record *records,
+                               size_t count, tandem_client_append_cb cb, void *data,
+                               struct tandem_diag *diag)
+{
+    tdm_assert(client != NULL);
+    struct tdm_diag why = {{0}};
+    if (cb == NULL) {
+        tdm_diag_printf((struct tdm_diag *)diag, "cb must not be NULL");
+        return TANDEM_EINVALID;
+    }
+    uint8_t *entries = NULL;
+    size_t size = 0;
+    int rv = tdm_batch_raw_encode(records, count,
+                                  TDM_CLIENT_FRAME_SIZE_MAX - TDM_PROTO_FRAME_SIZE_MIN - 8 - 4,
+                                  &entries, &size, &why);
+    if (rv != 0) {
+        api_diag_copy(diag, &why);
+        return rv;
+    }
+    struct api_waiter *waiter = tdm_calloc(1, sizeof(*waiter));
+    if (waiter == NULL) {
+        tdm_free(entries);
+        return -ENOMEM;
+    }
+    waiter->want = TDM_PROTO_APPEND_RESULT;
+    waiter->entries = entries;
+    waiter->entries_owned = entries;
+    waiter->entries_size = size;
+    waiter->count = (uint32_t)count;
+    waiter->cb = cb;
+    waiter->cb_data = data;
+    pthread_mutex_lock(&client->lock);
+    rv = client->failed;
+    if (rv != 0) {
+        api_diag_copy(diag, &client->failed_why);
+    } else {
+        rv = api_thread_start_locked(client, diag);
+    }
+    if (rv == 0) {
+        rv = api_queue_locked(client, NULL, 0, waiter, diag);
+    }
+    pthread_mutex_unlock(&client->lock);
+    if (rv != 0) {
+        tdm_free(entries);
+        tdm_free(waiter);
+    }
+    return rv;
+}
+
 /* A request answered by a text result (STATUS, SWITCHOVER, FAILOVER): the
  * text in *json (malloc'd; the caller frees it), or the node's refusal. */
 static int api_text_request(struct tandem_client *c, const struct tdm_proto_msg *msg, uint16_t want,
@@ -771,8 +1062,19 @@ void tandem_client_close(struct tandem_client *client)
     if (client == NULL) {
         return;
     }
-    tdm_assert(client->waiters == NULL); /* tandem.h: no call may be running. */
+    if (client->thread_started) {
+        tdm_assert(!api_on_own_thread(client)); /* tandem.h: not from a callback. */
+        pthread_mutex_lock(&client->lock);
+        client->closing = true;
+        api_thread_wake_locked(client);
+        pthread_mutex_unlock(&client->lock);
+        int rc = pthread_join(client->thread, NULL);
+        tdm_assert(rc == 0);
+        close(client->event_fd);
+    }
+    tdm_assert(client->waiters == NULL); /* tandem.h: no blocking call may be running. */
     tdm_client_close(&client->client);
+    pthread_cond_destroy(&client->thread_cond);
     pthread_cond_destroy(&client->admit);
     pthread_mutex_destroy(&client->io_lock);
     pthread_mutex_destroy(&client->lock);

@@ -768,6 +768,324 @@ static void test_tandem_client__shared_failures(void **state)
     fake_server_check(true, TANDEM_ECORRUPT, "which no call waits for");
 }
 
+/* ---- Asynchronous appends (tandem_client_append_async) ------------------------------ */
+
+#define ASYNC_CHAINS 16 /* Chains of calls, each one call in flight at a time. */
+#define ASYNC_CALLS  12 /* Calls per chain: each callback makes the next. */
+
+struct async_chain {
+    struct tandem_client *client;
+    uint32_t index;
+    uint32_t calls;                  /* Made so far. */
+    uint64_t lsn_first[ASYNC_CALLS]; /* Of each call, in call order. */
+    uint32_t count[ASYNC_CALLS];     /* Records of each call. */
+    int status;                      /* First failure; 0 if none. */
+    char message[TANDEM_DIAG_SIZE];  /* Its diag. */
+    int blocking_rv;                 /* A blocking call from the last callback. */
+    char blocking_message[TANDEM_DIAG_SIZE];
+    _Atomic int *ended; /* Chains whose last callback ran. */
+};
+
+static void async_chain_next(struct async_chain *chain);
+
+static void async_chain_cb(void *data, int status, uint64_t lsn_first,
+                           const struct tandem_diag *diag)
+{
+    struct async_chain *chain = data;
+    if (status != 0) {
+        chain->status = status;
+        snprintf(chain->message, sizeof(chain->message), "%s", diag->message);
+        atomic_fetch_add(chain->ended, 1);
+        return;
+    }
+    assert_null(diag);
+    chain->lsn_first[chain->calls - 1] = lsn_first;
+    if (chain->calls < ASYNC_CALLS) {
+        async_chain_next(chain);
+        return;
+    }
+    /* A blocking call here would wait for this very thread: refused. */
+    struct tandem_diag why = {{0}};
+    uint64_t lsn = 0;
+    struct tandem_record record;
+    record_make(&record, 3000, 1, "blocking", 8);
+    chain->blocking_rv = tandem_client_append(chain->client, &record, 1, &lsn, &why);
+    snprintf(chain->blocking_message, sizeof(chain->blocking_message), "%s", why.message);
+    atomic_fetch_add(chain->ended, 1);
+}
+
+/* The chain's next call (from the test's thread first, then from callbacks). */
+static void async_chain_next(struct async_chain *chain)
+{
+    struct tandem_record records[3];
+    uint32_t count = 1 + (chain->index + chain->calls) % 3;
+    for (uint32_t i = 0; i < count; i++) {
+        /* Customers 3000+: no other test queries them. */
+        record_make(&records[i], 3000 + chain->index, (int64_t)(chain->calls * 3 + i), "async", 5);
+    }
+    chain->count[chain->calls] = count;
+    chain->calls++;
+    struct tandem_diag diag = {{0}};
+    int rv =
+        tandem_client_append_async(chain->client, records, count, async_chain_cb, chain, &diag);
+    if (rv != 0) {
+        chain->status = rv;
+        snprintf(chain->message, sizeof(chain->message), "%s", diag.message);
+        atomic_fetch_add(chain->ended, 1);
+    }
+}
+
+/* Over TCP + TLS, 16 chains of asynchronous appends (each callback makes
+ * its chain's next call) run beside blocking appends on the same client:
+ * every call gets its own answer, each chain's LSNs grow, and all the calls'
+ * LSN ranges tile exactly the LSNs the node wrote. A blocking call from a
+ * callback is refused (it would wait for the thread that runs it); bad
+ * arguments are refused at once and their callback never runs. */
+static void test_tandem_client__async_appends(void **state)
+{
+    struct fixture *f = *state;
+    struct tandem_client *client = client_open_alice(f);
+    uint64_t before = node_lsn_last();
+    _Atomic int ended = 0;
+    static struct async_chain chains[ASYNC_CHAINS];
+    for (uint32_t i = 0; i < ASYNC_CHAINS; i++) {
+        memset(&chains[i], 0, sizeof(chains[i]));
+        chains[i].client = client;
+        chains[i].index = i;
+        chains[i].ended = &ended;
+        async_chain_next(&chains[i]);
+    }
+    /* Blocking appends meanwhile, on the same client. */
+    uint64_t sync_lsn[4];
+    for (int i = 0; i < 4; i++) {
+        struct tandem_record record;
+        record_make(&record, 3999, i, "sync", 4);
+        struct tandem_diag diag = {{0}};
+        assert_int_equal(tandem_client_append(client, &record, 1, &sync_lsn[i], &diag), 0);
+    }
+    wait_for(&ended, ASYNC_CHAINS);
+
+    static uint64_t ranges[ASYNC_CHAINS * ASYNC_CALLS + 4][2];
+    uint32_t range_count = 0;
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < ASYNC_CHAINS; i++) {
+        struct async_chain *chain = &chains[i];
+        if (chain->status != 0) {
+            fail_msg("chain %u: %s: %s", i, tandem_strerror(chain->status), chain->message);
+        }
+        assert_int_equal(chain->calls, ASYNC_CALLS);
+        assert_int_equal(chain->blocking_rv, TANDEM_EINVALID);
+        assert_non_null(strstr(chain->blocking_message, "would wait for itself"));
+        for (uint32_t call = 0; call < ASYNC_CALLS; call++) {
+            if (call > 0) {
+                assert_true(chain->lsn_first[call] >
+                            chain->lsn_first[call - 1] + chain->count[call - 1] - 1);
+            }
+            ranges[range_count][0] = chain->lsn_first[call];
+            ranges[range_count][1] = chain->count[call];
+            range_count++;
+            total += chain->count[call];
+        }
+    }
+    for (int i = 0; i < 4; i++) {
+        ranges[range_count][0] = sync_lsn[i];
+        ranges[range_count][1] = 1;
+        range_count++;
+        total++;
+    }
+    qsort(ranges, range_count, sizeof(ranges[0]), range_compare);
+    uint64_t next = before + 1;
+    for (uint32_t r = 0; r < range_count; r++) {
+        assert_int_equal(ranges[r][0], next);
+        next += ranges[r][1];
+    }
+    assert_int_equal(node_lsn_last(), before + total);
+
+    /* Refused at once: no callback, nothing sent. */
+    struct tandem_record bad;
+    record_make(&bad, 3000, 1, "bad", 3);
+    bad.message.recipient.size = 0;
+    struct tandem_diag diag = {{0}};
+    assert_int_equal(tandem_client_append_async(client, &bad, 1, async_chain_cb, &chains[0], &diag),
+                     TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "record 0: recipient"));
+    record_make(&bad, 3000, 1, "ok", 2);
+    assert_int_equal(tandem_client_append_async(client, &bad, 1, NULL, NULL, &diag),
+                     TANDEM_EINVALID);
+    assert_non_null(strstr(diag.message, "cb must not be NULL"));
+    assert_int_equal(atomic_load(&ended), ASYNC_CHAINS);
+    assert_int_equal(node_lsn_last(), before + total);
+    tandem_client_close(client);
+}
+
+/* Records the outcome of one asynchronous append. */
+struct async_outcome {
+    _Atomic int called;
+    int status;
+    char message[TANDEM_DIAG_SIZE];
+};
+
+static void async_outcome_cb(void *data, int status, uint64_t lsn_first,
+                             const struct tandem_diag *diag)
+{
+    struct async_outcome *outcome = data;
+    (void)lsn_first;
+    outcome->status = status;
+    if (diag != NULL) {
+        snprintf(outcome->message, sizeof(outcome->message), "%s", diag->message);
+    }
+    atomic_fetch_add(&outcome->called, 1);
+}
+
+/* n asynchronous one-record appends on client, each reporting to its own
+ * outcome. */
+static void async_outcomes_start(struct tandem_client *client, struct async_outcome *outcomes,
+                                 uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        memset(&outcomes[i], 0, sizeof(outcomes[i]));
+        struct tandem_record record;
+        record_make(&record, 5, i, "x", 1);
+        struct tandem_diag diag = {{0}};
+        assert_int_equal(
+            tandem_client_append_async(client, &record, 1, async_outcome_cb, &outcomes[i], &diag),
+            0);
+    }
+}
+
+/* A node that closes the connection: every asynchronous append in flight
+ * ends with -ECONNRESET, naming it, exactly once; later calls fail at once
+ * with the same code and never call back. A client closed before its
+ * answers came ends each call with TANDEM_ECANCELED before close returns. */
+static void test_tandem_client__async_failures(void **state)
+{
+    (void)state;
+    enum { N = 48 };
+    static struct async_outcome outcomes[N];
+    char dir[PATH_SIZE];
+    struct tandem_diag diag = {{0}};
+
+    struct fake_server server = {.answer_unknown = false};
+    server.listen_fd = fake_node_listen("fake-async-close", dir);
+    assert_int_equal(pthread_create(&server.thread, NULL, fake_server_main, &server), 0);
+    struct tandem_client *client = NULL;
+    assert_int_equal(tandem_client_open(dir, NULL, &client, &diag), 0);
+    async_outcomes_start(client, outcomes, N);
+    for (uint32_t i = 0; i < N; i++) {
+        wait_for(&outcomes[i].called, 1);
+    }
+    assert_int_equal(pthread_join(server.thread, NULL), 0);
+    close(server.listen_fd);
+    for (uint32_t i = 0; i < N; i++) {
+        assert_int_equal(atomic_load(&outcomes[i].called), 1);
+        assert_int_equal(outcomes[i].status, -ECONNRESET);
+        assert_non_null(strstr(outcomes[i].message, "closed the connection"));
+    }
+    struct async_outcome later = {0};
+    struct tandem_record record;
+    record_make(&record, 5, 1, "x", 1);
+    assert_int_equal(
+        tandem_client_append_async(client, &record, 1, async_outcome_cb, &later, &diag),
+        -ECONNRESET);
+    assert_non_null(strstr(diag.message, "closed the connection"));
+    tandem_client_close(client);
+    assert_int_equal(atomic_load(&later.called), 0);
+
+    /* Closed while the node (which reads, then closes after 2 s) has not
+     * answered. */
+    struct fake_server silent = {.answer_unknown = false};
+    silent.listen_fd = fake_node_listen("fake-async-cancel", dir);
+    assert_int_equal(pthread_create(&silent.thread, NULL, fake_server_main, &silent), 0);
+    assert_int_equal(tandem_client_open(dir, NULL, &client, &diag), 0);
+    async_outcomes_start(client, outcomes, N);
+    tandem_client_close(client);
+    for (uint32_t i = 0; i < N; i++) {
+        assert_int_equal(atomic_load(&outcomes[i].called), 1);
+        assert_int_equal(outcomes[i].status, TANDEM_ECANCELED);
+        assert_non_null(strstr(outcomes[i].message, "closed before the answer came"));
+    }
+    assert_int_equal(pthread_join(silent.thread, NULL), 0);
+    close(silent.listen_fd);
+}
+
+/* What the callback of the first answered call does on a full client. */
+struct async_fill {
+    struct tandem_client *client;
+    _Atomic int called; /* Callbacks run. */
+    _Atomic int first;  /* The first callback claimed the fill. */
+    int added;          /* Calls it made before the client was full. */
+    int busy_rv;        /* Its call on the full client. */
+    char busy_message[TANDEM_DIAG_SIZE];
+    int failed; /* A callback saw a failure. */
+};
+
+static void async_fill_cb(void *data, int status, uint64_t lsn_first,
+                          const struct tandem_diag *diag)
+{
+    struct async_fill *fill = data;
+    (void)lsn_first;
+    (void)diag;
+    if (status != 0) {
+        fill->failed = status;
+    }
+    if (atomic_exchange(&fill->first, 1) == 0) {
+        /* Nothing ends while a callback runs on the client's thread: the
+         * client fills up, and the next call cannot wait for room. */
+        for (int i = 0; i < 100; i++) {
+            struct tandem_record record;
+            record_make(&record, 5, i, "fill", 4);
+            struct tandem_diag why = {{0}};
+            int rv =
+                tandem_client_append_async(fill->client, &record, 1, async_fill_cb, fill, &why);
+            if (rv != 0) {
+                fill->busy_rv = rv;
+                snprintf(fill->busy_message, sizeof(fill->busy_message), "%s", why.message);
+                break;
+            }
+            fill->added++;
+        }
+    }
+    atomic_fetch_add(&fill->called, 1);
+}
+
+/* 64 asynchronous appends fill a client (the fake node holds its answers for
+ * 300 ms); the first callback then adds calls until the client is full
+ * again, and the next one is TANDEM_EBUSY instead of a wait for room that
+ * only its own thread could make. Every call made is answered. */
+static void test_tandem_client__async_busy_in_callback(void **state)
+{
+    (void)state;
+    char dir[PATH_SIZE];
+    static struct combine_server server;
+    memset(&server, 0, sizeof(server));
+    server.calls_total = 1000; /* More than come: it stops when the client closes. */
+    server.listen_fd = fake_node_listen("fake-async-busy", dir);
+    assert_int_equal(pthread_create(&server.thread, NULL, combine_server_main, &server), 0);
+    struct tandem_client *client = NULL;
+    struct tandem_diag diag = {{0}};
+    assert_int_equal(tandem_client_open(dir, NULL, &client, &diag), 0);
+    static struct async_fill fill;
+    memset(&fill, 0, sizeof(fill));
+    fill.client = client;
+    for (int i = 0; i < 64; i++) {
+        struct tandem_record record;
+        record_make(&record, 5, i, "x", 1);
+        assert_int_equal(
+            tandem_client_append_async(client, &record, 1, async_fill_cb, &fill, &diag), 0);
+    }
+    wait_for(&fill.called, 1);
+    assert_int_equal(fill.busy_rv, TANDEM_EBUSY);
+    assert_non_null(strstr(fill.busy_message, "a callback cannot wait for room"));
+    assert_true(fill.added >= 1 && fill.added < 64);
+    wait_for(&fill.called, 64 + fill.added);
+    assert_int_equal(fill.failed, 0);
+    tandem_client_close(client);
+    assert_int_equal(pthread_join(server.thread, NULL), 0);
+    close(server.listen_fd);
+    assert_int_equal(server.failed, 0);
+    assert_int_equal(atomic_load(&fill.called), 64 + fill.added);
+}
+
 /* cert_dir NULL falls back to TANDEM_CERT; with neither, HOST:PORT is refused
  * with a diag naming both; a malformed address is refused as an address. */
 static void test_tandem_client_open__cert_from_environment(void **state)
@@ -1123,6 +1441,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tandem_client__shared_by_threads, setup, teardown),
         cmocka_unit_test(test_tandem_client__shared_failures),
         cmocka_unit_test(test_tandem_client__shared_appends_combined),
+        cmocka_unit_test_setup_teardown(test_tandem_client__async_appends, setup, teardown),
+        cmocka_unit_test(test_tandem_client__async_failures),
+        cmocka_unit_test(test_tandem_client__async_busy_in_callback),
         cmocka_unit_test_setup_teardown(test_tandem_client_open__other_ca, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tandem_client_open__failures, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tdm_uv_server_adopt__node_certificate, setup,
