@@ -138,6 +138,8 @@ struct tandem_client {
     struct api_waiter **pending_tail;
     struct tdm_proto_msg *send_msg; /* The sender's scratch for combined requests. */
     uint32_t appends_inflight;      /* Combined APPEND_REQUESTs sent, not answered. */
+    uint64_t inflight_records;      /* Their records. */
+    uint64_t pending_records;       /* Records of the appends in pending. */
     uint32_t calls;                 /* Calls between admission and their answer. */
     pthread_cond_t admit;           /* A call ended: room for one more. */
     uint64_t request_id_next;
@@ -338,6 +340,7 @@ static void api_fail_locked(struct tandem_client *c, int rv, const struct tdm_di
     c->waiters = NULL;
     c->pending = NULL;
     c->pending_tail = &c->pending;
+    c->pending_records = 0;
     pthread_cond_broadcast(&c->admit); /* Waiting for room: fail at once. */
     api_thread_wake_locked(c);
 }
@@ -374,18 +377,29 @@ static int api_outbox_add(struct tandem_client *c, const uint8_t *frame, size_t 
 
 /* Combine the pending appends, oldest first, into APPEND_REQUESTs in the
  * outbox (lock held; the callers wait for their answers, so their entries
- * stay valid). Returns 0, or -ENOMEM / the encoder's code with why. */
+ * stay valid). The requests in flight are kept about the same size: each
+ * takes at most half of the records in flight and pending, and while one is
+ * in flight, fewer than half its records wait for its answer and leave with
+ * the rest then. Otherwise sizes, once uneven, stay so: the callers of a
+ * one-record request make the next one-record request, a whole round for
+ * one record (64 callers settled at requests of 1 and 63). Returns 0, or
+ * -ENOMEM / the encoder's code with why. */
 static int api_combine(struct tandem_client *c, struct tdm_diag *why)
 {
     while (c->pending != NULL && c->appends_inflight < API_APPENDS_INFLIGHT_MAX) {
+        if (c->appends_inflight > 0 && c->pending_records * 2 < c->inflight_records) {
+            break; /* Too few to balance: they wait for the answer in flight. */
+        }
+        uint64_t share = (c->pending_records + c->inflight_records + 1) / 2;
         uint32_t total = 0;
         size_t bytes = 0;
         struct api_waiter *end = c->pending;
         /* request_id, record_count, then the entries (PROTOCOL.md §3.3). */
         while (end != NULL &&
-               (total == 0 || (total + end->count <= TDM_PROTO_RECORDS_MAX &&
-                               TDM_PROTO_FRAME_SIZE_MIN + 8 + 4 + bytes + end->entries_size <=
-                                   TDM_CLIENT_FRAME_SIZE_MAX))) {
+               (total == 0 ||
+                (total + end->count <= share && total + end->count <= TDM_PROTO_RECORDS_MAX &&
+                 TDM_PROTO_FRAME_SIZE_MIN + 8 + 4 + bytes + end->entries_size <=
+                     TDM_CLIENT_FRAME_SIZE_MAX))) {
             total += end->count;
             bytes += end->entries_size;
             end = end->pending_next;
@@ -428,6 +442,9 @@ static int api_combine(struct tandem_client *c, struct tdm_diag *why)
             c->pending_tail = &c->pending;
         }
         c->appends_inflight++;
+        c->inflight_records += total;
+        tdm_assert(c->pending_records >= total);
+        c->pending_records -= total;
     }
     return 0;
 }
@@ -501,6 +518,8 @@ static int api_dispatch(struct tandem_client *c, struct api_waiter **wakes, stru
         }
         tdm_assert(c->appends_inflight > 0);
         c->appends_inflight--;
+        tdm_assert(c->inflight_records >= waiter->batch_total);
+        c->inflight_records -= waiter->batch_total;
         for (struct api_waiter **p = &c->waiters; *p != NULL;) {
             struct api_waiter *w = *p;
             if (w->request_id != id) {
@@ -652,6 +671,10 @@ static void *api_thread_main(void *arg)
             api_wake_answered(answered, NULL);
             api_run_callbacks(c, due);
             pthread_mutex_lock(&c->lock);
+            if (c->pending != NULL && !c->sender && c->failed == 0) {
+                c->sender = true; /* What the callbacks queued, combined. */
+                api_send_queued(c);
+            }
             continue;
         }
         if (c->closing) {
@@ -765,6 +788,7 @@ static int api_queue_locked(struct tandem_client *c, const uint8_t *frame, size_
         waiter->pending_next = NULL;
         *c->pending_tail = waiter;
         c->pending_tail = &waiter->pending_next;
+        c->pending_records += waiter->count;
     }
     if (rv != 0) {
         if (c->failed == 0) {
@@ -780,7 +804,9 @@ static int api_queue_locked(struct tandem_client *c, const uint8_t *frame, size_
     c->waiters = waiter;
     c->calls++;
     atomic_init(&waiter->wake, API_WAKE_NONE);
-    if (!c->sender) {
+    /* On the client's thread (a callback), the thread sends once its
+     * callbacks have run: the calls they make leave in one request. */
+    if (!c->sender && !api_on_own_thread(c)) {
         c->sender = true;
         api_send_queued(c);
     }

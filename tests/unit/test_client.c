@@ -633,6 +633,8 @@ struct combine_server {
     uint32_t unanswered_max;   /* Most requests waiting for an answer at once. */
     uint32_t first_wait_count; /* Requests received in the first 300 ms. */
     int failed;                /* A frame that did not decode. */
+    bool answer_one;           /* Answer only the oldest request per round (1 ms). */
+    uint32_t small_requests;   /* After the first 4 requests: those of fewer than 8 records. */
 };
 
 static void *combine_server_main(void *arg)
@@ -681,6 +683,9 @@ static void *combine_server_main(void *arg)
                 counts[unanswered] = msg->append_request.record_count;
                 unanswered++;
                 s->requests++;
+                if (s->requests > 4 && msg->append_request.record_count < 8) {
+                    s->small_requests++;
+                }
             }
         }
         s->unanswered_max = unanswered > s->unanswered_max ? unanswered : s->unanswered_max;
@@ -693,7 +698,8 @@ static void *combine_server_main(void *arg)
             nanosleep(&pause, NULL);
             continue;
         }
-        for (uint32_t i = 0; i < unanswered; i++) {
+        uint32_t answering = s->answer_one && unanswered > 0 ? 1 : unanswered;
+        for (uint32_t i = 0; i < answering; i++) {
             memset(msg, 0, sizeof(*msg));
             msg->type = TDM_PROTO_APPEND_RESULT;
             msg->append_result.request_id = ids[i];
@@ -707,7 +713,9 @@ static void *combine_server_main(void *arg)
                 s->failed = 4;
             }
         }
-        unanswered = 0;
+        memmove(ids, ids + answering, (unanswered - answering) * sizeof(ids[0]));
+        memmove(counts, counts + answering, (unanswered - answering) * sizeof(counts[0]));
+        unanswered -= answering;
         struct timespec pause = {.tv_sec = 0, .tv_nsec = 1000000};
         nanosleep(&pause, NULL);
     }
@@ -1086,6 +1094,77 @@ static void test_tandem_client__async_busy_in_callback(void **state)
     assert_int_equal(atomic_load(&fill.called), 64 + fill.added);
 }
 
+#define BALANCE_CHAINS 64
+#define BALANCE_CALLS  12
+
+struct balance_chain {
+    struct tandem_client *client;
+    uint32_t calls;
+    int status;
+    _Atomic int *ended;
+};
+
+static void balance_cb(void *data, int status, uint64_t lsn_first, const struct tandem_diag *diag)
+{
+    struct balance_chain *chain = data;
+    (void)lsn_first;
+    (void)diag;
+    if (status != 0 || chain->calls == BALANCE_CALLS) {
+        chain->status = status;
+        atomic_fetch_add(chain->ended, 1);
+        return;
+    }
+    chain->calls++;
+    struct tandem_record record;
+    record_make(&record, 5, chain->calls, "x", 1);
+    struct tandem_diag why = {{0}};
+    /* The callback may run before the call returns: touch the chain only on
+     * failure. */
+    int rv = tandem_client_append_async(chain->client, &record, 1, balance_cb, chain, &why);
+    if (rv != 0) {
+        chain->status = rv;
+        atomic_fetch_add(chain->ended, 1);
+    }
+}
+
+/* 64 chains of one-record asynchronous calls against a node that answers
+ * one request at a time: the two requests in flight stay about the same
+ * size. Before, the first call left alone, and its chain's calls kept
+ * leaving alone while the other 63 shared the other request: a whole round
+ * for one record. */
+static void test_tandem_client__requests_balanced(void **state)
+{
+    (void)state;
+    char dir[PATH_SIZE];
+    static struct combine_server server;
+    memset(&server, 0, sizeof(server));
+    server.calls_total = BALANCE_CHAINS * BALANCE_CALLS;
+    server.answer_one = true;
+    server.listen_fd = fake_node_listen("fake-balance", dir);
+    assert_int_equal(pthread_create(&server.thread, NULL, combine_server_main, &server), 0);
+    struct tandem_client *client = NULL;
+    struct tandem_diag diag = {{0}};
+    assert_int_equal(tandem_client_open(dir, NULL, &client, &diag), 0);
+    _Atomic int ended = 0;
+    static struct balance_chain chains[BALANCE_CHAINS];
+    for (uint32_t i = 0; i < BALANCE_CHAINS; i++) {
+        chains[i] = (struct balance_chain){.client = client, .calls = 0, .ended = &ended};
+        balance_cb(&chains[i], 0, 0, NULL);
+    }
+    wait_for(&ended, BALANCE_CHAINS);
+    for (uint32_t i = 0; i < BALANCE_CHAINS; i++) {
+        assert_int_equal(chains[i].status, 0);
+        assert_int_equal(chains[i].calls, BALANCE_CALLS);
+    }
+    tandem_client_close(client);
+    assert_int_equal(pthread_join(server.thread, NULL), 0);
+    close(server.listen_fd);
+    assert_int_equal(server.failed, 0);
+    assert_true(server.unanswered_max <= 2);
+    assert_true(server.requests < BALANCE_CHAINS * BALANCE_CALLS / 8);
+    assert_true(server.small_requests <= 2);
+}
+
 /* cert_dir NULL falls back to TANDEM_CERT; with neither, HOST:PORT is refused
  * with a diag naming both; a malformed address is refused as an address. */
 static void test_tandem_client_open__cert_from_environment(void **state)
@@ -1444,6 +1523,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tandem_client__async_appends, setup, teardown),
         cmocka_unit_test(test_tandem_client__async_failures),
         cmocka_unit_test(test_tandem_client__async_busy_in_callback),
+        cmocka_unit_test(test_tandem_client__requests_balanced),
         cmocka_unit_test_setup_teardown(test_tandem_client_open__other_ca, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tandem_client_open__failures, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tdm_uv_server_adopt__node_certificate, setup,
