@@ -451,7 +451,8 @@ int tandem_client_append(struct tandem_client *client, const struct tandem_recor
 
 /* Completion of tandem_client_append_async(): status is 0 or one of
  * tandem_client_append()'s codes, lsn_first is valid only when status is 0,
- * and diag (NULL when status is 0) holds the message. Runs on the client's
+ * and diag (NULL when status is 0, valid only during the call) holds the
+ * message. Runs on the client's
  * own thread, without any lock of the client held: it must be quick, may call
  * tandem_client_append_async(), and must not call tandem_client_close() nor a
  * blocking tandem_client_* function (those return TANDEM_EINVALID there). */
