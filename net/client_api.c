@@ -559,6 +559,47 @@ static int api_dispatch(struct tandem_client *c, struct api_waiter **wakes, stru
     return 0;
 }
 
+/* One step of a reader, called without c->lock and returning with it held:
+ * take the next answer and hand it out (api_dispatch; the sync callers
+ * answered go to *wakes), or, if none has arrived, wait for bytes (poll the
+ * connection, and event_fd unless it is -1); then send what an answer made
+ * room for. A failure fails the client. */
+static void api_read_step(struct tandem_client *c, struct api_waiter **wakes, int event_fd)
+{
+    struct tdm_diag why = {{0}};
+    pthread_mutex_lock(&c->io_lock);
+    int rv = tdm_client_receive(&c->client, c->msg, false, &why);
+    pthread_mutex_unlock(&c->io_lock);
+    if (rv == -EAGAIN) {
+        struct pollfd p[2] = {{.fd = c->client.fd, .events = POLLIN},
+                              {.fd = event_fd, .events = POLLIN}};
+        rv = poll(p, event_fd >= 0 ? 2 : 1, -1) >= 0 || errno == EINTR ? 0 : -errno;
+        if (rv != 0) {
+            tdm_diag_printf(&why, "poll %s: %s", c->client.label, strerror(-rv));
+        } else if (event_fd >= 0 && (p[1].revents & POLLIN) != 0) {
+            uint64_t count;
+            ssize_t n = read(event_fd, &count, sizeof(count));
+            (void)n; /* Non-blocking: EAGAIN if another read emptied it. */
+        }
+        pthread_mutex_lock(&c->lock);
+        if (rv != 0) {
+            api_fail_locked(c, rv, &why);
+        }
+        return;
+    }
+    pthread_mutex_lock(&c->lock);
+    if (rv == 0) {
+        rv = api_dispatch(c, wakes, &why);
+    }
+    if (rv != 0) {
+        api_fail_locked(c, rv, &why);
+    }
+    if (c->pending != NULL && !c->sender && c->failed == 0) {
+        c->sender = true; /* An answer made room: send what waited for it. */
+        api_send_queued(c);
+    }
+}
+
 /* The reader's turn (lock held on entry and exit): take answers until
  * self's is in or the connection fails. The callers answered are woken
  * between reads, without the lock; those of the last read are left in
@@ -572,33 +613,7 @@ static void api_read_answers(struct tandem_client *c, struct api_waiter *self,
         *wakes = NULL;
         pthread_mutex_unlock(&c->lock);
         api_wake_answered(answered, self);
-        struct tdm_diag why = {{0}};
-        pthread_mutex_lock(&c->io_lock);
-        int rv = tdm_client_receive(&c->client, c->msg, false, &why);
-        pthread_mutex_unlock(&c->io_lock);
-        if (rv == -EAGAIN) {
-            struct pollfd p = {.fd = c->client.fd, .events = POLLIN};
-            rv = poll(&p, 1, -1) >= 0 || errno == EINTR ? 0 : -errno;
-            if (rv != 0) {
-                tdm_diag_printf(&why, "poll %s: %s", c->client.label, strerror(-rv));
-            }
-            pthread_mutex_lock(&c->lock);
-            if (rv != 0) {
-                api_fail_locked(c, rv, &why);
-            }
-            continue;
-        }
-        pthread_mutex_lock(&c->lock);
-        if (rv == 0) {
-            rv = api_dispatch(c, wakes, &why);
-        }
-        if (rv != 0) {
-            api_fail_locked(c, rv, &why);
-        }
-        if (c->pending != NULL && !c->sender && c->failed == 0) {
-            c->sender = true; /* An answer made room: send what waited for it. */
-            api_send_queued(c);
-        }
+        api_read_step(c, wakes, -1);
     }
     c->reader = false;
     if (c->thread_started) {
@@ -606,6 +621,50 @@ static void api_read_answers(struct tandem_client *c, struct api_waiter *self,
     } else if (c->waiters != NULL) {
         api_wake(c->waiters, API_WAKE_ROLE); /* It takes the role. */
     }
+}
+
+/* Fill *waiter (zeroed) with an append of records, encoded as one request
+ * carries them: request_id, record_count, then the entries (PROTOCOL.md
+ * §3.3), in waiter->entries_owned. Returns 0, or TANDEM_EINVALID (a record
+ * breaks a limit, or they do not fit one client frame) / -ENOMEM with diag. */
+static int api_append_waiter(struct api_waiter *waiter, const struct tandem_record *records,
+                             size_t count, struct tandem_diag *diag)
+{
+    memset(waiter, 0, sizeof(*waiter));
+    struct tdm_diag why = {{0}};
+    uint8_t *entries = NULL;
+    size_t size = 0;
+    int rv = tdm_batch_raw_encode(records, count,
+                                  TDM_CLIENT_FRAME_SIZE_MAX - TDM_PROTO_FRAME_SIZE_MIN - 8 - 4,
+                                  &entries, &size, &why);
+    if (rv != 0) {
+        api_diag_copy(diag, &why);
+        return rv;
+    }
+    waiter->want = TDM_PROTO_APPEND_RESULT;
+    waiter->entries = entries;
+    waiter->entries_owned = entries;
+    waiter->entries_size = size;
+    waiter->count = (uint32_t)count;
+    return 0;
+}
+
+/* An answered append whose acknowledgement does not match what was sent:
+ * the stream can no longer be trusted. Fails the client and returns
+ * TANDEM_ECORRUPT with why; 0 if it matches. */
+static int api_check_acknowledged(struct tandem_client *c, const struct api_waiter *w,
+                                  struct tdm_diag *why)
+{
+    if (w->record_count == w->count && w->lsn_first != 0) {
+        return 0;
+    }
+    int rv =
+        TDM_CORRUPT(why, "%s acknowledged %u records at lsn %llu, %u were sent", c->client.label,
+                    w->record_count, (unsigned long long)w->lsn_first, w->count);
+    pthread_mutex_lock(&c->lock);
+    api_fail_locked(c, rv, why);
+    pthread_mutex_unlock(&c->lock);
+    return rv;
 }
 
 /* ---- The client's thread (asynchronous appends) ---------------------------------- */
@@ -620,17 +679,14 @@ static void api_run_callbacks(struct tandem_client *c, struct api_waiter *list)
         struct tandem_diag diag = {{0}};
         int status = w->status;
         uint64_t lsn_first = 0;
-        if (status == 0 && (w->record_count != w->count || w->lsn_first == 0)) {
+        if (status == 0) {
             struct tdm_diag why = {{0}};
-            status = TDM_CORRUPT(&why, "%s acknowledged %u records at lsn %llu, %u were sent",
-                                 c->client.label, w->record_count, (unsigned long long)w->lsn_first,
-                                 w->count);
-            pthread_mutex_lock(&c->lock);
-            api_fail_locked(c, status, &why);
-            pthread_mutex_unlock(&c->lock);
-            api_diag_copy(&diag, &why);
-        } else if (status == 0) {
-            lsn_first = w->lsn_first;
+            status = api_check_acknowledged(c, w, &why);
+            if (status == 0) {
+                lsn_first = w->lsn_first;
+            } else {
+                api_diag_copy(&diag, &why);
+            }
         } else {
             snprintf(diag.message, sizeof(diag.message), "%s", w->text != NULL ? w->text : "");
             status = status < 0 ? status : TANDEM_ECORRUPT; /* As api_refused(). */
@@ -687,38 +743,7 @@ static void *api_thread_main(void *arg)
         reading = true;
         c->reader = true;
         pthread_mutex_unlock(&c->lock);
-        struct tdm_diag why = {{0}};
-        pthread_mutex_lock(&c->io_lock);
-        int rv = tdm_client_receive(&c->client, c->msg, false, &why);
-        pthread_mutex_unlock(&c->io_lock);
-        if (rv == -EAGAIN) {
-            struct pollfd p[2] = {{.fd = c->client.fd, .events = POLLIN},
-                                  {.fd = c->event_fd, .events = POLLIN}};
-            rv = poll(p, 2, -1) >= 0 || errno == EINTR ? 0 : -errno;
-            if (rv != 0) {
-                tdm_diag_printf(&why, "poll %s: %s", c->client.label, strerror(-rv));
-            } else if ((p[1].revents & POLLIN) != 0) {
-                uint64_t count;
-                ssize_t n = read(c->event_fd, &count, sizeof(count));
-                (void)n; /* Non-blocking: EAGAIN if another read emptied it. */
-            }
-            pthread_mutex_lock(&c->lock);
-            if (rv != 0) {
-                api_fail_locked(c, rv, &why);
-            }
-            continue;
-        }
-        pthread_mutex_lock(&c->lock);
-        if (rv == 0) {
-            rv = api_dispatch(c, &wakes, &why);
-        }
-        if (rv != 0) {
-            api_fail_locked(c, rv, &why);
-        }
-        if (c->pending != NULL && !c->sender && c->failed == 0) {
-            c->sender = true; /* An answer made room: send what waited for it. */
-            api_send_queued(c);
-        }
+        api_read_step(c, &wakes, c->event_fd);
     }
     if (reading) {
         c->reader = false;
@@ -914,36 +939,19 @@ int tandem_client_append(struct tandem_client *client, const struct tandem_recor
         tdm_diag_printf((struct tdm_diag *)diag, "lsn_first must not be NULL");
         return TANDEM_EINVALID;
     }
-    uint8_t *entries = NULL;
-    size_t size = 0;
-    /* request_id, record_count, then the entries (PROTOCOL.md §3.3). */
-    int rv = tdm_batch_raw_encode(records, count,
-                                  TDM_CLIENT_FRAME_SIZE_MAX - TDM_PROTO_FRAME_SIZE_MIN - 8 - 4,
-                                  &entries, &size, &why);
+    struct api_waiter waiter;
+    int rv = api_append_waiter(&waiter, records, count, diag);
     if (rv != 0) {
-        api_diag_copy(diag, &why);
         return rv;
     }
-    struct api_waiter waiter;
-    memset(&waiter, 0, sizeof(waiter));
-    waiter.want = TDM_PROTO_APPEND_RESULT;
-    waiter.entries = entries;
-    waiter.entries_size = size;
-    waiter.count = (uint32_t)count;
     rv = api_call(client, NULL, 0, &waiter, diag);
-    tdm_free(entries);
+    tdm_free(waiter.entries_owned);
     if (rv != 0) {
         return rv;
     }
     if (waiter.status != 0) {
         rv = api_refused(&waiter, diag);
-    } else if (waiter.record_count != count || waiter.lsn_first == 0) {
-        rv = TDM_CORRUPT(&why, "%s acknowledged %u records at lsn %llu, %zu were sent",
-                         client->client.label, waiter.record_count,
-                         (unsigned long long)waiter.lsn_first, count);
-        pthread_mutex_lock(&client->lock);
-        api_fail_locked(client, rv, &why);
-        pthread_mutex_unlock(&client->lock);
+    } else if ((rv = api_check_acknowledged(client, &waiter, &why)) != 0) {
         api_diag_copy(diag, &why);
     } else {
         *lsn_first = waiter.lsn_first;
@@ -957,30 +965,19 @@ int tandem_client_append_async(struct tandem_client *client, const struct tandem
                                struct tandem_diag *diag)
 {
     tdm_assert(client != NULL);
-    struct tdm_diag why = {{0}};
     if (cb == NULL) {
         tdm_diag_printf((struct tdm_diag *)diag, "cb must not be NULL");
         return TANDEM_EINVALID;
     }
-    uint8_t *entries = NULL;
-    size_t size = 0;
-    int rv = tdm_batch_raw_encode(records, count,
-                                  TDM_CLIENT_FRAME_SIZE_MAX - TDM_PROTO_FRAME_SIZE_MIN - 8 - 4,
-                                  &entries, &size, &why);
-    if (rv != 0) {
-        api_diag_copy(diag, &why);
-        return rv;
-    }
-    struct api_waiter *waiter = tdm_calloc(1, sizeof(*waiter));
+    struct api_waiter *waiter = tdm_malloc(sizeof(*waiter));
     if (waiter == NULL) {
-        tdm_free(entries);
         return -ENOMEM;
     }
-    waiter->want = TDM_PROTO_APPEND_RESULT;
-    waiter->entries = entries;
-    waiter->entries_owned = entries;
-    waiter->entries_size = size;
-    waiter->count = (uint32_t)count;
+    int rv = api_append_waiter(waiter, records, count, diag);
+    if (rv != 0) {
+        tdm_free(waiter);
+        return rv;
+    }
     waiter->cb = cb;
     waiter->cb_data = data;
     pthread_mutex_lock(&client->lock);
@@ -995,7 +992,7 @@ int tandem_client_append_async(struct tandem_client *client, const struct tandem
     }
     pthread_mutex_unlock(&client->lock);
     if (rv != 0) {
-        tdm_free(entries);
+        tdm_free(waiter->entries_owned);
         tdm_free(waiter);
     }
     return rv;

@@ -473,6 +473,19 @@ static int range_compare(const void *a, const void *b)
     return (x[0] > y[0]) - (x[0] < y[0]);
 }
 
+/* The calls' LSN ranges ({lsn_first, count}) tile before + 1 .. the node's
+ * last LSN exactly: none lost, none doubled. */
+static void ranges_check_tile(uint64_t (*ranges)[2], uint32_t range_count, uint64_t before)
+{
+    qsort(ranges, range_count, sizeof(ranges[0]), range_compare);
+    uint64_t next = before + 1;
+    for (uint32_t r = 0; r < range_count; r++) {
+        assert_int_equal(ranges[r][0], next);
+        next += ranges[r][1];
+    }
+    assert_int_equal(node_lsn_last(), next - 1);
+}
+
 /* 72 threads share one client over TCP + TLS, each appending 8 times
  * (1-3 records a call) and asking for status once, all at once: every call
  * gets its own answer (at most 64 calls are in flight at once: the others
@@ -504,12 +517,7 @@ static void test_tandem_client__shared_by_threads(void **state)
             total += threads[i].count[call];
         }
     }
-    qsort(ranges, range_count, sizeof(ranges[0]), range_compare);
-    uint64_t next = before + 1;
-    for (uint32_t r = 0; r < range_count; r++) {
-        assert_int_equal(ranges[r][0], next);
-        next += ranges[r][1];
-    }
+    ranges_check_tile(ranges, range_count, before);
     assert_int_equal(node_lsn_last(), before + total);
     tandem_client_close(client);
 }
@@ -725,6 +733,24 @@ static void *combine_server_main(void *arg)
     return NULL;
 }
 
+/* Start server (a combine_server on node directory tmp_dir/name that
+ * answers calls_total records, one request per round if answer_one) and
+ * return a client of it. */
+static struct tandem_client *combine_server_start(struct combine_server *server, const char *name,
+                                                  uint32_t calls_total, bool answer_one)
+{
+    char dir[PATH_SIZE];
+    memset(server, 0, sizeof(*server));
+    server->calls_total = calls_total;
+    server->answer_one = answer_one;
+    server->listen_fd = fake_node_listen(name, dir);
+    assert_int_equal(pthread_create(&server->thread, NULL, combine_server_main, server), 0);
+    struct tandem_client *client = NULL;
+    struct tandem_diag diag = {{0}};
+    assert_int_equal(tandem_client_open(dir, NULL, &client, &diag), 0);
+    return client;
+}
+
 /* Appends of many threads on one client travel combined: while two requests
  * wait for answers, nothing more is sent; once they are answered, every call
  * that waited leaves in one request. All SHARED_THREADS one-record calls get
@@ -733,15 +759,9 @@ static void *combine_server_main(void *arg)
 static void test_tandem_client__shared_appends_combined(void **state)
 {
     (void)state;
-    char dir[PATH_SIZE];
     static struct combine_server server;
-    memset(&server, 0, sizeof(server));
-    server.calls_total = SHARED_THREADS;
-    server.listen_fd = fake_node_listen("fake-combine", dir);
-    assert_int_equal(pthread_create(&server.thread, NULL, combine_server_main, &server), 0);
-    struct tandem_client *client = NULL;
-    struct tandem_diag diag = {{0}};
-    assert_int_equal(tandem_client_open(dir, NULL, &client, &diag), 0);
+    struct tandem_client *client =
+        combine_server_start(&server, "fake-combine", SHARED_THREADS, false);
     static struct combine_caller callers[SHARED_THREADS];
     for (uint32_t i = 0; i < SHARED_THREADS; i++) {
         callers[i].client = client;
@@ -901,12 +921,7 @@ static void test_tandem_client__async_appends(void **state)
         range_count++;
         total++;
     }
-    qsort(ranges, range_count, sizeof(ranges[0]), range_compare);
-    uint64_t next = before + 1;
-    for (uint32_t r = 0; r < range_count; r++) {
-        assert_int_equal(ranges[r][0], next);
-        next += ranges[r][1];
-    }
+    ranges_check_tile(ranges, range_count, before);
     assert_int_equal(node_lsn_last(), before + total);
 
     /* Refused at once: no callback, nothing sent. */
@@ -1063,15 +1078,10 @@ static void async_fill_cb(void *data, int status, uint64_t lsn_first,
 static void test_tandem_client__async_busy_in_callback(void **state)
 {
     (void)state;
-    char dir[PATH_SIZE];
     static struct combine_server server;
-    memset(&server, 0, sizeof(server));
-    server.calls_total = 1000; /* More than come: it stops when the client closes. */
-    server.listen_fd = fake_node_listen("fake-async-busy", dir);
-    assert_int_equal(pthread_create(&server.thread, NULL, combine_server_main, &server), 0);
-    struct tandem_client *client = NULL;
+    /* More records than come: it stops when the client closes. */
+    struct tandem_client *client = combine_server_start(&server, "fake-async-busy", 1000, false);
     struct tandem_diag diag = {{0}};
-    assert_int_equal(tandem_client_open(dir, NULL, &client, &diag), 0);
     static struct async_fill fill;
     memset(&fill, 0, sizeof(fill));
     fill.client = client;
@@ -1135,16 +1145,9 @@ static void balance_cb(void *data, int status, uint64_t lsn_first, const struct 
 static void test_tandem_client__requests_balanced(void **state)
 {
     (void)state;
-    char dir[PATH_SIZE];
     static struct combine_server server;
-    memset(&server, 0, sizeof(server));
-    server.calls_total = BALANCE_CHAINS * BALANCE_CALLS;
-    server.answer_one = true;
-    server.listen_fd = fake_node_listen("fake-balance", dir);
-    assert_int_equal(pthread_create(&server.thread, NULL, combine_server_main, &server), 0);
-    struct tandem_client *client = NULL;
-    struct tandem_diag diag = {{0}};
-    assert_int_equal(tandem_client_open(dir, NULL, &client, &diag), 0);
+    struct tandem_client *client =
+        combine_server_start(&server, "fake-balance", BALANCE_CHAINS * BALANCE_CALLS, true);
     _Atomic int ended = 0;
     static struct balance_chain chains[BALANCE_CHAINS];
     for (uint32_t i = 0; i < BALANCE_CHAINS; i++) {
