@@ -388,7 +388,11 @@ static int server_conf_read(struct server_conf *conf, struct tdm_diag *diag)
     FILE *file = fopen(path, "re");
     if (file == NULL) {
         int rv = -errno;
-        tdm_diag_printf(diag, "%s: %s (create the node with tandem init)", path, strerror(-rv));
+        tdm_diag_printf(diag, "%s: %s%s", path, strerror(-rv),
+                        rv == -ENOENT   ? " (create the node with tandem init)"
+                        : rv == -EACCES ? " (the node directory's files must belong to the user "
+                                          "tandemd runs as: chown -R)"
+                                        : "");
         return rv;
     }
     int line = ini_parse_file(file, server_conf_handler, conf);

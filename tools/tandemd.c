@@ -3,7 +3,14 @@
  * tools/server.c), which does the work.
  *
  * Happy path:
- * 0. No core dumps: a core of tandemd would hold customer records and the
+ * 0. Not root (RELIABILITY S13): started as root, tandemd runs as the owner
+ *    of DIR (the service user the operator chowned it to: docs/OPERATIONS.md
+ *    "Run as a service user"): supplementary groups, group, then user, before
+ *    anything of DIR is opened, and proves it cannot become root again; its
+ *    capabilities are then none. A DIR owned by root keeps root, with a
+ *    warning line once the node serves (a refused start stays one line). A
+ *    failed switch exits 1: never root when a service user was meant.
+ *    No core dumps: a core of tandemd would hold customer records and the
  *    node's TLS key (RELIABILITY S13). RLIMIT_CORE 0, and not dumpable
  *    (PR_SET_DUMPABLE 0: no core even if a later setrlimit raised it, and
  *    only root may attach a debugger). A failure of either is one line on
@@ -26,11 +33,16 @@
  * open error, a socket or listen address that cannot be bound exits 1 with the
  * cause in one line. */
 #include <errno.h>
+#include <grp.h>
+#include <stdbool.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "tandem.h"
 
@@ -45,7 +57,52 @@ static int tandemd_wait(const sigset_t *stop)
     }
 }
 
-/* Step 0. */
+/* Step 0: run as the owner of dir when started as root. Returns 0 (with
+ * *as_root set if it stays root: dir belongs to root), or -1 with the cause
+ * on stderr. */
+static int tandemd_drop_root(const char *dir, bool *as_root)
+{
+    *as_root = false;
+    if (geteuid() != 0) {
+        return 0;
+    }
+    struct stat st;
+    if (stat(dir, &st) != 0) {
+        return 0; /* The open names what is wrong with dir. */
+    }
+    if (st.st_uid == 0) {
+        *as_root = true; /* Said once the node serves: a refusal stays one line. */
+        return 0;
+    }
+    uid_t uid = st.st_uid;
+    const struct passwd *pw = getpwuid(uid);
+    gid_t gid = pw != NULL ? pw->pw_gid : st.st_gid;
+    const char *what = "setgroups";
+    int rc = pw != NULL ? initgroups(pw->pw_name, gid) : setgroups(1, &gid);
+    if (rc == 0) {
+        what = "setgid";
+        rc = setgid(gid);
+    }
+    if (rc == 0) {
+        what = "setuid";
+        rc = setuid(uid);
+    }
+    if (rc != 0) {
+        fprintf(stderr, "tandemd: cannot run as uid %u, the owner of %s: %s: %s\n", (unsigned)uid,
+                dir, what, strerror(errno));
+        return -1;
+    }
+    if (setuid(0) == 0 || geteuid() == 0) {
+        fprintf(stderr, "tandemd: could become root again after switching to uid %u\n",
+                (unsigned)uid);
+        return -1;
+    }
+    fprintf(stderr, "tandemd: running as %s (uid %u, gid %u), the owner of %s\n",
+            pw != NULL ? pw->pw_name : "an unnamed user", (unsigned)uid, (unsigned)gid, dir);
+    return 0;
+}
+
+/* Step 0, after the switch (which resets the dumpable flag). */
 static void tandemd_no_core(void)
 {
     struct rlimit none = {0, 0};
@@ -67,6 +124,10 @@ int main(int argc, char **argv)
         return argc == 2 && strcmp(argv[1], "--help") == 0 ? 0 : 2;
     }
     const char *dir = argv[1];
+    bool as_root = false;
+    if (tandemd_drop_root(dir, &as_root) != 0) {
+        return 1;
+    }
     tandemd_no_core();
     sigset_t stop;
     sigemptyset(&stop);
@@ -91,6 +152,12 @@ int main(int argc, char **argv)
     if (tandem_status(tandem_server_node(server), &status) == 0) {
         fprintf(stderr, "tandemd: started: node %s of cluster %s, %s, last lsn %llu\n",
                 info.node_id, info.cluster, dir, (unsigned long long)status.lsn_last);
+    }
+    if (as_root) {
+        fprintf(stderr,
+                "tandemd: running as root, because %s belongs to root; chown -R it to a service "
+                "user to run as that user (docs/OPERATIONS.md)\n",
+                dir);
     }
 
     int signum = tandemd_wait(&stop);

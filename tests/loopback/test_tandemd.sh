@@ -15,7 +15,10 @@
 #   goes on serving;
 # - SIGTERM during a streaming append: tandemd exits 0 within 5 s and every LSN
 #   the CLI printed is in the log afterwards;
-# - tandemd sets its core size limit to 0, and SIGABRT leaves no core file.
+# - tandemd sets its core size limit to 0, and SIGABRT leaves no core file;
+# - started as root on a directory that belongs to a service user, tandemd runs
+#   as that user with no capabilities, and what it writes belongs to it; on a
+#   root-owned directory it says that it runs as root.
 # Every process started here is killed in teardown.
 set -uo pipefail
 T=$1
@@ -219,6 +222,42 @@ if [[ $control_core -ge 1 ]]; then
     check "tandemd killed by SIGABRT leaves no core" 0 "$(ls "$work/cores" | grep -c '^core')"
 else
     echo "skip tandemd killed by SIGABRT leaves no core: this machine writes no core files here"
+fi
+
+# Not root (RELIABILITY S13): on a node directory that belongs to a service
+# user (here nobody), tandemd started as root runs as that user, with no
+# capabilities left, and what it writes belongs to that user. On a root-owned
+# directory (every tandemd above) it says that it runs as root.
+check "tandemd on a root-owned directory says it runs as root" 1 \
+    "$(grep -c 'running as root, because .* belongs to root' "$work/d1.err")"
+if [[ $(id -u) -eq 0 ]] && id nobody >/dev/null 2>&1; then
+    chmod 0711 "$work" # nobody must reach its directory inside.
+    S=$work/svc
+    "$T" init "$S" --cluster c1 --node n1 >/dev/null; check "init of the service user's node" 0 $?
+    chown -R nobody: "$S"
+    root_n=$N
+    N=$S
+    start_daemon svc
+    N=$root_n
+    check "tandemd runs as the owner of its directory (real, effective, saved uid)" \
+        "$(id -u nobody) $(id -u nobody) $(id -u nobody)" \
+        "$(awk '/^Uid:/ {print $2, $3, $4}' "/proc/$daemon/status")"
+    check "tandemd has no capabilities" "0000000000000000 0000000000000000" \
+        "$(awk '/^CapEff:/ {e=$2} /^CapPrm:/ {p=$2} END {print e, p}' "/proc/$daemon/status")"
+    check "tandemd says whom it runs as" 1 "$(grep -c 'running as nobody (uid' "$work/svc.err")"
+    head -n 5 "$work/r.jsonl" | "$T" append --node "$S" > "$work/svc.lsn"
+    check "append through the service user's tandemd" "0 5" "$? $(wc -l < "$work/svc.lsn")"
+    check "its segment belongs to nobody" nobody "$(stat -c %U "$S"/log/*.seg | sort -u)"
+    stop_daemon
+    check "the service user's tandemd stops on SIGTERM" 0 "$stop_rc"
+    # Only the directory given away, not its files: refused, the file named.
+    "$T" init "$work/svc2" --cluster c1 --node n1 >/dev/null
+    chown nobody: "$work/svc2"
+    "$D" "$work/svc2" 2> "$work/svc2.err"
+    check "tandemd on files it cannot open exits 1" 1 $?
+    check "and says which file and why" 1 "$(grep -c 'tandem.conf: Permission denied (the node directory.s files must belong to the user tandemd runs as: chown -R)' "$work/svc2.err")"
+else
+    echo "skip tandemd as a service user: not root, or no user nobody"
 fi
 
 exit $fail
