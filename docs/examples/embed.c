@@ -13,8 +13,11 @@
  *    application runs one, its own; two show a whole cluster in one process.
  * 2. Open a client on the first node's local socket: tandem_client_open(DIR,
  *    NULL, ...). No certificate: the socket's file permissions guard it.
- * 3. Store a customer record and EMBED_MAIL_COUNT message records with
- *    tandem_client_append(): each returns once acknowledged.
+ * 3. Store a customer record and EMBED_MAIL_COUNT message records: the first
+ *    half with tandem_client_append(), which returns once acknowledged, the
+ *    rest with tandem_client_append_async(), as a frontend built on an event
+ *    loop would: the call returns at once, and a callback on the client's
+ *    thread says when each is acknowledged.
  * 4. On every node's own copy: log the customer in (find by username) and
  *    query their mail. A backup may show an acknowledged record a moment
  *    after the primary acknowledged it: poll, bounded.
@@ -28,6 +31,7 @@
  * what it should, 1 otherwise.
  *
  * Build: cc embed.c $(pkg-config --cflags --libs tandem) */
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,8 +59,36 @@ static void embed_check(int rv, const char *what, const struct tandem_diag *diag
     exit(1);
 }
 
+/* Step 3, asynchronous appends: what their callbacks report. */
+struct embed_pending {
+    pthread_mutex_t lock;
+    pthread_cond_t done;
+    int waiting;       /* Calls whose callback has not run yet. */
+    int failed;        /* The first failure's status; 0 if none. */
+    uint64_t lsn_last; /* The highest LSN acknowledged. */
+    char message[TANDEM_DIAG_SIZE];
+};
+
+/* Runs on the client's thread once the node answered: quick, no blocking. */
+static void embed_acknowledged(void *data, int status, uint64_t lsn_first,
+                               const struct tandem_diag *diag)
+{
+    struct embed_pending *pending = data;
+    pthread_mutex_lock(&pending->lock);
+    if (status != 0 && pending->failed == 0) {
+        pending->failed = status;
+        snprintf(pending->message, sizeof(pending->message), "%s", diag->message);
+    } else if (status == 0 && lsn_first > pending->lsn_last) {
+        pending->lsn_last = lsn_first;
+    }
+    if (--pending->waiting == 0) {
+        pthread_cond_signal(&pending->done);
+    }
+    pthread_mutex_unlock(&pending->lock);
+}
+
 /* Step 3: the customer, then one record per mail. The strings live in the
- * caller's buffers: tandem_client_append() copies them. */
+ * caller's buffers: both append calls copy them before they return. */
 static void embed_write(struct tandem_client *client)
 {
     struct tandem_record customer = {.type = TANDEM_RECORD_CUSTOMER};
@@ -71,6 +103,9 @@ static void embed_write(struct tandem_client *client)
     embed_check(tandem_client_append(client, &customer, 1, &lsn, &diag), "append customer", &diag);
     printf("customer %d acknowledged at lsn %llu\n", EMBED_CUSTOMER_ID, (unsigned long long)lsn);
 
+    struct embed_pending pending = {.waiting = 0};
+    pthread_mutex_init(&pending.lock, NULL);
+    pthread_cond_init(&pending.done, NULL);
     for (int i = 0; i < EMBED_MAIL_COUNT; i++) {
         char message_id[64];
         snprintf(message_id, sizeof(message_id), "<%d@mx1.example.net>", i);
@@ -88,10 +123,38 @@ static void embed_write(struct tandem_client *client)
         message->relay_ip.bytes[0] = 192;
         message->relay_ip.bytes[3] = 2;
         message->subject = (struct tandem_bytes){"Analytical engines", 18};
-        /* Returns once min_copies nodes hold the record durably: only then may
-         * the frontend tell the sending server that the mail was accepted. */
-        embed_check(tandem_client_append(client, &record, 1, &lsn, &diag), "append", &diag);
+        if (i < EMBED_MAIL_COUNT / 2) {
+            /* Returns once min_copies nodes hold the record durably: only then
+             * may the frontend tell the sending server the mail was accepted. */
+            embed_check(tandem_client_append(client, &record, 1, &lsn, &diag), "append", &diag);
+            continue;
+        }
+        /* Returns at once; embed_acknowledged() says when it is acknowledged
+         * (an event-loop frontend answers the sending server from there). */
+        pthread_mutex_lock(&pending.lock);
+        pending.waiting++;
+        pthread_mutex_unlock(&pending.lock);
+        int rv =
+            tandem_client_append_async(client, &record, 1, embed_acknowledged, &pending, &diag);
+        if (rv != 0) {
+            pthread_mutex_lock(&pending.lock);
+            pending.waiting--; /* Refused: its callback never runs. */
+            pthread_mutex_unlock(&pending.lock);
+            embed_check(rv, "append_async", &diag);
+        }
     }
+    pthread_mutex_lock(&pending.lock);
+    while (pending.waiting > 0) {
+        pthread_cond_wait(&pending.done, &pending.lock);
+    }
+    pthread_mutex_unlock(&pending.lock);
+    if (pending.failed != 0) {
+        snprintf(diag.message, sizeof(diag.message), "%s", pending.message);
+        embed_check(pending.failed, "append_async callback", &diag);
+    }
+    pthread_cond_destroy(&pending.done);
+    pthread_mutex_destroy(&pending.lock);
+    lsn = pending.lsn_last > lsn ? pending.lsn_last : lsn;
     printf("%d mails acknowledged, the last at lsn %llu\n", EMBED_MAIL_COUNT,
            (unsigned long long)lsn);
 }
