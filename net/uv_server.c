@@ -862,10 +862,53 @@ static void send_command_result(struct conn *conn, const struct request *request
 }
 
 /* tdm_uv_command_done_cb. */
+/* Who sent conn's requests, for the audit lines of operator commands: the
+ * authenticated name of a TLS client ("client:<name>"), or the process at the
+ * other end of the local socket (its uid and pid, from SO_PEERCRED). */
+static void conn_who(const struct conn *conn, char *out, size_t size)
+{
+    if (conn->is_link) {
+        snprintf(out, size, "%s", conn->link != NULL ? tdm_uv_link_peer_name(conn->link) : "gone");
+        return;
+    }
+    uv_os_fd_t fd = -1;
+    struct ucred cred;
+    socklen_t length = sizeof(cred);
+    if (uv_fileno((const uv_handle_t *)&conn->pipe, &fd) == 0 &&
+        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &length) == 0) {
+        snprintf(out, size, "the local socket, uid %u, pid %d", (unsigned)cred.uid, (int)cred.pid);
+    } else {
+        snprintf(out, size, "the local socket");
+    }
+}
+
+/* The JSON outcome of a command's answer ("done", "refused", ...), or "". */
+static void command_outcome(const char *text, char *out, size_t size)
+{
+    static const char key[] = "\"outcome\": \"";
+    const char *at = text != NULL ? strstr(text, key) : NULL;
+    size_t n = 0;
+    if (at != NULL) {
+        at += sizeof(key) - 1;
+        while (at[n] != '\0' && at[n] != '"' && n + 1 < size) {
+            n++;
+        }
+        memcpy(out, at, n);
+    }
+    out[n] = '\0';
+}
+
 static void command_done_cb(void *done_data, int status, const char *text)
 {
     struct request *request = done_data;
     struct server *server = request->conn->server;
+    char who[128];
+    char outcome[32];
+    conn_who(request->conn, who, sizeof(who));
+    command_outcome(text, outcome, sizeof(outcome));
+    tdm_tracef("client %" PRIu64 " (%s): %s answered: %s%s", request->conn->id, who,
+               tdm_proto_type_name(request->type), status == 0 ? "outcome " : "",
+               status == 0 ? outcome : tandem_strerror(status));
     send_command_result(request->conn, request, status, text);
     request_done(request);
     server_maybe_finish(server);
@@ -883,6 +926,13 @@ static int conn_command(struct conn *conn, const struct tdm_proto_msg *msg)
     request->request_id = msg->command.request_id;
     conn->inflight++;
     const struct tdm_uv_server_config *config = &conn->server->config;
+    char who[128];
+    conn_who(conn, who, sizeof(who));
+    uint8_t flags = msg->command.flags;
+    tdm_tracef("client %" PRIu64 " (%s): %s%s%s%s%s requested", conn->id, who,
+               tdm_proto_type_name(msg->type), msg->command.target[0] != '\0' ? " to " : "",
+               msg->command.target, (flags & TANDEM_FAILOVER_FORCE) != 0 ? ", forced" : "",
+               (flags & TANDEM_FAILOVER_DRY_RUN) != 0 ? ", dry run" : "");
     struct tdm_diag diag = {{0}};
     int rv = TANDEM_EINVALID;
     if (config->command == NULL) {
@@ -895,6 +945,9 @@ static int conn_command(struct conn *conn, const struct tdm_proto_msg *msg)
     if (rv != 0) {
         /* Refused before it ran: the callback never runs. Answer now. */
         message_sanitize(diag.message);
+        tdm_tracef("client %" PRIu64 " (%s): %s refused: %s", conn->id, who,
+                   tdm_proto_type_name(msg->type),
+                   diag.message[0] != '\0' ? diag.message : tandem_strerror(rv));
         send_command_result(conn, request, rv,
                             diag.message[0] != '\0' ? diag.message : tandem_strerror(rv));
         conn->inflight--; /* Not request_done(): the caller is conn_process(). */

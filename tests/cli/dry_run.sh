@@ -23,7 +23,9 @@
 #   counted, the count's error naming n2, and the customers unknown;
 # - a forced failover to n3 names the same LSNs at risk, says they are
 #   counted only by a dry run, and n2, fenced, cuts them into its quarantine
-#   (tandem quarantine: LSN 41..100, 60 records).
+#   (tandem quarantine: LSN 41..100, 60 records);
+# - n3 traces who asked for each failover (the local socket's uid and pid)
+#   and what came of it.
 # Every process started here is killed in teardown.
 set -uo pipefail
 T=$1
@@ -167,6 +169,11 @@ assert risk["lsn_first"] == 41 and risk["records_counted"] == 0, risk
 assert risk["unknown_lsn_first"] == 41 and risk["count_error"].startswith("counted only by a dry run"), risk
 PY
 check "forced failover: the LSNs at risk, counted only by a dry run" 0 $?
+# Audit: n3 traced who asked for each failover (here the CLI on the local
+# socket: its uid and pid) and what came of it.
+check "n3 traced who asked for the dry runs" 1 "$(grep -c 'client [0-9]* (the local socket, uid '"$(id -u)"', pid [0-9]*): FAILOVER to n3, dry run requested' "$work/n3.err" | awk '{print ($1 >= 1)}')"
+check "n3 traced who forced the failover" 1 "$(grep -c 'client [0-9]* (the local socket, uid '"$(id -u)"', pid [0-9]*): FAILOVER to n3, forced requested' "$work/n3.err")"
+check "n3 traced its outcome" 1 "$(grep -c 'FAILOVER answered: outcome done' "$work/n3.err")"
 for _ in $(seq 100); do
     "$T" quarantine --node "$work/n2" --json > "$work/q.json" 2>/dev/null &&
         python3 -c 'import json, sys; sys.exit(not json.load(open(sys.argv[1]))["files"])' "$work/q.json" && break

@@ -21,7 +21,8 @@ Method:
   primary itself, a failover sent to another node than its target or to the
   primary, a directory with no tandemd, HOST:PORT without a certificate, a
   standalone tandemd ("no replicas"); one switchover over TCP + TLS with a
-  client certificate and one to "the next of the rotation".
+  client certificate (traced by the primary with the certificate's name and
+  the outcome) and one to "the next of the rotation".
 - (a) N switchovers in a row (default 100: about 10 s here) with `tandem switchover --node
   <primary's dir> --to <next node> --json`, round robin, each once the
   primary sees the target's link live (a switchover to a node still in its
@@ -59,6 +60,7 @@ Every process started here is killed in teardown, also on failure.
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -460,6 +462,14 @@ class Test:
                    rc == 0 and doc is not None and doc.get("outcome") == "done" and
                    doc.get("target") == backup and doc.get("acting") is True,
                    "exit %d: %s %s" % (rc, json.dumps(doc), err))
+        with open(self.nodes[primary].errpath, errors="replace") as f:
+            trace = f.read()
+        self.check("  ... traced with who asked (client:ops) and the outcome",
+                   re.search(r"client \d+ \(client:ops\): SWITCHOVER to %s requested" % backup,
+                             trace) is not None and
+                   re.search(r"client \d+ \(client:ops\): SWITCHOVER answered: outcome done",
+                             trace) is not None,
+                   "\n".join(line for line in trace.splitlines() if "SWITCHOVER" in line)[-600:])
         self.wait_live(backup, 10)
         r = run([self.tandem, "switchover", "--node", self.nodes[backup].dir])
         log("     tandem switchover says: " + r.stdout.strip())
