@@ -31,7 +31,6 @@
  * yet answered with TANDEM_ECANCELED, runs its callback and exits; then the
  * transport's close. */
 #include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -89,17 +88,16 @@ struct api_waiter {
     struct api_waiter *wake_next; /* In the reader's list of callers to wake. */
     /* An append: its encoded records, combined with other callers' appends
      * into one APPEND_REQUEST by the sender (api_combine). */
-    const uint8_t *entries;          /* The caller's, until it returns. */
+    uint8_t *entries;                /* Owned (api_append_waiter), freed when the call ends. */
     size_t entries_size;             /* Bytes. */
     uint32_t count;                  /* Records. */
     uint32_t offset;                 /* Records before ours in the combined request. */
     uint32_t batch_total;            /* Records of the combined request. */
     struct api_waiter *pending_next; /* In c->pending until combined. */
-    /* An asynchronous append (tandem_client_append_async): heap-allocated,
-     * owns entries; the client's thread runs cb once the call has ended. */
+    /* An asynchronous append (tandem_client_append_async): heap-allocated;
+     * the client's thread runs cb once the call has ended. */
     tandem_client_append_cb cb;
     void *cb_data;
-    uint8_t *entries_owned; /* == entries. */
 };
 
 /* Thread: any number of threads at once (tandem.h). Each call encodes its
@@ -489,6 +487,16 @@ static void api_send_queued(struct tandem_client *c)
     c->sender = false;
 }
 
+/* Send what waits for a request in flight to end, unless a sender is at it
+ * (lock held). */
+static void api_send_pending_locked(struct tandem_client *c)
+{
+    if (c->pending != NULL && !c->sender && c->failed == 0) {
+        c->sender = true;
+        api_send_queued(c);
+    }
+}
+
 /* Hand the frame in c->msg to its waiter (lock held): fill in its answer and
  * add it to *wakes, which the reader wakes once it drops the lock. Returns 0,
  * or TANDEM_ECORRUPT with why for an answer nobody asked for. */
@@ -594,10 +602,7 @@ static void api_read_step(struct tandem_client *c, struct api_waiter **wakes, in
     if (rv != 0) {
         api_fail_locked(c, rv, &why);
     }
-    if (c->pending != NULL && !c->sender && c->failed == 0) {
-        c->sender = true; /* An answer made room: send what waited for it. */
-        api_send_queued(c);
-    }
+    api_send_pending_locked(c); /* An answer made room. */
 }
 
 /* The reader's turn (lock held on entry and exit): take answers until
@@ -625,7 +630,7 @@ static void api_read_answers(struct tandem_client *c, struct api_waiter *self,
 
 /* Fill *waiter (zeroed) with an append of records, encoded as one request
  * carries them: request_id, record_count, then the entries (PROTOCOL.md
- * §3.3), in waiter->entries_owned. Returns 0, or TANDEM_EINVALID (a record
+ * §3.3), in waiter->entries (malloc'd). Returns 0, or TANDEM_EINVALID (a record
  * breaks a limit, or they do not fit one client frame) / -ENOMEM with diag. */
 static int api_append_waiter(struct api_waiter *waiter, const struct tandem_record *records,
                              size_t count, struct tandem_diag *diag)
@@ -643,10 +648,17 @@ static int api_append_waiter(struct api_waiter *waiter, const struct tandem_reco
     }
     waiter->want = TDM_PROTO_APPEND_RESULT;
     waiter->entries = entries;
-    waiter->entries_owned = entries;
     waiter->entries_size = size;
     waiter->count = (uint32_t)count;
     return 0;
+}
+
+/* The node refused the request: its message is the diag. */
+static int api_refused(const struct api_waiter *waiter, struct tandem_diag *diag)
+{
+    tdm_assert(waiter->status != 0);
+    tdm_diag_printf((struct tdm_diag *)diag, "%s", waiter->text != NULL ? waiter->text : "");
+    return waiter->status < 0 ? waiter->status : TANDEM_ECORRUPT;
 }
 
 /* An answered append whose acknowledgement does not match what was sent:
@@ -688,12 +700,11 @@ static void api_run_callbacks(struct tandem_client *c, struct api_waiter *list)
                 api_diag_copy(&diag, &why);
             }
         } else {
-            snprintf(diag.message, sizeof(diag.message), "%s", w->text != NULL ? w->text : "");
-            status = status < 0 ? status : TANDEM_ECORRUPT; /* As api_refused(). */
+            status = api_refused(w, &diag);
         }
         w->cb(w->cb_data, status, lsn_first, status == 0 ? NULL : &diag);
         free(w->text);
-        tdm_free(w->entries_owned);
+        tdm_free(w->entries);
         tdm_free(w);
     }
 }
@@ -727,10 +738,7 @@ static void *api_thread_main(void *arg)
             api_wake_answered(answered, NULL);
             api_run_callbacks(c, due);
             pthread_mutex_lock(&c->lock);
-            if (c->pending != NULL && !c->sender && c->failed == 0) {
-                c->sender = true; /* What the callbacks queued, combined. */
-                api_send_queued(c);
-            }
+            api_send_pending_locked(c); /* What the callbacks queued, combined. */
             continue;
         }
         if (c->closing) {
@@ -922,14 +930,6 @@ static uint64_t api_request_id(struct tandem_client *c)
     return id;
 }
 
-/* The node refused the request: its message is the diag. */
-static int api_refused(const struct api_waiter *waiter, struct tandem_diag *diag)
-{
-    tdm_assert(waiter->status != 0);
-    tdm_diag_printf((struct tdm_diag *)diag, "%s", waiter->text != NULL ? waiter->text : "");
-    return waiter->status < 0 ? waiter->status : TANDEM_ECORRUPT;
-}
-
 int tandem_client_append(struct tandem_client *client, const struct tandem_record *records,
                          size_t count, uint64_t *lsn_first, struct tandem_diag *diag)
 {
@@ -945,7 +945,7 @@ int tandem_client_append(struct tandem_client *client, const struct tandem_recor
         return rv;
     }
     rv = api_call(client, NULL, 0, &waiter, diag);
-    tdm_free(waiter.entries_owned);
+    tdm_free(waiter.entries);
     if (rv != 0) {
         return rv;
     }
@@ -992,7 +992,7 @@ int tandem_client_append_async(struct tandem_client *client, const struct tandem
     }
     pthread_mutex_unlock(&client->lock);
     if (rv != 0) {
-        tdm_free(waiter->entries_owned);
+        tdm_free(waiter->entries);
         tdm_free(waiter);
     }
     return rv;
