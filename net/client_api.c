@@ -291,11 +291,19 @@ static void api_end_locked(struct tandem_client *c, struct api_waiter *w)
     pthread_cond_signal(&c->admit);
 }
 
+/* Whether the calling thread is the client's own (a callback runs on it). */
+static bool api_on_own_thread(const struct tandem_client *c)
+{
+    return c->thread_started && pthread_equal(pthread_self(), c->thread) != 0;
+}
+
 /* Wake the client's thread (lock held): from its condition variable, and
  * from poll(2) when it reads. */
 static void api_thread_wake_locked(struct tandem_client *c)
 {
-    if (!c->thread_started) {
+    /* On the thread itself (an answer it dispatched) there is no one to wake:
+     * it looks at async_done before it waits again. */
+    if (!c->thread_started || api_on_own_thread(c)) {
         return;
     }
     pthread_cond_signal(&c->thread_cond);
@@ -785,12 +793,6 @@ static int api_thread_start_locked(struct tandem_client *c, struct tandem_diag *
     }
     c->thread_started = true; /* Before the thread can take the lock. */
     return 0;
-}
-
-/* Whether the calling thread is the client's own (a callback runs on it). */
-static bool api_on_own_thread(const struct tandem_client *c)
-{
-    return c->thread_started && pthread_equal(pthread_self(), c->thread) != 0;
 }
 
 /* Admit the call of waiter and queue it (lock held on entry and exit): the
