@@ -427,6 +427,13 @@ int tdm_log_open(struct tdm_log *log, struct tdm_fs *fs, const char *dir,
     }
     if (options->prepare == TDM_LOG_PREPARE_THREAD && !options->read_only) {
         /* Without the thread, segments are created empty: slower, not wrong. */
+        if (log->segment_count == 0) {
+            /* A new log: prepare its first segment now, before the first
+             * batch. Appends that extend a file make every fdatasync write
+             * the inode too (docs/FORMAT.md "Prepared segments"). */
+            log->prepare_wanted = true;
+            log->tail_prepare_asked = true;
+        }
         log->prepare_started =
             pthread_create(&log->prepare_thread, NULL, log_prepare_main, log) == 0;
     }

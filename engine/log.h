@@ -101,7 +101,8 @@ struct tdm_log_options {
                  * LSNs, chain hash) and the footer (engine/scrub.c). */
     /* Keep the next segment file prepared: a thread (tdm-prepare) writes
      * DIR/log/next.prepared full of zeros and fdatasyncs it once the open
-     * segment is half full, and the writer renames it into place when it
+     * segment is half full (a new log's thread at open: for the first
+     * segment), and the writer renames it into place when it
      * needs a segment. Appends into written zeros change no file metadata
      * (size, block allocation), so their fdatasync needs no journal commit
      * (PostgreSQL's WAL segments; docs/FORMAT.md "Prepared segments").
