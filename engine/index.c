@@ -46,7 +46,7 @@
  *    one write transaction stores each batch's location and each customer
  *    record's entries in LSN order (a customer record first deletes the
  *    username and email entries of the record it replaces), the message
- *    records' entries sorted by database and key (struct index_entries), and
+ *    records' entries sorted by database and key prefix (index_entries_sort), and
  *    the new watermark.
  * 3. Every query (watermark, locate, customer, scan) runs in its own read
  *    transaction, begun and ended inside the call (STYLE B1.5).
@@ -1086,30 +1086,87 @@ static int index_entries_add(struct index_entries *e, enum index_db db, const vo
     return 0;
 }
 
-/* LMDB's default order (memcmp, then the shorter first), on the key and
- * then the value, within one database. */
-static int index_bytes_compare(const uint8_t *a, size_t a_size, const uint8_t *b, size_t b_size)
+/* An entry's place in the order of index_entries_sort(): its database and
+ * the first 15 bytes of its key, zero-padded, as one 16-byte big-endian
+ * number (hi, lo). */
+struct index_sort_item {
+    uint64_t hi;
+    uint64_t lo;
+    size_t entry;
+};
+
+#define INDEX_SORT_KEY_BYTES 16
+
+static uint8_t index_sort_byte(const struct index_sort_item *item, unsigned position)
 {
-    int c = memcmp(a, b, a_size < b_size ? a_size : b_size);
-    if (c != 0) {
-        return c;
-    }
-    return a_size < b_size ? -1 : a_size > b_size ? 1 : 0;
+    uint64_t word = position < 8 ? item->hi : item->lo;
+    return (uint8_t)(word >> (56 - 8 * (position % 8)));
 }
 
-static int index_entry_compare(const void *pa, const void *pb)
+/* Put e's entries in order of database and key prefix (struct
+ * index_sort_item) with a least-significant-digit radix sort: one byte per
+ * pass, skipping the bytes every entry shares (the database, a customer's
+ * high bytes). The order only has to bring neighbouring keys together (the
+ * comment above struct index_entry): entries whose first 15 bytes agree stay
+ * in the order they came. A comparison sort (qsort, with memcmp per
+ * comparison) took half the index thread's time under load.
+ * Returns 0, or -ENOMEM with diag (nothing changed). */
+static int index_entries_sort(struct index_entries *e, struct tdm_diag *diag)
 {
-    const struct index_entry *a = pa;
-    const struct index_entry *b = pb;
-    if (a->db != b->db) {
-        return a->db < b->db ? -1 : 1;
+    size_t n = e->count;
+    struct index_sort_item *items = tdm_malloc(2 * n * sizeof(*items));
+    struct index_entry *sorted = tdm_malloc(n * sizeof(*sorted));
+    size_t(*count)[256] = tdm_calloc(INDEX_SORT_KEY_BYTES, sizeof(*count));
+    if (items == NULL || sorted == NULL || count == NULL) {
+        tdm_free(items);
+        tdm_free(sorted);
+        tdm_free(count);
+        tdm_diag_printf(diag, "index: apply: out of memory to sort %zu entries", n);
+        return -ENOMEM;
     }
-    int c = index_bytes_compare(a->key, a->key_size, b->key, b->key_size);
-    if (c != 0) {
-        return c;
+    for (size_t i = 0; i < n; i++) {
+        const struct index_entry *entry = &e->entries[i];
+        uint8_t prefix[INDEX_SORT_KEY_BYTES] = {entry->db};
+        size_t take =
+            entry->key_size < INDEX_SORT_KEY_BYTES - 1 ? entry->key_size : INDEX_SORT_KEY_BYTES - 1;
+        memcpy(prefix + 1, entry->key, take);
+        struct index_sort_item *item = &items[i];
+        item->hi = tdm_load_be64(prefix);
+        item->lo = tdm_load_be64(prefix + 8);
+        item->entry = i;
+        for (unsigned position = 0; position < INDEX_SORT_KEY_BYTES; position++) {
+            count[position][index_sort_byte(item, position)]++;
+        }
     }
-    return index_bytes_compare(a->key + a->key_size, a->value_size, b->key + b->key_size,
-                               b->value_size);
+    struct index_sort_item *from = items;
+    struct index_sort_item *to = items + n;
+    for (unsigned position = INDEX_SORT_KEY_BYTES; position-- > 0;) {
+        size_t *c = count[position];
+        if (c[index_sort_byte(&from[0], position)] == n) {
+            continue; /* Every entry has this byte. */
+        }
+        size_t at = 0;
+        for (unsigned b = 0; b < 256; b++) {
+            size_t k = c[b];
+            c[b] = at;
+            at += k;
+        }
+        for (size_t i = 0; i < n; i++) {
+            to[c[index_sort_byte(&from[i], position)]++] = from[i];
+        }
+        struct index_sort_item *swap = from;
+        from = to;
+        to = swap;
+    }
+    for (size_t i = 0; i < n; i++) {
+        sorted[i] = e->entries[from[i].entry];
+    }
+    tdm_free(count);
+    tdm_free(items);
+    tdm_free(e->entries);
+    e->entries = sorted;
+    e->capacity = n;
+    return 0;
 }
 
 /* Store the collected entries, in order, with one cursor per database. */
@@ -1120,7 +1177,10 @@ static int index_entries_store(struct tdm_index *index, MDB_txn *txn, struct ind
         e->entries[i].key = e->arena + e->entries[i].offset;
     }
     if (e->count > 1) {
-        qsort(e->entries, e->count, sizeof(*e->entries), index_entry_compare);
+        int rv = index_entries_sort(e, diag);
+        if (rv != 0) {
+            return rv;
+        }
     }
     size_t i = 0;
     while (i < e->count) {
