@@ -9,6 +9,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/types.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -114,8 +115,15 @@ struct tdm_commit {
     char index_message[TDM_DIAG_SIZE];
     bool closing; /* No new requests; drain and stop. */
     bool index_closing;
-    bool index_urgent;                /* A query waits for the index: commit now. */
-    uint32_t index_queue_count;       /* Batches in index_queue. */
+    bool index_urgent; /* A query waits for the index: commit now. */
+    /* The index thread's CPU priority: background while nobody waits for it
+     * (engine/commit.c "The index thread's priority"). */
+    pid_t index_tid;            /* 0 until the index thread runs, and once it ended. */
+    int index_nice;             /* Its nice value now. */
+    int index_nice_normal;      /* The process's, restored while someone waits. */
+    bool index_nice_traced;     /* A failed change was traced (once). */
+    bool index_background;      /* It may come back to normal, so it runs in the background. */
+    uint32_t index_queue_count; /* Batches in index_queue. */
     tdm_commit_written_cb written_cb; /* May be NULL: local batches are then written */
     void *written_data;               /* and fdatasync'd in one call. */
     bool written_running;             /* The commit thread may be calling written_cb. */

@@ -75,6 +75,17 @@ static int tandemd_drop_root(const char *dir, bool *as_root)
         return 0;
     }
     uid_t uid = st.st_uid;
+    /* Let the service user give its index thread back normal priority while
+     * a query waits for it (engine/commit.c "The index thread's priority"):
+     * nice 0 needs RLIMIT_NICE 20 without CAP_SYS_NICE. Best effort. */
+    struct rlimit nice_limit;
+    if (getrlimit(RLIMIT_NICE, &nice_limit) == 0 && nice_limit.rlim_cur < 20) {
+        nice_limit.rlim_cur = 20;
+        if (nice_limit.rlim_max < 20) {
+            nice_limit.rlim_max = 20;
+        }
+        (void)setrlimit(RLIMIT_NICE, &nice_limit);
+    }
     const struct passwd *pw = getpwuid(uid);
     gid_t gid = pw != NULL ? pw->pw_gid : st.st_gid;
     const char *what = "setgroups";

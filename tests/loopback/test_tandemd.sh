@@ -35,6 +35,13 @@ start_daemon() {
     done
     echo "FAIL tandemd did not create its socket"; cat "$work/$1.err"; exit 1
 }
+# The nice value of $daemon's index thread.
+index_nice() {
+    local task
+    for task in /proc/"$daemon"/task/*; do
+        [[ $(cat "$task/comm") == tdm-index ]] && awk '{print $19}' "$task/stat"
+    done
+}
 # Stop tandemd with SIGTERM; sets stop_rc and stop_ms.
 stop_daemon() {
     local t0 t1
@@ -96,6 +103,12 @@ mid=$(sed -n 100p "$work/r.jsonl" | python3 -c 'import json,sys; print(json.load
 "$T" customer --node "$N" --id 4000000 > "$work/none.d"; check "customer none rc" 1 $?
 check "customer none output" 0 "$(wc -c < "$work/none.d")"
 "$T" status --node "$N" --json > "$work/status.d"; check "status rc" 0 $?
+# Root may raise a thread's priority back (CAP_SYS_NICE): the index thread
+# runs in the background between the queries above, each of which raised it
+# (engine/commit.c "The index thread's priority"); nothing traced.
+sleep 0.2
+check "the index thread is back in the background after the queries" 19 "$(index_nice)"
+check "no index thread priority trace" 0 "$(grep -c 'index thread: ' "$work/d1.err")"
 
 # A malformed frame: a size field of 5 (below the 12-byte header) and garbage.
 python3 - "$N/tandemd.sock" <<'PY'; check "malformed frame sent" 0 $?
@@ -248,6 +261,26 @@ if [[ $(id -u) -eq 0 ]] && id nobody >/dev/null 2>&1; then
     head -n 5 "$work/r.jsonl" | "$T" append --node "$S" > "$work/svc.lsn"
     check "append through the service user's tandemd" "0 5" "$? $(wc -l < "$work/svc.lsn")"
     check "its segment belongs to nobody" nobody "$(stat -c %U "$S"/log/*.seg | sort -u)"
+    # The index thread runs in the background (nice 19) only if it may come
+    # back to nice 0 while a query waits (engine/commit.c "The index thread's
+    # priority"): tandemd raises RLIMIT_NICE to 20 before it leaves root,
+    # which root may do here only with CAP_SYS_RESOURCE or a hard limit of 20.
+    root_hard=$(awk '/^Max nice priority/ {print $5}' /proc/self/limits)
+    root_caps=$(awk '/^CapEff:/ {print $2}' /proc/self/status)
+    "$T" query --node "$S" --customer 1 > /dev/null
+    check "a query through the service user's tandemd (none found)" 1 $?
+    if [[ $root_hard == unlimited || $root_hard -ge 20 ]] || (( 0x$root_caps & (1 << 24) )); then
+        check "tandemd raised RLIMIT_NICE for the service user" "20" \
+            "$(awk '/^Max nice priority/ {print $4}' "/proc/$daemon/limits")"
+        check "its index thread runs in the background" 19 "$(index_nice)"
+        check "it came back for the query (nothing traced)" 0 \
+            "$(grep -c 'index thread: ' "$work/svc.err")"
+    else
+        check "RLIMIT_NICE stays 0 for the service user" "0" \
+            "$(awk '/^Max nice priority/ {print $4}' "/proc/$daemon/limits")"
+        check "so its index thread stays at nice 0" 0 "$(index_nice)"
+        check "and says so once" 1 "$(grep -c 'index thread: stays at nice 0, not in the background' "$work/svc.err")"
+    fi
     stop_daemon
     check "the service user's tandemd stops on SIGTERM" 0 "$stop_rc"
     # Only the directory given away, not its files: refused, the file named.
