@@ -22,6 +22,10 @@
  *    starts and each call's callback continues (on its client's thread:
  *    generate, time, call), the way pgbench drives 64 clients from a few
  *    threads; main waits until every chain has ended.
+ *    With --status-file, a thread samples the node's status every
+ *    --status-every ms meanwhile, over a client of its own opened once, and
+ *    appends each document as a line to the file (the replication lag under
+ *    load: bench/bench_replication.sh).
  * 4. Join; print
  *      tandem appenders=N batch=K records_per_s=X p50_ms=Y p99_ms=Z records=R calls=C
  *    records_per_s is the counted records over the window's length; p50/p99
@@ -55,12 +59,13 @@
 #include "tandem.h"
 #include "tools/gen.h"
 
-#define CLUSTER_APPENDERS_MAX     1024u
-#define CLUSTER_SECONDS_DEFAULT   10.0
-#define CLUSTER_WARMUP_DEFAULT    1.0
-#define CLUSTER_SECONDS_MAX       86400.0
-#define CLUSTER_CUSTOMERS_DEFAULT 1000u
-#define CLUSTER_SEED_DEFAULT      1u
+#define CLUSTER_APPENDERS_MAX           1024u
+#define CLUSTER_SECONDS_DEFAULT         10.0
+#define CLUSTER_WARMUP_DEFAULT          1.0
+#define CLUSTER_STATUS_EVERY_MS_DEFAULT 100u
+#define CLUSTER_SECONDS_MAX             86400.0
+#define CLUSTER_CUSTOMERS_DEFAULT       1000u
+#define CLUSTER_SEED_DEFAULT            1u
 /* The strings of one generated message record, at most. */
 #define CLUSTER_RECORD_BYTES_MAX                                                                   \
     (TANDEM_THREAT_SIZE_MAX + TANDEM_ADDRESS_SIZE_MAX + TANDEM_MESSAGE_ID_SIZE_MAX +               \
@@ -68,16 +73,18 @@
 #define CLUSTER_LATENCIES_INITIAL 4096u
 
 struct cluster_options {
-    const char *node;        /* --node ADDR: HOST:PORT or a node directory. */
-    const char *cert_dir;    /* --cert DIR, else $TANDEM_CERT, else NULL. */
-    uint32_t appenders;      /* --appenders: threads. */
-    uint32_t connections;    /* --connections: clients they share (0: one each). */
-    uint32_t batch;          /* --batch: records per call, 1..TANDEM_APPEND_RECORDS_MAX. */
-    double seconds;          /* --seconds: the measured window. */
-    double warmup_seconds;   /* --warmup: before the window, not counted. */
-    uint32_t customer_count; /* --customers of the generator. */
-    uint64_t seed;           /* --seed of the generator (thread i uses seed + i). */
-    bool async;              /* --async: no appender threads; callbacks drive them. */
+    const char *node;         /* --node ADDR: HOST:PORT or a node directory. */
+    const char *cert_dir;     /* --cert DIR, else $TANDEM_CERT, else NULL. */
+    uint32_t appenders;       /* --appenders: threads. */
+    uint32_t connections;     /* --connections: clients they share (0: one each). */
+    uint32_t batch;           /* --batch: records per call, 1..TANDEM_APPEND_RECORDS_MAX. */
+    double seconds;           /* --seconds: the measured window. */
+    double warmup_seconds;    /* --warmup: before the window, not counted. */
+    uint32_t customer_count;  /* --customers of the generator. */
+    uint64_t seed;            /* --seed of the generator (thread i uses seed + i). */
+    bool async;               /* --async: no appender threads; callbacks drive them. */
+    const char *status_file;  /* --status-file: the node's status documents, one a line. */
+    uint32_t status_every_ms; /* --status-every: sampling period (default 100). */
 };
 
 /* What every appender shares. */
@@ -142,22 +149,27 @@ static void *cluster_alloc(size_t count, size_t size)
 
 static void cluster_usage(FILE *out)
 {
-    fprintf(out, "usage: bench_cluster --node ADDR [--cert DIR] --appenders N [--connections C]\n"
-                 "                     [--batch K] [--seconds S] [--warmup S] [--customers N]\n"
-                 "                     [--seed N] [--async]\n"
-                 "\n"
-                 "N threads append generated message records (tools/gen.h) to the node at ADDR\n"
-                 "(HOST:PORT with TLS, or a node directory) for S seconds (default 10) after a\n"
-                 "warm-up (default 1), K records per call (default 1). Each thread has its own\n"
-                 "tandem client, or with --connections C the threads share C clients (thread i\n"
-                 "uses client i mod C; concurrent calls on one client are pipelined).\n"
-                 "--async: no appender threads; each appender is a chain of calls of\n"
-                 "tandem_client_append_async(), one in flight at a time, whose callback (on\n"
-                 "the client's thread) issues the next, as pgbench drives its clients from a\n"
-                 "few threads (C defaults to 1 then).\n"
-                 "--cert defaults to $TANDEM_CERT. Prints\n"
-                 "  tandem appenders=N connections=C batch=K records_per_s=X p50_ms=Y p99_ms=Z\n"
-                 "  records=R calls=C\n");
+    fprintf(out,
+            "usage: bench_cluster --node ADDR [--cert DIR] --appenders N [--connections C]\n"
+            "                     [--batch K] [--seconds S] [--warmup S] [--customers N]\n"
+            "                     [--seed N] [--async] [--status-file FILE [--status-every MS]]\n"
+            "\n"
+            "N threads append generated message records (tools/gen.h) to the node at ADDR\n"
+            "(HOST:PORT with TLS, or a node directory) for S seconds (default 10) after a\n"
+            "warm-up (default 1), K records per call (default 1). Each thread has its own\n"
+            "tandem client, or with --connections C the threads share C clients (thread i\n"
+            "uses client i mod C; concurrent calls on one client are pipelined).\n"
+            "--async: no appender threads; each appender is a chain of calls of\n"
+            "tandem_client_append_async(), one in flight at a time, whose callback (on\n"
+            "the client's thread) issues the next, as pgbench drives its clients from a\n"
+            "few threads (C defaults to 1 then).\n"
+            "--status-file FILE: meanwhile, every --status-every MS (default 100) ms,\n"
+            "append the node's status document (tandem_client_status, one line) to FILE,\n"
+            "over a client of its own kept open: the replication lag under load, sampled\n"
+            "without a process and a TLS handshake per sample.\n"
+            "--cert defaults to $TANDEM_CERT. Prints\n"
+            "  tandem appenders=N connections=C batch=K records_per_s=X p50_ms=Y p99_ms=Z\n"
+            "  records=R calls=C\n");
 }
 
 static _Noreturn void cluster_bad_usage(const char *message, const char *value)
@@ -199,6 +211,7 @@ static void cluster_parse(int argc, char **argv, struct cluster_options *options
         .warmup_seconds = CLUSTER_WARMUP_DEFAULT,
         .customer_count = CLUSTER_CUSTOMERS_DEFAULT,
         .seed = CLUSTER_SEED_DEFAULT,
+        .status_every_ms = CLUSTER_STATUS_EVERY_MS_DEFAULT,
     };
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
@@ -233,6 +246,10 @@ static void cluster_parse(int argc, char **argv, struct cluster_options *options
             options->customer_count = (uint32_t)cluster_parse_u64(arg, value, 1, UINT32_MAX);
         } else if (strcmp(arg, "--seed") == 0) {
             options->seed = cluster_parse_u64(arg, value, 0, UINT64_MAX);
+        } else if (strcmp(arg, "--status-file") == 0) {
+            options->status_file = value;
+        } else if (strcmp(arg, "--status-every") == 0) {
+            options->status_every_ms = (uint32_t)cluster_parse_u64(arg, value, 1, 60000);
         } else {
             cluster_bad_usage("unknown option", arg);
         }
@@ -525,6 +542,93 @@ static void cluster_print_status(const struct cluster_options *options)
     tandem_client_close(client);
 }
 
+/* --status-file: a thread that samples the node's status until told to stop. */
+struct cluster_sampler {
+    const struct cluster_options *options;
+    struct tandem_client *client;
+    FILE *out;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    bool stop;
+    uint32_t samples;
+};
+
+static void *cluster_sampler_main(void *arg)
+{
+    struct cluster_sampler *s = arg;
+    pthread_mutex_lock(&s->lock);
+    while (!s->stop) {
+        pthread_mutex_unlock(&s->lock);
+        char *json = NULL;
+        struct tandem_diag diag = {{0}};
+        int rv = tandem_client_status(s->client, &json, &diag);
+        if (rv != 0) {
+            /* The run goes on; the lag figures then have fewer samples. */
+            fprintf(stderr, "bench_cluster: status sample: %s: %s\n", tandem_strerror(rv),
+                    diag.message);
+        } else {
+            fprintf(s->out, "%s\n", json);
+            s->samples++;
+        }
+        free(json);
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        int64_t ns = until.tv_nsec + (int64_t)s->options->status_every_ms * 1000000;
+        until.tv_sec += (time_t)(ns / 1000000000);
+        until.tv_nsec = (long)(ns % 1000000000);
+        pthread_mutex_lock(&s->lock);
+        while (!s->stop && pthread_cond_timedwait(&s->wake, &s->lock, &until) == 0) {
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+static void cluster_sampler_start(struct cluster_sampler *s, const struct cluster_options *options)
+{
+    *s = (struct cluster_sampler){.options = options};
+    s->out = fopen(options->status_file, "a");
+    if (s->out == NULL) {
+        cluster_fail("--status-file %s: %s", options->status_file, strerror(errno));
+    }
+    struct tandem_diag diag = {{0}};
+    int rv = tandem_client_open(options->node, options->cert_dir, &s->client, &diag);
+    if (rv != 0) {
+        cluster_fail("tandem_client_open %s: %s: %s", options->node, tandem_strerror(rv),
+                     diag.message);
+    }
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    rv = pthread_cond_init(&s->wake, &attr);
+    tdm_assert(rv == 0);
+    pthread_condattr_destroy(&attr);
+    rv = pthread_mutex_init(&s->lock, NULL);
+    tdm_assert(rv == 0);
+    rv = pthread_create(&s->thread, NULL, cluster_sampler_main, s);
+    if (rv != 0) {
+        cluster_fail("pthread_create: %s", strerror(rv));
+    }
+}
+
+static void cluster_sampler_stop(struct cluster_sampler *s)
+{
+    pthread_mutex_lock(&s->lock);
+    s->stop = true;
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->lock);
+    int rv = pthread_join(s->thread, NULL);
+    tdm_assert(rv == 0);
+    tandem_client_close(s->client);
+    if (fclose(s->out) != 0) {
+        cluster_fail("--status-file %s: %s", s->options->status_file, strerror(errno));
+    }
+    printf("# status samples: %" PRIu32 " in %s\n", s->samples, s->options->status_file);
+    pthread_cond_destroy(&s->wake);
+    pthread_mutex_destroy(&s->lock);
+}
+
 int main(int argc, char **argv)
 {
     struct cluster_options options;
@@ -538,6 +642,10 @@ int main(int argc, char **argv)
     cluster_print_status(&options);
     fflush(stdout);
 
+    struct cluster_sampler sampler;
+    if (options.status_file != NULL) {
+        cluster_sampler_start(&sampler, &options);
+    }
     struct cluster_run run = {.options = &options};
     atomic_init(&run.failed, false);
     int rv = pthread_mutex_init(&run.lock, NULL);
@@ -571,6 +679,9 @@ int main(int argc, char **argv)
             tdm_assert(rv == 0);
         }
         pthread_barrier_destroy(&run.start);
+    }
+    if (options.status_file != NULL) {
+        cluster_sampler_stop(&sampler);
     }
     bool failed = atomic_load(&run.failed);
     if (!failed) {

@@ -23,9 +23,12 @@
 #    with 1, 16 and 64 appenders of one record per call (each its own thread
 #    and connection), 64 sharing one connection (--shared), 64 as chains of
 #    asynchronous calls on one connection (--async: pgbench's way of driving
-#    its clients), and one appender of --batch records per call. During each run `tandem status --json` of n1 is
-#    sampled every ~100 ms; the backups' lag.seconds and lag.records of those
-#    samples give the replication lag p50/p99. Stop the daemons (SIGTERM: they
+#    its clients), and one appender of --batch records per call. During each
+#    run bench_cluster samples n1's status document every 100 ms over a
+#    client of its own (--status-file; a `tandem status --json` process per
+#    sample cost 5-15% of the throughput and raised p99); the backups'
+#    lag.seconds and lag.records of those samples give the replication lag
+#    p50/p99. Stop the daemons (SIGTERM: they
 #    exit 0 within seconds, DESIGN). Each tandemd traces, as its node closes,
 #    the bytes it sent to other nodes and how many of them were verification
 #    frames (CHECK, CHECK_RESULT): their sum over the configuration's daemons
@@ -43,7 +46,7 @@
 # one line on stderr ("bench_replication: ..."), with the tails of the
 # daemons' logs, exit status 1. Bad usage: exit status 2.
 #
-# Close: a trap on EXIT stops the sampler, every tandemd started here (by
+# Close: a trap on EXIT stops every tandemd started here (by
 # process id) and a running pg_standby.sh (which stops its servers), then
 # removes the work directory, unless --keep or a failure (kept for its logs;
 # an interrupt removes it).
@@ -177,7 +180,6 @@ fi
 results=$work/results.txt
 : >"$results"
 daemon_pids=()
-sampler_pid=""
 child_pid=""
 
 stop_daemons() {
@@ -203,18 +205,9 @@ stop_daemons() {
     daemon_pids=()
 }
 
-stop_sampler() {
-    if [[ -n "$sampler_pid" ]]; then
-        kill -TERM "$sampler_pid" 2>/dev/null || true
-        wait "$sampler_pid" 2>/dev/null || true
-        sampler_pid=""
-    fi
-}
-
 cleanup() {
     local status=$?
     set +e
-    stop_sampler
     if [[ -n "$child_pid" ]]; then
         kill -TERM "$child_pid" 2>/dev/null
         wait "$child_pid" 2>/dev/null
@@ -357,15 +350,6 @@ wait_healthy() { # CONFIG
     die "$config: the cluster is not healthy within 60 s"
 }
 
-# Append n1's status documents to FILE every ~100 ms until killed.
-sample_status() { # ADDR FILE
-    trap 'exit 0' TERM
-    while :; do
-        "$tandem" status --node "$1" --json >>"$2" 2>/dev/null || true
-        sleep 0.1
-    done
-}
-
 # "lag_s_p50=... lag_s_p99=... lag_records_p50=... lag_records_p99=... lag_samples=N"
 # over every backup of every sample (nearest rank, as bench_cluster).
 lag_summary() { # FILE
@@ -410,18 +394,14 @@ run_load() { # CONFIG RUN APPENDERS BATCH [CONNECTIONS [BENCH_CLUSTER_OPTION...]
     shift $(($# < 5 ? $# : 5))
     out=$work/$config/$run.out
     samples=$work/$config/$run.status.jsonl
-    sample_status "$primary_addr" "$samples" &
-    sampler_pid=$!
     cpu0=$(daemons_cpu)
     if ! run_child "$bench_cluster" --node "$primary_addr" --cert "$cert" --appenders "$appenders" \
-        --connections "$connections" --batch "$k" --seconds "$seconds" --warmup "$warmup" "$@" \
-        >"$out"; then
-        stop_sampler
+        --connections "$connections" --batch "$k" --seconds "$seconds" --warmup "$warmup" \
+        --status-file "$samples" --status-every 100 "$@" >"$out"; then
         daemon_logs "$config"
         die "$config: bench_cluster --appenders $appenders --batch $k failed"
     fi
     cpu1=$(daemons_cpu)
-    stop_sampler
     line=$(grep '^tandem ' "$out") || die "$config: no result line from bench_cluster"
     cpu_line=$(grep '^cpu ' "$out") || die "$config: no cpu line from bench_cluster"
     line="config=$config run=$run ${line#tandem } ${cpu_line#cpu } daemons_cpu_s=$(awk \
