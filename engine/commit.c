@@ -322,6 +322,65 @@ static bool commit_index_group_full(const struct tdm_commit *commit)
            commit->index_queue_size >= TDM_COMMIT_INDEX_GROUP_SIZE_MAX;
 }
 
+/* The index thread's priority. Under load, the index thread applying a
+ * group is a CPU-bound thread among latency-bound ones (loop, commit and
+ * client threads that each run for microseconds per wake): at equal
+ * priority a thread woken for the next step of a write can wait for the
+ * scheduler to preempt it, several times per write. Measured (backup1,
+ * async64, fresh nodes, 3 alternating rounds), write latency p99 was
+ * 5.7-7.0 ms at equal priority and 3.2-4.7 ms with the index threads at
+ * nice 19, while almost every write made during an index group took 2.5 to
+ * 9 ms. So the index thread runs at nice COMMIT_INDEX_NICE while nobody waits
+ * for it, and at the process's own priority while someone does: a query, a
+ * cut, or writes held back by a full index queue (commit_index_hurry_locked),
+ * so that they do not wait behind every other thread. Raising the priority
+ * back needs RLIMIT_NICE (tandemd raises it before it leaves root, where root may) or
+ * CAP_SYS_NICE; without either the thread stays at the process's priority
+ * (commit_index_may_restore), traced once: a query under heavy ingest
+ * would otherwise wait for a thread that every other one preempts. */
+#define COMMIT_INDEX_NICE 19
+
+/* Whether the calling thread may go from nice 19 back to normal (nice). */
+static bool commit_index_may_restore(int normal)
+{
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_NICE, &limit) == 0 &&
+        (limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur >= (rlim_t)(20 - normal))) {
+        return true;
+    }
+    struct __user_cap_header_struct header = {.version = _LINUX_CAPABILITY_VERSION_3};
+    struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+    if (syscall(SYS_capget, &header, data) != 0) {
+        return false;
+    }
+    return (data[CAP_TO_INDEX(CAP_SYS_NICE)].effective & CAP_TO_MASK(CAP_SYS_NICE)) != 0;
+}
+
+/* Give the index thread nice value nice (under the mutex). */
+static void commit_index_nice_locked(struct tdm_commit *commit, int nice)
+{
+    if (commit->index_tid == 0 || commit->index_nice == nice) {
+        return;
+    }
+    if (setpriority(PRIO_PROCESS, (id_t)commit->index_tid, nice) == 0) {
+        commit->index_nice = nice;
+    } else if (!commit->index_nice_traced) {
+        commit->index_nice_traced = true;
+        tdm_tracef("index thread: nice %d: %s; queries may wait longer for the index under "
+                   "heavy ingest (docs/OPERATIONS.md \"The index thread's priority\")",
+                   nice, strerror(errno));
+    }
+}
+
+/* Someone waits for the index thread (under the mutex): wake it, no
+ * interval, at normal priority. */
+static void commit_index_hurry_locked(struct tdm_commit *commit)
+{
+    commit->index_urgent = true;
+    commit_index_nice_locked(commit, commit->index_nice_normal);
+    pthread_cond_broadcast(&commit->index_cond);
+}
+
 /* Queue item (taken) for the index thread, waiting while it is far behind.
  * Without an index, or once it failed, the item is dropped. */
 static void commit_index_push(struct tdm_commit *commit, struct commit_indexable *item)
@@ -341,6 +400,7 @@ static void commit_index_push(struct tdm_commit *commit, struct commit_indexable
     }
     while (commit->index_queue_size > TDM_COMMIT_INDEX_QUEUE_SIZE_MAX &&
            commit->index_failed == 0) {
+        commit_index_hurry_locked(commit); /* Writes wait for it now. */
         pthread_cond_wait(&commit->index_cond, &commit->mutex);
     }
     bool was_empty = tdm_queue_empty(&commit->index_queue);
@@ -420,65 +480,6 @@ static void commit_received(struct tdm_commit *commit, struct tdm_commit_request
     /* Indexed at once, durable or not yet: an index ahead of the log after a
      * crash fails its watermark check on open and is rebuilt. */
     commit_to_index(commit, &header, &location, raw);
-}
-
-/* The index thread's priority. Under load, the index thread applying a
- * group is a CPU-bound thread among latency-bound ones (loop, commit and
- * client threads that each run for microseconds per wake): at equal
- * priority a thread woken for the next step of a write can wait for the
- * scheduler to preempt it, several times per write. Measured (backup1,
- * async64, fresh nodes, 3 alternating rounds), write latency p99 was
- * 5.7-7.0 ms at equal priority and 3.2-4.7 ms with the index threads at
- * nice 19, while almost every write made during an index group took 2.5 to
- * 9 ms. So the index thread runs at nice COMMIT_INDEX_NICE while nobody waits
- * for it, and at the process's own priority while a query or a cut does
- * (commit_index_hurry_locked), so that a query under heavy ingest does not
- * wait behind every other thread. Raising the priority back needs
- * RLIMIT_NICE (tandemd raises it before it leaves root, where root may) or
- * CAP_SYS_NICE; without either the thread stays at the process's priority
- * (commit_index_may_restore), traced once: a query under heavy ingest
- * would otherwise wait for a thread that every other one preempts. */
-#define COMMIT_INDEX_NICE 19
-
-/* Whether the calling thread may go from nice 19 back to normal (nice). */
-static bool commit_index_may_restore(int normal)
-{
-    struct rlimit limit;
-    if (getrlimit(RLIMIT_NICE, &limit) == 0 &&
-        (limit.rlim_cur == RLIM_INFINITY || limit.rlim_cur >= (rlim_t)(20 - normal))) {
-        return true;
-    }
-    struct __user_cap_header_struct header = {.version = _LINUX_CAPABILITY_VERSION_3};
-    struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
-    if (syscall(SYS_capget, &header, data) != 0) {
-        return false;
-    }
-    return (data[CAP_TO_INDEX(CAP_SYS_NICE)].effective & CAP_TO_MASK(CAP_SYS_NICE)) != 0;
-}
-
-/* Give the index thread nice value nice (under the mutex). */
-static void commit_index_nice_locked(struct tdm_commit *commit, int nice)
-{
-    if (commit->index_tid == 0 || commit->index_nice == nice) {
-        return;
-    }
-    if (setpriority(PRIO_PROCESS, (id_t)commit->index_tid, nice) == 0) {
-        commit->index_nice = nice;
-    } else if (!commit->index_nice_traced) {
-        commit->index_nice_traced = true;
-        tdm_tracef("index thread: nice %d: %s; queries may wait longer for the index under "
-                   "heavy ingest (docs/OPERATIONS.md \"The index thread's priority\")",
-                   nice, strerror(errno));
-    }
-}
-
-/* Someone waits for the index thread (under the mutex): wake it, no
- * interval, at normal priority. */
-static void commit_index_hurry_locked(struct tdm_commit *commit)
-{
-    commit->index_urgent = true;
-    commit_index_nice_locked(commit, commit->index_nice_normal);
-    pthread_cond_broadcast(&commit->index_cond);
 }
 
 /* Wait (under the mutex) until the index thread holds every durable LSN and
