@@ -6,8 +6,11 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <dirent.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,6 +215,123 @@ static void test_append_async__callbacks(void **state)
     pthread_mutex_unlock(&s.mutex);
     assert_int_equal(s.failed, 0);
     assert_int_equal(s.lsn_sum, (uint64_t)n * (n + 1) / 2); /* LSNs 1..n, each once. */
+}
+
+/* The nice value of this process's tdm-index thread; -100 if there is none. */
+static int index_thread_nice(void)
+{
+    int nice = -100;
+    DIR *dir = opendir("/proc/self/task");
+    assert_non_null(dir);
+    for (struct dirent *e; (e = readdir(dir)) != NULL && nice == -100;) {
+        char path[300];
+        char comm[32] = "";
+        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (f == NULL) {
+            continue;
+        }
+        bool index = fgets(comm, sizeof(comm), f) != NULL && strcmp(comm, "tdm-index\n") == 0;
+        fclose(f);
+        snprintf(path, sizeof(path), "/proc/self/task/%s/stat", e->d_name);
+        f = index ? fopen(path, "r") : NULL;
+        char stat[1024] = "";
+        if (f != NULL && fgets(stat, sizeof(stat), f) != NULL) {
+            /* Field 19 is nice; the fields after the ")" of comm start at 3. */
+            const char *p = strrchr(stat, ')');
+            for (int field = 2; p != NULL && field < 19; field++) {
+                p = strchr(p + 1, ' ');
+            }
+            nice = p != NULL ? atoi(p + 1) : -100;
+        }
+        if (f != NULL) {
+            fclose(f);
+        }
+    }
+    closedir(dir);
+    return nice;
+}
+
+/* Wait up to 5 s for the index thread to run at nice value want. */
+static int index_thread_nice_becomes(int want)
+{
+    int nice = index_thread_nice();
+    for (int i = 0; i < 500 && nice != want; i++) {
+        usleep(10000);
+        nice = index_thread_nice();
+    }
+    return nice;
+}
+
+struct nice_watch {
+    atomic_bool stop;
+    int lowest;
+};
+
+static void *nice_watch_main(void *arg)
+{
+    struct nice_watch *w = arg;
+    while (!atomic_load(&w->stop)) {
+        int nice = index_thread_nice();
+        if (nice != -100 && nice < w->lowest) {
+            w->lowest = nice;
+        }
+        usleep(100);
+    }
+    return NULL;
+}
+
+static int count_cb(void *data, uint64_t lsn, const struct tandem_record *record)
+{
+    (void)lsn;
+    (void)record;
+    (*(size_t *)data)++;
+    return 0;
+}
+
+/* The index thread's priority (engine/commit.c): in the background (nice
+ * 19) while nobody waits for it, back at the process's own (0) while a query
+ * waits for what it has not indexed yet, then in the background again. A
+ * build that never raises it fails the middle check. Needs the right to
+ * lower a nice value (root, or RLIMIT_NICE 20). */
+static void test_index_thread__background_unless_a_query_waits(void **state)
+{
+    struct fixture *f = *state;
+#if defined(__SANITIZE_THREAD__)
+    skip(); /* A timing check: under ThreadSanitizer the sampler misses the window. */
+#endif
+    struct rlimit limit;
+    assert_int_equal(getrlimit(RLIMIT_NICE, &limit), 0);
+    if (geteuid() != 0 && limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < 20) {
+        skip(); /* The thread then stays at normal priority (loopback.tandemd checks that). */
+    }
+    assert_int_equal(index_thread_nice_becomes(19), 19);
+    /* Enough records that indexing them takes a while: the query below
+     * finds them not yet indexed (the index thread gathers for 1 s). */
+    struct tdm_gen gen;
+    tdm_gen_init(&gen, 17, 20);
+    static struct tandem_record records[1000];
+    for (int round = 0; round < 40; round++) {
+        for (size_t i = 0; i < 1000; i++) {
+            tdm_gen_message(&gen, &records[i]);
+        }
+        uint64_t lsn = 0;
+        assert_int_equal(tandem_append(f->t, records, 1000, &lsn, NULL), 0);
+    }
+    struct nice_watch watch = {.lowest = 100};
+    atomic_init(&watch.stop, false);
+    pthread_t watcher;
+    assert_int_equal(pthread_create(&watcher, NULL, nice_watch_main, &watch), 0);
+    struct tandem_query query;
+    tandem_query_init(&query, 3);
+    size_t found = 0;
+    struct tandem_diag diag = {{0}};
+    assert_int_equal(tandem_query(f->t, &query, count_cb, &found, &diag), 0);
+    atomic_store(&watch.stop, true);
+    assert_int_equal(pthread_join(watcher, NULL), 0);
+    assert_true(found > 0);
+    assert_int_equal(watch.lowest, 0); /* Raised while the query waited. */
+    assert_int_equal(index_thread_nice_becomes(19), 19);
 }
 
 /* The replication accessors (engine/node.h): a raw body appended through
@@ -1168,6 +1288,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_append__threads_dense_lsns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_append_async__callbacks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_index_thread__background_unless_a_query_waits, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_append_raw_async__epoch_and_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_append__invalid_record_stores_nothing, setup,
                                         teardown),
