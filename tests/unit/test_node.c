@@ -281,14 +281,6 @@ static void *nice_watch_main(void *arg)
     return NULL;
 }
 
-static int count_cb(void *data, uint64_t lsn, const struct tandem_record *record)
-{
-    (void)lsn;
-    (void)record;
-    (*(size_t *)data)++;
-    return 0;
-}
-
 /* The index thread's priority (engine/commit.c): in the background (nice
  * 19) while nobody waits for it, back at the process's own (0) while a query
  * waits for what it has not indexed yet, then in the background again. A
@@ -324,12 +316,12 @@ static void test_index_thread__background_unless_a_query_waits(void **state)
     assert_int_equal(pthread_create(&watcher, NULL, nice_watch_main, &watch), 0);
     struct tandem_query query;
     tandem_query_init(&query, 3);
-    size_t found = 0;
+    struct found found = {.count = 0};
     struct tandem_diag diag = {{0}};
-    assert_int_equal(tandem_query(f->t, &query, count_cb, &found, &diag), 0);
+    assert_int_equal(tandem_query(f->t, &query, found_cb, &found, &diag), 0);
     atomic_store(&watch.stop, true);
     assert_int_equal(pthread_join(watcher, NULL), 0);
-    assert_true(found > 0);
+    assert_true(found.count > 0);
     assert_int_equal(watch.lowest, 0); /* Raised while the query waited. */
     assert_int_equal(index_thread_nice_becomes(19), 19);
 }
