@@ -299,31 +299,45 @@ static void test_index_thread__background_unless_a_query_waits(void **state)
     }
     assert_int_equal(index_thread_nice_becomes(19), 19);
     /* Enough records that indexing them takes a while: the query below
-     * finds them not yet indexed (the index thread gathers for 1 s). */
+     * finds them not yet indexed (the index thread gathers for 1 s). The
+     * sampler can still miss the window on a busy machine, so up to 5
+     * tries; a build that never raises the thread fails all of them. */
     struct tdm_gen gen;
     tdm_gen_init(&gen, 17, 20);
     static struct tandem_record records[1000];
-    for (int round = 0; round < 40; round++) {
-        for (size_t i = 0; i < 1000; i++) {
-            tdm_gen_message(&gen, &records[i]);
+    int lowest = 100;
+    for (int attempt = 0; attempt < 5 && lowest != 0; attempt++) {
+        int64_t since_ns = INT64_MAX; /* This attempt's records only (found's cap). */
+        for (int round = 0; round < 40; round++) {
+            for (size_t i = 0; i < 1000; i++) {
+                tdm_gen_message(&gen, &records[i]);
+                if (records[i].message.time_ns < since_ns) {
+                    since_ns = records[i].message.time_ns;
+                }
+            }
+            uint64_t lsn = 0;
+            assert_int_equal(tandem_append(f->t, records, 1000, &lsn, NULL), 0);
         }
-        uint64_t lsn = 0;
-        assert_int_equal(tandem_append(f->t, records, 1000, &lsn, NULL), 0);
+        struct nice_watch watch = {.lowest = 100};
+        atomic_init(&watch.stop, false);
+        pthread_t watcher;
+        assert_int_equal(pthread_create(&watcher, NULL, nice_watch_main, &watch), 0);
+        struct tandem_query query;
+        tandem_query_init(&query, 3);
+        query.since_ns = since_ns;
+        struct found *found = calloc(1, sizeof(*found));
+        assert_non_null(found);
+        struct tandem_diag diag = {{0}};
+        int rv = tandem_query(f->t, &query, found_cb, found, &diag);
+        atomic_store(&watch.stop, true);
+        assert_int_equal(pthread_join(watcher, NULL), 0);
+        assert_int_equal(rv, 0);
+        assert_true(found->count > 0);
+        free(found);
+        lowest = watch.lowest;
+        assert_int_equal(index_thread_nice_becomes(19), 19);
     }
-    struct nice_watch watch = {.lowest = 100};
-    atomic_init(&watch.stop, false);
-    pthread_t watcher;
-    assert_int_equal(pthread_create(&watcher, NULL, nice_watch_main, &watch), 0);
-    struct tandem_query query;
-    tandem_query_init(&query, 3);
-    struct found found = {.count = 0};
-    struct tandem_diag diag = {{0}};
-    assert_int_equal(tandem_query(f->t, &query, found_cb, &found, &diag), 0);
-    atomic_store(&watch.stop, true);
-    assert_int_equal(pthread_join(watcher, NULL), 0);
-    assert_true(found.count > 0);
-    assert_int_equal(watch.lowest, 0); /* Raised while the query waited. */
-    assert_int_equal(index_thread_nice_becomes(19), 19);
+    assert_int_equal(lowest, 0); /* Raised while the query waited. */
 }
 
 /* The replication accessors (engine/node.h): a raw body appended through
