@@ -433,53 +433,92 @@ static void commit_to_index(struct tdm_commit *commit, const struct tdm_batch_he
     commit_index_push(commit, item);
 }
 
-/* Complete a blocking RECEIVED or CUT request (under no lock). The waiter may
- * free request as soon as done is set: nothing touches it after. */
+/* Complete a RECEIVED or CUT request (under no lock): run its received_cb,
+ * or wake its blocking waiter. Either may free request at once: nothing
+ * touches it after. */
 static void commit_complete_one(struct tdm_commit *commit, struct tdm_commit_request *request,
-                                int status, const struct tdm_diag *diag)
+                                int status, const char *message)
 {
     (void)commit;
     tdm_assert(request->cb == NULL);
     tdm_assert(request->kind != TDM_COMMIT_LOCAL);
     request->status = status;
-    snprintf(request->message, sizeof(request->message), "%s", status == 0 ? "" : diag->message);
-    tdm_wake_set(&request->done, 1);
+    snprintf(request->message, sizeof(request->message), "%s", status == 0 ? "" : message);
+    if (request->received_cb != NULL) {
+        request->received_cb(request);
+    } else {
+        tdm_wake_set(&request->done, 1);
+    }
 }
 
-/* RECEIVED: append the batch as received, then index it like a local batch. */
-static void commit_received(struct tdm_commit *commit, struct tdm_commit_request *request)
+/* Most RECEIVED requests appended back to back before one fdatasync. */
+#define COMMIT_RECEIVED_RUN_MAX 64
+
+/* RECEIVED: append a run of batches as received (count requests, taken off
+ * the queue in order), with one fdatasync after the last if any asks for it,
+ * then complete each and index it like a local batch. A request whose append
+ * failed, or whose fdatasync failed, completes with that error. */
+static void commit_received(struct tdm_commit *commit, struct tdm_commit_request **run,
+                            uint32_t count)
 {
-    tdm_assert(request->kind == TDM_COMMIT_RECEIVED);
-    tdm_assert(request->raw != NULL);
-    struct tdm_diag diag = {{0}};
-    struct tdm_batch_header header;
-    struct tdm_log_location location;
-    int rv = tdm_log_append_batch_unsynced(commit->log, request->batch, request->batch_size,
-                                           &header, &location, &diag);
-    if (rv == 0 && request->sync) {
-        rv = tdm_log_sync(commit->log, &diag); /* Also the batches appended unsynced before. */
+    struct tdm_batch_header headers[COMMIT_RECEIVED_RUN_MAX];
+    struct tdm_log_location locations[COMMIT_RECEIVED_RUN_MAX];
+    uint8_t *raws[COMMIT_RECEIVED_RUN_MAX];
+    int status[COMMIT_RECEIVED_RUN_MAX];
+    struct tdm_diag diags[COMMIT_RECEIVED_RUN_MAX];
+    tdm_assert(count >= 1 && count <= COMMIT_RECEIVED_RUN_MAX);
+    bool sync = false;
+    uint32_t last_ok = count; /* count: none appended. */
+    for (uint32_t i = 0; i < count; i++) {
+        struct tdm_commit_request *request = run[i];
+        tdm_assert(request->kind == TDM_COMMIT_RECEIVED);
+        tdm_assert(request->raw != NULL);
+        diags[i] = (struct tdm_diag){{0}};
+        status[i] = tdm_log_append_batch_unsynced(commit->log, request->batch, request->batch_size,
+                                                  &headers[i], &locations[i], &diags[i]);
+        raws[i] = request->raw;
+        request->raw = NULL;
+        sync = sync || request->sync;
+        if (status[i] == 0) {
+            /* raw was decoded from the same bytes (tdm_node_append_received). */
+            tdm_assert(headers[i].raw_size == request->raw_size);
+            tdm_assert(headers[i].record_count == request->record_count);
+            last_ok = i;
+        }
     }
-    uint8_t *raw = request->raw;
-    request->raw = NULL;
-    if (rv != 0) {
-        tdm_free(raw);
-        commit_complete_one(commit, request, rv, &diag);
-        return;
+    if (sync && last_ok < count) {
+        struct tdm_diag diag = {{0}};
+        int rv = tdm_log_sync(commit->log, &diag); /* Also what was appended unsynced before. */
+        if (rv != 0) {
+            for (uint32_t i = 0; i < count; i++) {
+                if (status[i] == 0) {
+                    status[i] = rv;
+                    diags[i] = diag;
+                }
+            }
+        } else {
+            pthread_mutex_lock(&commit->mutex);
+            commit->durable_lsn = tdm_batch_lsn_last(&headers[last_ok]);
+            pthread_mutex_unlock(&commit->mutex);
+        }
     }
-    /* raw was decoded from the same bytes (tdm_node_append_received). */
-    tdm_assert(header.raw_size == request->raw_size);
-    tdm_assert(header.record_count == request->record_count);
-    request->header = header;
-    request->lsn_first = header.lsn_first;
-    if (request->sync) {
-        pthread_mutex_lock(&commit->mutex);
-        commit->durable_lsn = tdm_batch_lsn_last(&header);
-        pthread_mutex_unlock(&commit->mutex);
+    for (uint32_t i = 0; i < count; i++) {
+        struct tdm_commit_request *request = run[i];
+        if (status[i] == 0) {
+            request->header = headers[i];
+            request->lsn_first = headers[i].lsn_first;
+        }
+        commit_complete_one(commit, request, status[i], diags[i].message);
     }
-    commit_complete_one(commit, request, 0, &diag);
-    /* Indexed at once, durable or not yet: an index ahead of the log after a
-     * crash fails its watermark check on open and is rebuilt. */
-    commit_to_index(commit, &header, &location, raw);
+    for (uint32_t i = 0; i < count; i++) {
+        if (status[i] != 0) {
+            tdm_free(raws[i]);
+            continue;
+        }
+        /* Indexed at once, durable or not yet: an index ahead of the log after
+         * a crash fails its watermark check on open and is rebuilt. */
+        commit_to_index(commit, &headers[i], &locations[i], raws[i]);
+    }
 }
 
 /* Wait (under the mutex) until the index thread holds every durable LSN and
@@ -541,7 +580,7 @@ static void commit_cut(struct tdm_commit *commit, struct tdm_commit_request *req
     pthread_cond_broadcast(&commit->index_cond);
     pthread_mutex_unlock(&commit->mutex);
     tdm_free(marker);
-    commit_complete_one(commit, request, rv, &diag);
+    commit_complete_one(commit, request, rv, diag.message);
 }
 
 static void *commit_thread_main(void *arg)
@@ -558,15 +597,29 @@ static void *commit_thread_main(void *arg)
         }
         struct tdm_commit_request *head =
             TDM_QUEUE_DATA(tdm_queue_head(&commit->pending), struct tdm_commit_request, link);
-        if (head->kind != TDM_COMMIT_LOCAL) {
+        if (head->kind == TDM_COMMIT_RECEIVED) {
+            struct tdm_commit_request *run[COMMIT_RECEIVED_RUN_MAX];
+            uint32_t count = 0;
+            while (count < COMMIT_RECEIVED_RUN_MAX && !tdm_queue_empty(&commit->pending)) {
+                struct tdm_commit_request *r = TDM_QUEUE_DATA(tdm_queue_head(&commit->pending),
+                                                              struct tdm_commit_request, link);
+                if (r->kind != TDM_COMMIT_RECEIVED) {
+                    break;
+                }
+                tdm_queue_remove(&r->link);
+                commit->pending_count--;
+                run[count++] = r;
+            }
+            pthread_mutex_unlock(&commit->mutex);
+            commit_received(commit, run, count);
+            pthread_mutex_lock(&commit->mutex);
+            continue;
+        }
+        if (head->kind == TDM_COMMIT_CUT) {
             tdm_queue_remove(&head->link);
             commit->pending_count--;
             pthread_mutex_unlock(&commit->mutex);
-            if (head->kind == TDM_COMMIT_RECEIVED) {
-                commit_received(commit, head);
-            } else {
-                commit_cut(commit, head);
-            }
+            commit_cut(commit, head);
             pthread_mutex_lock(&commit->mutex);
             continue;
         }
@@ -881,7 +934,7 @@ void tdm_commit_set_written(struct tdm_commit *commit, tdm_commit_written_cb cb,
     pthread_mutex_unlock(&commit->mutex);
 }
 
-int tdm_commit_submit(struct tdm_commit *commit, struct tdm_commit_request *request)
+static void commit_check_request(struct tdm_commit_request *request)
 {
     tdm_assert(request->kind >= TDM_COMMIT_LOCAL);
     tdm_assert(request->kind <= TDM_COMMIT_CUT);
@@ -894,20 +947,36 @@ int tdm_commit_submit(struct tdm_commit *commit, struct tdm_commit_request *requ
         tdm_assert(request->batch_size >= TDM_BATCH_HEADER_SIZE);
     }
     tdm_assert(request->kind == TDM_COMMIT_LOCAL || request->cb == NULL);
+    tdm_assert(request->kind == TDM_COMMIT_RECEIVED || request->received_cb == NULL);
     atomic_store_explicit(&request->done, 0, memory_order_relaxed); /* The mutex publishes it. */
+}
+
+int tdm_commit_submit_many(struct tdm_commit *commit, struct tdm_commit_request *requests,
+                           uint32_t count)
+{
+    for (uint32_t i = 0; i < count; i++) {
+        commit_check_request(&requests[i]);
+    }
     pthread_mutex_lock(&commit->mutex);
     int rv = 0;
     if (commit->closing) {
         rv = TANDEM_ECANCELED;
-    } else if (commit->pending_count >= TDM_COMMIT_PENDING_MAX) {
+    } else if (count > TDM_COMMIT_PENDING_MAX - commit->pending_count) {
         rv = TANDEM_EBUSY;
     } else {
-        tdm_queue_insert_tail(&commit->pending, &request->link);
-        commit->pending_count++;
+        for (uint32_t i = 0; i < count; i++) {
+            tdm_queue_insert_tail(&commit->pending, &requests[i].link);
+        }
+        commit->pending_count += count;
         pthread_cond_signal(&commit->work_cond);
     }
     pthread_mutex_unlock(&commit->mutex);
     return rv;
+}
+
+int tdm_commit_submit(struct tdm_commit *commit, struct tdm_commit_request *request)
+{
+    return tdm_commit_submit_many(commit, request, 1);
 }
 
 void tdm_commit_wait(struct tdm_commit *commit, struct tdm_commit_request *request)

@@ -57,9 +57,9 @@
 #define TDM_COMMIT_PENDING_MAX 65536
 
 /* What a request asks of the commit thread. Requests run in the order they
- * were submitted; consecutive LOCAL requests share one batch, the other kinds
- * run alone, so a received batch or a cut never interleaves with a local
- * batch. */
+ * were submitted; consecutive LOCAL requests share one batch, consecutive
+ * RECEIVED ones one fdatasync, and a cut runs alone, so a received batch or a
+ * cut never interleaves with a local batch. */
 enum tdm_commit_kind {
     TDM_COMMIT_LOCAL = 1, /* Records to gather into a new batch (group commit). */
     TDM_COMMIT_RECEIVED,  /* One whole batch built by the primary, appended as received. */
@@ -67,26 +67,34 @@ enum tdm_commit_kind {
 };
 
 /* One call of tandem_append(), tandem_append_async(), or of the replication
- * calls of engine/node.h. RECEIVED and CUT requests are blocking (cb NULL). */
+ * calls of engine/node.h. RECEIVED and CUT requests have no cb: they are
+ * waited for, or RECEIVED ones call received_cb. Consecutive RECEIVED
+ * requests are appended back to back with one fdatasync after the run if any
+ * asks for it (sync); each completes after that fdatasync. */
+struct tdm_commit_request;
+/* Runs on the commit thread once a RECEIVED request is complete (status,
+ * header, message final); it may free the request. */
+typedef void (*tdm_commit_received_cb)(struct tdm_commit_request *request);
 struct tdm_commit_request {
     struct tdm_queue link; /* In commit->pending. */
     enum tdm_commit_kind kind;
     uint8_t *raw; /* Owned. LOCAL: record_count (u32 size, record) entries. RECEIVED:
                      the batch's verified, decompressed body, which goes to the index. */
     size_t raw_size;
-    uint32_t record_count;          /* LOCAL, RECEIVED: >= 1. */
-    const uint8_t *batch;           /* RECEIVED: the batch as received; borrowed until done. */
-    size_t batch_size;              /* RECEIVED: bytes of batch. */
-    bool sync;                      /* RECEIVED: fdatasync after it (and what came before). */
-    uint64_t cut_after_lsn;         /* CUT. */
-    bool reindex;                   /* CUT: cut nothing; rebuild the index from the log. */
-    tandem_append_cb cb;            /* NULL: a blocking caller waits on done. */
-    void *data;                     /* For cb. */
-    _Atomic uint32_t done;          /* 1 once status is final (engine/base/wake.h). */
-    int status;                     /* 0 or an error code. */
-    uint64_t lsn_first;             /* LOCAL, RECEIVED: valid when status is 0. */
-    struct tdm_batch_header header; /* RECEIVED: the appended batch, when status is 0. */
-    char message[TDM_DIAG_SIZE];    /* Why, when status is not 0. */
+    uint32_t record_count;              /* LOCAL, RECEIVED: >= 1. */
+    const uint8_t *batch;               /* RECEIVED: the batch as received; borrowed until done. */
+    size_t batch_size;                  /* RECEIVED: bytes of batch. */
+    bool sync;                          /* RECEIVED: fdatasync after it (and what came before). */
+    uint64_t cut_after_lsn;             /* CUT. */
+    bool reindex;                       /* CUT: cut nothing; rebuild the index from the log. */
+    tandem_append_cb cb;                /* NULL: a blocking caller waits on done... */
+    tdm_commit_received_cb received_cb; /* ...unless RECEIVED with this set. */
+    void *data;                         /* For cb or received_cb. */
+    _Atomic uint32_t done;              /* 1 once status is final (engine/base/wake.h). */
+    int status;                         /* 0 or an error code. */
+    uint64_t lsn_first;                 /* LOCAL, RECEIVED: valid when status is 0. */
+    struct tdm_batch_header header;     /* RECEIVED: the appended batch, when status is 0. */
+    char message[TDM_DIAG_SIZE];        /* Why, when status is not 0. */
 };
 
 /* Called on the commit thread once a local batch is written, before its
@@ -154,6 +162,10 @@ void tdm_commit_stop(struct tdm_commit *commit);
  * CUT with reindex set (tdm_node_reindex_running()): nothing is cut; the
  * rebuild up to the log's end is queued all the same. */
 int tdm_commit_submit(struct tdm_commit *commit, struct tdm_commit_request *request);
+/* tdm_commit_submit() for requests[0 .. count), all or none: they run in
+ * this order, with nothing between them. */
+int tdm_commit_submit_many(struct tdm_commit *commit, struct tdm_commit_request *requests,
+                           uint32_t count);
 /* Have cb called with every local batch once it is written, before its
  * fdatasync (NULL: never). The replication adapter ships a primary's batches
  * from there, so that the backups' fdatasyncs run beside the primary's. Waits

@@ -1160,55 +1160,80 @@ int tdm_node_append_received(struct tandem *t, const uint8_t *bytes, size_t size
     return rv;
 }
 
-int tdm_node_append_received_many(struct tandem *t, uint32_t count, const uint8_t *const *bytes,
-                                  const size_t *sizes, struct tdm_batch_header *headers,
-                                  uint32_t *appended, struct tdm_diag *diag)
+/* Check and decode batches bytes[0 .. count) into requests (zeroed) until
+ * the first that fails: *ready receives how many passed. Returns 0 or that
+ * failure's code, with diag. */
+static int node_received_prepare(uint32_t count, const uint8_t *const *bytes, const size_t *sizes,
+                                 struct tdm_commit_request *requests, uint32_t *ready,
+                                 struct tdm_diag *diag)
+{
+    int rv = 0;
+    *ready = 0;
+    while (*ready < count && rv == 0) {
+        struct tdm_commit_request *r = &requests[*ready];
+        rv = node_received_decode(bytes[*ready], sizes[*ready], &r->header, &r->raw, diag);
+        if (rv == 0) {
+            r->kind = TDM_COMMIT_RECEIVED;
+            r->raw_size = r->header.raw_size;
+            r->record_count = r->header.record_count;
+            r->batch = bytes[*ready];
+            r->batch_size = sizes[*ready];
+            (*ready)++;
+        }
+    }
+    if (*ready > 0) {
+        requests[*ready - 1].sync = true; /* One fdatasync, after the last. */
+    }
+    return rv;
+}
+
+/* Hand requests[0 .. ready) to the commit thread, all or none (their raw
+ * freed then). Returns 0 or the refusal's code. */
+static int node_received_submit(struct tandem *t, struct tdm_commit_request *requests,
+                                uint32_t ready)
+{
+    int rv = ready > 0 ? tdm_commit_submit_many(&t->commit, requests, ready) : 0;
+    for (uint32_t i = 0; rv != 0 && i < ready; i++) {
+        tdm_free(requests[i].raw); /* Never handed over. */
+        requests[i].raw = NULL;
+    }
+    return rv;
+}
+
+static int node_received_check(const struct tandem *t, struct tdm_diag *diag)
 {
     tdm_assert(t != NULL);
-    tdm_assert(count >= 1);
-    *appended = 0;
     if (t->read_only) {
         tdm_diag_printf(diag, "the node directory is open read-only");
         return TANDEM_EREADONLY;
     }
     tdm_assert(t->commit_started); /* A writer's handle (not read-only). */
+    return 0;
+}
+
+int tdm_node_append_received_many(struct tandem *t, uint32_t count, const uint8_t *const *bytes,
+                                  const size_t *sizes, struct tdm_batch_header *headers,
+                                  uint32_t *appended, struct tdm_diag *diag)
+{
+    tdm_assert(count >= 1);
+    *appended = 0;
+    int rv = node_received_check(t, diag);
+    if (rv != 0) {
+        return rv;
+    }
     struct tdm_commit_request *requests = tdm_calloc(count, sizeof(*requests));
     if (requests == NULL) {
         tdm_diag_printf(diag, "out of memory for %" PRIu32 " batches", count);
         return -ENOMEM;
     }
     /* Check every batch first: only those before the first bad one go. */
-    int rv = 0;
-    uint32_t ready = 0;
-    while (ready < count && rv == 0) {
-        struct tdm_commit_request *r = &requests[ready];
-        rv = node_received_decode(bytes[ready], sizes[ready], &r->header, &r->raw, diag);
-        if (rv == 0) {
-            r->kind = TDM_COMMIT_RECEIVED;
-            r->raw_size = r->header.raw_size;
-            r->record_count = r->header.record_count;
-            r->batch = bytes[ready];
-            r->batch_size = sizes[ready];
-            ready++;
-        }
-    }
-    if (ready > 0) {
-        requests[ready - 1].sync = true; /* One fdatasync, after the last. */
-    }
-    uint32_t submitted = 0;
-    while (submitted < ready) {
-        int sv = tdm_commit_submit(&t->commit, &requests[submitted]);
-        if (sv != 0) {
-            if (rv == 0) {
-                rv = sv;
-                tdm_diag_printf(diag, "%s", tandem_strerror(sv));
-            }
-            break;
-        }
-        submitted++;
-    }
-    for (uint32_t i = submitted; i < ready; i++) {
-        tdm_free(requests[i].raw); /* Never handed over. */
+    uint32_t ready;
+    rv = node_received_prepare(count, bytes, sizes, requests, &ready, diag);
+    int sv = node_received_submit(t, requests, ready);
+    uint32_t submitted = sv == 0 ? ready : 0;
+    if (sv != 0 && rv == 0) {
+        rv = sv;
+        tdm_diag_printf(diag, "%s", tandem_strerror(sv));
     }
     /* Wait for each in order: a failed one fails those after it (a gap). */
     bool ok = true;
@@ -1228,6 +1253,92 @@ int tdm_node_append_received_many(struct tandem *t, uint32_t count, const uint8_
     }
     tdm_free(requests);
     return rv;
+}
+
+/* tdm_node_append_received_async(): the batches of one call, in flight. */
+struct node_received_async {
+    tdm_node_received_cb cb;
+    void *data;
+    uint32_t submitted; /* Requests handed to the commit thread. */
+    uint32_t remaining; /* Of them, not complete yet (commit thread only). */
+    int status;         /* Why the batches after those submitted did not go; or 0. */
+    char message[TDM_DIAG_SIZE];
+    struct tdm_commit_request requests[];
+};
+
+/* Commit thread: one request of a call is complete; the call's last runs cb. */
+static void node_received_async_done(struct tdm_commit_request *request)
+{
+    struct node_received_async *a = request->data;
+    tdm_assert(a->remaining > 0);
+    if (--a->remaining > 0) {
+        return;
+    }
+    uint32_t appended = 0;
+    int status = 0;
+    const char *message = "";
+    for (uint32_t i = 0; i < a->submitted; i++) {
+        const struct tdm_commit_request *r = &a->requests[i];
+        tdm_assert(r->raw == NULL); /* The commit thread took it. */
+        if (r->status != 0) {
+            status = r->status; /* A failed one fails those after it (a gap). */
+            message = r->message;
+            break;
+        }
+        tdm_assert(r->lsn_first == r->header.lsn_first);
+        appended++;
+    }
+    if (status == 0 && a->status != 0) {
+        status = a->status;
+        message = a->message;
+    }
+    a->cb(a->data, status, appended, appended > 0 ? &a->requests[appended - 1].header : NULL,
+          message);
+    tdm_free(a);
+}
+
+int tdm_node_append_received_async(struct tandem *t, uint32_t count, const uint8_t *const *bytes,
+                                   const size_t *sizes, tdm_node_received_cb cb, void *data,
+                                   struct tdm_diag *diag)
+{
+    tdm_assert(count >= 1);
+    tdm_assert(cb != NULL);
+    int rv = node_received_check(t, diag);
+    if (rv != 0) {
+        return rv;
+    }
+    struct node_received_async *a =
+        tdm_calloc(1, sizeof(*a) + (size_t)count * sizeof(a->requests[0]));
+    if (a == NULL) {
+        tdm_diag_printf(diag, "out of memory for %" PRIu32 " batches", count);
+        return -ENOMEM;
+    }
+    a->cb = cb;
+    a->data = data;
+    uint32_t ready;
+    rv = node_received_prepare(count, bytes, sizes, a->requests, &ready, diag);
+    if (rv != 0) {
+        a->status = rv;
+        snprintf(a->message, sizeof(a->message), "%s", diag->message);
+    }
+    if (ready == 0) {
+        tdm_free(a);
+        return rv;
+    }
+    for (uint32_t i = 0; i < ready; i++) {
+        a->requests[i].received_cb = node_received_async_done;
+        a->requests[i].data = a;
+    }
+    /* Set before they go: the commit thread may complete them at once. */
+    a->remaining = ready;
+    a->submitted = ready;
+    int sv = node_received_submit(t, a->requests, ready);
+    if (sv != 0) {
+        tdm_free(a);
+        tdm_diag_printf(diag, "%s", tandem_strerror(sv));
+        return sv;
+    }
+    return 0;
 }
 
 int tdm_node_cut_after(struct tandem *t, uint64_t lsn, struct tdm_diag *diag)

@@ -73,6 +73,25 @@ int tdm_node_append_received_many(struct tandem *t, uint32_t count, const uint8_
                                   const size_t *sizes, struct tdm_batch_header *headers,
                                   uint32_t *appended, struct tdm_diag *diag);
 
+/* tdm_node_append_received_many() without waiting, for a thread that must not
+ * block on the disk (the adapter's loop thread). The batches are checked and
+ * decoded on the calling thread; if the first fails, or the commit thread
+ * refuses them (TANDEM_ECANCELED, TANDEM_EBUSY), the call returns that code
+ * with diag, nothing is queued and cb never runs. Otherwise it returns 0
+ * and cb runs once on the commit thread when the commit thread is done with
+ * every batch that passed: status 0 when all count batches are written and
+ * durable (one fdatasync after the last; received batches queued one after
+ * another share it), else the first failure's code and message (a check of
+ * a later batch, an append, the fdatasync), as tdm_node_append_received()'s.
+ * appended counts the batches appended from the first on, last is the
+ * header of the last of them (NULL if none); they are durable only if status
+ * is 0. bytes must stay valid until cb runs; cb must not block. */
+typedef void (*tdm_node_received_cb)(void *data, int status, uint32_t appended,
+                                     const struct tdm_batch_header *last, const char *message);
+int tdm_node_append_received_async(struct tandem *t, uint32_t count, const uint8_t *const *bytes,
+                                   const size_t *sizes, tdm_node_received_cb cb, void *data,
+                                   struct tdm_diag *diag);
+
 /* Cut the log after lsn into DIR/quarantine/ (tdm_log_cut_after(): a backup's
  * divergent tail beyond the fork point) on the commit thread, in turn with
  * every append, and keep the index consistent: the index thread first catches

@@ -17,10 +17,14 @@
  * pread per run of batches). ACKs come back; the replica's results call the
  * write's callback.
  * Backup: HELLO, START (maybe a cut and a history to persist), READY, then
- * APPENDs whose batches are verified, appended on the threadpool one disk job
- * at a time (each job waits for the engine's commit thread, which appends and
- * hands the batch to the index thread: queries on the backup see it),
- * reported PERSISTED(LOG), and ACKed by the replica.
+ * APPENDs whose batches are verified and decoded on the loop and handed
+ * straight to the engine's commit thread (tdm_node_append_received_async),
+ * which appends them, with one fdatasync for all those handed over while it
+ * ran the last, calls back (uv_async) and hands them to the index thread:
+ * queries on the backup see them. The loop reports PERSISTED(LOG), and the
+ * replica ACKs. While a disk job (an epoch history, a cut) is queued or
+ * running, APPENDs queue behind it as disk jobs on the threadpool, one at a
+ * time, so that no batch is durable before what the replica asked first.
  *
  * Failure modes: a frame that does not convert closes its link; a HELLO whose
  * node is not the TLS peer closes the link; a failed disk job is reported with
@@ -88,6 +92,13 @@ struct node_commit {
     struct tdm_batch_header header;
     uint8_t *bytes; /* its bytes as written (header and compressed body), owned; */
     uint32_t size;  /* bytes of it. */
+    /* Or (received) a backup's received batches handed straight to the
+     * commit thread (write_received): bytes holds their copy, status and the
+     * fields below the result. */
+    bool received;
+    uint64_t lsn_last; /* Of the last appended; 0 if none. */
+    struct tdm_frame_chain_hash chain_hash;
+    char message[TDM_DIAG_SIZE];
 };
 
 /* A local batch kept after it was written, so that an APPEND of it goes out
@@ -222,6 +233,7 @@ struct tdm_uv_node {
     struct node_commit *done_head;
     struct node_commit *done_tail;
     uint32_t commits_running;
+    uint32_t receives_running; /* Received batches handed to the commit thread. */
     uint64_t appended_lsn;
     uint64_t appended_bytes;
     uint64_t persisted_lsn; /* Of the last PERSISTED(LOG) of local batches. */
@@ -497,8 +509,8 @@ static void job_done(uv_work_t *work, int status)
 
 static void job_start_next(struct tdm_uv_node *node)
 {
-    if (node->job_running || node->jobs_head == NULL) {
-        return;
+    if (node->job_running || node->jobs_head == NULL || node->receives_running > 0) {
+        return; /* One at a time, after the received batches before it. */
     }
     struct node_job *job = node->jobs_head;
     node->jobs_head = job->next;
@@ -610,10 +622,9 @@ static uint32_t cache_find(struct tdm_uv_node *node, uint64_t lsn)
 
 /* ---- group commit (primary LOCAL writes) ---------------------------------------- */
 
-/* Commit thread: c, with the log's status now, to the loop thread's done list. */
-static void commit_done(struct tdm_uv_node *node, struct node_commit *c)
+/* Any thread: c to the loop thread's done list. */
+static void done_push(struct tdm_uv_node *node, struct node_commit *c)
 {
-    tdm_log_status(node->log, &c->log);
     pthread_mutex_lock(&node->mutex);
     if (node->done_tail == NULL) {
         node->done_head = c;
@@ -623,6 +634,13 @@ static void commit_done(struct tdm_uv_node *node, struct node_commit *c)
     node->done_tail = c;
     pthread_mutex_unlock(&node->mutex);
     uv_async_send(&node->async);
+}
+
+/* Commit thread: c, with the log's status now, to the loop thread's done list. */
+static void commit_done(struct tdm_uv_node *node, struct node_commit *c)
+{
+    tdm_log_status(node->log, &c->log);
+    done_push(node, c);
 }
 
 /* Commit thread: a local batch is written, not yet fdatasync'd. Queue a copy
@@ -654,6 +672,42 @@ static void commit_cb(void *data, int status, uint64_t lsn_first)
     commit_done(node, c);
 }
 
+/* Commit thread: received batches handed over by write_received are done. */
+static void received_cb(void *data, int status, uint32_t appended,
+                        const struct tdm_batch_header *last, const char *message)
+{
+    struct node_commit *c = data;
+    (void)appended;
+    c->status = status;
+    if (last != NULL) {
+        c->lsn_last = tdm_batch_lsn_last(last);
+        memcpy(c->chain_hash.bytes, last->chain_hash.bytes, sizeof(c->chain_hash.bytes));
+    }
+    snprintf(c->message, sizeof(c->message), "%s", message);
+    done_push(c->node, c);
+}
+
+/* Loop: report received batches that were handed straight to the commit
+ * thread as a disk job's are (job_done), then start a job queued behind them. */
+static void received_done(struct tdm_uv_node *node, const struct node_commit *c)
+{
+    tdm_assert(node->receives_running > 0);
+    node->receives_running--;
+    if (c->status != 0) {
+        tdm_tracef("node %s: appending received batches failed: %s",
+                   node->cluster.node_ids[node->cluster.self_index], c->message);
+    }
+    if (!node->closing && (c->status != 0 || c->lsn_last != 0)) {
+        struct tdm_event event = {.type = TDM_EVENT_PERSISTED};
+        event.persisted.kind = TDM_PERSISTED_LOG;
+        event.persisted.status = c->status;
+        event.persisted.lsn_last = c->lsn_last;
+        event.persisted.chain_hash = c->chain_hash;
+        node_step(node, &event);
+    }
+    job_start_next(node);
+}
+
 static void async_cb(uv_async_t *async)
 {
     struct tdm_uv_node *node = async->data;
@@ -664,6 +718,13 @@ static void async_cb(uv_async_t *async)
     pthread_mutex_unlock(&node->mutex);
     while (c != NULL) {
         struct node_commit *next = c->next;
+        if (c->received) {
+            received_done(node, c);
+            tdm_free(c->bytes);
+            tdm_free(c);
+            c = next;
+            continue;
+        }
         if (c->written) {
             if (!node->closing) {
                 struct tdm_event event = {.type = TDM_EVENT_APPENDED};
@@ -1030,6 +1091,39 @@ static void send_one(struct tdm_uv_node *node, const struct tdm_actions *actions
 
 /* Backup: verify every batch of a RECEIVED write, copy them into a disk job.
  * A bad batch closes the link to the primary (PROTOCOL.md §3.4). */
+/* Hand verified received batches (total bytes) straight to the commit
+ * thread: decoded here, appended and fdatasync'd there (with those handed
+ * over while it ran the last fdatasync), reported by received_done. */
+static void write_received_now(struct tdm_uv_node *node, const struct tdm_action_write *write,
+                               size_t total)
+{
+    struct node_commit *c = tdm_calloc(1, sizeof(*c));
+    tdm_assert(c != NULL); /* Small and bounded; out of memory here is fatal (job_new). */
+    c->node = node;
+    c->received = true;
+    c->bytes = tdm_malloc(total == 0 ? 1 : total);
+    tdm_assert(c->bytes != NULL); /* At most one frame's batches, as a job's copy. */
+    const uint8_t *bytes[TDM_FRAME_BATCHES_MAX];
+    size_t sizes[TDM_FRAME_BATCHES_MAX];
+    size_t offset = 0;
+    for (uint32_t i = 0; i < write->batch_count; i++) {
+        memcpy(c->bytes + offset, write->batches[i].bytes, write->batches[i].size);
+        bytes[i] = c->bytes + offset;
+        sizes[i] = write->batches[i].size;
+        offset += write->batches[i].size;
+    }
+    node->receives_running++;
+    struct tdm_diag diag = {{0}};
+    int rv = tdm_node_append_received_async(node->t, write->batch_count, bytes, sizes, received_cb,
+                                            c, &diag);
+    if (rv != 0) {
+        /* Reported from the loop, as a failed disk job (never re-enter the step). */
+        c->status = rv;
+        snprintf(c->message, sizeof(c->message), "%s", diag.message);
+        done_push(node, c);
+    }
+}
+
 static void write_received(struct tdm_uv_node *node, const struct tdm_action_write *write)
 {
     cache_clear(node); /* The log now grows by the primary's batches, not ours. */
@@ -1051,17 +1145,23 @@ static void write_received(struct tdm_uv_node *node, const struct tdm_action_wri
         }
         total += b->size;
     }
-    struct node_job *job = job_new(node, NODE_JOB_APPEND);
-    job->bytes = tdm_malloc(total == 0 ? 1 : total);
-    tdm_assert(job->bytes != NULL);
-    size_t offset = 0;
-    for (uint32_t i = 0; i < write->batch_count; i++) {
-        memcpy(job->bytes + offset, write->batches[i].bytes, write->batches[i].size);
-        job->sizes[i] = write->batches[i].size;
-        offset += write->batches[i].size;
+    if (!node->job_running && node->jobs_head == NULL) {
+        write_received_now(node, write, total);
+    } else {
+        /* Behind a disk job: in turn, so that no batch is durable before
+         * an epoch history or a cut queued before it. */
+        struct node_job *job = job_new(node, NODE_JOB_APPEND);
+        job->bytes = tdm_malloc(total == 0 ? 1 : total);
+        tdm_assert(job->bytes != NULL);
+        size_t offset = 0;
+        for (uint32_t i = 0; i < write->batch_count; i++) {
+            memcpy(job->bytes + offset, write->batches[i].bytes, write->batches[i].size);
+            job->sizes[i] = write->batches[i].size;
+            offset += write->batches[i].size;
+        }
+        job->batch_count = write->batch_count;
+        job_push(node, job);
     }
-    job->batch_count = write->batch_count;
-    job_push(node, job);
     if (TDM_PLANTED_BACKUP_ACK_BEFORE_FDATASYNC) {
         /* The planted bug: report the batches durable as soon as they are
          * queued, before the disk job has written, let alone fdatasync'd,
@@ -1096,16 +1196,8 @@ static void write_local(struct tdm_uv_node *node, const struct tdm_action_write 
     }
     /* Report the failure as a completion, from the loop (never re-enter the step). */
     c->status = rv;
-    pthread_mutex_lock(&node->mutex);
-    if (node->done_tail == NULL) {
-        node->done_head = c;
-    } else {
-        node->done_tail->next = c;
-    }
-    node->done_tail = c;
-    pthread_mutex_unlock(&node->mutex);
     node->commits_running++;
-    uv_async_send(&node->async);
+    done_push(node, c);
 }
 
 /* A chain hash read finished (net/uv_verify.c): step it, or, closing, see
@@ -1791,7 +1883,7 @@ static void node_maybe_finish(struct tdm_uv_node *node)
 {
     if (!node->closing || node->listener != NULL || node->links_open > 0 || node->job_running ||
         node->jobs_head != NULL || node->reads_running > 0 || node->commits_running > 0 ||
-        tdm_uv_verify_busy(&node->verify)) {
+        node->receives_running > 0 || tdm_uv_verify_busy(&node->verify)) {
         return;
     }
     if (!uv_is_closing((uv_handle_t *)&node->async)) {

@@ -750,6 +750,171 @@ static void test_append_received_many__stops_at_first_refused(void **state)
     received_teardown(primary_dir, &r, kept);
 }
 
+/* What tdm_node_append_received_async() reported, waited for by the test. */
+struct received_async {
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    uint32_t calls;
+    int status;
+    uint32_t appended;
+    uint64_t lsn_last; /* Of the last appended; 0 if none. */
+    char message[TDM_DIAG_SIZE];
+    pthread_t thread; /* Where cb ran. */
+};
+
+static void received_async_init(struct received_async *a)
+{
+    memset(a, 0, sizeof(*a));
+    pthread_mutex_init(&a->mutex, NULL);
+    pthread_cond_init(&a->cond, NULL);
+}
+
+static void received_async_cb(void *data, int status, uint32_t appended,
+                              const struct tdm_batch_header *last, const char *message)
+{
+    struct received_async *a = data;
+    pthread_mutex_lock(&a->mutex);
+    a->calls++;
+    a->status = status;
+    a->appended = appended;
+    a->lsn_last = last != NULL ? tdm_batch_lsn_last(last) : 0;
+    snprintf(a->message, sizeof(a->message), "%s", message);
+    a->thread = pthread_self();
+    pthread_cond_broadcast(&a->cond);
+    pthread_mutex_unlock(&a->mutex);
+}
+
+static void received_async_wait(struct received_async *a)
+{
+    pthread_mutex_lock(&a->mutex);
+    while (a->calls == 0) {
+        pthread_cond_wait(&a->cond, &a->mutex);
+    }
+    pthread_mutex_unlock(&a->mutex);
+}
+
+static void received_async_destroy(struct received_async *a)
+{
+    pthread_mutex_destroy(&a->mutex);
+    pthread_cond_destroy(&a->cond);
+}
+
+/* Received batches handed over without waiting
+ * (tdm_node_append_received_async): two calls in a row, the second queued
+ * while the commit thread may still run the first; each callback runs once,
+ * on another thread, after its batches are durable, with the count and the
+ * last header; queries see them all. */
+static void test_append_received_async__group(void **state)
+{
+    struct fixture *f = *state;
+    char primary_dir[256];
+    struct received r;
+    struct received_records *kept = received_setup(primary_dir, sizeof(primary_dir), &r);
+    size_t sizes[RECEIVED_BATCHES];
+    for (uint32_t b = 0; b < RECEIVED_BATCHES; b++) {
+        sizes[b] = r.sizes[b];
+    }
+    struct received_async first;
+    struct received_async second;
+    received_async_init(&first);
+    received_async_init(&second);
+    struct tdm_diag diag = {{0}};
+    assert_int_equal(tdm_node_append_received_async(f->t, 2, (const uint8_t *const *)r.bytes, sizes,
+                                                    received_async_cb, &first, &diag),
+                     0);
+    assert_int_equal(tdm_node_append_received_async(f->t, RECEIVED_BATCHES - 2,
+                                                    (const uint8_t *const *)&r.bytes[2], &sizes[2],
+                                                    received_async_cb, &second, &diag),
+                     0);
+    received_async_wait(&first);
+    received_async_wait(&second);
+    assert_int_equal(first.calls, 1);
+    assert_int_equal(first.status, 0);
+    assert_int_equal(first.appended, 2);
+    assert_int_equal(first.lsn_last, tdm_batch_lsn_last(&r.headers[1]));
+    assert_false(pthread_equal(first.thread, pthread_self()));
+    assert_int_equal(second.calls, 1);
+    assert_int_equal(second.status, 0);
+    assert_int_equal(second.appended, RECEIVED_BATCHES - 2);
+    assert_int_equal(second.lsn_last, 12);
+    struct tandem_status status;
+    assert_int_equal(tandem_status(f->t, &status), 0);
+    assert_int_equal(status.lsn_last, 12);
+    assert_int_equal(received_query_count(f->t, kept), 10);
+    received_customer_is(f->t, &kept->customer_b);
+    received_async_destroy(&first);
+    received_async_destroy(&second);
+    received_teardown(primary_dir, &r, kept);
+}
+
+/* tdm_node_append_received_async() refusals. A damaged first batch, a
+ * read-only handle: the call returns the error,
+ * nothing is queued, the callback never runs. A damaged later batch, or a
+ * gap the log refuses: the call returns 0 and the callback reports the error
+ * with the batches stored before it; none after it is stored. */
+static void test_append_received_async__refused(void **state)
+{
+    struct fixture *f = *state;
+    char primary_dir[256];
+    struct received r;
+    struct received_records *kept = received_setup(primary_dir, sizeof(primary_dir), &r);
+    struct received_async a;
+    received_async_init(&a);
+    struct tdm_diag diag = {{0}};
+    struct tandem_status status;
+
+    uint8_t *damaged = received_damaged(&r, 0);
+    const uint8_t *first_bad[2] = {damaged, r.bytes[1]};
+    size_t first_bad_sizes[2] = {r.sizes[0], r.sizes[1]};
+    assert_int_equal(tdm_node_append_received_async(f->t, 2, first_bad, first_bad_sizes,
+                                                    received_async_cb, &a, &diag),
+                     TANDEM_ECORRUPT);
+    assert_non_null(strstr(diag.message, "batch 1"));
+    free(damaged);
+
+    /* Batches 1, 2, a damaged 3, then 4: 1 and 2 are stored. */
+    damaged = received_damaged(&r, 2);
+    const uint8_t *bytes[4] = {r.bytes[0], r.bytes[1], damaged, r.bytes[3]};
+    size_t sizes[4] = {r.sizes[0], r.sizes[1], r.sizes[2], r.sizes[3]};
+    assert_int_equal(
+        tdm_node_append_received_async(f->t, 4, bytes, sizes, received_async_cb, &a, &diag), 0);
+    received_async_wait(&a);
+    assert_int_equal(a.status, TANDEM_ECORRUPT);
+    assert_non_null(strstr(a.message, "batch"));
+    assert_int_equal(a.appended, 2);
+    assert_int_equal(a.lsn_last, tdm_batch_lsn_last(&r.headers[1]));
+    assert_int_equal(tandem_status(f->t, &status), 0);
+    assert_int_equal(status.lsn_last, tdm_batch_lsn_last(&r.headers[1]));
+    free(damaged);
+
+    /* Batches 3 and 5 (a gap after 3): 3 is stored, 5 refused by the log. */
+    received_async_destroy(&a);
+    received_async_init(&a);
+    const uint8_t *gap[2] = {r.bytes[2], r.bytes[4]};
+    size_t gap_sizes[2] = {r.sizes[2], r.sizes[4]};
+    assert_int_equal(
+        tdm_node_append_received_async(f->t, 2, gap, gap_sizes, received_async_cb, &a, &diag), 0);
+    received_async_wait(&a);
+    assert_int_equal(a.calls, 1);
+    assert_int_equal(a.status, TANDEM_EINVALID);
+    assert_int_equal(a.appended, 1);
+    assert_int_equal(a.lsn_last, tdm_batch_lsn_last(&r.headers[2]));
+    assert_int_equal(tandem_status(f->t, &status), 0);
+    assert_int_equal(status.lsn_last, tdm_batch_lsn_last(&r.headers[2]));
+    assert_int_equal(received_query_count(f->t, kept), 5);
+
+    /* A read-only handle takes nothing. */
+    struct tandem *reader = open_dir(f->dir, TANDEM_OPEN_READONLY, 0);
+    size_t fourth_size = r.sizes[3];
+    assert_int_equal(tdm_node_append_received_async(reader, 1, (const uint8_t *const *)&r.bytes[3],
+                                                    &fourth_size, received_async_cb, &a, &diag),
+                     TANDEM_EREADONLY);
+    tandem_close(reader);
+    assert_int_equal(a.calls, 1);
+    received_async_destroy(&a);
+    received_teardown(primary_dir, &r, kept);
+}
+
 /* The written callback (tdm_node_set_written): called on the commit thread
  * once per local batch, with the batch as written and before its fdatasync,
  * and before the append returns; never again once unset. */
@@ -1307,6 +1472,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_append_received_many__group, setup, teardown),
         cmocka_unit_test_setup_teardown(test_append_received_many__stops_at_first_refused, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_append_received_async__group, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_append_received_async__refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_written__before_fdatasync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cut_after__queries_forget_cut_records, setup,
                                         teardown),

@@ -619,7 +619,10 @@ struct fake {
     struct fixture *f;
     struct tdm_frame_cluster cluster; /* As node1. */
     struct tdm_uv_link *link;
-    bool appended; /* The bad APPEND went out. */
+    bool undecodable; /* Checksums verify, the record does not decode. */
+    bool appended;    /* The bad APPEND went out. */
+    bool failed_seen; /* The backup's role became FAILED. */
+    uv_timer_t poll;
     bool closed;
     int close_status;
     struct tdm_frame frame;
@@ -657,6 +660,9 @@ static size_t fake_bad_batch(struct fake *k, struct tdm_batch_header *h)
     size_t n = tdm_codec_encode(&r, raw + 4, sizeof(raw) - 4);
     raw[0] = (uint8_t)n;
     raw[1] = raw[2] = raw[3] = 0;
+    if (k->undecodable) {
+        memset(raw + 4, 0xff, n); /* No record type is 0xff. */
+    }
     ZSTD_CCtx *cctx = ZSTD_createCCtx();
     assert_non_null(cctx);
     struct tdm_chain_hash prev;
@@ -666,7 +672,9 @@ static size_t fake_bad_batch(struct fake *k, struct tdm_batch_header *h)
         tdm_batch_build(cctx, raw, 4 + n, 1, 2, 1, 0, 1, &prev, k->batch, sizeof(k->batch), h);
     ZSTD_freeCCtx(cctx);
     assert_true(size > TDM_BATCH_HEADER_SIZE);
-    k->batch[size - 1] ^= 0x55; /* Body: the header still decodes. */
+    if (!k->undecodable) {
+        k->batch[size - 1] ^= 0x55; /* Body: the header still decodes. */
+    }
     return (size_t)size;
 }
 
@@ -752,6 +760,72 @@ static void test_uv_node__bad_batch_drops_link(void **state)
     assert_true(k.appended);
     assert_true(k.closed);
     assert_int_not_equal(k.close_status, TANDEM_ECANCELED); /* The backup closed it. */
+    uint64_t lsn;
+    uint8_t hash[16];
+    tandem_close(f->members[1].t);
+    log_end(f->members[1].dir, &lsn, hash);
+    assert_int_equal(lsn, 0);
+    struct tandem_options options;
+    tandem_options_init(&options);
+    struct tandem_diag tdiag = {{0}};
+    assert_int_equal(tandem_open(f->members[1].dir, &options, &f->members[1].t, &tdiag), 0);
+}
+
+/* Until the backup (node2) has stopped: then close everything. */
+static void fake_poll_cb(uv_timer_t *timer)
+{
+    struct fake *k = timer->data;
+    struct tdm_replica_status status;
+    tdm_uv_node_status(k->f->members[1].node, &status);
+    if (status.role != TDM_ROLE_FAILED) {
+        return;
+    }
+    k->failed_seen = true;
+    uv_close((uv_handle_t *)timer, NULL);
+    if (k->link != NULL) {
+        tdm_uv_link_close(k->link);
+    } else {
+        close_all(k->f);
+    }
+}
+
+/* A batch whose checksums verify but whose record does not decode is checked
+ * on the backup before anything is handed to the commit thread: nothing is
+ * written, and the backup stops (role FAILED, traced), as for any append
+ * that fails; it does not acknowledge it. */
+static void test_uv_node__undecodable_batch_stops_backup(void **state)
+{
+    struct fixture *f = *state;
+    member_start(f, 1); /* node2, a backup of epoch 1 (primary node1). */
+    static struct fake k;
+    memset(&k, 0, sizeof(k));
+    k.f = f;
+    k.undecodable = true;
+    snprintf(k.cluster.name, sizeof(k.cluster.name), "c1");
+    k.cluster.node_count = NODES;
+    k.cluster.self_index = 0;
+    snprintf(k.cluster.node_ids[0], sizeof(k.cluster.node_ids[0]), "node1");
+    snprintf(k.cluster.node_ids[1], sizeof(k.cluster.node_ids[1]), "node2");
+    struct sockaddr_storage address;
+    assert_int_equal(tdm_uv_node_address(f->members[1].node, &address), 0);
+    struct tdm_uv_link_dial_config config = {
+        .address = (const struct sockaddr *)&address,
+        .tls = &f->members[0].tls,
+        .expected = "node2",
+        .callbacks = {.on_open = fake_on_open,
+                      .on_frame = fake_on_frame,
+                      .on_close = fake_on_close,
+                      .data = &k},
+    };
+    struct tdm_diag diag = {{0}};
+    struct tdm_uv_link *link = NULL;
+    assert_int_equal(tdm_uv_link_dial(&f->loop, &config, &link, &diag), 0);
+    uv_timer_init(&f->loop, &k.poll);
+    k.poll.data = &k;
+    uv_timer_start(&k.poll, fake_poll_cb, 10, 10);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    assert_true(k.appended);
+    assert_true(k.failed_seen);
     uint64_t lsn;
     uint8_t hash[16];
     tandem_close(f->members[1].t);
@@ -1174,6 +1248,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_uv_node__bad_epochs_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_uv_node__epochs_file_versions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_uv_node__bad_batch_drops_link, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_uv_node__undecodable_batch_stops_backup, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_uv_node__copies_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_uv_node__verify_identical, setup, teardown),
         cmocka_unit_test_setup_teardown(test_uv_node__verify_altered_backup, setup, teardown),
