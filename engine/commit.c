@@ -13,14 +13,18 @@
  *   3. Once the fdatasync returned, the records are durable: each request
  *      gets its LSNs, blocking writers wake, asynchronous callbacks run on the
  *      commit thread.
- *   4. The batch's body goes to the index thread, which applies the batches
- *      queued in one LMDB transaction (a group: at most
- *      TDM_COMMIT_INDEX_GROUP_SIZE_MAX bytes, 48 MiB, or
- *      TDM_COMMIT_INDEX_GROUP_BATCHES_MAX batches), at most one transaction
- *      per TDM_COMMIT_INDEX_INTERVAL_MS unless a query waits or a full group
- *      is queued (each LMDB commit costs an fdatasync that competes with the
- *      log's). It runs at nice 19 unless someone waits for it ("The index
- *      thread's priority" below).
+ *   4. The batch's body goes to the index thread. It keeps one LMDB write
+ *      transaction open inside tdm_index_apply_stream() and applies the
+ *      batches queued into it in chunks, at most every
+ *      TDM_COMMIT_INDEX_CHUNK_MS (100 ms), and commits it once
+ *      TDM_COMMIT_INDEX_INTERVAL_MS (5 s) have passed since its first chunk,
+ *      a group was applied (TDM_COMMIT_INDEX_GROUP_SIZE_MAX bytes, 48 MiB, or
+ *      TDM_COMMIT_INDEX_GROUP_BATCHES_MAX batches), someone waits for it, the
+ *      node closes, or a rebuild is next (commit_index_next): each LMDB
+ *      commit costs an fdatasync that competes with the log's and rewrites
+ *      every page it touched. Only a commit moves indexed_lsn. It runs at
+ *      nice 19 unless someone waits for it ("The index thread's priority"
+ *      below).
  * On a backup (engine/node.h tdm_node_append_received, tdm_node_cut_after):
  *   5. A received batch is a request of its own in the same queue: the commit
  *      thread appends it as received (tdm_log_append_batch), completes it and
@@ -672,44 +676,6 @@ static void *commit_thread_main(void *arg)
 
 /* ---- index thread ---------------------------------------------------------------- */
 
-static int commit_index_apply(struct tdm_commit *commit, struct tdm_queue *items, size_t count,
-                              struct tdm_diag *diag)
-{
-    struct tdm_index_batch *batches = tdm_calloc(count, sizeof(*batches));
-    struct tandem_record **owned = tdm_calloc(count, sizeof(*owned));
-    if (batches == NULL || owned == NULL) {
-        tdm_free(batches);
-        tdm_free(owned);
-        return -ENOMEM;
-    }
-    size_t i = 0;
-    int rv = 0;
-    for (struct tdm_queue *e = items->next; e != items && rv == 0; e = e->next, i++) {
-        struct commit_indexable *item = TDM_QUEUE_DATA(e, struct commit_indexable, link);
-        struct tandem_record *records = NULL;
-        rv = tdm_commit_decode(item->raw, &item->header, &records, diag);
-        batches[i].location = (struct tdm_index_location){
-            .lsn_first = item->header.lsn_first,
-            .record_count = item->header.record_count,
-            .segment_lsn = item->location.segment_lsn,
-            .offset = item->location.offset,
-            .size = item->location.size,
-        };
-        batches[i].chain_hash = item->header.chain_hash;
-        batches[i].records = records;
-        owned[i] = records;
-    }
-    if (rv == 0) {
-        rv = tdm_index_apply(commit->index, batches, count, diag);
-    }
-    for (size_t j = 0; j < count; j++) {
-        tdm_free(owned[j]);
-    }
-    tdm_free(owned);
-    tdm_free(batches);
-    return rv;
-}
-
 /* The queue holds a group being applied (its last batch may cross the byte
  * bound) and a whole next group gathering behind it: writers wait only once
  * more than a whole group is queued behind the one being applied. */
@@ -721,26 +687,6 @@ tdm_static_assert((uint64_t)TDM_COMMIT_INDEX_GROUP_SIZE_MAX + TDM_BATCH_RAW_SIZE
  * under a slow index (CI's AddressSanitizer build) they waited for it
  * (docs/BENCHMARKS.md). */
 tdm_static_assert(TDM_COMMIT_INDEX_QUEUE_SIZE_MAX - TDM_COMMIT_INDEX_GROUP_SIZE_MAX >= (48u << 20));
-
-/* Let more batches gather for one LMDB commit (under the mutex): wait until
- * TDM_COMMIT_INDEX_INTERVAL_MS after the first arrived, unless closing, a
- * query waits, or a full group is queued. */
-static void commit_index_gather(struct tdm_commit *commit)
-{
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_nsec += TDM_COMMIT_INDEX_INTERVAL_MS * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
-    while (!commit->index_closing && !commit->index_urgent && !commit_index_group_full(commit)) {
-        if (pthread_cond_timedwait(&commit->index_cond, &commit->mutex, &deadline) != 0) {
-            break; /* The interval is over. */
-        }
-    }
-    commit->index_urgent = false;
-}
 
 /* Take (under the mutex) the next group from the index queue into items: up
  * to TDM_COMMIT_INDEX_GROUP_BATCHES_MAX batches, until their decoded size
@@ -790,6 +736,183 @@ static int commit_index_rebuild(struct tdm_commit *commit, uint64_t lsn_last, st
     return rv;
 }
 
+/* Back to the background (under the mutex) unless someone waits. */
+static void commit_index_background_locked(struct tdm_commit *commit)
+{
+    if (commit->index_background && !commit->index_urgent && commit->index_rebuild_count == 0 &&
+        !commit->index_closing) {
+        commit_index_nice_locked(commit, COMMIT_INDEX_NICE);
+    }
+}
+
+/* CLOCK_MONOTONIC ms from now, for pthread_cond_timedwait (the conds are
+ * made with that clock, tdm_commit_start). */
+static struct timespec commit_after_ms(long ms)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    t.tv_sec += ms / 1000;
+    t.tv_nsec += (ms % 1000) * 1000000L;
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
+}
+
+static bool commit_past(const struct timespec *t)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec > t->tv_sec || (now.tv_sec == t->tv_sec && now.tv_nsec >= t->tv_nsec);
+}
+
+/* One LMDB transaction of the index thread (tdm_index_apply_stream()): what
+ * it was handed so far and the chunk in hand. Index thread only. */
+struct commit_stream {
+    struct tdm_commit *commit;
+    bool started;                    /* A chunk was handed over. */
+    struct timespec deadline;        /* Commit by then: TDM_COMMIT_INDEX_INTERVAL_MS after start. */
+    size_t size;                     /* Decoded bytes handed over so far. */
+    size_t count;                    /* Batches handed over so far. */
+    struct tdm_queue items;          /* The chunk in hand, taken off the index queue, */
+    size_t chunk_size;               /* its decoded bytes, */
+    size_t chunk_count;              /* its batches, */
+    struct tdm_index_batch *batches; /* and their decoded records, */
+    struct tandem_record **records;  /* owned here. */
+    int rv;                          /* Why a chunk could not be handed over; or 0. */
+    struct tdm_diag diag;
+};
+
+/* Free the chunk in hand and give its bytes back to the queue's bound. */
+static void commit_stream_release(struct commit_stream *st)
+{
+    struct tdm_commit *commit = st->commit;
+    for (size_t i = 0; st->records != NULL && i < st->chunk_count; i++) {
+        tdm_free(st->records[i]);
+    }
+    tdm_free(st->records);
+    tdm_free(st->batches);
+    st->records = NULL;
+    st->batches = NULL;
+    while (!tdm_queue_empty(&st->items)) {
+        struct tdm_queue *e = tdm_queue_head(&st->items);
+        struct commit_indexable *item = TDM_QUEUE_DATA(e, struct commit_indexable, link);
+        tdm_queue_remove(e);
+        tdm_free(item->raw);
+        tdm_free(item);
+    }
+    if (st->chunk_count > 0) {
+        pthread_mutex_lock(&commit->mutex);
+        commit->index_queue_size -= st->chunk_size;
+        pthread_cond_broadcast(&commit->index_cond); /* Writers held back by the bound. */
+        pthread_mutex_unlock(&commit->mutex);
+    }
+    st->chunk_size = 0;
+    st->chunk_count = 0;
+}
+
+/* Decode the chunk in hand into st->batches. */
+static int commit_stream_decode(struct commit_stream *st)
+{
+    st->batches = tdm_calloc(st->chunk_count, sizeof(*st->batches));
+    st->records = tdm_calloc(st->chunk_count, sizeof(*st->records));
+    if (st->batches == NULL || st->records == NULL) {
+        tdm_diag_printf(&st->diag, "out of memory");
+        return -ENOMEM;
+    }
+    size_t i = 0;
+    for (struct tdm_queue *e = st->items.next; e != &st->items; e = e->next, i++) {
+        struct commit_indexable *item = TDM_QUEUE_DATA(e, struct commit_indexable, link);
+        struct tdm_index_batch *b = &st->batches[i];
+        int rv = tdm_commit_decode(item->raw, &item->header, &st->records[i], &st->diag);
+        if (rv != 0) {
+            return rv;
+        }
+        b->records = st->records[i];
+        b->location = (struct tdm_index_location){
+            .lsn_first = item->header.lsn_first,
+            .record_count = item->header.record_count,
+            .segment_lsn = item->location.segment_lsn,
+            .offset = item->location.offset,
+            .size = item->location.size,
+        };
+        b->chain_hash = item->header.chain_hash;
+    }
+    return 0;
+}
+
+/* The index thread's tdm_index_next_cb: hand over the batches queued since
+ * the last chunk, at most every TDM_COMMIT_INDEX_CHUNK_MS (at once when a
+ * whole group is queued, when someone waits, or when closing), or end the
+ * transaction: once TDM_COMMIT_INDEX_INTERVAL_MS have passed since its first
+ * chunk, a group's worth was applied, someone waits, the node closes, or a
+ * rebuild marker is next. */
+static size_t commit_index_next(void *data, const struct tdm_index_batch **batches)
+{
+    struct commit_stream *st = data;
+    struct tdm_commit *commit = st->commit;
+    commit_stream_release(st);
+    if (st->rv != 0) {
+        return 0;
+    }
+    pthread_mutex_lock(&commit->mutex);
+    /* A waiter that hurried again before the last commit may have gone. */
+    commit_index_background_locked(commit);
+    if (!st->started) {
+        st->deadline = commit_after_ms(TDM_COMMIT_INDEX_INTERVAL_MS);
+    }
+    struct timespec chunk_end = commit_after_ms(TDM_COMMIT_INDEX_CHUNK_MS);
+    bool take = false;
+    for (;;) {
+        if (commit->index_failed != 0) {
+            break; /* Failed by a cut (commit_cut): touch the index no more. */
+        }
+        bool hurry = commit->index_closing || commit->index_urgent;
+        bool empty = tdm_queue_empty(&commit->index_queue);
+        bool marker = !empty && TDM_QUEUE_DATA(tdm_queue_head(&commit->index_queue),
+                                               struct commit_indexable, link)
+                                    ->rebuild;
+        if (st->started && (hurry || marker || commit_past(&st->deadline) ||
+                            st->size >= TDM_COMMIT_INDEX_GROUP_SIZE_MAX ||
+                            st->count >= TDM_COMMIT_INDEX_GROUP_BATCHES_MAX)) {
+            if (hurry) {
+                commit->index_urgent = false; /* Served by this commit. */
+            }
+            break;
+        }
+        if (empty || marker) {
+            if (!st->started) {
+                break; /* Nothing to begin with. */
+            }
+        } else if (hurry || commit_index_group_full(commit) || commit_past(&chunk_end)) {
+            take = true;
+            break;
+        }
+        /* Wait for the chunk's end, or with an empty queue for the deadline. */
+        const struct timespec *until = empty && st->started ? &st->deadline : &chunk_end;
+        (void)pthread_cond_timedwait(&commit->index_cond, &commit->mutex, until);
+    }
+    if (!take) {
+        pthread_mutex_unlock(&commit->mutex);
+        return 0;
+    }
+    bool rebuild;
+    uint64_t lsn_last;
+    commit_index_take(commit, &st->items, &rebuild, &st->chunk_count, &st->chunk_size, &lsn_last);
+    tdm_assert(!rebuild); /* A marker ends the transaction before it. */
+    pthread_mutex_unlock(&commit->mutex);
+    st->rv = commit_stream_decode(st);
+    if (st->rv != 0) {
+        return 0; /* What was applied is committed; the thread then fails the index. */
+    }
+    st->started = true;
+    st->size += st->chunk_size;
+    st->count += st->chunk_count;
+    *batches = st->batches;
+    return st->chunk_count;
+}
+
 static void *commit_index_main(void *arg)
 {
     struct tdm_commit *commit = arg;
@@ -819,47 +942,66 @@ static void *commit_index_main(void *arg)
         if (tdm_queue_empty(&commit->index_queue)) {
             break;
         }
-        commit_index_gather(commit);
-        struct tdm_queue items;
-        tdm_queue_init(&items);
-        bool rebuild;
-        size_t count;
-        size_t size;
-        uint64_t lsn_last;
-        commit_index_take(commit, &items, &rebuild, &count, &size, &lsn_last);
+        struct commit_indexable *head =
+            TDM_QUEUE_DATA(tdm_queue_head(&commit->index_queue), struct commit_indexable, link);
         bool failed = commit->index_failed != 0;
-        pthread_mutex_unlock(&commit->mutex);
         struct tdm_diag diag = {{0}};
         int rv = 0;
-        if (!failed) {
-            rv = rebuild ? commit_index_rebuild(commit, lsn_last, &diag)
-                         : commit_index_apply(commit, &items, count, &diag);
-        }
-        while (!tdm_queue_empty(&items)) {
-            struct tdm_queue *e = tdm_queue_head(&items);
-            struct commit_indexable *item = TDM_QUEUE_DATA(e, struct commit_indexable, link);
-            tdm_queue_remove(e);
-            tdm_free(item->raw);
-            tdm_free(item);
-        }
-        pthread_mutex_lock(&commit->mutex);
-        commit->index_queue_size -= size;
-        if (rebuild) {
-            tdm_assert(commit->index_rebuild_count > 0);
-            commit->index_rebuild_count--;
+        if (head->rebuild || failed) {
+            /* A rebuild marker alone; or, once the index failed, a group
+             * dropped unapplied. */
+            struct tdm_queue items;
+            tdm_queue_init(&items);
+            bool rebuild;
+            size_t count;
+            size_t size;
+            uint64_t lsn_last;
+            commit_index_take(commit, &items, &rebuild, &count, &size, &lsn_last);
+            pthread_mutex_unlock(&commit->mutex);
+            if (rebuild && !failed) {
+                rv = commit_index_rebuild(commit, lsn_last, &diag);
+            }
+            while (!tdm_queue_empty(&items)) {
+                struct tdm_queue *e = tdm_queue_head(&items);
+                struct commit_indexable *item = TDM_QUEUE_DATA(e, struct commit_indexable, link);
+                tdm_queue_remove(e);
+                tdm_free(item->raw);
+                tdm_free(item);
+            }
+            pthread_mutex_lock(&commit->mutex);
+            commit->index_queue_size -= size;
+            if (rebuild) {
+                tdm_assert(commit->index_rebuild_count > 0);
+                commit->index_rebuild_count--;
+            }
+            if (rebuild && rv == 0 && !failed) {
+                commit->indexed_lsn = lsn_last; /* Lower than before. */
+            }
+        } else {
+            struct commit_stream st = {.commit = commit};
+            tdm_queue_init(&st.items);
+            pthread_mutex_unlock(&commit->mutex);
+            uint64_t lsn_last = 0;
+            rv = tdm_index_apply_stream(commit->index, commit_index_next, &st, &lsn_last, &diag);
+            commit_stream_release(&st);
+            if (rv == 0 && st.rv != 0) {
+                rv = st.rv;
+                diag = st.diag;
+            }
+            pthread_mutex_lock(&commit->mutex);
+            if (lsn_last > 0) {
+                commit->indexed_lsn = lsn_last; /* Committed, even if a chunk then failed. */
+            }
         }
         if (rv != 0 && commit->index_failed == 0) {
             commit->index_failed = rv;
             snprintf(commit->index_message, sizeof(commit->index_message), "index: %s",
                      diag.message[0] != '\0' ? diag.message : tandem_strerror(rv));
             tdm_tracef("%s", commit->index_message);
-        } else if (rv == 0 && !failed) {
-            commit->indexed_lsn = lsn_last; /* After a rebuild: lower than before. */
         }
-        if (commit->index_background && !commit->index_urgent && commit->index_rebuild_count == 0 &&
-            !commit->index_closing) {
-            commit_index_nice_locked(commit, COMMIT_INDEX_NICE); /* Back to the background. */
-        }
+        /* Served: a waiter that still waits wakes below and hurries again. */
+        commit->index_urgent = false;
+        commit_index_background_locked(commit);
         pthread_cond_broadcast(&commit->index_cond);
     }
     commit->index_tid = 0;

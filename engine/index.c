@@ -1370,28 +1370,52 @@ static int index_watermark_put(struct tdm_index *index, MDB_txn *txn, uint64_t l
                      sizeof(index_key_watermark) - 1, value, sizeof(value), diag);
 }
 
-int tdm_index_apply(struct tdm_index *index, const struct tdm_index_batch *batches, size_t count,
-                    struct tdm_diag *diag)
+/* Apply one chunk of batches in txn: batch locations and customer records in
+ * LSN order (a customer record reads and replaces its predecessor's
+ * entries); the message records' entries collected, then stored in key
+ * order. */
+static int index_apply_chunk(struct tdm_index *index, MDB_txn *txn,
+                             const struct tdm_index_batch *batches, size_t count,
+                             struct tdm_diag *diag)
+{
+    struct index_entries entries = {0};
+    int rv = 0;
+    for (size_t i = 0; i < count && rv == 0; i++) {
+        rv = index_apply_batch(index, txn, &entries, &batches[i], diag);
+    }
+    if (rv == 0) {
+        rv = index_entries_store(index, txn, &entries, diag);
+    }
+    index_entries_free(&entries);
+    return rv;
+}
+
+int tdm_index_apply_stream(struct tdm_index *index, tdm_index_next_cb next, void *data,
+                           uint64_t *lsn_last, struct tdm_diag *diag)
 {
     tdm_assert(index != NULL);
-    tdm_assert(batches != NULL || count == 0);
+    tdm_assert(next != NULL);
+    *lsn_last = 0;
     if (index->read_only) {
         tdm_diag_printf(diag, "index: apply: opened read-only");
         return TANDEM_EREADONLY;
     }
+    const struct tdm_index_batch *batches = NULL;
+    size_t count = next(data, &batches);
     if (count == 0) {
         return 0;
     }
-    /* Checked before the write transaction begins, so that a failed check
-     * leaves no transaction behind (the test hook longjmps out of it). The
-     * one writer thread is the only one that moves the watermark. */
+    /* The first chunk is checked before the write transaction begins, so
+     * that a failed check leaves no transaction behind (the test hook
+     * longjmps out of it). The one writer thread is the only one that moves
+     * the watermark. */
     uint64_t watermark = 0;
     struct tdm_chain_hash chain;
     int rv = index_watermark_read(index, &watermark, &chain, diag);
     if (rv != 0) {
         return rv;
     }
-    uint64_t lsn_last = index_batches_check(batches, count, watermark);
+    uint64_t lsn = index_batches_check(batches, count, watermark);
 
     MDB_txn *txn = NULL;
     int rc = mdb_txn_begin(index->env, NULL, 0, &txn);
@@ -1403,19 +1427,20 @@ int tdm_index_apply(struct tdm_index *index, const struct tdm_index_batch *batch
     if (rv == 0) {
         tdm_assert(watermark_in_txn == watermark);
     }
-    /* Batch locations and customer records in LSN order (a customer record
-     * reads and replaces its predecessor's entries); the message records'
-     * entries collected, then stored in key order. */
-    struct index_entries entries = {0};
-    for (size_t i = 0; i < count && rv == 0; i++) {
-        rv = index_apply_batch(index, txn, &entries, &batches[i], diag);
+    while (rv == 0) {
+        rv = index_apply_chunk(index, txn, batches, count, diag);
+        if (rv != 0) {
+            break;
+        }
+        chain = batches[count - 1].chain_hash; /* batches lasts until the next call. */
+        count = next(data, &batches);
+        if (count == 0) {
+            break;
+        }
+        lsn = index_batches_check(batches, count, lsn);
     }
     if (rv == 0) {
-        rv = index_entries_store(index, txn, &entries, diag);
-    }
-    index_entries_free(&entries);
-    if (rv == 0) {
-        rv = index_watermark_put(index, txn, lsn_last, &batches[count - 1].chain_hash, diag);
+        rv = index_watermark_put(index, txn, lsn, &chain, diag);
     }
     if (rv != 0) {
         mdb_txn_abort(txn);
@@ -1425,7 +1450,32 @@ int tdm_index_apply(struct tdm_index *index, const struct tdm_index_batch *batch
     if (rc != MDB_SUCCESS) {
         return index_error(rc, "apply", "mdb_txn_commit", diag);
     }
+    *lsn_last = lsn;
     return 0;
+}
+
+/* tdm_index_apply()'s one chunk, handed over once. */
+struct index_once {
+    const struct tdm_index_batch *batches;
+    size_t count;
+};
+
+static size_t index_once_next(void *data, const struct tdm_index_batch **batches)
+{
+    struct index_once *once = data;
+    size_t count = once->count;
+    *batches = once->batches;
+    once->count = 0;
+    return count;
+}
+
+int tdm_index_apply(struct tdm_index *index, const struct tdm_index_batch *batches, size_t count,
+                    struct tdm_diag *diag)
+{
+    tdm_assert(batches != NULL || count == 0);
+    struct index_once once = {.batches = batches, .count = count};
+    uint64_t lsn_last;
+    return tdm_index_apply_stream(index, index_once_next, &once, &lsn_last, diag);
 }
 
 int tdm_index_clear(struct tdm_index *index, struct tdm_diag *diag)

@@ -104,6 +104,20 @@ int tdm_index_watermark(struct tdm_index *index, uint64_t *lsn, struct tdm_chain
 int tdm_index_apply(struct tdm_index *index, const struct tdm_index_batch *batches, size_t count,
                     struct tdm_diag *diag);
 
+/* Supplies tdm_index_apply_stream() with its next chunk: returns how many
+ * batches *batches holds (valid until the next call), each following the
+ * last one supplied, or 0 to end the transaction there. It may block. */
+typedef size_t (*tdm_index_next_cb)(void *data, const struct tdm_index_batch **batches);
+
+/* tdm_index_apply() over chunks supplied by next, all in one transaction
+ * that this call begins and commits (none if the first call returns 0):
+ * the index thread applies batches as they come and commits once per
+ * interval, so that each page a commit rewrites takes many records. On
+ * success *lsn_last receives the watermark committed (0 if nothing was
+ * applied). On failure nothing of the call is committed. */
+int tdm_index_apply_stream(struct tdm_index *index, tdm_index_next_cb next, void *data,
+                           uint64_t *lsn_last, struct tdm_diag *diag);
+
 /* Empty every database and reset the watermark to 0 (for a rebuild). */
 int tdm_index_clear(struct tdm_index *index, struct tdm_diag *diag);
 

@@ -299,7 +299,8 @@ static void test_index_thread__background_unless_a_query_waits(void **state)
     }
     assert_int_equal(index_thread_nice_becomes(19), 19);
     /* Enough records that indexing them takes a while: the query below
-     * finds them not yet indexed (the index thread gathers for 1 s). The
+     * finds them not yet committed to the index (the index thread applies
+     * them in chunks and commits every 5 s, or when someone waits). The
      * sampler can still miss the window on a busy machine, so up to 5
      * tries; a build that never raises the thread fails all of them. */
     struct tdm_gen gen;
