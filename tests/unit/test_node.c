@@ -563,6 +563,14 @@ static uint8_t *received_damaged(const struct received *r, uint32_t b)
     return copy;
 }
 
+/* t's last durable LSN (tandem_status). */
+static uint64_t received_lsn_last(struct tandem *t)
+{
+    struct tandem_status status;
+    assert_int_equal(tandem_status(t, &status), 0);
+    return status.lsn_last;
+}
+
 /* Customer 1's messages a query finds on t, each checked against kept. */
 static size_t received_query_count(struct tandem *t, struct received_records *kept)
 {
@@ -670,9 +678,7 @@ static void test_append_received__refused(void **state)
     assert_true(n > TDM_BATCH_HEADER_SIZE);
     assert_int_equal(tdm_node_append_received(f->t, built, (size_t)n, true, &header, &diag),
                      TANDEM_ECORRUPT);
-    struct tandem_status status;
-    assert_int_equal(tandem_status(f->t, &status), 0);
-    assert_int_equal(status.lsn_last, 1);
+    assert_int_equal(received_lsn_last(f->t), 1);
     received_append(f->t, &r, 1);
     assert_int_equal(received_query_count(f->t, kept), 3);
     received_teardown(primary_dir, &r, kept);
@@ -704,9 +710,7 @@ static void test_append_received_many__group(void **state)
         assert_memory_equal(headers[b].chain_hash.bytes, r.headers[b].chain_hash.bytes,
                             TDM_CHAIN_HASH_SIZE);
     }
-    struct tandem_status status;
-    assert_int_equal(tandem_status(f->t, &status), 0);
-    assert_int_equal(status.lsn_last, 12);
+    assert_int_equal(received_lsn_last(f->t), 12);
     assert_int_equal(received_query_count(f->t, kept), 10);
     received_customer_is(f->t, &kept->customer_b);
     received_teardown(primary_dir, &r, kept);
@@ -734,9 +738,7 @@ static void test_append_received_many__stops_at_first_refused(void **state)
         TANDEM_ECORRUPT);
     assert_int_equal(appended, 2);
     assert_int_equal(headers[1].lsn_first, r.headers[1].lsn_first);
-    struct tandem_status status;
-    assert_int_equal(tandem_status(f->t, &status), 0);
-    assert_int_equal(status.lsn_last, tdm_batch_lsn_last(&r.headers[1]));
+    assert_int_equal(received_lsn_last(f->t), tdm_batch_lsn_last(&r.headers[1]));
     /* Batches 3 and 5 (a gap after 3): 3 is stored, 5 refused by the log. */
     const uint8_t *gap[2] = {r.bytes[2], r.bytes[4]};
     size_t gap_sizes[2] = {r.sizes[2], r.sizes[4]};
@@ -744,8 +746,7 @@ static void test_append_received_many__stops_at_first_refused(void **state)
         tdm_node_append_received_many(f->t, 2, gap, gap_sizes, headers, &appended, &diag),
         TANDEM_EINVALID);
     assert_int_equal(appended, 1);
-    assert_int_equal(tandem_status(f->t, &status), 0);
-    assert_int_equal(status.lsn_last, tdm_batch_lsn_last(&r.headers[2]));
+    assert_int_equal(received_lsn_last(f->t), tdm_batch_lsn_last(&r.headers[2]));
     assert_int_equal(received_query_count(f->t, kept), 5);
     free(damaged);
     received_teardown(primary_dir, &r, kept);
@@ -838,9 +839,7 @@ static void test_append_received_async__group(void **state)
     assert_int_equal(second.status, 0);
     assert_int_equal(second.appended, RECEIVED_BATCHES - 2);
     assert_int_equal(second.lsn_last, 12);
-    struct tandem_status status;
-    assert_int_equal(tandem_status(f->t, &status), 0);
-    assert_int_equal(status.lsn_last, 12);
+    assert_int_equal(received_lsn_last(f->t), 12);
     assert_int_equal(received_query_count(f->t, kept), 10);
     received_customer_is(f->t, &kept->customer_b);
     received_async_destroy(&first);
@@ -862,7 +861,6 @@ static void test_append_received_async__refused(void **state)
     struct received_async a;
     received_async_init(&a);
     struct tdm_diag diag = {{0}};
-    struct tandem_status status;
 
     uint8_t *damaged = received_damaged(&r, 0);
     const uint8_t *first_bad[2] = {damaged, r.bytes[1]};
@@ -884,8 +882,7 @@ static void test_append_received_async__refused(void **state)
     assert_non_null(strstr(a.message, "batch"));
     assert_int_equal(a.appended, 2);
     assert_int_equal(a.lsn_last, tdm_batch_lsn_last(&r.headers[1]));
-    assert_int_equal(tandem_status(f->t, &status), 0);
-    assert_int_equal(status.lsn_last, tdm_batch_lsn_last(&r.headers[1]));
+    assert_int_equal(received_lsn_last(f->t), tdm_batch_lsn_last(&r.headers[1]));
     free(damaged);
 
     /* Batches 3 and 5 (a gap after 3): 3 is stored, 5 refused by the log. */
@@ -900,8 +897,7 @@ static void test_append_received_async__refused(void **state)
     assert_int_equal(a.status, TANDEM_EINVALID);
     assert_int_equal(a.appended, 1);
     assert_int_equal(a.lsn_last, tdm_batch_lsn_last(&r.headers[2]));
-    assert_int_equal(tandem_status(f->t, &status), 0);
-    assert_int_equal(status.lsn_last, tdm_batch_lsn_last(&r.headers[2]));
+    assert_int_equal(received_lsn_last(f->t), tdm_batch_lsn_last(&r.headers[2]));
     assert_int_equal(received_query_count(f->t, kept), 5);
 
     /* A read-only handle takes nothing. */

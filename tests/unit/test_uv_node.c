@@ -728,20 +728,20 @@ static void fake_on_close(struct tdm_uv_link *link, int status, const struct tdm
     close_all(k->f); /* The backup dropped us: done. */
 }
 
-/* A backup verifies every received batch before appending it: a corrupt body
- * closes the link to the primary, and nothing is written. */
-static void test_uv_node__bad_batch_drops_link(void **state)
+/* Start node2 as a backup of epoch 1 and dial it as node1 with fake: it
+ * sends one bad batch (undecodable: checksums that verify around a record
+ * that does not decode; else a corrupt body) once node2 is READY. */
+static void fake_start(struct fixture *f, struct fake *fake, bool undecodable)
 {
-    struct fixture *f = *state;
     member_start(f, 1); /* node2, a backup of epoch 1 (primary node1). */
-    static struct fake k;
-    memset(&k, 0, sizeof(k));
-    k.f = f;
-    snprintf(k.cluster.name, sizeof(k.cluster.name), "c1");
-    k.cluster.node_count = NODES;
-    k.cluster.self_index = 0;
-    snprintf(k.cluster.node_ids[0], sizeof(k.cluster.node_ids[0]), "node1");
-    snprintf(k.cluster.node_ids[1], sizeof(k.cluster.node_ids[1]), "node2");
+    memset(fake, 0, sizeof(*fake));
+    fake->f = f;
+    fake->undecodable = undecodable;
+    snprintf(fake->cluster.name, sizeof(fake->cluster.name), "c1");
+    fake->cluster.node_count = NODES;
+    fake->cluster.self_index = 0;
+    snprintf(fake->cluster.node_ids[0], sizeof(fake->cluster.node_ids[0]), "node1");
+    snprintf(fake->cluster.node_ids[1], sizeof(fake->cluster.node_ids[1]), "node2");
     struct sockaddr_storage address;
     assert_int_equal(tdm_uv_node_address(f->members[1].node, &address), 0);
     struct tdm_uv_link_dial_config config = {
@@ -751,15 +751,16 @@ static void test_uv_node__bad_batch_drops_link(void **state)
         .callbacks = {.on_open = fake_on_open,
                       .on_frame = fake_on_frame,
                       .on_close = fake_on_close,
-                      .data = &k},
+                      .data = fake},
     };
     struct tdm_diag diag = {{0}};
     struct tdm_uv_link *link = NULL;
     assert_int_equal(tdm_uv_link_dial(&f->loop, &config, &link, &diag), 0);
-    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
-    assert_true(k.appended);
-    assert_true(k.closed);
-    assert_int_not_equal(k.close_status, TANDEM_ECANCELED); /* The backup closed it. */
+}
+
+/* node2's log holds nothing, and node2's directory opens again. */
+static void fake_backup_log_empty(struct fixture *f)
+{
     uint64_t lsn;
     uint8_t hash[16];
     tandem_close(f->members[1].t);
@@ -769,6 +770,20 @@ static void test_uv_node__bad_batch_drops_link(void **state)
     tandem_options_init(&options);
     struct tandem_diag tdiag = {{0}};
     assert_int_equal(tandem_open(f->members[1].dir, &options, &f->members[1].t, &tdiag), 0);
+}
+
+/* A backup verifies every received batch before appending it: a corrupt body
+ * closes the link to the primary, and nothing is written. */
+static void test_uv_node__bad_batch_drops_link(void **state)
+{
+    struct fixture *f = *state;
+    static struct fake k;
+    fake_start(f, &k, false);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    assert_true(k.appended);
+    assert_true(k.closed);
+    assert_int_not_equal(k.close_status, TANDEM_ECANCELED); /* The backup closed it. */
+    fake_backup_log_empty(f);
 }
 
 /* Until the backup (node2) has stopped: then close everything. */
@@ -796,45 +811,15 @@ static void fake_poll_cb(uv_timer_t *timer)
 static void test_uv_node__undecodable_batch_stops_backup(void **state)
 {
     struct fixture *f = *state;
-    member_start(f, 1); /* node2, a backup of epoch 1 (primary node1). */
     static struct fake k;
-    memset(&k, 0, sizeof(k));
-    k.f = f;
-    k.undecodable = true;
-    snprintf(k.cluster.name, sizeof(k.cluster.name), "c1");
-    k.cluster.node_count = NODES;
-    k.cluster.self_index = 0;
-    snprintf(k.cluster.node_ids[0], sizeof(k.cluster.node_ids[0]), "node1");
-    snprintf(k.cluster.node_ids[1], sizeof(k.cluster.node_ids[1]), "node2");
-    struct sockaddr_storage address;
-    assert_int_equal(tdm_uv_node_address(f->members[1].node, &address), 0);
-    struct tdm_uv_link_dial_config config = {
-        .address = (const struct sockaddr *)&address,
-        .tls = &f->members[0].tls,
-        .expected = "node2",
-        .callbacks = {.on_open = fake_on_open,
-                      .on_frame = fake_on_frame,
-                      .on_close = fake_on_close,
-                      .data = &k},
-    };
-    struct tdm_diag diag = {{0}};
-    struct tdm_uv_link *link = NULL;
-    assert_int_equal(tdm_uv_link_dial(&f->loop, &config, &link, &diag), 0);
+    fake_start(f, &k, true);
     uv_timer_init(&f->loop, &k.poll);
     k.poll.data = &k;
     uv_timer_start(&k.poll, fake_poll_cb, 10, 10);
     assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
     assert_true(k.appended);
     assert_true(k.failed_seen);
-    uint64_t lsn;
-    uint8_t hash[16];
-    tandem_close(f->members[1].t);
-    log_end(f->members[1].dir, &lsn, hash);
-    assert_int_equal(lsn, 0);
-    struct tandem_options options;
-    tandem_options_init(&options);
-    struct tandem_diag tdiag = {{0}};
-    assert_int_equal(tandem_open(f->members[1].dir, &options, &f->members[1].t, &tdiag), 0);
+    fake_backup_log_empty(f);
 }
 
 /* Every node answers queries from its own copy (DESIGN "Replication"): once
