@@ -10,9 +10,10 @@
  *      APPENDED, PERSISTED(LOG) and PERSISTED(WRITE); RECEIVED -> every batch
  *      checked with tdm_batch_verify() first (a bad one closes the link to the
  *      primary and nothing of the step's write is appended), then
- *      tdm_node_append_received() (the commit thread appends, the index
- *      thread indexes: queries on a backup see the batch), then
- *      PERSISTED(LOG);
+ *      tdm_node_append_received_async() (decoded on the loop; the commit
+ *      thread appends, one fdatasync for every batch queued while it ran
+ *      the last, the index thread indexes: queries on a backup see the
+ *      batch), then PERSISTED(LOG);
  *   4. sends: converted with net/frame_proto; an APPEND range is read from the
  *      log first (whole batches, as on disk) and sent in frames of at most
  *      TDM_FRAME_BATCHES_MAX batches;
@@ -23,8 +24,11 @@
  *   then the verification actions (docs/PROTOCOL.md §9, net/uv_verify.h): reads
  *   of chain hashes on the threadpool (CHAIN_READ), verified claims into
  *   DIR/verified.
- * Disk actions (1-3 RECEIVED) run one at a time, in order, on the threadpool
- * (uv_queue_work); log reads for APPEND run there too.
+ * Disk actions 1-2 run one at a time, in order, on the threadpool
+ * (uv_queue_work); a RECEIVED write queued behind one of them waits its turn
+ * there too (tdm_node_append_received_many), else it goes to the commit
+ * thread at once, and a disk action waits for those in flight. Log reads for
+ * APPEND run on the threadpool too.
  *
  * Links (PROTOCOL.md §2): the node whose id sorts first dials, so this node
  * dials every node of a higher index (retrying every reconnect_ms) and accepts
