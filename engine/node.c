@@ -902,13 +902,23 @@ void tdm_node_verify_stop(struct tandem *t)
 
 tdm_static_assert(TANDEM_APPEND_SIZE_MAX == TDM_BATCH_RAW_SIZE_MAX); /* One call, one batch. */
 
-/* Validate and encode records into a new request (all or nothing). */
-static int node_request_make(struct tandem *t, const struct tandem_record *records, size_t count,
-                             struct tdm_commit_request *request, struct tdm_diag *diag)
+/* 0 if t may write (not opened read-only), else TANDEM_EREADONLY with diag. */
+static int node_writable(const struct tandem *t, struct tdm_diag *diag)
 {
     if (t->read_only) {
         tdm_diag_printf(diag, "the node directory is open read-only");
         return TANDEM_EREADONLY;
+    }
+    return 0;
+}
+
+/* Validate and encode records into a new request (all or nothing). */
+static int node_request_make(struct tandem *t, const struct tandem_record *records, size_t count,
+                             struct tdm_commit_request *request, struct tdm_diag *diag)
+{
+    int writable = node_writable(t, diag);
+    if (writable != 0) {
+        return writable;
     }
     uint8_t *raw = NULL;
     size_t size = 0;
@@ -1002,9 +1012,9 @@ int tdm_node_append_raw_async(struct tandem *t, const uint8_t *raw, size_t raw_s
                               uint32_t record_count, uint64_t epoch, tandem_append_cb cb,
                               void *data, struct tdm_diag *diag)
 {
-    if (t->read_only) {
-        tdm_diag_printf(diag, "the node directory is open read-only");
-        return TANDEM_EREADONLY;
+    int writable = node_writable(t, diag);
+    if (writable != 0) {
+        return writable;
     }
     if (cb == NULL || raw_size == 0 || raw_size > TDM_BATCH_RAW_SIZE_MAX || record_count == 0 ||
         record_count > TANDEM_APPEND_RECORDS_MAX) {
@@ -1119,9 +1129,9 @@ static int node_commit_blocking(struct tandem *t, struct tdm_commit_request *req
 static int node_cut(struct tandem *t, uint64_t cut_after_lsn, bool reindex, struct tdm_diag *diag)
 {
     tdm_assert(t != NULL);
-    if (t->read_only) {
-        tdm_diag_printf(diag, "the node directory is open read-only");
-        return TANDEM_EREADONLY;
+    int writable = node_writable(t, diag);
+    if (writable != 0) {
+        return writable;
     }
     struct tdm_commit_request request;
     memset(&request, 0, sizeof(request));
@@ -1136,9 +1146,9 @@ int tdm_node_append_received(struct tandem *t, const uint8_t *bytes, size_t size
 {
     tdm_assert(t != NULL);
     tdm_assert(bytes != NULL);
-    if (t->read_only) {
-        tdm_diag_printf(diag, "the node directory is open read-only");
-        return TANDEM_EREADONLY;
+    int writable = node_writable(t, diag);
+    if (writable != 0) {
+        return writable;
     }
     struct tdm_commit_request request;
     memset(&request, 0, sizeof(request));
@@ -1200,27 +1210,18 @@ static int node_received_submit(struct tandem *t, struct tdm_commit_request *req
     return rv;
 }
 
-static int node_received_check(const struct tandem *t, struct tdm_diag *diag)
-{
-    tdm_assert(t != NULL);
-    if (t->read_only) {
-        tdm_diag_printf(diag, "the node directory is open read-only");
-        return TANDEM_EREADONLY;
-    }
-    tdm_assert(t->commit_started); /* A writer's handle (not read-only). */
-    return 0;
-}
-
 int tdm_node_append_received_many(struct tandem *t, uint32_t count, const uint8_t *const *bytes,
                                   const size_t *sizes, struct tdm_batch_header *headers,
                                   uint32_t *appended, struct tdm_diag *diag)
 {
     tdm_assert(count >= 1);
     *appended = 0;
-    int rv = node_received_check(t, diag);
+    tdm_assert(t != NULL);
+    int rv = node_writable(t, diag);
     if (rv != 0) {
         return rv;
     }
+    tdm_assert(t->commit_started); /* A writer's handle (not read-only). */
     struct tdm_commit_request *requests = tdm_calloc(count, sizeof(*requests));
     if (requests == NULL) {
         tdm_diag_printf(diag, "out of memory for %" PRIu32 " batches", count);
@@ -1303,10 +1304,12 @@ int tdm_node_append_received_async(struct tandem *t, uint32_t count, const uint8
 {
     tdm_assert(count >= 1);
     tdm_assert(cb != NULL);
-    int rv = node_received_check(t, diag);
+    tdm_assert(t != NULL);
+    int rv = node_writable(t, diag);
     if (rv != 0) {
         return rv;
     }
+    tdm_assert(t->commit_started); /* A writer's handle (not read-only). */
     struct node_received_async *a =
         tdm_calloc(1, sizeof(*a) + (size_t)count * sizeof(a->requests[0]));
     if (a == NULL) {

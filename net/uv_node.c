@@ -1091,6 +1091,20 @@ static void send_one(struct tdm_uv_node *node, const struct tdm_actions *actions
 
 /* Backup: verify every batch of a RECEIVED write, copy them into a disk job.
  * A bad batch closes the link to the primary (PROTOCOL.md §3.4). */
+/* A copy of write's batches (total bytes), back to back: the frame's buffer
+ * is reused once the step returns. */
+static uint8_t *received_copy(const struct tdm_action_write *write, size_t total)
+{
+    uint8_t *copy = tdm_malloc(total == 0 ? 1 : total);
+    tdm_assert(copy != NULL); /* At most one frame's batches; out of memory here is fatal. */
+    size_t offset = 0;
+    for (uint32_t i = 0; i < write->batch_count; i++) {
+        memcpy(copy + offset, write->batches[i].bytes, write->batches[i].size);
+        offset += write->batches[i].size;
+    }
+    return copy;
+}
+
 /* Hand verified received batches (total bytes) straight to the commit
  * thread: decoded here, appended and fdatasync'd there (with those handed
  * over while it ran the last fdatasync), reported by received_done. */
@@ -1101,13 +1115,11 @@ static void write_received_now(struct tdm_uv_node *node, const struct tdm_action
     tdm_assert(c != NULL); /* Small and bounded; out of memory here is fatal (job_new). */
     c->node = node;
     c->received = true;
-    c->bytes = tdm_malloc(total == 0 ? 1 : total);
-    tdm_assert(c->bytes != NULL); /* At most one frame's batches, as a job's copy. */
+    c->bytes = received_copy(write, total);
     const uint8_t *bytes[TDM_FRAME_BATCHES_MAX];
     size_t sizes[TDM_FRAME_BATCHES_MAX];
     size_t offset = 0;
     for (uint32_t i = 0; i < write->batch_count; i++) {
-        memcpy(c->bytes + offset, write->batches[i].bytes, write->batches[i].size);
         bytes[i] = c->bytes + offset;
         sizes[i] = write->batches[i].size;
         offset += write->batches[i].size;
@@ -1151,13 +1163,9 @@ static void write_received(struct tdm_uv_node *node, const struct tdm_action_wri
         /* Behind a disk job: in turn, so that no batch is durable before
          * an epoch history or a cut queued before it. */
         struct node_job *job = job_new(node, NODE_JOB_APPEND);
-        job->bytes = tdm_malloc(total == 0 ? 1 : total);
-        tdm_assert(job->bytes != NULL);
-        size_t offset = 0;
+        job->bytes = received_copy(write, total);
         for (uint32_t i = 0; i < write->batch_count; i++) {
-            memcpy(job->bytes + offset, write->batches[i].bytes, write->batches[i].size);
             job->sizes[i] = write->batches[i].size;
-            offset += write->batches[i].size;
         }
         job->batch_count = write->batch_count;
         job_push(node, job);
