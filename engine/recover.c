@@ -60,6 +60,10 @@
 #define RECOVER_SEGMENT_NAMES_MAX TDM_LOG_SEGMENTS_MAX
 
 /* Reading the batches of one segment file. */
+/* Times a read-only open reads the first bad batch of the open segment
+ * again while a writer appends beside it (recover_walk_open). */
+#define RECOVER_READ_ONLY_REREADS 16
+
 struct walk {
     struct tdm_fs *fs;
     int fd;
@@ -663,6 +667,8 @@ static int recover_walk_open(struct tdm_log *log, struct walk *w, struct tdm_log
     struct tdm_chain_hash prev = sh->chain_prev;
     uint32_t batch_count = 0;
     struct tdm_diag why = {{0}};
+    uint32_t rereads = 0;
+walk:
     while (offset < seg->size) {
         struct tdm_batch_header h;
         int rv = walk_batch(w, offset, expected, &prev, &h, &why);
@@ -701,6 +707,20 @@ static int recover_walk_open(struct tdm_log *log, struct walk *w, struct tdm_log
             log->tail_allocated = !log->options.read_only;
             seg->size = used_end;
             w->end = used_end;
+        }
+    }
+    if (offset < seg->size && is_last && log->options.read_only &&
+        rereads < RECOVER_READ_ONLY_REREADS) {
+        /* A writer may append beside this read-only open: the batch at
+         * offset may have been zeros or half written when it was read, and
+         * whole by the time the bytes after it were. Batches are written in
+         * order, so read it again before judging: if it verifies now, walk
+         * on from it (a damaged batch fails again). */
+        struct tdm_batch_header h;
+        struct tdm_diag again = {{0}};
+        if (walk_batch(w, offset, expected, &prev, &h, &again) == 0) {
+            rereads++;
+            goto walk;
         }
     }
     if (offset < seg->size && is_last) {
