@@ -59,11 +59,11 @@
 #define RECOVER_AHEAD_SIZE        (4u << 20) /* Scrub's read-ahead window (struct walk). */
 #define RECOVER_SEGMENT_NAMES_MAX TDM_LOG_SEGMENTS_MAX
 
-/* Reading the batches of one segment file. */
 /* Times a read-only open reads the first bad batch of the open segment
  * again while a writer appends beside it (recover_walk_open). */
 #define RECOVER_READ_ONLY_REREADS 16
 
+/* Reading the batches of one segment file. */
 struct walk {
     struct tdm_fs *fs;
     int fd;
