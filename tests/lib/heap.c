@@ -1,6 +1,8 @@
 /* tests/lib/heap.c: the library's allocator over cmocka's test_malloc family. */
 #include "heap.h"
 
+#include <stdlib.h>
+
 #include "engine/base/alloc.h"
 #include "tdm_test.h"
 
@@ -47,4 +49,59 @@ void tdm_test_heap_uninstall(void)
 void tdm_test_heap_fail(bool on)
 {
     heap_failing = on;
+}
+
+/* ---- libc's heap, failing on one thread --------------------------------------- */
+
+static _Thread_local long heap_thread_skip = -1; /* Allocations to pass; -1: none fails. */
+
+static bool heap_thread_fails(void)
+{
+    if (heap_thread_skip < 0) {
+        return false;
+    }
+    if (heap_thread_skip == 0) {
+        heap_thread_skip = -1;
+        return true;
+    }
+    heap_thread_skip--;
+    return false;
+}
+
+static void *heap_thread_malloc(void *data, size_t size)
+{
+    (void)data;
+    return heap_thread_fails() ? NULL : malloc(size);
+}
+
+static void *heap_thread_calloc(void *data, size_t count, size_t size)
+{
+    (void)data;
+    return heap_thread_fails() ? NULL : calloc(count, size);
+}
+
+static void *heap_thread_realloc(void *data, void *ptr, size_t size)
+{
+    (void)data;
+    return heap_thread_fails() ? NULL : realloc(ptr, size);
+}
+
+static void heap_thread_free(void *data, void *ptr)
+{
+    (void)data;
+    free(ptr);
+}
+
+static const struct tdm_heap heap_thread = {heap_thread_malloc, heap_thread_calloc,
+                                            heap_thread_realloc, heap_thread_free, NULL};
+
+void tdm_test_heap_thread_install(void)
+{
+    heap_thread_skip = -1;
+    tdm_heap_set(&heap_thread);
+}
+
+void tdm_test_heap_thread_fail_after(long skip)
+{
+    heap_thread_skip = skip;
 }

@@ -1,6 +1,7 @@
 /* tests/lib/heap.h: the library's allocator routed to cmocka's test_malloc and
  * test_free (STYLE B8), so that cmocka's leak check covers library code, with a
- * switch that makes every allocation fail. */
+ * switch that makes every allocation fail; and libc's heap with one thread's
+ * allocations failed on demand. */
 #ifndef TDM_TESTS_LIB_HEAP_H
 #define TDM_TESTS_LIB_HEAP_H
 
@@ -12,5 +13,16 @@ void tdm_test_heap_uninstall(void);
 
 /* While on, every allocation of the library returns NULL. */
 void tdm_test_heap_fail(bool on);
+
+/* A second heap, libc's with failures aimed at one thread: the engine's own
+ * threads keep allocating while the test thread's next allocation fails.
+ * Install it before any handle opens (tdm_heap_set() is not thread-safe),
+ * e.g. in main(); it behaves as libc's until armed. */
+void tdm_test_heap_thread_install(void);
+
+/* Make the calling thread's allocation number skip + 1 from now fail (skip 0:
+ * the next one), once; a negative skip disarms. Other threads are never
+ * failed. */
+void tdm_test_heap_thread_fail_after(long skip);
 
 #endif

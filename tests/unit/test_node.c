@@ -4,6 +4,7 @@
  * read-only handles. */
 #include "tdm_test.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <dirent.h>
@@ -20,6 +21,7 @@
 #include "engine/log.h"
 #include "engine/node.h"
 #include "engine/segment.h"
+#include "heap.h"
 #include "records.h"
 #include "tools/gen.h"
 
@@ -912,6 +914,75 @@ static void test_append_received_async__refused(void **state)
     received_teardown(primary_dir, &r, kept);
 }
 
+/* Out of memory on the caller's thread (the heap of main() fails the test
+ * thread's allocations only). tdm_node_append_received_async: for the call's
+ * own bookkeeping or the first batch's body, the call returns -ENOMEM with a
+ * message, nothing is stored and the callback never runs; for the second
+ * batch's body, the call returns 0 and the callback reports -ENOMEM with the
+ * first batch stored. tdm_node_append_received_many refuses likewise. Then
+ * the same batches go in whole. */
+static void test_append_received_async__out_of_memory(void **state)
+{
+    struct fixture *f = *state;
+    char primary_dir[256];
+    struct received r;
+    struct received_records *kept = received_setup(primary_dir, sizeof(primary_dir), &r);
+    const uint8_t *const *bytes = (const uint8_t *const *)r.bytes;
+    size_t sizes[RECEIVED_BATCHES];
+    for (uint32_t b = 0; b < RECEIVED_BATCHES; b++) {
+        sizes[b] = r.sizes[b];
+    }
+    struct received_async a;
+    received_async_init(&a);
+    struct tdm_diag diag = {{0}};
+
+    /* Allocation 0 is the call's bookkeeping, 1 the first batch's body. */
+    for (long skip = 0; skip <= 1; skip++) {
+        diag.message[0] = '\0';
+        tdm_test_heap_thread_fail_after(skip);
+        assert_int_equal(
+            tdm_node_append_received_async(f->t, 2, bytes, sizes, received_async_cb, &a, &diag),
+            -ENOMEM);
+        tdm_test_heap_thread_fail_after(-1);
+        assert_non_null(strstr(diag.message, "out of memory"));
+        assert_int_equal(received_lsn_last(f->t), 0);
+    }
+
+    /* 2 is the first batch's records, 3 the second batch's body. */
+    tdm_test_heap_thread_fail_after(3);
+    assert_int_equal(
+        tdm_node_append_received_async(f->t, 2, bytes, sizes, received_async_cb, &a, &diag), 0);
+    tdm_test_heap_thread_fail_after(-1);
+    received_async_wait(&a);
+    assert_int_equal(a.calls, 1);
+    assert_int_equal(a.status, -ENOMEM);
+    assert_non_null(strstr(a.message, "out of memory"));
+    assert_int_equal(a.appended, 1);
+    assert_int_equal(a.lsn_last, tdm_batch_lsn_last(&r.headers[0]));
+    assert_int_equal(received_lsn_last(f->t), tdm_batch_lsn_last(&r.headers[0]));
+
+    struct tdm_batch_header headers[RECEIVED_BATCHES];
+    uint32_t appended = 99;
+    tdm_test_heap_thread_fail_after(0);
+    assert_int_equal(tdm_node_append_received_many(f->t, RECEIVED_BATCHES - 1, &bytes[1], &sizes[1],
+                                                   headers, &appended, &diag),
+                     -ENOMEM);
+    tdm_test_heap_thread_fail_after(-1);
+    assert_int_equal(appended, 0);
+    assert_int_equal(received_lsn_last(f->t), tdm_batch_lsn_last(&r.headers[0]));
+
+    assert_int_equal(tdm_node_append_received_many(f->t, RECEIVED_BATCHES - 1, &bytes[1], &sizes[1],
+                                                   headers, &appended, &diag),
+                     0);
+    assert_int_equal(appended, RECEIVED_BATCHES - 1);
+    assert_int_equal(received_lsn_last(f->t), 12);
+    assert_int_equal(received_query_count(f->t, kept), 10);
+    received_customer_is(f->t, &kept->customer_b);
+    assert_int_equal(a.calls, 1);
+    received_async_destroy(&a);
+    received_teardown(primary_dir, &r, kept);
+}
+
 /* The written callback (tdm_node_set_written): called on the commit thread
  * once per local batch, with the batch as written and before its fdatasync,
  * and before the append returns; never again once unset. */
@@ -1453,6 +1524,7 @@ static void test_open__errors(void **state)
 
 int main(void)
 {
+    tdm_test_heap_thread_install(); /* Before any engine thread runs. */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_append__threads_dense_lsns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_append_async__callbacks, setup, teardown),
@@ -1471,6 +1543,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_append_received_async__group, setup, teardown),
         cmocka_unit_test_setup_teardown(test_append_received_async__refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_append_received_async__out_of_memory, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_written__before_fdatasync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cut_after__queries_forget_cut_records, setup,
                                         teardown),
