@@ -6,8 +6,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <dirent.h>
+#include <lmdb.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,6 +20,7 @@
 
 #include "engine/base/prng.h"
 #include "engine/codec.h"
+#include "engine/commit.h"
 #include "engine/log.h"
 #include "engine/node.h"
 #include "engine/segment.h"
@@ -341,6 +344,153 @@ static void test_index_thread__background_unless_a_query_waits(void **state)
         assert_int_equal(index_thread_nice_becomes(19), 19);
     }
     assert_int_equal(lowest, 0); /* Raised while the query waited. */
+}
+
+/* ---- the index queue's bound -------------------------------------------------- */
+
+#define BOUND_CALLS    64         /* Appends planned: twice the bound's worth. */
+#define BOUND_CALL_RAW (4u << 20) /* Raw bytes of one append, about. */
+
+/* The appender of test_index_queue__bound_holds_appends_back. */
+struct bound_appender {
+    struct tandem *t;
+    struct tandem_record *records; /* Message-IDs "bound-<i>" in ids. */
+    char (*ids)[16];
+    uint32_t count;    /* Records per call. */
+    atomic_uint done;  /* Calls returned. */
+    atomic_int status; /* The first failure; 0. */
+};
+
+static void *bound_append_main(void *arg)
+{
+    struct bound_appender *a = arg;
+    for (uint32_t call = 0; call < BOUND_CALLS; call++) {
+        uint64_t lsn = 0;
+        int rv = tandem_append(a->t, a->records, a->count, &lsn, NULL);
+        if (rv != 0) {
+            atomic_store(&a->status, rv);
+            break;
+        }
+        atomic_fetch_add(&a->done, 1);
+    }
+    return NULL;
+}
+
+/* Child: hold the LMDB write lock of index_dir until a byte arrives on in,
+ * after writing one on out. Exit status 0, or 1 with nothing held. */
+static void bound_lock_child(const char *index_dir, int in, int out)
+{
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    char byte = 'L';
+    if (mdb_env_create(&env) != 0 || mdb_env_set_mapsize(env, (size_t)1 << 30) != 0 ||
+        mdb_env_set_maxdbs(env, 16) != 0 || mdb_env_open(env, index_dir, 0, 0644) != 0 ||
+        mdb_txn_begin(env, NULL, 0, &txn) != 0 || write(out, &byte, 1) != 1) {
+        _exit(1);
+    }
+    /* A parent whose assertion failed never answers: let go after 60 s. */
+    struct pollfd pfd = {.fd = in, .events = POLLIN};
+    ssize_t n = poll(&pfd, 1, 60 * 1000) == 1 ? read(in, &byte, 1) : 0;
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    _exit(n == 1 ? 0 : 1);
+}
+
+/* The index queue's bound (TDM_COMMIT_INDEX_QUEUE_SIZE_MAX, engine/commit.c):
+ * while another process holds the index's LMDB write lock, the index thread
+ * cannot begin its transaction. Appends go on until the batches waiting for
+ * it hold the bound, then wait (backpressure) rather than pile up in memory;
+ * once the lock is let go they all complete and the index catches up. A build
+ * without the wait lets all 64 appends (256 MiB) through and fails. */
+static void test_index_queue__bound_holds_appends_back(void **state)
+{
+    struct fixture *f = *state;
+    int to_child[2];
+    int from_child[2];
+    assert_int_equal(pipe(to_child), 0);
+    assert_int_equal(pipe(from_child), 0);
+    char index_dir[300];
+    snprintf(index_dir, sizeof(index_dir), "%s/index", f->dir);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        bound_lock_child(index_dir, to_child[0], from_child[1]);
+    }
+    char byte;
+    assert_int_equal(read(from_child[0], &byte, 1), 1); /* The lock is held. */
+
+    /* Records of about 2.6 KiB (long subjects compress well on disk). */
+    static char subject[TANDEM_SUBJECT_SIZE_MAX];
+    memset(subject, 's', sizeof(subject));
+    struct bound_appender a = {.t = f->t};
+    struct tdm_gen gen;
+    tdm_gen_init(&gen, 7, 4);
+    struct tandem_record record;
+    tdm_gen_message(&gen, &record);
+    record.message.subject = (struct tandem_bytes){.data = subject, .size = sizeof(subject)};
+    struct tdm_kept kept;
+    tdm_kept_set(&kept, &record);
+    size_t record_raw = tdm_codec_size(&record) + 4;
+    a.count = (uint32_t)(BOUND_CALL_RAW / record_raw);
+    assert_true(a.count >= 1 && a.count <= TANDEM_APPEND_RECORDS_MAX);
+    a.records = calloc(a.count, sizeof(*a.records));
+    a.ids = calloc(a.count, sizeof(*a.ids));
+    assert_non_null(a.records);
+    assert_non_null(a.ids);
+    for (uint32_t i = 0; i < a.count; i++) {
+        tdm_kept_get(&kept, &a.records[i]);
+        int n = snprintf(a.ids[i], sizeof(a.ids[i]), "bound-%u", i);
+        a.records[i].message.message_id =
+            (struct tandem_bytes){.data = a.ids[i], .size = (size_t)n};
+    }
+    size_t call_raw = 0;
+    for (uint32_t i = 0; i < a.count; i++) {
+        call_raw += tdm_codec_size(&a.records[i]) + 4;
+    }
+    uint32_t bound_calls = (uint32_t)(TDM_COMMIT_INDEX_QUEUE_SIZE_MAX / call_raw);
+
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, bound_append_main, &a), 0);
+    /* Up to the bound, appends go on. */
+    for (int waited = 0; atomic_load(&a.done) + 1 < bound_calls; waited++) {
+        assert_true(waited < 120 * 100); /* 120 s */
+        assert_int_equal(atomic_load(&a.status), 0);
+        usleep(10 * 1000);
+    }
+    /* Past it, they wait: in a second, an append takes tens of ms. */
+    sleep(1);
+    uint32_t held = atomic_load(&a.done);
+    assert_int_equal(atomic_load(&a.status), 0);
+    /* bound_calls + 1 batches queued (the last one took the queue past the
+     * bound); the next was durable and answered before its turn to queue. */
+    assert_true(held <= bound_calls + 2);
+    assert_true(held < BOUND_CALLS);
+
+    assert_int_equal(write(to_child[1], "U", 1), 1);
+    int child_status = 0;
+    assert_int_equal(waitpid(child, &child_status, 0), child);
+    assert_true(WIFEXITED(child_status) && WEXITSTATUS(child_status) == 0);
+    assert_int_equal(pthread_join(thread, NULL), 0);
+    assert_int_equal(atomic_load(&a.status), 0);
+    assert_int_equal(atomic_load(&a.done), BOUND_CALLS);
+
+    /* The index catches up: the last record is found by its Message-ID. */
+    struct tandem_status status;
+    assert_int_equal(tandem_status(f->t, &status), 0);
+    assert_int_equal(status.lsn_last, (uint64_t)BOUND_CALLS * a.count);
+    struct found found = {.count = 0};
+    const struct tandem_bytes *last_id = &a.records[a.count - 1].message.message_id;
+    assert_int_equal(tandem_get(f->t, last_id->data, last_id->size, found_cb, &found, NULL), 0);
+    assert_int_equal(found.count, BOUND_CALLS);
+    assert_int_equal(found.lsns[found.count - 1], status.lsn_last);
+    assert_int_equal(tandem_status(f->t, &status), 0);
+    assert_int_equal(status.index_lsn, status.lsn_last);
+    free(a.records);
+    free(a.ids);
+    close(to_child[0]);
+    close(to_child[1]);
+    close(from_child[0]);
+    close(from_child[1]);
 }
 
 /* The replication accessors (engine/node.h): a raw body appended through
@@ -1529,6 +1679,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_append__threads_dense_lsns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_append_async__callbacks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_index_thread__background_unless_a_query_waits, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_index_queue__bound_holds_appends_back, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_append_raw_async__epoch_and_records, setup, teardown),
         cmocka_unit_test_setup_teardown(test_append__invalid_record_stores_nothing, setup,
