@@ -123,6 +123,8 @@ struct tdm_fault_inode {
     size_t pending_count;
     size_t pending_capacity;
     uint64_t truncated_size; /* Lowest truncate() size since then; UINT64_MAX if none. */
+    uint64_t stale_offset;   /* The next pread overlapping [stale_offset, */
+    size_t stale_size;       /* + stale_size) sees zeros there; 0: none. */
     /* Directories only. */
     struct fault_table current;         /* Entries lookups see. */
     struct fault_table durable_entries; /* Entries after a power loss. */
@@ -773,6 +775,16 @@ static int fault_fs_pread(struct tdm_fs *base, int fd, void *buf, size_t size, u
         done = available < size ? (size_t)available : size;
         memcpy(buf, data->bytes + offset, done);
     }
+    struct tdm_fault_inode *inode = file->inode;
+    if (inode->stale_size > 0 && offset < inode->stale_offset + inode->stale_size &&
+        inode->stale_offset < offset + done) {
+        uint64_t from = inode->stale_offset > offset ? inode->stale_offset : offset;
+        uint64_t to = inode->stale_offset + inode->stale_size < offset + done
+                          ? inode->stale_offset + inode->stale_size
+                          : offset + done;
+        memset((uint8_t *)buf + (from - offset), 0, (size_t)(to - from));
+        inode->stale_size = 0;
+    }
     *read_size = done;
     return fault_fs_leave(fs, 0);
 }
@@ -1303,6 +1315,20 @@ int tdm_fault_fs_flip(struct tdm_fault_fs *fs, const char *path, uint64_t offset
             inode->durable.bytes[offset] ^= mask;
             rv = 0;
         }
+    }
+    fault_fs_mutex_unlock(fs);
+    return rv;
+}
+
+int tdm_fault_fs_stale_read_once(struct tdm_fault_fs *fs, const char *path, uint64_t offset,
+                                 size_t size)
+{
+    fault_fs_mutex_lock(fs);
+    struct tdm_fault_inode *inode;
+    int rv = helper_file(fs, path, false, &inode);
+    if (rv == 0) {
+        inode->stale_offset = offset;
+        inode->stale_size = size;
     }
     fault_fs_mutex_unlock(fs);
     return rv;

@@ -1190,6 +1190,30 @@ static void test_flip__flips_data_and_durable(void **state)
     assert_contents(f, "/n/x", false, "acc");
 }
 
+/* A stale read zeroes the armed range in the next pread that overlaps it,
+ * and in that one only; a pread beside the range is untouched and leaves it
+ * armed; the file's bytes never change. */
+static void test_stale_read_once__zeroes_one_read(void **state)
+{
+    struct fixture *f = *state;
+    int fd = open_file(f, "/n/x", TDM_FS_WRITE | TDM_FS_CREATE);
+    write_string(f, fd, "abcdefgh", 0);
+    assert_int_equal(tdm_fault_fs_stale_read_once(&f->fs, "/n/x", 2, 3), 0);
+    char buf[8];
+    size_t got = 0;
+    assert_int_equal(f->base->pread(f->base, fd, buf, 2, 0, &got), 0); /* Beside it. */
+    assert_int_equal(got, 2);
+    assert_memory_equal(buf, "ab", 2);
+    assert_int_equal(f->base->pread(f->base, fd, buf, 4, 3, &got), 0); /* Overlaps 3..4. */
+    assert_int_equal(got, 4);
+    assert_memory_equal(buf, "\0\0fg", 4);
+    assert_int_equal(f->base->pread(f->base, fd, buf, 8, 0, &got), 0); /* Once only. */
+    assert_memory_equal(buf, "abcdefgh", 8);
+    assert_contents(f, "/n/x", false, "abcdefgh");
+    assert_int_equal(tdm_fault_fs_stale_read_once(&f->fs, "/n/y", 0, 1), -ENOENT);
+    assert_int_equal(tdm_fault_fs_stale_read_once(&f->fs, "/n", 0, 1), -EISDIR);
+}
+
 /* ------------------------------------------------------------------------
  * Locks.
  * ------------------------------------------------------------------------ */
@@ -1405,6 +1429,7 @@ int main(void)
         T(test_crash__disarms_rules),
         T(test_count__counts_each_op),
         T(test_flip__flips_data_and_durable),
+        T(test_stale_read_once__zeroes_one_read),
         T(test_lock__second_lock_would_block),
         T(test_lock__released_by_crash),
         T(test_checksum_all__detects_changes),

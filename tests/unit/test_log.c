@@ -1205,6 +1205,52 @@ static void test_log_recover__torn_segment_after_progress_is_damage(void **state
     assert_int_equal(tdm_fault_fs_checksum_all(&f->fs, f->dir_a), before);
 }
 
+/* A read-only open beside a writer may read a batch of the open segment as
+ * the zeros it is being written over, then the batches after it whole. It
+ * reads that batch again before judging (engine/recover.c,
+ * RECOVER_READ_ONLY_REREADS; docs/FORMAT.md "Prepared segments"): no damage,
+ * every batch there. A writer's open has nobody beside it: the same read is
+ * damage at that batch. Neither open changes a file. */
+static void test_log_recover__read_only_reads_a_zeroed_batch_again(void **state)
+{
+    struct fixture *f = *state;
+    struct tdm_log_options options = {.segment_size = 1u << 20};
+    struct tdm_diag diag = {{0}};
+    struct tdm_log b;
+    assert_int_equal(tdm_log_open(&b, &f->fs.base, f->dir_b, &options, &diag), 0);
+    struct tdm_gen gen;
+    tdm_gen_init(&gen, 5, 4);
+    struct tdm_batch_header headers[4];
+    struct tdm_log_location locations[4];
+    for (int i = 0; i < 4; i++) {
+        append_generated(&b, &gen, 2, &headers[i], &locations[i]);
+    }
+    tdm_log_close(&b);
+    assert_int_equal(locations[1].segment_lsn, locations[3].segment_lsn); /* The open one. */
+    char path[400];
+    segment_path(f->dir_b, locations[1].segment_lsn, path, sizeof(path));
+    uint64_t before = tdm_fault_fs_checksum_all(&f->fs, f->dir_b);
+
+    options.read_only = true;
+    assert_int_equal(
+        tdm_fault_fs_stale_read_once(&f->fs, path, locations[1].offset, TDM_BATCH_HEADER_SIZE), 0);
+    assert_int_equal(tdm_log_open(&b, &f->fs.base, f->dir_b, &options, &diag), 0);
+    struct tandem_status status = log_status(&b);
+    assert_int_equal(status.damaged_count, 0);
+    assert_int_equal(status.lsn_last, tdm_batch_lsn_last(&headers[3]));
+    tdm_log_close(&b);
+
+    options.read_only = false;
+    assert_int_equal(
+        tdm_fault_fs_stale_read_once(&f->fs, path, locations[1].offset, TDM_BATCH_HEADER_SIZE), 0);
+    assert_int_equal(tdm_log_open(&b, &f->fs.base, f->dir_b, &options, &diag), 0);
+    status = log_status(&b);
+    assert_true(status.damaged_count >= 1);
+    assert_int_equal(status.damaged[0].lsn_first, headers[1].lsn_first);
+    tdm_log_close(&b);
+    assert_int_equal(tdm_fault_fs_checksum_all(&f->fs, f->dir_b), before);
+}
+
 /* Every segment but the last was sealed before the next was created; an
  * unsealed one followed by another (a file restored from elsewhere, or the
  * last one's footer lost with a later segment in place) is damage in that
@@ -1332,6 +1378,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_log_recover__torn_segment_creation_is_quarantined,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_recover__torn_segment_after_progress_is_damage,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_log_recover__read_only_reads_a_zeroed_batch_again,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_recover__unsealed_segment_not_last_is_damage,
                                         setup, teardown),
