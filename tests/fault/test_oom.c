@@ -10,6 +10,7 @@
 #include "tdm_test.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,20 +23,22 @@
 
 #define LSN_MAX 512
 
-/* Fails the allocation numbered fail_at (0-based) after arming. */
+/* Fails the allocation numbered fail_at (0-based) after arming. The
+ * engine's threads allocate too: the counters are atomic. */
 struct oom_heap {
-    long count;
-    long fail_at; /* -1: never. */
-    long failed;
+    atomic_long count;
+    long fail_at; /* -1: never. Set while no engine thread runs. */
+    atomic_long failed;
 };
 
 static struct oom_heap oom;
 
 static bool oom_fail(void)
 {
-    bool fail = oom.fail_at >= 0 && oom.count == oom.fail_at;
-    oom.count++;
-    oom.failed += fail ? 1 : 0;
+    bool fail = oom.fail_at >= 0 && atomic_fetch_add(&oom.count, 1) == oom.fail_at;
+    if (fail) {
+        atomic_fetch_add(&oom.failed, 1);
+    }
     return fail;
 }
 
@@ -126,7 +129,9 @@ static bool oom_at(long n)
     append_some(f, t, 1, 9);
     tandem_close(t);
 
-    oom = (struct oom_heap){.count = 0, .fail_at = n, .failed = 0};
+    atomic_store(&oom.count, 0);
+    atomic_store(&oom.failed, 0);
+    oom.fail_at = n;
     tdm_heap_set(&oom_heap_table);
     t = node_open(f, 0, &rv, &diag);
     if (t == NULL) {
@@ -141,7 +146,7 @@ static bool oom_at(long n)
         tandem_close(t);
     }
     tdm_heap_set(NULL);
-    bool reached = oom.failed > 0;
+    bool reached = atomic_load(&oom.failed) > 0;
 
     t = node_open(f, 0, &rv, &diag);
     if (t == NULL) {
