@@ -478,8 +478,10 @@ static void commit_received(struct tdm_commit *commit, struct tdm_commit_request
         tdm_assert(request->kind == TDM_COMMIT_RECEIVED);
         tdm_assert(request->raw != NULL);
         diags[i] = (struct tdm_diag){{0}};
-        status[i] = tdm_log_append_batch_unsynced(commit->log, request->batch, request->batch_size,
-                                                  &headers[i], &locations[i], &diags[i]);
+        /* Its body was proven where it was decoded (node_received_decode). */
+        status[i] =
+            tdm_log_append_batch_proven_unsynced(commit->log, request->batch, request->batch_size,
+                                                 &headers[i], &locations[i], &diags[i]);
         raws[i] = request->raw;
         request->raw = NULL;
         sync = sync || request->sync;

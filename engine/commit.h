@@ -156,7 +156,9 @@ void tdm_commit_stop(struct tdm_commit *commit);
  * TANDEM_ECANCELED (closing), TANDEM_EBUSY (too many pending); on error the
  * caller still owns raw.
  * RECEIVED: the commit thread appends request->batch with
- * tdm_log_append_batch() (every check of it first), completes the request with
+ * tdm_log_append_batch_proven_unsynced() (every check of it first but the
+ * body's checksum and decompression: whoever queued it decoded raw from these
+ * same bytes), then fdatasyncs, completes the request with
  * the batch's header and hands raw to the index thread, as for a local batch.
  * CUT: the commit thread waits until the index thread is idle (it reads the
  * log while rebuilding), cuts with tdm_log_cut_after() and, if the log lost

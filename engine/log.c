@@ -808,15 +808,22 @@ int tdm_log_append_batch(struct tdm_log *log, const uint8_t *bytes, size_t size,
     return rv;
 }
 
-int tdm_log_append_batch_unsynced(struct tdm_log *log, const uint8_t *bytes, size_t size,
-                                  struct tdm_batch_header *header,
-                                  struct tdm_log_location *location, struct tdm_diag *diag)
+/* Append a batch built elsewhere, unsynced; with body_proven, the caller ran
+ * tdm_batch_body_decode() on these bytes already. */
+static int log_append_batch_unsynced(struct tdm_log *log, const uint8_t *bytes, size_t size,
+                                     bool body_proven, struct tdm_batch_header *header,
+                                     struct tdm_log_location *location, struct tdm_diag *diag)
 {
     /* Untrusted bytes from a peer: every check is a return code. */
     struct tdm_batch_header h;
-    int rv = tdm_batch_verify(bytes, size, &h, diag);
+    int rv = body_proven ? tdm_batch_header_decode(bytes, size, &h, diag)
+                         : tdm_batch_verify(bytes, size, &h, diag);
     if (rv != 0) {
         return rv;
+    }
+    if (body_proven && size != TDM_BATCH_HEADER_SIZE + (size_t)h.body_size) {
+        return TDM_CORRUPT(diag, "batch %" PRIu64 ": %zu bytes, header says %zu", h.lsn_first, size,
+                           TDM_BATCH_HEADER_SIZE + (size_t)h.body_size);
     }
     if (h.lsn_first != log->lsn_last + 1) {
         tdm_diag_printf(diag, "batch starts at LSN %" PRIu64 ", the log ends at %" PRIu64,
@@ -840,6 +847,20 @@ int tdm_log_append_batch_unsynced(struct tdm_log *log, const uint8_t *bytes, siz
         *header = h;
     }
     return rv;
+}
+
+int tdm_log_append_batch_unsynced(struct tdm_log *log, const uint8_t *bytes, size_t size,
+                                  struct tdm_batch_header *header,
+                                  struct tdm_log_location *location, struct tdm_diag *diag)
+{
+    return log_append_batch_unsynced(log, bytes, size, false, header, location, diag);
+}
+
+int tdm_log_append_batch_proven_unsynced(struct tdm_log *log, const uint8_t *bytes, size_t size,
+                                         struct tdm_batch_header *header,
+                                         struct tdm_log_location *location, struct tdm_diag *diag)
+{
+    return log_append_batch_unsynced(log, bytes, size, true, header, location, diag);
 }
 
 /* ---- quarantine names ---------------------------------------------------------- */

@@ -220,6 +220,16 @@ int tdm_log_append_batch_unsynced(struct tdm_log *log, const uint8_t *bytes, siz
                                   struct tdm_batch_header *header,
                                   struct tdm_log_location *location, struct tdm_diag *diag);
 
+/* tdm_log_append_batch_unsynced() for bytes whose body this process has
+ * already proven: tdm_batch_body_decode() (checksum, decompression) ran on
+ * these same bytes, as the node does for every received batch before it
+ * queues it for the commit thread (engine/node.c node_received_decode). The
+ * header and every other check are made again; the body's checksum and
+ * decompression, which cost more than the write, are not. Thread: writer only. */
+int tdm_log_append_batch_proven_unsynced(struct tdm_log *log, const uint8_t *bytes, size_t size,
+                                         struct tdm_batch_header *header,
+                                         struct tdm_log_location *location, struct tdm_diag *diag);
+
 /* Make every batch written unsynced durable: one fdatasync of the open segment,
  * then the progress record. Returns 0 at once if there is nothing to sync, or
  * the log's sticky failure; a failed fdatasync fails the log for good. */

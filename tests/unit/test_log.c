@@ -234,6 +234,64 @@ static void test_log_append_batch__rejects_and_writes_nothing(void **state)
     tdm_log_close(&b);
 }
 
+/* tdm_log_append_batch_proven_unsynced(), for bytes whose body the caller
+ * decoded already: the primary's batches go in and the log reopens clean; a
+ * flipped header bit, a gap, a repeat and a truncated batch are still
+ * refused, and nothing is written for them. */
+static void test_log_append_batch_proven__checks_all_but_the_body(void **state)
+{
+    struct fixture *f = *state;
+    struct tdm_log b;
+    log_open(f, &b, f->dir_b);
+    struct tdm_batch_header h;
+    struct tdm_log_location location;
+    struct tdm_diag diag = {{0}};
+    size_t size;
+    uint8_t *first = batch_bytes(f, 0, &size);
+    assert_int_equal(tdm_log_append_batch_proven_unsynced(&b, first, size, &h, &location, NULL), 0);
+    assert_int_equal(tdm_log_sync(&b, NULL), 0);
+    uint64_t before = tdm_fault_fs_checksum_all(&f->fs, f->dir_b);
+
+    size_t size2;
+    uint8_t *third = batch_bytes(f, 2, &size2);
+    assert_int_equal(tdm_log_append_batch_proven_unsynced(&b, third, size2, &h, &location, &diag),
+                     TANDEM_EINVALID); /* A gap. */
+    free(third);
+    assert_int_equal(tdm_log_append_batch_proven_unsynced(&b, first, size, &h, &location, &diag),
+                     TANDEM_EINVALID); /* A repeat. */
+    uint8_t *second = batch_bytes(f, 1, &size2);
+    for (size_t bit = 0; bit < TDM_BATCH_HEADER_SIZE * 8; bit += 5) {
+        second[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+        assert_int_equal(
+            tdm_log_append_batch_proven_unsynced(&b, second, size2, &h, &location, NULL),
+            TANDEM_ECORRUPT);
+        second[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+    }
+    diag.message[0] = '\0';
+    assert_int_equal(
+        tdm_log_append_batch_proven_unsynced(&b, second, size2 - 1, &h, &location, &diag),
+        TANDEM_ECORRUPT); /* Truncated. */
+    assert_non_null(strstr(diag.message, "header says"));
+    assert_int_equal(tdm_fault_fs_checksum_all(&f->fs, f->dir_b), before);
+
+    free(first);
+    free(second);
+    for (int i = 1; i < BATCHES; i++) {
+        uint8_t *bytes = batch_bytes(f, i, &size);
+        assert_int_equal(tdm_log_append_batch_proven_unsynced(&b, bytes, size, &h, &location, NULL),
+                         0);
+        free(bytes);
+    }
+    assert_int_equal(tdm_log_sync(&b, NULL), 0);
+    tdm_log_close(&b);
+    log_open(f, &b, f->dir_b);
+    assert_int_equal(b.damaged_count, 0);
+    assert_int_equal(b.lsn_last, tdm_batch_lsn_last(&f->headers[BATCHES - 1]));
+    assert_memory_equal(b.chain_last.bytes, f->headers[BATCHES - 1].chain_hash.bytes,
+                        TDM_CHAIN_HASH_SIZE);
+    tdm_log_close(&b);
+}
+
 /* Cutting after an LSN in an older, sealed segment moves every later byte to
  * quarantine, leaves the log's chain hash at that LSN, reopens clean, and the
  * log grows again from there; a cut inside a batch is refused. */
@@ -1356,6 +1414,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_log_append_batch__rejects_and_writes_nothing, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_log_append_batch_proven__checks_all_but_the_body,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_append_batch_unsynced__durable_only_after_sync,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_log_cut_after__quarantines_tail, setup, teardown),
