@@ -3,7 +3,7 @@
  * success or a clean error, never a crash or a leak, and the store reopens
  * intact with every acknowledged record (RELIABILITY S4 (g); SQLite's OOM loop).
  *
- * Method: a heap installed with tdm_heap_set() counts the library's
+ * Method: a heap installed with tdm_test_heap_libc_install() counts the library's
  * allocations and fails number N; the file system is the in-memory fault fs,
  * whose own memory does not come from that heap. The loop ends at the first N
  * that the run never reached. */
@@ -15,9 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/base/alloc.h"
 #include "engine/node.h"
 #include "fault_fs.h"
+#include "heap.h"
 #include "records.h"
 #include "tools/gen.h"
 
@@ -41,32 +41,6 @@ static bool oom_fail(void)
     }
     return fail;
 }
-
-static void *oom_malloc(void *data, size_t size)
-{
-    (void)data;
-    return oom_fail() ? NULL : malloc(size);
-}
-
-static void *oom_calloc(void *data, size_t count, size_t size)
-{
-    (void)data;
-    return oom_fail() ? NULL : calloc(count, size);
-}
-
-static void *oom_realloc(void *data, void *ptr, size_t size)
-{
-    (void)data;
-    return oom_fail() ? NULL : realloc(ptr, size);
-}
-
-static void oom_free(void *data, void *ptr)
-{
-    (void)data;
-    free(ptr);
-}
-
-static const struct tdm_heap oom_heap_table = {oom_malloc, oom_calloc, oom_realloc, oom_free, NULL};
 
 struct fixture {
     struct tdm_fault_fs fs;
@@ -132,7 +106,7 @@ static bool oom_at(long n)
     atomic_store(&oom.count, 0);
     atomic_store(&oom.failed, 0);
     oom.fail_at = n;
-    tdm_heap_set(&oom_heap_table);
+    tdm_test_heap_libc_install(oom_fail);
     t = node_open(f, 0, &rv, &diag);
     if (t == NULL) {
         assert_true(rv < 0);
@@ -145,7 +119,7 @@ static bool oom_at(long n)
         append_some(f, t, 2, 12);
         tandem_close(t);
     }
-    tdm_heap_set(NULL);
+    tdm_test_heap_uninstall();
     bool reached = atomic_load(&oom.failed) > 0;
 
     t = node_open(f, 0, &rv, &diag);

@@ -51,7 +51,44 @@ void tdm_test_heap_fail(bool on)
     heap_failing = on;
 }
 
-/* ---- libc's heap, failing on one thread --------------------------------------- */
+/* ---- libc's heap, failing when a predicate says so --------------------------- */
+
+static bool (*heap_libc_fails)(void); /* Set while no engine thread runs. */
+
+static void *heap_libc_malloc(void *data, size_t size)
+{
+    (void)data;
+    return heap_libc_fails() ? NULL : malloc(size);
+}
+
+static void *heap_libc_calloc(void *data, size_t count, size_t size)
+{
+    (void)data;
+    return heap_libc_fails() ? NULL : calloc(count, size);
+}
+
+static void *heap_libc_realloc(void *data, void *ptr, size_t size)
+{
+    (void)data;
+    return heap_libc_fails() ? NULL : realloc(ptr, size);
+}
+
+static void heap_libc_free(void *data, void *ptr)
+{
+    (void)data;
+    free(ptr);
+}
+
+static const struct tdm_heap heap_libc = {heap_libc_malloc, heap_libc_calloc, heap_libc_realloc,
+                                          heap_libc_free, NULL};
+
+void tdm_test_heap_libc_install(bool (*fails)(void))
+{
+    heap_libc_fails = fails;
+    tdm_heap_set(&heap_libc);
+}
+
+/* ---- failing on one thread ------------------------------------------------------ */
 
 static _Thread_local long heap_thread_skip = -1; /* Allocations to pass; -1: none fails. */
 
@@ -68,37 +105,10 @@ static bool heap_thread_fails(void)
     return false;
 }
 
-static void *heap_thread_malloc(void *data, size_t size)
-{
-    (void)data;
-    return heap_thread_fails() ? NULL : malloc(size);
-}
-
-static void *heap_thread_calloc(void *data, size_t count, size_t size)
-{
-    (void)data;
-    return heap_thread_fails() ? NULL : calloc(count, size);
-}
-
-static void *heap_thread_realloc(void *data, void *ptr, size_t size)
-{
-    (void)data;
-    return heap_thread_fails() ? NULL : realloc(ptr, size);
-}
-
-static void heap_thread_free(void *data, void *ptr)
-{
-    (void)data;
-    free(ptr);
-}
-
-static const struct tdm_heap heap_thread = {heap_thread_malloc, heap_thread_calloc,
-                                            heap_thread_realloc, heap_thread_free, NULL};
-
 void tdm_test_heap_thread_install(void)
 {
     heap_thread_skip = -1;
-    tdm_heap_set(&heap_thread);
+    tdm_test_heap_libc_install(heap_thread_fails);
 }
 
 void tdm_test_heap_thread_fail_after(long skip)

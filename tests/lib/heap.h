@@ -1,7 +1,7 @@
 /* tests/lib/heap.h: the library's allocator routed to cmocka's test_malloc and
  * test_free (STYLE B8), so that cmocka's leak check covers library code, with a
- * switch that makes every allocation fail; and libc's heap with one thread's
- * allocations failed on demand. */
+ * switch that makes every allocation fail; and libc's heap with allocations
+ * failed on demand (the Nth of all, or of one thread). */
 #ifndef TDM_TESTS_LIB_HEAP_H
 #define TDM_TESTS_LIB_HEAP_H
 
@@ -14,7 +14,12 @@ void tdm_test_heap_uninstall(void);
 /* While on, every allocation of the library returns NULL. */
 void tdm_test_heap_fail(bool on);
 
-/* A second heap, libc's with failures aimed at one thread: the engine's own
+/* libc's heap, with every allocation failed for which fails() (called before
+ * it, on the allocating thread) returns true. Install it before any handle
+ * opens (tdm_heap_set() is not thread-safe); uninstall as above. */
+void tdm_test_heap_libc_install(bool (*fails)(void));
+
+/* libc's heap with failures aimed at one thread: the engine's own
  * threads keep allocating while the test thread's next allocation fails.
  * Install it before any handle opens (tdm_heap_set() is not thread-safe),
  * e.g. in main(); it behaves as libc's until armed. */
