@@ -1188,6 +1188,7 @@ void tdm_fault_fs_crash(struct tdm_fault_fs *fs, enum tdm_fault_crash_mode mode,
         buf_copy(&inode->data, &inode->durable);
         inode->pending_count = 0;
         inode->truncated_size = UINT64_MAX;
+        inode->stale_size = 0; /* A stale read is a reader's race: none survives. */
     }
 
     /* Step 4. */

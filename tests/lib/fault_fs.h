@@ -164,7 +164,8 @@ int tdm_fault_fs_flip(struct tdm_fault_fs *fs, const char *path, uint64_t offset
 /* The next pread of the file at path that overlaps [offset, offset + size)
  * sees zeros there, once; the bytes stay as they are. This is what a reader
  * beside a writer may see: a batch still being written over a prepared
- * segment's zeros. Returns 0, -ENOENT, -ENOTDIR or -EISDIR. */
+ * segment's zeros. A crash disarms it. Returns 0, -ENOENT, -ENOTDIR or
+ * -EISDIR. */
 int tdm_fault_fs_stale_read_once(struct tdm_fault_fs *fs, const char *path, uint64_t offset,
                                  size_t size);
 

@@ -1210,6 +1210,13 @@ static void test_stale_read_once__zeroes_one_read(void **state)
     assert_int_equal(f->base->pread(f->base, fd, buf, 8, 0, &got), 0); /* Once only. */
     assert_memory_equal(buf, "abcdefgh", 8);
     assert_contents(f, "/n/x", false, "abcdefgh");
+    assert_int_equal(tdm_fault_fs_stale_read_once(&f->fs, "/n/x", 0, 8), 0);
+    assert_int_equal(f->base->fdatasync(f->base, fd), 0);
+    assert_int_equal(f->base->sync_dir(f->base, "/n"), 0);
+    tdm_fault_fs_crash(&f->fs, TDM_FAULT_CRASH_DROP, NULL); /* Disarms it. */
+    fd = open_file(f, "/n/x", TDM_FS_READ);
+    assert_int_equal(f->base->pread(f->base, fd, buf, 8, 0, &got), 0);
+    assert_memory_equal(buf, "abcdefgh", 8);
     assert_int_equal(tdm_fault_fs_stale_read_once(&f->fs, "/n/y", 0, 1), -ENOENT);
     assert_int_equal(tdm_fault_fs_stale_read_once(&f->fs, "/n", 0, 1), -EISDIR);
 }
