@@ -274,18 +274,25 @@ int tdm_batch_body_decode(const struct tdm_batch_header *header, const uint8_t *
     return batch_entries_check(header, raw, diag);
 }
 
+int tdm_batch_whole_header_decode(const uint8_t *bytes, size_t size,
+                                  struct tdm_batch_header *header, struct tdm_diag *diag)
+{
+    int rv = tdm_batch_header_decode(bytes, size, header, diag);
+    if (rv == 0 && size != TDM_BATCH_HEADER_SIZE + (size_t)header->body_size) {
+        rv = TDM_CORRUPT(diag, "batch %llu: %zu bytes, header says %u",
+                         (unsigned long long)header->lsn_first, size,
+                         TDM_BATCH_HEADER_SIZE + header->body_size);
+    }
+    return rv;
+}
+
 int tdm_batch_verify(const uint8_t *bytes, size_t size, struct tdm_batch_header *header,
                      struct tdm_diag *diag)
 {
     struct tdm_batch_header h;
-    int rv = tdm_batch_header_decode(bytes, size, &h, diag);
+    int rv = tdm_batch_whole_header_decode(bytes, size, &h, diag);
     if (rv != 0) {
         return rv;
-    }
-    if (size != TDM_BATCH_HEADER_SIZE + (size_t)h.body_size) {
-        return TDM_CORRUPT(diag, "batch %llu: %zu bytes, header says %u",
-                           (unsigned long long)h.lsn_first, size,
-                           TDM_BATCH_HEADER_SIZE + h.body_size);
     }
     uint8_t *raw = tdm_malloc(h.raw_size + 1u);
     if (raw == NULL) {

@@ -61,6 +61,12 @@ size_t tdm_batch_bound(size_t raw_size);
 int tdm_batch_header_decode(const uint8_t *buf, size_t size, struct tdm_batch_header *header,
                             struct tdm_diag *diag);
 
+/* tdm_batch_header_decode() of a whole batch (bytes holds exactly the header
+ * and its body), and a check of that size against the header's body_size.
+ * Untrusted: TANDEM_ECORRUPT with diag on any mismatch. */
+int tdm_batch_whole_header_decode(const uint8_t *bytes, size_t size,
+                                  struct tdm_batch_header *header, struct tdm_diag *diag);
+
 /* Verify that header's chain hash follows from prev. */
 bool tdm_batch_chain_follows(const struct tdm_batch_header *header,
                              const struct tdm_chain_hash *prev);

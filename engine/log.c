@@ -816,14 +816,10 @@ static int log_append_batch_unsynced(struct tdm_log *log, const uint8_t *bytes, 
 {
     /* Untrusted bytes from a peer: every check is a return code. */
     struct tdm_batch_header h;
-    int rv = body_proven ? tdm_batch_header_decode(bytes, size, &h, diag)
+    int rv = body_proven ? tdm_batch_whole_header_decode(bytes, size, &h, diag)
                          : tdm_batch_verify(bytes, size, &h, diag);
     if (rv != 0) {
         return rv;
-    }
-    if (body_proven && size != TDM_BATCH_HEADER_SIZE + (size_t)h.body_size) {
-        return TDM_CORRUPT(diag, "batch %" PRIu64 ": %zu bytes, header says %zu", h.lsn_first, size,
-                           TDM_BATCH_HEADER_SIZE + (size_t)h.body_size);
     }
     if (h.lsn_first != log->lsn_last + 1) {
         tdm_diag_printf(diag, "batch starts at LSN %" PRIu64 ", the log ends at %" PRIu64,

@@ -1073,14 +1073,9 @@ void tdm_node_set_written(struct tandem *t,
 static int node_received_decode(const uint8_t *bytes, size_t size, struct tdm_batch_header *header,
                                 uint8_t **raw, struct tdm_diag *diag)
 {
-    int rv = tdm_batch_header_decode(bytes, size, header, diag);
+    int rv = tdm_batch_whole_header_decode(bytes, size, header, diag);
     if (rv != 0) {
         return rv;
-    }
-    if (size != TDM_BATCH_HEADER_SIZE + (size_t)header->body_size) {
-        return TDM_CORRUPT(diag, "batch %" PRIu64 ": %zu bytes, its header says %zu",
-                           header->lsn_first, size,
-                           TDM_BATCH_HEADER_SIZE + (size_t)header->body_size);
     }
     uint8_t *body = tdm_malloc((size_t)header->raw_size + 1u);
     if (body == NULL) {
