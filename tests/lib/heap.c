@@ -1,4 +1,6 @@
-/* tests/lib/heap.c: the library's allocator over cmocka's test_malloc family. */
+/* tests/lib/heap.c: the library's allocator over cmocka's test_malloc family, and over
+ * libc's malloc with failures chosen by a predicate (the Nth allocation, or one
+ * thread's). */
 #include "heap.h"
 
 #include <stdlib.h>
